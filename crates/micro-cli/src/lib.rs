@@ -1,0 +1,4 @@
+//! micro-cli
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}
