@@ -42,3 +42,40 @@ impl Default for Context {
         Self::anonymous(DEFAULT_NAMESPACE)
     }
 }
+
+/// Longest namespace name accepted anywhere.
+pub const MAX_NAMESPACE_BYTES: usize = 64;
+
+/// Why a namespace name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid namespace {0:?}: use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+)]
+pub struct InvalidNamespace(pub String);
+
+/// Checks a namespace name: 1–[`MAX_NAMESPACE_BYTES`] of `[a-z0-9_-]`, not starting with `-`/`_`.
+/// Namespaces become store databases, topic prefixes and DNS labels, so the alphabet is narrow.
+pub fn validate_namespace(name: &str) -> Result<(), InvalidNamespace> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAMESPACE_BYTES
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok { Ok(()) } else { Err(InvalidNamespace(name.to_string())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces() {
+        for good in ["micro", "foo", "foo-bar", "a1", "team_9"] {
+            assert!(validate_namespace(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(MAX_NAMESPACE_BYTES + 1);
+        for bad in ["", "Foo", "-x", "_x", "a.b", "a/b", "a b", long.as_str()] {
+            assert!(validate_namespace(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_namespace(&"a".repeat(MAX_NAMESPACE_BYTES)).is_ok());
+    }
+}

@@ -1,1 +1,176 @@
-//! micro-server
+//! `micro server`: the composition root of the platform.
+//!
+//! - [`config`]: the typed config tree (defaults → `micro.toml` → `MICRO_*` env → flags).
+//! - [`backends`]: the one factory that turns config into backend trait objects.
+//! - [`grpc`]: the :8081 listener — request context, core services, reflection, health.
+//! - [`http`]: the :8080 listener (the API gateway arrives in a later issue; `GET /` answers now).
+//! - [`Platform`]: the running set of core services, served by [`Platform::serve`] on listeners
+//!   the caller bound, until a shutdown future resolves (tests bind `127.0.0.1:0`).
+
+pub mod backends;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod registry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+pub use config::Config;
+
+/// Flags of `micro server`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Args {
+    /// gRPC address for core services and the proxy [env: MICRO_PROXY_ADDRESS] [default: 127.0.0.1:8081]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub proxy_address: Option<String>,
+    /// HTTP API gateway address [env: MICRO_API_ADDRESS] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api_address: Option<String>,
+    /// Store backend: file, memory or a postgres:// URL [env: MICRO_STORE] [default: file]
+    #[arg(long, value_name = "BACKEND")]
+    pub store: Option<String>,
+    /// Server config file [default: $MICRO_HOME/micro.toml when it exists]
+    #[arg(long = "config", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit
+    #[arg(long)]
+    pub dump_config: bool,
+}
+
+/// Runs `micro server` until SIGINT/SIGTERM: loads config, opens backends, binds, serves, drains.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let home = micro_core::home::dir();
+    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("MICRO_")).collect();
+    let overrides = config::Overrides {
+        proxy_address: args.proxy_address.clone(),
+        api_address: args.api_address.clone(),
+        store: args.store.clone(),
+    };
+    let config = Config::load(&home, args.config_file.as_deref(), &env, &overrides)?;
+    if args.dump_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    init_tracing();
+
+    let platform = Platform::open(&home, &config).await?;
+    let grpc = bind(&config.proxy_address, "--proxy-address").await?;
+    let http = bind(&config.api_address, "--api-address").await?;
+    platform.serve(grpc, http, micro_core::shutdown::signal(), config.grace()?).await
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second init (e.g. two servers in one test process) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+async fn bind(address: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address}: is another micro server running? Choose another address with {flag}")
+    })
+}
+
+/// The core services of one server, with the backends they were opened on.
+pub struct Platform {
+    home: PathBuf,
+    store: Arc<dyn micro_store::Store>,
+    config: Arc<micro_config::Config>,
+    _sweeper: micro_store::Sweeper,
+}
+
+impl Platform {
+    /// Opens every backend `config` names, creating `home/server` on first boot.
+    pub async fn open(home: &Path, config: &Config) -> anyhow::Result<Self> {
+        let server_dir = home.join("server");
+        std::fs::create_dir_all(&server_dir)
+            .with_context(|| format!("cannot create the server state directory {}", server_dir.display()))?;
+        info!(home = %home.display(), "state directory");
+
+        let store = backends::store(&config.store, &server_dir).await?;
+        info!(backend = %store.summary(), "store");
+        let sweeper = micro_store::spawn_sweeper(store.clone(), config.sweep_interval()?);
+
+        let secret_key = backends::config_secret_key(&server_dir)?;
+        let config_service = Arc::new(micro_config::Config::new(store.clone(), secret_key));
+        info!(documents = "store database micro, table config", "config");
+
+        Ok(Self { home: home.to_path_buf(), store, config: config_service, _sweeper: sweeper })
+    }
+
+    /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then stops accepting
+    /// and gives in-flight requests `grace` to finish.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let grpc_addr = grpc.local_addr()?;
+        let http_addr = http.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+
+        let mut grpc_task = tokio::spawn(grpc::serve(self.store.clone(), self.config.clone(), grpc, stopped()));
+        let mut http_task = tokio::spawn(http::serve(http::router(), http, stopped()));
+        info!(addr = %grpc_addr, "gRPC listening");
+        info!(addr = %http_addr, "HTTP listening");
+        info!(home = %self.home.display(), "micro server ready");
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut grpc_task => return task_outcome("gRPC", result),
+            result = &mut http_task => return task_outcome("HTTP", result),
+        }
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            let grpc = task_outcome("gRPC", (&mut grpc_task).await);
+            let http = task_outcome("HTTP", (&mut http_task).await);
+            grpc.and(http)
+        })
+        .await;
+        match drained {
+            Ok(result) => {
+                info!("micro server stopped");
+                result
+            }
+            Err(_) => {
+                warn!(grace = ?grace, "requests still running after the grace period; stopping anyway");
+                grpc_task.abort();
+                http_task.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+fn task_outcome(
+    name: &str,
+    result: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    match result {
+        Ok(outcome) => outcome.with_context(|| format!("{name} server failed")),
+        Err(err) => Err(anyhow::anyhow!("{name} server task ended abnormally: {err}")),
+    }
+}

@@ -1,0 +1,214 @@
+//! The server's one typed config tree, layered defaults → `micro.toml` → `MICRO_*` env → flags
+//! (DESIGN §9), validated before anything binds.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be loaded; each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// Effective server configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC address: core services and the proxy; what an environment points at.
+    pub proxy_address: String,
+    /// HTTP API gateway address.
+    pub api_address: String,
+    /// How long in-flight requests get to finish after SIGINT/SIGTERM (Go duration).
+    pub shutdown_grace: String,
+    pub store: StoreConfig,
+}
+
+/// Which store backend holds store, config (and later auth) data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `file` (redb under `MICRO_HOME/server/store`), `memory`, or a `postgres://` URL.
+    pub backend: String,
+    /// How often expired records are swept (Go duration).
+    pub sweep_interval: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            proxy_address: "127.0.0.1:8081".into(),
+            api_address: "127.0.0.1:8080".into(),
+            shutdown_grace: "10s".into(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { backend: "file".into(), sweep_interval: "30s".into() }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in force.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub proxy_address: Option<String>,
+    pub api_address: Option<String>,
+    pub store: Option<String>,
+}
+
+impl Config {
+    /// Builds the effective config for `home`: defaults, then `file` (or `home/micro.toml` when it
+    /// exists), then `env` (`MICRO_PROXY_ADDRESS`, `MICRO_API_ADDRESS`, `MICRO_STORE`), then
+    /// `flags`. An explicitly named file must exist; the default one is optional.
+    pub fn load(
+        home: &Path,
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let default_file = home.join("micro.toml");
+        let (path, required) = match file {
+            Some(path) => (path.to_path_buf(), true),
+            None => (default_file, false),
+        };
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<Config>(&text)
+                .map_err(|err| ConfigError::Parse { path: path.clone(), message: err.message().to_string() })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => Config::default(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+
+        let layer = |target: &mut String, value: Option<&String>| {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                value.clone_into(target);
+            }
+        };
+        layer(&mut config.proxy_address, env.get("MICRO_PROXY_ADDRESS"));
+        layer(&mut config.api_address, env.get("MICRO_API_ADDRESS"));
+        layer(&mut config.store.backend, env.get("MICRO_STORE"));
+        layer(&mut config.proxy_address, flags.proxy_address.as_ref());
+        layer(&mut config.api_address, flags.api_address.as_ref());
+        layer(&mut config.store.backend, flags.store.as_ref());
+
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        validate_address("proxy_address", &self.proxy_address)?;
+        validate_address("api_address", &self.api_address)?;
+        self.grace()?;
+        self.sweep_interval()?;
+        match self.store.backend.as_str() {
+            "file" | "memory" => Ok(()),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(()),
+            other => Err(ConfigError::Invalid {
+                field: "store.backend",
+                message: format!("{other:?} is not a store backend: use file, memory or a postgres:// URL"),
+            }),
+        }
+    }
+
+    /// The shutdown grace period.
+    pub fn grace(&self) -> Result<Duration, ConfigError> {
+        parse_duration("shutdown_grace", &self.shutdown_grace)
+    }
+
+    /// The interval of the store's expiry sweeper; never zero.
+    pub fn sweep_interval(&self) -> Result<Duration, ConfigError> {
+        let interval = parse_duration("store.sweep_interval", &self.store.sweep_interval)?;
+        if interval.is_zero() {
+            return Err(ConfigError::Invalid { field: "store.sweep_interval", message: "must be above zero".into() });
+        }
+        Ok(interval)
+    }
+
+    /// The effective config as TOML, for `micro server --dump-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config tree only holds strings, which always serialise")
+    }
+}
+
+fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    micro_core::duration::parse(value).map_err(|err| ConfigError::Invalid { field, message: err.to_string() })
+}
+
+fn validate_address(field: &'static str, value: &str) -> Result<(), ConfigError> {
+    let invalid = |message: &str| ConfigError::Invalid { field, message: format!("{value:?} {message}") };
+    let (host, port) = value.rsplit_once(':').ok_or_else(|| invalid("must be HOST:PORT, e.g. 127.0.0.1:8081"))?;
+    if host.is_empty() {
+        return Err(invalid("has no host: use 0.0.0.0:PORT to listen on every interface"));
+    }
+    port.parse::<u16>().map_err(|_| invalid("has no valid port (0-65535)"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn layers_defaults_file_env_flags_in_order() {
+        let home = tempfile::tempdir().unwrap();
+        let defaults = Config::load(home.path(), None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(defaults, Config::default());
+
+        std::fs::write(
+            home.path().join("micro.toml"),
+            "proxy_address = \"127.0.0.1:9001\"\napi_address = \"127.0.0.1:9002\"\n[store]\nbackend = \"memory\"\n",
+        )
+        .unwrap();
+        let from_file = Config::load(home.path(), None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(from_file.proxy_address, "127.0.0.1:9001");
+        assert_eq!(from_file.store.backend, "memory");
+        assert_eq!(from_file.store.sweep_interval, "30s", "unset keys keep their defaults");
+
+        let vars = env(&[("MICRO_PROXY_ADDRESS", "127.0.0.1:9101"), ("MICRO_API_ADDRESS", "127.0.0.1:9102")]);
+        let from_env = Config::load(home.path(), None, &vars, &Overrides::default()).unwrap();
+        assert_eq!(from_env.proxy_address, "127.0.0.1:9101");
+        assert_eq!(from_env.api_address, "127.0.0.1:9102");
+
+        let flags = Overrides { proxy_address: Some("127.0.0.1:9201".into()), ..Default::default() };
+        let from_flags = Config::load(home.path(), None, &vars, &flags).unwrap();
+        assert_eq!(from_flags.proxy_address, "127.0.0.1:9201");
+        assert_eq!(from_flags.api_address, "127.0.0.1:9102");
+
+        let dumped = from_flags.to_toml();
+        let reparsed: Config = toml::from_str(&dumped).unwrap();
+        assert_eq!(reparsed, from_flags, "--dump-config output is itself a valid micro.toml");
+    }
+
+    #[test]
+    fn rejects_bad_input_with_clear_errors() {
+        let home = tempfile::tempdir().unwrap();
+        let load = |flags: Overrides| Config::load(home.path(), None, &env(&[]), &flags);
+        let err = load(Overrides { proxy_address: Some("8081".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("HOST:PORT"), "{err}");
+        let err = load(Overrides { api_address: Some("127.0.0.1:99999".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("valid port"), "{err}");
+        let err = load(Overrides { store: Some("mongo".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("not a store backend"), "{err}");
+
+        std::fs::write(home.path().join("micro.toml"), "proxy_adress = \"x\"\n").unwrap();
+        let err = load(Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("micro.toml"), "{err}");
+
+        let missing = home.path().join("nope.toml");
+        let err = Config::load(home.path(), Some(&missing), &env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+    }
+}

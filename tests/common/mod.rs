@@ -1,0 +1,168 @@
+//! Drives the real `micro` binary like a user: a server on ephemeral ports with a temp
+//! `MICRO_HOME`, and CLI invocations against it through a `micro env`.
+
+#![allow(dead_code, reason = "each test file uses a different part of the harness")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+/// How long a server gets to print its listening addresses before a test fails.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn micro_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_micro")
+}
+
+/// A `micro` command with `MICRO_HOME` set and no inherited micro settings.
+pub fn micro_cmd(home: &Path) -> Command {
+    let mut cmd = Command::new(micro_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MICRO_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("MICRO_HOME", home).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `micro args...` in `home` and returns its output.
+pub fn micro_in(home: &Path, args: &[&str]) -> Output {
+    micro_cmd(home).args(args).output().expect("the micro binary runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A running `micro server` process, killed on drop.
+pub struct Server {
+    child: Child,
+    home: PathBuf,
+    pub grpc: String,
+    pub http: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts a server in `home` on ephemeral ports and selects it as the CLI's env `e2e`.
+    pub fn start(home: &Path) -> Self {
+        Self::start_with(home, &[])
+    }
+
+    pub fn start_with(home: &Path, extra: &[&str]) -> Self {
+        let mut child = micro_cmd(home)
+            .args(["server", "--proxy-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("micro server starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = tx.send(line);
+            }
+        });
+
+        let (mut grpc, mut http) = (None, None);
+        let deadline = std::time::Instant::now() + READY_DEADLINE;
+        while grpc.is_none() || http.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("gRPC listening") => grpc = addr_field(&line),
+                Ok(line) if line.contains("HTTP listening") => http = addr_field(&line),
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("micro server did not become ready; its log:\n{}", log.lock().unwrap());
+                }
+            }
+        }
+        let server = Self {
+            child,
+            home: home.to_path_buf(),
+            grpc: grpc.expect("loop ends once set"),
+            http: http.expect("loop ends once set"),
+            log,
+        };
+        // Point the CLI at this server, replacing any env left by an earlier server in `home`.
+        let _ = server.micro(&["env", "del", "e2e"]);
+        server.ok(&["env", "add", "e2e", &server.grpc.clone()]);
+        server.ok(&["env", "set", "e2e"]);
+        server
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn micro(&self, args: &[&str]) -> Output {
+        micro_in(&self.home, args)
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.micro(args);
+        assert!(
+            output.status.success(),
+            "micro {args:?} failed ({}): stdout {:?} stderr {:?}",
+            output.status,
+            stdout(&output),
+            stderr(&output)
+        );
+        stdout(&output)
+    }
+
+    /// Sends `signal` and waits for the process to end.
+    pub fn signal(mut self, signal: i32) -> std::process::ExitStatus {
+        // The child is not yet reaped, so its PID is still ours to signal.
+        send_signal(self.child.id(), signal);
+        let status = self.child.wait().expect("the server can be waited for");
+        std::mem::forget(self);
+        status
+    }
+}
+
+fn send_signal(pid: u32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("the kill command exists");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+fn addr_field(line: &str) -> Option<String> {
+    line.split_whitespace().find_map(|field| field.strip_prefix("addr=")).map(str::to_string)
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTP/1.1 GET against `addr`; returns (status line, body).
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the HTTP listener accepts");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}

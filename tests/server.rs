@@ -1,0 +1,134 @@
+//! `micro server` and the CLI's basic behaviour end to end.
+
+mod common;
+
+use common::{Server, micro_in, stderr, stdout};
+
+#[test]
+fn server_answers_http_health_reflection_and_services_then_drains_on_sigterm() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+
+    let (status, body) = common::http_get(&server.http, "/");
+    assert!(status.contains("200"), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+
+    let services = server.ok(&["services"]);
+    for core in ["config", "registry", "store"] {
+        assert!(services.lines().any(|line| line == core), "{core} missing from {services:?}");
+    }
+
+    let log = server.log();
+    assert!(log.contains("store.redb"), "the log names where data lives: {log}");
+    assert!(log.contains(&home.path().display().to_string()), "{log}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest { service: "store.Store".into() })
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let mut reflection = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = reflection.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("unexpected reflection reply {reply:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for name in ["store.Store", "config.Config", "grpc.health.v1.Health"] {
+            assert!(names.iter().any(|n| n == name), "{name} missing from reflection: {names:?}");
+        }
+    });
+
+    let status = server.signal(15);
+    assert!(status.success(), "SIGTERM drains and exits cleanly: {status}");
+}
+
+#[test]
+fn dump_config_layers_flags_over_env_and_file() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("micro.toml"), "api_address = \"127.0.0.1:9999\"\n").unwrap();
+    let output = common::micro_cmd(home.path())
+        .env("MICRO_PROXY_ADDRESS", "127.0.0.1:7777")
+        .args(["server", "--dump-config", "--store", "memory"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let config: toml::Value = toml::from_str(&stdout(&output)).unwrap();
+    assert_eq!(config["api_address"].as_str(), Some("127.0.0.1:9999"));
+    assert_eq!(config["proxy_address"].as_str(), Some("127.0.0.1:7777"));
+    assert_eq!(config["store"]["backend"].as_str(), Some("memory"));
+
+    let bad = micro_in(home.path(), &["server", "--proxy-address", "nonsense"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("HOST:PORT"), "{}", stderr(&bad));
+}
+
+#[test]
+fn version_help_and_unknown_commands() {
+    let home = tempfile::tempdir().unwrap();
+    let version = micro_in(home.path(), &["--version"]);
+    assert_eq!(stdout(&version).trim(), format!("micro version {}", env!("CARGO_PKG_VERSION")));
+
+    let help = micro_in(home.path(), &["help"]);
+    assert!(help.status.success());
+    for command in ["server", "store", "config", "env", "services"] {
+        assert!(stdout(&help).contains(command), "help lists {command}");
+    }
+    let store_help = micro_in(home.path(), &["store", "--help"]);
+    assert!(stdout(&store_help).contains("micro store"), "{}", stdout(&store_help));
+
+    let none = micro_in(home.path(), &[]);
+    assert_eq!(none.status.code(), Some(1));
+    assert_eq!(stderr(&none).trim(), "No command provided to micro. Please refer to 'micro --help'");
+
+    let unknown = micro_in(home.path(), &["frobnicate"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(stderr(&unknown).trim(), "Unrecognized micro command: frobnicate. Please refer to 'micro --help'");
+
+    let bad_sub = micro_in(home.path(), &["config", "asdasd"]);
+    assert_eq!(bad_sub.status.code(), Some(1));
+    assert!(stderr(&bad_sub).starts_with("Unrecognized subcommand for micro config: asdasd"), "{}", stderr(&bad_sub));
+}
+
+#[test]
+fn env_commands() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| micro_in(home.path(), args);
+    let listing = stdout(&run(&["env"]));
+    assert!(listing.lines().any(|l| l.starts_with("* local") && l.contains("127.0.0.1:8081")), "{listing}");
+    assert_eq!(stdout(&run(&["env", "get"])).trim(), "local");
+
+    assert!(run(&["env", "add", "staging", "10.1.2.3:8081"]).status.success());
+    assert!(run(&["env", "set", "staging"]).status.success());
+    assert_eq!(stdout(&run(&["env", "get"])).trim(), "staging");
+    let override_listing = stdout(&run(&["-e", "local", "env"]));
+    assert!(override_listing.lines().any(|l| l.starts_with("* local")), "{override_listing}");
+    assert_eq!(stdout(&run(&["env", "get"])).trim(), "staging", "-e does not change the selection");
+
+    let missing = run(&["env", "set", "nope"]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(stderr(&missing).contains("Environment 'nope' does not exist"), "{}", stderr(&missing));
+    let bad_env = run(&["-e", "nope", "services"]);
+    assert!(stderr(&bad_env).contains("Env \"nope\" not found"), "{}", stderr(&bad_env));
+
+    assert!(run(&["env", "del", "staging"]).status.success());
+    assert!(!stdout(&run(&["env"])).contains("staging"));
+}
