@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if !dir.is_dir() {
             continue;
         }
+        println!("cargo:rerun-if-changed={}", dir.display());
         for file in std::fs::read_dir(&dir)? {
             let file = file?.path();
             if file.extension().is_some_and(|ext| ext == "proto") {

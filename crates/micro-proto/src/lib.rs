@@ -17,3 +17,7 @@ pub mod config {
 pub mod store {
     tonic::include_proto!("store");
 }
+
+pub mod registry {
+    tonic::include_proto!("registry");
+}
