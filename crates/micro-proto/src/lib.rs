@@ -10,14 +10,38 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/micro_descriptor.bin"));
 
+pub mod auth {
+    tonic::include_proto!("auth");
+}
+
+pub mod broker {
+    tonic::include_proto!("broker");
+}
+
 pub mod config {
     tonic::include_proto!("config");
 }
 
-pub mod store {
-    tonic::include_proto!("store");
+pub mod debug {
+    tonic::include_proto!("debug");
+}
+
+pub mod errors {
+    tonic::include_proto!("errors");
+}
+
+pub mod events {
+    tonic::include_proto!("events");
 }
 
 pub mod registry {
     tonic::include_proto!("registry");
+}
+
+pub mod runtime {
+    tonic::include_proto!("runtime");
+}
+
+pub mod store {
+    tonic::include_proto!("store");
 }
