@@ -7,8 +7,7 @@
 #![allow(clippy::all, missing_docs, reason = "generated code")]
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every core proto.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/micro_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/micro_descriptor.bin"));
 
 pub mod auth {
     tonic::include_proto!("auth");

@@ -71,3 +71,25 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_comes_from_the_namespace_header() {
+        let resolved = resolve_context(Request::new(())).unwrap();
+        assert_eq!(resolved.extensions().get::<Context>(), Some(&Context::default()));
+
+        let mut request = Request::new(());
+        request.metadata_mut().insert(NAMESPACE_HEADER, "foo".parse().unwrap());
+        let resolved = resolve_context(request).unwrap();
+        assert_eq!(resolved.extensions().get::<Context>().unwrap().namespace, "foo");
+
+        let mut request = Request::new(());
+        request.metadata_mut().insert(NAMESPACE_HEADER, "../etc".parse().unwrap());
+        let status = resolve_context(request).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("invalid namespace"), "{}", status.message());
+    }
+}

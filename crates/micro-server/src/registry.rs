@@ -3,8 +3,8 @@
 
 use micro_proto::registry::registry_server::Registry;
 use micro_proto::registry::{
-    DeregisterResponse, GetServiceRequest, GetServiceResponse, ListServicesRequest, ListServicesResponse,
-    RegisterResponse, Service, WatchRequest,
+    EmptyResponse, GetRequest, GetResponse, ListRequest, ListResponse,
+    Service, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -29,30 +29,30 @@ impl CoreRegistry {
 impl Registry for CoreRegistry {
     async fn get_service(
         &self,
-        request: Request<GetServiceRequest>,
-    ) -> Result<Response<GetServiceResponse>, Status> {
+        request: Request<GetRequest>,
+    ) -> Result<Response<GetResponse>, Status> {
         let name = request.into_inner().service;
         if !CORE_SERVICES.contains(&name.as_str()) {
             return Err(Status::not_found(format!("service {name} not found")));
         }
-        Ok(Response::new(GetServiceResponse { services: vec![Self::core(&name)] }))
+        Ok(Response::new(GetResponse { services: vec![Self::core(&name)] }))
     }
 
-    async fn register(&self, _: Request<Service>) -> Result<Response<RegisterResponse>, Status> {
+    async fn register(&self, _: Request<Service>) -> Result<Response<EmptyResponse>, Status> {
         Err(Status::unimplemented("registering user services is not supported by this server yet"))
     }
 
-    async fn deregister(&self, _: Request<Service>) -> Result<Response<DeregisterResponse>, Status> {
+    async fn deregister(&self, _: Request<Service>) -> Result<Response<EmptyResponse>, Status> {
         Err(Status::unimplemented("registering user services is not supported by this server yet"))
     }
 
     async fn list_services(
         &self,
-        _: Request<ListServicesRequest>,
-    ) -> Result<Response<ListServicesResponse>, Status> {
+        _: Request<ListRequest>,
+    ) -> Result<Response<ListResponse>, Status> {
         // Core services are visible from every namespace, as domain `micro` is public.
         let services = CORE_SERVICES.iter().map(|name| Self::core(name)).collect();
-        Ok(Response::new(ListServicesResponse { services }))
+        Ok(Response::new(ListResponse { services }))
     }
 
     type WatchStream = tokio_stream::Empty<Result<micro_proto::registry::Result, Status>>;
