@@ -1,0 +1,633 @@
+//! [`FileStore`]: every database and table in one redb file, each change fsync'd before it is
+//! acknowledged.
+//!
+//! Layout inside the file (redb tables):
+//! - `records`: `(database, table, key)` → the record, encoded as a private protobuf message
+//!   (value, metadata, absolute expiry in unix milliseconds). The tuple key orders records by
+//!   database, then table, then key bytes, so a prefix read is one range scan.
+//! - `expiry`: `(expires_at_ms, database, table, key)` → `()`, one entry per record with a TTL,
+//!   so [`Store::sweep_expired`] visits only what has expired instead of every record.
+//! - `tables`: `(database, table)` → `()`, every pair ever written, for `databases`/`tables`.
+//!
+//! Every redb call runs on tokio's blocking pool (`spawn_blocking`), never on a runtime thread.
+//! redb lets one write transaction run at a time and readers run alongside it on a snapshot.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::scan::{Filter, Pager};
+use crate::{Field, ListOptions, ReadOptions, Record, Result, Store, StoreError, time, validate};
+
+const RECORDS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("records");
+const EXPIRY: TableDefinition<(u64, &str, &str, &str), ()> = TableDefinition::new("expiry");
+const TABLES: TableDefinition<(&str, &str), ()> = TableDefinition::new("tables");
+
+/// Expired records removed per write transaction by a sweep, so a large sweep never holds the
+/// writer lock (and delays acknowledged writes) for long.
+const SWEEP_BATCH: usize = 1024;
+
+/// A record as stored in the `records` table. Protobuf keeps it compact and lets fields be
+/// added later without rewriting the file.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredRecord {
+    #[prost(bytes = "vec", tag = "1")]
+    value: Vec<u8>,
+    /// Absolute expiry in unix milliseconds; absent = never expires.
+    #[prost(uint64, optional, tag = "2")]
+    expires_at: Option<u64>,
+    #[prost(btree_map = "string, message", tag = "3")]
+    metadata: BTreeMap<String, StoredField>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredField {
+    #[prost(string, tag = "1")]
+    kind: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+/// The expiry of a [`StoredRecord`] alone: decoding it skips the value and metadata without
+/// copying them, which is all `list` and the index bookkeeping need.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredExpiry {
+    #[prost(uint64, optional, tag = "2")]
+    expires_at: Option<u64>,
+}
+
+impl StoredRecord {
+    fn from_record(record: Record, now: u64) -> Self {
+        Self {
+            value: record.value,
+            expires_at: time::expires_at(record.expiry, now),
+            metadata: record
+                .metadata
+                .into_iter()
+                .map(|(name, field)| (name, StoredField { kind: field.kind, value: field.value }))
+                .collect(),
+        }
+    }
+
+    fn into_record(self, key: &str, now: u64) -> Record {
+        Record {
+            key: key.to_string(),
+            value: self.value,
+            metadata: self
+                .metadata
+                .into_iter()
+                .map(|(name, field)| (name, Field { kind: field.kind, value: field.value }))
+                .collect(),
+            expiry: time::remaining(self.expires_at, now),
+        }
+    }
+}
+
+fn decode_record(bytes: &[u8], key: &str) -> Result<StoredRecord> {
+    prost::Message::decode(bytes).map_err(|err| corrupt(key, &err))
+}
+
+fn decode_expiry(bytes: &[u8], key: &str) -> Result<Option<u64>> {
+    <StoredExpiry as prost::Message>::decode(bytes)
+        .map(|stored| stored.expires_at)
+        .map_err(|err| corrupt(key, &err))
+}
+
+fn corrupt(key: &str, err: &prost::DecodeError) -> StoreError {
+    StoreError::Internal(format!("the stored record {key:?} cannot be decoded: {err}"))
+}
+
+/// Maps a redb error: I/O trouble (disk full, fsync failed, file locked) is worth retrying
+/// later or after a restart; anything else is a bug or corruption.
+fn storage(err: impl Into<redb::Error>) -> StoreError {
+    match err.into() {
+        err @ (redb::Error::Io(_) | redb::Error::PreviousIo) => {
+            StoreError::Unavailable(format!("store file i/o failed: {err}"))
+        }
+        redb::Error::DatabaseAlreadyOpen => {
+            StoreError::Unavailable("the store file is already open, by this or another process".into())
+        }
+        err => StoreError::Internal(format!("store file: {err}")),
+    }
+}
+
+/// A [`Store`] in one redb file. Cloning is cheap and shares the file.
+#[derive(Clone)]
+pub struct FileStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl FileStore {
+    /// Opens the store file at `path`, creating it and its parent directories if missing.
+    /// A file left by a crash is repaired by redb on open, which can take a while for a large
+    /// file. Blocks: call it at start-up, not from a request path.
+    pub fn open(path: &Path) -> Result<FileStore> {
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|err| {
+                StoreError::Unavailable(format!("cannot create the directory {}: {err}", parent.display()))
+            })?;
+        }
+        let shown = path.display().to_string();
+        let announced = AtomicBool::new(false);
+        let db = Database::builder()
+            .set_repair_callback(move |session| {
+                // redb walks the whole file after a crash; say why start-up is slow.
+                if !announced.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(path = %shown, "repairing the store file after an unclean shutdown");
+                }
+                tracing::debug!(progress = session.progress(), "store file repair");
+            })
+            .create(path)
+            .map_err(storage)?;
+
+        // Create the tables up front so read transactions never meet a missing table.
+        let tx = begin_write(&db)?;
+        tx.open_table(RECORDS).map_err(storage)?;
+        tx.open_table(EXPIRY).map_err(storage)?;
+        tx.open_table(TABLES).map_err(storage)?;
+        tx.commit().map_err(storage)?;
+
+        Ok(FileStore { db: Arc::new(db), path: path.to_path_buf() })
+    }
+
+    /// The path of the store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` against the database on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db)).await.map_err(|err| {
+            // A panic inside redb or our closure: contained here, its transaction rolled back.
+            tracing::error!(cause = %err, "store file task failed");
+            StoreError::Internal(format!("store file task failed: {err}"))
+        })?
+    }
+}
+
+/// A write transaction that commits with an fsync before `commit` returns.
+fn begin_write(db: &Database) -> Result<WriteTransaction> {
+    let mut tx = db.begin_write().map_err(storage)?;
+    // Immediate is redb's default; set it anyway, since "acknowledged = on disk" is the
+    // contract this backend exists for.
+    tx.set_durability(Durability::Immediate).map_err(storage)?;
+    Ok(tx)
+}
+
+/// Visits the live records of one table matching `filter`, in key order, until `visit`
+/// returns false. `visit` gets the key and the encoded record.
+fn scan(
+    db: &Database,
+    database: &str,
+    table: &str,
+    filter: Filter<'_>,
+    mut visit: impl FnMut(&str, &[u8]) -> Result<bool>,
+) -> Result<()> {
+    let now = time::now_ms();
+    let tx = db.begin_read().map_err(storage)?;
+    let records = tx.open_table(RECORDS).map_err(storage)?;
+    for entry in records.range((database, table, filter.prefix)..).map_err(storage)? {
+        let (stored_key, bytes) = entry.map_err(storage)?;
+        let (db_name, table_name, key) = stored_key.value();
+        if db_name != database || table_name != table || filter.is_past(key) {
+            break;
+        }
+        if !filter.suffix_matches(key) {
+            continue;
+        }
+        let bytes = bytes.value();
+        if time::is_live(decode_expiry(bytes, key)?, now) && !visit(key, bytes)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for FileStore {
+    async fn read(
+        &self,
+        database: &str,
+        table: &str,
+        key: &str,
+        options: ReadOptions,
+    ) -> Result<Vec<Record>> {
+        validate::read(database, table, key, &options)?;
+        let (database, table, key) = (database.to_string(), table.to_string(), key.to_string());
+        self.blocking(move |db| {
+            let now = time::now_ms();
+            if !options.prefix && !options.suffix {
+                let tx = db.begin_read().map_err(storage)?;
+                let records = tx.open_table(RECORDS).map_err(storage)?;
+                let bytes =
+                    records.get((database.as_str(), table.as_str(), key.as_str())).map_err(storage)?;
+                let stored = match bytes {
+                    Some(bytes) => decode_record(bytes.value(), &key)?,
+                    None => return Err(StoreError::NotFound),
+                };
+                if !time::is_live(stored.expires_at, now) {
+                    return Err(StoreError::NotFound);
+                }
+                return Ok(vec![stored.into_record(&key, now)]);
+            }
+
+            let mut pager = Pager::new(options.offset, options.limit);
+            let mut found = Vec::new();
+            scan(db, &database, &table, Filter::read(&key, &options), |key, bytes| {
+                if pager.admit() {
+                    found.push(decode_record(bytes, key)?.into_record(key, now));
+                }
+                Ok(!pager.is_full())
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn write(&self, database: &str, table: &str, record: Record) -> Result<()> {
+        validate::write(database, table, &record)?;
+        let (database, table) = (database.to_string(), table.to_string());
+        self.blocking(move |db| {
+            let key = record.key.clone();
+            let stored = StoredRecord::from_record(record, time::now_ms());
+            let encoded = prost::Message::encode_to_vec(&stored);
+            let location = (database.as_str(), table.as_str(), key.as_str());
+
+            let tx = begin_write(db)?;
+            {
+                let mut records = tx.open_table(RECORDS).map_err(storage)?;
+                let mut expiry = tx.open_table(EXPIRY).map_err(storage)?;
+                let mut tables = tx.open_table(TABLES).map_err(storage)?;
+                let previous = match records.insert(location, encoded.as_slice()).map_err(storage)? {
+                    // An undecodable old record leaves at most a stale index entry, which a
+                    // sweep discards; it must not block overwriting the record.
+                    Some(old) => decode_expiry(old.value(), &key).unwrap_or(None),
+                    None => None,
+                };
+                if let Some(at) = previous.filter(|at| Some(*at) != stored.expires_at) {
+                    expiry.remove((at, location.0, location.1, location.2)).map_err(storage)?;
+                }
+                if let Some(at) = stored.expires_at {
+                    expiry.insert((at, location.0, location.1, location.2), ()).map_err(storage)?;
+                }
+                tables.insert((location.0, location.1), ()).map_err(storage)?;
+            }
+            tx.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn delete(&self, database: &str, table: &str, key: &str) -> Result<()> {
+        validate::delete(database, table, key)?;
+        let (database, table, key) = (database.to_string(), table.to_string(), key.to_string());
+        self.blocking(move |db| {
+            let tx = begin_write(db)?;
+            let removed = {
+                let mut records = tx.open_table(RECORDS).map_err(storage)?;
+                let mut expiry = tx.open_table(EXPIRY).map_err(storage)?;
+                let location = (database.as_str(), table.as_str(), key.as_str());
+                match records.remove(location).map_err(storage)? {
+                    Some(old) => {
+                        if let Some(at) = decode_expiry(old.value(), &key).unwrap_or(None) {
+                            expiry.remove((at, location.0, location.1, location.2)).map_err(storage)?;
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if removed {
+                tx.commit().map_err(storage)
+            } else {
+                // Nothing changed: skip the fsync.
+                tx.abort().map_err(storage)
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, database: &str, table: &str, options: ListOptions) -> Result<Vec<String>> {
+        validate::list(database, table, &options)?;
+        let (database, table) = (database.to_string(), table.to_string());
+        self.blocking(move |db| {
+            let mut pager = Pager::new(options.offset, options.limit);
+            let mut keys = Vec::new();
+            scan(db, &database, &table, Filter::list(&options), |key, _| {
+                if pager.admit() {
+                    keys.push(key.to_string());
+                }
+                Ok(!pager.is_full())
+            })?;
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn databases(&self) -> Result<Vec<String>> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let tables = tx.open_table(TABLES).map_err(storage)?;
+            let mut databases: Vec<String> = Vec::new();
+            for entry in tables.iter().map_err(storage)? {
+                let (pair, _) = entry.map_err(storage)?;
+                let (database, _) = pair.value();
+                // Pairs are sorted by database first, so duplicates are adjacent.
+                if databases.last().is_none_or(|last| last != database) {
+                    databases.push(database.to_string());
+                }
+            }
+            Ok(databases)
+        })
+        .await
+    }
+
+    async fn tables(&self, database: &str) -> Result<Vec<String>> {
+        validate::database(database)?;
+        let database = database.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let tables = tx.open_table(TABLES).map_err(storage)?;
+            let mut names = Vec::new();
+            for entry in tables.range((database.as_str(), "")..).map_err(storage)? {
+                let (pair, _) = entry.map_err(storage)?;
+                let (db_name, table) = pair.value();
+                if db_name != database {
+                    break;
+                }
+                names.push(table.to_string());
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn sweep_expired(&self) -> Result<u64> {
+        let now = time::now_ms();
+        let mut removed = 0u64;
+        loop {
+            let (batch_removed, more) = self.blocking(move |db| sweep_batch(db, now)).await?;
+            removed += batch_removed;
+            if !more {
+                return Ok(removed);
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!("file (redb) at {}", self.path.display())
+    }
+}
+
+/// Removes up to [`SWEEP_BATCH`] records that expired at or before `now` in one transaction.
+/// Returns how many records it removed and whether more index entries may be due.
+fn sweep_batch(db: &Database, now: u64) -> Result<(u64, bool)> {
+    type Due = (u64, String, String, String);
+    let tx = begin_write(db)?;
+    let (removed, visited) = {
+        let mut records = tx.open_table(RECORDS).map_err(storage)?;
+        let mut expiry = tx.open_table(EXPIRY).map_err(storage)?;
+
+        let mut due: Vec<Due> = Vec::new();
+        for entry in expiry.iter().map_err(storage)? {
+            let (index_key, _) = entry.map_err(storage)?;
+            let (at, database, table, key) = index_key.value();
+            if at > now || due.len() == SWEEP_BATCH {
+                break;
+            }
+            due.push((at, database.to_string(), table.to_string(), key.to_string()));
+        }
+
+        let mut removed = 0u64;
+        for (at, database, table, key) in &due {
+            let location = (database.as_str(), table.as_str(), key.as_str());
+            expiry.remove((*at, location.0, location.1, location.2)).map_err(storage)?;
+            // Only remove the record if this index entry is still its expiry; a stale entry
+            // (the record was since rewritten) is just dropped.
+            let current = match records.get(location).map_err(storage)? {
+                Some(bytes) => decode_expiry(bytes.value(), key).unwrap_or(None),
+                None => None,
+            };
+            if current == Some(*at) {
+                records.remove(location).map_err(storage)?;
+                removed += 1;
+            }
+        }
+        (removed, due.len())
+    };
+    if visited == 0 {
+        // Nothing was due: skip the fsync.
+        tx.abort().map_err(storage)?;
+    } else {
+        tx.commit().map_err(storage)?;
+    }
+    Ok((removed, visited == SWEEP_BATCH))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn count(
+        db: &Database,
+        table: TableDefinition<'_, impl redb::Key + 'static, impl redb::Value + 'static>,
+    ) -> u64 {
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(table).unwrap();
+        redb::ReadableTableMetadata::len(&table).unwrap()
+    }
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(&dir.path().join("nested/dirs/store.redb")).unwrap();
+        crate::conformance::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        {
+            let store = FileStore::open(&path).unwrap();
+            assert_eq!(store.summary(), format!("file (redb) at {}", path.display()));
+            assert_eq!(store.path(), path);
+            let record = Record::new("k", "v")
+                .with_metadata("m", Field::new("string", "x"))
+                .with_expiry(Duration::from_secs(3600));
+            store.write("db", "t", record).await.unwrap();
+            store.write("db", "t", Record::new("gone", "v")).await.unwrap();
+            store.delete("db", "t", "gone").await.unwrap();
+
+            let again = FileStore::open(&path).unwrap_err();
+            assert!(matches!(again, StoreError::Unavailable(_)), "the file is locked while open: {again:?}");
+        }
+
+        let store = FileStore::open(&path).unwrap();
+        let records = store.read("db", "t", "k", ReadOptions::default()).await.unwrap();
+        assert_eq!(records[0].value, b"v");
+        assert_eq!(records[0].metadata["m"], Field::new("string", "x"));
+        assert!(
+            records[0].expiry.is_some_and(|left| left > Duration::from_secs(3000)),
+            "absolute expiry kept"
+        );
+        assert!(matches!(
+            store.read("db", "t", "gone", ReadOptions::default()).await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(store.tables("db").await.unwrap(), ["t"]);
+        assert_eq!(store.databases().await.unwrap(), ["db"]);
+    }
+
+    /// Acknowledged writes survive the process dying without any cleanup (no destructors, no
+    /// clean redb shutdown), and the file is repaired on reopen. The test re-runs its own test
+    /// binary as the child that writes and then aborts.
+    #[test]
+    fn acknowledged_writes_survive_a_crash() {
+        const CHILD: &str = "MICRO_STORE_TEST_CRASH_CHILD";
+        const WRITES: usize = 20;
+        if let Some(path) = std::env::var_os(CHILD) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let store = FileStore::open(Path::new(&path)).unwrap();
+                for i in 0..WRITES {
+                    store.write("db", "t", Record::new(format!("k{i:02}"), format!("v{i}"))).await.unwrap();
+                }
+                println!("acknowledged {WRITES}");
+            });
+            std::process::abort();
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "file::tests::acknowledged_writes_survive_a_crash",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, &path)
+            // Any core dump of the abort lands in the temp dir, not the source tree.
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        assert!(!child.status.success(), "the child aborts");
+        assert!(stdout.contains(&format!("acknowledged {WRITES}")), "child output: {stdout}");
+
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let store = FileStore::open(&path).unwrap();
+            let keys = store.list("db", "t", ListOptions::default()).await.unwrap();
+            assert_eq!(keys.len(), WRITES, "every acknowledged write is there: {keys:?}");
+            let last = store.read("db", "t", "k19", ReadOptions::default()).await.unwrap();
+            assert_eq!(last[0].value, b"v19");
+            store.write("db", "t", Record::new("after", "crash")).await.unwrap();
+        });
+    }
+
+    #[tokio::test]
+    async fn expiry_index_tracks_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(&dir.path().join("store.redb")).unwrap();
+        let hour = Duration::from_secs(3600);
+        let short = Duration::from_millis(1);
+
+        store.write("db", "t", Record::new("a", "v").with_expiry(hour)).await.unwrap();
+        store.write("db", "t", Record::new("a", "v").with_expiry(hour * 2)).await.unwrap();
+        store.write("db", "t", Record::new("b", "v").with_expiry(hour)).await.unwrap();
+        store.write("db", "t", Record::new("b", "v")).await.unwrap();
+        store.write("db", "t", Record::new("c", "v").with_expiry(hour)).await.unwrap();
+        store.delete("db", "t", "c").await.unwrap();
+        assert_eq!(count(&store.db, EXPIRY), 1, "one index entry per record with a TTL, none stale");
+
+        for key in ["x", "y", "z"] {
+            store.write("db", "t", Record::new(key, "v").with_expiry(short)).await.unwrap();
+        }
+        tokio::time::sleep(short * 5).await;
+        assert_eq!(count(&store.db, RECORDS), 5, "expired records stay until swept");
+        assert_eq!(store.sweep_expired().await.unwrap(), 3);
+        assert_eq!(count(&store.db, RECORDS), 2);
+        assert_eq!(count(&store.db, EXPIRY), 1, "the sweep removes its index entries");
+    }
+
+    #[tokio::test]
+    async fn sweep_runs_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(&dir.path().join("store.redb")).unwrap();
+        let expired = time::now_ms() - 1;
+        // Seed more than one batch of already-expired records in one transaction (one fsync,
+        // not thousands): the write path cannot create records that are expired on arrival.
+        let db = store.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = begin_write(&db).unwrap();
+            {
+                let mut records = tx.open_table(RECORDS).unwrap();
+                let mut expiry = tx.open_table(EXPIRY).unwrap();
+                let stored = StoredRecord {
+                    value: b"v".to_vec(),
+                    expires_at: Some(expired),
+                    metadata: BTreeMap::new(),
+                };
+                let encoded = prost::Message::encode_to_vec(&stored);
+                for i in 0..SWEEP_BATCH + 10 {
+                    let key = format!("k{i:05}");
+                    records.insert(("db", "t", key.as_str()), encoded.as_slice()).unwrap();
+                    expiry.insert((expired, "db", "t", key.as_str()), ()).unwrap();
+                }
+                // A stale index entry whose record no longer has that expiry is dropped, not counted.
+                expiry.insert((expired, "db", "t", "no-such-record"), ()).unwrap();
+            }
+            tx.commit().unwrap();
+        })
+        .await
+        .unwrap();
+
+        assert!(store.list("db", "t", ListOptions::default()).await.unwrap().is_empty(), "all invisible");
+        assert_eq!(store.sweep_expired().await.unwrap(), (SWEEP_BATCH + 10) as u64);
+        assert_eq!(count(&store.db, RECORDS), 0);
+        assert_eq!(count(&store.db, EXPIRY), 0);
+        assert_eq!(store.sweep_expired().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn corrupt_records_are_internal_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(&dir.path().join("store.redb")).unwrap();
+        let db = store.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = begin_write(&db).unwrap();
+            tx.open_table(RECORDS)
+                .unwrap()
+                .insert(("db", "t", "bad"), [0xff_u8, 0xff, 0xff].as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        })
+        .await
+        .unwrap();
+
+        let err = store.read("db", "t", "bad", ReadOptions::default()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
+        // The broken record can still be overwritten or deleted.
+        store.write("db", "t", Record::new("bad", "fixed")).await.unwrap();
+        assert_eq!(store.read("db", "t", "bad", ReadOptions::default()).await.unwrap()[0].value, b"fixed");
+        store.delete("db", "t", "bad").await.unwrap();
+    }
+}
