@@ -35,18 +35,22 @@ fn server_answers_http_health_reflection_and_services_then_drains_on_sigterm() {
             .check(tonic_health::pb::HealthCheckRequest { service: "store.Store".into() })
             .await
             .unwrap();
-        assert_eq!(reply.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        assert_eq!(
+            reply.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
 
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let mut reflection = ServerReflectionClient::new(channel);
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
         };
-        let mut replies = reflection.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
+        let mut replies =
+            reflection.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
         let reply = replies.message().await.unwrap().unwrap();
         let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
             panic!("unexpected reflection reply {reply:?}");
@@ -101,11 +105,18 @@ fn version_help_and_unknown_commands() {
 
     let unknown = micro_in(home.path(), &["frobnicate"]);
     assert_eq!(unknown.status.code(), Some(1));
-    assert_eq!(stderr(&unknown).trim(), "Unrecognized micro command: frobnicate. Please refer to 'micro --help'");
+    assert_eq!(
+        stderr(&unknown).trim(),
+        "Unrecognized micro command: frobnicate. Please refer to 'micro --help'"
+    );
 
     let bad_sub = micro_in(home.path(), &["config", "asdasd"]);
     assert_eq!(bad_sub.status.code(), Some(1));
-    assert!(stderr(&bad_sub).starts_with("Unrecognized subcommand for micro config: asdasd"), "{}", stderr(&bad_sub));
+    assert!(
+        stderr(&bad_sub).starts_with("Unrecognized subcommand for micro config: asdasd"),
+        "{}",
+        stderr(&bad_sub)
+    );
 }
 
 #[test]

@@ -1,4 +1,239 @@
-//! micro-cli
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The `micro` command line: one binary that is both the platform server (`micro server`) and
+//! the client of one (`micro store`, `micro config`, `micro env`, `micro services` ...).
+//!
+//! Grammar, output strings and exit codes follow the original Micro v3 CLI (reference §2): data
+//! goes to stdout, each error is one line on stderr, and the exit code says what kind of failure
+//! it was (see [`error`]).
+
+mod client;
+mod config;
+mod env;
+pub mod error;
+mod services;
+mod settings;
+mod store;
+mod table;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::client::Client;
+use crate::error::{CliError, Result};
+use crate::settings::Settings;
+
+/// `micro <cmd> - <about>` first, as every help page of the original began.
+macro_rules! help {
+    ($name:literal) => {
+        concat!($name, " - {about}\n\n{usage-heading} {usage}\n\n{all-args}{after-help}")
+    };
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "micro",
+    about = "A cloud-native development platform",
+    disable_version_flag = true,
+    help_template = help!("micro"),
+    subcommand_help_heading = "Commands",
+)]
+struct Cli {
+    /// Environment to talk to [default: the one selected with `micro env set`, else local]
+    #[arg(short = 'e', long = "env", env = "MICRO_ENV", value_name = "NAME")]
+    env: Option<String>,
+    /// The CLI's settings file [default: $MICRO_HOME/config.json]
+    #[arg(short = 'c', env = "MICRO_CONFIG_FILE", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Print the version
+    #[arg(long)]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the platform: auth, config, store, registry and the gateways, in one process
+    #[command(help_template = help!("micro server"))]
+    Server(micro_server::Args),
+    /// Manage environments: the servers this CLI talks to
+    #[command(help_template = help!("micro env"))]
+    Env {
+        #[command(subcommand)]
+        command: Option<env::EnvCommand>,
+    },
+    /// Read and write the key-value store
+    #[command(help_template = help!("micro store"), subcommand_required = true, arg_required_else_help = true)]
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
+    /// Get, set and delete configuration values
+    #[command(help_template = help!("micro config"), subcommand_required = true, arg_required_else_help = true)]
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
+    /// List the services running in the current namespace
+    #[command(help_template = help!("micro services"))]
+    Services,
+    /// Print the version
+    #[command(help_template = help!("micro version"))]
+    Version,
+    #[command(external_subcommand)]
+    External(Vec<String>),
+}
+
+/// What every command may need: which settings file and environment to use.
+pub(crate) struct Global {
+    env: Option<String>,
+    config_file: Option<PathBuf>,
+}
+
+impl Global {
+    pub(crate) fn settings_path(&self) -> PathBuf {
+        self.config_file.clone().unwrap_or_else(Settings::default_path)
+    }
+
+    /// The environment this invocation talks to: `-e`, else the saved selection.
+    pub(crate) fn env_name(&self, settings: &Settings) -> String {
+        self.env.clone().unwrap_or_else(|| settings.selected().to_string())
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Client> {
+        let settings = Settings::load(&self.settings_path())?;
+        Client::connect(&settings, &self.env_name(&settings)).await
+    }
+
+    /// Fails when `-e` names an environment that does not exist.
+    fn check_env(&self) -> Result<()> {
+        let Some(env) = &self.env else { return Ok(()) };
+        let settings = Settings::load(&self.settings_path())?;
+        if settings.env(env).is_none() {
+            return Err(client::env_not_found(env));
+        }
+        Ok(())
+    }
+}
+
+/// Writes command output to stdout; a closed pipe (`micro store list | head`) is not an error.
+pub(crate) fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
+pub(crate) fn unrecognized_subcommand(command: &str, args: &[String]) -> CliError {
+    let sub = args.first().map(String::as_str).unwrap_or_default();
+    CliError::new(format!(
+        "Unrecognized subcommand for micro {command}: {sub}. Please refer to 'micro {command} --help'"
+    ))
+}
+
+/// Runs the CLI on this process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { ExitCode::from(error::EXIT_FAILURE) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if !err.message.is_empty() {
+                eprintln!("{err}");
+            }
+            err.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let global = Global { env: cli.env, config_file: cli.config_file };
+    if cli.version {
+        out(&format!("micro version {}\n", micro_core::VERSION));
+        return Ok(());
+    }
+    let Some(command) = cli.command else {
+        return Err(CliError::new("No command provided to micro. Please refer to 'micro --help'"));
+    };
+    match command {
+        Command::Server(args) => return server(args),
+        Command::Version => {
+            out(&format!("micro version {}\n", micro_core::VERSION));
+            return Ok(());
+        }
+        Command::External(args) => return external(&args),
+        _ => {}
+    }
+    global.check_env()?;
+    match command {
+        Command::Env { command } => env::run(&global, command),
+        Command::Store { command } => block_on(store::run(&global, command)),
+        Command::Config { command } => block_on(config::run(&global, command)),
+        Command::Services => block_on(services::run(&global)),
+        Command::Server(_) | Command::Version | Command::External(_) => unreachable!("handled above"),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| CliError::new(format!("cannot start the async runtime: {err}")))
+}
+
+fn block_on<F: Future<Output = Result<()>>>(future: F) -> Result<()> {
+    runtime()?.block_on(future)
+}
+
+fn server(args: micro_server::Args) -> Result<()> {
+    runtime()?.block_on(micro_server::run(args)).map_err(|err| CliError::new(format!("Error: {err:#}")))
+}
+
+/// `micro <x> ...` for a command we do not have: run `micro-<x>` from `PATH` when there is one
+/// (the original's plugin convention), else fail as the original did.
+fn external(args: &[String]) -> Result<()> {
+    let name = args.first().map(String::as_str).unwrap_or_default();
+    let unrecognized =
+        || CliError::new(format!("Unrecognized micro command: {name}. Please refer to 'micro --help'"));
+    let plausible = !name.is_empty() && !name.starts_with('-') && !name.contains(['/', '\\']);
+    if !plausible {
+        return Err(unrecognized());
+    }
+    let Some(program) = find_on_path(&format!("micro-{name}")) else { return Err(unrecognized()) };
+    let status = std::process::Command::new(&program)
+        .args(&args[1..])
+        .status()
+        .map_err(|err| CliError::new(format!("cannot run {}: {err}", program.display())))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(CliError::with_code("", u8::try_from(code).unwrap_or(error::EXIT_FAILURE))),
+        None => Err(CliError::with_code("", error::EXIT_FAILURE)),
+    }
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| {
+        std::fs::metadata(candidate)
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The clap definition, for tests and generated docs.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        super::command().debug_assert();
+    }
 }

@@ -13,9 +13,7 @@ pub struct ParseDurationError {
 /// Parses a Go duration: a sequence of decimal numbers, each with an optional fraction and a unit
 /// (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`). A bare `0` is zero. Negative durations are rejected.
 pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
-    let err = || ParseDurationError {
-        input: input.to_string(),
-    };
+    let err = || ParseDurationError { input: input.to_string() };
     let s = input.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -26,17 +24,13 @@ pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
         if num_len == 0 {
             return Err(err());
         }
         let number: f64 = rest[..num_len].parse().map_err(|_| err())?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let nanos_per_unit = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,

@@ -30,10 +30,7 @@ pub struct Context {
 impl Context {
     /// A context in `namespace` with no authenticated account.
     pub fn anonymous(namespace: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            account: None,
-        }
+        Self { namespace: namespace.into(), account: None }
     }
 }
 

@@ -82,8 +82,10 @@ impl Config {
             None => (default_file, false),
         };
         let mut config = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str::<Config>(&text)
-                .map_err(|err| ConfigError::Parse { path: path.clone(), message: err.message().to_string() })?,
+            Ok(text) => toml::from_str::<Config>(&text).map_err(|err| ConfigError::Parse {
+                path: path.clone(),
+                message: err.message().to_string(),
+            })?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => Config::default(),
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
@@ -128,7 +130,10 @@ impl Config {
     pub fn sweep_interval(&self) -> Result<Duration, ConfigError> {
         let interval = parse_duration("store.sweep_interval", &self.store.sweep_interval)?;
         if interval.is_zero() {
-            return Err(ConfigError::Invalid { field: "store.sweep_interval", message: "must be above zero".into() });
+            return Err(ConfigError::Invalid {
+                field: "store.sweep_interval",
+                message: "must be above zero".into(),
+            });
         }
         Ok(interval)
     }
@@ -145,7 +150,8 @@ fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigEr
 
 fn validate_address(field: &'static str, value: &str) -> Result<(), ConfigError> {
     let invalid = |message: &str| ConfigError::Invalid { field, message: format!("{value:?} {message}") };
-    let (host, port) = value.rsplit_once(':').ok_or_else(|| invalid("must be HOST:PORT, e.g. 127.0.0.1:8081"))?;
+    let (host, port) =
+        value.rsplit_once(':').ok_or_else(|| invalid("must be HOST:PORT, e.g. 127.0.0.1:8081"))?;
     if host.is_empty() {
         return Err(invalid("has no host: use 0.0.0.0:PORT to listen on every interface"));
     }
@@ -198,7 +204,8 @@ mod tests {
         let load = |flags: Overrides| Config::load(home.path(), None, &env(&[]), &flags);
         let err = load(Overrides { proxy_address: Some("8081".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("HOST:PORT"), "{err}");
-        let err = load(Overrides { api_address: Some("127.0.0.1:99999".into()), ..Default::default() }).unwrap_err();
+        let err = load(Overrides { api_address: Some("127.0.0.1:99999".into()), ..Default::default() })
+            .unwrap_err();
         assert!(err.to_string().contains("valid port"), "{err}");
         let err = load(Overrides { store: Some("mongo".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("not a store backend"), "{err}");

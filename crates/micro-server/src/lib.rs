@@ -82,7 +82,9 @@ fn init_tracing() {
 
 async fn bind(address: &str, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address).await.with_context(|| {
-        format!("cannot listen on {address}: is another micro server running? Choose another address with {flag}")
+        format!(
+            "cannot listen on {address}: is another micro server running? Choose another address with {flag}"
+        )
     })
 }
 
@@ -132,7 +134,8 @@ impl Platform {
             }
         };
 
-        let mut grpc_task = tokio::spawn(grpc::serve(self.store.clone(), self.config.clone(), grpc, stopped()));
+        let mut grpc_task =
+            tokio::spawn(grpc::serve(self.store.clone(), self.config.clone(), grpc, stopped()));
         let mut http_task = tokio::spawn(http::serve(http::router(), http, stopped()));
         info!(addr = %grpc_addr, "gRPC listening");
         info!(addr = %http_addr, "HTTP listening");

@@ -3,8 +3,7 @@
 
 use micro_proto::registry::registry_server::Registry;
 use micro_proto::registry::{
-    EmptyResponse, GetRequest, GetResponse, ListRequest, ListResponse,
-    Service, WatchRequest,
+    EmptyResponse, GetRequest, GetResponse, ListRequest, ListResponse, Service, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -27,10 +26,7 @@ impl CoreRegistry {
 
 #[tonic::async_trait]
 impl Registry for CoreRegistry {
-    async fn get_service(
-        &self,
-        request: Request<GetRequest>,
-    ) -> Result<Response<GetResponse>, Status> {
+    async fn get_service(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let name = request.into_inner().service;
         if !CORE_SERVICES.contains(&name.as_str()) {
             return Err(Status::not_found(format!("service {name} not found")));
@@ -46,10 +42,7 @@ impl Registry for CoreRegistry {
         Err(Status::unimplemented("registering user services is not supported by this server yet"))
     }
 
-    async fn list_services(
-        &self,
-        _: Request<ListRequest>,
-    ) -> Result<Response<ListResponse>, Status> {
+    async fn list_services(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         // Core services are visible from every namespace, as domain `micro` is public.
         let services = CORE_SERVICES.iter().map(|name| Self::core(name)).collect();
         Ok(Response::new(ListResponse { services }))

@@ -1,0 +1,142 @@
+//! One error type for every command, carrying the message and exit code of reference §2.3.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// A failed command: one line for stderr and the process exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    pub message: String,
+    pub code: u8,
+}
+
+/// Exit code of a plain failure (`Not found`, bad input, unknown command).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code when the server refused the caller (401/403).
+pub const EXIT_UNAUTHORIZED: u8 = 2;
+/// Exit code when the server cannot be reached.
+pub const EXIT_UNREACHABLE: u8 = 4;
+/// Exit code of any other error the server returned.
+pub const EXIT_SERVER_ERROR: u8 = 127;
+
+impl CliError {
+    /// A plain failure (exit 1) with `message`, its first letter upper-cased as the original did.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: capitalise(&message.into()), code: EXIT_FAILURE }
+    }
+
+    pub fn with_code(message: impl Into<String>, code: u8) -> Self {
+        Self { message: message.into(), code }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new("Not found")
+    }
+
+    pub fn unreachable(address: &str) -> Self {
+        Self::with_code(
+            format!("Failed to connect to micro server at {address} — is 'micro server' running?"),
+            EXIT_UNREACHABLE,
+        )
+    }
+
+    /// Maps a gRPC status from the server at `address` to the CLI's message and exit code.
+    pub fn from_status(status: &tonic::Status, address: &str) -> Self {
+        use tonic::Code;
+        let message = status.message().trim();
+        match status.code() {
+            Code::NotFound => Self::not_found(),
+            Code::Unauthenticated | Code::PermissionDenied => {
+                Self::with_code("Not authorized to perform this request", EXIT_UNAUTHORIZED)
+            }
+            Code::DeadlineExceeded => Self::new("Request timed out"),
+            Code::Unavailable if is_transport_failure(status) => Self::unreachable(address),
+            _ if message.is_empty() => Self::with_code(
+                format!("The server failed the request ({})", status.code()),
+                EXIT_SERVER_ERROR,
+            ),
+            _ => Self::with_code(capitalise(&one_line(message)), EXIT_SERVER_ERROR),
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Whether an `UNAVAILABLE` status came from the connection rather than from the service: tonic
+/// reports transport failures with a `tonic::transport::Error` source.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    use std::error::Error;
+    let mut source = status.source();
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    status.message().contains("transport error") || status.message().contains("tcp connect")
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn capitalise(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The result of a command.
+pub type Result<T> = std::result::Result<T, CliError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn statuses_map_to_the_messages_and_exit_codes_of_the_original() {
+        let cases = [
+            (Status::not_found("not found"), "Not found", EXIT_FAILURE),
+            (
+                Status::unauthenticated("no token"),
+                "Not authorized to perform this request",
+                EXIT_UNAUTHORIZED,
+            ),
+            (Status::permission_denied("no"), "Not authorized to perform this request", EXIT_UNAUTHORIZED),
+            (Status::deadline_exceeded("slow"), "Request timed out", EXIT_FAILURE),
+            (
+                Status::invalid_argument("key too long:\n 2000 bytes"),
+                "Key too long: 2000 bytes",
+                EXIT_SERVER_ERROR,
+            ),
+            (
+                Status::new(Code::Internal, ""),
+                "The server failed the request (Internal error)",
+                EXIT_SERVER_ERROR,
+            ),
+        ];
+        for (status, message, code) in cases {
+            let err = CliError::from_status(&status, "127.0.0.1:8081");
+            assert_eq!((err.message.as_str(), err.code), (message, code), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn plain_errors_are_capitalised() {
+        assert_eq!(CliError::new("not found").message, "Not found");
+        assert_eq!(CliError::new("").message, "");
+    }
+}

@@ -1,0 +1,241 @@
+//! The CLI's own settings: `$MICRO_HOME/config.json` (or `-c FILE`), holding the selected
+//! environment, user-added environments and the namespace chosen per environment.
+//!
+//! The built-in `local` environment is always present and cannot be removed. Writes go to a
+//! temporary file renamed over the old one, so an interrupted command never leaves half a file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CliError, Result};
+
+/// The environment used when none was selected.
+pub const LOCAL_ENV: &str = "local";
+/// Where the built-in `local` environment points: `micro server`'s default proxy address.
+pub const LOCAL_ADDRESS: &str = "127.0.0.1:8081";
+const LOCAL_DESCRIPTION: &str = "Local running Micro Server";
+
+/// Longest environment name accepted by `micro env add`.
+pub const MAX_ENV_NAME_BYTES: usize = 64;
+
+/// One environment: a name for a server's proxy address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Env {
+    pub name: String,
+    /// `host:port` of the server's gRPC proxy; empty when added without one.
+    #[serde(default)]
+    pub proxy_address: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    env: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    envs: BTreeMap<String, Env>,
+    /// The namespace to act in, per environment (default `micro`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    namespaces: BTreeMap<String, String>,
+    /// Anything a newer CLI wrote, kept as is.
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+/// The loaded settings file.
+#[derive(Debug)]
+pub struct Settings {
+    path: PathBuf,
+    file: File,
+}
+
+impl Settings {
+    /// The default location: `$MICRO_HOME/config.json`.
+    pub fn default_path() -> PathBuf {
+        micro_core::home::dir().join("config.json")
+    }
+
+    /// Loads `path`; a missing file is an empty configuration.
+    pub fn load(path: &Path) -> Result<Self> {
+        let file = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
+                CliError::new(format!(
+                    "cannot read {}: it is not valid settings JSON ({err})",
+                    path.display()
+                ))
+            })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => File::default(),
+            Err(err) => return Err(CliError::new(format!("cannot read {}: {err}", path.display()))),
+        };
+        Ok(Self { path: path.to_path_buf(), file })
+    }
+
+    /// Every environment, built-ins included, sorted by name.
+    pub fn envs(&self) -> Vec<Env> {
+        let mut envs = self.file.envs.clone();
+        envs.insert(LOCAL_ENV.to_string(), local());
+        envs.into_values().collect()
+    }
+
+    pub fn env(&self, name: &str) -> Option<Env> {
+        if name == LOCAL_ENV { Some(local()) } else { self.file.envs.get(name).cloned() }
+    }
+
+    /// The saved selection, `local` when none was made.
+    pub fn selected(&self) -> &str {
+        self.file.env.as_deref().unwrap_or(LOCAL_ENV)
+    }
+
+    pub fn select(&mut self, name: &str) -> Result<()> {
+        if self.env(name).is_none() {
+            return Err(CliError::new(format!("Environment '{name}' does not exist")));
+        }
+        self.file.env = Some(name.to_string());
+        self.save()
+    }
+
+    /// Adds `name` or re-points it at `address`.
+    pub fn add(&mut self, name: &str, address: &str) -> Result<()> {
+        validate_env_name(name)?;
+        if name == LOCAL_ENV {
+            return Err(CliError::new(format!(
+                "Environment '{LOCAL_ENV}' is built in and cannot be changed"
+            )));
+        }
+        if !address.is_empty() {
+            validate_address(address)?;
+        }
+        let env =
+            Env { name: name.to_string(), proxy_address: address.to_string(), description: String::new() };
+        self.file.envs.insert(name.to_string(), env);
+        self.save()
+    }
+
+    pub fn delete(&mut self, name: &str) -> Result<()> {
+        if name == LOCAL_ENV {
+            return Err(CliError::new(format!(
+                "Environment '{LOCAL_ENV}' is built in and cannot be deleted"
+            )));
+        }
+        if self.file.envs.remove(name).is_none() {
+            return Err(CliError::new(format!("Environment '{name}' does not exist")));
+        }
+        if self.file.env.as_deref() == Some(name) {
+            self.file.env = None;
+        }
+        self.file.namespaces.remove(name);
+        self.save()
+    }
+
+    /// The namespace commands act in against `env`.
+    pub fn namespace(&self, env: &str) -> String {
+        self.file.namespaces.get(env).cloned().unwrap_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string())
+    }
+
+    fn save(&self) -> Result<()> {
+        let fail =
+            |err: std::io::Error| CliError::new(format!("cannot write {}: {err}", self.path.display()));
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let mut json = serde_json::to_vec_pretty(&self.file).expect("settings always serialise");
+        json.push(b'\n');
+        let temp = self.path.with_extension("json.tmp");
+        std::fs::write(&temp, json).map_err(fail)?;
+        std::fs::rename(&temp, &self.path).map_err(fail)
+    }
+}
+
+fn local() -> Env {
+    Env {
+        name: LOCAL_ENV.to_string(),
+        proxy_address: LOCAL_ADDRESS.to_string(),
+        description: LOCAL_DESCRIPTION.to_string(),
+    }
+}
+
+fn validate_env_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_ENV_NAME_BYTES
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::new(format!(
+            "invalid environment name {name:?}: use 1-{MAX_ENV_NAME_BYTES} letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+/// An environment address is `host:port` (or a bare host, which means port 443).
+fn validate_address(address: &str) -> Result<()> {
+    let invalid =
+        || CliError::new(format!("invalid address {address:?}: expected HOST:PORT, e.g. 127.0.0.1:8081"));
+    if address.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(invalid());
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        Some(_) => Err(invalid()),
+        None if !address.is_empty() => Ok(()),
+        None => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envs_persist_and_local_is_built_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let mut settings = Settings::load(&path).unwrap();
+        assert_eq!(settings.selected(), LOCAL_ENV);
+        assert_eq!(settings.envs(), [local()]);
+
+        settings.add("staging", "10.0.0.1:8081").unwrap();
+        settings.select("staging").unwrap();
+        let mut settings = Settings::load(&path).unwrap();
+        assert_eq!(settings.selected(), "staging");
+        assert_eq!(settings.env("staging").unwrap().proxy_address, "10.0.0.1:8081");
+        assert_eq!(settings.namespace("staging"), "micro");
+
+        assert!(settings.delete(LOCAL_ENV).is_err());
+        assert!(settings.add(LOCAL_ENV, "1.2.3.4:1").is_err());
+        assert_eq!(settings.select("nope").unwrap_err().message, "Environment 'nope' does not exist");
+        settings.delete("staging").unwrap();
+        assert_eq!(Settings::load(&path).unwrap().selected(), LOCAL_ENV, "deleting the selection resets it");
+    }
+
+    #[test]
+    fn bad_names_and_addresses_are_rejected_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let mut settings = Settings::load(&path).unwrap();
+        for (name, address) in
+            [("", "a:1"), ("a b", "a:1"), ("ok", "a:b"), ("ok", ":80"), ("ok", "http://x:1")]
+        {
+            assert!(settings.add(name, address).is_err(), "{name:?} {address:?}");
+        }
+        assert!(!path.exists());
+        settings.add("ok", "").unwrap();
+        settings.add("host", "proxy.example.com").unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_survive_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"env":"local","future":{"x":1}}"#).unwrap();
+        Settings::load(&path).unwrap().add("x", "h:1").unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["future"]["x"], 1);
+        assert!(Settings::load(&dir.path().join("missing.json")).is_ok());
+        std::fs::write(&path, "not json").unwrap();
+        assert!(Settings::load(&path).is_err());
+    }
+}

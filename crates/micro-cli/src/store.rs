@@ -1,0 +1,320 @@
+//! `micro store`: read, write, delete and list records, and show databases and tables
+//! (reference §2.12). The database defaults to the current namespace, the table to `micro`.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use micro_proto::store::store_client::StoreClient;
+use micro_proto::store::{
+    DatabasesRequest, DeleteOptions, DeleteRequest, ListOptions, ListRequest, ReadOptions, ReadRequest,
+    Record, TablesRequest, WriteOptions, WriteRequest,
+};
+use serde_json::json;
+
+use crate::error::{CliError, Result};
+use crate::{Global, out, unrecognized_subcommand};
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Read records and print their values, one per line
+    Read(ReadArgs),
+    /// Write a record; the value is the remaining arguments joined by spaces
+    Write(WriteArgs),
+    /// Delete a record
+    Delete(DeleteArgs),
+    /// List keys, one per line
+    List(ListArgs),
+    /// List the databases
+    Databases,
+    /// List the tables of a database
+    Tables {
+        #[command(flatten)]
+        scope: Scope,
+    },
+    #[command(external_subcommand)]
+    Unknown(Vec<String>),
+}
+
+/// Where records live.
+#[derive(Args, Debug, Default)]
+pub struct Scope {
+    /// Database [default: the current namespace]
+    #[arg(short = 'd', long)]
+    database: Option<String>,
+    /// Table [default: micro]
+    #[arg(short = 't', long)]
+    table: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// The key, or with --prefix/--suffix the start/end of the keys
+    key: String,
+    #[command(flatten)]
+    scope: Scope,
+    /// Read every record whose key starts with KEY
+    #[arg(short = 'p', long)]
+    prefix: bool,
+    /// Read every record whose key ends with KEY
+    #[arg(long, conflicts_with = "prefix")]
+    suffix: bool,
+    /// Read at most this many records
+    #[arg(short = 'l', long, default_value_t = 0, hide_default_value = true)]
+    limit: u64,
+    /// Skip this many records
+    #[arg(short = 'o', long, default_value_t = 0, hide_default_value = true)]
+    offset: u64,
+    /// Print a table of key, value and expiry
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct WriteArgs {
+    key: String,
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    value: Vec<String>,
+    #[command(flatten)]
+    scope: Scope,
+    /// Delete the record after this long, e.g. 30s, 5m, 1h30m
+    #[arg(short = 'e', long, value_parser = parse_expiry)]
+    expiry: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    key: String,
+    #[command(flatten)]
+    scope: Scope,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only keys starting with this
+    #[arg(value_name = "PREFIX")]
+    key: Option<String>,
+    #[command(flatten)]
+    scope: Scope,
+    /// Treat the argument as a prefix (it always is; kept for the original's grammar)
+    #[arg(short = 'p', long)]
+    prefix: bool,
+    /// Only keys ending with this
+    #[arg(long, value_name = "SUFFIX")]
+    suffix: Option<String>,
+    /// List at most this many keys
+    #[arg(short = 'l', long, default_value_t = 0, hide_default_value = true)]
+    limit: u64,
+    /// Skip this many keys
+    #[arg(short = 'o', long, default_value_t = 0, hide_default_value = true)]
+    offset: u64,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+fn parse_expiry(input: &str) -> std::result::Result<Duration, String> {
+    match micro_core::duration::parse(input) {
+        Ok(duration) if duration.is_zero() => Err("the expiry must be a positive duration".to_string()),
+        Ok(duration) => Ok(duration),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+pub async fn run(global: &Global, command: StoreCommand) -> Result<()> {
+    if let StoreCommand::Unknown(args) = &command {
+        return Err(unrecognized_subcommand("store", args));
+    }
+    let client = global.connect().await?;
+    let mut store = StoreClient::new(client.channel.clone());
+    match command {
+        StoreCommand::Read(args) => {
+            let options = ReadOptions {
+                database: args.scope.database.unwrap_or_default(),
+                table: args.scope.table.unwrap_or_default(),
+                prefix: args.prefix,
+                suffix: args.suffix,
+                limit: args.limit,
+                offset: args.offset,
+            };
+            let request = client.request(ReadRequest { key: args.key, options: Some(options) });
+            let records =
+                store.read(request).await.map_err(|status| client.error(status))?.into_inner().records;
+            if records.is_empty() {
+                return Err(CliError::not_found());
+            }
+            out(&format_records(&records, args.verbose, args.output));
+        }
+        StoreCommand::Write(args) => {
+            let expiry = args.expiry.unwrap_or_default();
+            let record = Record {
+                key: args.key,
+                value: args.value.join(" ").into_bytes(),
+                expiry: i64::try_from(expiry.as_secs()).unwrap_or(i64::MAX),
+                expiry_ms: i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX),
+                metadata: Default::default(),
+            };
+            let options = WriteOptions {
+                database: args.scope.database.unwrap_or_default(),
+                table: args.scope.table.unwrap_or_default(),
+            };
+            let request = client.request(WriteRequest { record: Some(record), options: Some(options) });
+            store.write(request).await.map_err(|status| client.error(status))?;
+        }
+        StoreCommand::Delete(args) => {
+            let options = DeleteOptions {
+                database: args.scope.database.unwrap_or_default(),
+                table: args.scope.table.unwrap_or_default(),
+            };
+            let request = client.request(DeleteRequest { key: args.key, options: Some(options) });
+            store.delete(request).await.map_err(|status| client.error(status))?;
+        }
+        StoreCommand::List(args) => {
+            let options = ListOptions {
+                database: args.scope.database.unwrap_or_default(),
+                table: args.scope.table.unwrap_or_default(),
+                prefix: args.key.unwrap_or_default(),
+                suffix: args.suffix.unwrap_or_default(),
+                limit: args.limit,
+                offset: args.offset,
+            };
+            let request = client.request(ListRequest { options: Some(options) });
+            let mut stream = store.list(request).await.map_err(|status| client.error(status))?.into_inner();
+            let mut keys = Vec::new();
+            while let Some(page) = stream.message().await.map_err(|status| client.error(status))? {
+                keys.extend(page.keys);
+            }
+            out(&match args.output {
+                Output::Json => {
+                    format!("{}\n", serde_json::to_string_pretty(&keys).expect("strings serialise"))
+                }
+                Output::Table => lines(&keys),
+            });
+        }
+        StoreCommand::Databases => {
+            let request = client.request(DatabasesRequest {});
+            let reply = store.databases(request).await.map_err(|status| client.error(status))?.into_inner();
+            out(&lines(&reply.databases));
+        }
+        StoreCommand::Tables { scope } => {
+            let request = client.request(TablesRequest { database: scope.database.unwrap_or_default() });
+            let reply = store.tables(request).await.map_err(|status| client.error(status))?.into_inner();
+            out(&lines(&reply.tables));
+        }
+        StoreCommand::Unknown(_) => unreachable!("handled before connecting"),
+    }
+    Ok(())
+}
+
+fn lines(items: &[String]) -> String {
+    items.iter().map(|item| format!("{item}\n")).collect()
+}
+
+fn format_records(records: &[Record], verbose: bool, output: Output) -> String {
+    match output {
+        Output::Json => {
+            let json: Vec<_> = records
+                .iter()
+                .map(|record| {
+                    let metadata: serde_json::Map<_, _> = record
+                        .metadata
+                        .iter()
+                        .map(|(key, field)| {
+                            (key.clone(), json!({"type": field.r#type, "value": field.value}))
+                        })
+                        .collect();
+                    json!({
+                        "key": record.key,
+                        "value": String::from_utf8_lossy(&record.value),
+                        "expiry": expiry(record).map(go_duration),
+                        "metadata": metadata,
+                    })
+                })
+                .collect();
+            format!("{}\n", serde_json::to_string_pretty(&json).expect("JSON values serialise"))
+        }
+        Output::Table if verbose => {
+            let mut rows = vec![vec!["KEY".to_string(), "VALUE".to_string(), "EXPIRY".to_string()]];
+            rows.extend(records.iter().map(|record| {
+                vec![
+                    record.key.clone(),
+                    String::from_utf8_lossy(&record.value).into_owned(),
+                    expiry(record).map_or_else(|| "None".to_string(), go_duration),
+                ]
+            }));
+            crate::table::render(&rows)
+        }
+        Output::Table => {
+            records.iter().map(|record| format!("{}\n", String::from_utf8_lossy(&record.value))).collect()
+        }
+    }
+}
+
+/// The time a record has left, `None` when it never expires.
+fn expiry(record: &Record) -> Option<Duration> {
+    if record.expiry_ms > 0 {
+        Some(Duration::from_millis(record.expiry_ms.unsigned_abs()))
+    } else if record.expiry > 0 {
+        Some(Duration::from_secs(record.expiry.unsigned_abs()))
+    } else {
+        None
+    }
+}
+
+/// A duration the way `--expiry` takes one, to the second: `1h2m3s`, `45s`.
+fn go_duration(duration: Duration) -> String {
+    let total = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
+    match (hours, minutes) {
+        (0, 0) => format!("{seconds}s"),
+        (0, _) => format!("{minutes}m{seconds}s"),
+        _ => format!("{hours}h{minutes}m{seconds}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, value: &str, expiry_ms: i64) -> Record {
+        Record { key: key.into(), value: value.into(), expiry: 0, expiry_ms, metadata: Default::default() }
+    }
+
+    #[test]
+    fn records_print_as_values_table_or_json() {
+        let records = [record("a", "one", 0), record("b", "two words", 61_500)];
+        assert_eq!(format_records(&records, false, Output::Table), "one\ntwo words\n");
+        assert_eq!(
+            format_records(&records, true, Output::Table),
+            "KEY  VALUE      EXPIRY\na    one        None\nb    two words  1m2s\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&format_records(&records, false, Output::Json)).unwrap();
+        assert_eq!(json[1]["value"], "two words");
+        assert_eq!(json[1]["expiry"], "1m2s");
+        assert_eq!(json[0]["expiry"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(go_duration(Duration::from_millis(100)), "1s", "a live record never shows 0s");
+        assert_eq!(go_duration(Duration::from_secs(3723)), "1h2m3s");
+    }
+
+    #[test]
+    fn expiry_must_be_a_positive_duration() {
+        assert_eq!(parse_expiry("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_expiry("0").is_err());
+        assert!(parse_expiry("soon").unwrap_err().contains("duration"));
+    }
+}

@@ -1,0 +1,35 @@
+//! Space-padded columns, as Go's tabwriter printed the original's tables.
+
+/// Formats `rows` as columns separated by at least two spaces; the last column is not padded.
+pub fn render(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|row| row.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                line.extend(std::iter::repeat_n(' ', widths[c] - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn columns_line_up() {
+        let rows = vec![
+            vec!["KEY".to_string(), "VALUE".to_string(), "EXPIRY".to_string()],
+            vec!["a-long-key".to_string(), "v".to_string(), "None".to_string()],
+        ];
+        assert_eq!(super::render(&rows), "KEY         VALUE  EXPIRY\na-long-key  v      None\n");
+        assert_eq!(super::render(&[]), "");
+    }
+}
