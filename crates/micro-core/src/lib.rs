@@ -17,20 +17,58 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The namespace of the platform's administrators and core services.
 pub const DEFAULT_NAMESPACE: &str = "micro";
 
+/// An authenticated caller, as its access token describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Account {
+    /// Unique within its issuer namespace.
+    pub id: String,
+    /// Display name, unique within the namespace; defaults to the id.
+    pub name: String,
+    /// `user` or `service`.
+    pub kind: String,
+    /// The namespace that issued the account: the only one it may act in, unless it is
+    /// [`DEFAULT_NAMESPACE`], whose accounts may act in every namespace.
+    pub issuer: String,
+    pub scopes: Vec<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
 /// Identity and scope of one request, resolved once by the edge (gRPC interceptor or gateway)
 /// and handed to core services, which scope all data by [`Context::namespace`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     /// The namespace the request acts in (store database, config document, topic prefix ...).
     pub namespace: String,
-    /// The authenticated account's id, when the caller presented a valid token.
-    pub account: Option<String>,
+    /// The authenticated account, when the caller presented a valid token.
+    pub account: Option<Account>,
 }
 
 impl Context {
     /// A context in `namespace` with no authenticated account.
     pub fn anonymous(namespace: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), account: None }
+        Self {
+            namespace: namespace.into(),
+            account: None,
+        }
+    }
+
+    /// A context in `namespace` acting as `account`.
+    pub fn with_account(namespace: impl Into<String>, account: Account) -> Self {
+        Self {
+            namespace: namespace.into(),
+            account: Some(account),
+        }
+    }
+
+    /// Namespace authorisation (reference §6.6), applied by every resource service before it
+    /// touches `namespace`'s data: an account is required; accounts issued by
+    /// [`DEFAULT_NAMESPACE`] may act in any namespace, others only in their own.
+    pub fn authorize(&self, namespace: &str) -> Result<(), Denied> {
+        match &self.account {
+            None => Err(Denied::AccountRequired),
+            Some(account) if account.issuer == DEFAULT_NAMESPACE || account.issuer == namespace => Ok(()),
+            Some(_) => Err(Denied::Namespace),
+        }
     }
 }
 
@@ -38,6 +76,16 @@ impl Default for Context {
     fn default() -> Self {
         Self::anonymous(DEFAULT_NAMESPACE)
     }
+}
+
+/// Why [`Context::authorize`] refused a request. Services map these to `UNAUTHENTICATED` and
+/// `PERMISSION_DENIED`, with the display text as the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("An account is required")]
+    AccountRequired,
+    #[error("Access denied to namespace")]
+    Namespace,
 }
 
 /// Longest namespace name accepted anywhere.
@@ -63,6 +111,23 @@ pub fn validate_namespace(name: &str) -> Result<(), InvalidNamespace> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn account(issuer: &str) -> Account {
+        Account { id: "bob".into(), issuer: issuer.into(), ..Account::default() }
+    }
+
+    #[test]
+    fn namespace_authorisation() {
+        assert_eq!(Context::anonymous("micro").authorize("micro"), Err(Denied::AccountRequired));
+        let admin = Context::with_account("micro", account("micro"));
+        assert_eq!(admin.authorize("micro"), Ok(()));
+        assert_eq!(admin.authorize("foo"), Ok(()), "micro accounts act in every namespace");
+        let bob = Context::with_account("foo", account("foo"));
+        assert_eq!(bob.authorize("foo"), Ok(()));
+        assert_eq!(bob.authorize("micro"), Err(Denied::Namespace));
+        assert_eq!(bob.authorize("bar"), Err(Denied::Namespace));
+        assert_eq!(Denied::AccountRequired.to_string(), "An account is required");
+    }
 
     #[test]
     fn namespaces() {
