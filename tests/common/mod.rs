@@ -51,14 +51,26 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server in `home` on ephemeral ports and selects it as the CLI's env `e2e`.
+    /// Starts a server in `home` on ephemeral ports, selects it as the CLI's env `e2e` and logs
+    /// in there as the default admin.
     pub fn start(home: &Path) -> Self {
-        Self::start_with(home, &[])
+        let server = Self::start_with(home, &[]);
+        server.ok(&["login", "--username", "admin", "--password", "micro"]);
+        server
     }
 
+    /// Starts a server with `extra` flags (which may replace the loopback ephemeral addresses),
+    /// selected as env `e2e`, without logging in.
     pub fn start_with(home: &Path, extra: &[&str]) -> Self {
-        let mut child = micro_cmd(home)
-            .args(["server", "--proxy-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0"])
+        let mut command = micro_cmd(home);
+        command.arg("server");
+        if !extra.contains(&"--proxy-address") {
+            command.args(["--proxy-address", "127.0.0.1:0"]);
+        }
+        if !extra.contains(&"--api-address") {
+            command.args(["--api-address", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

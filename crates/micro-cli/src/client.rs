@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
+use micro_proto::auth::auth_client::AuthClient;
+use micro_proto::auth::{Options, TokenRequest};
+use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{CliError, Result};
 use crate::settings::Settings;
+use crate::tokens::{self, Saved, Tokens};
 
 /// How long to wait for the server to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,8 +25,10 @@ pub const NAMESPACE_HEADER: &str = "micro-namespace";
 pub struct Client {
     pub channel: Channel,
     pub address: String,
+    pub env: String,
     pub namespace: String,
-    token: Option<String>,
+    /// The login this client calls as, if any (already refreshed when it was about to expire).
+    pub login: Option<Saved>,
 }
 
 impl Client {
@@ -40,22 +46,66 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT);
         let channel = endpoint.connect().await.map_err(|_| CliError::unreachable(&address))?;
-        Ok(Self { channel, address, namespace: settings.namespace(env), token: token_for(env) })
+        let mut client = Self { channel, address, env: env.to_string(), namespace: settings.namespace(env), login: None };
+        client.login = client.current_login().await?;
+        Ok(client)
+    }
+
+    /// The saved login for this env and namespace, refreshed first when it expires within
+    /// [`REFRESH_MARGIN_SECS`](crate::tokens::REFRESH_MARGIN_SECS). A refresh token the server no
+    /// longer accepts (revoked, account deleted) drops the login: the call goes on anonymously.
+    async fn current_login(&self) -> Result<Option<Saved>> {
+        let mut tokens = Tokens::load()?;
+        let Some(saved) = tokens.get(&self.env, &self.namespace).cloned() else { return Ok(None) };
+        if !saved.needs_refresh(tokens::now()) {
+            return Ok(Some(saved));
+        }
+        let mut auth = AuthClient::new(self.channel.clone());
+        let request = TokenRequest {
+            refresh_token: saved.refresh_token.clone(),
+            token_expiry: tokens::TOKEN_EXPIRY_SECS,
+            options: Some(Options { namespace: self.namespace.clone() }),
+            ..Default::default()
+        };
+        match auth.token(self.anonymous_request(request)).await {
+            Ok(reply) => {
+                let Some(token) = reply.into_inner().token else { return Ok(None) };
+                let refreshed = Saved::from_token(&token);
+                tokens.set(&self.env, &self.namespace, refreshed.clone())?;
+                Ok(Some(refreshed))
+            }
+            Err(status) if matches!(status.code(), Code::Unauthenticated | Code::InvalidArgument | Code::NotFound) => {
+                tokens.remove(&self.env, &self.namespace)?;
+                eprintln!("Your login has expired: log in again with `micro login`");
+                Ok(None)
+            }
+            Err(status) => Err(self.error(status)),
+        }
+    }
+
+    /// Wraps `message` with the namespace header only.
+    pub fn anonymous_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Ok(namespace) = MetadataValue::try_from(self.namespace.as_str()) {
+            request.metadata_mut().insert(NAMESPACE_HEADER, namespace);
+        }
+        request
     }
 
     /// Wraps `message` with the namespace and token headers.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        let metadata = request.metadata_mut();
-        if let Ok(namespace) = MetadataValue::try_from(self.namespace.as_str()) {
-            metadata.insert(NAMESPACE_HEADER, namespace);
-        }
-        if let Some(token) = &self.token
-            && let Ok(bearer) = MetadataValue::try_from(format!("Bearer {token}"))
+        let mut request = self.anonymous_request(message);
+        if let Some(login) = &self.login
+            && let Ok(bearer) = MetadataValue::try_from(format!("Bearer {}", login.access_token))
         {
-            metadata.insert("authorization", bearer);
+            request.metadata_mut().insert("authorization", bearer);
         }
         request
+    }
+
+    /// The options every auth call carries: the current namespace.
+    pub fn auth_options(&self) -> Options {
+        Options { namespace: self.namespace.clone() }
     }
 
     /// Maps a failed call to the CLI's message and exit code.
@@ -76,13 +126,6 @@ fn with_port(address: &str) -> String {
     } else {
         format!("{address}:443")
     }
-}
-
-/// The access token saved for `env` by `micro login` (`$MICRO_HOME/tokens.json`), if any.
-fn token_for(env: &str) -> Option<String> {
-    let bytes = std::fs::read(micro_core::home::dir().join("tokens.json")).ok()?;
-    let tokens: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    tokens.get(env)?.get("access_token")?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]

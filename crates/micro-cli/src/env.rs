@@ -35,7 +35,10 @@ pub fn run(global: &Global, command: Option<EnvCommand>) -> Result<()> {
         Some(EnvCommand::Add { name, address }) => {
             settings.add(&name, address.as_deref().unwrap_or_default())?
         }
-        Some(EnvCommand::Del { name }) => settings.delete(&name)?,
+        Some(EnvCommand::Del { name }) => {
+            settings.delete(&name)?;
+            crate::tokens::Tokens::load()?.remove_env(&name)?;
+        }
         Some(EnvCommand::Unknown(args)) => return Err(unrecognized_subcommand("env", &args)),
     }
     Ok(())

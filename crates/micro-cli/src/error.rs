@@ -14,8 +14,16 @@ pub struct CliError {
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code when the server refused the caller (401/403).
 pub const EXIT_UNAUTHORIZED: u8 = 2;
+/// Exit code of `micro call` given a `--request_timeout` that is not a duration, as the original.
+pub const EXIT_INVALID_TIMEOUT: u8 = 2;
+/// Exit code of `micro call` given an endpoint that is not `Handler.Method`.
+pub const EXIT_MALFORMED_METHOD: u8 = 3;
 /// Exit code when the server cannot be reached.
 pub const EXIT_UNREACHABLE: u8 = 4;
+/// Exit code when a known service is not served by the server (the original's `route not found`).
+pub const EXIT_ROUTE_NOT_FOUND: u8 = 4;
+/// Exit code when a called service or method does not exist.
+pub const EXIT_UNKNOWN_SERVICE: u8 = 5;
 /// Exit code of any other error the server returned.
 pub const EXIT_SERVER_ERROR: u8 = 127;
 
@@ -40,16 +48,46 @@ impl CliError {
         )
     }
 
+    /// An endpoint that is not `Handler.Method`.
+    pub fn malformed_method(endpoint: &str) -> Self {
+        Self::with_code(
+            format!("Method name \"{endpoint}\" invalid format. Expecting service.endpoint"),
+            EXIT_MALFORMED_METHOD,
+        )
+    }
+
+    /// A service that no descriptors describe.
+    pub fn unknown_service(service: &str) -> Self {
+        Self::with_code(format!("Service \"{service}\" not found"), EXIT_UNKNOWN_SERVICE)
+    }
+
+    /// An endpoint the service's descriptors do not have.
+    pub fn unknown_method(endpoint: &str) -> Self {
+        Self::with_code(format!("Service method \"{endpoint}\" not found"), EXIT_UNKNOWN_SERVICE)
+    }
+
+    /// A service the server does not route to.
+    pub fn route_not_found(service: &str) -> Self {
+        Self::with_code(format!("Service \"{service}\" not found"), EXIT_ROUTE_NOT_FOUND)
+    }
+
     /// Maps a gRPC status from the server at `address` to the CLI's message and exit code.
     pub fn from_status(status: &tonic::Status, address: &str) -> Self {
         use tonic::Code;
         let message = status.message().trim();
         match status.code() {
             Code::NotFound => Self::not_found(),
-            Code::Unauthenticated | Code::PermissionDenied => {
+            Code::Unauthenticated | Code::PermissionDenied if message.is_empty() => {
                 Self::with_code("Not authorized to perform this request", EXIT_UNAUTHORIZED)
             }
+            Code::Unauthenticated if message == micro_core::Denied::AccountRequired.to_string() => {
+                Self::with_code(format!("{message}: log in with `micro login`"), EXIT_UNAUTHORIZED)
+            }
+            Code::Unauthenticated | Code::PermissionDenied => {
+                Self::with_code(capitalise(&one_line(message)), EXIT_UNAUTHORIZED)
+            }
             Code::DeadlineExceeded => Self::new("Request timed out"),
+            Code::Cancelled if message.contains("Timeout expired") => Self::new("Request timed out"),
             Code::Unavailable if is_transport_failure(status) => Self::unreachable(address),
             _ if message.is_empty() => Self::with_code(
                 format!("The server failed the request ({})", status.code()),

@@ -5,14 +5,20 @@
 //! goes to stdout, each error is one line on stderr, and the exit code says what kind of failure
 //! it was (see [`error`]).
 
+mod auth;
+mod call;
 mod client;
 mod config;
 mod env;
 pub mod error;
+mod login;
+mod prompt;
 mod services;
 mod settings;
 mod store;
 mod table;
+mod tokens;
+mod user;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -76,6 +82,27 @@ enum Command {
         #[command(subcommand)]
         command: config::ConfigCommand,
     },
+    /// Call a service endpoint with a JSON request and print the response
+    #[command(help_template = help!("micro call"))]
+    Call(call::CallArgs),
+    /// Log in to the current environment and namespace
+    #[command(help_template = help!("micro login"))]
+    Login(login::LoginArgs),
+    /// Log out of the current environment and namespace
+    #[command(help_template = help!("micro logout"))]
+    Logout,
+    /// Show who you are logged in as; your token, namespace and settings; change your password
+    #[command(help_template = help!("micro user"))]
+    User {
+        #[command(subcommand)]
+        command: Option<user::UserCommand>,
+    },
+    /// Manage accounts and rules
+    #[command(help_template = help!("micro auth"), subcommand_required = true, arg_required_else_help = true)]
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
     /// List the services running in the current namespace
     #[command(help_template = help!("micro services"))]
     Services,
@@ -100,6 +127,14 @@ impl Global {
     /// The environment this invocation talks to: `-e`, else the saved selection.
     pub(crate) fn env_name(&self, settings: &Settings) -> String {
         self.env.clone().unwrap_or_else(|| settings.selected().to_string())
+    }
+
+    /// The environment and namespace this invocation acts in.
+    pub(crate) fn env_and_namespace(&self) -> Result<(String, String)> {
+        let settings = Settings::load(&self.settings_path())?;
+        let env = self.env_name(&settings);
+        let namespace = settings.namespace(&env);
+        Ok((env, namespace))
     }
 
     pub(crate) async fn connect(&self) -> Result<Client> {
@@ -175,6 +210,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Store { command } => block_on(store::run(&global, command)),
         Command::Config { command } => block_on(config::run(&global, command)),
         Command::Services => block_on(services::run(&global)),
+        Command::Login(args) => block_on(login::login(&global, args)),
+        Command::Logout => login::logout(&global),
+        Command::User { command } => block_on(user::run(&global, command)),
+        Command::Auth { command } => block_on(auth::run(&global, command)),
+        Command::Call(args) => block_on(call::run(&global, args)),
         Command::Server(_) | Command::Version | Command::External(_) => unreachable!("handled above"),
     }
 }

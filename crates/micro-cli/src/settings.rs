@@ -42,7 +42,7 @@ struct File {
     namespaces: BTreeMap<String, String>,
     /// Anything a newer CLI wrote, kept as is.
     #[serde(flatten)]
-    other: BTreeMap<String, serde_json::Value>,
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The loaded settings file.
@@ -135,6 +135,57 @@ impl Settings {
         self.file.namespaces.get(env).cloned().unwrap_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string())
     }
 
+    /// Makes `namespace` the one commands act in against `env`.
+    pub fn set_namespace(&mut self, env: &str, namespace: &str) -> Result<()> {
+        micro_core::validate_namespace(namespace).map_err(|err| CliError::new(err.to_string()))?;
+        if namespace == micro_core::DEFAULT_NAMESPACE {
+            self.file.namespaces.remove(env);
+        } else {
+            self.file.namespaces.insert(env.to_string(), namespace.to_string());
+        }
+        self.save()
+    }
+
+    /// A user setting at a dotted path (`git.credentials.github`), as set by [`Self::set_user`].
+    pub fn user(&self, path: &str) -> Option<String> {
+        let mut parts = path.split('.');
+        let mut node = self.file.other.get(parts.next()?)?;
+        for part in parts {
+            node = node.get(part)?;
+        }
+        match node {
+            serde_json::Value::String(text) => Some(text.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Sets a user setting at a dotted path; an empty value clears it.
+    pub fn set_user(&mut self, path: &str, value: &str) -> Result<()> {
+        let parts: Vec<&str> = path.split('.').collect();
+        if parts.iter().any(|part| part.is_empty()) || parts.len() > 8 {
+            return Err(CliError::new(format!("invalid key {path:?}: use dotted names, e.g. git.credentials.github")));
+        }
+        if ["env", "envs", "namespaces"].contains(&parts[0]) {
+            return Err(CliError::new(format!("{:?} is managed by `micro env` and `micro user namespace`", parts[0])));
+        }
+        let (last, parents) = parts.split_last().expect("split yields at least one part");
+        let mut node = &mut self.file.other;
+        for part in parents {
+            let child = node.entry((*part).to_string()).or_insert_with(|| serde_json::json!({}));
+            if !child.is_object() {
+                *child = serde_json::json!({});
+            }
+            node = child.as_object_mut().expect("made an object above");
+        }
+        if value.is_empty() {
+            node.remove(*last);
+        } else {
+            node.insert((*last).to_string(), serde_json::Value::String(value.to_string()));
+        }
+        self.save()
+    }
+
     fn save(&self) -> Result<()> {
         let fail =
             |err: std::io::Error| CliError::new(format!("cannot write {}: {err}", self.path.display()));
@@ -224,6 +275,24 @@ mod tests {
         assert!(!path.exists());
         settings.add("ok", "").unwrap();
         settings.add("host", "proxy.example.com").unwrap();
+    }
+
+    #[test]
+    fn namespaces_and_user_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let mut settings = Settings::load(&path).unwrap();
+        settings.set_namespace("local", "foo").unwrap();
+        assert!(settings.set_namespace("local", "Bad!").is_err());
+        settings.set_user("git.credentials.github", "tok").unwrap();
+        let mut settings = Settings::load(&path).unwrap();
+        assert_eq!(settings.namespace("local"), "foo");
+        assert_eq!(settings.user("git.credentials.github").as_deref(), Some("tok"));
+        assert!(settings.user("git.credentials").unwrap().contains("tok"));
+        settings.set_user("git.credentials.github", "").unwrap();
+        assert_eq!(settings.user("git.credentials.github"), None);
+        assert!(settings.set_user("env", "x").is_err());
+        assert!(settings.set_user("a..b", "x").is_err());
     }
 
     #[test]

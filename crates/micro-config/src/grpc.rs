@@ -76,23 +76,17 @@ impl From<ConfigError> for Status {
     }
 }
 
-/// The namespace a request acts in. A caller whose context is scoped to a namespace other than
-/// `micro` may not name another namespace in the request body.
-// The auth interceptor will later decide this from the account's issuer; until then the context
-// namespace (from the `micro-namespace` header) is the only scope there is.
+/// The namespace a request acts in: the one it names, else its context's; the caller must be
+/// authorised for it (reference §6.6).
 #[allow(clippy::result_large_err, reason = "tonic handlers return Status by value")]
 fn namespace<T>(request: &Request<T>, requested: &str) -> Result<String, Status> {
     let context = request.extensions().get::<Context>().cloned().unwrap_or_default();
-    if requested.is_empty() || requested == context.namespace {
-        return Ok(context.namespace);
-    }
-    if context.namespace != micro_core::DEFAULT_NAMESPACE {
-        return Err(Status::permission_denied(format!(
-            "not authorised for namespace {requested:?} from namespace {:?}",
-            context.namespace
-        )));
-    }
-    Ok(requested.to_string())
+    let namespace = if requested.is_empty() { context.namespace.clone() } else { requested.to_string() };
+    context.authorize(&namespace).map_err(|denied| match denied {
+        micro_core::Denied::AccountRequired => Status::unauthenticated(denied.to_string()),
+        micro_core::Denied::Namespace => Status::permission_denied(denied.to_string()),
+    })?;
+    Ok(namespace)
 }
 
 fn wire_value(value: &Value) -> WireValue {
@@ -200,12 +194,16 @@ mod tests {
 
     #[test]
     fn namespaces_come_from_the_request_then_the_context() {
-        let request = Request::new(());
+        let anonymous = namespace(&Request::new(()), "").unwrap_err();
+        assert_eq!((anonymous.code(), anonymous.message()), (tonic::Code::Unauthenticated, "An account is required"));
+
+        let mut request = Request::new(());
+        request.extensions_mut().insert(Context::member("micro"));
         assert_eq!(namespace(&request, "").unwrap(), "micro");
         assert_eq!(namespace(&request, "foo").unwrap(), "foo", "micro may act in any namespace");
 
         let mut request = Request::new(());
-        request.extensions_mut().insert(Context::anonymous("foo"));
+        request.extensions_mut().insert(Context::member("foo"));
         assert_eq!(namespace(&request, "").unwrap(), "foo");
         assert_eq!(namespace(&request, "foo").unwrap(), "foo");
         let denied = namespace(&request, "bar").unwrap_err();

@@ -23,8 +23,13 @@ fn service() -> ConfigService {
 /// A request as the server's interceptor hands it over: with a context for `namespace`.
 fn in_namespace<T>(namespace: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.extensions_mut().insert(Context::anonymous(namespace));
+    request.extensions_mut().insert(Context::member(namespace));
     request
+}
+
+/// A request from a `micro` account.
+fn admin<T>(message: T) -> Request<T> {
+    in_namespace("micro", message)
 }
 
 fn set(path: &str, data: &str, secret: bool) -> SetRequest {
@@ -51,32 +56,32 @@ async fn get_data(service: &ConfigService, request: Request<GetRequest>) -> Resu
 async fn set_get_delete_read_over_grpc() {
     let service = service();
 
-    let status = service.get(Request::new(get("a", false))).await.unwrap_err();
+    let status = service.get(admin(get("a", false))).await.unwrap_err();
     assert_eq!((status.code(), status.message()), (Code::NotFound, "Not found"));
     let status =
-        service.delete(Request::new(DeleteRequest { namespace: String::new(), path: "a".into() })).await;
+        service.delete(admin(DeleteRequest { namespace: String::new(), path: "a".into() })).await;
     assert_eq!(status.unwrap_err().code(), Code::NotFound);
 
-    service.set(Request::new(set("a.b", r#"{"c":1}"#, false))).await.unwrap();
-    assert_eq!(get_data(&service, Request::new(get("a", false))).await.unwrap(), r#"{"b":{"c":1}}"#);
-    assert_eq!(get_data(&service, Request::new(get("a.b.c", false))).await.unwrap(), "1");
-    assert_eq!(get_data(&service, Request::new(get("a.x", false))).await.unwrap(), "null", "missing path");
+    service.set(admin(set("a.b", r#"{"c":1}"#, false))).await.unwrap();
+    assert_eq!(get_data(&service, admin(get("a", false))).await.unwrap(), r#"{"b":{"c":1}}"#);
+    assert_eq!(get_data(&service, admin(get("a.b.c", false))).await.unwrap(), "1");
+    assert_eq!(get_data(&service, admin(get("a.x", false))).await.unwrap(), "null", "missing path");
 
-    service.set(Request::new(set("mail", r#""Micro Team <support@m3o.com>""#, false))).await.unwrap();
+    service.set(admin(set("mail", r#""Micro Team <support@m3o.com>""#, false))).await.unwrap();
     assert_eq!(
-        get_data(&service, Request::new(get("mail", false))).await.unwrap(),
+        get_data(&service, admin(get("mail", false))).await.unwrap(),
         r#""Micro Team <support@m3o.com>""#,
         "no HTML escaping on the wire"
     );
 
-    service.set(Request::new(set("key.pin", "42", true))).await.unwrap();
-    assert_eq!(get_data(&service, Request::new(get("key.pin", false))).await.unwrap(), r#""[secret]""#);
-    assert_eq!(get_data(&service, Request::new(get("key.pin", true))).await.unwrap(), "42");
+    service.set(admin(set("key.pin", "42", true))).await.unwrap();
+    assert_eq!(get_data(&service, admin(get("key.pin", false))).await.unwrap(), r#""[secret]""#);
+    assert_eq!(get_data(&service, admin(get("key.pin", true))).await.unwrap(), "42");
     let no_options = GetRequest { namespace: String::new(), path: "key".into(), options: None };
-    assert_eq!(get_data(&service, Request::new(no_options)).await.unwrap(), r#"{"pin":"[secret]"}"#);
+    assert_eq!(get_data(&service, admin(no_options)).await.unwrap(), r#"{"pin":"[secret]"}"#);
 
     let read = service
-        .read(Request::new(ReadRequest { namespace: String::new(), path: "a".into() }))
+        .read(admin(ReadRequest { namespace: String::new(), path: "a".into() }))
         .await
         .unwrap()
         .into_inner()
@@ -89,10 +94,10 @@ async fn set_get_delete_read_over_grpc() {
     assert!(change_set.timestamp > 1_600_000_000);
 
     service
-        .delete(Request::new(DeleteRequest { namespace: String::new(), path: "a.b".into() }))
+        .delete(admin(DeleteRequest { namespace: String::new(), path: "a.b".into() }))
         .await
         .unwrap();
-    assert_eq!(get_data(&service, Request::new(get("a", false))).await.unwrap(), "{}");
+    assert_eq!(get_data(&service, admin(get("a", false))).await.unwrap(), "{}");
 }
 
 #[tokio::test]
@@ -109,16 +114,16 @@ async fn bad_requests_are_invalid_arguments() {
         (SetRequest { namespace: "Not Valid".into(), ..set("a", "1", false) }, "invalid namespace"),
     ];
     for (request, message) in cases {
-        let status = service.set(Request::new(request)).await.unwrap_err();
+        let status = service.set(admin(request)).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
         assert!(status.message().contains(message), "{message}: {}", status.message());
     }
-    let status = service.get(Request::new(get("a", false))).await.unwrap_err();
+    let status = service.get(admin(get("a", false))).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "nothing was stored");
 
-    service.set(Request::new(set("a", "1", false))).await.unwrap();
+    service.set(admin(set("a", "1", false))).await.unwrap();
     let root = DeleteRequest { namespace: String::new(), path: String::new() };
-    let status = service.delete(Request::new(root)).await.unwrap_err();
+    let status = service.delete(admin(root)).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
@@ -126,13 +131,13 @@ async fn bad_requests_are_invalid_arguments() {
 async fn namespaces_come_from_the_request_or_the_context() {
     let service = service();
     service.set(in_namespace("foo", set("who", r#""foo""#, false))).await.unwrap();
-    service.set(Request::new(set("who", r#""micro""#, false))).await.unwrap();
+    service.set(admin(set("who", r#""micro""#, false))).await.unwrap();
 
     assert_eq!(get_data(&service, in_namespace("foo", get("who", false))).await.unwrap(), r#""foo""#);
-    assert_eq!(get_data(&service, Request::new(get("who", false))).await.unwrap(), r#""micro""#);
+    assert_eq!(get_data(&service, admin(get("who", false))).await.unwrap(), r#""micro""#);
     let named = GetRequest { namespace: "foo".into(), ..get("who", false) };
     assert_eq!(
-        get_data(&service, Request::new(named)).await.unwrap(),
+        get_data(&service, admin(named)).await.unwrap(),
         r#""foo""#,
         "micro may name any namespace"
     );
@@ -156,15 +161,15 @@ async fn next(stream: &mut micro_config::grpc::WatchStream) -> WatchResponse {
 async fn watch_streams_sets_and_deletes() {
     let service = service();
     let watch = WatchRequest { namespace: String::new(), path: "db".into(), options: None };
-    let mut stream = service.watch(Request::new(watch)).await.unwrap().into_inner();
+    let mut stream = service.watch(admin(watch)).await.unwrap().into_inner();
     let revealing = WatchRequest {
         namespace: String::new(),
         path: "db.password".into(),
         options: Some(Options { secret: true }),
     };
-    let mut revealed = service.watch(Request::new(revealing)).await.unwrap().into_inner();
+    let mut revealed = service.watch(admin(revealing)).await.unwrap().into_inner();
 
-    service.set(Request::new(set("db.host", r#""localhost""#, false))).await.unwrap();
+    service.set(admin(set("db.host", r#""localhost""#, false))).await.unwrap();
     let change = next(&mut stream).await;
     assert_eq!(
         (change.namespace.as_str(), change.path.as_str(), change.action.as_str()),
@@ -175,17 +180,17 @@ async fn watch_streams_sets_and_deletes() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     assert!((now_ms - change.timestamp).abs() < 60_000, "unix milliseconds");
 
-    service.set(Request::new(set("db.password", r#""hunter2""#, true))).await.unwrap();
+    service.set(admin(set("db.password", r#""hunter2""#, true))).await.unwrap();
     assert_eq!(next(&mut stream).await.value.unwrap().data, r#"{"host":"localhost","password":"[secret]"}"#);
     assert_eq!(next(&mut revealed).await.value.unwrap().data, r#""hunter2""#);
 
     service
-        .delete(Request::new(DeleteRequest { namespace: String::new(), path: "db".into() }))
+        .delete(admin(DeleteRequest { namespace: String::new(), path: "db".into() }))
         .await
         .unwrap();
     let change = next(&mut stream).await;
     assert_eq!((change.action.as_str(), change.value.unwrap().data.as_str()), ("delete", "null"));
 
     let bad = WatchRequest { namespace: String::new(), path: "a..b".into(), options: None };
-    assert_eq!(service.watch(Request::new(bad)).await.err().unwrap().code(), Code::InvalidArgument);
+    assert_eq!(service.watch(admin(bad)).await.err().unwrap().code(), Code::InvalidArgument);
 }

@@ -60,6 +60,19 @@ impl Context {
         }
     }
 
+    /// A context in `namespace` acting as a user account that namespace issued (tests, tools).
+    pub fn member(namespace: impl Into<String>) -> Self {
+        let namespace = namespace.into();
+        let account = Account {
+            id: "member".to_string(),
+            name: "member".to_string(),
+            kind: "user".to_string(),
+            issuer: namespace.clone(),
+            ..Account::default()
+        };
+        Self::with_account(namespace, account)
+    }
+
     /// Namespace authorisation (reference §6.6), applied by every resource service before it
     /// touches `namespace`'s data: an account is required; accounts issued by
     /// [`DEFAULT_NAMESPACE`] may act in any namespace, others only in their own.

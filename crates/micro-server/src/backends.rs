@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::StoreConfig;
+use crate::config::{AuthConfig, StoreConfig};
 
 /// Opens the store backend `config` names; `server_dir` is `MICRO_HOME/server`.
 pub async fn store(config: &StoreConfig, server_dir: &Path) -> anyhow::Result<Arc<dyn micro_store::Store>> {
@@ -36,4 +36,31 @@ pub fn config_secret_key(server_dir: &Path) -> anyhow::Result<micro_config::Secr
                 .with_context(|| format!("cannot load the config secret key {}", path.display()))
         }
     }
+}
+
+/// Opens auth over `store`: the JWT signing key lives in `server_dir`; the default admin's
+/// password comes from `MICRO_AUTH_ADMIN_PASSWORD`, else is `micro` while every listener is on
+/// loopback, else is generated and logged once.
+pub async fn auth(
+    store: Arc<dyn micro_store::Store>,
+    server_dir: &Path,
+    config: &AuthConfig,
+    loopback_only: bool,
+) -> anyhow::Result<Arc<micro_auth::Auth>> {
+    let admin_password = std::env::var("MICRO_AUTH_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let options = micro_auth::AuthOptions { disable_admin: config.disable_admin, admin_password, loopback_only };
+    let auth = micro_auth::Auth::open(store, server_dir, options)
+        .await
+        .with_context(|| format!("cannot open auth (keys in {})", server_dir.display()))?;
+    if let Some(password) = auth.generated_admin_password() {
+        tracing::warn!(
+            username = "admin",
+            password,
+            "generated a password for the default admin account; it is shown only this once. \
+             Log in with `micro login --username admin` and change it with `micro user set password`"
+        );
+    } else if config.disable_admin {
+        tracing::info!("default admin account disabled");
+    }
+    Ok(Arc::new(auth))
 }

@@ -29,6 +29,16 @@ pub struct Config {
     /// How long in-flight requests get to finish after SIGINT/SIGTERM (Go duration).
     pub shutdown_grace: String,
     pub store: StoreConfig,
+    pub auth: AuthConfig,
+}
+
+/// Auth settings. The admin password itself is never part of the config tree: it comes from
+/// `MICRO_AUTH_ADMIN_PASSWORD` only, so `--dump-config` cannot print it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Do not create the default `admin` account in namespace `micro`.
+    pub disable_admin: bool,
 }
 
 /// Which store backend holds store, config (and later auth) data.
@@ -48,6 +58,7 @@ impl Default for Config {
             api_address: "127.0.0.1:8080".into(),
             shutdown_grace: "10s".into(),
             store: StoreConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -64,6 +75,7 @@ pub struct Overrides {
     pub proxy_address: Option<String>,
     pub api_address: Option<String>,
     pub store: Option<String>,
+    pub disable_admin: bool,
 }
 
 impl Config {
@@ -101,6 +113,10 @@ impl Config {
         layer(&mut config.proxy_address, flags.proxy_address.as_ref());
         layer(&mut config.api_address, flags.api_address.as_ref());
         layer(&mut config.store.backend, flags.store.as_ref());
+        if let Some(value) = env.get("MICRO_AUTH_DISABLE_ADMIN").filter(|v| !v.is_empty()) {
+            config.auth.disable_admin = parse_bool("MICRO_AUTH_DISABLE_ADMIN", value)?;
+        }
+        config.auth.disable_admin |= flags.disable_admin;
 
         config.validate()?;
         Ok(config)
@@ -141,6 +157,14 @@ impl Config {
     /// The effective config as TOML, for `micro server --dump-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config tree only holds strings, which always serialise")
+    }
+}
+
+fn parse_bool(field: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Invalid { field, message: format!("{value:?} is not a boolean: use true or false") }),
     }
 }
 

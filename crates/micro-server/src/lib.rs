@@ -2,13 +2,15 @@
 //!
 //! - [`config`]: the typed config tree (defaults → `micro.toml` → `MICRO_*` env → flags).
 //! - [`backends`]: the one factory that turns config into backend trait objects.
-//! - [`grpc`]: the :8081 listener — request context, core services, reflection, health.
+//! - [`gate`]: the auth gate on :8081 — token → account, namespace, rule check, per call.
+//! - [`grpc`]: the :8081 listener — the gate, core services, reflection, health.
 //! - [`http`]: the :8080 listener (the API gateway arrives in a later issue; `GET /` answers now).
 //! - [`Platform`]: the running set of core services, served by [`Platform::serve`] on listeners
 //!   the caller bound, until a shutdown future resolves (tests bind `127.0.0.1:0`).
 
 pub mod backends;
 pub mod config;
+pub mod gate;
 pub mod grpc;
 pub mod http;
 pub mod registry;
@@ -40,6 +42,9 @@ pub struct Args {
     /// Server config file [default: $MICRO_HOME/micro.toml when it exists]
     #[arg(long = "config", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
+    /// Do not create the default admin account [env: MICRO_AUTH_DISABLE_ADMIN]
+    #[arg(long)]
+    pub disable_admin: bool,
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub dump_config: bool,
@@ -53,6 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         proxy_address: args.proxy_address.clone(),
         api_address: args.api_address.clone(),
         store: args.store.clone(),
+        disable_admin: args.disable_admin,
     };
     let config = Config::load(&home, args.config_file.as_deref(), &env, &overrides)?;
     if args.dump_config {
@@ -61,9 +67,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     init_tracing();
 
-    let platform = Platform::open(&home, &config).await?;
     let grpc = bind(&config.proxy_address, "--proxy-address").await?;
     let http = bind(&config.api_address, "--api-address").await?;
+    let loopback_only = [&grpc, &http].iter().all(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
+    let platform = Platform::open(&home, &config, loopback_only).await?;
     platform.serve(grpc, http, micro_core::shutdown::signal(), config.grace()?).await
 }
 
@@ -93,12 +100,15 @@ pub struct Platform {
     home: PathBuf,
     store: Arc<dyn micro_store::Store>,
     config: Arc<micro_config::Config>,
+    auth: Arc<micro_auth::Auth>,
     _sweeper: micro_store::Sweeper,
 }
 
 impl Platform {
     /// Opens every backend `config` names, creating `home/server` on first boot.
-    pub async fn open(home: &Path, config: &Config) -> anyhow::Result<Self> {
+    /// `loopback_only` says whether every listener is on loopback, which decides whether the
+    /// default admin may keep the well-known password.
+    pub async fn open(home: &Path, config: &Config, loopback_only: bool) -> anyhow::Result<Self> {
         let server_dir = home.join("server");
         std::fs::create_dir_all(&server_dir)
             .with_context(|| format!("cannot create the server state directory {}", server_dir.display()))?;
@@ -112,7 +122,9 @@ impl Platform {
         let config_service = Arc::new(micro_config::Config::new(store.clone(), secret_key));
         info!(documents = "store database micro, table config", "config");
 
-        Ok(Self { home: home.to_path_buf(), store, config: config_service, _sweeper: sweeper })
+        let auth = backends::auth(store.clone(), &server_dir, &config.auth, loopback_only).await?;
+
+        Ok(Self { home: home.to_path_buf(), store, config: config_service, auth, _sweeper: sweeper })
     }
 
     /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then stops accepting
@@ -135,7 +147,7 @@ impl Platform {
         };
 
         let mut grpc_task =
-            tokio::spawn(grpc::serve(self.store.clone(), self.config.clone(), grpc, stopped()));
+            tokio::spawn(grpc::serve(self.store.clone(), self.config.clone(), self.auth.clone(), grpc, stopped()));
         let mut http_task = tokio::spawn(http::serve(http::router(), http, stopped()));
         info!(addr = %grpc_addr, "gRPC listening");
         info!(addr = %http_addr, "HTTP listening");

@@ -8,7 +8,7 @@ use micro_proto::registry::{
 use tonic::{Request, Response, Status};
 
 /// Names of the core services hosted in this process, in `micro services` order.
-pub const CORE_SERVICES: &[&str] = &["config", "registry", "store"];
+pub const CORE_SERVICES: &[&str] = &["auth", "config", "registry", "store"];
 
 /// Serves `registry.Registry` lookups for the core services.
 #[derive(Debug, Default, Clone)]

@@ -77,21 +77,21 @@ fn location<T>(request: &Request<T>, database: &str, table: &str) -> Result<(Str
     Ok((database, table))
 }
 
-/// The database a request acts on: the one it names, else its context's namespace. Only
-/// callers in the `micro` namespace may name another namespace's database.
+/// The database a request acts on: the one it names, else its context's namespace; the caller
+/// must be authorised for it (reference §6.6).
 #[allow(clippy::result_large_err, reason = "tonic handlers return Status by value")]
 fn database_for<T>(request: &Request<T>, requested: &str) -> Result<String, Status> {
     let context = context(request);
-    if requested.is_empty() || requested == context.namespace {
-        return Ok(context.namespace);
+    let database = if requested.is_empty() { context.namespace.clone() } else { requested.to_string() };
+    context.authorize(&database).map_err(denied)?;
+    Ok(database)
+}
+
+fn denied(denied: micro_core::Denied) -> Status {
+    match denied {
+        micro_core::Denied::AccountRequired => Status::unauthenticated(denied.to_string()),
+        micro_core::Denied::Namespace => Status::permission_denied(denied.to_string()),
     }
-    if context.namespace != micro_core::DEFAULT_NAMESPACE {
-        return Err(Status::permission_denied(format!(
-            "not authorised for database {requested:?} from namespace {:?}",
-            context.namespace
-        )));
-    }
-    Ok(requested.to_string())
 }
 
 fn context<T>(request: &Request<T>) -> Context {
@@ -204,10 +204,9 @@ impl store_server::Store for StoreService {
         request: Request<DatabasesRequest>,
     ) -> Result<Response<DatabasesResponse>, Status> {
         let context = context(&request);
+        context.authorize(&context.namespace).map_err(denied)?;
         let mut databases = self.store.databases().await?;
-        if context.namespace != micro_core::DEFAULT_NAMESPACE {
-            databases.retain(|database| *database == context.namespace);
-        }
+        databases.retain(|database| context.authorize(database).is_ok());
         Ok(Response::new(DatabasesResponse { databases }))
     }
 
@@ -230,8 +229,13 @@ mod tests {
 
     fn in_namespace<T>(message: T, namespace: &str) -> Request<T> {
         let mut request = Request::new(message);
-        request.extensions_mut().insert(Context::anonymous(namespace));
+        request.extensions_mut().insert(Context::member(namespace));
         request
+    }
+
+    /// A request from a `micro` account, as the interceptor hands it over.
+    fn admin<T>(message: T) -> Request<T> {
+        in_namespace(message, "micro")
     }
 
     fn wire_record(key: &str, value: &str) -> WireRecord {
@@ -247,7 +251,7 @@ mod tests {
         let mut record = wire_record("greeting", "hello");
         record.metadata.insert("lang".into(), WireField { r#type: "string".into(), value: "en".into() });
         record.expiry = 3600;
-        service.write(Request::new(WriteRequest { record: Some(record), options: None })).await.unwrap();
+        service.write(admin(WriteRequest { record: Some(record), options: None })).await.unwrap();
         let stored = store.read("micro", DEFAULT_TABLE, "greeting", ReadOptions::default()).await.unwrap();
         assert_eq!(stored[0].value, b"hello");
         assert!(stored[0].expiry.is_some_and(|left| left <= Duration::from_secs(3600)));
@@ -256,30 +260,40 @@ mod tests {
         let mut short = wire_record("short", "x");
         short.expiry = 3600;
         short.expiry_ms = 1500;
-        service.write(Request::new(WriteRequest { record: Some(short), options: None })).await.unwrap();
+        service.write(admin(WriteRequest { record: Some(short), options: None })).await.unwrap();
         let left = store.read("micro", "micro", "short", ReadOptions::default()).await.unwrap()[0].expiry;
         assert!(left.is_some_and(|left| left <= Duration::from_millis(1500)), "{left:?}");
 
         let read = |key: &str| ReadRequest { key: key.into(), options: None };
-        let response = service.read(Request::new(read("greeting"))).await.unwrap().into_inner();
+        let response = service.read(admin(read("greeting"))).await.unwrap().into_inner();
         let [record] = response.records.as_slice() else { panic!("one record expected: {response:?}") };
         assert_eq!(record.value, b"hello");
         assert_eq!(record.metadata["lang"], WireField { r#type: "string".into(), value: "en".into() });
         assert!((1..=3600).contains(&record.expiry), "whole seconds, rounded up: {}", record.expiry);
         assert!((1..=3_600_000).contains(&record.expiry_ms));
 
-        let short = service.read(Request::new(read("short"))).await.unwrap().into_inner();
+        let short = service.read(admin(read("short"))).await.unwrap().into_inner();
         assert!((1..=2).contains(&short.records[0].expiry), "{:?}", short.records[0]);
         assert!((1..=1500).contains(&short.records[0].expiry_ms), "{:?}", short.records[0]);
 
-        let missing = service.read(Request::new(read("missing"))).await.unwrap_err();
+        let missing = service.read(admin(read("missing"))).await.unwrap_err();
         assert_eq!((missing.code(), missing.message()), (Code::NotFound, "not found"));
 
-        let no_record = service.write(Request::new(WriteRequest::default())).await.unwrap_err();
+        let no_record = service.write(admin(WriteRequest::default())).await.unwrap_err();
         assert_eq!(no_record.code(), Code::InvalidArgument);
 
-        service.delete(Request::new(DeleteRequest { key: "greeting".into(), options: None })).await.unwrap();
-        assert_eq!(service.read(Request::new(read("greeting"))).await.unwrap_err().code(), Code::NotFound);
+        service.delete(admin(DeleteRequest { key: "greeting".into(), options: None })).await.unwrap();
+        assert_eq!(service.read(admin(read("greeting"))).await.unwrap_err().code(), Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn anonymous_callers_need_an_account() {
+        let service = StoreService::new(Arc::new(MemoryStore::new()));
+        let request = tonic::Request::new(WriteRequest { record: Some(wire_record("k", "v")), options: None });
+        let denied = service.write(request).await.unwrap_err();
+        assert_eq!((denied.code(), denied.message()), (Code::Unauthenticated, "An account is required"));
+        let anonymous = tonic::Request::new(DatabasesRequest {});
+        assert_eq!(service.databases(anonymous).await.unwrap_err().code(), Code::Unauthenticated);
     }
 
     #[tokio::test]
@@ -334,14 +348,14 @@ mod tests {
             record: Some(wire_record(&"k".repeat(crate::MAX_KEY_BYTES + 1), "v")),
             options: None,
         };
-        let invalid = service.write(Request::new(long_key)).await.unwrap_err();
+        let invalid = service.write(admin(long_key)).await.unwrap_err();
         assert_eq!(invalid.code(), Code::InvalidArgument);
         assert!(invalid.message().contains("1024"), "{}", invalid.message());
         let bad_table = DeleteRequest {
             key: "k".into(),
             options: Some(micro_proto::store::DeleteOptions { database: String::new(), table: "a/b".into() }),
         };
-        assert_eq!(service.delete(Request::new(bad_table)).await.unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(service.delete(admin(bad_table)).await.unwrap_err().code(), Code::InvalidArgument);
     }
 
     #[test]

@@ -1,0 +1,337 @@
+//! The Ed25519 signing key and the access tokens (EdDSA JWTs) it signs.
+//!
+//! The key lives in `<key_dir>/`[`KEY_FILE`] as a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`,
+//! the format `openssl genpkey -algorithm ed25519` writes), created with mode 0600 on first
+//! boot and reused afterwards. Only the 32-byte seed matters; the public key is derived.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use micro_core::Account;
+
+use crate::AuthError;
+
+/// The key file's name inside the key directory.
+pub const KEY_FILE: &str = "auth_key";
+
+/// How far a verifier tolerates clocks that disagree, in seconds.
+const LEEWAY_SECS: u64 = 5;
+
+/// The DER prefix of a PKCS#8 v1 Ed25519 private key (RFC 8410 §7); the 32-byte seed follows.
+const PKCS8_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+/// The DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32-byte public key follows.
+const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+/// The claims of an access token. `sub`/`iss`/`exp` are the registered JWT claims; the rest are
+/// the original's custom claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Claims {
+    pub sub: String,
+    pub iss: String,
+    pub exp: u64,
+    pub iat: u64,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Claims {
+    fn into_account(self) -> Account {
+        let name = if self.name.is_empty() { self.sub.clone() } else { self.name };
+        Account {
+            id: self.sub,
+            name,
+            kind: self.kind,
+            issuer: self.iss,
+            scopes: self.scopes,
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// The key pair that signs and verifies access tokens.
+pub(crate) struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public: [u8; 32],
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("algorithm", &"EdDSA").finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    /// Loads `<dir>/auth_key`, creating the directory and a fresh key (mode 0600) when missing.
+    pub(crate) fn load_or_create(dir: &Path) -> Result<Self, AuthError> {
+        let path = dir.join(KEY_FILE);
+        let pem = match std::fs::read_to_string(&path) {
+            Ok(pem) => {
+                warn_if_readable_by_others(&path);
+                pem
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => create(dir, &path)?,
+            Err(err) => return Err(AuthError::Key(format!("cannot read {}: {err}", path.display()))),
+        };
+        let seed = parse_pem(&pem).map_err(|why| AuthError::Key(format!("{}: {why}", path.display())))?;
+        Ok(Self::from_seed(&seed))
+    }
+
+    pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
+        let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key().to_bytes();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        Keys {
+            encoding: EncodingKey::from_ed_der(&pkcs8_der(seed)),
+            decoding: DecodingKey::from_ed_der(&public),
+            public,
+            validation,
+        }
+    }
+
+    /// The public key as an SPKI PEM (`-----BEGIN PUBLIC KEY-----`), for verifiers elsewhere.
+    pub(crate) fn public_key_pem(&self) -> String {
+        let mut der = SPKI_PREFIX.to_vec();
+        der.extend_from_slice(&self.public);
+        pem("PUBLIC KEY", &der)
+    }
+
+    /// Signs an access token for `account` in `issuer`, valid from `iat` until `exp` (unix secs).
+    pub(crate) fn issue(
+        &self,
+        account: &Account,
+        issuer: &str,
+        iat: u64,
+        exp: u64,
+    ) -> Result<String, AuthError> {
+        let claims = Claims {
+            sub: account.id.clone(),
+            iss: issuer.to_string(),
+            exp,
+            iat,
+            kind: account.kind.clone(),
+            scopes: account.scopes.clone(),
+            metadata: account.metadata.clone(),
+            name: account.name.clone(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
+            .map_err(|err| AuthError::Internal(format!("cannot sign a token: {err}")))
+    }
+
+    /// Verifies `token`'s signature and expiry and returns the account it describes.
+    pub(crate) fn inspect(&self, token: &str) -> Result<Account, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| {
+                AuthError::InvalidToken(
+                    match err.kind() {
+                        ErrorKind::ExpiredSignature => "expired",
+                        ErrorKind::InvalidSignature => "bad signature",
+                        ErrorKind::InvalidAlgorithm => "unexpected algorithm",
+                        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => "bad claims",
+                        _ => "malformed",
+                    }
+                    .to_string(),
+                )
+            })?;
+        Ok(data.claims.into_account())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+fn pkcs8_der(seed: &[u8; 32]) -> Vec<u8> {
+    let mut der = PKCS8_PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    der
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 output is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn parse_pem(pem: &str) -> Result<[u8; 32], String> {
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|line| *line != "-----BEGIN PRIVATE KEY-----")
+        .skip(1)
+        .take_while(|line| !line.starts_with("-----END"))
+        .collect();
+    if body.is_empty() {
+        return Err("not a PEM private key (expected -----BEGIN PRIVATE KEY-----)".into());
+    }
+    let der = STANDARD.decode(body).map_err(|err| format!("bad PEM base64: {err}"))?;
+    match der.strip_prefix(PKCS8_PREFIX.as_slice()) {
+        Some(seed) if seed.len() == 32 => Ok(seed.try_into().expect("length checked above")),
+        _ => Err("not an Ed25519 PKCS#8 private key".into()),
+    }
+}
+
+/// Writes a fresh key to a temporary file (0600, fsync'd), then links it into place so a crash
+/// never leaves a half-written key and two processes booting at once agree on one key.
+fn create(dir: &Path, path: &Path) -> Result<String, AuthError> {
+    let fail =
+        |what: &str, err: std::io::Error| AuthError::Key(format!("cannot {what} {}: {err}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(|err| fail("create", err))?;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|err| AuthError::Key(format!("no randomness: {err}")))?;
+    let pem = pem("PRIVATE KEY", &pkcs8_der(&seed));
+
+    let tmp = dir.join(format!("{KEY_FILE}.{}.tmp", crate::secret::random_token(8)));
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(pem.as_bytes())?;
+        file.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "generated a new auth signing key");
+            Ok(pem)
+        }
+        // Another process created it first: use theirs.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)
+            .map_err(|err| AuthError::Key(format!("cannot read {}: {err}", path.display()))),
+        Err(err) => Err(fail("write a key into", err)),
+    }
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the auth signing key is readable by other users; chmod 600 it");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> Account {
+        Account {
+            id: "svc-1".into(),
+            name: "svc".into(),
+            kind: "service".into(),
+            issuer: "foo".into(),
+            scopes: vec!["service".into()],
+            metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
+        }
+    }
+
+    #[test]
+    fn round_trip_expiry_and_tampering() {
+        let keys = Keys::from_seed(&[7u8; 32]);
+        let now = now();
+        let token = keys.issue(&account(), "foo", now, now + 60).unwrap();
+        assert_eq!(token.split('.').count(), 3);
+        assert_eq!(keys.inspect(&token).unwrap(), account());
+
+        let expired = keys.issue(&account(), "foo", now - 3600, now - 600).unwrap();
+        assert_eq!(keys.inspect(&expired), Err(AuthError::InvalidToken("expired".into())));
+
+        // Flip a character of the payload: the signature no longer matches.
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        let mut payload = parts[1].clone().into_bytes();
+        payload[5] = if payload[5] == b'A' { b'B' } else { b'A' };
+        parts[1] = String::from_utf8(payload).unwrap();
+        assert!(matches!(keys.inspect(&parts.join(".")), Err(AuthError::InvalidToken(_))));
+
+        // Another key's token is rejected.
+        let other = Keys::from_seed(&[8u8; 32]).issue(&account(), "foo", now, now + 60).unwrap();
+        assert_eq!(keys.inspect(&other), Err(AuthError::InvalidToken("bad signature".into())));
+        assert!(keys.inspect("not-a-token").is_err());
+        assert!(keys.inspect("").is_err());
+    }
+
+    #[test]
+    fn unsigned_tokens_are_rejected() {
+        let keys = Keys::from_seed(&[7u8; 32]);
+        let claims = r#"{"sub":"admin","iss":"micro","exp":99999999999,"iat":0,"scopes":["admin"]}"#;
+        let none = format!(
+            "{}.{}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims)
+        );
+        assert!(keys.inspect(&none).is_err());
+    }
+
+    #[test]
+    fn openssl_keys_are_interchangeable() {
+        // `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` of it.
+        let private = "-----BEGIN PRIVATE KEY-----\n\
+            MC4CAQAwBQYDK2VwBCIEIBSPjjcddNCbIi4ZfID2JQN3QfnMhs2JuR1kg0LrGGK5\n\
+            -----END PRIVATE KEY-----\n";
+        let public = "-----BEGIN PUBLIC KEY-----\n\
+            MCowBQYDK2VwAyEA3DvUfan9T7iFYU8Fdu9n/26u963L6czM9lDwgIqZKjQ=\n\
+            -----END PUBLIC KEY-----\n";
+        let keys = Keys::from_seed(&parse_pem(private).unwrap());
+        assert_eq!(keys.public_key_pem(), public);
+        assert_eq!(pem("PRIVATE KEY", &pkcs8_der(&parse_pem(private).unwrap())), private);
+        assert!(parse_pem(public).is_err(), "a public key is not a signing key");
+    }
+
+    #[test]
+    fn key_file_is_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        let first = Keys::load_or_create(&nested).unwrap();
+        let path = nested.join(KEY_FILE);
+        let pem = std::fs::read_to_string(&path).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let second = Keys::load_or_create(&nested).unwrap();
+        assert_eq!(first.public, second.public, "the second boot reuses the key");
+        assert_eq!(std::fs::read_dir(&nested).unwrap().count(), 1, "no temporary files left behind");
+        let now = now();
+        let token = first.issue(&account(), "foo", now, now + 60).unwrap();
+        assert_eq!(second.inspect(&token).unwrap().id, "svc-1");
+        assert!(first.public_key_pem().starts_with("-----BEGIN PUBLIC KEY-----\n"));
+
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(matches!(Keys::load_or_create(&nested), Err(AuthError::Key(_))));
+    }
+}

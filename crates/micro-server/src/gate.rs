@@ -1,0 +1,158 @@
+//! The one auth gate on :8081 (reference §6.5): every call's `authorization: Bearer <jwt>` is
+//! turned into an account, its `micro-namespace` into the namespace it acts in, and the rules of
+//! the account's namespace (or, for anonymous calls, of the namespace named) decide whether the
+//! call may go on. Core services then receive a [`Context`] and apply namespace authorisation
+//! (reference §6.6) to the data they touch.
+//!
+//! A few calls are always let through, because nobody could log in or probe the server otherwise:
+//! `Auth.Token`, `Auth.Inspect`, health checks and reflection.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use http::HeaderMap;
+use micro_auth::{Auth, Resource, Verdict};
+use micro_core::Context;
+use tonic::Status;
+
+/// Metadata key naming the namespace a call acts in (`Micro-Namespace` in the original).
+pub const NAMESPACE_HEADER: &str = "micro-namespace";
+
+/// gRPC services callable by anyone, whatever the rules say.
+const ALWAYS_PUBLIC: &[&str] =
+    &["/auth.Auth/Token", "/auth.Auth/Inspect", "/grpc.health.v1.Health/", "/grpc.reflection."];
+
+/// The tower layer that puts [`AuthGate`] in front of every service.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Auth>,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Arc<Auth>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthGate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthGate { inner, auth: self.auth.clone() }
+    }
+}
+
+/// Admits or refuses each call; admitted calls carry their [`Context`] in the extensions.
+#[derive(Clone)]
+pub struct AuthGate<S> {
+    inner: S,
+    auth: Arc<Auth>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for AuthGate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The ready service handles this call; a fresh clone takes its place for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            match admit(&auth, request.headers(), request.uri().path()).await {
+                Ok(context) => {
+                    request.extensions_mut().insert(context);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+/// Decides one call: the context it runs with, or the status it is refused with.
+#[allow(clippy::result_large_err, reason = "tonic statuses are returned by value")]
+pub async fn admit(auth: &Auth, headers: &HeaderMap, path: &str) -> Result<Context, Status> {
+    let account = match headers.get(http::header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .ok_or_else(|| Status::unauthenticated("invalid authorization header. expected Bearer schema"))?;
+            let account = auth.inspect(token.trim()).map_err(|_| {
+                Status::unauthenticated("the access token is invalid or has expired: log in again with `micro login`")
+            })?;
+            Some(account)
+        }
+    };
+    let namespace = match headers.get(NAMESPACE_HEADER) {
+        Some(value) => {
+            let value =
+                value.to_str().map_err(|_| Status::invalid_argument("the micro-namespace header must be ASCII"))?;
+            micro_core::validate_namespace(value).map_err(|err| Status::invalid_argument(err.to_string()))?;
+            value.to_string()
+        }
+        None => account.as_ref().map_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string(), |a| a.issuer.clone()),
+    };
+    let context = Context { namespace, account };
+    if ALWAYS_PUBLIC.iter().any(|public| path.starts_with(public)) {
+        return Ok(context);
+    }
+
+    let (service, endpoint) = resource_of(path)?;
+    let resource = Resource { kind: "service".to_string(), name: service.clone(), endpoint: endpoint.clone() };
+    // An account is judged by its own namespace's rules; an anonymous caller by the rules of the
+    // namespace it names.
+    let rules = context.account.as_ref().map_or(context.namespace.as_str(), |account| account.issuer.as_str());
+    match auth.verify(rules, context.account.as_ref(), &resource).await {
+        Verdict::Allowed => Ok(context),
+        Verdict::Unauthorized => Err(Status::unauthenticated(format!("Unauthorized call made to {service}:{endpoint}"))),
+        Verdict::Forbidden => {
+            let id = context.account.as_ref().map_or("", |account| account.id.as_str());
+            Err(Status::permission_denied(format!("Forbidden call made to {service}:{endpoint} by {id}")))
+        }
+    }
+}
+
+/// `/store.Store/Read` → (`store`, `Store.Read`): everything before the last `.` of the first
+/// path segment is the service, the rest the handler (reference §3.1).
+#[allow(clippy::result_large_err, reason = "tonic statuses are returned by value")]
+pub fn resource_of(path: &str) -> Result<(String, String), Status> {
+    let malformed = || Status::unimplemented(format!("malformed gRPC method path {path:?}"));
+    let (qualified, method) = path.strip_prefix('/').and_then(|rest| rest.split_once('/')).ok_or_else(malformed)?;
+    let (service, handler) = qualified.rsplit_once('.').ok_or_else(malformed)?;
+    if service.is_empty() || handler.is_empty() || method.is_empty() || method.contains('/') {
+        return Err(malformed());
+    }
+    Ok((service.to_string(), format!("{handler}.{method}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_come_from_method_paths() {
+        let ok = |path: &str| resource_of(path).unwrap();
+        assert_eq!(ok("/store.Store/Read"), ("store".to_string(), "Store.Read".to_string()));
+        assert_eq!(ok("/go.micro.srv.foo.Foo/Bar"), ("go.micro.srv.foo".to_string(), "Foo.Bar".to_string()));
+        for bad in ["", "/", "/Store/Read", "/store.Store/", "store.Store/Read", "/.Store/Read", "/a.B/c/d"] {
+            assert_eq!(resource_of(bad).unwrap_err().code(), tonic::Code::Unimplemented, "{bad:?}");
+        }
+    }
+}
