@@ -155,3 +155,34 @@ fn no_well_known_admin_password_off_loopback() {
     let rejected = server.micro(&["login", "--username", "admin", "--password", "micro"]);
     assert_eq!(rejected.status.code(), Some(2), "--disable-admin creates no admin");
 }
+
+#[test]
+fn expiring_tokens_are_refreshed_and_refresh_tokens_rotate() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    server.ok(&["store", "write", "k", "v"]);
+
+    // Make the saved login look about to expire: the CLI must refresh it before the call.
+    let path = home.path().join("tokens.json");
+    let mut tokens: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let entry = tokens.get_mut("e2e/micro").expect("the login is saved per env and namespace");
+    let old_refresh = entry["refresh_token"].clone();
+    entry["expiry"] = serde_json::json!(0);
+    std::fs::write(&path, serde_json::to_vec(&tokens).unwrap()).unwrap();
+
+    assert_eq!(server.ok(&["store", "read", "k"]), "v\n", "an expiring token is refreshed, not surfaced");
+    let tokens: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(tokens["e2e/micro"]["expiry"].as_i64().unwrap() > 0, "the refreshed token is saved");
+    assert!(tokens["e2e/micro"]["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_ne!(tokens["e2e/micro"]["refresh_token"], old_refresh);
+
+    let reuse = format!(r#"{{"refresh_token":{old_refresh}}}"#);
+    let replay = server.micro(&["call", "auth", "Auth.Token", &reuse]);
+    assert_eq!(replay.status.code(), Some(2), "a used refresh token is dead: {}", stdout(&replay));
+
+    let bad_header = server.micro(&["call", "--metadata", "authorization=Basic abc", "store", "Store.Databases"]);
+    assert_eq!(bad_header.status.code(), Some(2));
+    assert!(stderr(&bad_header).contains("expected Bearer schema"), "{}", stderr(&bad_header));
+    let forged = server.micro(&["call", "--metadata", "authorization=Bearer a.b.c", "store", "Store.Databases"]);
+    assert_eq!(forged.status.code(), Some(2), "{}", stderr(&forged));
+}

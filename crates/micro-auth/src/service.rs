@@ -55,7 +55,8 @@ const MAX_CACHED_NAMESPACES: usize = 1024;
 /// How [`Auth::open`] sets up the default administrator.
 #[derive(Clone, Default)]
 pub struct AuthOptions {
-    /// Never create the default `admin` account.
+    /// Never create the default `admin` account. (An existing `admin` is still secured as
+    /// described for the other two options.)
     pub disable_admin: bool,
     /// The admin's password: used when creating it, and set on an existing `admin` at boot.
     pub admin_password: Option<String>,
@@ -637,9 +638,15 @@ impl Auth {
                 secret: password.clone(),
                 ..NewAccount::default()
             };
-            self.generate(ns, new).await?;
-            tracing::info!(namespace = ns, id = ADMIN_ID, "created the default admin account");
-            return Ok(generated.then_some(password));
+            return match self.generate(ns, new).await {
+                Ok(_) => {
+                    tracing::info!(namespace = ns, id = ADMIN_ID, "created the default admin account");
+                    Ok(generated.then_some(password))
+                }
+                // Another server sharing the store created it first; it reports the password.
+                Err(AuthError::AlreadyExists(_)) => Ok(None),
+                Err(err) => Err(err),
+            };
         }
 
         let Some(admin) = admin else { return Ok(None) };

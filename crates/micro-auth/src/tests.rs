@@ -600,3 +600,20 @@ async fn open_creates_and_reuses_the_key_file() {
     let tampered = String::from_utf8(tampered).unwrap();
     assert!(matches!(second.inspect(&tampered), Err(AuthError::InvalidToken(_))));
 }
+
+#[tokio::test]
+async fn works_over_the_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(micro_store::file::FileStore::open(&dir.path().join("store.redb")).unwrap());
+    let auth = Auth::open(store.clone(), dir.path(), loopback()).await.unwrap();
+    auth.generate("foo", new_account("bob", "pw")).await.unwrap();
+    let token = auth.token("foo", login("bob", "pw"), None).await.unwrap();
+    auth.delete_rule("foo", "default").await.unwrap();
+    drop(auth);
+    let auth = Auth::open(store, dir.path(), loopback()).await.unwrap();
+    auth.token("foo", Credentials::RefreshToken(token.refresh_token), None).await.unwrap();
+    assert!(auth.list_rules("foo").await.unwrap().is_empty());
+    let ids: Vec<String> = auth.list_accounts("micro").await.unwrap().into_iter().map(|a| a.id).collect();
+    assert_eq!(ids, vec![ADMIN_ID.to_string()]);
+}

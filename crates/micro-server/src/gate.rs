@@ -144,7 +144,78 @@ pub fn resource_of(path: &str) -> Result<(String, String), Status> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use micro_auth::{Access, AuthOptions, Rule};
+    use micro_core::Account;
+    use tonic::Code;
+
     use super::*;
+
+    async fn open(dir: &std::path::Path) -> Auth {
+        let store = Arc::new(micro_store::memory::MemoryStore::new());
+        let options = AuthOptions { disable_admin: true, admin_password: None, loopback_only: true };
+        Auth::open(store, dir, options).await.unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    fn account(id: &str, issuer: &str) -> Account {
+        Account { id: id.into(), name: id.into(), kind: "user".into(), issuer: issuer.into(), ..Account::default() }
+    }
+
+    #[tokio::test]
+    async fn tokens_namespaces_and_rules_decide_each_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = open(dir.path()).await;
+        const READ: &str = "/store.Store/Read";
+
+        let anonymous = admit(&auth, &HeaderMap::new(), READ).await.unwrap();
+        assert_eq!(anonymous, Context::anonymous("micro"), "the default rule is public");
+
+        let basic = admit(&auth, &headers(&[("authorization", "Basic eA==")]), READ).await.unwrap_err();
+        assert_eq!((basic.code(), basic.message()), (Code::Unauthenticated, "invalid authorization header. expected Bearer schema"));
+        let forged = admit(&auth, &headers(&[("authorization", "Bearer a.b.c")]), READ).await.unwrap_err();
+        assert_eq!(forged.code(), Code::Unauthenticated);
+        let bad_namespace = admit(&auth, &headers(&[(NAMESPACE_HEADER, "../x")]), READ).await.unwrap_err();
+        assert_eq!(bad_namespace.code(), Code::InvalidArgument);
+
+        let bob = account("bob", "foo");
+        let token = format!("Bearer {}", auth.mint(&bob, Duration::from_secs(60)).unwrap());
+        let context = admit(&auth, &headers(&[("authorization", &token)]), READ).await.unwrap();
+        assert_eq!(context, Context::with_account("foo", bob.clone()), "the namespace defaults to the issuer's");
+        let named = admit(&auth, &headers(&[("authorization", &token), (NAMESPACE_HEADER, "bar")]), READ).await.unwrap();
+        assert_eq!(named.namespace, "bar", "services then refuse bob in bar");
+
+        // Lock `foo` down: accounts only, and store reads denied to everyone.
+        let rule = |id: &str, scope: &str, resource: (&str, &str, &str), access| Rule {
+            id: id.into(),
+            scope: scope.into(),
+            resource: micro_auth::Resource::new(resource.0, resource.1, resource.2),
+            access,
+            priority: 0,
+        };
+        auth.create_rule("foo", rule("accounts", "*", ("*", "*", "*"), Access::Granted)).await.unwrap();
+        let no_reads = Rule { priority: 1, ..rule("no-reads", "*", ("service", "store", "Store.Read"), Access::Denied) };
+        auth.create_rule("foo", no_reads).await.unwrap();
+        auth.delete_rule("foo", "default").await.unwrap();
+
+        let foo = headers(&[(NAMESPACE_HEADER, "foo")]);
+        let locked = admit(&auth, &foo, "/config.Config/Get").await.unwrap_err();
+        assert_eq!((locked.code(), locked.message()), (Code::Unauthenticated, "Unauthorized call made to config:Config.Get"));
+        assert!(admit(&auth, &foo, "/auth.Auth/Token").await.is_ok(), "logging in is always possible");
+        assert!(admit(&auth, &foo, "/grpc.health.v1.Health/Check").await.is_ok());
+
+        let denied = admit(&auth, &headers(&[("authorization", &token)]), READ).await.unwrap_err();
+        assert_eq!((denied.code(), denied.message()), (Code::PermissionDenied, "Forbidden call made to store:Store.Read by bob"));
+        assert!(admit(&auth, &headers(&[("authorization", &token)]), "/config.Config/Get").await.is_ok());
+    }
 
     #[test]
     fn resources_come_from_method_paths() {
