@@ -26,7 +26,10 @@ fn fresh_server_requires_login_then_admin_works() {
     assert!(stderr(&wrong).contains("Invalid credentials"), "{}", stderr(&wrong));
     assert_eq!(stderr(&wrong), stderr(&unknown), "unknown accounts and bad passwords look the same");
 
-    assert_eq!(server.ok(&["login", "--username", "admin", "--password", "micro"]), "Successfully logged in.\n");
+    assert_eq!(
+        server.ok(&["login", "--username", "admin", "--password", "micro"]),
+        "Successfully logged in.\n"
+    );
     server.ok(&["store", "write", "k", "v"]);
     assert_eq!(server.ok(&["store", "read", "k"]), "v\n");
     server.ok(&["config", "set", "a.b", "1"]);
@@ -58,9 +61,14 @@ fn namespaces_are_isolated() {
 
     let created = server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s", "bob"]);
     let json: serde_json::Value =
-        serde_json::from_str(created.strip_prefix("Account created: ").expect("the original's prefix")).unwrap();
-    assert_eq!((json["id"].as_str(), json["issuer"].as_str(), json["secret"].as_str()), (Some("bob"), Some("foo"), Some("s")));
-    let duplicate = server.micro(&["auth", "create", "account", "--namespace", "foo", "--secret", "t", "bob"]);
+        serde_json::from_str(created.strip_prefix("Account created: ").expect("the original's prefix"))
+            .unwrap();
+    assert_eq!(
+        (json["id"].as_str(), json["issuer"].as_str(), json["secret"].as_str()),
+        (Some("bob"), Some("foo"), Some("s"))
+    );
+    let duplicate =
+        server.micro(&["auth", "create", "account", "--namespace", "foo", "--secret", "t", "bob"]);
     assert!(stderr(&duplicate).contains("already exists"), "{}", stderr(&duplicate));
 
     server.ok(&["store", "write", "shared", "micro-value"]);
@@ -91,10 +99,18 @@ fn namespaces_are_isolated() {
     assert!(server.ok(&["auth", "list", "accounts"]).lines().any(|line| line.starts_with("bob ")));
 
     server.ok(&["user", "namespace", "set", "micro"]);
-    assert_eq!(server.ok(&["store", "read", "shared"]), "micro-value\n", "the admin login is kept per namespace");
+    assert_eq!(
+        server.ok(&["store", "read", "shared"]),
+        "micro-value\n",
+        "the admin login is kept per namespace"
+    );
     assert!(!server.ok(&["auth", "list", "accounts"]).contains("bob"));
     assert!(server.ok(&["auth", "list", "accounts", "--namespace", "foo"]).contains("bob"));
-    assert_eq!(server.ok(&["store", "read", "--database", "foo", "shared"]), "foo-value\n", "micro reaches every namespace");
+    assert_eq!(
+        server.ok(&["store", "read", "--database", "foo", "shared"]),
+        "foo-value\n",
+        "micro reaches every namespace"
+    );
 }
 
 #[test]
@@ -104,12 +120,18 @@ fn lockdown_self_delete_and_password_change() {
     add_anonymous_env(&server);
 
     let rules = server.ok(&["auth", "list", "rules"]);
-    assert!(rules.lines().any(|l| l.split_whitespace().eq(["default", "<public>", "GRANTED", "*:*:*", "0"])), "{rules}");
+    assert!(
+        rules.lines().any(|l| l.split_whitespace().eq(["default", "<public>", "GRANTED", "*:*:*", "0"])),
+        "{rules}"
+    );
     assert!(server.micro(&["-e", "anon", "services"]).status.success(), "the default rule is public");
 
     let bad = server.micro(&["auth", "create", "rule", "x", "--resource", "service:store"]);
     assert_eq!(stderr(&bad).trim(), "Invalid resource, must be in the format type:name:endpoint");
-    assert_eq!(server.ok(&["auth", "create", "rule", "lockdown", "--scope", "*", "--resource", "*:*:*"]), "Rule created\n");
+    assert_eq!(
+        server.ok(&["auth", "create", "rule", "lockdown", "--scope", "*", "--resource", "*:*:*"]),
+        "Rule created\n"
+    );
     let again = server.micro(&["auth", "create", "rule", "lockdown", "--scope", "*", "--resource", "*:*:*"]);
     assert!(stderr(&again).contains("A rule with this ID already exists"), "{}", stderr(&again));
     assert_eq!(server.ok(&["auth", "delete", "rule", "default"]), "Rule deleted\n");
@@ -126,7 +148,8 @@ fn lockdown_self_delete_and_password_change() {
     assert_ne!(myself.status.code(), Some(0));
     assert!(stderr(&myself).contains("Can't delete your own account"), "{}", stderr(&myself));
 
-    let wrong_old = server.micro(&["user", "set", "password", "--old-password", "nope", "--new-password", "n3w"]);
+    let wrong_old =
+        server.micro(&["user", "set", "password", "--old-password", "nope", "--new-password", "n3w"]);
     assert_ne!(wrong_old.status.code(), Some(0));
     server.ok(&["user", "set", "password", "--old-password", "micro", "--new-password", "n3w-secret"]);
     let old = server.micro(&["-e", "anon", "login", "--username", "admin", "--password", "micro"]);
@@ -144,7 +167,11 @@ fn no_well_known_admin_password_off_loopback() {
     let password = log
         .lines()
         .find(|line| line.contains("generated a password"))
-        .and_then(|line| line.split_whitespace().find_map(|field| field.strip_prefix("password=")).map(|p| p.trim_matches('"')))
+        .and_then(|line| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix("password="))
+                .map(|p| p.trim_matches('"'))
+        })
         .unwrap_or_else(|| panic!("the generated password is logged once: {log}"))
         .to_string();
     server.ok(&["login", "--username", "admin", "--password", &password]);
@@ -180,9 +207,11 @@ fn expiring_tokens_are_refreshed_and_refresh_tokens_rotate() {
     let replay = server.micro(&["call", "auth", "Auth.Token", &reuse]);
     assert_eq!(replay.status.code(), Some(2), "a used refresh token is dead: {}", stdout(&replay));
 
-    let bad_header = server.micro(&["call", "--metadata", "authorization=Basic abc", "store", "Store.Databases"]);
+    let bad_header =
+        server.micro(&["call", "--metadata", "authorization=Basic abc", "store", "Store.Databases"]);
     assert_eq!(bad_header.status.code(), Some(2));
     assert!(stderr(&bad_header).contains("expected Bearer schema"), "{}", stderr(&bad_header));
-    let forged = server.micro(&["call", "--metadata", "authorization=Bearer a.b.c", "store", "Store.Databases"]);
+    let forged =
+        server.micro(&["call", "--metadata", "authorization=Bearer a.b.c", "store", "Store.Databases"]);
     assert_eq!(forged.status.code(), Some(2), "{}", stderr(&forged));
 }

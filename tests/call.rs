@@ -33,15 +33,24 @@ fn call_sends_json_to_core_services_and_prints_protobuf_json() {
     assert!(services.iter().any(|service| service["name"] == "store"), "{listed}");
 
     // A write through `call` is a write: the store CLI reads it back. Bytes are base64 in JSON.
-    let written = server.ok(&["call", "store", "Store.Write", r#"{"record": {"key": "called", "value": "aGk="}}"#]);
+    let written =
+        server.ok(&["call", "store", "Store.Write", r#"{"record": {"key": "called", "value": "aGk="}}"#]);
     assert_eq!(written, "{}\n", "an empty response prints as an empty object");
     assert_eq!(server.ok(&["store", "read", "called"]), "hi\n");
 
     // The request may be split over several arguments; field names may be camelCase too.
-    let read = json(&server.ok(&["call", "store", "Store.Read", r#"{"key":"#, r#""called","#, r#""options": {"table": "micro"}}"#]));
+    let read = json(&server.ok(&[
+        "call",
+        "store",
+        "Store.Read",
+        r#"{"key":"#,
+        r#""called","#,
+        r#""options": {"table": "micro"}}"#,
+    ]));
     assert_eq!(read["records"][0]["key"], "called");
     assert_eq!(read["records"][0]["value"], "aGk=");
-    let prefixed = server.ok(&["call", "store", "Store.Read", r#"{"key": "call", "options": {"prefix": true}}"#]);
+    let prefixed =
+        server.ok(&["call", "store", "Store.Read", r#"{"key": "call", "options": {"prefix": true}}"#]);
     assert_eq!(json(&prefixed), read);
 
     let raw = server.ok(&["call", "-o", "raw", "store", "Store.Read", r#"{"key": "called"}"#]);
@@ -82,7 +91,8 @@ fn call_sends_json_to_core_services_and_prints_protobuf_json() {
         assert!(token["access_token"].as_str().is_some_and(|access| !access.is_empty()), "{token}");
         assert!(token["refresh_token"].as_str().is_some_and(|refresh| !refresh.is_empty()), "{token}");
         for field in ["created", "expiry"] {
-            let value = token[field].as_str().unwrap_or_else(|| panic!("{field} is an int64 string: {token}"));
+            let value =
+                token[field].as_str().unwrap_or_else(|| panic!("{field} is an int64 string: {token}"));
             assert!(value.parse::<i64>().is_ok_and(|seconds| seconds > 0), "{field}: {value}");
         }
     }
@@ -103,11 +113,19 @@ fn call_reports_bad_requests_with_the_original_messages_and_exit_codes() {
         assert_eq!(stdout(&output), "");
     };
     fails(&["call", "store", "Store.Read", "{not json"], 1, "Error creating request: ");
-    fails(&["call", "store", "Store.Read", r#"{"kee": "x"}"#], 1, "Error creating request: store.ReadRequest has no field \"kee\"");
+    fails(
+        &["call", "store", "Store.Read", r#"{"kee": "x"}"#],
+        1,
+        "Error creating request: store.ReadRequest has no field \"kee\"",
+    );
     fails(&["call", "store", "Store.Read", r#"{"key": 5}"#], 1, "Error creating request: field \"key\": ");
     fails(&["call", "nosuchservice", "Foo.Bar"], 5, "Service \"nosuchservice\" not found");
     fails(&["call", "store", "Store.Nope"], 5, "Service method \"Store.Nope\" not found");
-    fails(&["call", "store", "StoreRead"], 3, "Method name \"StoreRead\" invalid format. Expecting service.endpoint");
+    fails(
+        &["call", "store", "StoreRead"],
+        3,
+        "Method name \"StoreRead\" invalid format. Expecting service.endpoint",
+    );
     fails(
         &["call", "--request_timeout", "soon", "store", "Store.Read"],
         2,

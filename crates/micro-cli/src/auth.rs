@@ -119,8 +119,10 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
             let reply = AccountsClient::new(client.channel.clone()).list(request).await.map_err(fail)?;
             let mut rows = vec![vec!["ID".into(), "Name".into(), "Scopes".into(), "Metadata".into()]];
             for account in reply.into_inner().accounts {
-                let scopes = if account.scopes.is_empty() { "n/a".to_string() } else { account.scopes.join(", ") };
-                let mut metadata: Vec<String> = account.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let scopes =
+                    if account.scopes.is_empty() { "n/a".to_string() } else { account.scopes.join(", ") };
+                let mut metadata: Vec<String> =
+                    account.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 metadata.sort();
                 let metadata = if metadata.is_empty() { "n/a".to_string() } else { metadata.join(" ") };
                 rows.push(vec![account.id, account.name, scopes, metadata]);
@@ -132,7 +134,13 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
             let reply = RulesClient::new(client.channel.clone()).list(request).await.map_err(fail)?;
             let mut rules = reply.into_inner().rules;
             rules.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
-            let mut rows = vec![vec!["ID".into(), "Scope".into(), "Access".into(), "Resource".into(), "Priority".into()]];
+            let mut rows = vec![vec![
+                "ID".into(),
+                "Scope".into(),
+                "Access".into(),
+                "Resource".into(),
+                "Priority".into(),
+            ]];
             for rule in rules {
                 let scope = if rule.scope.is_empty() { "<public>".to_string() } else { rule.scope.clone() };
                 let access = match Access::try_from(rule.access) {
@@ -140,7 +148,9 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
                     Ok(Access::Denied) => "DENIED",
                     _ => "UNKNOWN",
                 };
-                let resource = rule.resource.map_or_else(String::new, |r| format!("{}:{}:{}", r.r#type, r.name, r.endpoint));
+                let resource = rule
+                    .resource
+                    .map_or_else(String::new, |r| format!("{}:{}:{}", r.r#type, r.name, r.endpoint));
                 rows.push(vec![rule.id, scope, access.to_string(), resource, rule.priority.to_string()]);
             }
             out(&table::render(&rows));
@@ -154,8 +164,12 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
                 options: options(&client, namespace),
                 ..Default::default()
             };
-            let reply = AuthClient::new(client.channel.clone()).generate(client.request(request)).await.map_err(fail)?;
-            let account = reply.into_inner().account.ok_or_else(|| CliError::new("the server returned no account"))?;
+            let reply = AuthClient::new(client.channel.clone())
+                .generate(client.request(request))
+                .await
+                .map_err(fail)?;
+            let account =
+                reply.into_inner().account.ok_or_else(|| CliError::new("the server returned no account"))?;
             let json = serde_json::json!({
                 "id": account.id,
                 "type": account.r#type,
@@ -167,7 +181,9 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
             });
             out(&format!("Account created: {json}\n"));
         }
-        AuthCommand::Create { what: CreateCommand::Rule { id, scope, resource, access, priority, namespace } } => {
+        AuthCommand::Create {
+            what: CreateCommand::Rule { id, scope, resource, access, priority, namespace },
+        } => {
             let resource = parse_resource(&resource)?;
             let access = parse_access(&access)?;
             let rule = Rule { id, scope, resource: Some(resource), access: access as i32, priority };
@@ -177,7 +193,10 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
         }
         AuthCommand::Delete { what: DeleteCommand::Account { id, namespace } } => {
             let request = DeleteAccountRequest { id, options: options(&client, namespace) };
-            AccountsClient::new(client.channel.clone()).delete(client.request(request)).await.map_err(fail)?;
+            AccountsClient::new(client.channel.clone())
+                .delete(client.request(request))
+                .await
+                .map_err(fail)?;
         }
         AuthCommand::Delete { what: DeleteCommand::Rule { id, namespace } } => {
             let request = DeleteRequest { id, options: options(&client, namespace) };
@@ -200,11 +219,13 @@ fn parse_access(text: &str) -> Result<Access> {
 fn parse_resource(text: &str) -> Result<Resource> {
     let parts: Vec<&str> = text.split(':').collect();
     match parts.as_slice() {
-        [kind, name, endpoint] if !kind.is_empty() && !name.is_empty() && !endpoint.is_empty() => Ok(Resource {
-            r#type: (*kind).to_string(),
-            name: (*name).to_string(),
-            endpoint: (*endpoint).to_string(),
-        }),
+        [kind, name, endpoint] if !kind.is_empty() && !name.is_empty() && !endpoint.is_empty() => {
+            Ok(Resource {
+                r#type: (*kind).to_string(),
+                name: (*name).to_string(),
+                endpoint: (*endpoint).to_string(),
+            })
+        }
         _ => Err(CliError::new("Invalid resource, must be in the format type:name:endpoint")),
     }
 }
@@ -216,12 +237,21 @@ mod tests {
     #[test]
     fn resources_are_type_name_endpoint() {
         let resource = parse_resource("service:store:Store.Read").unwrap();
-        assert_eq!((resource.r#type.as_str(), resource.name.as_str(), resource.endpoint.as_str()), ("service", "store", "Store.Read"));
+        assert_eq!(
+            (resource.r#type.as_str(), resource.name.as_str(), resource.endpoint.as_str()),
+            ("service", "store", "Store.Read")
+        );
         assert!(parse_resource("*:*:*").is_ok());
         assert_eq!(parse_access("DENIED").unwrap(), Access::Denied);
-        assert_eq!(parse_access("maybe").unwrap_err().message, "Invalid access: maybe, must be granted or denied");
+        assert_eq!(
+            parse_access("maybe").unwrap_err().message,
+            "Invalid access: maybe, must be granted or denied"
+        );
         for bad in ["", "a:b", "a:b:c:d", "a::c"] {
-            assert_eq!(parse_resource(bad).unwrap_err().message, "Invalid resource, must be in the format type:name:endpoint");
+            assert_eq!(
+                parse_resource(bad).unwrap_err().message,
+                "Invalid resource, must be in the format type:name:endpoint"
+            );
         }
     }
 }

@@ -46,7 +46,8 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT);
         let channel = endpoint.connect().await.map_err(|_| CliError::unreachable(&address))?;
-        let mut client = Self { channel, address, env: env.to_string(), namespace: settings.namespace(env), login: None };
+        let mut client =
+            Self { channel, address, env: env.to_string(), namespace: settings.namespace(env), login: None };
         client.login = client.current_login().await?;
         Ok(client)
     }
@@ -74,7 +75,12 @@ impl Client {
                 tokens.set(&self.env, &self.namespace, refreshed.clone())?;
                 Ok(Some(refreshed))
             }
-            Err(status) if matches!(status.code(), Code::Unauthenticated | Code::InvalidArgument | Code::NotFound) => {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::InvalidArgument | Code::NotFound
+                ) =>
+            {
                 tokens.remove(&self.env, &self.namespace)?;
                 eprintln!("Your login has expired: log in again with `micro login`");
                 Ok(None)

@@ -148,12 +148,18 @@ mod tests {
     fn statuses_map_to_the_messages_and_exit_codes_of_the_original() {
         let cases = [
             (Status::not_found("not found"), "Not found", EXIT_FAILURE),
+            (Status::unauthenticated(""), "Not authorized to perform this request", EXIT_UNAUTHORIZED),
             (
-                Status::unauthenticated("no token"),
-                "Not authorized to perform this request",
+                Status::unauthenticated("An account is required"),
+                "An account is required: log in with `micro login`",
                 EXIT_UNAUTHORIZED,
             ),
-            (Status::permission_denied("no"), "Not authorized to perform this request", EXIT_UNAUTHORIZED),
+            (
+                Status::permission_denied("Access denied to namespace"),
+                "Access denied to namespace",
+                EXIT_UNAUTHORIZED,
+            ),
+            (Status::cancelled("Timeout expired"), "Request timed out", EXIT_FAILURE),
             (Status::deadline_exceeded("slow"), "Request timed out", EXIT_FAILURE),
             (
                 Status::invalid_argument("key too long:\n 2000 bytes"),

@@ -46,7 +46,10 @@ pub async fn login(global: &Global, args: LoginArgs) -> Result<()> {
         .await
         .map_err(|status| match status.code() {
             tonic::Code::Unauthenticated => CliError::with_code(
-                format!("Invalid credentials: check the username and password for namespace {}", client.namespace),
+                format!(
+                    "Invalid credentials: check the username and password for namespace {}",
+                    client.namespace
+                ),
                 EXIT_UNAUTHORIZED,
             ),
             _ => client.error(status),

@@ -10,7 +10,10 @@ pub fn line(question: &str) -> Result<String> {
     eprint!("{question}");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    let read = std::io::stdin().lock().read_line(&mut answer).map_err(|err| CliError::new(format!("cannot read the answer: {err}")))?;
+    let read = std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|err| CliError::new(format!("cannot read the answer: {err}")))?;
     if read == 0 {
         return Err(CliError::new(format!("no answer to {:?}: stdin is closed", question.trim())));
     }
@@ -22,6 +25,7 @@ pub fn secret(question: &str) -> Result<String> {
     if !std::io::stdin().is_terminal() {
         return line(question);
     }
-    let answer = rpassword::prompt_password(question).map_err(|err| CliError::new(format!("cannot read the password: {err}")))?;
+    let answer = rpassword::prompt_password(question)
+        .map_err(|err| CliError::new(format!("cannot read the password: {err}")))?;
     Ok(answer)
 }

@@ -164,10 +164,15 @@ impl Settings {
     pub fn set_user(&mut self, path: &str, value: &str) -> Result<()> {
         let parts: Vec<&str> = path.split('.').collect();
         if parts.iter().any(|part| part.is_empty()) || parts.len() > 8 {
-            return Err(CliError::new(format!("invalid key {path:?}: use dotted names, e.g. git.credentials.github")));
+            return Err(CliError::new(format!(
+                "invalid key {path:?}: use dotted names, e.g. git.credentials.github"
+            )));
         }
         if ["env", "envs", "namespaces"].contains(&parts[0]) {
-            return Err(CliError::new(format!("{:?} is managed by `micro env` and `micro user namespace`", parts[0])));
+            return Err(CliError::new(format!(
+                "{:?} is managed by `micro env` and `micro user namespace`",
+                parts[0]
+            )));
         }
         let (last, parents) = parts.split_last().expect("split yields at least one part");
         let mut node = &mut self.file.other;

@@ -29,7 +29,8 @@ impl Saved {
     /// Builds an entry from a token the server issued, reading the account from its claims.
     pub fn from_token(token: &micro_proto::auth::Token) -> Self {
         let claims = claims(&token.access_token).unwrap_or_default();
-        let text = |key: &str| claims.get(key).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+        let text =
+            |key: &str| claims.get(key).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
         let account_id = text("sub");
         let name = text("name");
         Self {
@@ -97,7 +98,8 @@ impl Tokens {
     fn save(&self) -> Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let fail = |err: std::io::Error| CliError::new(format!("cannot write {}: {err}", self.path.display()));
+        let fail =
+            |err: std::io::Error| CliError::new(format!("cannot write {}: {err}", self.path.display()));
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(fail)?;
         }
@@ -115,7 +117,8 @@ impl Tokens {
 pub fn claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -133,7 +136,12 @@ mod tests {
     fn account_comes_from_the_token_claims() {
         let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
         let jwt = format!("{}.{}.sig", encode(r#"{"alg":"EdDSA"}"#), encode(r#"{"sub":"id1","name":"bob"}"#));
-        let token = micro_proto::auth::Token { access_token: jwt, refresh_token: "r".into(), created: 1, expiry: 100 };
+        let token = micro_proto::auth::Token {
+            access_token: jwt,
+            refresh_token: "r".into(),
+            created: 1,
+            expiry: 100,
+        };
         let saved = Saved::from_token(&token);
         assert_eq!((saved.account_id.as_str(), saved.account_name.as_str()), ("id1", "bob"));
         assert!(saved.needs_refresh(50));

@@ -195,7 +195,10 @@ mod tests {
     #[test]
     fn namespaces_come_from_the_request_then_the_context() {
         let anonymous = namespace(&Request::new(()), "").unwrap_err();
-        assert_eq!((anonymous.code(), anonymous.message()), (tonic::Code::Unauthenticated, "An account is required"));
+        assert_eq!(
+            (anonymous.code(), anonymous.message()),
+            (tonic::Code::Unauthenticated, "An account is required")
+        );
 
         let mut request = Request::new(());
         request.extensions_mut().insert(Context::member("micro"));

@@ -58,8 +58,7 @@ async fn set_get_delete_read_over_grpc() {
 
     let status = service.get(admin(get("a", false))).await.unwrap_err();
     assert_eq!((status.code(), status.message()), (Code::NotFound, "Not found"));
-    let status =
-        service.delete(admin(DeleteRequest { namespace: String::new(), path: "a".into() })).await;
+    let status = service.delete(admin(DeleteRequest { namespace: String::new(), path: "a".into() })).await;
     assert_eq!(status.unwrap_err().code(), Code::NotFound);
 
     service.set(admin(set("a.b", r#"{"c":1}"#, false))).await.unwrap();
@@ -93,10 +92,7 @@ async fn set_get_delete_read_over_grpc() {
     assert_eq!(change_set.checksum.len(), 16);
     assert!(change_set.timestamp > 1_600_000_000);
 
-    service
-        .delete(admin(DeleteRequest { namespace: String::new(), path: "a.b".into() }))
-        .await
-        .unwrap();
+    service.delete(admin(DeleteRequest { namespace: String::new(), path: "a.b".into() })).await.unwrap();
     assert_eq!(get_data(&service, admin(get("a", false))).await.unwrap(), "{}");
 }
 
@@ -136,11 +132,7 @@ async fn namespaces_come_from_the_request_or_the_context() {
     assert_eq!(get_data(&service, in_namespace("foo", get("who", false))).await.unwrap(), r#""foo""#);
     assert_eq!(get_data(&service, admin(get("who", false))).await.unwrap(), r#""micro""#);
     let named = GetRequest { namespace: "foo".into(), ..get("who", false) };
-    assert_eq!(
-        get_data(&service, admin(named)).await.unwrap(),
-        r#""foo""#,
-        "micro may name any namespace"
-    );
+    assert_eq!(get_data(&service, admin(named)).await.unwrap(), r#""foo""#, "micro may name any namespace");
 
     let other = GetRequest { namespace: "micro".into(), ..get("who", false) };
     let status = service.get(in_namespace("foo", other)).await.unwrap_err();
@@ -184,10 +176,7 @@ async fn watch_streams_sets_and_deletes() {
     assert_eq!(next(&mut stream).await.value.unwrap().data, r#"{"host":"localhost","password":"[secret]"}"#);
     assert_eq!(next(&mut revealed).await.value.unwrap().data, r#""hunter2""#);
 
-    service
-        .delete(admin(DeleteRequest { namespace: String::new(), path: "db".into() }))
-        .await
-        .unwrap();
+    service.delete(admin(DeleteRequest { namespace: String::new(), path: "db".into() })).await.unwrap();
     let change = next(&mut stream).await;
     assert_eq!((change.action.as_str(), change.value.unwrap().data.as_str()), ("delete", "null"));
 

@@ -46,18 +46,12 @@ pub struct Context {
 impl Context {
     /// A context in `namespace` with no authenticated account.
     pub fn anonymous(namespace: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            account: None,
-        }
+        Self { namespace: namespace.into(), account: None }
     }
 
     /// A context in `namespace` acting as `account`.
     pub fn with_account(namespace: impl Into<String>, account: Account) -> Self {
-        Self {
-            namespace: namespace.into(),
-            account: Some(account),
-        }
+        Self { namespace: namespace.into(), account: Some(account) }
     }
 
     /// A context in `namespace` acting as a user account that namespace issued (tests, tools).

@@ -48,7 +48,8 @@ pub async fn auth(
     loopback_only: bool,
 ) -> anyhow::Result<Arc<micro_auth::Auth>> {
     let admin_password = std::env::var("MICRO_AUTH_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
-    let options = micro_auth::AuthOptions { disable_admin: config.disable_admin, admin_password, loopback_only };
+    let options =
+        micro_auth::AuthOptions { disable_admin: config.disable_admin, admin_password, loopback_only };
     let auth = micro_auth::Auth::open(store, server_dir, options)
         .await
         .with_context(|| format!("cannot open auth (keys in {})", server_dir.display()))?;

@@ -164,7 +164,10 @@ fn parse_bool(field: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError::Invalid { field, message: format!("{value:?} is not a boolean: use true or false") }),
+        _ => Err(ConfigError::Invalid {
+            field,
+            message: format!("{value:?} is not a boolean: use true or false"),
+        }),
     }
 }
 

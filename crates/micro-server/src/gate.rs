@@ -54,7 +54,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B> tower::Service<http::Request<B>> for AuthGate<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -89,25 +92,29 @@ pub async fn admit(auth: &Auth, headers: &HeaderMap, path: &str) -> Result<Conte
     let account = match headers.get(http::header::AUTHORIZATION) {
         None => None,
         Some(value) => {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .ok_or_else(|| Status::unauthenticated("invalid authorization header. expected Bearer schema"))?;
+            let token =
+                value.to_str().ok().and_then(|value| value.strip_prefix("Bearer ")).ok_or_else(|| {
+                    Status::unauthenticated("invalid authorization header. expected Bearer schema")
+                })?;
             let account = auth.inspect(token.trim()).map_err(|_| {
-                Status::unauthenticated("the access token is invalid or has expired: log in again with `micro login`")
+                Status::unauthenticated(
+                    "the access token is invalid or has expired: log in again with `micro login`",
+                )
             })?;
             Some(account)
         }
     };
     let namespace = match headers.get(NAMESPACE_HEADER) {
         Some(value) => {
-            let value =
-                value.to_str().map_err(|_| Status::invalid_argument("the micro-namespace header must be ASCII"))?;
+            let value = value
+                .to_str()
+                .map_err(|_| Status::invalid_argument("the micro-namespace header must be ASCII"))?;
             micro_core::validate_namespace(value).map_err(|err| Status::invalid_argument(err.to_string()))?;
             value.to_string()
         }
-        None => account.as_ref().map_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string(), |a| a.issuer.clone()),
+        None => {
+            account.as_ref().map_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string(), |a| a.issuer.clone())
+        }
     };
     let context = Context { namespace, account };
     if ALWAYS_PUBLIC.iter().any(|public| path.starts_with(public)) {
@@ -115,13 +122,17 @@ pub async fn admit(auth: &Auth, headers: &HeaderMap, path: &str) -> Result<Conte
     }
 
     let (service, endpoint) = resource_of(path)?;
-    let resource = Resource { kind: "service".to_string(), name: service.clone(), endpoint: endpoint.clone() };
+    let resource =
+        Resource { kind: "service".to_string(), name: service.clone(), endpoint: endpoint.clone() };
     // An account is judged by its own namespace's rules; an anonymous caller by the rules of the
     // namespace it names.
-    let rules = context.account.as_ref().map_or(context.namespace.as_str(), |account| account.issuer.as_str());
+    let rules =
+        context.account.as_ref().map_or(context.namespace.as_str(), |account| account.issuer.as_str());
     match auth.verify(rules, context.account.as_ref(), &resource).await {
         Verdict::Allowed => Ok(context),
-        Verdict::Unauthorized => Err(Status::unauthenticated(format!("Unauthorized call made to {service}:{endpoint}"))),
+        Verdict::Unauthorized => {
+            Err(Status::unauthenticated(format!("Unauthorized call made to {service}:{endpoint}")))
+        }
         Verdict::Forbidden => {
             let id = context.account.as_ref().map_or("", |account| account.id.as_str());
             Err(Status::permission_denied(format!("Forbidden call made to {service}:{endpoint} by {id}")))
@@ -134,7 +145,8 @@ pub async fn admit(auth: &Auth, headers: &HeaderMap, path: &str) -> Result<Conte
 #[allow(clippy::result_large_err, reason = "tonic statuses are returned by value")]
 pub fn resource_of(path: &str) -> Result<(String, String), Status> {
     let malformed = || Status::unimplemented(format!("malformed gRPC method path {path:?}"));
-    let (qualified, method) = path.strip_prefix('/').and_then(|rest| rest.split_once('/')).ok_or_else(malformed)?;
+    let (qualified, method) =
+        path.strip_prefix('/').and_then(|rest| rest.split_once('/')).ok_or_else(malformed)?;
     let (service, handler) = qualified.rsplit_once('.').ok_or_else(malformed)?;
     if service.is_empty() || handler.is_empty() || method.is_empty() || method.contains('/') {
         return Err(malformed());
@@ -167,7 +179,13 @@ mod tests {
     }
 
     fn account(id: &str, issuer: &str) -> Account {
-        Account { id: id.into(), name: id.into(), kind: "user".into(), issuer: issuer.into(), ..Account::default() }
+        Account {
+            id: id.into(),
+            name: id.into(),
+            kind: "user".into(),
+            issuer: issuer.into(),
+            ..Account::default()
+        }
     }
 
     #[tokio::test]
@@ -180,7 +198,10 @@ mod tests {
         assert_eq!(anonymous, Context::anonymous("micro"), "the default rule is public");
 
         let basic = admit(&auth, &headers(&[("authorization", "Basic eA==")]), READ).await.unwrap_err();
-        assert_eq!((basic.code(), basic.message()), (Code::Unauthenticated, "invalid authorization header. expected Bearer schema"));
+        assert_eq!(
+            (basic.code(), basic.message()),
+            (Code::Unauthenticated, "invalid authorization header. expected Bearer schema")
+        );
         let forged = admit(&auth, &headers(&[("authorization", "Bearer a.b.c")]), READ).await.unwrap_err();
         assert_eq!(forged.code(), Code::Unauthenticated);
         let bad_namespace = admit(&auth, &headers(&[(NAMESPACE_HEADER, "../x")]), READ).await.unwrap_err();
@@ -189,8 +210,14 @@ mod tests {
         let bob = account("bob", "foo");
         let token = format!("Bearer {}", auth.mint(&bob, Duration::from_secs(60)).unwrap());
         let context = admit(&auth, &headers(&[("authorization", &token)]), READ).await.unwrap();
-        assert_eq!(context, Context::with_account("foo", bob.clone()), "the namespace defaults to the issuer's");
-        let named = admit(&auth, &headers(&[("authorization", &token), (NAMESPACE_HEADER, "bar")]), READ).await.unwrap();
+        assert_eq!(
+            context,
+            Context::with_account("foo", bob.clone()),
+            "the namespace defaults to the issuer's"
+        );
+        let named = admit(&auth, &headers(&[("authorization", &token), (NAMESPACE_HEADER, "bar")]), READ)
+            .await
+            .unwrap();
         assert_eq!(named.namespace, "bar", "services then refuse bob in bar");
 
         // Lock `foo` down: accounts only, and store reads denied to everyone.
@@ -202,18 +229,25 @@ mod tests {
             priority: 0,
         };
         auth.create_rule("foo", rule("accounts", "*", ("*", "*", "*"), Access::Granted)).await.unwrap();
-        let no_reads = Rule { priority: 1, ..rule("no-reads", "*", ("service", "store", "Store.Read"), Access::Denied) };
+        let no_reads =
+            Rule { priority: 1, ..rule("no-reads", "*", ("service", "store", "Store.Read"), Access::Denied) };
         auth.create_rule("foo", no_reads).await.unwrap();
         auth.delete_rule("foo", "default").await.unwrap();
 
         let foo = headers(&[(NAMESPACE_HEADER, "foo")]);
         let locked = admit(&auth, &foo, "/config.Config/Get").await.unwrap_err();
-        assert_eq!((locked.code(), locked.message()), (Code::Unauthenticated, "Unauthorized call made to config:Config.Get"));
+        assert_eq!(
+            (locked.code(), locked.message()),
+            (Code::Unauthenticated, "Unauthorized call made to config:Config.Get")
+        );
         assert!(admit(&auth, &foo, "/auth.Auth/Token").await.is_ok(), "logging in is always possible");
         assert!(admit(&auth, &foo, "/grpc.health.v1.Health/Check").await.is_ok());
 
         let denied = admit(&auth, &headers(&[("authorization", &token)]), READ).await.unwrap_err();
-        assert_eq!((denied.code(), denied.message()), (Code::PermissionDenied, "Forbidden call made to store:Store.Read by bob"));
+        assert_eq!(
+            (denied.code(), denied.message()),
+            (Code::PermissionDenied, "Forbidden call made to store:Store.Read by bob")
+        );
         assert!(admit(&auth, &headers(&[("authorization", &token)]), "/config.Config/Get").await.is_ok());
     }
 

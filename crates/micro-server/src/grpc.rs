@@ -56,4 +56,3 @@ pub async fn serve(
         .await?;
     Ok(())
 }
-

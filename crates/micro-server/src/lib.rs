@@ -146,8 +146,13 @@ impl Platform {
             }
         };
 
-        let mut grpc_task =
-            tokio::spawn(grpc::serve(self.store.clone(), self.config.clone(), self.auth.clone(), grpc, stopped()));
+        let mut grpc_task = tokio::spawn(grpc::serve(
+            self.store.clone(),
+            self.config.clone(),
+            self.auth.clone(),
+            grpc,
+            stopped(),
+        ));
         let mut http_task = tokio::spawn(http::serve(http::router(), http, stopped()));
         info!(addr = %grpc_addr, "gRPC listening");
         info!(addr = %http_addr, "HTTP listening");

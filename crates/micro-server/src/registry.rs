@@ -42,7 +42,8 @@ fn authorize_read<T>(request: &Request<T>, domain: &str) -> Result<(), Status> {
 #[tonic::async_trait]
 impl Registry for CoreRegistry {
     async fn get_service(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let domain = request.get_ref().options.as_ref().map(|options| options.domain.clone()).unwrap_or_default();
+        let domain =
+            request.get_ref().options.as_ref().map(|options| options.domain.clone()).unwrap_or_default();
         authorize_read(&request, &domain)?;
         let name = request.into_inner().service;
         if !CORE_SERVICES.contains(&name.as_str()) {
@@ -60,7 +61,8 @@ impl Registry for CoreRegistry {
     }
 
     async fn list_services(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let domain = request.get_ref().options.as_ref().map(|options| options.domain.clone()).unwrap_or_default();
+        let domain =
+            request.get_ref().options.as_ref().map(|options| options.domain.clone()).unwrap_or_default();
         authorize_read(&request, &domain)?;
         // Core services are visible from every namespace, as domain `micro` is public.
         let services = CORE_SERVICES.iter().map(|name| Self::core(name)).collect();

@@ -289,7 +289,8 @@ mod tests {
     #[tokio::test]
     async fn anonymous_callers_need_an_account() {
         let service = StoreService::new(Arc::new(MemoryStore::new()));
-        let request = tonic::Request::new(WriteRequest { record: Some(wire_record("k", "v")), options: None });
+        let request =
+            tonic::Request::new(WriteRequest { record: Some(wire_record("k", "v")), options: None });
         let denied = service.write(request).await.unwrap_err();
         assert_eq!((denied.code(), denied.message()), (Code::Unauthenticated, "An account is required"));
         let anonymous = tonic::Request::new(DatabasesRequest {});
