@@ -22,7 +22,7 @@ use micro_proto::auth::{
     CreateResponse, DeleteAccountRequest, DeleteAccountResponse, DeleteRequest, DeleteResponse,
     GenerateRequest, GenerateResponse, InspectRequest, InspectResponse, ListAccountsRequest,
     ListAccountsResponse, ListRequest, ListResponse, Options, Resource as WireResource, Rule as WireRule,
-    Token as WireToken, TokenRequest, TokenResponse,
+    PublicKeyRequest, PublicKeyResponse, Token as WireToken, TokenRequest, TokenResponse,
 };
 use micro_store::StoreError;
 use tonic::{Request, Response, Status};
@@ -186,6 +186,13 @@ impl auth_server::Auth for AuthService {
     async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {
         let account = self.auth.inspect(&request.get_ref().token)?;
         Ok(Response::new(InspectResponse { account: Some(wire_account(account, String::new())) }))
+    }
+
+    async fn public_key(
+        &self,
+        _: Request<PublicKeyRequest>,
+    ) -> Result<Response<PublicKeyResponse>, Status> {
+        Ok(Response::new(PublicKeyResponse { pem: self.auth.public_key_pem(), algorithm: "EdDSA".to_string() }))
     }
 
     async fn token(&self, request: Request<TokenRequest>) -> Result<Response<TokenResponse>, Status> {

@@ -11,9 +11,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
+use micro_proto::dynamic::DynamicCodec;
+use tonic::codec::Streaming;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::{Code, Status};
@@ -268,64 +268,10 @@ fn parse_timeout(input: &str) -> Result<Duration> {
     }
 }
 
-/// A gRPC codec for messages whose types are known only at run time: it encodes any
-/// [`DynamicMessage`] and decodes responses as `output`.
-#[derive(Debug, Clone)]
-pub(crate) struct DynamicCodec {
-    output: MessageDescriptor,
-}
-
-impl DynamicCodec {
-    pub(crate) fn new(output: MessageDescriptor) -> Self {
-        Self { output }
-    }
-}
-
-impl Codec for DynamicCodec {
-    type Encode = DynamicMessage;
-    type Decode = DynamicMessage;
-    type Encoder = DynamicEncoder;
-    type Decoder = DynamicDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        DynamicEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        DynamicDecoder { output: self.output.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct DynamicEncoder;
-
-impl Encoder for DynamicEncoder {
-    type Item = DynamicMessage;
-    type Error = Status;
-
-    fn encode(&mut self, item: DynamicMessage, buf: &mut EncodeBuf<'_>) -> std::result::Result<(), Status> {
-        item.encode(buf).map_err(|err| Status::internal(format!("cannot encode the request: {err}")))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct DynamicDecoder {
-    output: MessageDescriptor,
-}
-
-impl Decoder for DynamicDecoder {
-    type Item = DynamicMessage;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> std::result::Result<Option<DynamicMessage>, Status> {
-        DynamicMessage::decode(self.output.clone(), buf)
-            .map(Some)
-            .map_err(|err| Status::internal(format!("cannot decode the response: {err}")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
     use crate::error::{EXIT_FAILURE, EXIT_MALFORMED_METHOD, EXIT_UNKNOWN_SERVICE};
 

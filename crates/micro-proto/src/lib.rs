@@ -9,6 +9,8 @@
 /// The encoded `google.protobuf.FileDescriptorSet` of every core proto.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/micro_descriptor.bin"));
 
+pub mod dynamic;
+
 pub mod auth {
     tonic::include_proto!("auth");
 }

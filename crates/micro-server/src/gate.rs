@@ -5,7 +5,7 @@
 //! (reference §6.6) to the data they touch.
 //!
 //! A few calls are always let through, because nobody could log in or probe the server otherwise:
-//! `Auth.Token`, `Auth.Inspect`, health checks and reflection.
+//! `Auth.Token`, `Auth.Inspect`, `Auth.PublicKey`, health checks and reflection.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub const NAMESPACE_HEADER: &str = "micro-namespace";
 
 /// gRPC services callable by anyone, whatever the rules say.
 const ALWAYS_PUBLIC: &[&str] =
-    &["/auth.Auth/Token", "/auth.Auth/Inspect", "/grpc.health.v1.Health/", "/grpc.reflection."];
+    &["/auth.Auth/Token", "/auth.Auth/Inspect", "/auth.Auth/PublicKey", "/grpc.health.v1.Health/", "/grpc.reflection."];
 
 /// The tower layer that puts [`AuthGate`] in front of every service.
 #[derive(Clone)]

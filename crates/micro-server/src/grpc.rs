@@ -9,13 +9,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::gate::AuthLayer;
-use crate::registry::CoreRegistry;
 
 /// Serves every core service this server hosts on `listener` until `shutdown` resolves.
 pub async fn serve(
     store: Arc<dyn micro_store::Store>,
     config: Arc<micro_config::Config>,
     auth: Arc<micro_auth::Auth>,
+    registry: Arc<micro_registry::Registry>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -35,7 +35,7 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<StoreServer<micro_store::grpc::StoreService>>().await;
     health.set_serving::<ConfigServer<micro_config::grpc::ConfigService>>().await;
-    health.set_serving::<RegistryServer<CoreRegistry>>().await;
+    health.set_serving::<RegistryServer<micro_registry::grpc::RegistryService>>().await;
     let (auth_service, accounts_service, rules_service) = micro_auth::grpc::services(auth.clone());
     for name in ["auth.Auth", "auth.Accounts", "auth.Rules"] {
         health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
@@ -48,7 +48,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(micro_store::grpc::server(store))
         .add_service(ConfigServer::new(micro_config::grpc::ConfigService::new(config)))
-        .add_service(RegistryServer::new(CoreRegistry::new()))
+        .add_service(micro_registry::grpc::server(registry))
         .add_service(auth_service)
         .add_service(accounts_service)
         .add_service(rules_service)

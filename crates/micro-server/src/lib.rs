@@ -27,6 +27,9 @@ use tracing::{info, warn};
 
 pub use config::Config;
 
+/// How often nodes whose registry TTL passed are dropped (reads never show them either way).
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Flags of `micro server`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Args {
@@ -101,7 +104,9 @@ pub struct Platform {
     store: Arc<dyn micro_store::Store>,
     config: Arc<micro_config::Config>,
     auth: Arc<micro_auth::Auth>,
+    registry: Arc<micro_registry::Registry>,
     _sweeper: micro_store::Sweeper,
+    _reaper: micro_registry::Reaper,
 }
 
 impl Platform {
@@ -124,7 +129,18 @@ impl Platform {
 
         let auth = backends::auth(store.clone(), &server_dir, &config.auth, loopback_only).await?;
 
-        Ok(Self { home: home.to_path_buf(), store, config: config_service, auth, _sweeper: sweeper })
+        let registry = Arc::new(micro_registry::Registry::new(registry::builtins()));
+        let reaper = micro_registry::spawn_reaper(registry.clone(), REAP_INTERVAL);
+
+        Ok(Self {
+            home: home.to_path_buf(),
+            store,
+            config: config_service,
+            auth,
+            registry,
+            _sweeper: sweeper,
+            _reaper: reaper,
+        })
     }
 
     /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then stops accepting
@@ -150,6 +166,7 @@ impl Platform {
             self.store.clone(),
             self.config.clone(),
             self.auth.clone(),
+            self.registry.clone(),
             grpc,
             stopped(),
         ));
