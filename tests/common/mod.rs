@@ -178,3 +178,156 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }
+
+/// The `helloworld` example's binary, built beside `micro` by `cargo test --workspace`.
+pub fn helloworld_bin() -> PathBuf {
+    let path = Path::new(micro_bin()).with_file_name("helloworld");
+    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    path
+}
+
+/// A running user service process, killed on drop.
+pub struct Service {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Arc<Mutex<String>>,
+    pub address: String,
+}
+
+impl Service {
+    /// Starts the helloworld example against `server` with `env`, as a developer would by hand
+    /// (it registers with the CLI login saved in the server's `MICRO_HOME`), and waits until it
+    /// has registered.
+    pub fn start_helloworld(server: &Server, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(helloworld_bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("MICRO_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("MICRO_HOME", &server.home)
+            .env("MICRO_SERVER_ADDRESS", &server.grpc)
+            .env("MICRO_SERVICE_ADDRESS", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("helloworld starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, lines) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = tx.send(line);
+            }
+        });
+        let mut service = Self { child, lines, log, address: String::new() };
+        let listening = service.wait_for("Listening on");
+        service.address = listening
+            .split_whitespace()
+            .skip_while(|word| *word != "on")
+            .nth(1)
+            .expect("the line names the address")
+            .to_string();
+        service.wait_for("Registered");
+        service
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + READY_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no {needle:?} in the service log:\n{}", self.log.lock().unwrap()),
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` and waits for the process to end.
+    pub fn signal(mut self, signal: i32) -> std::process::ExitStatus {
+        send_signal(self.child.id(), signal);
+        let status = self.child.wait().expect("the service can be waited for");
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `within` has passed; returns whether it held.
+pub fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A raw HTTP/1.1 request with `headers` and `body`; returns (status code, body).
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the HTTP listener accepts");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // A server may answer (413) before reading the whole body and close; that is fine.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -21,8 +21,8 @@ use micro_proto::auth::{
     Access as WireAccess, Account as WireAccount, ChangeSecretRequest, ChangeSecretResponse, CreateRequest,
     CreateResponse, DeleteAccountRequest, DeleteAccountResponse, DeleteRequest, DeleteResponse,
     GenerateRequest, GenerateResponse, InspectRequest, InspectResponse, ListAccountsRequest,
-    ListAccountsResponse, ListRequest, ListResponse, Options, Resource as WireResource, Rule as WireRule,
-    PublicKeyRequest, PublicKeyResponse, Token as WireToken, TokenRequest, TokenResponse,
+    ListAccountsResponse, ListRequest, ListResponse, Options, PublicKeyRequest, PublicKeyResponse,
+    Resource as WireResource, Rule as WireRule, Token as WireToken, TokenRequest, TokenResponse,
 };
 use micro_store::StoreError;
 use tonic::{Request, Response, Status};
@@ -188,11 +188,11 @@ impl auth_server::Auth for AuthService {
         Ok(Response::new(InspectResponse { account: Some(wire_account(account, String::new())) }))
     }
 
-    async fn public_key(
-        &self,
-        _: Request<PublicKeyRequest>,
-    ) -> Result<Response<PublicKeyResponse>, Status> {
-        Ok(Response::new(PublicKeyResponse { pem: self.auth.public_key_pem(), algorithm: "EdDSA".to_string() }))
+    async fn public_key(&self, _: Request<PublicKeyRequest>) -> Result<Response<PublicKeyResponse>, Status> {
+        Ok(Response::new(PublicKeyResponse {
+            pem: self.auth.public_key_pem(),
+            algorithm: "EdDSA".to_string(),
+        }))
     }
 
     async fn token(&self, request: Request<TokenRequest>) -> Result<Response<TokenResponse>, Status> {

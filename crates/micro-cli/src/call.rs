@@ -4,15 +4,16 @@
 //! The request and response types come from protobuf descriptors, so one generic path serves
 //! every method: [`resolve`] finds the method in a [`DescriptorPool`], [`request_message`] turns
 //! JSON into a [`DynamicMessage`], [`DynamicCodec`] puts it on the wire, and [`format_response`]
-//! prints the answer as protobuf-JSON. Today the pool holds the core services' descriptors
-//! ([`core_descriptors`]); user services can bring their own pool to the same functions.
+//! prints the answer as protobuf-JSON. Core services are resolved in the descriptors compiled
+//! into the binary ([`core_descriptors`]); any other service in the descriptors it registered
+//! ([`resolve_registered`]), and is called at `/<package>.<Handler>/<Method>` through the proxy.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
 use micro_proto::dynamic::DynamicCodec;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
 use tonic::codec::Streaming;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
@@ -56,14 +57,24 @@ pub enum Output {
 pub async fn run(global: &Global, args: CallArgs) -> Result<()> {
     // Everything that can be checked locally is, before connecting.
     let endpoint = Endpoint::from_str(&args.endpoint)?;
-    let pool = core_descriptors();
-    let target = resolve(&pool, &args.service, &endpoint)?;
-    let message = request_message(&target.method.input(), &args.request.join(" "))
-        .map_err(|reason| CliError::new(format!("Error creating request: {reason}")))?;
     let metadata = parse_metadata(&args.metadata)?;
     let timeout = args.request_timeout.as_deref().map(parse_timeout).transpose()?;
-
+    let pool = core_descriptors();
+    let core = pool.services().any(|candidate| candidate.package_name() == args.service);
+    let json = args.request.join(" ");
+    let build = |target: Target| -> Result<(Target, DynamicMessage)> {
+        let message = request_message(&target.method.input(), &json)
+            .map_err(|reason| CliError::new(format!("Error creating request: {reason}")))?;
+        Ok((target, message))
+    };
+    // Core services are checked before connecting; others need their registered descriptors.
+    let local = if core { Some(build(resolve(&pool, &args.service, &endpoint)?)?) } else { None };
     let client = global.connect().await?;
+    let (target, message) = match local {
+        Some(local) => local,
+        None => build(resolve_registered(&client, &args.service, &endpoint).await?)?,
+    };
+
     let mut request = client.request(message);
     for (key, value) in metadata {
         request.metadata_mut().insert(key, value);
@@ -146,6 +157,21 @@ pub(crate) fn resolve(pool: &DescriptorPool, service: &str, endpoint: &Endpoint)
     Ok(Target { service: service.to_string(), path, method })
 }
 
+/// Finds `endpoint` of a service that is not a core service in the descriptors it registered.
+pub(crate) async fn resolve_registered(
+    client: &Client,
+    service: &str,
+    endpoint: &Endpoint,
+) -> Result<Target> {
+    let catalog =
+        crate::dynamic::lookup(client, service).await?.ok_or_else(|| CliError::unknown_service(service))?;
+    let method = catalog
+        .endpoints
+        .get(&endpoint.to_string())
+        .ok_or_else(|| CliError::unknown_method(&endpoint.to_string()))?;
+    crate::dynamic::target(service, method)
+}
+
 /// What a call returned: one message, or a stream of them for server-streaming methods.
 pub(crate) enum Responses {
     One(DynamicMessage),
@@ -177,8 +203,13 @@ impl Target {
     /// Maps a failed call to the CLI's message and exit code.
     pub(crate) fn error(&self, client: &Client, status: Status) -> CliError {
         match status.code() {
-            // tonic's router answers an unknown service path with a bare UNIMPLEMENTED.
-            Code::Unimplemented if status.message().is_empty() => CliError::route_not_found(&self.service),
+            // tonic's router answers an unknown service path with a bare UNIMPLEMENTED; the
+            // server's proxy with `service <name> not found`.
+            Code::Unimplemented
+                if status.message().is_empty() || status.message().ends_with(" not found") =>
+            {
+                CliError::route_not_found(&self.service)
+            }
             // The channel's own deadline (`--request_timeout`) surfaces as CANCELLED.
             Code::Cancelled if status.message() == "Timeout expired" => CliError::new("Request timed out"),
             _ => client.error(status),

@@ -9,9 +9,11 @@ mod auth;
 mod call;
 mod client;
 mod config;
+mod dynamic;
 mod env;
 pub mod error;
 mod login;
+mod new;
 mod prompt;
 mod services;
 mod settings;
@@ -85,6 +87,9 @@ enum Command {
     /// Call a service endpoint with a JSON request and print the response
     #[command(help_template = help!("micro call"))]
     Call(call::CallArgs),
+    /// Call a streaming endpoint and print each response until the stream ends
+    #[command(help_template = help!("micro stream"))]
+    Stream(call::CallArgs),
     /// Log in to the current environment and namespace
     #[command(help_template = help!("micro login"))]
     Login(login::LoginArgs),
@@ -106,6 +111,9 @@ enum Command {
     /// List the services running in the current namespace
     #[command(help_template = help!("micro services"))]
     Services,
+    /// Create a new service: a Rust project in ./<name> that builds and runs as is
+    #[command(help_template = help!("micro new"))]
+    New(new::NewArgs),
     /// Print the version
     #[command(help_template = help!("micro version"))]
     Version,
@@ -197,11 +205,12 @@ fn run(cli: Cli) -> Result<()> {
     };
     match command {
         Command::Server(args) => return server(args),
+        Command::New(args) => return new::run(args),
         Command::Version => {
             out(&format!("micro version {}\n", micro_core::VERSION));
             return Ok(());
         }
-        Command::External(args) => return external(&args),
+        Command::External(args) => return external(&global, &args),
         _ => {}
     }
     global.check_env()?;
@@ -215,7 +224,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::User { command } => block_on(user::run(&global, command)),
         Command::Auth { command } => block_on(auth::run(&global, command)),
         Command::Call(args) => block_on(call::run(&global, args)),
-        Command::Server(_) | Command::Version | Command::External(_) => unreachable!("handled above"),
+        // The call path already prints every message of a server stream as it arrives.
+        Command::Stream(args) => block_on(call::run(&global, args)),
+        Command::Server(_) | Command::New(_) | Command::Version | Command::External(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -234,9 +247,10 @@ fn server(args: micro_server::Args) -> Result<()> {
     runtime()?.block_on(micro_server::run(args)).map_err(|err| CliError::new(format!("Error: {err:#}")))
 }
 
-/// `micro <x> ...` for a command we do not have: run `micro-<x>` from `PATH` when there is one
-/// (the original's plugin convention), else fail as the original did.
-fn external(args: &[String]) -> Result<()> {
+/// `micro <x> ...` for a command we do not have (reference §2.2): run `micro-<x>` from `PATH`
+/// when there is one (the original's plugin convention), else the dynamic command of service
+/// `<x>` when the registry has it, else fail as the original did.
+fn external(global: &Global, args: &[String]) -> Result<()> {
     let name = args.first().map(String::as_str).unwrap_or_default();
     let unrecognized =
         || CliError::new(format!("Unrecognized micro command: {name}. Please refer to 'micro --help'"));
@@ -244,7 +258,12 @@ fn external(args: &[String]) -> Result<()> {
     if !plausible {
         return Err(unrecognized());
     }
-    let Some(program) = find_on_path(&format!("micro-{name}")) else { return Err(unrecognized()) };
+    let Some(program) = find_on_path(&format!("micro-{name}")) else {
+        return match runtime()?.block_on(dynamic::run(global, name, &args[1..]))? {
+            true => Ok(()),
+            false => Err(unrecognized()),
+        };
+    };
     let status = std::process::Command::new(&program)
         .args(&args[1..])
         .status()

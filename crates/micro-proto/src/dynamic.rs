@@ -61,4 +61,3 @@ impl Decoder for DynamicDecoder {
             .map_err(|err| Status::internal(format!("cannot decode the response: {err}")))
     }
 }
-

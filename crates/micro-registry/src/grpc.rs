@@ -11,8 +11,8 @@ use std::time::Duration;
 use micro_core::{Context, Denied};
 use micro_proto::registry::registry_server::{self, RegistryServer};
 use micro_proto::registry::{
-    EmptyResponse, GetRequest, GetResponse, ListRequest, ListResponse, Options, Result as WatchResult, Service,
-    WatchRequest,
+    EmptyResponse, GetRequest, GetResponse, ListRequest, ListResponse, Options, Result as WatchResult,
+    Service, WatchRequest,
 };
 use tokio_stream::Stream;
 use tokio_stream::wrappers::BroadcastStream;

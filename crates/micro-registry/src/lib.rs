@@ -94,7 +94,10 @@ impl Registry {
     pub fn register(&self, domain: &str, mut service: Service, ttl: Duration) -> Result<(), RegistryError> {
         validate(&service)?;
         if self.builtins.iter().any(|builtin| builtin.name == service.name) {
-            return Err(RegistryError::Invalid(format!("{:?} is a core service name and cannot be registered", service.name)));
+            return Err(RegistryError::Invalid(format!(
+                "{:?} is a core service name and cannot be registered",
+                service.name
+            )));
         }
         let ttl = if ttl.is_zero() { DEFAULT_TTL } else { ttl.min(MAX_TTL) };
         let deadline = Instant::now() + ttl;
@@ -119,7 +122,10 @@ impl Registry {
             .or_insert_with(|| Entry { service: service.clone(), nodes: BTreeMap::new() });
         let new_nodes = nodes.iter().filter(|node| !entry.nodes.contains_key(&node.id)).count();
         if entry.nodes.len() + new_nodes > MAX_NODES {
-            return Err(RegistryError::Full(format!("{} already has {MAX_NODES} nodes, the limit", service.name)));
+            return Err(RegistryError::Full(format!(
+                "{} already has {MAX_NODES} nodes, the limit",
+                service.name
+            )));
         }
         entry.service = service;
         for node in nodes {
@@ -164,7 +170,11 @@ impl Registry {
         let now = Instant::now();
         let entries = self.entries.lock().expect("registry lock poisoned");
         let Some(versions) = entries.get(&(domain.to_string(), name.to_string())) else { return Vec::new() };
-        versions.values().map(|entry| with_nodes(entry, now)).filter(|service| !service.nodes.is_empty()).collect()
+        versions
+            .values()
+            .map(|entry| with_nodes(entry, now))
+            .filter(|service| !service.nodes.is_empty())
+            .collect()
     }
 
     /// Every service in `domain` with live nodes, plus the built-ins, sorted by name then version.
@@ -194,8 +204,12 @@ impl Registry {
             versions.retain(|_, entry| {
                 let before = entry.nodes.len();
                 let mut expired = entry.service.clone();
-                expired.nodes =
-                    entry.nodes.values().filter(|(_, deadline)| *deadline <= now).map(|(node, _)| node.clone()).collect();
+                expired.nodes = entry
+                    .nodes
+                    .values()
+                    .filter(|(_, deadline)| *deadline <= now)
+                    .map(|(node, _)| node.clone())
+                    .collect();
                 entry.nodes.retain(|_, (_, deadline)| *deadline > now);
                 if entry.nodes.len() != before {
                     dropped += before - entry.nodes.len();
@@ -229,7 +243,8 @@ impl Registry {
 /// The entry as a wire service with its live nodes.
 fn with_nodes(entry: &Entry, now: Instant) -> Service {
     let mut service = entry.service.clone();
-    service.nodes = entry.nodes.values().filter(|(_, deadline)| *deadline > now).map(|(node, _)| node.clone()).collect();
+    service.nodes =
+        entry.nodes.values().filter(|(_, deadline)| *deadline > now).map(|(node, _)| node.clone()).collect();
     service
 }
 
@@ -253,14 +268,20 @@ fn validate(service: &Service) -> Result<(), RegistryError> {
         return invalid("a registration needs at least one node".to_string());
     }
     if service.nodes.len() > MAX_NODES {
-        return invalid(format!("{} nodes in one registration; the limit is {MAX_NODES}", service.nodes.len()));
+        return invalid(format!(
+            "{} nodes in one registration; the limit is {MAX_NODES}",
+            service.nodes.len()
+        ));
     }
     for node in &service.nodes {
         if node.id.is_empty() || node.id.len() > MAX_NAME_BYTES || node.id.chars().any(char::is_control) {
             return invalid(format!("invalid node id {:?}", node.id));
         }
         let address_ok = node.address.len() <= MAX_NAME_BYTES
-            && node.address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            && node
+                .address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !address_ok {
             return invalid(format!("invalid node address {:?}: expected HOST:PORT", node.address));
         }
@@ -268,7 +289,9 @@ fn validate(service: &Service) -> Result<(), RegistryError> {
     if service.endpoints.len() > MAX_ENDPOINTS {
         return invalid(format!("{} endpoints; the limit is {MAX_ENDPOINTS}", service.endpoints.len()));
     }
-    if let Some(endpoint) = service.endpoints.iter().find(|e| e.name.is_empty() || e.name.len() > MAX_NAME_BYTES) {
+    if let Some(endpoint) =
+        service.endpoints.iter().find(|e| e.name.is_empty() || e.name.len() > MAX_NAME_BYTES)
+    {
         return invalid(format!("invalid endpoint name {:?}", endpoint.name));
     }
     if service.descriptors.len() > MAX_DESCRIPTOR_BYTES {

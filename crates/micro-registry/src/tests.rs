@@ -14,7 +14,10 @@ fn service(name: &str, version: &str, nodes: &[(&str, &str)]) -> Service {
     Service {
         name: name.into(),
         version: version.into(),
-        nodes: nodes.iter().map(|(id, address)| Node { id: (*id).into(), address: (*address).into(), ..Default::default() }).collect(),
+        nodes: nodes
+            .iter()
+            .map(|(id, address)| Node { id: (*id).into(), address: (*address).into(), ..Default::default() })
+            .collect(),
         ..Default::default()
     }
 }
@@ -26,8 +29,12 @@ fn core() -> Vec<Service> {
 #[test]
 fn register_merges_nodes_and_lists_per_domain() {
     let registry = Registry::new(core());
-    registry.register("micro", service("greeter", "latest", &[("g-1", "127.0.0.1:1")]), Duration::from_secs(60)).unwrap();
-    registry.register("micro", service("greeter", "latest", &[("g-2", "127.0.0.1:2")]), Duration::from_secs(60)).unwrap();
+    registry
+        .register("micro", service("greeter", "latest", &[("g-1", "127.0.0.1:1")]), Duration::from_secs(60))
+        .unwrap();
+    registry
+        .register("micro", service("greeter", "latest", &[("g-2", "127.0.0.1:2")]), Duration::from_secs(60))
+        .unwrap();
     registry.register("foo", service("greeter", "v2", &[("f-1", "127.0.0.1:3")]), Duration::ZERO).unwrap();
 
     let greeter = registry.get("micro", "greeter");
@@ -47,15 +54,22 @@ fn register_merges_nodes_and_lists_per_domain() {
 #[test]
 fn expired_nodes_vanish_from_reads_and_are_reaped() {
     let registry = Registry::new(Vec::new());
-    registry.register("micro", service("short", "1", &[("s-1", "127.0.0.1:1")]), Duration::from_millis(1)).unwrap();
-    registry.register("micro", service("long", "1", &[("l-1", "127.0.0.1:2")]), Duration::from_secs(60)).unwrap();
+    registry
+        .register("micro", service("short", "1", &[("s-1", "127.0.0.1:1")]), Duration::from_millis(1))
+        .unwrap();
+    registry
+        .register("micro", service("long", "1", &[("l-1", "127.0.0.1:2")]), Duration::from_secs(60))
+        .unwrap();
     let mut events = registry.watch();
     // A TTL of 1 ms is over by the time this thread is scheduled again.
     std::thread::sleep(Duration::from_millis(5));
     assert!(registry.get("micro", "short").is_empty(), "reads never show an expired node");
     assert_eq!(registry.reap(), 1);
     let event = events.try_recv().unwrap();
-    assert_eq!((event.result.action.as_str(), event.result.service.unwrap().name.as_str()), ("delete", "short"));
+    assert_eq!(
+        (event.result.action.as_str(), event.result.service.unwrap().name.as_str()),
+        ("delete", "short")
+    );
     assert_eq!(registry.list("micro").len(), 1);
 }
 
@@ -72,7 +86,10 @@ fn bad_registrations_are_refused_and_change_nothing() {
         service("ok", "1", &[("a", "nowhere")]),
         service("ok", "1", &[("a", "host:99999")]),
         service("store", "1", &[("a", "127.0.0.1:1")]),
-        Service { descriptors: vec![0; MAX_DESCRIPTOR_BYTES + 1], ..service("ok", "1", &[("a", "127.0.0.1:1")]) },
+        Service {
+            descriptors: vec![0; MAX_DESCRIPTOR_BYTES + 1],
+            ..service("ok", "1", &[("a", "127.0.0.1:1")])
+        },
     ];
     for case in cases {
         assert!(registry.register("micro", case.clone(), Duration::ZERO).is_err(), "{}", case.name);
@@ -84,7 +101,9 @@ fn bad_registrations_are_refused_and_change_nothing() {
 fn domains_are_bounded() {
     let registry = Registry::new(Vec::new());
     for i in 0..MAX_SERVICES_PER_DOMAIN {
-        registry.register("micro", service(&format!("s{i}"), "1", &[("n", "127.0.0.1:1")]), Duration::ZERO).unwrap();
+        registry
+            .register("micro", service(&format!("s{i}"), "1", &[("n", "127.0.0.1:1")]), Duration::ZERO)
+            .unwrap();
     }
     let full = registry.register("micro", service("one-more", "1", &[("n", "127.0.0.1:1")]), Duration::ZERO);
     assert!(matches!(full, Err(RegistryError::Full(_))));
@@ -111,7 +130,10 @@ async fn grpc_applies_namespace_authorisation() {
     let anonymous = grpc.register(request(svc.clone(), Context::anonymous("micro"))).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     let foreign = Service { options: in_domain("micro"), ..svc.clone() };
-    assert_eq!(grpc.register(request(foreign, Context::member("foo"))).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        grpc.register(request(foreign, Context::member("foo"))).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
     grpc.register(request(svc.clone(), Context::member("foo"))).await.unwrap();
 
     let list = |domain: &str| ListRequest { options: in_domain(domain) };
@@ -125,8 +147,19 @@ async fn grpc_applies_namespace_authorisation() {
     let get = |name: &str| GetRequest { service: name.into(), options: None };
     let missing = grpc.get_service(request(get("nope"), Context::member("foo"))).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
-    assert_eq!(grpc.get_service(request(get("greeter"), Context::member("foo"))).await.unwrap().into_inner().services.len(), 1);
-    assert_eq!(grpc.get_service(request(get("greeter"), Context::member("micro"))).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        grpc.get_service(request(get("greeter"), Context::member("foo")))
+            .await
+            .unwrap()
+            .into_inner()
+            .services
+            .len(),
+        1
+    );
+    assert_eq!(
+        grpc.get_service(request(get("greeter"), Context::member("micro"))).await.unwrap_err().code(),
+        Code::NotFound
+    );
 
     let watch = WatchRequest { service: "greeter".into(), options: None };
     let mut stream = grpc.watch(request(watch, Context::member("foo"))).await.unwrap().into_inner();

@@ -26,6 +26,8 @@ pub struct Config {
     pub proxy_address: String,
     /// HTTP API gateway address.
     pub api_address: String,
+    /// With `example.com`, the gateway serves namespace `foo` at `foo.example.com`; empty: off.
+    pub api_domain: String,
     /// How long in-flight requests get to finish after SIGINT/SIGTERM (Go duration).
     pub shutdown_grace: String,
     pub store: StoreConfig,
@@ -56,6 +58,7 @@ impl Default for Config {
         Self {
             proxy_address: "127.0.0.1:8081".into(),
             api_address: "127.0.0.1:8080".into(),
+            api_domain: String::new(),
             shutdown_grace: "10s".into(),
             store: StoreConfig::default(),
             auth: AuthConfig::default(),
@@ -74,13 +77,15 @@ impl Default for StoreConfig {
 pub struct Overrides {
     pub proxy_address: Option<String>,
     pub api_address: Option<String>,
+    pub api_domain: Option<String>,
     pub store: Option<String>,
     pub disable_admin: bool,
 }
 
 impl Config {
     /// Builds the effective config for `home`: defaults, then `file` (or `home/micro.toml` when it
-    /// exists), then `env` (`MICRO_PROXY_ADDRESS`, `MICRO_API_ADDRESS`, `MICRO_STORE`), then
+    /// exists), then `env` (`MICRO_PROXY_ADDRESS`, `MICRO_API_ADDRESS`, `MICRO_API_DOMAIN`,
+    /// `MICRO_STORE`), then
     /// `flags`. An explicitly named file must exist; the default one is optional.
     pub fn load(
         home: &Path,
@@ -109,9 +114,11 @@ impl Config {
         };
         layer(&mut config.proxy_address, env.get("MICRO_PROXY_ADDRESS"));
         layer(&mut config.api_address, env.get("MICRO_API_ADDRESS"));
+        layer(&mut config.api_domain, env.get("MICRO_API_DOMAIN"));
         layer(&mut config.store.backend, env.get("MICRO_STORE"));
         layer(&mut config.proxy_address, flags.proxy_address.as_ref());
         layer(&mut config.api_address, flags.api_address.as_ref());
+        layer(&mut config.api_domain, flags.api_domain.as_ref());
         layer(&mut config.store.backend, flags.store.as_ref());
         if let Some(value) = env.get("MICRO_AUTH_DISABLE_ADMIN").filter(|v| !v.is_empty()) {
             config.auth.disable_admin = parse_bool("MICRO_AUTH_DISABLE_ADMIN", value)?;
@@ -125,6 +132,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         validate_address("proxy_address", &self.proxy_address)?;
         validate_address("api_address", &self.api_address)?;
+        validate_domain(&self.api_domain)?;
         self.grace()?;
         self.sweep_interval()?;
         match self.store.backend.as_str() {
@@ -175,6 +183,24 @@ fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigEr
     micro_core::duration::parse(value).map_err(|err| ConfigError::Invalid { field, message: err.to_string() })
 }
 
+/// A DNS name: dot-separated labels of letters, digits and `-`; empty means unset.
+fn validate_domain(value: &str) -> Result<(), ConfigError> {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if value.is_empty() || (value.len() <= 253 && value.split('.').all(label_ok)) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        field: "api_domain",
+        message: format!("{value:?} is not a domain name, e.g. example.com"),
+    })
+}
+
 fn validate_address(field: &'static str, value: &str) -> Result<(), ConfigError> {
     let invalid = |message: &str| ConfigError::Invalid { field, message: format!("{value:?} {message}") };
     let (host, port) =
@@ -210,14 +236,24 @@ mod tests {
         assert_eq!(from_file.store.backend, "memory");
         assert_eq!(from_file.store.sweep_interval, "30s", "unset keys keep their defaults");
 
-        let vars = env(&[("MICRO_PROXY_ADDRESS", "127.0.0.1:9101"), ("MICRO_API_ADDRESS", "127.0.0.1:9102")]);
+        let vars = env(&[
+            ("MICRO_PROXY_ADDRESS", "127.0.0.1:9101"),
+            ("MICRO_API_ADDRESS", "127.0.0.1:9102"),
+            ("MICRO_API_DOMAIN", "env.example"),
+        ]);
         let from_env = Config::load(home.path(), None, &vars, &Overrides::default()).unwrap();
         assert_eq!(from_env.proxy_address, "127.0.0.1:9101");
         assert_eq!(from_env.api_address, "127.0.0.1:9102");
+        assert_eq!(from_env.api_domain, "env.example");
 
-        let flags = Overrides { proxy_address: Some("127.0.0.1:9201".into()), ..Default::default() };
+        let flags = Overrides {
+            proxy_address: Some("127.0.0.1:9201".into()),
+            api_domain: Some("flag.example".into()),
+            ..Default::default()
+        };
         let from_flags = Config::load(home.path(), None, &vars, &flags).unwrap();
         assert_eq!(from_flags.proxy_address, "127.0.0.1:9201");
+        assert_eq!(from_flags.api_domain, "flag.example");
         assert_eq!(from_flags.api_address, "127.0.0.1:9102");
 
         let dumped = from_flags.to_toml();
@@ -234,6 +270,9 @@ mod tests {
         let err = load(Overrides { api_address: Some("127.0.0.1:99999".into()), ..Default::default() })
             .unwrap_err();
         assert!(err.to_string().contains("valid port"), "{err}");
+        let err =
+            load(Overrides { api_domain: Some("not a domain".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("api_domain"), "{err}");
         let err = load(Overrides { store: Some("mongo".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("not a store backend"), "{err}");
 

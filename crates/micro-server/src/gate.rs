@@ -20,8 +20,13 @@ use tonic::Status;
 pub const NAMESPACE_HEADER: &str = "micro-namespace";
 
 /// gRPC services callable by anyone, whatever the rules say.
-const ALWAYS_PUBLIC: &[&str] =
-    &["/auth.Auth/Token", "/auth.Auth/Inspect", "/auth.Auth/PublicKey", "/grpc.health.v1.Health/", "/grpc.reflection."];
+const ALWAYS_PUBLIC: &[&str] = &[
+    "/auth.Auth/Token",
+    "/auth.Auth/Inspect",
+    "/auth.Auth/PublicKey",
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.",
+];
 
 /// The tower layer that puts [`AuthGate`] in front of every service.
 #[derive(Clone)]

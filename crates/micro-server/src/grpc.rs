@@ -1,14 +1,16 @@
-//! The :8081 listener: the auth gate in front of every core service, plus gRPC reflection and
-//! `grpc.health.v1`.
+//! The :8081 listener: the auth gate in front of every core service, gRPC reflection,
+//! `grpc.health.v1`, and the [`proxy`](crate::proxy) for every other service.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::gate::AuthLayer;
+use crate::proxy::Proxy;
 
 /// Serves every core service this server hosts on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -41,17 +43,27 @@ pub async fn serve(
         health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
 
-    Server::builder()
-        .layer(AuthLayer::new(auth))
+    let mut routes = Routes::builder();
+    routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(micro_store::grpc::server(store))
         .add_service(ConfigServer::new(micro_config::grpc::ConfigService::new(config)))
-        .add_service(micro_registry::grpc::server(registry))
+        .add_service(micro_registry::grpc::server(registry.clone()))
         .add_service(auth_service)
         .add_service(accounts_service)
-        .add_service(rules_service)
+        .add_service(rules_service);
+    // Whatever no core service claims goes to the proxy; the gate runs in front of both.
+    let proxy = Proxy::new(registry);
+    let router = routes.routes().into_axum_router().fallback(move |request: axum::extract::Request| {
+        let proxy = proxy.clone();
+        async move { proxy.forward(request).await }
+    });
+
+    Server::builder()
+        .layer(AuthLayer::new(auth))
+        .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

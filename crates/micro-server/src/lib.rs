@@ -3,16 +3,20 @@
 //! - [`config`]: the typed config tree (defaults → `micro.toml` → `MICRO_*` env → flags).
 //! - [`backends`]: the one factory that turns config into backend trait objects.
 //! - [`gate`]: the auth gate on :8081 — token → account, namespace, rule check, per call.
-//! - [`grpc`]: the :8081 listener — the gate, core services, reflection, health.
-//! - [`http`]: the :8080 listener (the API gateway arrives in a later issue; `GET /` answers now).
+//! - [`grpc`]: the :8081 listener — the gate, core services, reflection, health, the proxy.
+//! - [`proxy`]: forwards gRPC calls for registered (non-core) services to their nodes.
+//! - [`gateway`]: the HTTP API gateway — path → service endpoint, JSON ↔ protobuf, CORS.
+//! - [`http`]: the :8080 listener: fixed routes and the gateway.
 //! - [`Platform`]: the running set of core services, served by [`Platform::serve`] on listeners
 //!   the caller bound, until a shutdown future resolves (tests bind `127.0.0.1:0`).
 
 pub mod backends;
 pub mod config;
 pub mod gate;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod proxy;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -39,6 +43,9 @@ pub struct Args {
     /// HTTP API gateway address [env: MICRO_API_ADDRESS] [default: 127.0.0.1:8080]
     #[arg(long, value_name = "HOST:PORT")]
     pub api_address: Option<String>,
+    /// Serve namespace NAME at NAME.DOMAIN on the API gateway [env: MICRO_API_DOMAIN]
+    #[arg(long, value_name = "DOMAIN")]
+    pub api_domain: Option<String>,
     /// Store backend: file, memory or a postgres:// URL [env: MICRO_STORE] [default: file]
     #[arg(long, value_name = "BACKEND")]
     pub store: Option<String>,
@@ -60,6 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let overrides = config::Overrides {
         proxy_address: args.proxy_address.clone(),
         api_address: args.api_address.clone(),
+        api_domain: args.api_domain.clone(),
         store: args.store.clone(),
         disable_admin: args.disable_admin,
     };
@@ -105,6 +113,8 @@ pub struct Platform {
     config: Arc<micro_config::Config>,
     auth: Arc<micro_auth::Auth>,
     registry: Arc<micro_registry::Registry>,
+    /// `--api-domain`, empty when unset.
+    api_domain: String,
     _sweeper: micro_store::Sweeper,
     _reaper: micro_registry::Reaper,
 }
@@ -138,6 +148,7 @@ impl Platform {
             config: config_service,
             auth,
             registry,
+            api_domain: config.api_domain.clone(),
             _sweeper: sweeper,
             _reaper: reaper,
         })
@@ -170,7 +181,16 @@ impl Platform {
             grpc,
             stopped(),
         ));
-        let mut http_task = tokio::spawn(http::serve(http::router(), http, stopped()));
+        let gateway = gateway::Gateway::new(
+            self.registry.clone(),
+            self.auth.clone(),
+            gateway::Options {
+                core_address: Some(loopback_if_unspecified(grpc_addr)),
+                api_domain: Some(self.api_domain.clone()).filter(|domain| !domain.is_empty()),
+                ..gateway::Options::default()
+            },
+        );
+        let mut http_task = tokio::spawn(http::serve(http::router(gateway), http, stopped()));
         info!(addr = %grpc_addr, "gRPC listening");
         info!(addr = %http_addr, "HTTP listening");
         info!(home = %self.home.display(), "micro server ready");
@@ -200,6 +220,20 @@ impl Platform {
             }
         }
     }
+}
+
+/// The gateway reaches the core services on this server's own gRPC listener; one bound to
+/// every interface is reached on loopback.
+fn loopback_if_unspecified(mut address: std::net::SocketAddr) -> std::net::SocketAddr {
+    if address.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        address.set_ip(loopback);
+    }
+    address
 }
 
 fn task_outcome(

@@ -1,0 +1,182 @@
+//! A closed-loop load generator: `concurrency` workers each send one call, wait for the answer,
+//! and send the next, for a fixed time. Latency is recorded per call.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use micro_proto::dynamic::DynamicCodec;
+use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+
+use crate::http::HttpClient;
+
+/// How long the service gets to appear in the registry.
+const REGISTER_DEADLINE: Duration = Duration::from_secs(30);
+const PATH: &str = "/helloworld.Helloworld/Call";
+const BODY: &str = r#"{"name":"bench"}"#;
+
+/// How a call reaches the handler.
+pub enum Via {
+    Direct,
+    Proxy,
+    Gateway(String),
+}
+
+/// The method under test and the two gRPC addresses it can be reached at.
+pub struct Target {
+    method: MethodDescriptor,
+    direct: Channel,
+    proxy: Channel,
+}
+
+impl Target {
+    /// Waits until `helloworld` is registered, then loads its descriptors from the registry.
+    pub async fn discover(server: &str, node: &str) -> anyhow::Result<Self> {
+        use micro_proto::registry::GetRequest;
+        use micro_proto::registry::registry_client::RegistryClient;
+        let proxy = Channel::from_shared(format!("http://{server}"))?.connect().await?;
+        let direct = Channel::from_shared(format!("http://{node}"))?.connect().await?;
+        let deadline = Instant::now() + REGISTER_DEADLINE;
+        let service = loop {
+            let request = GetRequest { service: "helloworld".into(), options: None };
+            match RegistryClient::new(proxy.clone()).get_service(request).await {
+                Ok(reply) => break reply.into_inner().services.into_iter().next().context("no service")?,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(status) => bail!("helloworld never registered: {status}"),
+            }
+        };
+        let pool =
+            DescriptorPool::decode(service.descriptors.as_slice()).context("registered descriptors")?;
+        let method = pool
+            .get_service_by_name("helloworld.Helloworld")
+            .and_then(|s| s.methods().find(|m| m.name() == "Call"))
+            .context("helloworld.Helloworld/Call in the descriptors")?;
+        Ok(Self { method, direct, proxy })
+    }
+
+    fn request(&self) -> DynamicMessage {
+        let mut deserializer = serde_json::Deserializer::from_str(BODY);
+        DynamicMessage::deserialize(self.method.input(), &mut deserializer)
+            .expect("the bench request is valid")
+    }
+}
+
+/// Latencies of one scenario.
+pub struct Report {
+    micros: Vec<u64>,
+    pub errors: u64,
+    elapsed: Duration,
+}
+
+impl Report {
+    pub fn rps(&self) -> f64 {
+        self.micros.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile(&self, p: f64) -> u64 {
+        if self.micros.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * (self.micros.len() - 1) as f64).round() as usize;
+        self.micros[rank.min(self.micros.len() - 1)]
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  errors {}",
+            self.rps(),
+            self.percentile(50.0),
+            self.percentile(99.0),
+            self.errors
+        )
+    }
+}
+
+/// Runs `concurrency` workers against `target` via `how`: `warmup` unmeasured, then `duration`.
+pub async fn run_load(
+    target: &Target,
+    how: &Via,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Report> {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let stop = measure_from + duration;
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let mut caller = Caller::new(target, how).await?;
+        workers.push(tokio::spawn(async move {
+            let mut micros = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let sent = Instant::now();
+                if sent >= stop {
+                    break;
+                }
+                let ok = caller.call().await;
+                if sent >= measure_from {
+                    if ok {
+                        micros.push(sent.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (micros, errors)
+        }));
+    }
+    let mut report = Report { micros: Vec::new(), errors: 0, elapsed: duration };
+    for worker in workers {
+        let (micros, errors) = worker.await?;
+        report.micros.extend(micros);
+        report.errors += errors;
+    }
+    report.micros.sort_unstable();
+    Ok(report)
+}
+
+/// One worker's connection.
+enum Caller {
+    Grpc { grpc: tonic::client::Grpc<Channel>, method: MethodDescriptor, request: DynamicMessage },
+    Http(HttpClient),
+}
+
+impl Caller {
+    async fn new(target: &Target, how: &Via) -> anyhow::Result<Self> {
+        Ok(match how {
+            Via::Direct | Via::Proxy => {
+                let channel =
+                    if matches!(how, Via::Direct) { target.direct.clone() } else { target.proxy.clone() };
+                Caller::Grpc {
+                    grpc: tonic::client::Grpc::new(channel),
+                    method: target.method.clone(),
+                    request: target.request(),
+                }
+            }
+            Via::Gateway(address) => {
+                Caller::Http(HttpClient::connect(address, "/helloworld/call", BODY).await?)
+            }
+        })
+    }
+
+    async fn call(&mut self) -> bool {
+        match self {
+            Caller::Grpc { grpc, method, request } => {
+                if grpc.ready().await.is_err() {
+                    return false;
+                }
+                let path = PathAndQuery::from_str(PATH).expect("a valid path");
+                let codec = DynamicCodec::new(method.output());
+                grpc.unary(tonic::Request::new(request.clone()), path, codec).await.is_ok()
+            }
+            Caller::Http(client) => client.post().await.is_ok_and(|status| status == 200),
+        }
+    }
+}

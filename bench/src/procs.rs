@@ -1,0 +1,155 @@
+//! The processes under test: release builds of `micro` and `helloworld`, started in a temp
+//! `MICRO_HOME` on ephemeral loopback ports and killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// How long a process gets to say it is listening.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Binaries {
+    pub micro: PathBuf,
+    pub helloworld: PathBuf,
+}
+
+/// Builds both binaries in release mode and returns their paths.
+pub fn build(root: &Path) -> anyhow::Result<Binaries> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args(["build", "--release", "-p", "micro-bin", "-p", "helloworld"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building micro and helloworld failed");
+    }
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release");
+    Ok(Binaries { micro: dir.join("micro"), helloworld: dir.join("helloworld") })
+}
+
+/// A child process and the lines it printed to stderr.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(command: &mut Command) -> anyhow::Result<Self> {
+        let mut child =
+            command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("cannot spawn")?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    fn wait_for(&self, needle: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(_) => {}
+                Err(_) => bail!("no {needle:?} line within {READY_DEADLINE:?}"),
+            }
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace().find_map(|f| f.strip_prefix(key)).map(|v| v.trim_matches('"').to_string())
+}
+
+pub struct Server {
+    proc: Proc,
+    pub grpc: String,
+    pub http: String,
+    pub ready_in: Duration,
+}
+
+impl Server {
+    pub async fn start(micro: &Path, home: &Path) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let proc = Proc::spawn(Command::new(micro).env("MICRO_HOME", home).args([
+            "server",
+            "--proxy-address",
+            "127.0.0.1:0",
+            "--api-address",
+            "127.0.0.1:0",
+        ]))?;
+        let grpc = field(&proc.wait_for("gRPC listening")?, "addr=").context("gRPC address")?;
+        let ready_in = started.elapsed();
+        let http = field(&proc.wait_for("HTTP listening")?, "addr=").context("HTTP address")?;
+        let cli = |args: &[&str]| -> anyhow::Result<()> {
+            let output = Command::new(micro).env("MICRO_HOME", home).args(args).output()?;
+            if !output.status.success() {
+                bail!("micro {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+            }
+            Ok(())
+        };
+        cli(&["env", "add", "bench", &grpc])?;
+        cli(&["env", "set", "bench"])?;
+        cli(&["login", "--username", "admin", "--password", "micro"])?;
+        Ok(Self { proc, grpc, http, ready_in })
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        self.proc.rss_kib()
+    }
+}
+
+pub struct Helloworld {
+    proc: Proc,
+    pub address: String,
+}
+
+impl Helloworld {
+    /// Starts the example against `server`, using the CLI login in `home` to register.
+    pub async fn start(bin: &Path, home: &Path, server: &Server) -> anyhow::Result<Self> {
+        let proc = Proc::spawn(
+            Command::new(bin)
+                .env("MICRO_HOME", home)
+                .env("MICRO_SERVER_ADDRESS", &server.grpc)
+                .env("MICRO_SERVICE_ADDRESS", "127.0.0.1:0"),
+        )?;
+        let line = proc.wait_for("Listening on")?;
+        let address = line
+            .split_whitespace()
+            .skip_while(|word| *word != "on")
+            .nth(1)
+            .map(|addr| addr.trim_matches('"').to_string())
+            .context("the Listening on line names the address")?;
+        Ok(Self { proc, address })
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        self.proc.rss_kib()
+    }
+}

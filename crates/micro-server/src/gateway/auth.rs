@@ -1,0 +1,156 @@
+//! Who is calling and in which namespace (reference §4.5), and whether the namespace's rules
+//! let them reach the endpoint. The same decisions as the :8081 gate ([`crate::gate`]), with
+//! HTTP's extra sources: the `micro-token` cookie and the API domain's subdomains.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use micro_auth::{Auth, Resource, Verdict};
+use micro_core::{Account, DEFAULT_NAMESPACE};
+
+use super::errors::ApiError;
+use super::resolve::Route;
+use crate::gate::NAMESPACE_HEADER;
+
+/// The cookie the web dashboard keeps the access token in.
+pub const TOKEN_COOKIE: &str = "micro-token";
+
+/// The caller of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The namespace the request acts in: the registry domain its service is looked up in.
+    pub namespace: String,
+    pub account: Option<Account>,
+    /// The bearer token, forwarded to the service.
+    pub token: Option<String>,
+}
+
+/// Resolves the caller: the token from `Authorization: Bearer` or the `micro-token` cookie;
+/// the namespace from `Micro-Namespace`, else the subdomain of `api_domain` the request was
+/// sent to, else the token's issuer, else `micro`. A token issued by a namespace other than
+/// `micro` may act only in its own namespace.
+pub fn identify(auth: &Auth, headers: &HeaderMap, api_domain: Option<&str>) -> Result<Caller, ApiError> {
+    let unauthorized = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, detail);
+    let token = match headers.get(header::AUTHORIZATION) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(|token| token.trim().to_string())
+                .ok_or_else(|| unauthorized("invalid authorization header. expected Bearer schema"))?,
+        ),
+        None => cookie(headers, TOKEN_COOKIE),
+    };
+    let account = match &token {
+        Some(token) => Some(
+            auth.inspect(token)
+                .map_err(|_| unauthorized("the access token is invalid or has expired: log in again"))?,
+        ),
+        None => None,
+    };
+    let namespace = match headers.get(NAMESPACE_HEADER) {
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("the Micro-Namespace header must be ASCII"))?;
+            micro_core::validate_namespace(value).map_err(|err| ApiError::bad_request(err.to_string()))?;
+            value.to_string()
+        }
+        None => {
+            let host = headers.get(header::HOST).and_then(|host| host.to_str().ok());
+            let from_host = host.zip(api_domain).and_then(|(host, domain)| namespace_from_host(host, domain));
+            from_host
+                .or_else(|| account.as_ref().map(|account| account.issuer.clone()))
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+        }
+    };
+    if let Some(account) = &account
+        && account.issuer != DEFAULT_NAMESPACE
+        && account.issuer != namespace
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the token was issued by namespace {} and cannot act in {namespace}", account.issuer),
+        ));
+    }
+    Ok(Caller { namespace, account, token })
+}
+
+/// The rule check: an account is judged by its own namespace's rules, an anonymous caller by
+/// the rules of the namespace it names (as on :8081).
+pub async fn authorize(auth: &Auth, caller: &Caller, route: &Route) -> Result<(), ApiError> {
+    let endpoint = route.endpoint();
+    let resource = Resource::new("service", route.service.clone(), endpoint.clone());
+    let rules = caller.account.as_ref().map_or(caller.namespace.as_str(), |account| account.issuer.as_str());
+    match auth.verify(rules, caller.account.as_ref(), &resource).await {
+        Verdict::Allowed => Ok(()),
+        Verdict::Unauthorized => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("Unauthorized call made to {}:{endpoint}", route.service),
+        )),
+        Verdict::Forbidden => {
+            let id = caller.account.as_ref().map_or("", |account| account.id.as_str());
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("Forbidden call made to {}:{endpoint} by {id}", route.service),
+            ))
+        }
+    }
+}
+
+/// `foo.example.com` under `example.com` → `foo`; deeper subdomains are joined in reverse with
+/// `-` (`bar.foo.example.com` → `foo-bar`), as the original's subdomain resolver did. Hosts
+/// outside the domain, the domain itself and names that are no valid namespace give `None`.
+pub fn namespace_from_host(host: &str, api_domain: &str) -> Option<String> {
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let domain = api_domain.trim_matches('.').to_ascii_lowercase();
+    if domain.is_empty() {
+        return None;
+    }
+    let subdomain = host.strip_suffix(&domain)?.strip_suffix('.')?;
+    let namespace = subdomain.rsplit('.').collect::<Vec<_>>().join("-");
+    micro_core::validate_namespace(&namespace).ok()?;
+    Some(namespace)
+}
+
+/// The value of cookie `name`, if the request carries it.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"').to_string())
+        .filter(|value| !value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_under_the_api_domain_name_namespaces() {
+        assert_eq!(namespace_from_host("foo.example.com", "example.com").as_deref(), Some("foo"));
+        assert_eq!(namespace_from_host("foo.example.com:8080", "example.com").as_deref(), Some("foo"));
+        assert_eq!(namespace_from_host("Foo.Example.com.", ".example.com").as_deref(), Some("foo"));
+        assert_eq!(namespace_from_host("bar.foo.example.com", "example.com").as_deref(), Some("foo-bar"));
+        assert_eq!(namespace_from_host("example.com", "example.com"), None);
+        assert_eq!(namespace_from_host("fooexample.com", "example.com"), None);
+        assert_eq!(namespace_from_host("foo.other.com", "example.com"), None);
+        assert_eq!(namespace_from_host("_x.example.com", "example.com"), None, "not a valid namespace");
+        assert_eq!(namespace_from_host("foo.example.com", ""), None);
+    }
+
+    #[test]
+    fn the_token_cookie_is_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=b; micro-token=tok; c=d".parse().unwrap());
+        assert_eq!(cookie(&headers, TOKEN_COOKIE).as_deref(), Some("tok"));
+        assert_eq!(cookie(&headers, "nope"), None);
+    }
+}

@@ -1,0 +1,305 @@
+//! Reaching a service: its descriptors and nodes from the registry, a node chosen round robin,
+//! a cached lazily-connecting channel per node address, and HTTP headers turned into gRPC
+//! metadata (reference §3.1).
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::net::SocketAddr;
+use std::str::FromStr as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use micro_proto::registry::Service;
+use micro_registry::Registry;
+use prost_reflect::{DescriptorPool, MethodDescriptor};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
+
+use super::auth::Caller;
+use super::errors::ApiError;
+use super::resolve::{Route, find_method, grpc_path};
+use crate::gate::NAMESPACE_HEADER;
+
+/// Most node channels kept open; past it the cache starts over (connections are cheap to redo).
+const MAX_CHANNELS: usize = 256;
+/// Most decoded descriptor sets kept.
+const MAX_POOLS: usize = 64;
+/// How long connecting to a node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// HTTP headers that are not forwarded as metadata: hop-by-hop headers, those gRPC itself sets,
+/// and those the gateway sets from what it resolved.
+const SKIPPED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "accept-encoding",
+    "authorization",
+    NAMESPACE_HEADER,
+];
+
+/// A method of a service, resolved to a node to send it to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The service name, the `Id` of its errors.
+    pub service: String,
+    pub method: MethodDescriptor,
+    pub path: PathAndQuery,
+    pub channel: Channel,
+}
+
+/// Registry lookups, node choice and connections, shared by every request.
+pub struct Connector {
+    registry: Arc<Registry>,
+    /// Where the core services listed by the registry without nodes are served (:8081).
+    core_address: Option<SocketAddr>,
+    channels: Mutex<HashMap<String, Channel>>,
+    counters: Mutex<HashMap<(String, String), usize>>,
+    pools: Mutex<HashMap<u64, DescriptorPool>>,
+}
+
+impl Connector {
+    pub fn new(registry: Arc<Registry>, core_address: Option<SocketAddr>) -> Self {
+        Self {
+            registry,
+            core_address,
+            channels: Mutex::new(HashMap::new()),
+            counters: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Finds `route` in `namespace`: the service's registered versions whose descriptors hold
+    /// the endpoint, and one of their nodes, round robin per service.
+    pub fn target(&self, namespace: &str, route: &Route) -> Result<Target, ApiError> {
+        let versions = self.registry.get(namespace, &route.service);
+        if versions.is_empty() {
+            return Err(ApiError::not_found(format!("service {} not found", route.service)));
+        }
+        let mut described = false;
+        let mut candidates: Vec<(MethodDescriptor, String)> = Vec::new();
+        for version in &versions {
+            if version.descriptors.is_empty() {
+                continue;
+            }
+            described = true;
+            let pool = self.pool(&version.descriptors).map_err(|err| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("service {} registered invalid descriptors: {err}", route.service),
+                )
+            })?;
+            if let Some(method) = find_method(&pool, route) {
+                for address in self.addresses(version) {
+                    candidates.push((method.clone(), address));
+                }
+            }
+        }
+        if !described {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "service {} registered no protobuf descriptors, so the gateway cannot encode its requests",
+                    route.service
+                ),
+            ));
+        }
+        if candidates.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "endpoint {} not found on service {}",
+                route.endpoint(),
+                route.service
+            )));
+        }
+        let index = {
+            let mut counters = self.counters.lock().expect("counter lock poisoned");
+            let counter = counters.entry((namespace.to_string(), route.service.clone())).or_insert(0);
+            *counter = counter.wrapping_add(1);
+            *counter % candidates.len()
+        };
+        let (method, address) = candidates.swap_remove(index);
+        let path = PathAndQuery::from_str(&grpc_path(&method)).map_err(|_| {
+            ApiError::bad_request(format!("endpoint {} has no valid gRPC path", route.endpoint()))
+        })?;
+        let channel = self.channel(&address).map_err(|err| ApiError {
+            id: route.service.clone(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            detail: err,
+        })?;
+        Ok(Target { service: route.service.clone(), method, path, channel })
+    }
+
+    /// Node addresses of one registered version; core services are served on :8081.
+    fn addresses(&self, service: &Service) -> Vec<String> {
+        if service.nodes.is_empty() && service.metadata.get("core").is_some_and(|core| core == "true") {
+            return self.core_address.map(|address| vec![address.to_string()]).unwrap_or_default();
+        }
+        service
+            .nodes
+            .iter()
+            .map(|node| {
+                let has_port =
+                    node.address.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+                if has_port || node.port <= 0 {
+                    node.address.clone()
+                } else {
+                    format!("{}:{}", node.address, node.port)
+                }
+            })
+            .collect()
+    }
+
+    fn pool(&self, descriptors: &[u8]) -> Result<DescriptorPool, String> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        descriptors.hash(&mut hasher);
+        let key = hasher.finish();
+        if let Some(pool) = self.pools.lock().expect("pool lock poisoned").get(&key) {
+            return Ok(pool.clone());
+        }
+        let pool = DescriptorPool::decode(descriptors).map_err(|err| err.to_string())?;
+        let mut pools = self.pools.lock().expect("pool lock poisoned");
+        if pools.len() >= MAX_POOLS {
+            pools.clear();
+        }
+        pools.insert(key, pool.clone());
+        Ok(pool)
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().expect("channel lock poisoned");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|_| format!("the registered node address {address:?} is not HOST:PORT"))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint.connect_lazy();
+        if channels.len() >= MAX_CHANNELS {
+            channels.clear();
+        }
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// The request's HTTP headers as gRPC metadata, plus what the gateway resolved: the caller's
+/// token (also when it came in a cookie), the namespace, the original host and method.
+pub fn metadata(headers: &HeaderMap, method: &Method, caller: &Caller) -> MetadataMap {
+    let mut forwarded = HeaderMap::new();
+    for (name, value) in headers {
+        let name_str = name.as_str();
+        if SKIPPED_HEADERS.contains(&name_str)
+            || name_str.starts_with("grpc-")
+            || name_str.starts_with("sec-websocket-")
+            || name_str.ends_with("-bin")
+        {
+            continue;
+        }
+        // gRPC metadata is printable ASCII; HTTP tolerates more.
+        if value.as_bytes().iter().all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) {
+            forwarded.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(value) =
+        caller.token.as_ref().and_then(|token| HeaderValue::from_str(&format!("Bearer {token}")).ok())
+    {
+        forwarded.insert(header::AUTHORIZATION, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&caller.namespace) {
+        forwarded.insert(HeaderName::from_static(NAMESPACE_HEADER), value);
+    }
+    if let Some(host) = headers.get(header::HOST) {
+        forwarded.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    if let Ok(value) = HeaderValue::from_str(method.as_str()) {
+        forwarded.insert(HeaderName::from_static("method"), value);
+    }
+    MetadataMap::from_headers(forwarded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_become_metadata_without_hop_by_hop_ones() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-trace", "abc"),
+            ("connection", "keep-alive"),
+            ("te", "gzip"),
+            ("content-type", "application/json"),
+            ("grpc-timeout", "1S"),
+            ("authorization", "Bearer from-header"),
+            ("micro-namespace", "spoofed"),
+            ("host", "api.local:8080"),
+            ("x-data-bin", "AAA="),
+        ] {
+            headers.append(name, value.parse().unwrap());
+        }
+        headers.append("x-odd", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let caller = Caller { namespace: "foo".into(), account: None, token: Some("tok".into()) };
+        let metadata = metadata(&headers, &Method::POST, &caller).into_headers();
+        assert_eq!(metadata["x-trace"], "abc");
+        assert_eq!(metadata["authorization"], "Bearer tok");
+        assert_eq!(metadata["micro-namespace"], "foo");
+        assert_eq!(metadata["x-forwarded-host"], "api.local:8080");
+        assert_eq!(metadata["method"], "POST");
+        for skipped in ["connection", "te", "content-type", "grpc-timeout", "host", "x-data-bin", "x-odd"] {
+            assert!(!metadata.contains_key(skipped), "{skipped}");
+        }
+    }
+
+    #[tokio::test]
+    async fn nodes_are_chosen_round_robin_and_core_services_go_to_the_core_address() {
+        let registry = Arc::new(Registry::new(crate::registry::builtins()));
+        let node = |id: &str, address: &str| micro_proto::registry::Node {
+            id: id.into(),
+            address: address.into(),
+            ..Default::default()
+        };
+        let service = Service {
+            name: "teststore".into(),
+            version: "1".into(),
+            nodes: vec![node("a", "127.0.0.1:1"), node("b", "127.0.0.1:2")],
+            descriptors: micro_proto::FILE_DESCRIPTOR_SET.to_vec(),
+            ..Default::default()
+        };
+        registry.register("micro", service, Duration::from_secs(60)).unwrap();
+        let core: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        let connector = Connector::new(registry, Some(core));
+        let route = |path: &str| super::super::resolve::resolve(path).unwrap();
+
+        let first = connector.target("micro", &route("/teststore/blob-store/read")).unwrap();
+        assert_eq!(first.path.as_str(), "/store.BlobStore/Read");
+        connector.target("micro", &route("/teststore/blob-store/read")).unwrap();
+        let channels = connector.channels.lock().unwrap().len();
+        assert_eq!(channels, 2, "two calls reached both nodes");
+
+        let core_target = connector.target("micro", &route("/store/read")).unwrap();
+        assert_eq!(core_target.path.as_str(), "/store.Store/Read");
+        assert!(connector.channels.lock().unwrap().contains_key("127.0.0.1:8081"));
+
+        let missing = connector.target("micro", &route("/nope")).unwrap_err();
+        assert_eq!(
+            (missing.status, missing.detail.as_str()),
+            (StatusCode::NOT_FOUND, "service nope not found")
+        );
+        let other_namespace = connector.target("foo", &route("/teststore/blob-store/read")).unwrap_err();
+        assert_eq!(other_namespace.status, StatusCode::NOT_FOUND, "services live in their namespace");
+        let no_method = connector.target("micro", &route("/teststore/blob-store/nope")).unwrap_err();
+        assert_eq!(no_method.detail, "endpoint BlobStore.Nope not found on service teststore");
+    }
+}

@@ -1,0 +1,173 @@
+//! The gateway's one error type and its one mapping to HTTP: the original's JSON error
+//! `{"Id","Code","Detail","Status"}` with the HTTP status equal to `Code` (reference §4.4).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tonic::{Code, Status};
+
+/// The `Id` of errors the gateway itself raises.
+pub const GATEWAY_ID: &str = "go.micro.api";
+
+/// A failed request, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Where the error comes from: a service name or [`GATEWAY_ID`].
+    pub id: String,
+    pub status: StatusCode,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self { id: GATEWAY_ID.to_string(), status, detail: detail.into() }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    /// A failed call to `service`, mapped from its gRPC status. A service that answers with a
+    /// micro error JSON (`{"id","code","detail","status"}`) as the status message keeps its
+    /// own id, code and detail, as the original's clients did.
+    pub fn from_status(service: &str, status: &Status) -> Self {
+        if let Some(micro) = MicroError::parse(status.message()) {
+            return micro;
+        }
+        let code = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
+            // tonic's own deadline surfaces as CANCELLED "Timeout expired".
+            Code::Cancelled if status.message() == "Timeout expired" => StatusCode::REQUEST_TIMEOUT,
+            Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let detail = match status.code() {
+            // A bare UNIMPLEMENTED is tonic's answer to a path the server does not serve.
+            Code::Unimplemented if status.message().is_empty() => {
+                format!("{service} does not serve this endpoint")
+            }
+            Code::Unavailable => format!("{service} is unavailable: {}", status.message()),
+            _ => status.message().to_string(),
+        };
+        Self { id: service.to_string(), status: code, detail }
+    }
+
+    /// The JSON body, as the original printed it: capitalised Go field names, in Go's order.
+    pub fn body(&self) -> String {
+        let body = Body {
+            id: &self.id,
+            code: self.status.as_u16(),
+            detail: &self.detail,
+            status: self.status.canonical_reason().unwrap_or(""),
+        };
+        serde_json::to_string(&body).expect("a struct of strings and a number serialises")
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.id, self.detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Body<'a> {
+    id: &'a str,
+    code: u16,
+    detail: &'a str,
+    status: &'a str,
+}
+
+/// The error JSON of Go micro services (`errors.Error`), lowercase keys.
+#[derive(Deserialize)]
+struct MicroError {
+    #[serde(default)]
+    id: String,
+    code: u16,
+    #[serde(default)]
+    detail: String,
+}
+
+impl MicroError {
+    fn parse(message: &str) -> Option<ApiError> {
+        if !message.starts_with('{') {
+            return None;
+        }
+        let error: MicroError = serde_json::from_str(message).ok()?;
+        let status =
+            StatusCode::from_u16(error.code).ok().filter(|s| s.is_client_error() || s.is_server_error())?;
+        Some(ApiError { id: error.id, status, detail: error.detail })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_statuses_map_to_http_statuses() {
+        let table = [
+            (Code::NotFound, 404),
+            (Code::InvalidArgument, 400),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::DeadlineExceeded, 408),
+            (Code::AlreadyExists, 409),
+            (Code::Unimplemented, 501),
+            (Code::Unavailable, 503),
+            (Code::Internal, 500),
+            (Code::Unknown, 500),
+            (Code::DataLoss, 500),
+        ];
+        for (code, http) in table {
+            let error = ApiError::from_status("store", &Status::new(code, "why"));
+            assert_eq!(error.status.as_u16(), http, "{code:?}");
+            assert_eq!(error.id, "store");
+        }
+        let timeout = ApiError::from_status("x", &Status::cancelled("Timeout expired"));
+        assert_eq!(timeout.status, StatusCode::REQUEST_TIMEOUT);
+        let unrouted = ApiError::from_status("x", &Status::unimplemented(""));
+        assert_eq!(unrouted.detail, "x does not serve this endpoint");
+
+        let micro = r#"{"id":"helloworld","code":401,"detail":"Unauthorized call","status":"Unauthorized"}"#;
+        let error = ApiError::from_status("helloworld", &Status::internal(micro));
+        assert_eq!(
+            (error.id.as_str(), error.status.as_u16(), error.detail.as_str()),
+            ("helloworld", 401, "Unauthorized call")
+        );
+        let not_micro = ApiError::from_status("x", &Status::internal("{not json"));
+        assert_eq!((not_micro.status.as_u16(), not_micro.detail.as_str()), (500, "{not json"));
+    }
+
+    #[tokio::test]
+    async fn errors_render_as_the_original_json_with_matching_status() {
+        let response = ApiError::not_found("service foo not found").into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"Id":"go.micro.api","Code":404,"Detail":"service foo not found","Status":"Not Found"}"#
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! The HTTP API gateway on :8080 (reference §4, DESIGN §5): `/{service}/{method}` → a gRPC call
+//! to a node of that service, JSON ↔ protobuf through the descriptors the service registered.
+//!
+//! One request goes: [`resolve`] the path to a service and endpoint → [`auth`] identifies the
+//! caller and checks the namespace's rules → [`call`] finds the service in the registry (in the
+//! caller's namespace), the method in its descriptors and a node → [`body`] builds the request
+//! message from query and body → a unary call answered as JSON, or a server stream written as
+//! one JSON object per line (chunked), or over a websocket ([`ws`]). Every failure is an
+//! [`ApiError`] ([`errors`]), the original's JSON error with a matching status. CORS is added
+//! around everything by [`cors`].
+
+pub mod auth;
+pub mod body;
+pub mod call;
+pub mod cors;
+pub mod errors;
+pub mod resolve;
+pub mod ws;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts as _, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+use micro_auth::Auth;
+use micro_proto::dynamic::DynamicCodec;
+use micro_registry::Registry;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MethodDescriptor};
+use tracing::{Instrument as _, debug, info_span, warn};
+
+pub use errors::ApiError;
+
+use self::call::{Connector, Target};
+use self::resolve::Route;
+
+/// Largest request body accepted by default; bigger ones get a 413.
+pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// How long a unary call may take by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How much longer than the deadline the gateway waits before giving up on a unary call itself.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(500);
+
+/// Content types whose bodies are the request message in protobuf encoding.
+const PROTO_CONTENT_TYPES: &[&str] =
+    &["application/protobuf", "application/x-protobuf", "application/proto", "application/octet-stream"];
+
+/// How the gateway is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the core services (listed in the registry without nodes) are served: the :8081
+    /// listener of this server.
+    pub core_address: Option<SocketAddr>,
+    /// With `example.com`, requests to `foo.example.com` act in namespace `foo`.
+    pub api_domain: Option<String>,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// Deadline of unary calls.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            core_address: None,
+            api_domain: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// The gateway: shared state of every HTTP request. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    auth: Arc<Auth>,
+    connector: Connector,
+    options: Options,
+}
+
+impl Gateway {
+    pub fn new(registry: Arc<Registry>, auth: Arc<Auth>, options: Options) -> Self {
+        let connector = Connector::new(registry, options.core_address);
+        Self { inner: Arc::new(Inner { auth, connector, options }) }
+    }
+}
+
+/// How a request wants its answer.
+enum Mode {
+    Http,
+    WebSocket(WebSocketUpgrade),
+}
+
+/// The handler of every path but the fixed routes.
+pub async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
+    let route = resolve::resolve(request.uri().path());
+    let span = info_span!(
+        "api",
+        method = %request.method(),
+        path = %request.uri().path(),
+        service = route.as_ref().map_or("", |route| route.service.as_str()),
+        endpoint = route.as_ref().map(Route::endpoint).unwrap_or_default(),
+        namespace = tracing::field::Empty,
+    );
+    async move {
+        match gateway.serve(route, request).await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status.is_server_error() {
+                    warn!(status = error.status.as_u16(), detail = %error.detail, "request failed");
+                } else {
+                    debug!(status = error.status.as_u16(), detail = %error.detail, "request refused");
+                }
+                error.into_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+impl Gateway {
+    async fn serve(&self, route: Option<Route>, request: Request) -> Result<Response, ApiError> {
+        let options = &self.inner.options;
+        let route = route.ok_or_else(|| ApiError::not_found("the path names no service"))?;
+        let (mut parts, body) = request.into_parts();
+        let caller = auth::identify(&self.inner.auth, &parts.headers, options.api_domain.as_deref())?;
+        tracing::Span::current().record("namespace", caller.namespace.as_str());
+        auth::authorize(&self.inner.auth, &caller, &route).await?;
+        let target = self.inner.connector.target(&caller.namespace, &route)?;
+        let method = target.method.clone();
+
+        let mode = if is_websocket(&parts) {
+            let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+            Mode::WebSocket(upgrade)
+        } else {
+            Mode::Http
+        };
+
+        let query = parts.uri.query().unwrap_or("");
+        let query_fields = body::query_fields(&method.input(), query).map_err(ApiError::bad_request)?;
+        let metadata = call::metadata(&parts.headers, &parts.method, &caller);
+
+        if let Mode::WebSocket(upgrade) = mode {
+            let initial = if query_fields.is_empty() { None } else { Some(query_fields) };
+            let session = ws::Session { target, metadata, initial };
+            return Ok(upgrade.on_upgrade(move |socket| session.run(socket)));
+        }
+
+        if method.is_client_streaming() {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("{} is a client-streaming endpoint: call it over a websocket", route.endpoint()),
+            ));
+        }
+
+        let bytes = read_body(body, options.body_limit, &parts).await?;
+        let content_type = content_type(&parts);
+        let proto = PROTO_CONTENT_TYPES.contains(&content_type.as_str()) && !method.is_server_streaming();
+        let message = if proto {
+            DynamicMessage::decode(method.input(), bytes.as_ref())
+                .map_err(|err| ApiError::bad_request(format!("invalid protobuf body: {err}")))?
+        } else {
+            request_message(&method, query_fields, &bytes, &parts)?
+        };
+        let mut request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), message);
+
+        if method.is_server_streaming() {
+            return stream(target, request).await;
+        }
+        // Sent as `grpc-timeout` for the service to honour; enforced here as well, with a little
+        // slack so that a service's own deadline error wins when it has one.
+        request.set_timeout(options.timeout);
+        let response = tokio::time::timeout(options.timeout + TIMEOUT_SLACK, unary(&target, request))
+            .await
+            .map_err(|_| ApiError {
+                id: target.service.clone(),
+                status: StatusCode::REQUEST_TIMEOUT,
+                detail: format!("{} did not answer within {:?}", target.service, options.timeout),
+            })??;
+        if proto {
+            let mut response = Response::new(Body::from(response.encode_to_vec()));
+            let value = HeaderValue::from_str(&content_type).expect("one of PROTO_CONTENT_TYPES, all valid");
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+            return Ok(response);
+        }
+        Ok(json_response(body::to_json(&response)))
+    }
+}
+
+fn is_websocket(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+}
+
+/// The request's media type, lowercase, without parameters.
+fn content_type(parts: &Parts) -> String {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Reads the body, refusing more than `limit` bytes with a 413.
+async fn read_body(body: Body, limit: usize, parts: &Parts) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes"))
+    };
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let err = err.into_inner();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+        while let Some(error) = source {
+            if error.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = error.source();
+        }
+        ApiError::bad_request(format!("cannot read the request body: {err}"))
+    })
+}
+
+/// The request message: query fields, with a JSON or form body merged over them.
+fn request_message(
+    method: &MethodDescriptor,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+    bytes: &[u8],
+    parts: &Parts,
+) -> Result<DynamicMessage, ApiError> {
+    let input = method.input();
+    if !bytes.iter().all(u8::is_ascii_whitespace) && parts.method != Method::GET {
+        // `curl -d '{...}'` sends JSON labelled as a form: a body that opens an object is JSON.
+        let json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        let patch = if !json && content_type(parts) == "application/x-www-form-urlencoded" {
+            let form = std::str::from_utf8(bytes)
+                .map_err(|_| ApiError::bad_request("the form body is not UTF-8"))?;
+            body::query_fields(&input, form).map_err(ApiError::bad_request)?
+        } else {
+            body::json_object(bytes).map_err(ApiError::bad_request)?
+        };
+        body::merge(&input, &mut fields, patch);
+    }
+    body::to_message(&input, fields).map_err(ApiError::bad_request)
+}
+
+async fn unary(target: &Target, request: tonic::Request<DynamicMessage>) -> Result<DynamicMessage, ApiError> {
+    let mut grpc = tonic::client::Grpc::new(target.channel.clone());
+    grpc.ready().await.map_err(|err| unavailable(target, &err))?;
+    let codec = DynamicCodec::new(target.method.output());
+    grpc.unary(request, target.path.clone(), codec)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| ApiError::from_status(&target.service, &status))
+}
+
+/// A server stream over chunked HTTP: one JSON object per line. A failure before the first
+/// message is an ordinary error response; one after it ends the body with the error JSON line.
+async fn stream(target: Target, request: tonic::Request<DynamicMessage>) -> Result<Response, ApiError> {
+    let mut grpc = tonic::client::Grpc::new(target.channel.clone());
+    grpc.ready().await.map_err(|err| unavailable(&target, &err))?;
+    let codec = DynamicCodec::new(target.method.output());
+    let responses = grpc
+        .server_streaming(request, target.path.clone(), codec)
+        .await
+        .map_err(|status| ApiError::from_status(&target.service, &status))?
+        .into_inner();
+    let service = target.service.clone();
+    let lines = responses.scan(false, move |failed, item| {
+        if *failed {
+            return futures::future::ready(None);
+        }
+        let line = match item {
+            Ok(message) => body::to_json(&message),
+            Err(status) => {
+                *failed = true;
+                ApiError::from_status(&service, &status).body().into_bytes()
+            }
+        };
+        let mut line = line;
+        line.push(b'\n');
+        futures::future::ready(Some(Ok::<_, std::convert::Infallible>(Bytes::from(line))))
+    });
+    Ok(json_response_body(Body::from_stream(lines)))
+}
+
+fn unavailable(target: &Target, err: &dyn std::fmt::Display) -> ApiError {
+    ApiError {
+        id: target.service.clone(),
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        detail: format!("{} is unavailable: {err}", target.service),
+    }
+}
+
+fn json_response(bytes: Vec<u8>) -> Response {
+    json_response_body(Body::from(bytes))
+}
+
+fn json_response_body(body: Body) -> Response {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

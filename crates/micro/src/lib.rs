@@ -1,0 +1,135 @@
+//! The micro service framework: write gRPC handlers, get a service that registers itself with
+//! the platform, verifies its callers, and reaches the store, config and other services without
+//! wiring.
+//!
+//! ```text
+//! helloworld/
+//!   Cargo.toml     [dependencies] micro, tokio   [build-dependencies] micro (feature "build")
+//!   build.rs       fn main() { micro::build::compile("proto/helloworld.proto").unwrap(); }
+//!   proto/helloworld.proto
+//!   src/main.rs    below
+//!   src/handler.rs impl helloworld_server::Helloworld for Helloworld { ... }
+//! ```
+//!
+//! ```ignore
+//! mod handler;
+//! micro::include_proto!("helloworld");
+//!
+//! #[tokio::main]
+//! async fn main() -> micro::Result<()> {
+//!     micro::Service::new("helloworld")
+//!         .handle(helloworld_server::HelloworldServer::new(handler::Helloworld))
+//!         .run()
+//!         .await
+//! }
+//! ```
+//!
+//! # Environment
+//!
+//! | variable | default | |
+//! |---|---|---|
+//! | `MICRO_SERVICE_NAME` | the name given to [`Service::new`] | overrides it |
+//! | `MICRO_SERVICE_VERSION` | `latest` | |
+//! | `MICRO_SERVICE_ADDRESS` | `127.0.0.1:0` | where to listen; a wildcard IP is advertised as loopback |
+//! | `MICRO_SERVER_ADDRESS`, else `MICRO_PROXY` | the CLI environment's, else `127.0.0.1:8081` | the micro server |
+//! | `MICRO_NAMESPACE` | the CLI environment's, else `micro` | registry domain, store database, config document |
+//! | `MICRO_AUTH_ID`, `MICRO_AUTH_SECRET` | — | the service's account (`micro run` injects them) |
+//! | `MICRO_REGISTER_TTL` | `90s` | how long the registry keeps a silent node |
+//! | `MICRO_REGISTER_INTERVAL` | `30s` | how often the service re-registers |
+//! | `MICRO_ENV` | the CLI's selected environment | whose `micro login` a hand-started service borrows |
+//! | `RUST_LOG` | `info` | log filter (logs go to stderr) |
+//!
+//! Without `MICRO_AUTH_ID`/`MICRO_AUTH_SECRET`, a service started by hand uses the developer's
+//! `micro login` (from `MICRO_HOME`) to create an account of its own for as long as it runs;
+//! with neither it runs anonymously and says registration needs one of them.
+//!
+//! # Layout
+//!
+//! - [`Service`]: handlers, listening, registration and heartbeat, graceful shutdown.
+//! - [`auth`]: the caller's [`Account`](auth::Account) (tokens verified locally, rules applied).
+//! - [`client`]: [`channel`](client::channel)`("name")` for calling other services, round robin.
+//! - [`store`], [`config`]: the platform's store and config, scoped to the service's namespace.
+//! - [`build`] (feature `build`): code generation for `build.rs`; [`include_proto!`] includes it.
+//!
+//! Events and the broker join as `micro::events` and `micro::broker` beside `store`, over the
+//! same shared connection.
+
+mod env;
+mod error;
+mod login;
+mod platform;
+mod registry;
+mod service;
+mod session;
+
+pub mod auth;
+#[cfg(feature = "build")]
+pub mod build;
+pub mod client;
+pub mod config;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use service::Service;
+/// Re-exported for `#[tokio::main]` and the channels and streams handlers use.
+pub use tokio;
+/// Re-exported for server-streaming handlers (`ReceiverStream`, `StreamExt`).
+pub use tokio_stream;
+/// Re-exported for handlers: `tonic::Request`, `tonic::Response`, `tonic::Status`, streaming.
+pub use tonic;
+/// Re-exported for logging from handlers: `micro::tracing::info!(%name, "Received call")`.
+/// [`Service::run`] sends it to stderr, filtered by `RUST_LOG` (default `info`).
+pub use tracing;
+
+/// What the code [`build`] generates refers to. Not for use by hand.
+#[doc(hidden)]
+pub mod codegen {
+    pub use {prost, prost_types, tonic, tonic_prost};
+
+    /// A generated server that knows the descriptors of its protobuf package.
+    pub trait Described {
+        /// The encoded `google.protobuf.FileDescriptorSet` of the server's package and imports.
+        const FILE_DESCRIPTOR_SET: &'static [u8];
+    }
+}
+
+/// Includes the code [`build::compile`](crate::build) generated for protobuf package `$package`:
+/// its messages, `<service>_client` and `<service>_server` modules, and `FILE_DESCRIPTOR_SET`.
+///
+/// ```ignore
+/// micro::include_proto!("helloworld");
+/// // helloworld_server::HelloworldServer, helloworld_client::HelloworldClient, Request, ...
+/// ```
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
+
+/// A random (version 4) UUID, `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`.
+pub(crate) fn uuid() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness is vanishingly rare; ids then only need to differ per process and time.
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        bytes = (nanos ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uuids_are_v4_and_differ() {
+        let (a, b) = (super::uuid(), super::uuid());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+    }
+}

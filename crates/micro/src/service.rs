@@ -1,0 +1,359 @@
+//! [`Service`]: serve gRPC handlers, register with the platform, heartbeat, and leave cleanly.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use micro_proto::registry::registry_client::RegistryClient;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+
+use crate::auth::{GateLayer, Guard};
+use crate::codegen::Described;
+use crate::env::{self, Env};
+use crate::platform::Platform;
+use crate::registry::{Handler, Registration};
+use crate::{Error, Result};
+
+/// How long leaving (deregistering, deleting a borrowed account) may take on shutdown.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long in-flight calls get to finish on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest wait between failed registrations.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A micro service: gRPC handlers plus everything that makes them reachable on the platform.
+///
+/// ```no_run
+/// # mod helloworld_server {
+/// #     #[derive(Clone)] pub struct HelloworldServer<T>(T);
+/// #     impl<T> HelloworldServer<T> { pub fn new(t: T) -> Self { Self(t) } }
+/// # }
+/// # struct Helloworld;
+/// // src/main.rs, after `micro::include_proto!("helloworld");`
+/// #[tokio::main]
+/// async fn main() -> micro::Result<()> {
+/// # /*
+///     micro::Service::new("helloworld")
+///         .handle(helloworld_server::HelloworldServer::new(handler::Helloworld))
+///         .run()
+///         .await
+/// # */ Ok(())
+/// }
+/// ```
+///
+/// [`run`](Service::run) reads the `MICRO_*` environment (see the crate docs), listens, logs
+/// `Listening on <addr>`, registers every handler's endpoints and descriptors, re-registers
+/// every `MICRO_REGISTER_INTERVAL`, and on SIGINT/SIGTERM deregisters before returning `Ok`.
+pub struct Service {
+    name: String,
+    version: Option<String>,
+    address: Option<String>,
+    routes: RoutesBuilder,
+    handlers: Vec<Handler>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("handlers", &self.handlers.iter().map(|h| h.name).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service called `name` (`MICRO_SERVICE_NAME` overrides it).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            version: None,
+            address: None,
+            routes: RoutesBuilder::default(),
+            handlers: Vec::new(),
+        }
+    }
+
+    /// The version to register, instead of `latest` (`MICRO_SERVICE_VERSION` overrides it).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// The address to listen on, instead of `127.0.0.1:0` (`MICRO_SERVICE_ADDRESS` overrides it).
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// Serves a generated tonic server (`XServer::new(handler)`). Its rpcs are registered as
+    /// endpoints `X.Method`, with the descriptors `micro::build` generated for it.
+    pub fn handle<S>(mut self, server: S) -> Self
+    where
+        S: Described
+            + NamedService
+            + tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.handlers.push(Handler { name: S::NAME, descriptors: S::FILE_DESCRIPTOR_SET });
+        self.routes.add_service(server);
+        self
+    }
+
+    /// Runs until SIGINT or SIGTERM: listens on the configured address and serves.
+    pub async fn run(self) -> Result<()> {
+        init_tracing();
+        let env = Env::from_process()?;
+        let address = env_or(&env.address, env::DEFAULT_SERVICE_ADDRESS, self.address.as_deref());
+        let listener = TcpListener::bind(&address).await.map_err(|source| Error::Bind { address, source })?;
+        self.serve(listener, micro_core::shutdown::signal()).await
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then deregisters and drains.
+    /// [`run`](Service::run) is this with the configured address and the process's signals;
+    /// tests bind `127.0.0.1:0` themselves.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        init_tracing();
+        let platform = Platform::global()?;
+        let env = &platform.env;
+        let name = env.name.clone().unwrap_or_else(|| self.name.clone());
+        env::validate_name(&name)?;
+        let version = env_or(&env.version, env::DEFAULT_VERSION, self.version.as_deref());
+        let _ = platform.service.set(name.clone());
+
+        let local =
+            listener.local_addr().map_err(|source| Error::Bind { address: "listener".into(), source })?;
+        let advertised = advertised(local);
+        tracing::info!(service = %name, %version, address = %local, "Listening on {local}");
+
+        let names: Vec<&'static str> = self.handlers.iter().map(|handler| handler.name).collect();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in &names {
+            health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+        }
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        let mut seen: Vec<&[u8]> = Vec::new();
+        for handler in &self.handlers {
+            if !seen.contains(&handler.descriptors) {
+                seen.push(handler.descriptors);
+                reflection = reflection.register_encoded_file_descriptor_set(handler.descriptors);
+            }
+        }
+        let mut routes = self.routes;
+        routes.add_service(health_service);
+        match reflection.build_v1() {
+            Ok(reflection) => {
+                routes.add_service(reflection);
+            }
+            Err(err) => {
+                tracing::warn!(cause = %err, "gRPC reflection is off: the descriptors do not resolve")
+            }
+        }
+
+        let guard = Arc::new(Guard::new(platform.clone(), name.clone()));
+        let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .layer(GateLayer::new(guard, &names))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = serving_stopped.await;
+            });
+        let mut server = tokio::spawn(server);
+
+        let registration = Registration::new(
+            &name,
+            &version,
+            advertised,
+            &platform.namespace,
+            env.register_ttl,
+            &self.handlers,
+        );
+        let registered = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat(
+            platform.clone(),
+            registration.clone(),
+            env.register_interval,
+            registered.clone(),
+        ));
+        // The heartbeat dies with this function, however it ends.
+        let _heartbeat = AbortOnDrop(heartbeat);
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut server => {
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(Error::Server(err)),
+                    Err(join) => Err(Error::Config(format!("the gRPC server task failed: {join}"))),
+                };
+            }
+        }
+
+        tracing::info!(service = %name, "Stopping: deregistering and draining calls");
+        _heartbeat.0.abort();
+        for name in &names {
+            health.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
+        }
+        let leave = async {
+            if registered.load(Ordering::SeqCst) {
+                deregister(&platform, &registration).await;
+            }
+            platform.session.release(&platform.channel).await;
+        };
+        if tokio::time::timeout(LEAVE_TIMEOUT, leave).await.is_err() {
+            tracing::warn!(
+                "leaving the platform took too long; the registry forgets this node when its TTL ends"
+            );
+        }
+        let _ = stop_serving.send(());
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+            Ok(Ok(Err(err))) => Err(Error::Server(err)),
+            Ok(_) => Ok(()),
+            Err(_) => {
+                tracing::warn!("calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+                server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The environment's value unless it is the default and the builder set one.
+fn env_or(from_env: &str, default: &str, builder: Option<&str>) -> String {
+    match builder {
+        Some(value) if from_env == default => value.to_string(),
+        _ => from_env.to_string(),
+    }
+}
+
+/// The address other processes reach this one at: a wildcard bind is advertised as loopback.
+fn advertised(local: SocketAddr) -> SocketAddr {
+    if local.ip().is_unspecified() {
+        let loopback = if local.is_ipv4() {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        } else {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        };
+        SocketAddr::new(loopback, local.port())
+    } else {
+        local
+    }
+}
+
+/// Registers now and every `interval`; failures are logged and retried with backoff.
+async fn heartbeat(
+    platform: Arc<Platform>,
+    registration: Registration,
+    interval: Duration,
+    registered_once: Arc<AtomicBool>,
+) {
+    platform.session.adopt_service_account(&platform.channel, &registration.name).await;
+    let identity = platform.session.describe().await;
+    tracing::info!(server = %platform.address, namespace = %platform.namespace, %identity, "Registering with the micro server");
+    let mut retry = RETRY_MIN;
+    let mut registered = false;
+    loop {
+        let request = platform.request(registration.service()).await;
+        let anonymous = !request.metadata().contains_key("authorization");
+        match RegistryClient::new(platform.channel.clone()).register(request).await {
+            Ok(_) => {
+                if !registered {
+                    tracing::info!(service = %registration.name, node = %registration.node_id, "Registered");
+                }
+                registered = true;
+                registered_once.store(true, Ordering::SeqCst);
+                retry = RETRY_MIN;
+                tokio::time::sleep(interval).await;
+            }
+            Err(status) => {
+                registered = false;
+                let hint = match status.code() {
+                    tonic::Code::Unavailable => {
+                        format!(" — is 'micro server' running at {}?", platform.address)
+                    }
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied if anonymous => {
+                        " — registering needs `micro login` or MICRO_AUTH_ID and MICRO_AUTH_SECRET"
+                            .to_string()
+                    }
+                    _ => String::new(),
+                };
+                tracing::warn!(
+                    service = %registration.name,
+                    code = ?status.code(),
+                    retry_in = ?retry,
+                    "Registration failed: {}{hint}",
+                    status.message()
+                );
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX).min(interval);
+            }
+        }
+    }
+}
+
+async fn deregister(platform: &Platform, registration: &Registration) {
+    let mut service = registration.service();
+    service.endpoints.clear();
+    service.descriptors.clear();
+    let request = platform.request(service).await;
+    match RegistryClient::new(platform.channel.clone()).deregister(request).await {
+        Ok(_) => tracing::info!(service = %registration.name, node = %registration.node_id, "Deregistered"),
+        Err(status) => {
+            tracing::warn!(cause = %status.message(), "cannot deregister; the registry forgets this node when its TTL ends")
+        }
+    }
+}
+
+/// Logs to stderr (`RUST_LOG` filters, default `info`), unless the program set up tracing itself.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_beats_builder_beats_default() {
+        assert_eq!(env_or("127.0.0.1:0", "127.0.0.1:0", Some("0.0.0.0:9000")), "0.0.0.0:9000");
+        assert_eq!(env_or("127.0.0.1:7000", "127.0.0.1:0", Some("0.0.0.0:9000")), "127.0.0.1:7000");
+        assert_eq!(env_or("latest", "latest", None), "latest");
+    }
+
+    #[test]
+    fn wildcard_binds_are_advertised_as_loopback() {
+        assert_eq!(advertised("0.0.0.0:80".parse().unwrap()), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(advertised("[::]:80".parse().unwrap()), "[::1]:80".parse().unwrap());
+        assert_eq!(advertised("10.1.2.3:80".parse().unwrap()), "10.1.2.3:80".parse().unwrap());
+    }
+}
