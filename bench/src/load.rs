@@ -28,8 +28,8 @@ pub enum Via {
 /// The method under test and the two gRPC addresses it can be reached at.
 pub struct Target {
     method: MethodDescriptor,
-    direct: Channel,
-    proxy: Channel,
+    direct: String,
+    proxy: String,
 }
 
 impl Target {
@@ -54,7 +54,8 @@ impl Target {
             .get_service_by_name("helloworld.Helloworld")
             .and_then(|s| s.methods().find(|m| m.name() == "Call"))
             .context("helloworld.Helloworld/Call in the descriptors")?;
-        Ok(Self { method, direct, proxy })
+        drop(direct);
+        Ok(Self { method, direct: node.to_string(), proxy: server.to_string() })
     }
 
     fn request(&self) -> DynamicMessage {
@@ -152,8 +153,10 @@ impl Caller {
     async fn new(target: &Target, how: &Via) -> anyhow::Result<Self> {
         Ok(match how {
             Via::Direct | Via::Proxy => {
-                let channel =
-                    if matches!(how, Via::Direct) { target.direct.clone() } else { target.proxy.clone() };
+                // One connection per worker, as the HTTP workers have: the paths differ only in
+                // what serves the call.
+                let address = if matches!(how, Via::Direct) { &target.direct } else { &target.proxy };
+                let channel = Channel::from_shared(format!("http://{address}"))?.connect().await?;
                 Caller::Grpc {
                     grpc: tonic::client::Grpc::new(channel),
                     method: target.method.clone(),
@@ -174,7 +177,16 @@ impl Caller {
                 }
                 let path = PathAndQuery::from_str(PATH).expect("a valid path");
                 let codec = DynamicCodec::new(method.output());
-                grpc.unary(tonic::Request::new(request.clone()), path, codec).await.is_ok()
+                match grpc.unary(tonic::Request::new(request.clone()), path, codec).await {
+                    Ok(_) => true,
+                    Err(status) => {
+                        static SHOWN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                        if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
+                            eprintln!("call failed: {status:?}");
+                        }
+                        false
+                    }
+                }
             }
             Caller::Http(client) => client.post().await.is_ok_and(|status| status == 200),
         }

@@ -47,6 +47,9 @@ impl Proc {
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("  [process] {line}");
+                }
                 let _ = tx.send(line);
             }
         });

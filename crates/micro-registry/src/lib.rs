@@ -177,6 +177,25 @@ impl Registry {
             .collect()
     }
 
+    /// The live nodes of every version of `name` in `domain`, without cloning the rest of the
+    /// entry (descriptors can be large): the proxy's per-call lookup. `None` when `name` is
+    /// neither registered nor built in; built-ins have no nodes (they are served in-process).
+    pub fn nodes(&self, domain: &str, name: &str) -> Option<Vec<Node>> {
+        if self.builtins.iter().any(|builtin| builtin.name == name) {
+            return Some(Vec::new());
+        }
+        let now = Instant::now();
+        let entries = self.entries.lock().expect("registry lock poisoned");
+        let versions = entries.get(&(domain.to_string(), name.to_string()))?;
+        let nodes: Vec<Node> = versions
+            .values()
+            .flat_map(|entry| entry.nodes.values())
+            .filter(|(_, deadline)| *deadline > now)
+            .map(|(node, _)| node.clone())
+            .collect();
+        (!nodes.is_empty()).then_some(nodes)
+    }
+
     /// Every service in `domain` with live nodes, plus the built-ins, sorted by name then version.
     pub fn list(&self, domain: &str) -> Vec<Service> {
         let now = Instant::now();

@@ -45,6 +45,9 @@ fn register_merges_nodes_and_lists_per_domain() {
     assert_eq!(names, ["greeter", "store"], "built-ins are listed in every domain");
     assert_eq!(registry.get("bar", "store").len(), 1);
 
+    assert_eq!(registry.nodes("micro", "greeter").unwrap().len(), 2);
+    assert_eq!(registry.nodes("micro", "store"), Some(Vec::new()), "built-ins are served in-process");
+    assert_eq!(registry.nodes("micro", "nope"), None);
     registry.deregister("micro", &service("greeter", "latest", &[("g-1", "")]));
     assert_eq!(registry.get("micro", "greeter")[0].nodes.len(), 1);
     registry.deregister("micro", &service("greeter", "latest", &[]));
