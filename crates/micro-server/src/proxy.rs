@@ -338,7 +338,9 @@ impl HttpBody for Lease {
         match &self.body {
             Some(body) => body.size_hint(),
             None if self.taken => http_body::SizeHint::with_exact(0),
-            None => lock(&self.slot).as_ref().map_or_else(|| http_body::SizeHint::with_exact(0), HttpBody::size_hint),
+            None => lock(&self.slot)
+                .as_ref()
+                .map_or_else(|| http_body::SizeHint::with_exact(0), HttpBody::size_hint),
         }
     }
 }
