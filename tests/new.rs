@@ -76,9 +76,10 @@ fn bad_names_are_refused() {
     );
 }
 
-/// The generated project builds on its own (not as part of this workspace). Its dependencies
-/// are compiled once into `target/new-service-build` and reused by later runs; the workspace's
-/// lock file pins the same versions this repository is tested with.
+/// The generated project builds on its own (not as part of this workspace), in release mode as
+/// `micro run` builds it. Its dependencies are compiled into `target/service-build`, which the
+/// runtime tests then reuse as the server's build dir; `micro new` copies the checkout's lock file,
+/// so both builds resolve the versions this repository is tested with.
 #[test]
 fn the_generated_service_builds() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -86,16 +87,15 @@ fn the_generated_service_builds() {
     let output = new_in(temp.path(), &["foo-bar"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let project = temp.path().join("foo-bar");
-    std::fs::copy(workspace.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
+    assert!(project.join("Cargo.lock").is_file(), "a checkout's lock file is copied");
 
     let build = Command::new(env!("CARGO"))
-        .arg("build")
-        .arg("--quiet")
+        .args(["build", "--release", "--quiet"])
         .current_dir(&project)
-        .env("CARGO_TARGET_DIR", workspace.join("target/new-service-build"))
+        .env("CARGO_TARGET_DIR", workspace.join(common::SERVICE_BUILD_DIR))
         .env_remove("RUSTFLAGS")
         .output()
         .expect("cargo runs");
     assert!(build.status.success(), "cargo build of the generated service failed:\n{}", stderr(&build));
-    assert!(workspace.join("target/new-service-build/debug/foo-bar").exists());
+    assert!(workspace.join(common::SERVICE_BUILD_DIR).join("release/foo-bar").exists());
 }

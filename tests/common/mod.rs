@@ -9,6 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+/// Where services built by tests go (relative to the workspace root): `tests/new.rs` builds a
+/// generated service there and servers started by tests use it as their build dir, so the
+/// dependencies of user services are compiled once per checkout, not once per test.
+pub const SERVICE_BUILD_DIR: &str = "target/service-build";
+
 /// How long a server gets to print its listening addresses before a test fails.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -63,6 +68,7 @@ impl Server {
     /// selected as env `e2e`, without logging in.
     pub fn start_with(home: &Path, extra: &[&str]) -> Self {
         let mut command = micro_cmd(home);
+        command.env("MICRO_BUILD_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join(SERVICE_BUILD_DIR));
         command.arg("server");
         if !extra.contains(&"--proxy-address") {
             command.args(["--proxy-address", "127.0.0.1:0"]);
@@ -182,7 +188,11 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
 /// The `helloworld` example's binary, built beside `micro` by `cargo test --workspace`.
 pub fn helloworld_bin() -> PathBuf {
     let path = Path::new(micro_bin()).with_file_name("helloworld");
-    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with scripts/test (it builds every binary first)",
+        path.display()
+    );
     path
 }
 
@@ -330,4 +340,30 @@ fn dechunk(body: &str) -> String {
         rest = after[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+impl Server {
+    /// Runs `micro args...` with `dir` as the working directory (for `micro run ./folder`).
+    pub fn micro_at(&self, dir: &Path, args: &[&str]) -> Output {
+        micro_cmd(&self.home).current_dir(dir).args(args).output().expect("the micro binary runs")
+    }
+
+    /// Runs a CLI command in `dir` that must succeed; returns its stdout.
+    pub fn ok_at(&self, dir: &Path, args: &[&str]) -> String {
+        let output = self.micro_at(dir, args);
+        assert!(
+            output.status.success(),
+            "micro {args:?} in {} failed ({}): stdout {:?} stderr {:?}",
+            dir.display(),
+            output.status,
+            stdout(&output),
+            stderr(&output)
+        );
+        stdout(&output)
+    }
+
+    /// A `micro` command against this server, for processes a test drives itself (`logs -f`).
+    pub fn command(&self) -> Command {
+        micro_cmd(&self.home)
+    }
 }

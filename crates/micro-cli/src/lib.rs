@@ -15,8 +15,10 @@ pub mod error;
 mod login;
 mod new;
 mod prompt;
+mod runtime;
 mod services;
 mod settings;
+mod source;
 mod store;
 mod table;
 mod tokens;
@@ -114,6 +116,21 @@ enum Command {
     /// Create a new service: a Rust project in ./<name> that builds and runs as is
     #[command(help_template = help!("micro new"))]
     New(new::NewArgs),
+    /// Run a service from its folder or git repository: build it, start it, keep it running
+    #[command(help_template = help!("micro run"))]
+    Run(runtime::RunArgs),
+    /// Rebuild and restart a running service from its source
+    #[command(help_template = help!("micro update"))]
+    Update(runtime::UpdateArgs),
+    /// Stop a service started with `micro run` and remove it
+    #[command(help_template = help!("micro kill"))]
+    Kill(runtime::KillArgs),
+    /// Show the services started with `micro run`: source, status, build and age
+    #[command(help_template = help!("micro status"))]
+    Status(runtime::StatusArgs),
+    /// Print a service's logs; -f keeps following them
+    #[command(help_template = help!("micro logs"))]
+    Logs(runtime::LogsArgs),
     /// Print the version
     #[command(help_template = help!("micro version"))]
     Version,
@@ -226,6 +243,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Call(args) => block_on(call::run(&global, args)),
         // The call path already prints every message of a server stream as it arrives.
         Command::Stream(args) => block_on(call::run(&global, args)),
+        Command::Run(args) => block_on(runtime::run(&global, args)),
+        Command::Update(args) => block_on(runtime::update(&global, args)),
+        Command::Kill(args) => block_on(runtime::kill(&global, args)),
+        Command::Status(args) => block_on(runtime::status(&global, args)),
+        Command::Logs(args) => block_on(runtime::logs(&global, args)),
         Command::Server(_) | Command::New(_) | Command::Version | Command::External(_) => {
             unreachable!("handled above")
         }

@@ -180,7 +180,18 @@ pub fn create(dir: &Path, names: &Names, micro: &MicroDependency) -> Result<Vec<
         }
         std::fs::write(&path, content).map_err(|err| fail(&path, err))?;
     }
-    Ok(files.into_iter().map(|(relative, _)| relative).collect())
+    let mut created: Vec<String> = files.into_iter().map(|(relative, _)| relative).collect();
+    // Against a checkout, start from its lockfile: the dependency versions micro is tested with,
+    // already downloaded (and, in a shared target dir, already compiled).
+    if let MicroDependency::Path(micro) = micro
+        && let Some(lock) = micro.parent().and_then(Path::parent).map(|root| root.join("Cargo.lock"))
+        && lock.is_file()
+    {
+        let target = dir.join("Cargo.lock");
+        std::fs::copy(&lock, &target).map_err(|err| fail(&target, err))?;
+        created.push("Cargo.lock".to_string());
+    }
+    Ok(created)
 }
 
 pub fn run(args: NewArgs) -> Result<()> {

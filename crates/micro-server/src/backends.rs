@@ -65,3 +65,22 @@ pub async fn auth(
     }
     Ok(Arc::new(auth))
 }
+
+/// Opens the local runtime over `store`: sources, builds and logs under `home`; persisted
+/// services are loaded here and started by [`crate::Platform::serve`]. `MICRO_BUILD_DIR`
+/// moves the shared cargo target dir (default `home/build`), e.g. to keep it warm across test homes.
+pub async fn runtime(
+    store: Arc<dyn micro_store::Store>,
+    auth: Arc<micro_auth::Auth>,
+    home: &Path,
+) -> anyhow::Result<micro_runtime::Runtime> {
+    let mut options = micro_runtime::RuntimeOptions::new(home);
+    if let Some(dir) = std::env::var_os("MICRO_BUILD_DIR").filter(|dir| !dir.is_empty()) {
+        options.target_dir = dir.into();
+    }
+    let builds = options.target_dir.clone();
+    let runtime =
+        micro_runtime::Runtime::open(store, auth, options).await.context("cannot load the runtime state")?;
+    tracing::info!(sources = %home.join("sources").display(), builds = %builds.display(), "runtime (local processes)");
+    Ok(runtime)
+}

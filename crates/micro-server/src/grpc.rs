@@ -18,6 +18,7 @@ pub async fn serve(
     config: Arc<micro_config::Config>,
     auth: Arc<micro_auth::Auth>,
     registry: Arc<micro_registry::Registry>,
+    runtime: micro_runtime::Runtime,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -39,7 +40,8 @@ pub async fn serve(
     health.set_serving::<ConfigServer<micro_config::grpc::ConfigService>>().await;
     health.set_serving::<RegistryServer<micro_registry::grpc::RegistryService>>().await;
     let (auth_service, accounts_service, rules_service) = micro_auth::grpc::services(auth.clone());
-    for name in ["auth.Auth", "auth.Accounts", "auth.Rules"] {
+    let (runtime_service, source_service) = micro_runtime::grpc::servers(runtime);
+    for name in ["auth.Auth", "auth.Accounts", "auth.Rules", "runtime.Runtime", "runtime.Source"] {
         health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
 
@@ -53,7 +55,9 @@ pub async fn serve(
         .add_service(micro_registry::grpc::server(registry.clone()))
         .add_service(auth_service)
         .add_service(accounts_service)
-        .add_service(rules_service);
+        .add_service(rules_service)
+        .add_service(runtime_service)
+        .add_service(source_service);
     // Whatever no core service claims goes to the proxy; the gate runs in front of both.
     let proxy = Proxy::new(registry);
     let router = routes.routes().into_axum_router().fallback(move |request: axum::extract::Request| {

@@ -113,6 +113,7 @@ pub struct Platform {
     config: Arc<micro_config::Config>,
     auth: Arc<micro_auth::Auth>,
     registry: Arc<micro_registry::Registry>,
+    runtime: micro_runtime::Runtime,
     /// `--api-domain`, empty when unset.
     api_domain: String,
     _sweeper: micro_store::Sweeper,
@@ -142,12 +143,15 @@ impl Platform {
         let registry = Arc::new(micro_registry::Registry::new(registry::builtins()));
         let reaper = micro_registry::spawn_reaper(registry.clone(), REAP_INTERVAL);
 
+        let runtime = backends::runtime(store.clone(), auth.clone(), home).await?;
+
         Ok(Self {
             home: home.to_path_buf(),
             store,
             config: config_service,
             auth,
             registry,
+            runtime,
             api_domain: config.api_domain.clone(),
             _sweeper: sweeper,
             _reaper: reaper,
@@ -155,8 +159,29 @@ impl Platform {
     }
 
     /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then stops accepting
-    /// and gives in-flight requests `grace` to finish.
+    /// and gives in-flight requests `grace` to finish. Services the runtime restores start once
+    /// the gRPC address is known, and are stopped (not forgotten) on the way out.
     pub async fn serve(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let runtime = self.runtime.clone();
+        runtime.start(loopback_if_unspecified(grpc.local_addr()?).to_string());
+        // `micro logs -f` streams end when the drain begins, or they would hold it for `grace`.
+        let closing = runtime.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing.close_streams();
+        };
+        let outcome = self.serve_inner(grpc, http, shutdown, grace).await;
+        runtime.shutdown().await;
+        outcome
+    }
+
+    async fn serve_inner(
         self,
         grpc: TcpListener,
         http: TcpListener,
@@ -178,6 +203,7 @@ impl Platform {
             self.config.clone(),
             self.auth.clone(),
             self.registry.clone(),
+            self.runtime.clone(),
             grpc,
             stopped(),
         ));

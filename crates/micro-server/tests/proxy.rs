@@ -132,10 +132,24 @@ async fn start_platform() -> Platform {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let served =
-        tokio::spawn(micro_server::grpc::serve(store, config, auth, registry.clone(), listener, async {
+    let runtime = micro_runtime::Runtime::open(
+        store.clone(),
+        auth.clone(),
+        micro_runtime::RuntimeOptions::new(dir.path()),
+    )
+    .await
+    .unwrap();
+    let served = tokio::spawn(micro_server::grpc::serve(
+        store,
+        config,
+        auth,
+        registry.clone(),
+        runtime,
+        listener,
+        async {
             let _ = stopped.await;
-        }));
+        },
+    ));
     let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
     Platform { registry, channel, stop, served, _dir: dir }
 }

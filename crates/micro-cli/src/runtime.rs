@@ -1,0 +1,764 @@
+//! `micro run`, `micro update`, `micro kill`, `micro status` and `micro logs` (reference §2.9):
+//! services run from source by the server's runtime.
+//!
+//! A local folder is packed and uploaded with `Source.Upload` ([`crate::source`]), a git
+//! repository is passed to the server as is; `Runtime.Create`/`Update` then build and start it.
+//! `run`, `update` and `kill` print nothing on success. On a terminal, `run` and `update` wait for
+//! the build and show its progress on stderr, ending with the outcome; elsewhere (scripts, CI)
+//! they return once the server has accepted the service.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, ValueEnum};
+use micro_proto::runtime::runtime_client::RuntimeClient;
+use micro_proto::runtime::source_client::SourceClient;
+use micro_proto::runtime::{
+    CreateOptions, CreateRequest, DeleteOptions, DeleteRequest, LogRecord, LogsOptions, LogsRequest,
+    ReadOptions, ReadRequest, Resource, Service, UpdateOptions, UpdateRequest,
+};
+use serde_json::json;
+use tonic::Code;
+
+use crate::client::Client;
+use crate::error::{CliError, Result};
+use crate::settings::Settings;
+use crate::source::{self, Location, Source, validate_name, validate_version};
+use crate::store::Output;
+use crate::{Global, out};
+
+/// Lines `micro logs` prints without `-n`.
+const DEFAULT_LOG_LINES: u32 = 15;
+/// How often a terminal `run`/`update` asks the server how the build is going.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// The secret the server's git checkout reads a token from.
+const GIT_CREDENTIALS: &str = "GIT_CREDENTIALS";
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A service's folder (./helloworld, ., ../x) or a git repository (host/org/repo[/folder],
+    /// file:///path/repo.git), optionally with @ref: a branch, tag or commit, shown as VERSION
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// Name of the service [default: the folder's or repository's name]
+    #[arg(long)]
+    name: Option<String>,
+    /// Command to run instead of the built binary, e.g. "python3 app.py" (split on spaces)
+    #[arg(long, allow_hyphen_values = true)]
+    command: Option<String>,
+    /// Arguments for the command (split on spaces)
+    #[arg(long, allow_hyphen_values = true)]
+    args: Option<String>,
+    /// Environment variables for the service: K=V[,K=V]; may be repeated
+    #[arg(long = "env_vars", alias = "env-vars", value_name = "K=V[,K=V]")]
+    env_vars: Vec<String>,
+    /// Type of the service, recorded by the runtime
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// Container image, for runtimes that run containers
+    #[arg(long)]
+    image: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// The service's folder or git repository, or the name of a running service to rebuild from
+    /// the source it was run from
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// Name of the service [default: the folder's or repository's name]
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// The service to stop and remove, with an optional @version [default version: latest]
+    #[arg(value_name = "NAME[@VERSION]", required_unless_present = "name", conflicts_with = "name")]
+    service: Option<String>,
+    /// The service's name, as an alternative to the argument
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this service
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    /// Only this version of it
+    #[arg(value_name = "VERSION")]
+    version: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The service whose logs to print
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// Keep printing new lines until interrupted
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// How many of the last lines to print
+    #[arg(short = 'n', long, default_value_t = DEFAULT_LOG_LINES)]
+    lines: u32,
+    /// Only lines from this long ago, e.g. 10m, 1h
+    #[arg(long, value_parser = parse_since)]
+    since: Option<Duration>,
+    /// Output format: the messages, or one JSON record per line
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn parse_since(input: &str) -> std::result::Result<Duration, String> {
+    micro_core::duration::parse(input).map_err(|err| err.to_string())
+}
+
+/// What `run` and `update` were asked to start, ready to send.
+struct Prepared {
+    source: Source,
+    /// The packed tarball of a local source.
+    tarball: Option<Vec<u8>>,
+}
+
+/// Settings, the environment and the working directory a source is resolved against.
+struct Context {
+    settings: Settings,
+    env: String,
+    cwd: PathBuf,
+}
+
+impl Context {
+    fn load(global: &Global) -> Result<Self> {
+        let settings = Settings::load(&global.settings_path())?;
+        let env = global.env_name(&settings);
+        let cwd = std::env::current_dir()
+            .map_err(|err| CliError::new(format!("cannot read the current folder: {err}")))?;
+        Ok(Self { settings, env, cwd })
+    }
+
+    fn parse(&self, arg: &str) -> Result<Source> {
+        let baseurl = self
+            .settings
+            .user(&format!("git.{}.baseurl", self.env))
+            .or_else(|| self.settings.user("git.baseurl"));
+        Source::parse(arg, &self.cwd, baseurl.as_deref())
+    }
+
+    /// The token for `host` from `git.credentials.<host>`, `git.credentials.<first label>`
+    /// (`github`, `gitlab`, `bitbucket`) or `git.credentials.token` for `git.credentials.url`.
+    fn git_credentials(&self, host: &str) -> Option<String> {
+        if host.is_empty() {
+            return None;
+        }
+        let label = host.split('.').next().unwrap_or(host);
+        self.settings
+            .user(&format!("git.credentials.{host}"))
+            .or_else(|| self.settings.user(&format!("git.credentials.{label}")))
+            .or_else(|| {
+                let url = self.settings.user("git.credentials.url")?;
+                url.contains(host).then(|| self.settings.user("git.credentials.token")).flatten()
+            })
+    }
+
+    async fn connect(&self) -> Result<Client> {
+        Client::connect(&self.settings, &self.env).await
+    }
+}
+
+/// Packs a local source (on a blocking thread: it walks and compresses the tree).
+async fn prepare(source: Source) -> Result<Prepared> {
+    let tarball = match &source.location {
+        Location::Local { root, .. } => {
+            let root = root.clone();
+            let packed = tokio::task::spawn_blocking(move || source::pack(&root))
+                .await
+                .map_err(|err| CliError::new(format!("packing the source failed: {err}")))??;
+            Some(packed)
+        }
+        Location::Git { .. } => None,
+    };
+    Ok(Prepared { source, tarball })
+}
+
+/// Uploads a local source's tarball and returns the service to create or update.
+async fn service_for(client: &Client, prepared: Prepared) -> Result<Service> {
+    let Prepared { source, tarball } = prepared;
+    let location = match (&source.location, tarball) {
+        (Location::Local { .. }, Some(tarball)) => {
+            let chunks = source::chunks(&tarball, &source.name, &source.version);
+            let mut sources = SourceClient::new(client.channel.clone());
+            let reply = sources
+                .upload(client.request(tokio_stream::iter(chunks)))
+                .await
+                .map_err(|status| client.error(status))?;
+            reply.into_inner().id
+        }
+        (Location::Git { url, .. }, _) => url.clone(),
+        (Location::Local { .. }, None) => unreachable!("local sources are packed by prepare"),
+    };
+    Ok(Service {
+        name: source.name,
+        version: source.version,
+        source: location,
+        metadata: HashMap::from([("source".to_string(), source.display)]),
+        status: 0,
+    })
+}
+
+fn entrypoint(source: &Source) -> String {
+    match &source.location {
+        Location::Local { entrypoint, .. } => entrypoint.clone(),
+        Location::Git { .. } => String::new(),
+    }
+}
+
+/// `micro run <source>[@ref]`.
+pub async fn run(global: &Global, args: RunArgs) -> Result<()> {
+    let context = Context::load(global)?;
+    let mut source = context.parse(&args.source)?;
+    if let Some(name) = args.name {
+        validate_name(&name)?;
+        source.name = name;
+    }
+    let env = parse_env_vars(&args.env_vars)?;
+    let mut secrets = HashMap::new();
+    if let Location::Git { host, .. } = &source.location
+        && let Some(token) = context.git_credentials(host)
+    {
+        secrets.insert(GIT_CREDENTIALS.to_string(), token);
+    }
+    let options = CreateOptions {
+        command: split_words(args.command.as_deref()),
+        args: split_words(args.args.as_deref()),
+        env,
+        r#type: args.kind.unwrap_or_default(),
+        image: args.image.unwrap_or_default(),
+        secrets,
+        entrypoint: entrypoint(&source),
+        ..Default::default()
+    };
+    let client = context.connect().await?;
+    let prepared = prepare(source).await?;
+    let service = service_for(&client, prepared).await?;
+    let (name, version) = (service.name.clone(), service.version.clone());
+    let request = CreateRequest {
+        resource: Some(Resource { service: Some(service), ..Default::default() }),
+        options: Some(CreateOptions { namespace: client.namespace.clone(), ..options }),
+    };
+    let mut runtime = RuntimeClient::new(client.channel.clone());
+    runtime.create(client.request(request)).await.map_err(|status| match status.code() {
+        Code::AlreadyExists => CliError::new(format!(
+            "service {name} {version} already exists: rebuild it with `micro update {}` or stop it with \
+             `micro kill {name}`",
+            args.source
+        )),
+        _ => client.error(status),
+    })?;
+    follow_progress(&client, &name, &version).await
+}
+
+/// `micro update <source>`: a folder or repository as for `run`; a bare name of a service that
+/// exists reuses the source it was run from (a recorded folder is read relative to the current
+/// folder).
+pub async fn update(global: &Global, args: UpdateArgs) -> Result<()> {
+    let context = Context::load(global)?;
+    let client = context.connect().await?;
+    let parsed = context.parse(&args.source);
+    let mut source = match parsed {
+        Ok(source @ Source { location: Location::Local { .. }, .. }) => source,
+        parsed => match recorded_source(&context, &client, &args.source).await? {
+            Some(source) => source,
+            None => parsed?,
+        },
+    };
+    if let Some(name) = args.name {
+        validate_name(&name)?;
+        source.name = name;
+    }
+    let entrypoint = entrypoint(&source);
+    let prepared = prepare(source).await?;
+    let service = service_for(&client, prepared).await?;
+    let (name, version) = (service.name.clone(), service.version.clone());
+    let request = UpdateRequest {
+        resource: Some(Resource { service: Some(service), ..Default::default() }),
+        options: Some(UpdateOptions { namespace: client.namespace.clone(), entrypoint }),
+    };
+    let mut runtime = RuntimeClient::new(client.channel.clone());
+    runtime.update(client.request(request)).await.map_err(|status| client.error(status))?;
+    follow_progress(&client, &name, &version).await
+}
+
+/// The source service `arg` (`name[@version]`) was run from, when `arg` names one.
+async fn recorded_source(context: &Context, client: &Client, arg: &str) -> Result<Option<Source>> {
+    let (name, version) = split_version(arg);
+    if validate_name(name).is_err() {
+        return Ok(None);
+    }
+    let services = read(client, name, version.unwrap_or_default()).await?;
+    let Some(existing) = services.into_iter().find(|service| service.name == name) else { return Ok(None) };
+    let recorded = existing.metadata.get("source").cloned().unwrap_or_else(|| existing.source.clone());
+    let mut source = if Source::is_git_display(&recorded) {
+        context.parse(&format!("{recorded}@{}", existing.version))?
+    } else {
+        let path = source::display_to_path(&recorded);
+        if !context.cwd.join(&path).is_dir() {
+            return Err(CliError::new(format!(
+                "service {name} was run from folder {recorded}, which is not in the current folder: \
+                 run `micro update <folder>` with the service's folder"
+            )));
+        }
+        context.parse(&format!("{path}@{}", existing.version))?
+    };
+    source.name = existing.name;
+    source.version = existing.version;
+    Ok(Some(source))
+}
+
+/// `micro kill <name>[@version]`.
+pub async fn kill(global: &Global, args: KillArgs) -> Result<()> {
+    let arg = args.service.or(args.name).expect("clap requires the argument or --name");
+    let (name, version) = split_version(&arg);
+    let name = service_name(name);
+    let version = version.unwrap_or(source::DEFAULT_VERSION);
+    validate_name(&name)?;
+    validate_version(version)?;
+    let client = global.connect().await?;
+    let mut runtime = RuntimeClient::new(client.channel.clone());
+    let service = Service { name: name.clone(), version: version.to_string(), ..Default::default() };
+    let request = DeleteRequest {
+        resource: Some(Resource { service: Some(service), ..Default::default() }),
+        options: Some(DeleteOptions { namespace: client.namespace.clone() }),
+    };
+    match runtime.delete(client.request(request)).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == Code::NotFound => Err(CliError::new(format!(
+            "Service {name} {version} not found: `micro status` lists the services"
+        ))),
+        Err(status) => Err(client.error(status)),
+    }
+}
+
+/// `micro status [name [version]]`.
+pub async fn status(global: &Global, args: StatusArgs) -> Result<()> {
+    let name = args.name.as_deref().map(|arg| service_name(split_version(arg).0)).unwrap_or_default();
+    let version = args
+        .version
+        .clone()
+        .or_else(|| args.name.as_deref().and_then(|arg| split_version(arg).1.map(str::to_string)))
+        .unwrap_or_default();
+    let client = global.connect().await?;
+    let mut services = read(&client, &name, &version).await?;
+    services.retain(|service| {
+        (name.is_empty() || service.name == name) && (version.is_empty() || service.version == version)
+    });
+    services.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    out(&match args.output {
+        Output::Json => status_json(&services),
+        Output::Table => status_table(&services, unix_now()),
+    });
+    Ok(())
+}
+
+/// `micro logs [-f] [-n N] [-o json] <name>`.
+pub async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
+    let name = service_name(split_version(&args.name).0);
+    validate_name(&name)?;
+    let client = global.connect().await?;
+    let mut runtime = RuntimeClient::new(client.channel.clone());
+    let request = LogsRequest {
+        service: name.clone(),
+        stream: args.follow,
+        count: i64::from(args.lines),
+        since: args.since.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX)),
+        options: Some(LogsOptions { namespace: client.namespace.clone() }),
+    };
+    let not_found = |status: tonic::Status| match status.code() {
+        Code::NotFound => CliError::new(format!("Logs not found for service {name}")),
+        _ => client.error(status),
+    };
+    let mut stream = runtime.logs(client.request(request)).await.map_err(not_found)?.into_inner();
+    while let Some(record) = stream.message().await.map_err(not_found)? {
+        out(&format_record(&record, args.output));
+    }
+    Ok(())
+}
+
+async fn read(client: &Client, name: &str, version: &str) -> Result<Vec<Service>> {
+    let mut runtime = RuntimeClient::new(client.channel.clone());
+    let options = ReadOptions {
+        service: name.to_string(),
+        version: version.to_string(),
+        namespace: client.namespace.clone(),
+        ..Default::default()
+    };
+    let request = client.request(ReadRequest { options: Some(options) });
+    match runtime.read(request).await {
+        Ok(reply) => Ok(reply.into_inner().services),
+        Err(status) if status.code() == Code::NotFound => Ok(Vec::new()),
+        Err(status) => Err(client.error(status)),
+    }
+}
+
+/// On a terminal, shows the service's status on stderr until it runs, fails or stops; elsewhere
+/// returns at once. A failure is the command's error.
+async fn follow_progress(client: &Client, name: &str, version: &str) -> Result<()> {
+    let mut stderr = std::io::stderr();
+    if !stderr.is_terminal() {
+        return Ok(());
+    }
+    const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    let started = Instant::now();
+    let mut frame = 0;
+    let mut status = String::from("pending");
+    let mut last_poll: Option<Instant> = None;
+    loop {
+        if last_poll.is_none_or(|at| at.elapsed() >= POLL_INTERVAL) {
+            last_poll = Some(Instant::now());
+            let services = read(client, name, version).await?;
+            let Some(service) = services.iter().find(|s| s.name == name && s.version == version) else {
+                let _ = write!(stderr, "\r\x1b[2K");
+                return Ok(());
+            };
+            status = service_status(service).to_string();
+            let elapsed = format_elapsed(started.elapsed().as_secs());
+            match status.as_str() {
+                "running" | "stopped" => {
+                    let _ = writeln!(stderr, "\r\x1b[2K{name} {version} {status} ({elapsed})");
+                    return Ok(());
+                }
+                "error" => {
+                    let _ = write!(stderr, "\r\x1b[2K");
+                    let error = service.metadata.get("error").map(String::as_str).unwrap_or("unknown error");
+                    return Err(CliError::new(format!(
+                        "service {name} {version} failed: {error}. See `micro logs {name}`"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let elapsed = format_elapsed(started.elapsed().as_secs());
+        let _ =
+            write!(stderr, "\r\x1b[2K{} {name} {version}: {status} {elapsed}", FRAMES[frame % FRAMES.len()]);
+        let _ = stderr.flush();
+        frame += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `name@version` → (`name`, `version`); no `@` → no version.
+fn split_version(arg: &str) -> (&str, Option<&str>) {
+    match arg.split_once('@') {
+        Some((name, version)) if !version.is_empty() => (name, Some(version)),
+        Some((name, _)) => (name, None),
+        None => (arg, None),
+    }
+}
+
+/// A service name from an argument that may be a path or URL (`./helloworld/` → `helloworld`).
+fn service_name(arg: &str) -> String {
+    let last = arg.trim_end_matches('/').rsplit('/').next().unwrap_or(arg);
+    last.strip_suffix(".git").unwrap_or(last).to_string()
+}
+
+/// `--command "python3 app.py"` → `["python3", "app.py"]`.
+fn split_words(text: Option<&str>) -> Vec<String> {
+    text.map(|text| text.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// `--env_vars A=1,B=2 --env_vars C=3` → `["A=1", "B=2", "C=3"]`.
+fn parse_env_vars(values: &[String]) -> Result<Vec<String>> {
+    let mut env = Vec::new();
+    for pair in values.iter().flat_map(|value| value.split(',')) {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        let valid_key = pair.split_once('=').is_some_and(|(key, _)| {
+            !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        if !valid_key {
+            return Err(CliError::new(format!(
+                "invalid environment variable {pair:?}: use KEY=VALUE, e.g. --env_vars FOO=bar,DEBUG=1"
+            )));
+        }
+        env.push(pair.to_string());
+    }
+    Ok(env)
+}
+
+/// A service's status name: metadata `status`, else the numeric field.
+fn service_status(service: &Service) -> &str {
+    if let Some(status) = service.metadata.get("status").filter(|status| !status.is_empty()) {
+        return status;
+    }
+    match service.status {
+        1 => "pending",
+        2 => "building",
+        3 => "starting",
+        4 => "running",
+        5 => "stopping",
+        6 => "stopped",
+        7 => "error",
+        _ => "unknown",
+    }
+}
+
+fn metadata<'a>(service: &'a Service, key: &str) -> &'a str {
+    service.metadata.get(key).map(String::as_str).unwrap_or_default()
+}
+
+/// The status table of reference §2.9; nothing when there are no services.
+fn status_table(services: &[Service], now: i64) -> String {
+    if services.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![
+        ["NAME", "VERSION", "SOURCE", "STATUS", "BUILD", "UPDATED", "METADATA"].map(str::to_string).to_vec(),
+    ];
+    for service in services {
+        let status = service_status(service);
+        let source = match metadata(service, "source") {
+            "" if service.source.is_empty() => "n/a".to_string(),
+            "" => service.source.clone(),
+            source => source.to_string(),
+        };
+        let build = match metadata(service, "build") {
+            "" => "n/a".to_string(),
+            build => build.chars().take(7).collect(),
+        };
+        let updated = parse_rfc3339(metadata(service, "started")).map_or_else(
+            || "n/a".to_string(),
+            |started| format!("{} ago", format_elapsed((now - started).max(0).unsigned_abs())),
+        );
+        let mut meta = format!("owner={}, group={}", metadata(service, "owner"), metadata(service, "group"));
+        if status == "error" {
+            meta.push_str(&format!(", error={}", metadata(service, "error")));
+        }
+        rows.push(vec![
+            service.name.clone(),
+            service.version.clone(),
+            source.split_whitespace().collect::<Vec<_>>().join("%20"),
+            status.to_string(),
+            build,
+            updated,
+            meta,
+        ]);
+    }
+    crate::table::render(&rows)
+}
+
+fn status_json(services: &[Service]) -> String {
+    let list: Vec<_> = services
+        .iter()
+        .map(|service| {
+            json!({
+                "name": service.name,
+                "version": service.version,
+                "source": service.metadata.get("source").unwrap_or(&service.source),
+                "status": service_status(service),
+                "metadata": service.metadata,
+            })
+        })
+        .collect();
+    format!("{}\n", serde_json::to_string_pretty(&list).expect("JSON values serialise"))
+}
+
+fn format_record(record: &LogRecord, format: LogFormat) -> String {
+    match format {
+        LogFormat::Text => format!("{}\n", record.message.trim_end_matches(['\n', '\r'])),
+        LogFormat::Json => {
+            let value = json!({
+                "timestamp": record.timestamp,
+                "metadata": record.metadata,
+                "message": record.message.trim_end_matches(['\n', '\r']),
+            });
+            format!("{value}\n")
+        }
+    }
+}
+
+/// `<d>d<h>h<m>m<s>s` with leading zero units left out: `4s`, `5m59s`, `20h43m45s`, `1d0h0m5s`.
+fn format_elapsed(secs: u64) -> String {
+    let (days, hours, minutes, seconds) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if days > 0 {
+        format!("{days}d{hours}h{minutes}m{seconds}s")
+    } else if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(0))
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time (`2026-11-23T16:05:40Z`,
+/// `2026-11-23T17:05:40.123+01:00`); `None` when `text` is not one.
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if bytes[13] != b':' || bytes[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &fraction[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (hours, minutes) = rest[1..].split_once(':')?;
+            if hours.len() != 2 || minutes.len() != 2 {
+                return None;
+            }
+            sign * (hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60)
+        }
+    };
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, status: &str, extra: &[(&str, &str)]) -> Service {
+        let mut metadata: HashMap<String, String> = [
+            ("status", status),
+            ("owner", "admin"),
+            ("group", "micro"),
+            ("source", "./helloworld"),
+            ("started", "2026-11-23T16:00:00Z"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+        metadata.retain(|_, value| !value.is_empty());
+        Service { name: name.into(), version: "latest".into(), metadata, ..Default::default() }
+    }
+
+    #[test]
+    fn updated_counts_leading_units_only() {
+        assert_eq!(format_elapsed(4), "4s");
+        assert_eq!(format_elapsed(5 * 60 + 59), "5m59s");
+        assert_eq!(format_elapsed(20 * 3600 + 43 * 60 + 45), "20h43m45s");
+        assert_eq!(format_elapsed(86_400 + 5), "1d0h0m5s");
+        assert_eq!(format_elapsed(0), "0s");
+    }
+
+    #[test]
+    fn rfc3339_times_parse_to_unix_seconds() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2026-11-23T16:05:40Z"), Some(1_795_449_940));
+        assert_eq!(parse_rfc3339("2026-11-23T17:05:40.123456+01:00"), Some(1_795_449_940));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00-00:30"), Some(951_784_200));
+        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-11-23T16:05:40", "2026-11-23T16:05:40+1"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn status_table_matches_the_reference() {
+        let now = parse_rfc3339("2026-11-23T16:05:59Z").unwrap();
+        let services = [
+            service("helloworld", "running", &[("build", "0123456789abcdef")]),
+            service("crasher", "error", &[("error", "exit status 3"), ("started", ""), ("source", "")]),
+        ];
+        let mut sorted = services.to_vec();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let table = status_table(&sorted, now);
+        let expected = [
+            "NAME        VERSION  SOURCE        STATUS   BUILD    UPDATED    METADATA",
+            "crasher     latest   n/a           error    n/a      n/a        owner=admin, group=micro, error=exit status 3",
+            "helloworld  latest   ./helloworld  running  0123456  5m59s ago  owner=admin, group=micro",
+        ];
+        assert_eq!(table.lines().collect::<Vec<_>>(), expected);
+        assert_eq!(status_table(&[], now), "");
+
+        let json: serde_json::Value = serde_json::from_str(&status_json(&sorted)).unwrap();
+        assert_eq!(json[1]["source"], "./helloworld");
+        assert_eq!(json[0]["status"], "error");
+        assert_eq!(json[0]["metadata"]["error"], "exit status 3");
+    }
+
+    #[test]
+    fn numeric_statuses_are_named() {
+        let mut unnamed = Service { status: 7, ..Default::default() };
+        assert_eq!(service_status(&unnamed), "error");
+        unnamed.status = 0;
+        assert_eq!(service_status(&unnamed), "unknown");
+    }
+
+    #[test]
+    fn arguments_split_into_names_versions_words_and_env() {
+        assert_eq!(split_version("helloworld@v2"), ("helloworld", Some("v2")));
+        assert_eq!(split_version("helloworld"), ("helloworld", None));
+        assert_eq!(service_name("./services/helloworld/"), "helloworld");
+        assert_eq!(service_name("github.com/org/repo.git"), "repo");
+        assert_eq!(split_words(Some("python3  app.py")), ["python3", "app.py"]);
+        assert!(split_words(None).is_empty());
+        assert_eq!(parse_env_vars(&["A=1,B=x=y".into(), "C=".into()]).unwrap(), ["A=1", "B=x=y", "C="]);
+        assert!(parse_env_vars(&["novalue".into()]).unwrap_err().message.contains("KEY=VALUE"));
+        assert!(parse_env_vars(&["1A=b".into()]).is_err());
+    }
+
+    #[test]
+    fn log_records_print_as_text_or_json_lines() {
+        let record = LogRecord { timestamp: 7, metadata: HashMap::new(), message: "Listening on x\n".into() };
+        assert_eq!(format_record(&record, LogFormat::Text), "Listening on x\n");
+        let json: serde_json::Value =
+            serde_json::from_str(format_record(&record, LogFormat::Json).trim()).unwrap();
+        assert_eq!((json["timestamp"].as_i64(), json["message"].as_str()), (Some(7), Some("Listening on x")));
+    }
+}

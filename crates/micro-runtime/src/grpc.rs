@@ -1,0 +1,172 @@
+//! The `runtime.Runtime` and `runtime.Source` gRPC services (reference §3.8) over a [`Runtime`].
+//!
+//! The namespace of a request is `options.namespace` when set, else the caller's; the caller
+//! must be allowed in it (reference §6.6).
+
+use std::pin::Pin;
+
+use micro_core::{Context, Denied};
+use micro_proto::runtime::runtime_server::{self, RuntimeServer};
+use micro_proto::runtime::source_server::{self, SourceServer};
+use micro_proto::runtime::{
+    CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, LogRecord, LogsRequest, ReadRequest,
+    ReadResponse, Service, UpdateRequest, UpdateResponse, UploadRequest, UploadResponse,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{CreateSpec, Runtime, RuntimeError, ServiceInfo};
+
+/// The gRPC face of a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeService {
+    runtime: Runtime,
+}
+
+/// The ready-to-mount tonic servers: `runtime.Runtime` and `runtime.Source`.
+pub fn servers(runtime: Runtime) -> (RuntimeServer<RuntimeService>, SourceServer<RuntimeService>) {
+    let service = RuntimeService { runtime };
+    (RuntimeServer::new(service.clone()), SourceServer::new(service))
+}
+
+impl From<RuntimeError> for Status {
+    fn from(err: RuntimeError) -> Self {
+        match err {
+            RuntimeError::Invalid(message) => Status::invalid_argument(message),
+            RuntimeError::NotFound(message) => Status::not_found(message),
+            RuntimeError::AlreadyExists(message) => Status::already_exists(message),
+            RuntimeError::Full(message) => Status::resource_exhausted(message),
+            RuntimeError::Denied(denied @ Denied::AccountRequired) => {
+                Status::unauthenticated(denied.to_string())
+            }
+            RuntimeError::Denied(denied) => Status::permission_denied(denied.to_string()),
+            RuntimeError::Build(message) => Status::failed_precondition(message),
+            RuntimeError::Internal(message) => {
+                tracing::error!(cause = %message, "runtime failure");
+                Status::internal("the runtime failed; see the server log")
+            }
+        }
+    }
+}
+
+fn context<T>(request: &Request<T>) -> Context {
+    request.extensions().get::<Context>().cloned().unwrap_or_default()
+}
+
+fn to_proto(info: ServiceInfo) -> Service {
+    Service {
+        name: info.name,
+        version: info.version,
+        source: info.source,
+        metadata: info.metadata.into_iter().collect(),
+        status: info.status.code(),
+    }
+}
+
+fn spec_of(service: Option<Service>) -> Result<CreateSpec, Status> {
+    let service = service.ok_or_else(|| Status::invalid_argument("blank resource"))?;
+    if service.name.is_empty() {
+        return Err(Status::invalid_argument("blank resource: the service has no name"));
+    }
+    Ok(CreateSpec {
+        name: service.name,
+        version: service.version,
+        source: service.source,
+        metadata: service.metadata.into_iter().collect(),
+        ..CreateSpec::default()
+    })
+}
+
+/// The stream type of `Logs`.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogRecord, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl runtime_server::Runtime for RuntimeService {
+    async fn create(&self, request: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+        let context = context(&request);
+        let request = request.into_inner();
+        let mut spec = spec_of(request.resource.and_then(|r| r.service))?;
+        let options = request.options.unwrap_or_default();
+        spec.command = options.command;
+        spec.args = options.args;
+        spec.env = options.env;
+        spec.entrypoint = options.entrypoint;
+        spec.kind = options.r#type;
+        spec.secrets = options.secrets.into_iter().collect();
+        self.runtime.create(&context, &options.namespace, spec).await?;
+        Ok(Response::new(CreateResponse {}))
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let context = context(&request);
+        let options = request.into_inner().options.unwrap_or_default();
+        let services = self.runtime.read(&context, &options.namespace, &options.service, &options.version)?;
+        Ok(Response::new(ReadResponse { services: services.into_iter().map(to_proto).collect() }))
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let context = context(&request);
+        let request = request.into_inner();
+        let spec = spec_of(request.resource.and_then(|r| r.service))?;
+        let namespace = request.options.map(|o| o.namespace).unwrap_or_default();
+        self.runtime.delete(&context, &namespace, &spec.name, &spec.version).await?;
+        Ok(Response::new(DeleteResponse {}))
+    }
+
+    async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+        let context = context(&request);
+        let request = request.into_inner();
+        let mut spec = spec_of(request.resource.and_then(|r| r.service))?;
+        let options = request.options.unwrap_or_default();
+        spec.entrypoint = options.entrypoint;
+        self.runtime.update(&context, &options.namespace, spec).await?;
+        Ok(Response::new(UpdateResponse {}))
+    }
+
+    type LogsStream = LogStream;
+
+    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let context = context(&request);
+        let request = request.into_inner();
+        let namespace = request.options.map(|o| o.namespace).unwrap_or_default();
+        let lines =
+            self.runtime.logs(&context, &namespace, &request.service, request.count, request.stream).await?;
+        let service = request.service;
+        let stream = ReceiverStream::new(lines).map(move |line| {
+            Ok(LogRecord {
+                timestamp: line.timestamp,
+                metadata: [("service".to_string(), service.clone())].into(),
+                message: line.message,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[tonic::async_trait]
+impl source_server::Source for RuntimeService {
+    async fn upload(
+        &self,
+        request: Request<Streaming<UploadRequest>>,
+    ) -> Result<Response<UploadResponse>, Status> {
+        let context = context(&request);
+        let mut stream = request.into_inner();
+        let first = stream.message().await?.ok_or_else(|| {
+            Status::invalid_argument("empty upload: the first message must name the service")
+        })?;
+        let service = first
+            .service
+            .ok_or_else(|| Status::invalid_argument("the first upload message must name the service"))?;
+        let head = tokio_stream::once(Ok(first.data));
+        let rest = stream.map(|message| {
+            message
+                .map(|m| m.data)
+                .map_err(|status| RuntimeError::Invalid(format!("upload interrupted: {}", status.message())))
+        });
+        let chunks = head.chain(rest);
+        tokio::pin!(chunks);
+        let id = self.runtime.upload(&context, &service.name, &service.version, chunks).await?;
+        Ok(Response::new(UploadResponse { id }))
+    }
+}

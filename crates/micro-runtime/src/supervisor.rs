@@ -1,0 +1,433 @@
+//! One task per service: fetch the source, build, run the process in its own process group,
+//! restart it on crash with exponential backoff, stop it (SIGTERM, grace, SIGKILL) when told.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use sha2::Digest;
+use tokio::io::BufReader;
+use tokio::sync::watch;
+
+use crate::logs::{LogFile, pump};
+use crate::source::{self, GitSource, UploadId};
+use crate::{Desired, Inner, Managed, RuntimeError, Status, account_id, binary_dir, hex, time};
+
+/// How long after `Listening on` a service that never logs `Registered` counts as running.
+const REGISTER_GRACE: Duration = Duration::from_secs(1);
+
+/// Resolves once the supervisor is told to stop (or its handle is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+pub(crate) async fn supervise(
+    inner: Arc<Inner>,
+    managed: Arc<Managed>,
+    mut stop: watch::Receiver<bool>,
+    secrets: BTreeMap<String, String>,
+    refetch: bool,
+) {
+    let desired = managed.desired();
+    let log = LogFile::new(
+        inner.options.home.join("logs").join(&desired.namespace).join(format!("{}.log", desired.name)),
+    );
+    let prepared = tokio::select! {
+        prepared = prepare(&inner, &managed, &log, &secrets, refetch) => prepared,
+        () = stopped(&mut stop) => {
+            managed.set_status(Status::Stopped, "");
+            return;
+        }
+    };
+    let (program, args, dir) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            tracing::warn!(namespace = %desired.namespace, name = %desired.name, cause = %err, "service failed to build");
+            log.write_line(&format!("micro: {err}")).await;
+            managed.set_status(Status::Error, &err.to_string());
+            return;
+        }
+    };
+    // A fresh account per launch: its secret is never stored by the runtime.
+    let id = account_id(&desired.name, &desired.version);
+    let _ = inner.auth.delete_account(&desired.namespace, &id, None).await;
+    let new = micro_auth::NewAccount {
+        id: id.clone(),
+        kind: micro_auth::service::SERVICE.to_string(),
+        scopes: vec!["service".to_string()],
+        ..Default::default()
+    };
+    let secret = match inner.auth.generate(&desired.namespace, new).await {
+        Ok((_, secret)) => secret,
+        Err(err) => {
+            managed.set_status(Status::Error, &format!("cannot create the service account: {err}"));
+            return;
+        }
+    };
+    let server = inner.server_address.lock().expect("address lock").clone();
+    let mut env: Vec<(String, String)> = vec![
+        ("MICRO_SERVICE_NAME".into(), desired.name.clone()),
+        ("MICRO_SERVICE_VERSION".into(), desired.version.clone()),
+        ("MICRO_SERVER_ADDRESS".into(), server),
+        ("MICRO_NAMESPACE".into(), desired.namespace.clone()),
+        ("MICRO_AUTH_ID".into(), id),
+        ("MICRO_AUTH_SECRET".into(), secret),
+        ("MICRO_SERVICE_ADDRESS".into(), "127.0.0.1:0".into()),
+    ];
+    for entry in &desired.env {
+        if let Some((key, value)) = entry.split_once('=') {
+            env.push((key.to_string(), value.to_string()));
+        }
+    }
+
+    reap_orphan(&desired, inner.options.stop_grace).await;
+    let options = &inner.options;
+    let mut backoff = options.backoff_initial;
+    loop {
+        managed.set_status(Status::Starting, "");
+        let began = Instant::now();
+        let outcome = run_once(
+            &inner,
+            &managed,
+            &log,
+            &program,
+            &args,
+            &dir,
+            &env,
+            options.stop_grace,
+            options.startup_grace,
+            &mut stop,
+        )
+        .await;
+        match outcome {
+            Outcome::Stopped => {
+                managed.set_status(Status::Stopped, "");
+                return;
+            }
+            Outcome::Exited(message) if message.is_empty() => {
+                log.write_line("micro: the service exited").await;
+                managed.set_status(Status::Stopped, "");
+                return;
+            }
+            Outcome::Exited(message) => {
+                if began.elapsed() >= options.backoff_reset {
+                    backoff = options.backoff_initial;
+                }
+                tracing::warn!(namespace = %desired.namespace, name = %desired.name, error = %message, retry_in = ?backoff, "service crashed");
+                log.write_line(&format!("micro: {message}; restarting in {}s", backoff.as_secs_f32())).await;
+                {
+                    let mut live = managed.live.lock().expect("live lock");
+                    live.status = Status::Error;
+                    live.error = message;
+                    live.restarts += 1;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stopped(&mut stop) => {
+                        // Keep the error visible: the last run crashed.
+                        return;
+                    }
+                }
+                backoff = (backoff * 2).min(options.backoff_max);
+            }
+        }
+    }
+}
+
+/// Fetches the source and builds it: the program, its arguments and the folder to run in.
+async fn prepare(
+    inner: &Inner,
+    managed: &Managed,
+    log: &LogFile,
+    secrets: &BTreeMap<String, String>,
+    refetch: bool,
+) -> Result<(PathBuf, Vec<String>, PathBuf), RuntimeError> {
+    let desired = managed.desired();
+    let root = fetch(inner, managed, &desired, secrets, refetch).await?;
+    let entry = source::validate_relative("entrypoint", &desired.entrypoint)?;
+    let dir = root.join(&entry);
+    if !dir.is_dir() {
+        return Err(RuntimeError::NotFound(format!(
+            "entrypoint {} not found in the source",
+            desired.entrypoint
+        )));
+    }
+    if let Some((program, first)) = desired.command.split_first() {
+        let mut args = first.to_vec();
+        args.extend(desired.args.iter().cloned());
+        return Ok((PathBuf::from(program), args, dir));
+    }
+    if !dir.join("Cargo.toml").is_file() {
+        return Err(RuntimeError::Invalid(format!(
+            "no Cargo.toml in {}: pass --command to run a service written in another language",
+            if desired.entrypoint.is_empty() { "the source" } else { desired.entrypoint.as_str() }
+        )));
+    }
+    managed.set_status(Status::Building, "");
+    let _permit =
+        inner.builds.acquire().await.map_err(|_| RuntimeError::Internal("the runtime is closing".into()))?;
+    log.write_line(&format!("micro: building {} {}", desired.name, desired.version)).await;
+    let built = crate::cargo::build(&dir, &inner.options.target_dir, log, &desired.name).await?;
+    // A private copy: another service's build may replace the binary in the shared target dir.
+    let bin_dir = binary_dir(&inner.options.home, &desired.namespace, &desired.name, &desired.version);
+    tokio::fs::create_dir_all(&bin_dir).await.map_err(crate::internal)?;
+    let file_name = built.file_name().map_or_else(|| "service".into(), |n| n.to_os_string());
+    let staged = bin_dir.join(".staged");
+    tokio::fs::copy(&built, &staged).await.map_err(crate::internal)?;
+    let binary = bin_dir.join(file_name);
+    tokio::fs::rename(&staged, &binary).await.map_err(crate::internal)?;
+    log.write_line("micro: build finished").await;
+    Ok((binary, desired.args.clone(), dir))
+}
+
+/// The root folder of the service's source, fetching git sources when needed.
+async fn fetch(
+    inner: &Inner,
+    managed: &Managed,
+    desired: &Desired,
+    secrets: &BTreeMap<String, String>,
+    refetch: bool,
+) -> Result<PathBuf, RuntimeError> {
+    let sources = inner.options.home.join("sources");
+    let source = desired.source.as_str();
+    if source.is_empty() {
+        return Ok(inner.options.home.clone());
+    }
+    let (root, build) = if source.starts_with(source::UPLOAD_SCHEME) {
+        let id = UploadId::parse(source)?;
+        let dir = id.dir(&sources, &desired.namespace);
+        if !dir.is_dir() {
+            return Err(RuntimeError::NotFound(format!("source {source} not found: run the service again")));
+        }
+        (dir, id.id.chars().take(12).collect())
+    } else if source::is_git(source) {
+        let git = GitSource::parse(source, &desired.version)?;
+        match &desired.checkout {
+            Some(checkout) if !refetch && checkout.is_dir() => {
+                (checkout.join(&git.folder), desired.build.clone())
+            }
+            _ => {
+                managed.set_status(Status::Building, "");
+                let checkout = sources.join(&desired.namespace).join(format!(
+                    "{}-{}-git-{}",
+                    desired.name,
+                    source::file_safe(&desired.version),
+                    crate::random_hex(6)
+                ));
+                let token = secrets.get("GIT_CREDENTIALS").map(String::as_str);
+                let commit = git.clone_into(&checkout, token).await?;
+                let folder = checkout.join(&git.folder);
+                if !folder.is_dir() {
+                    let _ = tokio::fs::remove_dir_all(&checkout).await;
+                    return Err(RuntimeError::NotFound(format!(
+                        "folder {} not found in {}",
+                        git.folder, git.url
+                    )));
+                }
+                managed.desired.lock().expect("desired lock").checkout = Some(checkout);
+                (folder, commit.chars().take(12).collect())
+            }
+        }
+    } else {
+        let dir = PathBuf::from(source);
+        if !dir.is_dir() {
+            return Err(RuntimeError::NotFound(format!("source folder {source} not found on the server")));
+        }
+        let digest = sha2::Sha256::digest(format!("{source}\n{}", time::rfc3339_now()).as_bytes());
+        (dir, hex(&digest)[..12].to_string())
+    };
+    // Persisted so a restore reuses the checkout and shows the same build.
+    let desired = {
+        let mut d = managed.desired.lock().expect("desired lock");
+        d.build = build;
+        d.clone()
+    };
+    persist(inner, &desired).await;
+    Ok(root)
+}
+
+async fn persist(inner: &Inner, desired: &Desired) {
+    let Ok(value) = serde_json::to_vec(desired) else { return };
+    if let Err(err) =
+        inner.store.write(crate::DATABASE, crate::TABLE, micro_store::Record::new(desired.key(), value)).await
+    {
+        tracing::warn!(cause = %err, "cannot persist the runtime state");
+    }
+}
+
+enum Outcome {
+    /// Told to stop.
+    Stopped,
+    /// The process ended on its own: empty message for a clean exit, else why it failed.
+    Exited(String),
+}
+
+#[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename the arguments")]
+async fn run_once(
+    inner: &Inner,
+    managed: &Managed,
+    log: &LogFile,
+    program: &Path,
+    args: &[String],
+    dir: &Path,
+    env: &[(String, String)],
+    grace: Duration,
+    startup_grace: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // The server's own MICRO_* settings (addresses, admin password, MICRO_HOME with a developer
+    // login) are not the service's business.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MICRO_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => return Outcome::Exited(format!("cannot start {}: {err}", program.display())),
+    };
+    let pid = child.id();
+    {
+        let mut live = managed.live.lock().expect("live lock");
+        live.pid = pid;
+        live.started = time::rfc3339_now();
+    }
+    let desired = {
+        let mut desired = managed.desired.lock().expect("desired lock");
+        desired.pid = pid;
+        desired.clone()
+    };
+    persist(inner, &desired).await;
+    // The last line on stderr (else stdout) explains a crash best.
+    let last_lines = std::sync::Mutex::new((String::new(), String::new()));
+    // `Registered` (the framework's line once the registry lists it) means running; a service
+    // that only says `Listening on` is running shortly after; one that says neither, after
+    // `startup_grace`.
+    let listening = tokio::sync::Notify::new();
+    let mark = |line: &str, is_stderr: bool| {
+        if line.contains("Registered") {
+            mark_running(managed);
+        } else if line.contains("Listening on") {
+            listening.notify_one();
+        }
+        if !line.trim().is_empty() {
+            let mut last = last_lines.lock().expect("last line lock");
+            let slot = if is_stderr { &mut last.1 } else { &mut last.0 };
+            *slot = line.chars().take(200).collect();
+        }
+    };
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let pumps = async {
+        tokio::join!(
+            pump(BufReader::new(stdout), log, |line| mark(line, false)),
+            pump(BufReader::new(stderr), log, |line| mark(line, true))
+        );
+    };
+    tokio::pin!(pumps);
+    let mut pumps_done = false;
+    let startup = tokio::time::sleep(startup_grace);
+    tokio::pin!(startup);
+    let mut started = false;
+
+    let exit: Option<std::io::Result<ExitStatus>> = loop {
+        tokio::select! {
+            status = child.wait() => break Some(status),
+            () = stopped(stop) => break None,
+            () = &mut pumps, if !pumps_done => pumps_done = true,
+            () = &mut startup, if !started => {
+                started = true;
+                mark_running(managed);
+            }
+            () = listening.notified(), if !started => {
+                startup.as_mut().reset(tokio::time::Instant::now() + REGISTER_GRACE);
+            }
+        }
+    };
+    let outcome = match exit {
+        None => {
+            managed.set_status(Status::Stopping, "");
+            signal_group(pid, Signal::SIGTERM);
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                signal_group(pid, Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+            Outcome::Stopped
+        }
+        Some(Ok(status)) if status.success() => Outcome::Exited(String::new()),
+        Some(Ok(status)) => {
+            let mut message = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                (Some(code), _) => format!("exited with code {code}"),
+                (None, Some(signal)) => format!("killed by signal {signal}"),
+                _ => format!("exited: {status}"),
+            };
+            if !pumps_done && tokio::time::timeout(Duration::from_millis(200), &mut pumps).await.is_ok() {
+                pumps_done = true;
+            }
+            let last = {
+                let last = last_lines.lock().expect("last line lock");
+                if last.1.is_empty() { last.0.clone() } else { last.1.clone() }
+            };
+            if !last.is_empty() {
+                message = format!("{message}: {last}");
+            }
+            Outcome::Exited(message)
+        }
+        Some(Err(err)) => Outcome::Exited(format!("lost track of the process: {err}")),
+    };
+    // Whatever the leader left behind in its group goes with it.
+    signal_group(pid, Signal::SIGKILL);
+    if !pumps_done {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut pumps).await;
+    }
+    managed.live.lock().expect("live lock").pid = None;
+    outcome
+}
+
+fn mark_running(managed: &Managed) {
+    let mut live = managed.live.lock().expect("live lock");
+    if live.status == Status::Starting {
+        live.status = Status::Running;
+    }
+}
+
+fn signal_group(pid: Option<u32>, signal: Signal) {
+    if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+/// Stops the process group a previous server left running (it was killed before it could stop
+/// its services), if that pid still is this service's process: pids get reused.
+async fn reap_orphan(desired: &Desired, grace: Duration) {
+    let Some(pid) = desired.pid else { return };
+    let Ok(environ) = tokio::fs::read(format!("/proc/{pid}/environ")).await else { return };
+    let ours = |needle: String| environ.split(|&b| b == 0).any(|entry| entry == needle.as_bytes());
+    if !(ours(format!("MICRO_SERVICE_NAME={}", desired.name))
+        && ours(format!("MICRO_SERVICE_VERSION={}", desired.version))
+        && ours(format!("MICRO_NAMESPACE={}", desired.namespace)))
+    {
+        return;
+    }
+    tracing::warn!(namespace = %desired.namespace, name = %desired.name, pid, "stopping a process left over from a previous server");
+    signal_group(Some(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal_group(Some(pid), Signal::SIGKILL);
+}

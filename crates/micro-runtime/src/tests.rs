@@ -1,0 +1,386 @@
+//! The runtime driven through its API with real child processes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use micro_core::Context;
+use nix::sys::signal::{kill, killpg};
+use nix::unistd::Pid;
+use std::os::unix::process::CommandExt;
+
+use super::*;
+
+struct Fixture {
+    runtime: Runtime,
+    store: Arc<dyn micro_store::Store>,
+    auth: Arc<micro_auth::Auth>,
+    home: tempfile::TempDir,
+}
+
+fn options(home: &Path) -> RuntimeOptions {
+    RuntimeOptions {
+        backoff_initial: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        stop_grace: Duration::from_secs(2),
+        startup_grace: Duration::from_secs(30),
+        ..RuntimeOptions::new(home)
+    }
+}
+
+async fn fixture() -> Fixture {
+    let home = tempfile::tempdir().unwrap();
+    let store: Arc<dyn micro_store::Store> = Arc::new(micro_store::memory::MemoryStore::new());
+    let auth_options =
+        micro_auth::AuthOptions { disable_admin: true, admin_password: None, loopback_only: true };
+    let auth = Arc::new(micro_auth::Auth::open(store.clone(), home.path(), auth_options).await.unwrap());
+    let runtime = Runtime::open(store.clone(), auth.clone(), options(home.path())).await.unwrap();
+    runtime.start("127.0.0.1:1");
+    Fixture { runtime, store, auth, home }
+}
+
+fn admin() -> Context {
+    let account = micro_core::Account {
+        id: "admin".into(),
+        name: "admin".into(),
+        kind: "user".into(),
+        issuer: "micro".into(),
+        ..Default::default()
+    };
+    Context::with_account("micro", account)
+}
+
+fn command_spec(name: &str, dir: &Path, script: &str) -> CreateSpec {
+    CreateSpec {
+        name: name.into(),
+        source: dir.to_string_lossy().into(),
+        metadata: [("source".to_string(), format!("./{name}"))].into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec!["GREETING=hi there".into()],
+        ..CreateSpec::default()
+    }
+}
+
+async fn wait_for(
+    runtime: &Runtime,
+    name: &str,
+    what: &str,
+    done: impl Fn(&ServiceInfo) -> bool,
+) -> ServiceInfo {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = runtime.read(&admin(), "", name, "").unwrap();
+        if let Some(info) = found.first()
+            && done(info)
+        {
+            return info.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {name} to be {what}: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn log_lines(runtime: &Runtime, name: &str) -> Vec<String> {
+    let mut rx = runtime.logs(&admin(), "", name, 100, false).await.unwrap();
+    let mut lines = Vec::new();
+    while let Some(line) = rx.recv().await {
+        lines.push(line.message);
+    }
+    lines
+}
+
+fn group_alive(pid: u32) -> bool {
+    killpg(Pid::from_raw(i32::try_from(pid).unwrap()), None).is_ok()
+}
+
+async fn wait_gone(pid: u32) {
+    for _ in 0..100 {
+        if !group_alive(pid) && kill(Pid::from_raw(i32::try_from(pid).unwrap()), None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("process {pid} is still running");
+}
+
+#[tokio::test]
+async fn command_service_runs_logs_and_is_deleted() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo \"Listening on 127.0.0.1:1\"; echo \"env $MICRO_SERVICE_NAME $MICRO_SERVICE_VERSION $MICRO_NAMESPACE $MICRO_AUTH_ID $MICRO_SERVER_ADDRESS $MICRO_SERVICE_ADDRESS home=${MICRO_HOME:-unset} $GREETING\"; echo Registered; sleep 30";
+    f.runtime.create(&admin(), "", command_spec("hello", dir.path(), script)).await.unwrap();
+
+    let info = wait_for(&f.runtime, "hello", "running", |i| i.status == Status::Running).await;
+    assert_eq!((info.version.as_str(), info.metadata["status"].as_str()), ("latest", "running"));
+    assert_eq!(info.metadata["source"], "./hello");
+    assert_eq!(info.metadata["owner"], "admin");
+    assert_eq!(info.metadata["group"], "micro");
+    assert_eq!(info.metadata["restarts"], "0");
+    assert!(info.metadata["started"].ends_with('Z') && !info.metadata["build"].is_empty(), "{info:?}");
+    assert_eq!(info.status.code(), 4);
+
+    // Registered comes after Listening on: once it is in the log, so is the env line.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = log_lines(&f.runtime, "hello").await;
+        if lines.iter().any(|l| l == "Registered") || tokio::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(lines[0], "Listening on 127.0.0.1:1");
+    assert_eq!(lines[1], "env hello latest micro hello-latest 127.0.0.1:1 127.0.0.1:0 home=unset hi there");
+    let accounts = f.auth.list_accounts("micro").await.unwrap();
+    let account = accounts.iter().find(|a| a.id == "hello-latest").expect("the service has an account");
+    assert_eq!((account.kind.as_str(), account.scopes.clone()), ("service", vec!["service".to_string()]));
+
+    let again = f.runtime.create(&admin(), "", command_spec("hello", dir.path(), script)).await;
+    assert_eq!(again, Err(RuntimeError::AlreadyExists("service hello already exists".into())));
+    let stranger = Context::member("foo");
+    assert_eq!(
+        f.runtime.create(&stranger, "micro", command_spec("x", dir.path(), script)).await,
+        Err(RuntimeError::Denied(micro_core::Denied::Namespace))
+    );
+    assert!(f.runtime.read(&stranger, "micro", "", "").is_err());
+    assert!(f.runtime.read(&stranger, "", "", "").unwrap().is_empty(), "other namespaces see nothing");
+    let bad = CreateSpec { name: "../x".into(), ..command_spec("x", dir.path(), script) };
+    assert!(matches!(f.runtime.create(&admin(), "", bad).await, Err(RuntimeError::Invalid(_))));
+
+    // Follow: new lines arrive until the receiver is dropped.
+    let mut follow = f.runtime.logs(&admin(), "", "hello", 1, true).await.unwrap();
+    assert_eq!(follow.recv().await.unwrap().message, "Registered");
+
+    let pid = f.runtime.pid("micro", "hello", "latest").expect("running");
+    assert!(group_alive(pid));
+    f.runtime.delete(&admin(), "", "hello", "").await.unwrap();
+    wait_gone(pid).await;
+    assert!(f.runtime.read(&admin(), "", "", "").unwrap().is_empty());
+    assert!(!f.auth.list_accounts("micro").await.unwrap().iter().any(|a| a.id == "hello-latest"));
+    assert_eq!(
+        f.runtime.logs(&admin(), "", "hello", 0, false).await.err(),
+        Some(RuntimeError::NotFound("Logs not found for service hello".into()))
+    );
+    assert_eq!(
+        f.runtime.delete(&admin(), "", "hello", "").await,
+        Err(RuntimeError::NotFound("service hello not found".into()))
+    );
+    assert!(
+        f.store
+            .read(
+                DATABASE,
+                TABLE,
+                "service/",
+                micro_store::ReadOptions { prefix: true, ..Default::default() }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(f.home);
+}
+
+#[tokio::test]
+async fn crashing_service_is_restarted_with_backoff() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    f.runtime
+        .create(&admin(), "", command_spec("crash", dir.path(), "echo starting; echo boom >&2; exit 3"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let info = wait_for(&f.runtime, "crash", "restarted 3 times", |i| {
+        i.metadata["restarts"].parse::<u32>().unwrap() >= 3
+    })
+    .await;
+    // 100 + 200 + 400 ms of backoff at least before the third crash is recorded.
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert_eq!(info.metadata.get("error").map(String::as_str), Some("exited with code 3: boom"), "{info:?}");
+    let info = wait_for(&f.runtime, "crash", "error", |i| i.status == Status::Error).await;
+    assert_eq!(info.metadata["status"], "error");
+    let lines = log_lines(&f.runtime, "crash").await;
+    assert!(lines.iter().filter(|l| *l == "boom").count() >= 3, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("micro: exited with code 3: boom; restarting in")),
+        "{lines:?}"
+    );
+
+    // A clean exit is `stopped`, not restarted.
+    f.runtime.create(&admin(), "", command_spec("once", dir.path(), "echo done")).await.unwrap();
+    let info = wait_for(&f.runtime, "once", "stopped", |i| i.status == Status::Stopped).await;
+    assert_eq!(info.metadata["restarts"], "0");
+    f.runtime.delete(&admin(), "", "crash", "latest").await.unwrap();
+    f.runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn services_are_restored_after_reopen() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    f.runtime
+        .create(&admin(), "", command_spec("keep", dir.path(), "echo Listening on x; sleep 30"))
+        .await
+        .unwrap();
+    wait_for(&f.runtime, "keep", "running", |i| i.status == Status::Running).await;
+    let first = f.runtime.pid("micro", "keep", "latest").unwrap();
+    f.runtime.shutdown().await;
+    wait_gone(first).await;
+
+    // As if the server had been killed: a process of the service is still running, and the
+    // record names it. The restore stops it before starting the service again.
+    let mut orphan = std::process::Command::new("sleep")
+        .arg("30")
+        .env("MICRO_SERVICE_NAME", "keep")
+        .env("MICRO_SERVICE_VERSION", "latest")
+        .env("MICRO_NAMESPACE", "micro")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let key = store_key("micro", "keep", "latest");
+    let record = f.store.read(DATABASE, TABLE, &key, Default::default()).await.unwrap().remove(0);
+    let mut desired: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+    assert_eq!(desired["pid"], first, "the running pid is recorded");
+    desired["pid"] = orphan.id().into();
+    let value = serde_json::to_vec(&desired).unwrap();
+    f.store.write(DATABASE, TABLE, micro_store::Record::new(key, value)).await.unwrap();
+
+    let reopened = Runtime::open(f.store.clone(), f.auth.clone(), options(f.home.path())).await.unwrap();
+    assert_eq!(reopened.read(&admin(), "", "keep", "").unwrap()[0].status, Status::Pending);
+    reopened.start("127.0.0.1:1");
+    let info = wait_for(&reopened, "keep", "running again", |i| i.status == Status::Running).await;
+    assert_eq!(info.metadata["source"], "./keep");
+    let status = orphan.wait().unwrap();
+    assert!(!status.success(), "the leftover process was stopped: {status:?}");
+    let second = reopened.pid("micro", "keep", "latest").unwrap();
+    assert_ne!(first, second);
+    reopened.shutdown().await;
+    wait_gone(second).await;
+}
+
+fn tarball(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder =
+        tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    for (path, body) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o755);
+        builder.append_data(&mut header, path, body.as_bytes()).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+#[tokio::test]
+async fn uploaded_and_git_sources_run() {
+    let f = fixture().await;
+    let bytes = tarball(&[("app/run.sh", "echo Listening on upload; sleep 30\n")]);
+    let chunks: Vec<Result<Vec<u8>, RuntimeError>> = bytes.chunks(1024).map(|c| Ok(c.to_vec())).collect();
+    let id = f.runtime.upload(&admin(), "up", "", tokio_stream::iter(chunks)).await.unwrap();
+    assert!(id.starts_with("source://up:latest:"), "{id}");
+    let spec = CreateSpec {
+        name: "up".into(),
+        source: id.clone(),
+        command: vec!["sh".into(), "run.sh".into()],
+        entrypoint: "app".into(),
+        ..CreateSpec::default()
+    };
+    f.runtime.create(&admin(), "", spec).await.unwrap();
+    let info = wait_for(&f.runtime, "up", "running", |i| i.status == Status::Running).await;
+    assert_eq!((info.source.as_str(), info.metadata["source"].as_str()), (id.as_str(), id.as_str()));
+    assert_eq!(info.metadata["build"].len(), 12);
+
+    let too_big =
+        tokio_stream::iter(vec![Ok(vec![0u8; 1]), Err(RuntimeError::Invalid("upload interrupted".into()))]);
+    assert!(f.runtime.upload(&admin(), "up", "", too_big).await.is_err());
+    let missing = CreateSpec {
+        name: "gone".into(),
+        source: "source://gone:latest:abcd".into(),
+        ..CreateSpec::default()
+    };
+    assert!(matches!(f.runtime.create(&admin(), "", missing).await, Err(RuntimeError::NotFound(_))));
+
+    // A bare repository with a branch, cloned by the runtime at that branch.
+    let repo = tempfile::tempdir().unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    let work = repo.path().join("work");
+    std::fs::create_dir_all(work.join("svc")).unwrap();
+    std::fs::write(work.join("svc/run.sh"), "echo Listening on main; sleep 30\n").unwrap();
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-qm", "main"]);
+    git(&work, &["checkout", "-qb", "feature"]);
+    std::fs::write(work.join("svc/run.sh"), "echo Listening on feature; sleep 30\n").unwrap();
+    git(&work, &["commit", "-qam", "feature"]);
+    git(repo.path(), &["clone", "-q", "--bare", "work", "x.git"]);
+    let source = format!("file://{}/x.git/svc@feature", repo.path().display());
+    let spec = CreateSpec {
+        name: "svc".into(),
+        version: "feature".into(),
+        source,
+        command: vec!["sh".into(), "run.sh".into()],
+        ..CreateSpec::default()
+    };
+    f.runtime.create(&admin(), "", spec).await.unwrap();
+    let info = wait_for(&f.runtime, "svc", "running", |i| i.status == Status::Running).await;
+    assert_eq!(info.version, "feature");
+    let lines = log_lines(&f.runtime, "svc").await;
+    assert!(lines.contains(&"Listening on feature".to_string()), "{lines:?}");
+    f.runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn cargo_service_is_built_and_run() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("tiny");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        krate.join("src/main.rs"),
+        "fn main() { println!(\"Listening on {}\", std::env::var(\"MICRO_SERVICE_NAME\").unwrap()); \
+         std::thread::sleep(std::time::Duration::from_secs(30)); }\n",
+    )
+    .unwrap();
+    let spec =
+        CreateSpec { name: "tiny".into(), source: krate.to_string_lossy().into(), ..CreateSpec::default() };
+    f.runtime.create(&admin(), "", spec.clone()).await.unwrap();
+    let info =
+        wait_for(&f.runtime, "tiny", "running", |i| i.status == Status::Running || i.status == Status::Error)
+            .await;
+    assert_eq!(info.status, Status::Running, "{info:?} {:?}", log_lines(&f.runtime, "tiny").await);
+    let lines = log_lines(&f.runtime, "tiny").await;
+    assert!(lines.contains(&"Listening on tiny".to_string()), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("Compiling tiny")), "build output goes to the log: {lines:?}");
+    assert!(f.home.path().join("build/release/tiny").exists(), "the shared target dir is used");
+
+    // Update rebuilds from the (edited) source and restarts.
+    std::fs::write(
+        krate.join("src/main.rs"),
+        "fn main() { println!(\"Listening on v2\"); std::thread::sleep(std::time::Duration::from_secs(30)); }\n",
+    )
+    .unwrap();
+    let first = f.runtime.pid("micro", "tiny", "latest").unwrap();
+    f.runtime.update(&admin(), "", CreateSpec { source: String::new(), ..spec }).await.unwrap();
+    wait_gone(first).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !log_lines(&f.runtime, "tiny").await.contains(&"Listening on v2".to_string()) {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", log_lines(&f.runtime, "tiny").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.runtime.shutdown().await;
+}

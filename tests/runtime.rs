@@ -1,0 +1,256 @@
+//! `micro run`, `update`, `kill`, `status` and `logs` end to end: services built from source and
+//! run by the server's runtime (reference §2.9, §9.5).
+//!
+//! One test builds a real Rust service with cargo (cold dependencies: minutes); the others run
+//! shell scripts with `--command`, which need no build.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Server, stderr, stdout};
+
+/// How long the cargo build of a fresh `micro new` service may take (dependencies cold).
+const BUILD_DEADLINE: Duration = Duration::from_secs(600);
+/// How long a script service may take to reach a state.
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `condition` every `interval` until it holds or `within` has passed.
+fn poll(within: Duration, interval: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// The `micro status` line of `name`, if it is listed.
+fn status_line(server: &Server, name: &str) -> Option<String> {
+    server
+        .ok(&["status"])
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(name))
+        .map(str::to_string)
+}
+
+/// Whether `micro status` shows `name version source status` (SOURCE one token).
+fn shows(server: &Server, name: &str, version: &str, source: &str, status: &str) -> bool {
+    status_line(server, name).is_some_and(|line| {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        columns.len() >= 4 && columns[..4] == [name, version, source, status]
+    })
+}
+
+fn wait_for_status(server: &Server, name: &str, version: &str, source: &str, status: &str, within: Duration) {
+    let found = poll(within, Duration::from_millis(500), || shows(server, name, version, source, status));
+    assert!(
+        found,
+        "{name} {version} {source} never became {status}; status:\n{}\nlogs:\n{}\nserver log:\n{}",
+        server.ok(&["status"]),
+        stdout(&server.micro(&["logs", "-n", "50", name])),
+        server.log()
+    );
+}
+
+fn listed(server: &Server, name: &str) -> bool {
+    server.ok(&["services"]).lines().any(|line| line == name)
+}
+
+fn write_script(dir: &Path, script: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("run.sh"), script).unwrap();
+}
+
+/// The one slow test: `micro new` → `run` → call → logs → edit → `update` → call → `kill`.
+#[test]
+fn a_new_service_runs_updates_and_is_killed() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    assert_eq!(server.ok(&["status"]), "", "no services, no table");
+
+    server.ok_at(work.path(), &["new", "helloworld"]);
+    let run = server.ok_at(work.path(), &["run", "./helloworld"]);
+    assert_eq!(run, "", "run prints nothing");
+    wait_for_status(&server, "helloworld", "latest", "./helloworld", "running", BUILD_DEADLINE);
+    let line = status_line(&server, "helloworld").unwrap();
+    assert!(line.contains("owner=") && line.contains("group="), "{line}");
+    assert!(line.contains(" ago "), "UPDATED counts from the start: {line}");
+
+    let answered = poll(SCRIPT_DEADLINE, Duration::from_millis(500), || {
+        stdout(&server.micro(&["helloworld", "--name=Alice"])).contains("Hello Alice")
+    });
+    assert!(
+        answered,
+        "helloworld never answered: {}",
+        stderr(&server.micro(&["helloworld", "--name=Alice"]))
+    );
+    assert!(listed(&server, "helloworld"));
+    let logs = server.ok(&["logs", "helloworld"]);
+    assert!(logs.contains("Listening on"), "{logs}");
+    let json = server.ok(&["status", "--output", "json"]);
+    let services: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(services[0]["name"], "helloworld", "{json}");
+
+    let handler = work.path().join("helloworld/src/handler.rs");
+    let code = std::fs::read_to_string(&handler).unwrap();
+    assert!(code.contains("\"Hello {name}\""), "{code}");
+    std::fs::write(&handler, code.replace("\"Hello {name}\"", "\"Hi {name}\"")).unwrap();
+    assert_eq!(server.ok_at(work.path(), &["update", "./helloworld"]), "");
+    let updated = poll(BUILD_DEADLINE, Duration::from_secs(1), || {
+        stdout(&server.micro(&["helloworld", "--name=Joe"])).contains("Hi Joe")
+    });
+    assert!(
+        updated,
+        "the update never served the new greeting; logs:\n{}",
+        server.ok(&["logs", "-n", "50", "helloworld"])
+    );
+
+    assert_eq!(server.ok(&["kill", "helloworld"]), "", "kill prints nothing");
+    assert!(status_line(&server, "helloworld").is_none(), "{}", server.ok(&["status"]));
+    assert!(
+        poll(SCRIPT_DEADLINE, Duration::from_millis(200), || !listed(&server, "helloworld")),
+        "a killed service leaves the registry"
+    );
+    let again = server.micro(&["kill", "helloworld"]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+}
+
+/// A service that exits with an error shows `error` with the message, is restarted with backoff,
+/// and `micro logs -f` streams the lines of each new attempt.
+#[test]
+fn a_crashing_service_shows_its_error_and_is_restarted() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    write_script(
+        &work.path().join("crasher"),
+        "echo \"attempt $(date +%s%N)\"\necho 'crasher: missing config' >&2\nexit 3\n",
+    );
+    server.ok_at(work.path(), &["run", "./crasher", "--command", "sh run.sh", "--env_vars", "A=1,B=2"]);
+
+    let errored = poll(SCRIPT_DEADLINE, Duration::from_millis(200), || {
+        status_line(&server, "crasher")
+            .is_some_and(|line| line.contains(" error ") && line.contains("error="))
+    });
+    assert!(errored, "status:\n{}\nserver log:\n{}", server.ok(&["status"]), server.log());
+    let line = status_line(&server, "crasher").unwrap();
+    assert!(line.starts_with("crasher"), "{line}");
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(columns[..4], ["crasher", "latest", "./crasher", "error"], "{line}");
+
+    let restarts = || -> u64 {
+        let json: serde_json::Value =
+            serde_json::from_str(&server.ok(&["status", "crasher", "--output", "json"])).unwrap();
+        json[0]["metadata"]["restarts"].as_str().and_then(|count| count.parse().ok()).unwrap_or(0)
+    };
+    assert!(
+        poll(SCRIPT_DEADLINE, Duration::from_millis(500), || restarts() >= 2),
+        "restarts: {}",
+        restarts()
+    );
+
+    let logs = server.ok(&["logs", "-n", "100", "crasher"]);
+    assert!(logs.contains("attempt ") && logs.contains("crasher: missing config"), "{logs}");
+    let seen: Vec<String> = logs.lines().map(str::to_string).collect();
+
+    // `logs -f` keeps streaming: a later attempt's line arrives.
+    let mut follow = server
+        .command()
+        .args(["logs", "-f", "crasher"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("micro logs -f starts");
+    let (tx, rx) = mpsc::channel();
+    let output = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + SCRIPT_DEADLINE;
+    let mut new_attempt = None;
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.starts_with("attempt ") && !seen.contains(&line) {
+            new_attempt = Some(line);
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(new_attempt.is_some(), "logs -f streamed no new attempt");
+
+    let missing = server.micro(&["logs", "nosuchservice"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("Logs not found for service nosuchservice"), "{}", stderr(&missing));
+
+    server.ok(&["kill", "crasher"]);
+    assert!(status_line(&server, "crasher").is_none());
+}
+
+/// `micro run .` from inside a folder and `micro run ../x` from beside it, and a git source at a
+/// branch, which shows the branch as VERSION.
+#[test]
+fn folders_run_from_dot_and_parent_paths_and_git_at_a_branch() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let ticker = "while true; do echo tick; sleep 1; done\n";
+    write_script(&work.path().join("ticker"), ticker);
+    write_script(&work.path().join("pinger"), ticker);
+    std::fs::create_dir_all(work.path().join("elsewhere")).unwrap();
+
+    server.ok_at(&work.path().join("ticker"), &["run", ".", "--command", "sh run.sh"]);
+    server
+        .ok_at(&work.path().join("elsewhere"), &["run", "../pinger", "--command", "sh", "--args", "run.sh"]);
+    wait_for_status(&server, "ticker", "latest", ".", "running", SCRIPT_DEADLINE);
+    wait_for_status(&server, "pinger", "latest", "../pinger", "running", SCRIPT_DEADLINE);
+    let names: Vec<String> = server
+        .ok(&["status"])
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["pinger", "ticker"], "sorted by name");
+    assert!(poll(SCRIPT_DEADLINE, Duration::from_millis(500), || server
+        .ok(&["logs", "ticker"])
+        .contains("tick")));
+
+    // A bare repository with a branch, cloned by the server.
+    let repo = work.path().join("gitsvc");
+    write_script(&repo, ticker);
+    let git = |dir: &Path, args: &[&str]| {
+        let output = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["checkout", "-q", "-b", "feature/ticks"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "ticker"]);
+    git(work.path(), &["clone", "-q", "--bare", "gitsvc", "gitsvc.git"]);
+    let url = format!("file://{}", work.path().join("gitsvc.git").display());
+    server.ok(&["run", &format!("{url}@feature/ticks"), "--command", "sh run.sh"]);
+    wait_for_status(&server, "gitsvc", "feature/ticks", &url, "running", SCRIPT_DEADLINE);
+
+    for name in ["ticker", "pinger"] {
+        server.ok(&["kill", name]);
+    }
+    server.ok(&["kill", "gitsvc@feature/ticks"]);
+    assert_eq!(server.ok(&["status"]), "", "every service is gone");
+}
