@@ -174,7 +174,7 @@ fn no_well_known_admin_password_off_loopback() {
         })
         .unwrap_or_else(|| panic!("the generated password is logged once: {log}"))
         .to_string();
-    server.ok(&["login", "--username", "admin", "--password", &password]);
+    server.ok(&["login", "--username", "admin", &format!("--password={password}")]);
     drop(server);
 
     let home = tempfile::tempdir().unwrap();

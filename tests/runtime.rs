@@ -254,3 +254,23 @@ fn folders_run_from_dot_and_parent_paths_and_git_at_a_branch() {
     server.ok(&["kill", "gitsvc@feature/ticks"]);
     assert_eq!(server.ok(&["status"]), "", "every service is gone");
 }
+
+/// Services come back after the server restarts, without any command.
+#[test]
+fn services_are_restored_after_a_server_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    write_script(&work.path().join("keeper"), "echo \"Listening on 127.0.0.1:1 pid $$\"\nexec sleep 300\n");
+    server.ok_at(work.path(), &["run", "./keeper", "--command", "sh run.sh"]);
+    wait_for_status(&server, "keeper", "latest", "./keeper", "running", SCRIPT_DEADLINE);
+
+    let status = server.signal(15);
+    assert!(status.success(), "the server drains and stops its services: {status}");
+
+    let server = Server::start(home.path());
+    wait_for_status(&server, "keeper", "latest", "./keeper", "running", SCRIPT_DEADLINE);
+    let logs = server.ok(&["logs", "-n", "10", "keeper"]);
+    assert_eq!(logs.matches("Listening on").count(), 2, "started once per server run: {logs}");
+    server.ok(&["kill", "keeper"]);
+}

@@ -4,11 +4,16 @@
 //! the server's gRPC proxy, and an HTTP call through the API gateway. Also records server
 //! start-to-ready and resident memory. Writes `BENCHMARKS.md` at the repository root.
 //!
+//! With the argument `runtime`, measures `micro run` instead: source to first successful call,
+//! cold and warm, beside plain `cargo build --release` (see `runtime.rs`). Each mode rewrites its
+//! own section of `BENCHMARKS.md`.
+//!
 //! Ratios within one run are the figures that count; absolute times drift between runs.
 
 mod http;
 mod load;
 mod procs;
+mod runtime;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -30,6 +35,17 @@ async fn main() -> anyhow::Result<()> {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ is in the repository");
     let bins = procs::build(root)?;
     let home = tempdir()?;
+    let path = root.join("BENCHMARKS.md");
+
+    if std::env::args().nth(1).as_deref() == Some("runtime") {
+        let server = procs::Server::start(&bins.micro, &home).await?;
+        let figures = runtime::measure(&bins.micro, &home).await?;
+        runtime::write_section(&path, "runtime", &runtime::render(&figures))?;
+        eprintln!("wrote {}", path.display());
+        drop(server);
+        let _ = std::fs::remove_dir_all(&home);
+        return Ok(());
+    }
 
     let server = procs::Server::start(&bins.micro, &home).await?;
     eprintln!("server ready in {:?} (rss {} KiB)", server.ready_in, server.rss_kib());
@@ -52,8 +68,8 @@ async fn main() -> anyhow::Result<()> {
     let loaded_rss = (server.rss_kib(), service.rss_kib());
 
     let markdown = render(&server, idle_rss, loaded_rss, &results);
-    let path = root.join("BENCHMARKS.md");
-    std::fs::write(&path, markdown).with_context(|| format!("cannot write {}", path.display()))?;
+    runtime::write_section(&path, "calls", &markdown)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     drop(service);
     drop(server);
@@ -74,7 +90,6 @@ fn render(
     results: &[(String, usize, Report)],
 ) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
         "Written by `cargo run --release -p micro-bench` (bench/): one run, one machine, release builds of \

@@ -62,6 +62,22 @@ pub(crate) fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// A random password of `len` letters and digits: nothing a shell or a flag parser treats
+/// specially (a generated password starting with `-` read as a flag in `--password -x...`).
+pub(crate) fn random_password(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        let mut buf = [0u8; 32];
+        getrandom::fill(&mut buf).expect("the OS random source is available");
+        // 248 = 4 × 62: rejecting larger bytes keeps every character equally likely.
+        for byte in buf.into_iter().filter(|byte| *byte < 248).take(len - out.len()) {
+            out.push(char::from(ALPHABET[usize::from(byte) % ALPHABET.len()]));
+        }
+    }
+    out
+}
+
 /// A random version-4 UUID in its usual text form, the original's default secret and id.
 pub(crate) fn random_uuid() -> String {
     let mut b = [0u8; 16];
@@ -101,6 +117,10 @@ mod tests {
         assert_eq!(&uuid[14..15], "4");
         assert_ne!(random_uuid(), uuid);
         assert_eq!(random_token(32).len(), 43);
+        let password = random_password(24);
+        assert_eq!(password.len(), 24);
+        assert!(password.chars().all(|c| c.is_ascii_alphanumeric()), "{password}");
+        assert_ne!(random_password(24), password);
         assert_eq!(token_digest("abc").len(), 64);
     }
 }

@@ -30,7 +30,7 @@ use micro_store::{ReadOptions, Record, Store, StoreError};
 use crate::error::*;
 use crate::keys::{Keys, now};
 use crate::rules::{self, Resource, Rule, Verdict};
-use crate::secret::{Hasher, random_token, random_uuid, token_digest};
+use crate::secret::{Hasher, random_password, random_token, random_uuid, token_digest};
 use crate::{
     DEFAULT_TOKEN_EXPIRY, MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_RULES, MAX_SCOPE_BYTES,
     MAX_SCOPES, MAX_SECRET_BYTES, MAX_TOKEN_EXPIRY, REFRESH_TOKEN_LIFETIME, RULES_CACHE_TTL,
@@ -628,7 +628,7 @@ impl Auth {
             let (password, generated) = match (&options.admin_password, options.loopback_only) {
                 (Some(password), _) => (password.clone(), false),
                 (None, true) => (DEFAULT_ADMIN_PASSWORD.to_string(), false),
-                (None, false) => (random_token(18), true),
+                (None, false) => (random_password(24), true),
             };
             let new = NewAccount {
                 id: ADMIN_ID.into(),
@@ -661,7 +661,7 @@ impl Auth {
                 tracing::warn!(
                     "the admin account still had the default password while listening beyond loopback; rotated it"
                 );
-                (random_token(18), true)
+                (random_password(24), true)
             }
             None => return Ok(None),
         };
