@@ -80,7 +80,17 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so a server stops the services its runtime started; SIGKILL if it has not
+    /// exited within the grace period.
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

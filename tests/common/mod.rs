@@ -168,7 +168,17 @@ fn addr_field(line: &str) -> Option<String> {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so the server stops the services its runtime started; SIGKILL when it has
+    /// not exited within the grace period.
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
