@@ -6,6 +6,7 @@
 //! it was (see [`error`]).
 
 mod auth;
+mod broker;
 mod call;
 mod client;
 mod config;
@@ -109,6 +110,12 @@ enum Command {
     Auth {
         #[command(subcommand)]
         command: auth::AuthCommand,
+    },
+    /// Publish and subscribe to ephemeral messages
+    #[command(help_template = help!("micro broker"), subcommand_required = true, arg_required_else_help = true)]
+    Broker {
+        #[command(subcommand)]
+        command: broker::BrokerCommand,
     },
     /// List the services running in the current namespace
     #[command(help_template = help!("micro services"))]
@@ -236,6 +243,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Store { command } => block_on(store::run(&global, command)),
         Command::Config { command } => block_on(config::run(&global, command)),
         Command::Services => block_on(services::run(&global)),
+        Command::Broker { command } => block_on(broker::run(&global, command)),
         Command::Login(args) => block_on(login::login(&global, args)),
         Command::Logout => login::logout(&global),
         Command::User { command } => block_on(user::run(&global, command)),

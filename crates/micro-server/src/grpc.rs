@@ -12,16 +12,24 @@ use tonic::transport::Server;
 use crate::gate::AuthLayer;
 use crate::proxy::Proxy;
 
-/// Serves every core service this server hosts on `listener` until `shutdown` resolves.
+/// The core services one server hosts, each over the backend chosen at boot.
+#[derive(Clone)]
+pub struct Core {
+    pub store: Arc<dyn micro_store::Store>,
+    pub config: Arc<micro_config::Config>,
+    pub auth: Arc<micro_auth::Auth>,
+    pub registry: Arc<micro_registry::Registry>,
+    pub runtime: micro_runtime::Runtime,
+    pub broker: Arc<dyn micro_broker::Broker>,
+}
+
+/// Serves every core service of `core` on `listener` until `shutdown` resolves.
 pub async fn serve(
-    store: Arc<dyn micro_store::Store>,
-    config: Arc<micro_config::Config>,
-    auth: Arc<micro_auth::Auth>,
-    registry: Arc<micro_registry::Registry>,
-    runtime: micro_runtime::Runtime,
+    core: Core,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Core { store, config, auth, registry, runtime, broker } = core;
     use micro_proto::config::config_server::ConfigServer;
     use micro_proto::registry::registry_server::RegistryServer;
     use micro_proto::store::store_server::StoreServer;
@@ -41,7 +49,9 @@ pub async fn serve(
     health.set_serving::<RegistryServer<micro_registry::grpc::RegistryService>>().await;
     let (auth_service, accounts_service, rules_service) = micro_auth::grpc::services(auth.clone());
     let (runtime_service, source_service) = micro_runtime::grpc::servers(runtime);
-    for name in ["auth.Auth", "auth.Accounts", "auth.Rules", "runtime.Runtime", "runtime.Source"] {
+    for name in
+        ["auth.Auth", "auth.Accounts", "auth.Rules", "runtime.Runtime", "runtime.Source", "broker.Broker"]
+    {
         health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
 
@@ -57,7 +67,8 @@ pub async fn serve(
         .add_service(accounts_service)
         .add_service(rules_service)
         .add_service(runtime_service)
-        .add_service(source_service);
+        .add_service(source_service)
+        .add_service(micro_broker::grpc::server(broker));
     // Whatever no core service claims goes to the proxy; the gate runs in front of both.
     let proxy = Proxy::new(registry);
     let router = routes.routes().into_axum_router().fallback(move |request: axum::extract::Request| {

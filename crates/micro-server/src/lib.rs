@@ -114,6 +114,7 @@ pub struct Platform {
     auth: Arc<micro_auth::Auth>,
     registry: Arc<micro_registry::Registry>,
     runtime: micro_runtime::Runtime,
+    broker: Arc<dyn micro_broker::Broker>,
     /// `--api-domain`, empty when unset.
     api_domain: String,
     _sweeper: micro_store::Sweeper,
@@ -145,6 +146,9 @@ impl Platform {
 
         let runtime = backends::runtime(store.clone(), auth.clone(), home).await?;
 
+        let broker: Arc<dyn micro_broker::Broker> = Arc::new(micro_broker::MemoryBroker::new());
+        info!(backend = %broker.summary(), "broker");
+
         Ok(Self {
             home: home.to_path_buf(),
             store,
@@ -152,6 +156,7 @@ impl Platform {
             auth,
             registry,
             runtime,
+            broker,
             api_domain: config.api_domain.clone(),
             _sweeper: sweeper,
             _reaper: reaper,
@@ -198,15 +203,15 @@ impl Platform {
             }
         };
 
-        let mut grpc_task = tokio::spawn(grpc::serve(
-            self.store.clone(),
-            self.config.clone(),
-            self.auth.clone(),
-            self.registry.clone(),
-            self.runtime.clone(),
-            grpc,
-            stopped(),
-        ));
+        let core = grpc::Core {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            auth: self.auth.clone(),
+            registry: self.registry.clone(),
+            runtime: self.runtime.clone(),
+            broker: self.broker.clone(),
+        };
+        let mut grpc_task = tokio::spawn(grpc::serve(core, grpc, stopped()));
         let gateway = gateway::Gateway::new(
             self.registry.clone(),
             self.auth.clone(),

@@ -139,17 +139,11 @@ async fn start_platform() -> Platform {
     )
     .await
     .unwrap();
-    let served = tokio::spawn(micro_server::grpc::serve(
-        store,
-        config,
-        auth,
-        registry.clone(),
-        runtime,
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let broker: Arc<dyn micro_broker::Broker> = Arc::new(micro_broker::MemoryBroker::new());
+    let core = micro_server::grpc::Core { store, config, auth, registry: registry.clone(), runtime, broker };
+    let served = tokio::spawn(micro_server::grpc::serve(core, listener, async {
+        let _ = stopped.await;
+    }));
     let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
     Platform { registry, channel, stop, served, _dir: dir }
 }
