@@ -13,6 +13,7 @@ mod config;
 mod dynamic;
 mod env;
 pub mod error;
+mod events;
 mod login;
 mod new;
 mod prompt;
@@ -110,6 +111,12 @@ enum Command {
     Auth {
         #[command(subcommand)]
         command: auth::AuthCommand,
+    },
+    /// Publish, consume and read durable event streams
+    #[command(help_template = help!("micro events"), subcommand_required = true, arg_required_else_help = true)]
+    Events {
+        #[command(subcommand)]
+        command: events::EventsCommand,
     },
     /// Publish and subscribe to ephemeral messages
     #[command(help_template = help!("micro broker"), subcommand_required = true, arg_required_else_help = true)]
@@ -244,6 +251,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config { command } => block_on(config::run(&global, command)),
         Command::Services => block_on(services::run(&global)),
         Command::Broker { command } => block_on(broker::run(&global, command)),
+        Command::Events { command } => block_on(events::run(&global, command)),
         Command::Login(args) => block_on(login::login(&global, args)),
         Command::Logout => login::logout(&global),
         Command::User { command } => block_on(user::run(&global, command)),

@@ -84,3 +84,40 @@ pub async fn runtime(
     tracing::info!(sources = %home.join("sources").display(), builds = %builds.display(), "runtime (local processes)");
     Ok(runtime)
 }
+
+/// How often events past their retention are removed.
+pub const EVENTS_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opens the embedded event log, one redb file at `server_dir/events/events.redb`, and starts its
+/// retention sweeper (stopped when the returned guard is dropped).
+pub fn events(server_dir: &Path) -> anyhow::Result<(Arc<dyn micro_events::Events>, AbortOnDrop)> {
+    let dir = server_dir.join("events");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("events.redb");
+    let events: Arc<dyn micro_events::Events> = Arc::new(
+        micro_events::file::FileEvents::open(&path)
+            .with_context(|| format!("cannot open the event log {}", path.display()))?,
+    );
+    let sweeping = events.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(EVENTS_SWEEP_INTERVAL);
+        loop {
+            ticks.tick().await;
+            match sweeping.sweep().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "events: removed events past their retention"),
+                Err(err) => tracing::warn!(%err, "events: retention sweep failed"),
+            }
+        }
+    });
+    Ok((events, AbortOnDrop(sweeper)))
+}
+
+/// Stops a background task when dropped.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -21,6 +21,7 @@ pub struct Core {
     pub registry: Arc<micro_registry::Registry>,
     pub runtime: micro_runtime::Runtime,
     pub broker: Arc<dyn micro_broker::Broker>,
+    pub events: Arc<dyn micro_events::Events>,
 }
 
 /// Serves every core service of `core` on `listener` until `shutdown` resolves.
@@ -29,7 +30,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let Core { store, config, auth, registry, runtime, broker } = core;
+    let Core { store, config, auth, registry, runtime, broker, events } = core;
     use micro_proto::config::config_server::ConfigServer;
     use micro_proto::registry::registry_server::RegistryServer;
     use micro_proto::store::store_server::StoreServer;
@@ -68,7 +69,9 @@ pub async fn serve(
         .add_service(rules_service)
         .add_service(runtime_service)
         .add_service(source_service)
-        .add_service(micro_broker::grpc::server(broker));
+        .add_service(micro_broker::grpc::server(broker))
+        .add_service(micro_events::grpc::stream_server(events.clone()))
+        .add_service(micro_events::grpc::store_server(events));
     // Whatever no core service claims goes to the proxy; the gate runs in front of both.
     let proxy = Proxy::new(registry);
     let router = routes.routes().into_axum_router().fallback(move |request: axum::extract::Request| {

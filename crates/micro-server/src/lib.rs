@@ -115,6 +115,8 @@ pub struct Platform {
     registry: Arc<micro_registry::Registry>,
     runtime: micro_runtime::Runtime,
     broker: Arc<dyn micro_broker::Broker>,
+    events: Arc<dyn micro_events::Events>,
+    _events_sweeper: backends::AbortOnDrop,
     /// `--api-domain`, empty when unset.
     api_domain: String,
     _sweeper: micro_store::Sweeper,
@@ -148,6 +150,8 @@ impl Platform {
 
         let broker: Arc<dyn micro_broker::Broker> = Arc::new(micro_broker::MemoryBroker::new());
         info!(backend = %broker.summary(), "broker");
+        let (events, events_sweeper) = backends::events(&server_dir)?;
+        info!(backend = %events.summary(), "events");
 
         Ok(Self {
             home: home.to_path_buf(),
@@ -157,6 +161,8 @@ impl Platform {
             registry,
             runtime,
             broker,
+            events,
+            _events_sweeper: events_sweeper,
             api_domain: config.api_domain.clone(),
             _sweeper: sweeper,
             _reaper: reaper,
@@ -210,6 +216,7 @@ impl Platform {
             registry: self.registry.clone(),
             runtime: self.runtime.clone(),
             broker: self.broker.clone(),
+            events: self.events.clone(),
         };
         let mut grpc_task = tokio::spawn(grpc::serve(core, grpc, stopped()));
         let gateway = gateway::Gateway::new(

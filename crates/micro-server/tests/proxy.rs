@@ -140,7 +140,9 @@ async fn start_platform() -> Platform {
     .await
     .unwrap();
     let broker: Arc<dyn micro_broker::Broker> = Arc::new(micro_broker::MemoryBroker::new());
-    let core = micro_server::grpc::Core { store, config, auth, registry: registry.clone(), runtime, broker };
+    let events: Arc<dyn micro_events::Events> = Arc::new(micro_events::memory::MemoryEvents::default());
+    let core =
+        micro_server::grpc::Core { store, config, auth, registry: registry.clone(), runtime, broker, events };
     let served = tokio::spawn(micro_server::grpc::serve(core, listener, async {
         let _ = stopped.await;
     }));

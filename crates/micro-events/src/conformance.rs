@@ -1,0 +1,359 @@
+//! The conformance suite: the [`Events`] contract as executable checks, run by every backend.
+//!
+//! Compiled for this crate's tests and, with the `conformance` feature, for backends in other
+//! crates:
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread")]
+//! async fn conformance() {
+//!     micro_events::conformance::run_all(Arc::new(MyEvents::connect(url).await?)).await;
+//! }
+//! ```
+//!
+//! Each case is public, taking the backend and a topic to work in, so a failing case can be
+//! run alone; cases panic with the finding. Requirements: real time (the ack-wait cases wait
+//! out ack waits of [`ACK_WAIT`]), the backend's default retention, and namespaces `micro` and
+//! `foo` usable. [`run_all`] works in topics named `conformance-<run id>-<case>`, so it can
+//! run against a persistent backend that already holds data.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::{
+    ConsumeOptions, Consumer, Delivery, Events, EventsError, MAX_EVENT_BYTES, PublishOptions, Start,
+};
+
+/// The ack wait of the manual-ack cases: short, since they wait it out.
+pub const ACK_WAIT: Duration = Duration::from_millis(150);
+/// How long a case waits to be sure nothing more arrives.
+const QUIET: Duration = Duration::from_millis(100);
+/// How long a case waits for something that must arrive.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs every case against `events`.
+pub async fn run_all(events: std::sync::Arc<dyn Events>) {
+    let events = &*events;
+    let run = run_id();
+    let topic = |case: &str| format!("conformance-{run}-{case}");
+
+    in_order_exactly_once(events, &topic("order")).await;
+    ack_wait_redelivery(events, &topic("ackwait")).await;
+    nack_redelivers_at_once(events, &topic("nack")).await;
+    groups_share_and_fan_out(events, &topic("groups")).await;
+    start_positions_and_read(events, &topic("start")).await;
+    namespaces_isolated(events, &topic("isolation")).await;
+    wakes_waiting_consumer(events, &topic("wake")).await;
+    concurrent_members(events, &topic("concurrent")).await;
+    validation(events, &topic("validation")).await;
+}
+
+/// A name no earlier run in this or another process used.
+fn run_id() -> String {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", RUNS.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn publish(events: &dyn Events, namespace: &str, topic: &str, payload: &[u8]) -> (String, u64) {
+    let published = events
+        .publish(namespace, topic, payload.to_vec(), PublishOptions::default())
+        .await
+        .unwrap_or_else(|err| panic!("publish to {namespace}/{topic}: {err}"));
+    (published.id, published.sequence)
+}
+
+/// Manual-ack options for `group` from the beginning.
+pub fn manual(group: &str, retry_limit: Option<u32>) -> ConsumeOptions {
+    ConsumeOptions {
+        group: Some(group.to_string()),
+        start: Start::Sequence(1),
+        auto_ack: false,
+        ack_wait: ACK_WAIT,
+        retry_limit,
+    }
+}
+
+/// Auto-ack options for `group` from the beginning.
+pub fn from_start(group: &str) -> ConsumeOptions {
+    ConsumeOptions { group: Some(group.to_string()), start: Start::Sequence(1), ..ConsumeOptions::default() }
+}
+
+/// The next delivery, which must come within [`PATIENCE`].
+pub async fn next(consumer: &mut Consumer) -> Delivery {
+    match tokio::time::timeout(PATIENCE, consumer.next()).await {
+        Ok(Some(Ok(delivery))) => delivery,
+        Ok(Some(Err(err))) => panic!("consumer failed: {err}"),
+        Ok(None) => panic!("consumer ended"),
+        Err(_) => panic!("no delivery within {PATIENCE:?}"),
+    }
+}
+
+/// Panics if anything arrives within `quiet`.
+pub async fn nothing_within(consumer: &mut Consumer, quiet: Duration, why: &str) {
+    if let Ok(delivery) = tokio::time::timeout(quiet, consumer.next()).await {
+        panic!("{why}: got {:?}", delivery.map(|d| d.map(|d| (d.event.sequence, d.attempt))));
+    }
+}
+
+/// 1,000 events consumed from the start with auto-ack: all of them, in order, once.
+pub async fn in_order_exactly_once(events: &dyn Events, topic: &str) {
+    const N: u64 = 1000;
+    for n in 1..=N {
+        let (_, sequence) = publish(events, "micro", topic, &n.to_be_bytes()).await;
+        assert_eq!(sequence, n, "sequences count from 1 in publish order");
+    }
+    let mut consumer = events.consume("micro", topic, from_start("all")).await.unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for n in 1..=N {
+        let delivery = next(&mut consumer).await;
+        assert_eq!(delivery.event.sequence, n, "delivered in publish order");
+        assert_eq!(delivery.event.payload, n.to_be_bytes());
+        assert_eq!(delivery.attempt, 1);
+        assert!(ids.insert(delivery.event.id.clone()), "ids are unique");
+        delivery.ack().await.expect("ack is a no-op with auto-ack");
+    }
+    nothing_within(&mut consumer, QUIET, "after every event was auto-acked").await;
+}
+
+/// Manual ack: an unacked event comes back with the same id after the ack wait; retry limit 1
+/// means exactly two deliveries; an acked event never comes back.
+pub async fn ack_wait_redelivery(events: &dyn Events, topic: &str) {
+    let (id, _) = publish(events, "micro", topic, b"once").await;
+    let mut consumer = events.consume("micro", topic, manual("g", Some(1))).await.unwrap();
+    let delivered = tokio::time::Instant::now();
+    let first = next(&mut consumer).await;
+    assert_eq!((first.event.id.as_str(), first.attempt), (id.as_str(), 1));
+    let second = next(&mut consumer).await;
+    assert_eq!((second.event.id.as_str(), second.attempt), (id.as_str(), 2), "redelivered with the same id");
+    assert!(delivered.elapsed() >= ACK_WAIT, "not redelivered before the ack wait ran out");
+    nothing_within(&mut consumer, ACK_WAIT * 2, "retry limit 1 allows exactly 2 deliveries").await;
+    assert_eq!(second.ack().await, Err(EventsError::NotFound), "a dropped event cannot be acked");
+
+    let (acked, _) = publish(events, "micro", topic, b"acked").await;
+    let delivery = next(&mut consumer).await;
+    assert_eq!(delivery.event.id, acked);
+    delivery.ack().await.unwrap();
+    assert_eq!(delivery.ack().await, Err(EventsError::NotFound), "an ack settles the event once");
+    nothing_within(&mut consumer, ACK_WAIT * 2, "an acked event is not redelivered").await;
+}
+
+/// A nack redelivers at once (well before the ack wait), within the retry limit.
+pub async fn nack_redelivers_at_once(events: &dyn Events, topic: &str) {
+    let (id, _) = publish(events, "micro", topic, b"x").await;
+    let options = ConsumeOptions { ack_wait: Duration::from_secs(60), ..manual("g", None) };
+    let mut consumer = events.consume("micro", topic, options).await.unwrap();
+    let first = next(&mut consumer).await;
+    first.nack().await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("a nacked event comes back long before its 60 s ack wait")
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.event.id.as_str(), again.attempt), (id.as_str(), 2));
+    // Settling through the trait (the gRPC path) works the same as through the delivery.
+    events.ack("micro", topic, "g", &id).await.unwrap();
+    assert_eq!(events.ack("micro", topic, "g", &id).await, Err(EventsError::NotFound));
+    assert_eq!(events.nack("micro", topic, "nope", &id).await, Err(EventsError::NotFound));
+}
+
+/// Two consumers of one group split the events with no duplicates and no gaps; another group
+/// gets every event again.
+pub async fn groups_share_and_fan_out(events: &dyn Events, topic: &str) {
+    const N: u64 = 200;
+    for n in 1..=N {
+        publish(events, "micro", topic, &n.to_be_bytes()).await;
+    }
+    let mut one = events.consume("micro", topic, from_start("shared")).await.unwrap();
+    let mut two = events.consume("micro", topic, from_start("shared")).await.unwrap();
+    let (mut got_one, mut got_two) = (Vec::new(), Vec::new());
+    for _ in 0..N / 2 {
+        got_one.push(next(&mut one).await.event.sequence);
+        got_two.push(next(&mut two).await.event.sequence);
+    }
+    nothing_within(&mut one, QUIET, "the group's events are used up").await;
+    nothing_within(&mut two, QUIET, "the group's events are used up").await;
+    let mut all: Vec<u64> = got_one.iter().chain(&got_two).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=N).collect::<Vec<_>>(), "members share the events: no duplicates, no gaps");
+    assert!(!got_one.is_empty() && !got_two.is_empty());
+
+    let mut other = events.consume("micro", topic, from_start("other")).await.unwrap();
+    for n in 1..=N {
+        assert_eq!(next(&mut other).await.event.sequence, n, "another group gets every event");
+    }
+
+    // Members with manual ack: an event one member leaves unacked goes to the other.
+    let (id, _) = publish(events, "micro", topic, b"handover").await;
+    let mut three = events.consume("micro", topic, manual("manual", None)).await.unwrap();
+    let mut four = events.consume("micro", topic, manual("manual", None)).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..=N {
+        let delivery = next(&mut three).await;
+        seen.push(delivery.event.sequence);
+        if delivery.event.id != id {
+            delivery.ack().await.unwrap();
+        }
+    }
+    assert_eq!(seen, (1..=N + 1).collect::<Vec<_>>());
+    drop(three);
+    let handed = next(&mut four).await;
+    assert_eq!(
+        (handed.event.id.as_str(), handed.attempt),
+        (id.as_str(), 2),
+        "redelivered to the other member"
+    );
+    handed.ack().await.unwrap();
+}
+
+/// Newest skips what is there; a sequence or a time starts there; read pages in order.
+pub async fn start_positions_and_read(events: &dyn Events, topic: &str) {
+    for n in 1..=5u64 {
+        publish(events, "micro", topic, &n.to_be_bytes()).await;
+    }
+    let mut newest = events.consume("micro", topic, ConsumeOptions::default()).await.unwrap();
+    let mut third = events
+        .consume("micro", topic, ConsumeOptions { start: Start::Sequence(3), ..ConsumeOptions::default() })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut third).await.event.sequence, 3);
+
+    let stored = events.read("micro", topic, 0, 0).await.unwrap();
+    assert_eq!(stored.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert!(stored.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms), "time order");
+    let page = events.read("micro", topic, 2, 1).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.sequence).collect::<Vec<_>>(), [2, 3]);
+    assert!(events.read("micro", topic, 10, 5).await.unwrap().is_empty());
+    assert!(events.read("micro", "conformance-never-published", 10, 0).await.unwrap().is_empty());
+
+    // Time offsets: an event with an explicit later timestamp, then a consumer from that time.
+    let later = stored[4].timestamp_ms + 60_000;
+    let options =
+        PublishOptions { timestamp_ms: Some(later), metadata: BTreeMap::from([("k".into(), "v".into())]) };
+    let published = events.publish("micro", topic, b"later".to_vec(), options).await.unwrap();
+    assert_eq!((published.sequence, published.timestamp_ms), (6, later));
+    let mut timed = events
+        .consume("micro", topic, ConsumeOptions { start: Start::Time(later), ..ConsumeOptions::default() })
+        .await
+        .unwrap();
+    let event = next(&mut timed).await.event;
+    assert_eq!((event.sequence, event.payload.as_slice()), (6, b"later".as_slice()));
+    assert_eq!(event.metadata.get("k").map(String::as_str), Some("v"));
+    // An earlier explicit timestamp is raised so time order follows publish order.
+    let options = PublishOptions { timestamp_ms: Some(1), ..PublishOptions::default() };
+    assert_eq!(events.publish("micro", topic, Vec::new(), options).await.unwrap().timestamp_ms, later);
+
+    let first_new = next(&mut newest).await.event.sequence;
+    assert_eq!(first_new, 6, "newest starts after what was there when it joined");
+}
+
+/// A consumer in namespace `foo` never sees `micro`'s events, and the other way round.
+pub async fn namespaces_isolated(events: &dyn Events, topic: &str) {
+    let mut in_foo = events.consume("foo", topic, from_start("g")).await.unwrap();
+    let (micro_id, _) = publish(events, "micro", topic, b"micro").await;
+    let (_, foo_sequence) = publish(events, "foo", topic, b"foo").await;
+    assert_eq!(foo_sequence, 1, "each namespace numbers its own topic");
+    let delivery = next(&mut in_foo).await;
+    assert_eq!(delivery.event.payload, b"foo");
+    nothing_within(&mut in_foo, QUIET, "foo's consumer sees only foo's events").await;
+    let read = events.read("foo", topic, 0, 0).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.payload.as_slice()).collect::<Vec<_>>(), [b"foo".as_slice()]);
+
+    let mut micro = events.consume("micro", topic, manual("g", None)).await.unwrap();
+    assert_eq!(next(&mut micro).await.event.id, micro_id);
+    assert_eq!(events.ack("foo", topic, "g", &micro_id).await, Err(EventsError::NotFound));
+    events.ack("micro", topic, "g", &micro_id).await.unwrap();
+}
+
+/// A consumer already waiting for new events wakes as soon as one is published.
+pub async fn wakes_waiting_consumer(events: &dyn Events, topic: &str) {
+    let mut consumer = events.consume("micro", topic, ConsumeOptions::default()).await.unwrap();
+    let waiting = tokio::time::timeout(PATIENCE, consumer.next());
+    let publishing = async {
+        // Let the consumer find nothing and start waiting first.
+        tokio::time::sleep(QUIET).await;
+        let published = tokio::time::Instant::now();
+        (publish(events, "micro", topic, b"wake").await, published)
+    };
+    let (delivery, ((id, _), published)) = tokio::join!(waiting, publishing);
+    let delivery = delivery.expect("woken by the publish").unwrap().unwrap();
+    assert_eq!(delivery.event.id, id);
+    assert!(published.elapsed() < Duration::from_secs(2), "woken promptly, not by a poll interval");
+}
+
+/// Members pulling at the same time from several tasks still get each event exactly once.
+pub async fn concurrent_members(events: &dyn Events, topic: &str) {
+    const N: usize = 300;
+    const MEMBERS: usize = 3;
+    let (done, _) = tokio::sync::watch::channel(false);
+    let taken = std::sync::atomic::AtomicUsize::new(0);
+    let member = |mut consumer: Consumer| {
+        let (done, taken) = (&done, &taken);
+        async move {
+            let mut finished = done.subscribe();
+            let mut got = Vec::new();
+            loop {
+                tokio::select! {
+                    delivery = consumer.next() => {
+                        let delivery = delivery.expect("consumer ended").expect("consumer failed");
+                        got.push(delivery.event.sequence);
+                        delivery.ack().await.unwrap();
+                        if taken.fetch_add(1, Ordering::SeqCst) + 1 == N {
+                            done.send_replace(true);
+                        }
+                    }
+                    _ = finished.wait_for(|done| *done) => return got,
+                }
+            }
+        }
+    };
+    let mut consumers = Vec::new();
+    for _ in 0..MEMBERS {
+        consumers.push(events.consume("micro", topic, manual("g", None)).await.unwrap());
+    }
+    let publishing = async {
+        for n in 0..N {
+            publish(events, "micro", topic, &n.to_be_bytes()).await;
+        }
+    };
+    let members = futures::future::join_all(consumers.into_iter().map(member));
+    let (got, ()) = tokio::time::timeout(PATIENCE * 3, async { tokio::join!(members, publishing) })
+        .await
+        .expect("every event consumed");
+    let mut all: Vec<u64> = got.into_iter().flatten().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=N as u64).collect::<Vec<_>>(), "no duplicates, no gaps");
+}
+
+fn invalid<T>(result: Result<T, EventsError>) -> bool {
+    matches!(result, Err(EventsError::Invalid(_)))
+}
+
+/// Bad input is rejected with a clear error and changes nothing.
+pub async fn validation(events: &dyn Events, topic: &str) {
+    let empty = PublishOptions::default;
+    assert!(invalid(events.publish("micro", "", vec![], empty()).await));
+    assert!(invalid(events.publish("micro", "a b", vec![], empty()).await));
+    assert!(invalid(events.publish("micro", &"t".repeat(257), vec![], empty()).await));
+    assert!(invalid(events.publish("Not A Namespace", topic, vec![], empty()).await));
+    assert!(invalid(events.publish("micro", topic, vec![0; MAX_EVENT_BYTES + 1], empty()).await));
+    let many = (0..100).map(|n| (format!("k{n}"), String::new())).collect();
+    assert!(invalid(
+        events.publish("micro", topic, vec![], PublishOptions { metadata: many, timestamp_ms: None }).await
+    ));
+    assert!(
+        events.publish("micro", topic, vec![0; MAX_EVENT_BYTES], empty()).await.is_ok(),
+        "the limit itself is fine"
+    );
+    assert_eq!(
+        events.read("micro", topic, 0, 0).await.unwrap().len(),
+        1,
+        "rejected publishes stored nothing"
+    );
+
+    let zero_wait = ConsumeOptions { ack_wait: Duration::ZERO, ..manual("g", None) };
+    assert!(invalid(events.consume("micro", topic, zero_wait).await.map(|_| ())));
+    assert!(invalid(events.consume("micro", topic, from_start("bad group")).await.map(|_| ())));
+    assert!(invalid(events.read("micro", "bad/topic", 0, 0).await));
+}

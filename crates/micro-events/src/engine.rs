@@ -1,0 +1,516 @@
+//! Consumer groups over a [`Storage`] log, shared by the embedded backends.
+//!
+//! Each `(namespace, topic)` in use has a [`TopicState`]: a watch channel bumped by every
+//! publish (consumers wait on it, no polling), its named groups and the private groups of
+//! consumers that gave none.
+//!
+//! A [`Group`] is pull-based: a consumer asking for its next delivery takes, in this order,
+//! an in-flight event whose ack wait ran out (lowest sequence first; dropped with a warning
+//! once its retry limit is spent), else the next event of the log (read ahead in batches of
+//! [`FETCH_BATCH`]). Nothing is taken from the log while the group has [`MAX_IN_FLIGHT`]
+//! unacked events. The group's position ("settled") is the sequence before its earliest
+//! event not yet settled — in flight, read ahead, or not fetched — and is saved whenever it
+//! moves, by at most one writer at a time; acks that arrive during a save are covered by the
+//! next one (group commit).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::time::{Duration, Instant};
+
+use crate::storage::{NewEvent, Storage, new_id, now_ms};
+use crate::{
+    Acker, ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, Delivery, Event, EventsError, MAX_IN_FLIGHT,
+    MAX_READ_LIMIT, PublishOptions, Published, Result, Retention, Start, validate,
+};
+
+/// Events a group reads ahead from the log in one go.
+const FETCH_BATCH: usize = 256;
+
+type TopicKey = (String, String);
+
+/// The embedded backends' implementation of [`crate::Events`].
+pub(crate) struct Engine {
+    storage: Arc<dyn Storage>,
+    retention: Retention,
+    topics: Mutex<HashMap<TopicKey, Arc<TopicState>>>,
+}
+
+struct TopicState {
+    /// Bumped after every publish to the topic.
+    published: watch::Sender<u64>,
+    groups: tokio::sync::Mutex<HashMap<String, Arc<Group>>>,
+    private: Mutex<Vec<Weak<Group>>>,
+}
+
+/// Runs `work` against the storage on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    storage: &Arc<dyn Storage>,
+    work: impl FnOnce(&dyn Storage) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let storage = storage.clone();
+    tokio::task::spawn_blocking(move || work(&*storage)).await.map_err(|err| {
+        tracing::error!(cause = %err, "events storage task failed");
+        EventsError::Internal(format!("events storage task failed: {err}"))
+    })?
+}
+
+impl Engine {
+    pub(crate) fn new(storage: Arc<dyn Storage>, retention: Retention) -> Self {
+        Self { storage, retention, topics: Mutex::new(HashMap::new()) }
+    }
+
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<TopicKey, Arc<TopicState>>> {
+        // The map is only inserted into and read; a panic while holding it leaves it valid.
+        self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn topic(&self, namespace: &str, topic: &str) -> Arc<TopicState> {
+        self.topics()
+            .entry((namespace.to_string(), topic.to_string()))
+            .or_insert_with(|| {
+                Arc::new(TopicState {
+                    published: watch::Sender::new(0),
+                    groups: tokio::sync::Mutex::new(HashMap::new()),
+                    private: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        namespace: &str,
+        topic: &str,
+        payload: Vec<u8>,
+        options: PublishOptions,
+    ) -> Result<Published> {
+        validate::publish(namespace, topic, &payload, &options.metadata)?;
+        let timestamp_ms = options.timestamp_ms.unwrap_or_else(now_ms);
+        let event = NewEvent { id: new_id(timestamp_ms), metadata: options.metadata, payload, timestamp_ms };
+        let (ns, name, retention) = (namespace.to_string(), topic.to_string(), self.retention);
+        let stored =
+            blocking(&self.storage, move |storage| storage.append(&ns, &name, event, &retention)).await?;
+        // Consumers create the topic state before they read the log, so one that read before
+        // this append sees the bump, and one that reads after sees the event.
+        let state = self.topics().get(&(namespace.to_string(), topic.to_string())).cloned();
+        if let Some(state) = state {
+            state.published.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(Published { id: stored.id, sequence: stored.sequence, timestamp_ms: stored.timestamp_ms })
+    }
+
+    pub(crate) async fn read(
+        &self,
+        namespace: &str,
+        topic: &str,
+        limit: usize,
+        offset: u64,
+    ) -> Result<Vec<Event>> {
+        validate::namespace(namespace)?;
+        validate::topic(topic)?;
+        let limit = if limit == 0 { DEFAULT_READ_LIMIT } else { limit.min(MAX_READ_LIMIT) };
+        let (ns, name) = (namespace.to_string(), topic.to_string());
+        blocking(&self.storage, move |storage| {
+            let bounds = storage.bounds(&ns, &name)?;
+            storage.read_from(&ns, &name, bounds.first.saturating_add(offset), limit)
+        })
+        .await
+    }
+
+    pub(crate) async fn consume(
+        &self,
+        namespace: &str,
+        topic: &str,
+        options: ConsumeOptions,
+    ) -> Result<Consumer> {
+        validate::consume(namespace, topic, &options)?;
+        let state = self.topic(namespace, topic);
+        let group = match &options.group {
+            Some(name) => {
+                let mut groups = state.groups.lock().await;
+                match groups.get(name) {
+                    Some(group) => group.clone(),
+                    None => {
+                        let group = self.open_group(namespace, topic, Some(name), options.start).await?;
+                        groups.insert(name.clone(), group.clone());
+                        group
+                    }
+                }
+            }
+            None => {
+                let group = self.open_group(namespace, topic, None, options.start).await?;
+                let mut private = state.private.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                private.retain(|weak| weak.strong_count() > 0);
+                private.push(Arc::downgrade(&group));
+                group
+            }
+        };
+        Ok(consumer(state, group, options))
+    }
+
+    /// A group as persisted (named and known), else new at `start`.
+    async fn open_group(
+        &self,
+        namespace: &str,
+        topic: &str,
+        name: Option<&String>,
+        start: Start,
+    ) -> Result<Arc<Group>> {
+        let (ns, tp, gr) = (namespace.to_string(), topic.to_string(), name.cloned());
+        let (next, settled) = blocking(&self.storage, move |storage| {
+            if let Some(group) = &gr
+                && let Some(settled) = storage.load_cursor(&ns, &tp, group)?
+            {
+                return Ok((settled + 1, settled));
+            }
+            let next = match start {
+                Start::Newest => storage.bounds(&ns, &tp)?.last + 1,
+                Start::Sequence(sequence) => sequence.max(1),
+                Start::Time(ms) => storage.sequence_at(&ns, &tp, ms)?,
+            };
+            if let Some(group) = &gr {
+                // Persist the starting point, so a group created at "newest" does not move
+                // on to a later "newest" after a restart.
+                storage.save_cursor(&ns, &tp, group, next - 1, true)?;
+            }
+            Ok((next, next - 1))
+        })
+        .await?;
+        Ok(Arc::new(Group {
+            storage: self.storage.clone(),
+            namespace: namespace.to_string(),
+            topic: topic.to_string(),
+            name: name.cloned(),
+            state: tokio::sync::Mutex::new(GroupState {
+                next_fetch: next,
+                buffer: VecDeque::new(),
+                in_flight: BTreeMap::new(),
+                ids: HashMap::new(),
+            }),
+            changed: watch::Sender::new(0),
+            persisted: tokio::sync::Mutex::new(Persisted { saved: settled, durable: settled }),
+        }))
+    }
+
+    async fn find_group(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<Arc<Group>> {
+        validate::namespace(namespace)?;
+        validate::topic(topic)?;
+        let state = self.topics().get(&(namespace.to_string(), topic.to_string())).cloned();
+        let Some(state) = state else { return Err(EventsError::NotFound) };
+        if !group.is_empty() {
+            return state.groups.lock().await.get(group).cloned().ok_or(EventsError::NotFound);
+        }
+        let private: Vec<Arc<Group>> = {
+            let private = state.private.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            private.iter().filter_map(Weak::upgrade).collect()
+        };
+        for group in private {
+            if group.state.lock().await.ids.contains_key(id) {
+                return Ok(group);
+            }
+        }
+        Err(EventsError::NotFound)
+    }
+
+    pub(crate) async fn ack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()> {
+        self.find_group(namespace, topic, group, id).await?.settle(id).await
+    }
+
+    pub(crate) async fn nack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()> {
+        self.find_group(namespace, topic, group, id).await?.reject(id).await
+    }
+
+    pub(crate) async fn sweep(&self) -> Result<u64> {
+        let retention = self.retention;
+        blocking(&self.storage, move |storage| storage.sweep(&retention)).await
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        self.storage.summary()
+    }
+}
+
+struct InFlight {
+    event: Event,
+    deliveries: u32,
+    deadline: Instant,
+    ack_wait: Duration,
+    retry_limit: Option<u32>,
+}
+
+struct GroupState {
+    /// The next sequence to read from the log.
+    next_fetch: u64,
+    /// Read ahead, not yet delivered.
+    buffer: VecDeque<Event>,
+    /// Delivered, awaiting an ack, by sequence.
+    in_flight: BTreeMap<u64, InFlight>,
+    /// Event id → sequence of `in_flight`.
+    ids: HashMap<String, u64>,
+}
+
+impl GroupState {
+    /// Every sequence up to this one is settled.
+    fn settled(&self) -> u64 {
+        let mut earliest = self.next_fetch;
+        if let Some(event) = self.buffer.front() {
+            earliest = earliest.min(event.sequence);
+        }
+        if let Some((&sequence, _)) = self.in_flight.first_key_value() {
+            earliest = earliest.min(sequence);
+        }
+        earliest.saturating_sub(1)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.in_flight.values().map(|f| f.deadline).min()
+    }
+}
+
+struct Group {
+    storage: Arc<dyn Storage>,
+    namespace: String,
+    topic: String,
+    /// `None` for a consumer's private group, whose position is not persisted.
+    name: Option<String>,
+    state: tokio::sync::Mutex<GroupState>,
+    /// Bumped when an event becomes deliverable again or in-flight room frees up.
+    changed: watch::Sender<u64>,
+    /// The position last saved; held while saving, so saves run one at a time.
+    persisted: tokio::sync::Mutex<Persisted>,
+}
+
+struct Persisted {
+    /// Saved, perhaps not yet durably.
+    saved: u64,
+    /// Saved durably.
+    durable: u64,
+}
+
+enum Take {
+    /// An event to deliver, its attempt number, and whether the position may have moved.
+    Got(Event, u32, bool),
+    /// Nothing now; wait for a publish, a group change, or this ack-wait deadline.
+    Wait(Option<Instant>),
+}
+
+impl Group {
+    async fn take(&self, options: &ConsumeOptions) -> Result<Take> {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        let mut moved = false;
+        while let Some(sequence) = state.in_flight.iter().find(|(_, f)| f.deadline <= now).map(|(s, _)| *s) {
+            let Some(entry) = state.in_flight.get_mut(&sequence) else { break };
+            if entry.retry_limit.is_some_and(|limit| entry.deliveries > limit) {
+                let deliveries = entry.deliveries;
+                if let Some(entry) = state.in_flight.remove(&sequence) {
+                    state.ids.remove(&entry.event.id);
+                    tracing::warn!(
+                        namespace = %self.namespace,
+                        topic = %self.topic,
+                        group = self.name.as_deref().unwrap_or(""),
+                        id = %entry.event.id,
+                        sequence,
+                        deliveries,
+                        "event not acknowledged within its retry limit; dropped"
+                    );
+                }
+                moved = true;
+                continue;
+            }
+            entry.deliveries += 1;
+            entry.deadline = now + entry.ack_wait;
+            return Ok(Take::Got(entry.event.clone(), entry.deliveries, moved));
+        }
+        if !options.auto_ack && state.in_flight.len() >= MAX_IN_FLIGHT {
+            return Ok(Take::Wait(state.next_deadline()));
+        }
+        if state.buffer.is_empty() {
+            let (ns, topic, from) = (self.namespace.clone(), self.topic.clone(), state.next_fetch);
+            let events =
+                blocking(&self.storage, move |storage| storage.read_from(&ns, &topic, from, FETCH_BATCH))
+                    .await?;
+            if let Some(last) = events.last() {
+                state.next_fetch = last.sequence + 1;
+            }
+            state.buffer.extend(events);
+        }
+        match state.buffer.pop_front() {
+            Some(event) if options.auto_ack => Ok(Take::Got(event, 1, true)),
+            Some(event) => {
+                state.ids.insert(event.id.clone(), event.sequence);
+                state.in_flight.insert(
+                    event.sequence,
+                    InFlight {
+                        event: event.clone(),
+                        deliveries: 1,
+                        deadline: now + options.ack_wait,
+                        ack_wait: options.ack_wait,
+                        retry_limit: options.retry_limit,
+                    },
+                );
+                Ok(Take::Got(event, 1, moved))
+            }
+            None => Ok(Take::Wait(state.next_deadline())),
+        }
+    }
+
+    /// Saves the group's position if it moved past the saved one. `durable` for acks, whose
+    /// callers were told the event is settled; auto-ack deliveries save lazily (the file
+    /// backend makes them durable with its next durable write or on close), so a crash may
+    /// redeliver a few auto-acked events rather than cost an fsync per event.
+    async fn persist(&self, durable: bool) -> Result<()> {
+        let Some(name) = &self.name else { return Ok(()) };
+        let mut persisted = self.persisted.lock().await;
+        let settled = self.state.lock().await.settled();
+        let reached = if durable { persisted.durable } else { persisted.saved };
+        if settled <= reached {
+            return Ok(());
+        }
+        let (ns, topic, group) = (self.namespace.clone(), self.topic.clone(), name.clone());
+        blocking(&self.storage, move |storage| storage.save_cursor(&ns, &topic, &group, settled, durable))
+            .await?;
+        persisted.saved = settled;
+        if durable {
+            persisted.durable = settled;
+        }
+        Ok(())
+    }
+
+    async fn settle(&self, id: &str) -> Result<()> {
+        {
+            let mut state = self.state.lock().await;
+            let sequence = state.ids.remove(id).ok_or(EventsError::NotFound)?;
+            state.in_flight.remove(&sequence);
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.persist(true).await
+    }
+
+    async fn reject(&self, id: &str) -> Result<()> {
+        {
+            let mut state = self.state.lock().await;
+            let sequence = *state.ids.get(id).ok_or(EventsError::NotFound)?;
+            if let Some(entry) = state.in_flight.get_mut(&sequence) {
+                entry.deadline = Instant::now();
+            }
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
+    }
+}
+
+/// Settles a delivery through its group.
+struct GroupAcker(Arc<Group>);
+
+#[async_trait]
+impl Acker for GroupAcker {
+    async fn ack(&self, id: &str) -> Result<()> {
+        self.0.settle(id).await
+    }
+
+    async fn nack(&self, id: &str) -> Result<()> {
+        self.0.reject(id).await
+    }
+}
+
+/// Consumer numbers, for logs only.
+static CONSUMERS: AtomicU64 = AtomicU64::new(0);
+
+fn consumer(topic: Arc<TopicState>, group: Arc<Group>, options: ConsumeOptions) -> Consumer {
+    let acker: Option<Arc<dyn Acker>> =
+        if options.auto_ack { None } else { Some(Arc::new(GroupAcker(group.clone()))) };
+    let consumer_id = CONSUMERS.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(consumer_id, group = group.name.as_deref().unwrap_or(""), topic = %group.topic, "consumer joined");
+    let stream = futures::stream::unfold(Some((topic, group, options, acker)), |context| async move {
+        let (topic, group, options, acker) = context?;
+        loop {
+            // Subscribe before looking, so a publish or change after the look wakes us.
+            let mut published = topic.published.subscribe();
+            let mut changed = group.changed.subscribe();
+            match group.take(&options).await {
+                Ok(Take::Got(event, attempt, moved)) => {
+                    if moved && let Err(err) = group.persist(false).await {
+                        return Some((Err(err), None));
+                    }
+                    let delivery = Delivery::new(event, attempt, acker.clone());
+                    return Some((Ok(delivery), Some((topic, group, options, acker))));
+                }
+                Ok(Take::Wait(deadline)) => {
+                    let timer = async {
+                        match deadline {
+                            Some(deadline) => tokio::time::sleep_until(deadline).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = published.changed() => {}
+                        _ = changed.changed() => {}
+                        () = timer => {}
+                    }
+                }
+                Err(err) => return Some((Err(err), None)),
+            }
+        }
+    });
+    Consumer::new(stream)
+}
+
+/// Implements [`crate::Events`] for a backend struct holding `engine: Arc<Engine>`.
+macro_rules! delegate_events {
+    ($backend:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::Events for $backend {
+            async fn publish(
+                &self,
+                namespace: &str,
+                topic: &str,
+                payload: Vec<u8>,
+                options: $crate::PublishOptions,
+            ) -> $crate::Result<$crate::Published> {
+                self.engine.publish(namespace, topic, payload, options).await
+            }
+
+            async fn read(
+                &self,
+                namespace: &str,
+                topic: &str,
+                limit: usize,
+                offset: u64,
+            ) -> $crate::Result<Vec<$crate::Event>> {
+                self.engine.read(namespace, topic, limit, offset).await
+            }
+
+            async fn consume(
+                &self,
+                namespace: &str,
+                topic: &str,
+                options: $crate::ConsumeOptions,
+            ) -> $crate::Result<$crate::Consumer> {
+                self.engine.consume(namespace, topic, options).await
+            }
+
+            async fn ack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> $crate::Result<()> {
+                self.engine.ack(namespace, topic, group, id).await
+            }
+
+            async fn nack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> $crate::Result<()> {
+                self.engine.nack(namespace, topic, group, id).await
+            }
+
+            async fn sweep(&self) -> $crate::Result<u64> {
+                self.engine.sweep().await
+            }
+
+            fn summary(&self) -> String {
+                self.engine.summary()
+            }
+        }
+    };
+}
+
+pub(crate) use delegate_events;

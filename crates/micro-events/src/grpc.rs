@@ -1,0 +1,271 @@
+//! The `events.Stream` and `events.Store` gRPC services (reference §3.5) over any [`Events`].
+//!
+//! - **Namespace.** Every call acts in the request [`Context`]'s namespace (inserted by the
+//!   server's interceptor), after [`Context::authorize`]: an account is required, and an
+//!   account issued by `foo` sees only `foo`'s topics. (The original allowed only `micro`
+//!   accounts and had one global topic space; topics here are per namespace.)
+//! - **Consume.** `sequence` > 0 starts at that sequence, else `offset` > 0 (unix seconds) at
+//!   that time, else at the newest event. `retry_limit` < 0 = unlimited. With `auto_ack`
+//!   false, `ack_wait` (nanoseconds) must be positive and the client settles each event with
+//!   `Ack`/`Nack` naming its id, topic and group (empty group = the caller's private
+//!   consumers of the topic).
+//! - **Errors** become [`Status`] in one place, `From<EventsError> for Status`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use micro_core::Context;
+use micro_proto::events::store_server::{self, StoreServer};
+use micro_proto::events::stream_server::{self, StreamServer};
+use micro_proto::events::{
+    AckRequest, AckResponse, ConsumeRequest, Event as WireEvent, NackRequest, NackResponse, PublishRequest,
+    PublishResponse, ReadRequest, ReadResponse, WriteRequest, WriteResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{ConsumeOptions, Event, Events, EventsError, PublishOptions, Start};
+
+/// The gRPC face of an [`Events`] backend, serving both `events.Stream` and `events.Store`.
+#[derive(Clone)]
+pub struct EventsService {
+    events: Arc<dyn Events>,
+}
+
+impl std::fmt::Debug for EventsService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsService").field("events", &self.events.summary()).finish()
+    }
+}
+
+impl EventsService {
+    /// Serves `events` over gRPC.
+    pub fn new(events: Arc<dyn Events>) -> Self {
+        Self { events }
+    }
+}
+
+/// The ready-to-mount `events.Stream` server for `events`.
+pub fn stream_server(events: Arc<dyn Events>) -> StreamServer<EventsService> {
+    StreamServer::new(EventsService::new(events))
+}
+
+/// The ready-to-mount `events.Store` server for `events`.
+pub fn store_server(events: Arc<dyn Events>) -> StoreServer<EventsService> {
+    StoreServer::new(EventsService::new(events))
+}
+
+impl From<EventsError> for Status {
+    fn from(err: EventsError) -> Self {
+        match err {
+            EventsError::NotFound => Status::not_found("not found"),
+            EventsError::Invalid(message) => Status::invalid_argument(message),
+            EventsError::Unavailable(cause) => {
+                tracing::error!(%cause, "events unavailable");
+                Status::unavailable("events are unavailable; see the server log")
+            }
+            EventsError::Internal(cause) => {
+                tracing::error!(%cause, "events failed");
+                Status::internal("events failed; see the server log")
+            }
+        }
+    }
+}
+
+/// The namespace a request acts in, once the caller is authorised for it.
+#[allow(clippy::result_large_err, reason = "tonic handlers return Status by value")]
+fn namespace<T>(request: &Request<T>) -> Result<String, Status> {
+    let context = request.extensions().get::<Context>().cloned().unwrap_or_default();
+    context.authorize(&context.namespace).map_err(|denied| match denied {
+        micro_core::Denied::AccountRequired => Status::unauthenticated(denied.to_string()),
+        micro_core::Denied::Namespace => Status::permission_denied(denied.to_string()),
+    })?;
+    Ok(context.namespace)
+}
+
+fn to_wire(event: Event) -> WireEvent {
+    let timestamp_ms = i64::try_from(event.timestamp_ms).unwrap_or(i64::MAX);
+    WireEvent {
+        id: event.id,
+        topic: event.topic,
+        metadata: event.metadata.into_iter().collect(),
+        payload: event.payload,
+        timestamp: timestamp_ms / 1000,
+        sequence: event.sequence,
+        timestamp_ms,
+    }
+}
+
+/// The consume options a request asks for.
+fn consume_options(request: &ConsumeRequest) -> ConsumeOptions {
+    let start = if request.sequence > 0 {
+        Start::Sequence(request.sequence)
+    } else if request.offset > 0 {
+        Start::Time(request.offset.unsigned_abs().saturating_mul(1000))
+    } else {
+        Start::Newest
+    };
+    ConsumeOptions {
+        group: (!request.group.is_empty()).then(|| request.group.clone()),
+        start,
+        auto_ack: request.auto_ack,
+        ack_wait: Duration::from_nanos(request.ack_wait.max(0).unsigned_abs()),
+        retry_limit: u32::try_from(request.retry_limit).ok().or(if request.retry_limit < 0 {
+            None
+        } else {
+            Some(u32::MAX)
+        }),
+    }
+}
+
+type ConsumeStream = Pin<Box<dyn Stream<Item = Result<WireEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl stream_server::Stream for EventsService {
+    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let namespace = namespace(&request)?;
+        let request = request.into_inner();
+        let timestamp_ms =
+            (request.timestamp > 0).then(|| request.timestamp.unsigned_abs().saturating_mul(1000));
+        let options = PublishOptions { metadata: request.metadata.into_iter().collect(), timestamp_ms };
+        let published = self.events.publish(&namespace, &request.topic, request.payload, options).await?;
+        Ok(Response::new(PublishResponse { id: published.id, sequence: published.sequence }))
+    }
+
+    type ConsumeStream = ConsumeStream;
+
+    async fn consume(
+        &self,
+        request: Request<ConsumeRequest>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let namespace = namespace(&request)?;
+        let request = request.into_inner();
+        let consumer = self.events.consume(&namespace, &request.topic, consume_options(&request)).await?;
+        let stream = consumer.map(|delivery| delivery.map(|d| to_wire(d.event)).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let namespace = namespace(&request)?;
+        let request = request.into_inner();
+        if request.success {
+            self.events.ack(&namespace, &request.topic, &request.group, &request.id).await?;
+        } else {
+            self.events.nack(&namespace, &request.topic, &request.group, &request.id).await?;
+        }
+        Ok(Response::new(AckResponse {}))
+    }
+
+    async fn nack(&self, request: Request<NackRequest>) -> Result<Response<NackResponse>, Status> {
+        let namespace = namespace(&request)?;
+        let request = request.into_inner();
+        self.events.nack(&namespace, &request.topic, &request.group, &request.id).await?;
+        Ok(Response::new(NackResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl store_server::Store for EventsService {
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let namespace = namespace(&request)?;
+        let request = request.into_inner();
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        let events = self.events.read(&namespace, &request.topic, limit, request.offset).await?;
+        Ok(Response::new(ReadResponse { events: events.into_iter().map(to_wire).collect() }))
+    }
+
+    async fn write(&self, _request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        Err(Status::unimplemented("Writing to the store directly is not supported"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryEvents;
+    use micro_proto::events::store_server::Store as _;
+    use micro_proto::events::stream_server::Stream as _;
+
+    fn request<T>(namespace: &str, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.extensions_mut().insert(Context::member(namespace));
+        request
+    }
+
+    #[tokio::test]
+    async fn publish_consume_ack_read_and_isolation() {
+        let service = EventsService::new(Arc::new(MemoryEvents::default()));
+
+        let anonymous =
+            service.publish(Request::new(PublishRequest { topic: "t".into(), ..Default::default() })).await;
+        assert_eq!(anonymous.unwrap_err().code(), tonic::Code::Unauthenticated);
+        let missing = service.publish(request("micro", PublishRequest::default())).await.unwrap_err();
+        assert_eq!((missing.code(), missing.message()), (tonic::Code::InvalidArgument, "missing topic"));
+
+        let consume = ConsumeRequest {
+            topic: "orders".into(),
+            group: "g".into(),
+            sequence: 1,
+            ack_wait: 50_000_000,
+            retry_limit: -1,
+            ..Default::default()
+        };
+        let bad = ConsumeRequest { ack_wait: 0, ..consume.clone() };
+        assert_eq!(
+            service.consume(request("micro", bad)).await.err().unwrap().code(),
+            tonic::Code::InvalidArgument
+        );
+
+        for n in 0..3u8 {
+            let published = service
+                .publish(request(
+                    "micro",
+                    PublishRequest { topic: "orders".into(), payload: vec![n], ..Default::default() },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(published.sequence, u64::from(n) + 1);
+        }
+        service
+            .publish(request(
+                "foo",
+                PublishRequest { topic: "orders".into(), payload: vec![9], ..Default::default() },
+            ))
+            .await
+            .unwrap();
+
+        let mut stream = service.consume(request("micro", consume)).await.unwrap().into_inner();
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!((first.sequence, first.payload.clone()), (1, vec![0]));
+        assert!(first.timestamp_ms > 0 && first.timestamp == first.timestamp_ms / 1000);
+        // Nack: the same event comes back at once, ahead of event 2.
+        let nack = NackRequest { id: first.id.clone(), topic: "orders".into(), group: "g".into() };
+        service.nack(request("micro", nack)).await.unwrap();
+        let again = stream.next().await.unwrap().unwrap();
+        assert_eq!(again.id, first.id);
+        let ack =
+            AckRequest { id: first.id.clone(), success: true, topic: "orders".into(), group: "g".into() };
+        service.ack(request("micro", ack.clone())).await.unwrap();
+        let twice = service.ack(request("micro", ack)).await.unwrap_err();
+        assert_eq!(twice.code(), tonic::Code::NotFound);
+        assert_eq!(stream.next().await.unwrap().unwrap().sequence, 2);
+
+        let read = service
+            .read(request("micro", ReadRequest { topic: "orders".into(), limit: 2, offset: 1 }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(read.events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [2, 3]);
+        let in_foo = service
+            .read(request("foo", ReadRequest { topic: "orders".into(), ..Default::default() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(in_foo.events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(), [vec![9]]);
+
+        let write = service.write(request("micro", WriteRequest::default())).await.unwrap_err();
+        assert_eq!(write.code(), tonic::Code::Unimplemented);
+    }
+}

@@ -1,0 +1,303 @@
+//! The events service: durable, ordered event streams per namespace and topic, consumed by
+//! groups that share the load and acknowledge what they processed.
+//!
+//! [`Events`] is the one trait every backend implements; its contract is written on the trait
+//! and checked for every backend by `conformance`. Services hold it as `Arc<dyn Events>`.
+//!
+//! Layout:
+//! - this file: the domain types ([`Event`], [`PublishOptions`], [`ConsumeOptions`],
+//!   [`Start`], [`Retention`], [`Delivery`], [`Consumer`]), [`EventsError`], the [`Events`]
+//!   trait and the limits;
+//! - [`validate`]: the input limits every backend enforces, in one place;
+//! - `engine`: consumer groups (cursor, in-flight table, redelivery) over a `storage::Storage`
+//!   log, shared by the embedded backends;
+//! - [`memory`]: [`memory::MemoryEvents`], the log in memory (tests, `--events memory`);
+//! - [`mod@file`]: [`file::FileEvents`], the log in one redb file, fsync'd before a publish
+//!   is acknowledged;
+//! - [`grpc`]: the `events.Stream` and `events.Store` gRPC services over any [`Events`];
+//! - `conformance` (under `cfg(test)` or the `conformance` feature): the shared suite.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod engine;
+pub mod file;
+pub mod grpc;
+pub mod memory;
+mod storage;
+pub mod validate;
+
+pub use validate::{
+    MAX_EVENT_BYTES, MAX_GROUP_BYTES, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_TOPIC_BYTES,
+};
+
+/// Events [`Events::read`] returns when asked for none in particular (the original's default).
+pub const DEFAULT_READ_LIMIT: usize = 250;
+/// Most events one [`Events::read`] returns.
+pub const MAX_READ_LIMIT: usize = 1000;
+/// Retention default: events older than this are removed.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Retention default: a topic keeps at most this many events, the oldest removed first.
+pub const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
+/// Unacknowledged deliveries one group may have out at once; a consumer of a group at the
+/// limit waits for an ack, a nack or an ack-wait to run out (NATS' `max_ack_pending`).
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Ack wait when none is given.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The result of every events operation.
+pub type Result<T, E = EventsError> = std::result::Result<T, E>;
+
+/// One stored event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// Unique; the same on every delivery of the event.
+    pub id: String,
+    pub topic: String,
+    pub metadata: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+    /// Unix milliseconds; non-decreasing along a topic's sequence.
+    pub timestamp_ms: u64,
+    /// Position in the topic, from 1, in publish order, without gaps.
+    pub sequence: u64,
+}
+
+/// What [`Events::publish`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub id: String,
+    pub sequence: u64,
+    pub timestamp_ms: u64,
+}
+
+/// Optional parts of a publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    pub metadata: BTreeMap<String, String>,
+    /// Unix milliseconds; `None` = now. Raised to the topic's latest timestamp if earlier, so
+    /// time order and publish order agree.
+    pub timestamp_ms: Option<u64>,
+}
+
+/// Where a new group starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Only events published after the group was created.
+    #[default]
+    Newest,
+    /// At this sequence (1 = the beginning; earlier events removed by retention are skipped).
+    Sequence(u64),
+    /// At the first event whose timestamp is at or after this unix-milliseconds time.
+    Time(u64),
+}
+
+/// How [`Events::consume`] consumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumeOptions {
+    /// Consumers with the same group share its events, each event going to one of them, and
+    /// the group's position is persisted. `None` = a private group of this consumer alone,
+    /// forgotten when it is dropped.
+    pub group: Option<String>,
+    /// Where the group starts when it has no position yet; ignored for a known group.
+    pub start: Start,
+    /// Acknowledge every event as it is delivered.
+    pub auto_ack: bool,
+    /// With manual ack: an event not acked within this time is delivered again.
+    pub ack_wait: Duration,
+    /// With manual ack: redeliveries before an event is given up on (logged and dropped);
+    /// `Some(n)` = at most `n + 1` deliveries, `None` = unlimited.
+    pub retry_limit: Option<u32>,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        Self {
+            group: None,
+            start: Start::Newest,
+            auto_ack: true,
+            ack_wait: DEFAULT_ACK_WAIT,
+            retry_limit: None,
+        }
+    }
+}
+
+/// How long and how many events each topic keeps; removal happens on publish (for the topic
+/// published to) and by [`Events::sweep`] (for every topic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// `None` = keep regardless of age.
+    pub max_age: Option<Duration>,
+    /// `None` = keep regardless of count.
+    pub max_events: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { max_age: Some(DEFAULT_MAX_AGE), max_events: Some(DEFAULT_MAX_EVENTS) }
+    }
+}
+
+/// Why an events operation failed. Messages are lowercase and may name internals: log them,
+/// send clients only what [`grpc`]'s mapping sends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventsError {
+    /// An ack or nack named an event that is not awaiting one (acked already, given up on,
+    /// or never delivered to that group).
+    #[error("not found")]
+    NotFound,
+    /// The request broke a limit of [`validate`]; the message says which and how.
+    #[error("{0}")]
+    Invalid(String),
+    /// The backend cannot serve right now (I/O error, file locked); retrying may succeed.
+    #[error("events unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed in a way retrying will not fix (corrupt data, a bug).
+    #[error("events failed: {0}")]
+    Internal(String),
+}
+
+/// Settles one delivered event; implemented by each backend.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(&self, id: &str) -> Result<()>;
+    async fn nack(&self, id: &str) -> Result<()>;
+}
+
+/// One delivery of an event to a consumer.
+pub struct Delivery {
+    pub event: Event,
+    /// 1 on the first delivery, counting up on redeliveries.
+    pub attempt: u32,
+    /// `None` when the consumer auto-acks.
+    acker: Option<Arc<dyn Acker>>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("event", &self.event)
+            .field("attempt", &self.attempt)
+            .field("manual_ack", &self.acker.is_some())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// A delivery settled by `acker` (`None` = already acknowledged).
+    pub fn new(event: Event, attempt: u32, acker: Option<Arc<dyn Acker>>) -> Self {
+        Self { event, attempt, acker }
+    }
+
+    /// Acknowledges the event: it is never delivered to this group again. A no-op with
+    /// auto-ack; [`EventsError::NotFound`] when the ack wait ran out and the event was given up
+    /// on or acked after a redelivery.
+    pub async fn ack(&self) -> Result<()> {
+        match &self.acker {
+            Some(acker) => acker.ack(&self.event.id).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Rejects the event: it is delivered again at once, subject to the retry limit. A no-op
+    /// with auto-ack.
+    pub async fn nack(&self) -> Result<()> {
+        match &self.acker {
+            Some(acker) => acker.nack(&self.event.id).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The deliveries of one consumer, in publish order apart from redeliveries. Ends only on an
+/// error of the backend; dropping it leaves the group (unacked events are redelivered to the
+/// group's other members after their ack wait).
+pub struct Consumer {
+    inner: Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>,
+}
+
+impl Consumer {
+    /// A consumer reading from `stream`.
+    pub fn new(stream: impl Stream<Item = Result<Delivery>> + Send + 'static) -> Self {
+        Self { inner: Box::pin(stream) }
+    }
+
+    /// The next delivery; `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Result<Delivery>> {
+        futures::StreamExt::next(&mut self.inner).await
+    }
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").finish_non_exhaustive()
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<Delivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Durable, ordered event logs, one per `(namespace, topic)`, with consumer groups.
+///
+/// # Contract
+///
+/// - **Durability.** When [`publish`](Events::publish) returns `Ok`, the event is stored as
+///   durably as the backend promises (the file backend: fsync'd), and it is visible to
+///   [`read`](Events::read) and to consumers.
+/// - **Order.** Each topic numbers its events 1, 2, 3 ... in publish order; reads and first
+///   deliveries follow that order. Timestamps never decrease along it.
+/// - **Isolation.** Namespaces never see each other's topics, events or groups.
+/// - **Groups.** Every event reaches every group; within a group each event goes to one
+///   member at a time. With auto-ack it is delivered once; with manual ack it stays in flight
+///   until acked, and is delivered again (same id, any member) after `ack_wait` or at once on
+///   a nack, up to `retry_limit` times, then dropped with a warning. A named group's position
+///   (everything up to the first unsettled event) is persisted when it moves, and a group
+///   reopened later resumes there; events settled beyond an unsettled one may be delivered
+///   again after a restart (at least once).
+/// - **Retention.** Events beyond [`Retention`] are removed oldest first; a group whose next
+///   event was removed continues with the oldest one left.
+/// - **Validation.** Every backend applies [`validate`] and rejects bad input with
+///   [`EventsError::Invalid`], changing nothing.
+#[async_trait]
+pub trait Events: Send + Sync + 'static {
+    /// Appends an event to `topic` in `namespace`.
+    async fn publish(
+        &self,
+        namespace: &str,
+        topic: &str,
+        payload: Vec<u8>,
+        options: PublishOptions,
+    ) -> Result<Published>;
+
+    /// Stored events of `topic` in publish order: skip `offset`, return at most `limit`
+    /// (0 = [`DEFAULT_READ_LIMIT`], capped at [`MAX_READ_LIMIT`]).
+    async fn read(&self, namespace: &str, topic: &str, limit: usize, offset: u64) -> Result<Vec<Event>>;
+
+    /// Joins (or creates) a group on `topic` and streams its deliveries.
+    async fn consume(&self, namespace: &str, topic: &str, options: ConsumeOptions) -> Result<Consumer>;
+
+    /// Acknowledges event `id` delivered to `group` (empty = the private groups of the
+    /// namespace's consumers of `topic`), as [`Delivery::ack`].
+    async fn ack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()>;
+
+    /// Rejects event `id` delivered to `group`, as [`Delivery::nack`].
+    async fn nack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()>;
+
+    /// Applies retention to every topic; returns how many events were removed.
+    async fn sweep(&self) -> Result<u64>;
+
+    /// One line for start-up logs, e.g. `file /home/me/.micro/events.db`.
+    fn summary(&self) -> String;
+}

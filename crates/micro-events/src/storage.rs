@@ -1,0 +1,96 @@
+//! The log under the embedded backends: per `(namespace, topic)` an append-only run of events
+//! numbered from 1, plus the persisted group positions. Synchronous; the engine calls it on
+//! the blocking pool.
+//!
+//! Retention only ever removes a topic's oldest events, so a topic's stored sequences are
+//! always one contiguous range `first..=last`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{Event, Result, Retention};
+
+/// An event as a publish hands it to the log, before it has a sequence.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    pub(crate) id: String,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) payload: Vec<u8>,
+    /// Requested unix milliseconds; raised to the topic's latest.
+    pub(crate) timestamp_ms: u64,
+}
+
+/// The sequence range a topic holds: `first..=last`; empty when `first > last`. `last` is the
+/// latest sequence ever assigned, also when retention removed the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+}
+
+pub(crate) trait Storage: Send + Sync + 'static {
+    /// Appends `event` with the topic's next sequence, durably, applying `retention` to the
+    /// topic in the same step.
+    fn append(&self, namespace: &str, topic: &str, event: NewEvent, retention: &Retention) -> Result<Event>;
+
+    /// Up to `limit` events with sequence `from` or later, in order.
+    fn read_from(&self, namespace: &str, topic: &str, from: u64, limit: usize) -> Result<Vec<Event>>;
+
+    fn bounds(&self, namespace: &str, topic: &str) -> Result<Bounds>;
+
+    /// The first stored sequence whose timestamp is at or after `timestamp_ms`; `last + 1`
+    /// when there is none.
+    fn sequence_at(&self, namespace: &str, topic: &str, timestamp_ms: u64) -> Result<u64>;
+
+    /// The persisted position of a group: every sequence up to it is settled.
+    fn load_cursor(&self, namespace: &str, topic: &str, group: &str) -> Result<Option<u64>>;
+
+    /// Saves a group's position; `durable` false lets the backend defer making it durable
+    /// (until its next durable write or its close), so a crash may lose it.
+    fn save_cursor(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        settled: u64,
+        durable: bool,
+    ) -> Result<()>;
+
+    /// Applies `retention` to every topic; returns the events removed.
+    fn sweep(&self, retention: &Retention) -> Result<u64>;
+
+    fn summary(&self) -> String;
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The oldest timestamp `retention` keeps at `now_ms` (0 = any).
+pub(crate) fn oldest_kept(retention: &Retention, now_ms: u64) -> u64 {
+    retention
+        .max_age
+        .map_or(0, |age: Duration| now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
+}
+
+/// How many of `count` events over the count limit of `retention`.
+pub(crate) fn over_count(retention: &Retention, count: u64) -> u64 {
+    retention.max_events.map_or(0, |max| count.saturating_sub(max))
+}
+
+/// Most events one append or sweep step removes, so retention never holds the writer long.
+pub(crate) const RETENTION_BATCH: u64 = 1024;
+
+/// A unique event id: the publish time and 64 random bits, hex, so ids sort roughly by time.
+pub(crate) fn new_id(timestamp_ms: u64) -> String {
+    let mut random = [0u8; 8];
+    // Without OS randomness fall back to the clock's nanoseconds: still unique in practice
+    // together with the millisecond prefix and the caller's sequence.
+    if getrandom::fill(&mut random).is_err() {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        random[..4].copy_from_slice(&nanos.to_le_bytes());
+    }
+    format!("{timestamp_ms:012x}{:016x}", u64::from_le_bytes(random))
+}
