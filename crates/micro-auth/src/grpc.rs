@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_core::{Account, Context, Denied};
+use micro_core::{Account, Context};
 use micro_proto::auth::accounts_server::{self, AccountsServer};
 use micro_proto::auth::auth_server::{self, AuthServer};
 use micro_proto::auth::rules_server::{self, RulesServer};
@@ -42,10 +42,7 @@ impl From<AuthError> for Status {
             }
             AuthError::SecretNotCorrect => Status::invalid_argument(err.to_string()),
             AuthError::CannotDeleteSelf => Status::failed_precondition(err.to_string()),
-            AuthError::Denied(denied @ Denied::AccountRequired) => {
-                Status::unauthenticated(denied.to_string())
-            }
-            AuthError::Denied(denied @ Denied::Namespace) => Status::permission_denied(denied.to_string()),
+            AuthError::Denied(denied) => Status::from(denied),
             AuthError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "auth store unavailable");
                 Status::unavailable("the auth store is unavailable; try again")

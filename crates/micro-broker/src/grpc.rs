@@ -8,7 +8,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use micro_core::{Context, Denied};
+use micro_core::Context;
 use micro_proto::broker::broker_server::{self, BrokerServer};
 use micro_proto::broker::{Empty, Message as WireMessage, PublishRequest, SubscribeRequest};
 use tokio_stream::{Stream, StreamExt};
@@ -47,18 +47,11 @@ impl From<BrokerError> for Status {
     }
 }
 
-fn denied(denied: Denied) -> Status {
-    match denied {
-        Denied::AccountRequired => Status::unauthenticated(denied.to_string()),
-        Denied::Namespace => Status::permission_denied(denied.to_string()),
-    }
-}
-
 /// The caller's namespace, once its account is allowed there.
 #[allow(clippy::result_large_err, reason = "tonic handlers return Status by value")]
 fn namespace_of<T>(request: &Request<T>) -> Result<String, Status> {
     let context = request.extensions().get::<Context>().cloned().unwrap_or_default();
-    context.authorize(&context.namespace).map_err(denied)?;
+    context.authorize(&context.namespace).map_err(Status::from)?;
     Ok(context.namespace)
 }
 

@@ -82,10 +82,7 @@ impl From<ConfigError> for Status {
 fn namespace<T>(request: &Request<T>, requested: &str) -> Result<String, Status> {
     let context = request.extensions().get::<Context>().cloned().unwrap_or_default();
     let namespace = if requested.is_empty() { context.namespace.clone() } else { requested.to_string() };
-    context.authorize(&namespace).map_err(|denied| match denied {
-        micro_core::Denied::AccountRequired => Status::unauthenticated(denied.to_string()),
-        micro_core::Denied::Namespace => Status::permission_denied(denied.to_string()),
-    })?;
+    context.authorize(&namespace).map_err(Status::from)?;
     Ok(namespace)
 }
 

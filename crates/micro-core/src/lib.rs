@@ -95,6 +95,17 @@ pub enum Denied {
     Namespace,
 }
 
+impl From<Denied> for tonic::Status {
+    /// `UNAUTHENTICATED` without an account, `PERMISSION_DENIED` for another namespace; the
+    /// message is the original's text.
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::AccountRequired => tonic::Status::unauthenticated(denied.to_string()),
+            Denied::Namespace => tonic::Status::permission_denied(denied.to_string()),
+        }
+    }
+}
+
 /// Longest namespace name accepted anywhere.
 pub const MAX_NAMESPACE_BYTES: usize = 64;
 
@@ -134,6 +145,12 @@ mod tests {
         assert_eq!(bob.authorize("micro"), Err(Denied::Namespace));
         assert_eq!(bob.authorize("bar"), Err(Denied::Namespace));
         assert_eq!(Denied::AccountRequired.to_string(), "An account is required");
+        let status = tonic::Status::from(Denied::Namespace);
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::PermissionDenied, "Access denied to namespace")
+        );
+        assert_eq!(tonic::Status::from(Denied::AccountRequired).code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

@@ -77,10 +77,7 @@ impl From<EventsError> for Status {
 #[allow(clippy::result_large_err, reason = "tonic handlers return Status by value")]
 fn namespace<T>(request: &Request<T>) -> Result<String, Status> {
     let context = request.extensions().get::<Context>().cloned().unwrap_or_default();
-    context.authorize(&context.namespace).map_err(|denied| match denied {
-        micro_core::Denied::AccountRequired => Status::unauthenticated(denied.to_string()),
-        micro_core::Denied::Namespace => Status::permission_denied(denied.to_string()),
-    })?;
+    context.authorize(&context.namespace).map_err(Status::from)?;
     Ok(context.namespace)
 }
 

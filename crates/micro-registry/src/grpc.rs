@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_core::{Context, Denied};
+use micro_core::Context;
 use micro_proto::registry::registry_server::{self, RegistryServer};
 use micro_proto::registry::{
     EmptyResponse, GetRequest, GetResponse, ListRequest, ListResponse, Options, Result as WatchResult,
@@ -47,13 +47,6 @@ impl From<RegistryError> for Status {
     }
 }
 
-fn denied(denied: Denied) -> Status {
-    match denied {
-        Denied::AccountRequired => Status::unauthenticated(denied.to_string()),
-        Denied::Namespace => Status::permission_denied(denied.to_string()),
-    }
-}
-
 fn context<T>(request: &Request<T>) -> Context {
     request.extensions().get::<Context>().cloned().unwrap_or_default()
 }
@@ -71,7 +64,7 @@ fn readable<T>(request: &Request<T>, options: Option<&Options>) -> Result<String
     let context = context(request);
     let domain = domain_of(&context, options);
     if domain != micro_core::DEFAULT_NAMESPACE {
-        context.authorize(&domain).map_err(denied)?;
+        context.authorize(&domain).map_err(Status::from)?;
     }
     Ok(domain)
 }
@@ -82,7 +75,7 @@ fn writable<T>(request: &Request<T>, options: Option<&Options>) -> Result<String
     let context = context(request);
     let domain = domain_of(&context, options);
     micro_core::validate_namespace(&domain).map_err(|err| Status::invalid_argument(err.to_string()))?;
-    context.authorize(&domain).map_err(denied)?;
+    context.authorize(&domain).map_err(Status::from)?;
     Ok(domain)
 }
 

@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 
-use micro_core::{Context, Denied};
+use micro_core::Context;
 use micro_proto::runtime::runtime_server::{self, RuntimeServer};
 use micro_proto::runtime::source_server::{self, SourceServer};
 use micro_proto::runtime::{
@@ -37,10 +37,7 @@ impl From<RuntimeError> for Status {
             RuntimeError::NotFound(message) => Status::not_found(message),
             RuntimeError::AlreadyExists(message) => Status::already_exists(message),
             RuntimeError::Full(message) => Status::resource_exhausted(message),
-            RuntimeError::Denied(denied @ Denied::AccountRequired) => {
-                Status::unauthenticated(denied.to_string())
-            }
-            RuntimeError::Denied(denied) => Status::permission_denied(denied.to_string()),
+            RuntimeError::Denied(denied) => Status::from(denied),
             RuntimeError::Build(message) => Status::failed_precondition(message),
             RuntimeError::Internal(message) => {
                 tracing::error!(cause = %message, "runtime failure");

@@ -83,15 +83,8 @@ fn location<T>(request: &Request<T>, database: &str, table: &str) -> Result<(Str
 fn database_for<T>(request: &Request<T>, requested: &str) -> Result<String, Status> {
     let context = context(request);
     let database = if requested.is_empty() { context.namespace.clone() } else { requested.to_string() };
-    context.authorize(&database).map_err(denied)?;
+    context.authorize(&database).map_err(Status::from)?;
     Ok(database)
-}
-
-fn denied(denied: micro_core::Denied) -> Status {
-    match denied {
-        micro_core::Denied::AccountRequired => Status::unauthenticated(denied.to_string()),
-        micro_core::Denied::Namespace => Status::permission_denied(denied.to_string()),
-    }
 }
 
 fn context<T>(request: &Request<T>) -> Context {
@@ -204,7 +197,7 @@ impl store_server::Store for StoreService {
         request: Request<DatabasesRequest>,
     ) -> Result<Response<DatabasesResponse>, Status> {
         let context = context(&request);
-        context.authorize(&context.namespace).map_err(denied)?;
+        context.authorize(&context.namespace).map_err(Status::from)?;
         let mut databases = self.store.databases().await?;
         databases.retain(|database| context.authorize(database).is_ok());
         Ok(Response::new(DatabasesResponse { databases }))
