@@ -23,14 +23,35 @@ pub fn micro_bin() -> &'static str {
 
 /// A `micro` command with `MICRO_HOME` set and no inherited micro settings.
 pub fn micro_cmd(home: &Path) -> Command {
-    let mut cmd = Command::new(micro_bin());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("MICRO_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = without_micro_env(Command::new(micro_bin()));
     cmd.env("MICRO_HOME", home).stdin(Stdio::null());
     cmd
+}
+
+/// `command` without the `MICRO_*` variables of the environment the tests run in.
+fn without_micro_env(mut command: Command) -> Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MICRO_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Collects `child`'s stderr: the whole log so far, and each line as it arrives.
+fn capture_stderr(child: &mut Child) -> (Arc<Mutex<String>>, mpsc::Receiver<String>) {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, lines) = mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+            let _ = tx.send(line);
+        }
+    });
+    (log, lines)
 }
 
 /// Runs `micro args...` in `home` and returns its output.
@@ -82,17 +103,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("micro server starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-                let _ = tx.send(line);
-            }
-        });
+        let (log, rx) = capture_stderr(&mut child);
 
         let (mut grpc, mut http) = (None, None);
         let deadline = std::time::Instant::now() + READY_DEADLINE;
@@ -219,12 +230,7 @@ impl Service {
     /// (it registers with the CLI login saved in the server's `MICRO_HOME`), and waits until it
     /// has registered.
     pub fn start_helloworld(server: &Server, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(helloworld_bin());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("MICRO_") {
-                command.env_remove(key);
-            }
-        }
+        let mut command = without_micro_env(Command::new(helloworld_bin()));
         command
             .env("MICRO_HOME", &server.home)
             .env("MICRO_SERVER_ADDRESS", &server.grpc)
@@ -234,17 +240,7 @@ impl Service {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("helloworld starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, lines) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-                let _ = tx.send(line);
-            }
-        });
+        let (log, lines) = capture_stderr(&mut child);
         let mut service = Self { child, lines, log, address: String::new() };
         let listening = service.wait_for("Listening on");
         service.address = listening
