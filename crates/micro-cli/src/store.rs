@@ -235,7 +235,7 @@ fn format_records(records: &[Record], verbose: bool, output: Output) -> String {
                     json!({
                         "key": record.key,
                         "value": String::from_utf8_lossy(&record.value),
-                        "expiry": expiry(record).map(go_duration),
+                        "expiry": record.ttl().map(go_duration),
                         "metadata": metadata,
                     })
                 })
@@ -248,7 +248,7 @@ fn format_records(records: &[Record], verbose: bool, output: Output) -> String {
                 vec![
                     record.key.clone(),
                     String::from_utf8_lossy(&record.value).into_owned(),
-                    expiry(record).map_or_else(|| "None".to_string(), go_duration),
+                    record.ttl().map_or_else(|| "None".to_string(), go_duration),
                 ]
             }));
             crate::table::render(&rows)
@@ -256,17 +256,6 @@ fn format_records(records: &[Record], verbose: bool, output: Output) -> String {
         Output::Table => {
             records.iter().map(|record| format!("{}\n", String::from_utf8_lossy(&record.value))).collect()
         }
-    }
-}
-
-/// The time a record has left, `None` when it never expires.
-fn expiry(record: &Record) -> Option<Duration> {
-    if record.expiry_ms > 0 {
-        Some(Duration::from_millis(record.expiry_ms.unsigned_abs()))
-    } else if record.expiry > 0 {
-        Some(Duration::from_secs(record.expiry.unsigned_abs()))
-    } else {
-        None
     }
 }
 

@@ -10,6 +10,7 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/micro_descriptor.bin"));
 
 pub mod dynamic;
+mod ext;
 
 pub mod auth {
     tonic::include_proto!("auth");

@@ -12,7 +12,6 @@
 //!   `UNAVAILABLE`/`INTERNAL` with a message that names no internals (the cause is logged).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use micro_core::Context;
 use micro_proto::store::store_server::{self, StoreServer};
@@ -91,19 +90,8 @@ fn context<T>(request: &Request<T>) -> Context {
     request.extensions().get::<Context>().cloned().unwrap_or_default()
 }
 
-/// The TTL a wire record asks for: `expiry_ms` when above zero, else `expiry` seconds.
-fn ttl_from_wire(record: &WireRecord) -> Option<Duration> {
-    if record.expiry_ms > 0 {
-        Some(Duration::from_millis(record.expiry_ms.unsigned_abs()))
-    } else if record.expiry > 0 {
-        Some(Duration::from_secs(record.expiry.unsigned_abs()))
-    } else {
-        None
-    }
-}
-
 fn record_from_wire(record: WireRecord) -> Record {
-    let expiry = ttl_from_wire(&record);
+    let expiry = record.ttl();
     Record {
         key: record.key,
         value: record.value,
@@ -212,6 +200,8 @@ impl store_server::Store for StoreService {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use micro_proto::store::store_server::Store as _;
     use micro_proto::store::{ListOptions as WireListOptions, ReadOptions as WireReadOptions, WriteOptions};
     use tokio_stream::StreamExt;
@@ -364,9 +354,7 @@ mod tests {
         assert_eq!(wire(Some(Duration::from_secs(5))), (5, 5000));
         assert_eq!(wire(Some(Duration::MAX)), (i64::MAX, i64::MAX));
 
-        let ttl = |expiry: i64, expiry_ms: i64| {
-            ttl_from_wire(&WireRecord { expiry, expiry_ms, ..Default::default() })
-        };
+        let ttl = |expiry: i64, expiry_ms: i64| WireRecord { expiry, expiry_ms, ..Default::default() }.ttl();
         assert_eq!(ttl(0, 0), None);
         assert_eq!(ttl(-5, -5), None, "non-positive means never, as in the original");
         assert_eq!(ttl(5, 0), Some(Duration::from_secs(5)));
