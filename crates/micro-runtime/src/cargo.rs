@@ -1,7 +1,6 @@
 //! `cargo build --release` of a service into the target dir every service shares.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -17,22 +16,11 @@ pub async fn build(
     prefer: &str,
 ) -> Result<PathBuf, RuntimeError> {
     let cargo = std::env::var_os("CARGO").filter(|c| !c.is_empty()).unwrap_or_else(|| "cargo".into());
-    let mut command = tokio::process::Command::new(&cargo);
+    let mut command = crate::supervisor::child_command(&cargo, dir);
     command
         .args(["build", "--release", "--message-format=json-render-diagnostics"])
-        .current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir)
-        .env_remove("CARGO_BUILD_TARGET_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("MICRO_") {
-            command.env_remove(key);
-        }
-    }
+        .env_remove("CARGO_BUILD_TARGET_DIR");
     let mut child = command.spawn().map_err(|err| {
         RuntimeError::Build(format!(
             "cannot run {}: {err}; is the Rust toolchain installed?",

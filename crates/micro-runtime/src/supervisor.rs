@@ -279,22 +279,8 @@ async fn run_once(
     startup_grace: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Outcome {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // The server's own MICRO_* settings (addresses, admin password, MICRO_HOME with a developer
-    // login) are not the service's business.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("MICRO_") {
-            command.env_remove(key);
-        }
-    }
+    let mut command = child_command(program, dir);
+    command.args(args);
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut child = match command.spawn() {
         Ok(child) => child,
@@ -396,6 +382,27 @@ async fn run_once(
     }
     managed.live.lock().expect("live lock").pid = None;
     outcome
+}
+
+/// A child process of the runtime (a build or a service) in `dir`: its own process group, so a
+/// stop reaches everything it started; output piped to its log; killed if the runtime drops it;
+/// and none of the server's own `MICRO_*` settings (addresses, admin password, a `MICRO_HOME`
+/// with a developer login), which are not the child's business.
+pub(crate) fn child_command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MICRO_") {
+            command.env_remove(key);
+        }
+    }
+    command
 }
 
 fn mark_running(managed: &Managed) {
