@@ -40,7 +40,7 @@ impl Client {
                 "Environment '{env}' has no address: set one with `micro env add {env} HOST:PORT`"
             )));
         }
-        let address = with_port(&found.proxy_address);
+        let address = micro_core::with_port(&found.proxy_address);
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|_| CliError::new(format!("invalid address {address:?} for environment '{env}'")))?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -123,24 +123,4 @@ impl Client {
 /// The error for an `-e` naming an environment that does not exist.
 pub fn env_not_found(env: &str) -> CliError {
     CliError::new(format!("Env \"{env}\" not found. See `micro env` for available environments."))
-}
-
-/// A bare host means the TLS port, as the original CLI assumed.
-fn with_port(address: &str) -> String {
-    if address.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
-        address.to_string()
-    } else {
-        format!("{address}:443")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bare_hosts_get_the_tls_port() {
-        assert_eq!(with_port("proxy.example.com"), "proxy.example.com:443");
-        assert_eq!(with_port("127.0.0.1:8081"), "127.0.0.1:8081");
-    }
 }

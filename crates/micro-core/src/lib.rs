@@ -106,6 +106,16 @@ impl From<Denied> for tonic::Status {
     }
 }
 
+/// An environment's server address with its port: `host:port` is kept; `host` alone means port
+/// 443, as the original CLI assumed.
+pub fn with_port(address: &str) -> String {
+    if address.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+        address.to_string()
+    } else {
+        format!("{address}:443")
+    }
+}
+
 /// Longest namespace name accepted anywhere.
 pub const MAX_NAMESPACE_BYTES: usize = 64;
 
@@ -151,6 +161,12 @@ mod tests {
             (tonic::Code::PermissionDenied, "Access denied to namespace")
         );
         assert_eq!(tonic::Status::from(Denied::AccountRequired).code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn bare_hosts_get_the_tls_port() {
+        assert_eq!(with_port("proxy.example.com"), "proxy.example.com:443");
+        assert_eq!(with_port("127.0.0.1:8081"), "127.0.0.1:8081");
     }
 
     #[test]

@@ -115,15 +115,6 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// `host` alone means port 443, as the CLI's environments do; `host:port` is kept.
-pub(crate) fn with_port(address: &str) -> String {
-    if address.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
-        address.to_string()
-    } else {
-        format!("{address}:443")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,11 +178,5 @@ mod tests {
         assert!(message(&[("MICRO_NAMESPACE", "Bad!")]).contains("MICRO_NAMESPACE"));
         assert!(message(&[("MICRO_AUTH_ID", "x")]).contains("MICRO_AUTH_SECRET is not"));
         assert!(message(&[("MICRO_SERVICE_NAME", "../x")]).contains("invalid service name"));
-    }
-
-    #[test]
-    fn addresses_get_a_port() {
-        assert_eq!(with_port("proxy.example.com"), "proxy.example.com:443");
-        assert_eq!(with_port("127.0.0.1:8081"), "127.0.0.1:8081");
     }
 }

@@ -54,11 +54,11 @@ pub(crate) struct Plan {
 
 /// Decides server, namespace and credentials from the environment and the CLI's files.
 pub(crate) fn plan(env: &Env, cli: CliEnv) -> Plan {
-    let cli_server = (!cli.proxy_address.is_empty()).then(|| env::with_port(&cli.proxy_address));
+    let cli_server = (!cli.proxy_address.is_empty()).then(|| micro_core::with_port(&cli.proxy_address));
     let server = env
         .server
         .clone()
-        .map(|server| env::with_port(&server))
+        .map(|server| micro_core::with_port(&server))
         .or_else(|| cli_server.clone())
         .unwrap_or_else(|| env::DEFAULT_SERVER_ADDRESS.to_string());
     let namespace = env.namespace.clone().unwrap_or_else(|| cli.namespace.clone());
