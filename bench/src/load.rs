@@ -38,7 +38,6 @@ impl Target {
         use micro_proto::registry::GetRequest;
         use micro_proto::registry::registry_client::RegistryClient;
         let proxy = Channel::from_shared(format!("http://{server}"))?.connect().await?;
-        let direct = Channel::from_shared(format!("http://{node}"))?.connect().await?;
         let deadline = Instant::now() + REGISTER_DEADLINE;
         let service = loop {
             let request = GetRequest { service: "helloworld".into(), options: None };
@@ -54,7 +53,6 @@ impl Target {
             .get_service_by_name("helloworld.Helloworld")
             .and_then(|s| s.methods().find(|m| m.name() == "Call"))
             .context("helloworld.Helloworld/Call in the descriptors")?;
-        drop(direct);
         Ok(Self { method, direct: node.to_string(), proxy: server.to_string() })
     }
 
