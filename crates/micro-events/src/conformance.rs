@@ -41,6 +41,7 @@ pub async fn run_all(events: std::sync::Arc<dyn Events>) {
     ack_wait_redelivery(events, &topic("ackwait")).await;
     nack_redelivers_at_once(events, &topic("nack")).await;
     groups_share_and_fan_out(events, &topic("groups")).await;
+    leaving_member_releases(events, &topic("leave")).await;
     start_positions_and_read(events, &topic("start")).await;
     namespaces_isolated(events, &topic("isolation")).await;
     wakes_waiting_consumer(events, &topic("wake")).await;
@@ -205,6 +206,35 @@ pub async fn groups_share_and_fan_out(events: &dyn Events, topic: &str) {
         "redelivered to the other member"
     );
     handed.ack().await.unwrap();
+}
+
+/// A manual-ack member that goes away hands its unacked events to the group at once, not
+/// after their ack wait: the next member gets them (same ids), then the rest, nothing twice.
+pub async fn leaving_member_releases(events: &dyn Events, topic: &str) {
+    let mut ids = Vec::new();
+    for n in 1..=4u64 {
+        ids.push(publish(events, "micro", topic, &n.to_be_bytes()).await.0);
+    }
+    // Far longer than `next` waits: a delivery within it proves the release.
+    let options = ConsumeOptions { ack_wait: PATIENCE * 6, ..manual("leave", None) };
+    let mut first = events.consume("micro", topic, options.clone()).await.unwrap();
+    let acked = next(&mut first).await;
+    acked.ack().await.unwrap();
+    let unacked = next(&mut first).await;
+    assert_eq!(unacked.event.sequence, 2);
+    drop(first);
+
+    let mut second = events.consume("micro", topic, options).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let delivery = next(&mut second).await;
+        got.push((delivery.event.id.clone(), delivery.event.sequence));
+        delivery.ack().await.unwrap();
+    }
+    got.sort_by_key(|(_, sequence)| *sequence);
+    let expected: Vec<(String, u64)> = ids[1..].iter().cloned().zip(2..=4).collect();
+    assert_eq!(got, expected, "the released event and the rest, once each");
+    nothing_within(&mut second, QUIET, "everything was acked").await;
 }
 
 /// Newest skips what is there; a sequence or a time starts there; read pages in order.

@@ -236,6 +236,8 @@ impl Engine {
 
 struct InFlight {
     event: Event,
+    /// The consumer it was last delivered to.
+    consumer: u64,
     deliveries: u32,
     deadline: Instant,
     ack_wait: Duration,
@@ -299,7 +301,8 @@ enum Take {
 }
 
 impl Group {
-    async fn take(&self, options: &ConsumeOptions) -> Result<Take> {
+    /// The next delivery for consumer `consumer`.
+    async fn take(&self, consumer: u64, options: &ConsumeOptions) -> Result<Take> {
         let mut state = self.state.lock().await;
         let now = Instant::now();
         let mut moved = false;
@@ -324,6 +327,7 @@ impl Group {
             }
             entry.deliveries += 1;
             entry.deadline = now + entry.ack_wait;
+            entry.consumer = consumer;
             return Ok(Take::Got(entry.event.clone(), entry.deliveries, moved));
         }
         if !options.auto_ack && state.in_flight.len() >= MAX_IN_FLIGHT {
@@ -347,6 +351,7 @@ impl Group {
                     event.sequence,
                     InFlight {
                         event: event.clone(),
+                        consumer,
                         deliveries: 1,
                         deadline: now + options.ack_wait,
                         ack_wait: options.ack_wait,
@@ -404,6 +409,59 @@ impl Group {
     }
 }
 
+impl GroupState {
+    /// Makes the events in flight to `consumer` deliverable again at once (it left the
+    /// group, so they would otherwise wait out their ack wait); returns how many.
+    fn release(&mut self, consumer: u64) -> usize {
+        let now = Instant::now();
+        let mut released = 0;
+        for entry in self.in_flight.values_mut().filter(|entry| entry.consumer == consumer) {
+            entry.deadline = now;
+            released += 1;
+        }
+        released
+    }
+}
+
+impl Group {
+    fn released(&self, consumer: u64, released: usize) {
+        if released > 0 {
+            tracing::debug!(consumer, released, topic = %self.topic, "consumer left; deliveries released");
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// A consumer's membership of its group; dropping it (the consumer went away) releases the
+/// consumer's unacked deliveries to the other members.
+struct Member {
+    group: Arc<Group>,
+    id: u64,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let id = self.id;
+        if let Ok(mut state) = self.group.state.try_lock() {
+            let released = state.release(id);
+            drop(state);
+            self.group.released(id, released);
+            return;
+        }
+        // Busy: release from a task, unless the backend is gone by then. No runtime means the
+        // process is exiting; the events then wait out their ack wait, as after a crash.
+        let group = Arc::downgrade(&self.group);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Some(group) = group.upgrade() {
+                    let released = group.state.lock().await.release(id);
+                    group.released(id, released);
+                }
+            });
+        }
+    }
+}
+
 /// Settles a delivery through its group.
 struct GroupAcker(Arc<Group>);
 
@@ -424,21 +482,22 @@ static CONSUMERS: AtomicU64 = AtomicU64::new(0);
 fn consumer(topic: Arc<TopicState>, group: Arc<Group>, options: ConsumeOptions) -> Consumer {
     let acker: Option<Arc<dyn Acker>> =
         if options.auto_ack { None } else { Some(Arc::new(GroupAcker(group.clone()))) };
-    let consumer_id = CONSUMERS.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(consumer_id, group = group.name.as_deref().unwrap_or(""), topic = %group.topic, "consumer joined");
-    let stream = futures::stream::unfold(Some((topic, group, options, acker)), |context| async move {
-        let (topic, group, options, acker) = context?;
+    let member = Member { group, id: CONSUMERS.fetch_add(1, Ordering::Relaxed) };
+    tracing::debug!(consumer = member.id, group = member.group.name.as_deref().unwrap_or(""), topic = %member.group.topic, "consumer joined");
+    let stream = futures::stream::unfold(Some((topic, member, options, acker)), |context| async move {
+        let (topic, member, options, acker) = context?;
+        let group = &member.group;
         loop {
             // Subscribe before looking, so a publish or change after the look wakes us.
             let mut published = topic.published.subscribe();
             let mut changed = group.changed.subscribe();
-            match group.take(&options).await {
+            match group.take(member.id, &options).await {
                 Ok(Take::Got(event, attempt, moved)) => {
                     if moved && let Err(err) = group.persist(false).await {
                         return Some((Err(err), None));
                     }
                     let delivery = Delivery::new(event, attempt, acker.clone());
-                    return Some((Ok(delivery), Some((topic, group, options, acker))));
+                    return Some((Ok(delivery), Some((topic, member, options, acker))));
                 }
                 Ok(Take::Wait(deadline)) => {
                     let timer = async {

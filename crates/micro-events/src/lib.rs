@@ -217,8 +217,8 @@ impl Delivery {
 }
 
 /// The deliveries of one consumer, in publish order apart from redeliveries. Ends only on an
-/// error of the backend; dropping it leaves the group (unacked events are redelivered to the
-/// group's other members after their ack wait).
+/// error of the backend; dropping it leaves the group, and the events it had not acked are
+/// delivered again to the group's other members at once (not after their ack wait).
 pub struct Consumer {
     inner: Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>,
 }
@@ -262,7 +262,9 @@ impl Stream for Consumer {
 /// - **Groups.** Every event reaches every group; within a group each event goes to one
 ///   member at a time. With auto-ack it is delivered once; with manual ack it stays in flight
 ///   until acked, and is delivered again (same id, any member) after `ack_wait` or at once on
-///   a nack, up to `retry_limit` times, then dropped with a warning. A named group's position
+///   a nack, up to `retry_limit` times, then dropped with a warning. When a consumer is
+///   dropped, the events in flight to it become deliverable to the other members at once.
+///   A named group's position
 ///   (everything up to the first unsettled event) is persisted when it moves, and a group
 ///   reopened later resumes there; events settled beyond an unsettled one may be delivered
 ///   again after a restart (at least once).
