@@ -35,13 +35,11 @@ fn events_are_ordered_durable_and_namespaced() {
     let first: serde_json::Value = serde_json::from_str(all.lines().next().unwrap()).unwrap();
     assert_eq!(first["metadata"]["k"], "v");
 
-    // A named group starts where it is told the first time.
-    // Known gap (see the session note): the CLI consumes with auto-ack and the server's response
-    // stream is polled ahead of the client, so events the client never read count as delivered
-    // and a second consumer of the group does not get them. Group sharing itself is covered by
-    // the micro-events conformance suite.
+    // A named group starts where it is told the first time; its members share the events:
+    // a second member gets the rest, though the server had streamed them to the first already.
     let group = ["events", "consume", "orders", "--group", "billing", "--offset", "1", "--count", "4"];
     assert_eq!(sequences(&server.ok(&group)), [0, 1, 2, 3]);
+    assert_eq!(sequences(&server.ok(&group)), [4, 5, 6, 7]);
 
     let status = server.signal(9);
     assert!(!status.success());
@@ -51,6 +49,7 @@ fn events_are_ordered_durable_and_namespaced() {
         12,
         "kept across kill -9"
     );
+    assert_eq!(sequences(&server.ok(&group)), [8, 9, 10, 11], "the group resumes after its last ack");
 
     server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s", "bob"]);
     server.ok(&["user", "namespace", "set", "foo"]);

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use micro_proto::events::store_client::StoreClient;
 use micro_proto::events::stream_client::StreamClient;
-use micro_proto::events::{ConsumeRequest, Event, PublishRequest, ReadRequest};
+use micro_proto::events::{AckRequest, ConsumeRequest, Event, PublishRequest, ReadRequest};
 
 use crate::error::{CliError, Result};
 use crate::{Global, out, unrecognized_subcommand};
@@ -45,6 +45,10 @@ pub enum EventsCommand {
     #[command(external_subcommand)]
     Unknown(Vec<String>),
 }
+
+/// How long the server waits for this command to ack an event it was sent before giving it to
+/// another member of the group; an event is acked as soon as it is printed.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a consumer starts: `(sequence, unix seconds)`, zero meaning unset.
 fn start(offset: Option<&str>) -> Result<(u64, i64)> {
@@ -110,16 +114,21 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<()> {
         }
         EventsCommand::Consume { topic, group, offset, count } => {
             let (sequence, since) = start(offset.as_deref())?;
+            let group = group.unwrap_or_default();
+            // Manual ack, each event acked once printed: the server streams ahead of what this
+            // command reads, and with auto-ack events it never printed (after `--count`, or on
+            // Ctrl-C) would count as consumed. Unacked ones go back to the group when we leave.
             let request = ConsumeRequest {
-                group: group.unwrap_or_default(),
-                topic,
+                group: group.clone(),
+                topic: topic.clone(),
                 offset: since,
-                auto_ack: true,
-                ack_wait: 0,
+                auto_ack: false,
+                ack_wait: i64::try_from(ACK_WAIT.as_nanos()).unwrap_or(i64::MAX),
                 retry_limit: -1,
                 sequence,
             };
-            let mut stream = StreamClient::new(client.channel.clone())
+            let mut stream_client = StreamClient::new(client.channel.clone());
+            let mut stream = stream_client
                 .consume(client.request(request))
                 .await
                 .map_err(|status| client.error(status))?
@@ -130,6 +139,8 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<()> {
                     break;
                 };
                 out(&render(&event));
+                let ack = AckRequest { id: event.id, success: true, topic: topic.clone(), group: group.clone() };
+                stream_client.ack(client.request(ack)).await.map_err(|status| client.error(status))?;
                 seen += 1;
             }
         }
