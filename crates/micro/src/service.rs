@@ -3,17 +3,19 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use micro_proto::registry::registry_client::RegistryClient;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 
 use crate::auth::{GateLayer, Guard};
+use crate::broker::{self, Message};
 use crate::codegen::Described;
 use crate::env::{self, Env};
 use crate::platform::Platform;
@@ -57,6 +59,16 @@ pub struct Service {
     address: Option<String>,
     routes: RoutesBuilder,
     handlers: Vec<Handler>,
+    subscribers: Vec<Subscriber>,
+}
+
+/// Handles one broker message.
+type MessageHandler = dyn Fn(Message) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+
+/// A broker topic and what handles its messages.
+struct Subscriber {
+    topic: String,
+    handler: Arc<MessageHandler>,
 }
 
 impl std::fmt::Debug for Service {
@@ -77,6 +89,7 @@ impl Service {
             address: None,
             routes: RoutesBuilder::default(),
             handlers: Vec::new(),
+            subscribers: Vec::new(),
         }
     }
 
@@ -110,6 +123,32 @@ impl Service {
     {
         self.handlers.push(Handler { name: S::NAME, descriptors: S::FILE_DESCRIPTOR_SET });
         self.routes.add_service(server);
+        self
+    }
+
+    /// Calls `handler` with each broker message published on `topic` while the service runs.
+    /// The service's instances share the topic (queue group = the service name): each message
+    /// reaches one of them. Messages are handled one at a time, in order; the subscription is
+    /// renewed (with backoff) if the connection to the server breaks.
+    ///
+    /// ```no_run
+    /// # async fn example() -> micro::Result<()> {
+    /// micro::Service::new("notifier")
+    ///     .subscribe("signups", |message: micro::broker::Message| async move {
+    ///         micro::tracing::info!(body = %String::from_utf8_lossy(&message.body), "signup");
+    ///     })
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn subscribe<F, Fut>(mut self, topic: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler =
+            Arc::new(move |message| Box::pin(handler(message)) as Pin<Box<dyn Future<Output = ()> + Send>>);
+        self.subscribers.push(Subscriber { topic: topic.into(), handler });
         self
     }
 
@@ -182,15 +221,22 @@ impl Service {
             env.register_ttl,
             &self.handlers,
         );
-        let registered = Arc::new(AtomicBool::new(false));
+        let registered = watch::Sender::new(false);
         let heartbeat = tokio::spawn(heartbeat(
             platform.clone(),
             registration.clone(),
             env.register_interval,
             registered.clone(),
         ));
-        // The heartbeat dies with this function, however it ends.
+        // The heartbeat and the subscribers die with this function, however it ends.
         let _heartbeat = AbortOnDrop(heartbeat);
+        let _subscribers: Vec<AbortOnDrop> = self
+            .subscribers
+            .into_iter()
+            .map(|subscriber| {
+                AbortOnDrop(tokio::spawn(subscribe(subscriber, name.clone(), registered.subscribe())))
+            })
+            .collect();
 
         tokio::select! {
             () = shutdown => {}
@@ -209,7 +255,7 @@ impl Service {
             health.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
         }
         let leave = async {
-            if registered.load(Ordering::SeqCst) {
+            if *registered.borrow() {
                 deregister(&platform, &registration).await;
             }
             platform.session.release(&platform.channel).await;
@@ -229,6 +275,37 @@ impl Service {
                 Ok(())
             }
         }
+    }
+}
+
+/// Feeds `subscriber` the messages of its topic, in queue group `queue`, from the service's
+/// first registration (when its account is in place) until aborted; resubscribes with backoff.
+async fn subscribe(subscriber: Subscriber, queue: String, mut registered: watch::Receiver<bool>) {
+    if registered.wait_for(|registered| *registered).await.is_err() {
+        return;
+    }
+    let mut retry = RETRY_MIN;
+    loop {
+        match broker::subscribe_queue(&subscriber.topic, &queue).await {
+            Ok(mut subscription) => {
+                tracing::info!(topic = %subscriber.topic, "Subscribed");
+                retry = RETRY_MIN;
+                while let Some(message) = subscription.next().await {
+                    match message {
+                        Ok(message) => (subscriber.handler)(message).await,
+                        Err(err) => {
+                            tracing::warn!(topic = %subscriber.topic, cause = %err, "subscription broke; renewing");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(topic = %subscriber.topic, cause = %err, "cannot subscribe; retrying in {retry:?}");
+            }
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
     }
 }
 
@@ -268,7 +345,7 @@ async fn heartbeat(
     platform: Arc<Platform>,
     registration: Registration,
     interval: Duration,
-    registered_once: Arc<AtomicBool>,
+    registered_once: watch::Sender<bool>,
 ) {
     platform.session.adopt_service_account(&platform.channel, &registration.name).await;
     let identity = platform.session.describe().await;
@@ -284,7 +361,7 @@ async fn heartbeat(
                     tracing::info!(service = %registration.name, node = %registration.node_id, "Registered");
                 }
                 registered = true;
-                registered_once.store(true, Ordering::SeqCst);
+                registered_once.send_replace(true);
                 retry = RETRY_MIN;
                 tokio::time::sleep(interval).await;
             }
