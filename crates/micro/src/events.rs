@@ -111,6 +111,17 @@ impl ConsumeOptions {
         Self { group: name.into(), ..Self::default() }
     }
 
+    /// The same options for group `name`.
+    pub fn with_group(mut self, name: impl Into<String>) -> Self {
+        self.group = name.into();
+        self
+    }
+
+    /// The group; empty for a private consumer.
+    pub fn group_name(&self) -> &str {
+        &self.group
+    }
+
     /// Where the group starts if it is new.
     pub fn start(mut self, start: Start) -> Self {
         self.start = start;

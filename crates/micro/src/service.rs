@@ -18,6 +18,7 @@ use crate::auth::{GateLayer, Guard};
 use crate::broker::{self, Message};
 use crate::codegen::Described;
 use crate::env::{self, Env};
+use crate::events::{self, ConsumeOptions, Event};
 use crate::platform::Platform;
 use crate::registry::{Handler, Registration};
 use crate::{Error, Result};
@@ -60,15 +61,26 @@ pub struct Service {
     routes: RoutesBuilder,
     handlers: Vec<Handler>,
     subscribers: Vec<Subscriber>,
+    consumers: Vec<EventConsumer>,
 }
 
 /// Handles one broker message.
 type MessageHandler = dyn Fn(Message) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
+/// Handles one event; `Err` gives it back to be delivered again.
+type EventHandler = dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync;
+
 /// A broker topic and what handles its messages.
 struct Subscriber {
     topic: String,
     handler: Arc<MessageHandler>,
+}
+
+/// An events topic, how to consume it, and what handles its events.
+struct EventConsumer {
+    topic: String,
+    options: ConsumeOptions,
+    handler: Arc<EventHandler>,
 }
 
 impl std::fmt::Debug for Service {
@@ -90,6 +102,7 @@ impl Service {
             routes: RoutesBuilder::default(),
             handlers: Vec::new(),
             subscribers: Vec::new(),
+            consumers: Vec::new(),
         }
     }
 
@@ -149,6 +162,41 @@ impl Service {
         let handler =
             Arc::new(move |message| Box::pin(handler(message)) as Pin<Box<dyn Future<Output = ()> + Send>>);
         self.subscribers.push(Subscriber { topic: topic.into(), handler });
+        self
+    }
+
+    /// Calls `handler` with each event of `topic` while the service runs: `Ok` acks it, `Err`
+    /// (logged) gives it back to be delivered again. Without a group in `options` the group is
+    /// the service name, so the service's instances share the events and its position is kept
+    /// across restarts. Events are handled one at a time; the consumer is renewed (with
+    /// backoff) if the connection to the server breaks, and unacked events come back.
+    ///
+    /// ```no_run
+    /// # async fn example() -> micro::Result<()> {
+    /// use micro::events::{ConsumeOptions, Event, Start};
+    ///
+    /// micro::Service::new("billing")
+    ///     .consume("orders", ConsumeOptions::default().start(Start::Sequence(1)), |event: Event| async move {
+    ///         let order: serde_json::Value = event.json().map_err(|err| err.to_string())?;
+    ///         micro::tracing::info!(%order, "billing");
+    ///         Ok::<_, String>(())
+    ///     })
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn consume<F, Fut, E>(mut self, topic: impl Into<String>, options: ConsumeOptions, handler: F) -> Self
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let handler = Arc::new(move |event| {
+            let handled = handler(event);
+            Box::pin(async move { handled.await.map_err(|err| err.to_string()) })
+                as Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        });
+        self.consumers.push(EventConsumer { topic: topic.into(), options, handler });
         self
     }
 
@@ -237,6 +285,13 @@ impl Service {
                 AbortOnDrop(tokio::spawn(subscribe(subscriber, name.clone(), registered.subscribe())))
             })
             .collect();
+        let _consumers: Vec<AbortOnDrop> = self
+            .consumers
+            .into_iter()
+            .map(|consumer| {
+                AbortOnDrop(tokio::spawn(consume(consumer, name.clone(), registered.subscribe())))
+            })
+            .collect();
 
         tokio::select! {
             () = shutdown => {}
@@ -303,6 +358,49 @@ async fn subscribe(subscriber: Subscriber, queue: String, mut registered: watch:
             Err(err) => {
                 tracing::warn!(topic = %subscriber.topic, cause = %err, "cannot subscribe; retrying in {retry:?}");
             }
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// Feeds `consumer` the events of its topic (group: the service name unless given), from the
+/// service's first registration until aborted; consumes again with backoff when it breaks.
+async fn consume(mut consumer: EventConsumer, service: String, mut registered: watch::Receiver<bool>) {
+    if registered.wait_for(|registered| *registered).await.is_err() {
+        return;
+    }
+    if consumer.options.group_name().is_empty() {
+        consumer.options = consumer.options.with_group(service);
+    }
+    let topic = &consumer.topic;
+    let mut retry = RETRY_MIN;
+    loop {
+        match events::consume(topic, consumer.options.clone()).await {
+            Ok(mut events) => {
+                tracing::info!(%topic, group = consumer.options.group_name(), "Consuming");
+                retry = RETRY_MIN;
+                while let Some(event) = events.next().await {
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(err) => {
+                            tracing::warn!(%topic, cause = %err, "consumer broke; consuming again");
+                            break;
+                        }
+                    };
+                    let settled = match (consumer.handler)(event.clone()).await {
+                        Ok(()) => event.ack().await,
+                        Err(cause) => {
+                            tracing::warn!(%topic, id = %event.id, %cause, "event handler failed; the event will be delivered again");
+                            event.nack().await
+                        }
+                    };
+                    if let Err(err) = settled {
+                        tracing::warn!(%topic, id = %event.id, cause = %err, "cannot settle the event; it will be delivered again");
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%topic, cause = %err, "cannot consume; retrying in {retry:?}"),
         }
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(RETRY_MAX);
