@@ -105,13 +105,27 @@ pub async fn run_load(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<Report> {
+    let mut callers = Vec::new();
+    for _ in 0..concurrency {
+        callers.push(Caller::new(target, how).await?);
+    }
+    Ok(closed_loop(callers, warmup, duration).await)
+}
+
+/// One unit of work a closed-loop worker repeats; `true` when it succeeded.
+pub trait Work: Send + 'static {
+    fn once(&mut self) -> impl Future<Output = bool> + Send;
+}
+
+/// Runs each of `workers` in a closed loop (one operation at a time, the next as soon as the
+/// last finished): `warmup` unmeasured, then `duration`, recording each operation's latency.
+pub async fn closed_loop<W: Work>(workers: Vec<W>, warmup: Duration, duration: Duration) -> Report {
     let start = Instant::now();
     let measure_from = start + warmup;
     let stop = measure_from + duration;
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let mut caller = Caller::new(target, how).await?;
-        workers.push(tokio::spawn(async move {
+    let mut tasks = Vec::new();
+    for mut worker in workers {
+        tasks.push(tokio::spawn(async move {
             let mut micros = Vec::new();
             let mut errors = 0u64;
             loop {
@@ -119,7 +133,7 @@ pub async fn run_load(
                 if sent >= stop {
                     break;
                 }
-                let ok = caller.call().await;
+                let ok = worker.once().await;
                 if sent >= measure_from {
                     if ok {
                         micros.push(sent.elapsed().as_micros() as u64);
@@ -132,19 +146,25 @@ pub async fn run_load(
         }));
     }
     let mut report = Report { micros: Vec::new(), errors: 0, elapsed: duration };
-    for worker in workers {
-        let (micros, errors) = worker.await?;
+    for task in tasks {
+        let (micros, errors) = task.await.unwrap_or_default();
         report.micros.extend(micros);
         report.errors += errors;
     }
     report.micros.sort_unstable();
-    Ok(report)
+    report
 }
 
 /// One worker's connection.
 enum Caller {
     Grpc { grpc: tonic::client::Grpc<Channel>, method: MethodDescriptor, request: DynamicMessage },
     Http(HttpClient),
+}
+
+impl Work for Caller {
+    async fn once(&mut self) -> bool {
+        self.call().await
+    }
 }
 
 impl Caller {

@@ -4,12 +4,16 @@
 //! the server's gRPC proxy, and an HTTP call through the API gateway. Also records server
 //! start-to-ready and resident memory. Writes `BENCHMARKS.md` at the repository root.
 //!
+//! With the argument `events`, measures durable publish, consume and broker fan-out through the
+//! server beside the same backends in-process (see `events.rs`).
+//!
 //! With the argument `runtime`, measures `micro run` instead: source to first successful call,
 //! cold and warm, beside plain `cargo build --release` (see `runtime.rs`). Each mode rewrites its
 //! own section of `BENCHMARKS.md`.
 //!
 //! Ratios within one run are the figures that count; absolute times drift between runs.
 
+mod events;
 mod http;
 mod load;
 mod procs;
@@ -41,6 +45,18 @@ async fn main() -> anyhow::Result<()> {
         let server = procs::Server::start(&bins.micro, &home).await?;
         let figures = runtime::measure(&bins.micro, &home).await?;
         runtime::write_section(&path, "runtime", &runtime::render(&figures))?;
+        eprintln!("wrote {}", path.display());
+        drop(server);
+        let _ = std::fs::remove_dir_all(&home);
+        return Ok(());
+    }
+
+    if std::env::args().nth(1).as_deref() == Some("events") {
+        let server = procs::Server::start(&bins.micro, &home).await?;
+        let scratch = home.join("bench");
+        std::fs::create_dir_all(&scratch)?;
+        let rows = events::measure(&server.grpc, &scratch, WARMUP, DURATION).await?;
+        runtime::write_section(&path, "events", &events::render(&rows, DURATION, WARMUP))?;
         eprintln!("wrote {}", path.display());
         drop(server);
         let _ = std::fs::remove_dir_all(&home);

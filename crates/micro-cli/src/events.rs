@@ -141,7 +141,12 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<()> {
                 out(&render(&event));
                 let ack =
                     AckRequest { id: event.id, success: true, topic: topic.clone(), group: group.clone() };
-                stream_client.ack(client.request(ack)).await.map_err(|status| client.error(status))?;
+                match stream_client.ack(client.request(ack)).await {
+                    // Redelivered after its ack wait and acked already: nothing left to settle.
+                    Err(status) if status.code() == tonic::Code::NotFound => {}
+                    Err(status) => return Err(client.error(status)),
+                    Ok(_) => {}
+                }
                 seen += 1;
             }
         }

@@ -46,6 +46,7 @@ pub async fn run_all(events: std::sync::Arc<dyn Events>) {
     namespaces_isolated(events, &topic("isolation")).await;
     wakes_waiting_consumer(events, &topic("wake")).await;
     concurrent_members(events, &topic("concurrent")).await;
+    concurrent_publishers(events, &topic("publishers")).await;
     validation(events, &topic("validation")).await;
 }
 
@@ -235,6 +236,35 @@ pub async fn leaving_member_releases(events: &dyn Events, topic: &str) {
     let expected: Vec<(String, u64)> = ids[1..].iter().cloned().zip(2..=4).collect();
     assert_eq!(got, expected, "the released event and the rest, once each");
     nothing_within(&mut second, QUIET, "everything was acked").await;
+}
+
+/// Many publishers at once: every publish gets its own sequence, the topic has no gaps, each
+/// publisher's events keep its order, and reads and consumers agree with what publish said.
+pub async fn concurrent_publishers(events: &dyn Events, topic: &str) {
+    const PUBLISHERS: u64 = 32;
+    const EACH: u64 = 25;
+    let published: Vec<Vec<(String, u64)>> = futures::future::join_all((0..PUBLISHERS).map(|p| async move {
+        let mut mine = Vec::new();
+        for n in 0..EACH {
+            mine.push(publish(events, "micro", topic, format!("{p}/{n}").as_bytes()).await);
+        }
+        mine
+    }))
+    .await;
+    let mut sequences: Vec<u64> = published.iter().flatten().map(|(_, sequence)| *sequence).collect();
+    for mine in &published {
+        assert!(mine.windows(2).all(|pair| pair[0].1 < pair[1].1), "a publisher's events keep its order");
+    }
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=PUBLISHERS * EACH).collect::<Vec<_>>(), "one sequence each, no gaps");
+    let mut consumer = events.consume("micro", topic, from_start("check")).await.unwrap();
+    let by_sequence: std::collections::HashMap<u64, String> =
+        published.into_iter().flatten().map(|(id, sequence)| (sequence, id)).collect();
+    for sequence in 1..=PUBLISHERS * EACH {
+        let delivery = next(&mut consumer).await;
+        assert_eq!(delivery.event.sequence, sequence);
+        assert_eq!(Some(&delivery.event.id), by_sequence.get(&sequence), "the id publish returned");
+    }
 }
 
 /// Newest skips what is there; a sequence or a time starts there; read pages in order.

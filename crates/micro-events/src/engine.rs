@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Duration, Instant};
 
-use crate::storage::{NewEvent, Storage, new_id, now_ms};
+use crate::storage::{Append, NewEvent, Storage, new_id, now_ms};
 use crate::{
     Acker, ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, Delivery, Event, EventsError, MAX_IN_FLIGHT,
     MAX_READ_LIMIT, PublishOptions, Published, Result, Retention, Start, validate,
@@ -29,6 +29,13 @@ use crate::{
 
 /// Events a group reads ahead from the log in one go.
 const FETCH_BATCH: usize = 256;
+/// Most publishes committed together.
+const MAX_BATCH_EVENTS: usize = 4096;
+/// Most payload bytes committed together (a single larger event is committed alone).
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// A publish waiting for its commit, and where its result goes.
+type Pending = (Append, oneshot::Sender<Result<Event>>);
 
 type TopicKey = (String, String);
 
@@ -37,6 +44,10 @@ pub(crate) struct Engine {
     storage: Arc<dyn Storage>,
     retention: Retention,
     topics: Mutex<HashMap<TopicKey, Arc<TopicState>>>,
+    /// Publishes waiting to be committed.
+    pending: Mutex<VecDeque<Pending>>,
+    /// Held by the publisher committing a batch.
+    commit: tokio::sync::Mutex<()>,
 }
 
 struct TopicState {
@@ -60,7 +71,13 @@ async fn blocking<T: Send + 'static>(
 
 impl Engine {
     pub(crate) fn new(storage: Arc<dyn Storage>, retention: Retention) -> Self {
-        Self { storage, retention, topics: Mutex::new(HashMap::new()) }
+        Self {
+            storage,
+            retention,
+            topics: Mutex::new(HashMap::new()),
+            pending: Mutex::new(VecDeque::new()),
+            commit: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<TopicKey, Arc<TopicState>>> {
@@ -91,9 +108,8 @@ impl Engine {
         validate::publish(namespace, topic, &payload, &options.metadata)?;
         let timestamp_ms = options.timestamp_ms.unwrap_or_else(now_ms);
         let event = NewEvent { id: new_id(timestamp_ms), metadata: options.metadata, payload, timestamp_ms };
-        let (ns, name, retention) = (namespace.to_string(), topic.to_string(), self.retention);
-        let stored =
-            blocking(&self.storage, move |storage| storage.append(&ns, &name, event, &retention)).await?;
+        let append = Append { namespace: namespace.to_string(), topic: topic.to_string(), event };
+        let stored = self.append(append).await?;
         // Consumers create the topic state before they read the log, so one that read before
         // this append sees the bump, and one that reads after sees the event.
         let state = self.topics().get(&(namespace.to_string(), topic.to_string())).cloned();
@@ -101,6 +117,74 @@ impl Engine {
             state.published.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(Published { id: stored.id, sequence: stored.sequence, timestamp_ms: stored.timestamp_ms })
+    }
+
+    /// Appends `append` durably, in one commit with whatever other publishes are waiting
+    /// (group commit): the publisher holding the commit lock takes the queue, up to
+    /// [`MAX_BATCH_EVENTS`] / [`MAX_BATCH_BYTES`], commits it, and hands every publisher its
+    /// result; the others find theirs when they get the lock, or commit the next batch.
+    async fn append(&self, append: Append) -> Result<Event> {
+        let (sender, mut result) = oneshot::channel();
+        self.queue().push_back((append, sender));
+        loop {
+            let leader = self.commit.lock().await;
+            match result.try_recv() {
+                Ok(stored) => return stored,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(EventsError::Internal("a publish was dropped before it committed".into()));
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch = self.take_batch();
+            if batch.is_empty() {
+                // Ours is in a batch whose committer went away mid-commit; it reports to us.
+                drop(leader);
+                return result.await.unwrap_or_else(|_| {
+                    Err(EventsError::Internal("a publish was dropped before it committed".into()))
+                });
+            }
+            let (storage, retention) = (self.storage.clone(), self.retention);
+            // The commit reports to every publisher itself, so this future may be dropped.
+            let commit = tokio::task::spawn_blocking(move || {
+                let (appends, senders): (Vec<Append>, Vec<_>) = batch.into_iter().unzip();
+                match storage.append(appends, &retention) {
+                    Ok(stored) => {
+                        for (sender, event) in senders.into_iter().zip(stored) {
+                            let _ = sender.send(Ok(event));
+                        }
+                    }
+                    Err(err) => {
+                        for sender in senders {
+                            let _ = sender.send(Err(err.clone()));
+                        }
+                    }
+                }
+            });
+            if let Err(err) = commit.await {
+                tracing::error!(cause = %err, "events commit task failed");
+            }
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        // Only pushed to and drained; a panic while holding it leaves it valid.
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The oldest waiting publishes, up to the batch limits (at least one).
+    fn take_batch(&self) -> Vec<Pending> {
+        let mut queue = self.queue();
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        while let Some((append, _)) = queue.front() {
+            let size = append.event.payload.len();
+            if !batch.is_empty() && (batch.len() >= MAX_BATCH_EVENTS || bytes + size > MAX_BATCH_BYTES) {
+                break;
+            }
+            bytes += size;
+            batch.extend(queue.pop_front());
+        }
+        batch
     }
 
     pub(crate) async fn read(
@@ -294,8 +378,9 @@ struct Persisted {
 }
 
 enum Take {
-    /// An event to deliver, its attempt number, and whether the position may have moved.
-    Got(Event, u32, bool),
+    /// An event to deliver, its attempt number, and how much the position may have moved
+    /// (0: not; [`FETCH_BATCH`]: save it now).
+    Got(Event, u32, usize),
     /// Nothing now; wait for a publish, a group change, or this ack-wait deadline.
     Wait(Option<Instant>),
 }
@@ -328,7 +413,7 @@ impl Group {
             entry.deliveries += 1;
             entry.deadline = now + entry.ack_wait;
             entry.consumer = consumer;
-            return Ok(Take::Got(entry.event.clone(), entry.deliveries, moved));
+            return Ok(Take::Got(entry.event.clone(), entry.deliveries, usize::from(moved)));
         }
         if !options.auto_ack && state.in_flight.len() >= MAX_IN_FLIGHT {
             return Ok(Take::Wait(state.next_deadline()));
@@ -344,7 +429,11 @@ impl Group {
             state.buffer.extend(events);
         }
         match state.buffer.pop_front() {
-            Some(event) if options.auto_ack => Ok(Take::Got(event, 1, true)),
+            Some(event) if options.auto_ack => {
+                // Caught up with what was read ahead: save now rather than after a batch.
+                let unsaved = if state.buffer.is_empty() { FETCH_BATCH } else { 1 };
+                Ok(Take::Got(event, 1, unsaved))
+            }
             Some(event) => {
                 state.ids.insert(event.id.clone(), event.sequence);
                 state.in_flight.insert(
@@ -358,21 +447,28 @@ impl Group {
                         retry_limit: options.retry_limit,
                     },
                 );
-                Ok(Take::Got(event, 1, moved))
+                Ok(Take::Got(event, 1, usize::from(moved)))
             }
             None => Ok(Take::Wait(state.next_deadline())),
         }
     }
 
     /// Saves the group's position if it moved past the saved one. `durable` for acks, whose
-    /// callers were told the event is settled; auto-ack deliveries save lazily (the file
-    /// backend makes them durable with its next durable write or on close), so a crash may
-    /// redeliver a few auto-acked events rather than cost an fsync per event.
-    async fn persist(&self, durable: bool) -> Result<()> {
+    /// callers were told the event is settled; auto-ack consumers save every [`FETCH_BATCH`]
+    /// deliveries and when they catch up, not durably (the file backend makes them durable
+    /// with its next durable write or on close), so a crash may redeliver a few auto-acked
+    /// events rather than cost a commit per event.
+    ///
+    /// `needed`: the position the caller needs saved; a save that covered it while the caller
+    /// waited for its turn is enough (group commit: one save covers every ack before it).
+    async fn persist(&self, needed: Option<u64>, durable: bool) -> Result<()> {
         let Some(name) = &self.name else { return Ok(()) };
         let mut persisted = self.persisted.lock().await;
-        let settled = self.state.lock().await.settled();
         let reached = if durable { persisted.durable } else { persisted.saved };
+        if needed.is_some_and(|needed| needed <= reached) {
+            return Ok(());
+        }
+        let settled = self.state.lock().await.settled();
         if settled <= reached {
             return Ok(());
         }
@@ -387,13 +483,14 @@ impl Group {
     }
 
     async fn settle(&self, id: &str) -> Result<()> {
-        {
+        let needed = {
             let mut state = self.state.lock().await;
             let sequence = state.ids.remove(id).ok_or(EventsError::NotFound)?;
             state.in_flight.remove(&sequence);
-        }
+            state.settled()
+        };
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
-        self.persist(true).await
+        self.persist(Some(needed), true).await
     }
 
     async fn reject(&self, id: &str) -> Result<()> {
@@ -484,8 +581,8 @@ fn consumer(topic: Arc<TopicState>, group: Arc<Group>, options: ConsumeOptions) 
         if options.auto_ack { None } else { Some(Arc::new(GroupAcker(group.clone()))) };
     let member = Member { group, id: CONSUMERS.fetch_add(1, Ordering::Relaxed) };
     tracing::debug!(consumer = member.id, group = member.group.name.as_deref().unwrap_or(""), topic = %member.group.topic, "consumer joined");
-    let stream = futures::stream::unfold(Some((topic, member, options, acker)), |context| async move {
-        let (topic, member, options, acker) = context?;
+    let stream = futures::stream::unfold(Some((topic, member, options, acker, 0)), |context| async move {
+        let (topic, member, options, acker, mut unsaved) = context?;
         let group = &member.group;
         loop {
             // Subscribe before looking, so a publish or change after the look wakes us.
@@ -493,13 +590,25 @@ fn consumer(topic: Arc<TopicState>, group: Arc<Group>, options: ConsumeOptions) 
             let mut changed = group.changed.subscribe();
             match group.take(member.id, &options).await {
                 Ok(Take::Got(event, attempt, moved)) => {
-                    if moved && let Err(err) = group.persist(false).await {
-                        return Some((Err(err), None));
+                    // Auto-ack positions are saved every FETCH_BATCH deliveries and whenever
+                    // the consumer catches up, not one commit per event.
+                    unsaved += moved;
+                    if unsaved >= FETCH_BATCH {
+                        if let Err(err) = group.persist(None, false).await {
+                            return Some((Err(err), None));
+                        }
+                        unsaved = 0;
                     }
                     let delivery = Delivery::new(event, attempt, acker.clone());
-                    return Some((Ok(delivery), Some((topic, member, options, acker))));
+                    return Some((Ok(delivery), Some((topic, member, options, acker, unsaved))));
                 }
                 Ok(Take::Wait(deadline)) => {
+                    if unsaved > 0 {
+                        if let Err(err) = group.persist(None, false).await {
+                            return Some((Err(err), None));
+                        }
+                        unsaved = 0;
+                    }
                     let timer = async {
                         match deadline {
                             Some(deadline) => tokio::time::sleep_until(deadline).await,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::engine::Engine;
-use crate::storage::{Bounds, NewEvent, RETENTION_BATCH, Storage, now_ms, oldest_kept, over_count};
+use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, now_ms, oldest_kept, over_count};
 use crate::{Event, EventsError, Result, Retention};
 
 const EVENTS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("events");
@@ -167,30 +167,47 @@ impl FileStorage {
 }
 
 impl Storage for FileStorage {
-    fn append(&self, namespace: &str, topic: &str, event: NewEvent, retention: &Retention) -> Result<Event> {
+    fn append(&self, batch: Vec<Append>, retention: &Retention) -> Result<Vec<Event>> {
         let tx = begin_write(&self.db)?;
-        let stored = {
+        let mut stored = Vec::with_capacity(batch.len());
+        let mut keys = Vec::with_capacity(batch.len());
+        {
             let mut topics = tx.open_table(TOPICS).map_err(storage)?;
             let mut events = tx.open_table(EVENTS).map_err(storage)?;
-            let (last, last_ms) =
-                topics.get((namespace, topic)).map_err(storage)?.map_or((0, 0), |v| v.value());
-            let sequence = last + 1;
-            let timestamp_ms = last_ms.max(event.timestamp_ms);
-            let stored =
-                StoredEvent { id: event.id, metadata: event.metadata, payload: event.payload, timestamp_ms };
-            let bytes = prost::Message::encode_to_vec(&stored);
-            events.insert((namespace, topic, sequence), bytes.as_slice()).map_err(storage)?;
-            topics.insert((namespace, topic), (sequence, timestamp_ms)).map_err(storage)?;
-            retain(&mut events, namespace, topic, sequence, retention, now_ms())?;
-            Event {
-                id: stored.id,
-                topic: topic.to_string(),
-                metadata: stored.metadata,
-                payload: stored.payload,
-                timestamp_ms,
-                sequence,
+            for Append { namespace, topic, event } in batch {
+                let (namespace, topic) = (namespace.as_str(), topic.as_str());
+                let (last, last_ms) =
+                    topics.get((namespace, topic)).map_err(storage)?.map_or((0, 0), |v| v.value());
+                let sequence = last + 1;
+                let timestamp_ms = last_ms.max(event.timestamp_ms);
+                let record = StoredEvent {
+                    id: event.id,
+                    metadata: event.metadata,
+                    payload: event.payload,
+                    timestamp_ms,
+                };
+                let bytes = prost::Message::encode_to_vec(&record);
+                events.insert((namespace, topic, sequence), bytes.as_slice()).map_err(storage)?;
+                topics.insert((namespace, topic), (sequence, timestamp_ms)).map_err(storage)?;
+                stored.push(Event {
+                    id: record.id,
+                    topic: topic.to_string(),
+                    metadata: record.metadata,
+                    payload: record.payload,
+                    timestamp_ms,
+                    sequence,
+                });
+                keys.push((namespace.to_string(), topic.to_string()));
             }
-        };
+            // Each topic appended to applies its retention once, at its last sequence.
+            let now = now_ms();
+            let mut done = std::collections::HashSet::new();
+            for ((namespace, topic), event) in keys.iter().zip(&stored).rev() {
+                if done.insert((namespace, topic)) {
+                    retain(&mut events, namespace, topic, event.sequence, retention, now)?;
+                }
+            }
+        }
         self.commit(tx, true)?;
         Ok(stored)
     }

@@ -254,8 +254,8 @@ impl Stream for Consumer {
 /// # Contract
 ///
 /// - **Durability.** When [`publish`](Events::publish) returns `Ok`, the event is stored as
-///   durably as the backend promises (the file backend: fsync'd), and it is visible to
-///   [`read`](Events::read) and to consumers.
+///   durably as the backend promises (the file backend: fsync'd, concurrent publishes sharing
+///   one commit), and it is visible to [`read`](Events::read) and to consumers.
 /// - **Order.** Each topic numbers its events 1, 2, 3 ... in publish order; reads and first
 ///   deliveries follow that order. Timestamps never decrease along it.
 /// - **Isolation.** Namespaces never see each other's topics, events or groups.
@@ -264,10 +264,10 @@ impl Stream for Consumer {
 ///   until acked, and is delivered again (same id, any member) after `ack_wait` or at once on
 ///   a nack, up to `retry_limit` times, then dropped with a warning. When a consumer is
 ///   dropped, the events in flight to it become deliverable to the other members at once.
-///   A named group's position
-///   (everything up to the first unsettled event) is persisted when it moves, and a group
-///   reopened later resumes there; events settled beyond an unsettled one may be delivered
-///   again after a restart (at least once).
+///   A named group's position (everything up to the first unsettled event) is persisted:
+///   durably before an ack returns, lazily for auto-ack deliveries (a crash may deliver a
+///   few auto-acked events again); a group reopened later resumes there, and events settled
+///   beyond an unsettled one may be delivered again after a restart (at least once).
 /// - **Retention.** Events beyond [`Retention`] are removed oldest first; a group whose next
 ///   event was removed continues with the oldest one left.
 /// - **Validation.** Every backend applies [`validate`] and rejects bad input with

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::engine::Engine;
-use crate::storage::{Bounds, NewEvent, RETENTION_BATCH, Storage, now_ms, oldest_kept, over_count};
+use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, now_ms, oldest_kept, over_count};
 use crate::{Event, EventsError, Result, Retention};
 
 #[derive(Default)]
@@ -57,21 +57,26 @@ fn key(namespace: &str, topic: &str) -> (String, String) {
 }
 
 impl Storage for MemoryStorage {
-    fn append(&self, namespace: &str, topic: &str, event: NewEvent, retention: &Retention) -> Result<Event> {
+    fn append(&self, batch: Vec<Append>, retention: &Retention) -> Result<Vec<Event>> {
         let mut log = self.lock()?;
-        let log_topic = log.topics.entry(key(namespace, topic)).or_default();
-        log_topic.last += 1;
-        log_topic.last_ms = log_topic.last_ms.max(event.timestamp_ms);
-        let stored = Event {
-            id: event.id,
-            topic: topic.to_string(),
-            metadata: event.metadata,
-            payload: event.payload,
-            timestamp_ms: log_topic.last_ms,
-            sequence: log_topic.last,
-        };
-        log_topic.events.push_back(stored.clone());
-        log_topic.retain(retention, now_ms());
+        let now = now_ms();
+        let mut stored = Vec::with_capacity(batch.len());
+        for append in batch {
+            let log_topic = log.topics.entry(key(&append.namespace, &append.topic)).or_default();
+            log_topic.last += 1;
+            log_topic.last_ms = log_topic.last_ms.max(append.event.timestamp_ms);
+            let event = Event {
+                id: append.event.id,
+                topic: append.topic,
+                metadata: append.event.metadata,
+                payload: append.event.payload,
+                timestamp_ms: log_topic.last_ms,
+                sequence: log_topic.last,
+            };
+            log_topic.events.push_back(event.clone());
+            log_topic.retain(retention, now);
+            stored.push(event);
+        }
         Ok(stored)
     }
 

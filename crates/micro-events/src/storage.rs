@@ -20,6 +20,14 @@ pub(crate) struct NewEvent {
     pub(crate) timestamp_ms: u64,
 }
 
+/// One event of an [`Storage::append`] batch and where it goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Append {
+    pub(crate) namespace: String,
+    pub(crate) topic: String,
+    pub(crate) event: NewEvent,
+}
+
 /// The sequence range a topic holds: `first..=last`; empty when `first > last`. `last` is the
 /// latest sequence ever assigned, also when retention removed the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +37,10 @@ pub(crate) struct Bounds {
 }
 
 pub(crate) trait Storage: Send + Sync + 'static {
-    /// Appends `event` with the topic's next sequence, durably, applying `retention` to the
-    /// topic in the same step.
-    fn append(&self, namespace: &str, topic: &str, event: NewEvent, retention: &Retention) -> Result<Event>;
+    /// Appends each event of `batch`, in order, with its topic's next sequence, durably and
+    /// all at once (one commit: all or none), applying `retention` to the topics appended to
+    /// in the same step. Returns the stored events in `batch` order.
+    fn append(&self, batch: Vec<Append>, retention: &Retention) -> Result<Vec<Event>>;
 
     /// Up to `limit` events with sequence `from` or later, in order.
     fn read_from(&self, namespace: &str, topic: &str, from: u64, limit: usize) -> Result<Vec<Event>>;
