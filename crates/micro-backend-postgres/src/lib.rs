@@ -83,8 +83,12 @@ impl PostgresStore {
     /// with [`StoreError::Invalid`] when the URL cannot be parsed or asks for TLS.
     pub async fn connect(url: &str) -> Result<Self> {
         // tokio-postgres's parse errors name the option, never echo the URL (or its password).
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|err| StoreError::Invalid(format!("invalid PostgreSQL URL: {err}")))?;
+        let config = tokio_postgres::Config::from_str(url).map_err(|err| {
+            StoreError::Invalid(format!(
+                "invalid PostgreSQL URL ({}): use postgres://user:password@host:port/dbname",
+                cause(&err)
+            ))
+        })?;
         Self::connect_with(config).await
     }
 

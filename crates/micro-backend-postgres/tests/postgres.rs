@@ -62,12 +62,14 @@ async fn servers_booting_together_share_one_schema() {
     let Some(url) = database_url("servers_booting_together_share_one_schema") else { return };
     let schema = format!("micro_test_{}", run_id());
     admin(&url, &format!("CREATE SCHEMA {schema}")).await;
-    let mut config = tokio_postgres::Config::from_str(&url).unwrap();
-    config.options(format!("-c search_path={schema}"));
+    // The schema chosen through the URL, as docs/production.md shows.
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url_in_schema = format!("{url}{separator}options=-c%20search_path%3D{schema}");
 
     let mut boots = JoinSet::new();
     for _ in 0..4 {
-        boots.spawn(PostgresStore::connect_with(config.clone()));
+        let url = url_in_schema.clone();
+        boots.spawn(async move { PostgresStore::connect(&url).await });
     }
     let stores: Vec<PostgresStore> = boots.join_all().await.into_iter().map(Result::unwrap).collect();
 
@@ -82,6 +84,7 @@ async fn servers_booting_together_share_one_schema() {
         assert_eq!(store.tables("db").await.unwrap(), ["t"]);
     }
     drop(stores);
+    admin(&url, &format!("SELECT 1 FROM {schema}.micro_store_records")).await;
     admin(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
 }
 
