@@ -17,11 +17,22 @@ pub async fn store(config: &StoreConfig, server_dir: &Path) -> anyhow::Result<Ar
                 .with_context(|| format!("cannot open the store file {}", path.display()))?;
             Ok(Arc::new(store))
         }
-        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => anyhow::bail!(
+        #[cfg(feature = "postgres")]
+        url if is_postgres_url(url) => {
+            // The error names the server (never the password) and the cause in one line.
+            let store = micro_backend_postgres::PostgresStore::connect(url).await?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "postgres"))]
+        url if is_postgres_url(url) => anyhow::bail!(
             "the postgres store backend is not compiled into this build: rebuild with --features postgres"
         ),
         other => anyhow::bail!("unknown store backend {other:?}: use file, memory or a postgres:// URL"),
     }
+}
+
+fn is_postgres_url(backend: &str) -> bool {
+    backend.starts_with("postgres://") || backend.starts_with("postgresql://")
 }
 
 /// The key config secrets are sealed with: `MICRO_CONFIG_SECRET_KEY` (base64 of 32 bytes) when
@@ -119,5 +130,29 @@ pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A postgres URL opens the PostgreSQL store when the feature is compiled in (here failing
+    /// to connect, with the reason), and says how to get it when not.
+    #[tokio::test]
+    async fn postgres_urls_need_the_feature_and_a_reachable_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig { backend: "postgres://nobody@127.0.0.1:1/x".into(), ..Default::default() };
+        let Err(err) = store(&config, dir.path()).await else { panic!("nothing listens on port 1") };
+        let message = format!("{err:#}");
+        if cfg!(feature = "postgres") {
+            assert!(message.contains("cannot connect to PostgreSQL at nobody@127.0.0.1:1/x"), "{message}");
+        } else {
+            assert!(
+                message.contains("not compiled into this build: rebuild with --features postgres"),
+                "{message}"
+            );
+        }
+        assert!(!dir.path().join("store").exists(), "no file store is created instead");
     }
 }
