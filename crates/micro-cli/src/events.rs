@@ -139,7 +139,8 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<()> {
                     break;
                 };
                 out(&render(&event));
-                let ack = AckRequest { id: event.id, success: true, topic: topic.clone(), group: group.clone() };
+                let ack =
+                    AckRequest { id: event.id, success: true, topic: topic.clone(), group: group.clone() };
                 stream_client.ack(client.request(ack)).await.map_err(|status| client.error(status))?;
                 seen += 1;
             }
