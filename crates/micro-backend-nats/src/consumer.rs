@@ -63,6 +63,7 @@ struct Entry {
     /// Where JetStream takes the ack of this delivery.
     reply: Subject,
     member: u64,
+    sequence: u64,
     attempt: u32,
     /// The retry limit allows no further delivery.
     last: bool,
@@ -128,12 +129,15 @@ impl InFlight {
         }
     }
 
-    /// Removes `member`'s deliveries, returning where to NAK them.
+    /// Removes `member`'s deliveries, returning where to NAK them, in sequence order (JetStream
+    /// redelivers NAKed messages in the order it gets the NAKs).
     fn release(&self, member: u64) -> Vec<Subject> {
         let mut entries = self.entries();
         let mine: Vec<String> =
             entries.iter().filter(|(_, entry)| entry.member == member).map(|(id, _)| id.clone()).collect();
-        mine.into_iter().filter_map(|id| entries.remove(&id)).map(|entry| entry.reply).collect()
+        let mut released: Vec<Entry> = mine.into_iter().filter_map(|id| entries.remove(&id)).collect();
+        released.sort_by_key(|entry| entry.sequence);
+        released.into_iter().map(|entry| entry.reply).collect()
     }
 
     /// Acks or nacks delivery `id`: [`EventsError::NotFound`] when it is not awaiting one.
@@ -406,6 +410,7 @@ impl Member {
         let entry = Entry {
             reply,
             member: self.id,
+            sequence,
             attempt,
             last: self.options.retry_limit.is_some_and(|limit| attempt > limit),
             deadline: Instant::now() + self.options.ack_wait,
@@ -419,6 +424,7 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         let released = self.in_flight.release(self.id);
+        tracing::debug!(member = self.id, released = released.len(), consumer = %self.consumer, "consumer left; deliveries released");
         let subscriber = self.subscriber.take();
         let events = self.events.clone();
         let (stream, consumer, private) = (self.topic.stream.clone(), self.consumer.clone(), self.private);
