@@ -72,6 +72,8 @@ pub async fn connect(url: &str) -> Result<Connection, ConnectError> {
                         connected.send_modify(|n| *n = n.wrapping_add(1));
                     }
                     Event::Disconnected => tracing::warn!(%url, "lost the connection to NATS; reconnecting"),
+                    // Our own doing: the backend was dropped.
+                    Event::Closed => tracing::debug!(%url, "NATS connection closed"),
                     other => tracing::warn!(%url, event = %other, "NATS connection event"),
                 }
             }

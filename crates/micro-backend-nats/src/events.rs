@@ -178,12 +178,17 @@ impl NatsEvents {
         let js =
             jetstream::ContextBuilder::new().timeout(OPERATION_TIMEOUT).build(connection.client().clone());
         if let Err(err) = js.query_account().await {
+            use async_nats::jetstream::context::AccountErrorKind;
             let url = connection.url().to_string();
-            let reason = err.to_string();
-            return Err(if reason.contains("no responders") || reason.contains("not enabled") {
-                ConnectError::NoJetStream { url }
-            } else {
-                ConnectError::Unreachable { url, reason: format!("JetStream account info: {reason}") }
+            return Err(match err.kind() {
+                AccountErrorKind::JetStreamUnavailable => ConnectError::NoJetStream { url },
+                AccountErrorKind::JetStream(js_err)
+                    if [ErrorCode::JETSTREAM_NOT_ENABLED, ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT]
+                        .contains(&js_err.error_code()) =>
+                {
+                    ConnectError::NoJetStream { url }
+                }
+                _ => ConnectError::Unreachable { url, reason: format!("JetStream did not answer: {err}") },
             });
         }
         let (version, max_payload) = connection.server();
@@ -250,14 +255,17 @@ impl Inner {
         }
     }
 
-    /// Creates `topic`'s stream unless this process already did; brings its limits in line
-    /// with ours when it exists with others.
+    /// Creates `topic`'s stream unless this process already did. An existing stream keeps its
+    /// settings (an operator may have raised its replicas, say) except the retention limits,
+    /// which follow ours.
     pub(crate) async fn ensure_stream(&self, topic: &Topic) -> Result<()> {
         use std::sync::atomic::Ordering;
         if topic.ready.load(Ordering::Acquire) {
             return Ok(());
         }
         let retention = self.options.retention;
+        let max_age = retention.max_age.unwrap_or(Duration::ZERO);
+        let max_messages = retention.max_events.map_or(-1, |max| i64::try_from(max).unwrap_or(i64::MAX));
         let config = stream::Config {
             name: topic.stream.clone(),
             description: Some(format!("micro events: namespace {}, topic {}", topic.namespace, topic.name)),
@@ -265,8 +273,8 @@ impl Inner {
             storage: StorageType::File,
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::Old,
-            max_age: retention.max_age.unwrap_or(Duration::ZERO),
-            max_messages: retention.max_events.map_or(-1, |max| i64::try_from(max).unwrap_or(i64::MAX)),
+            max_age,
+            max_messages,
             num_replicas: self.options.replicas,
             allow_direct: true,
             ..stream::Config::default()
@@ -277,10 +285,21 @@ impl Inner {
         match created {
             Ok(_) => {}
             Err(err) if err.error_code() == ErrorCode::STREAM_NAME_EXIST => {
-                tracing::info!(stream = %topic.stream, "updating the stream's limits to the configured retention");
-                let updated: std::result::Result<stream::Info, _> =
-                    self.api(format!("STREAM.UPDATE.{}", topic.stream), &body).await?;
-                updated.map_err(|err| unavailable(format!("update stream {}: {err}", topic.stream)))?;
+                let existing: std::result::Result<stream::Info, _> =
+                    self.api(format!("STREAM.INFO.{}", topic.stream), &json!({})).await?;
+                let mut existing = existing
+                    .map_err(|err| unavailable(format!("stream info {}: {err}", topic.stream)))?
+                    .config;
+                if existing.max_age != max_age || existing.max_messages != max_messages {
+                    tracing::info!(stream = %topic.stream, "setting the stream's limits to the configured retention");
+                    existing.max_age = max_age;
+                    existing.max_messages = max_messages;
+                    let body = serde_json::to_value(&existing)
+                        .map_err(|err| EventsError::Internal(err.to_string()))?;
+                    let updated: std::result::Result<stream::Info, _> =
+                        self.api(format!("STREAM.UPDATE.{}", topic.stream), &body).await?;
+                    updated.map_err(|err| unavailable(format!("update stream {}: {err}", topic.stream)))?;
+                }
             }
             Err(err) => return Err(unavailable(format!("create stream {}: {err}", topic.stream))),
         }
@@ -531,7 +550,8 @@ impl Inner {
             max_deliver,
             max_ack_pending: i64::try_from(micro_events::MAX_IN_FLIGHT).unwrap_or(i64::MAX),
             inactive_threshold: if durable { Duration::ZERO } else { PRIVATE_INACTIVE },
-            num_replicas: if durable { self.options.replicas } else { 1 },
+            // A group's consumer has as many replicas as its stream; a private one needs one.
+            num_replicas: if durable { 0 } else { 1 },
             ..consumer::pull::Config::default()
         };
         let config: consumer::Config = consumer::IntoConsumerConfig::into_consumer_config(config);

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_backend_nats::{NatsBroker, NatsEvents};
+use micro_backend_nats::{EventsOptions, NatsBroker, NatsEvents};
 use micro_broker::Broker;
-use micro_events::{Events, EventsError, PublishOptions};
+use micro_events::{ConsumeOptions, Events, EventsError, PublishOptions, Start};
 
 fn nats_url(test: &str) -> Option<String> {
     match std::env::var("MICRO_TEST_NATS_URL") {
@@ -66,6 +66,78 @@ async fn concurrent_publishers_keep_time_order() {
     assert_eq!(events.len(), 200);
     assert!(events.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms), "timestamps never decrease");
     assert!(events.windows(2).all(|w| w[0].sequence + 1 == w[1].sequence));
+}
+
+/// A group that exists keeps its position and ignores `start`; a manual-ack member joining
+/// with other settings brings the group's ack wait and retry limit to its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_groups_keep_their_position() {
+    let Some(url) = nats_url("existing_groups_keep_their_position") else { return };
+    let events = NatsEvents::connect(&url).await.unwrap();
+    let topic = format!("groups-{}", micro_events::new_event_id(micro_events::now_ms()));
+    for n in 1..=4u64 {
+        events.publish("micro", &topic, n.to_be_bytes().to_vec(), PublishOptions::default()).await.unwrap();
+    }
+    let manual = |wait_ms: u64, retry_limit: Option<u32>| ConsumeOptions {
+        group: Some("g".into()),
+        start: Start::Sequence(1),
+        auto_ack: false,
+        ack_wait: Duration::from_millis(wait_ms),
+        retry_limit,
+    };
+    let mut first = events.consume("micro", &topic, manual(30_000, None)).await.unwrap();
+    for _ in 0..2 {
+        micro_events::conformance::next(&mut first).await.ack().await.unwrap();
+    }
+    drop(first);
+    // Start::Sequence(1) again, short ack wait, retry limit 0: resumes at 3, one delivery each.
+    let mut second = events.consume("micro", &topic, manual(100, Some(0))).await.unwrap();
+    let third = micro_events::conformance::next(&mut second).await;
+    assert_eq!((third.event.sequence, third.attempt), (3, 1), "the group kept its position");
+    let fourth = micro_events::conformance::next(&mut second).await;
+    assert_eq!(fourth.event.sequence, 4);
+    fourth.ack().await.unwrap();
+    micro_events::conformance::nothing_within(
+        &mut second,
+        Duration::from_millis(400),
+        "retry limit 0 now applies",
+    )
+    .await;
+    assert_eq!(third.ack().await, Err(EventsError::NotFound), "given up on after its one delivery");
+    let newest = ConsumeOptions { group: Some("g".into()), ..ConsumeOptions::default() };
+    drop(second);
+    let mut auto = events.consume("micro", &topic, newest).await.unwrap();
+    events.publish("micro", &topic, b"5".to_vec(), PublishOptions::default()).await.unwrap();
+    assert_eq!(micro_events::conformance::next(&mut auto).await.event.sequence, 5);
+}
+
+/// Retention is the stream's limits, applied by JetStream; a server with other limits brings an
+/// existing stream to its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_is_applied_by_jetstream() {
+    let Some(url) = nats_url("retention_is_applied_by_jetstream") else { return };
+    let keeping = |max_events| EventsOptions {
+        retention: micro_events::Retention { max_age: None, max_events: Some(max_events) },
+        ..EventsOptions::default()
+    };
+    let three = NatsEvents::open(micro_backend_nats::connect(&url).await.unwrap(), keeping(3)).await.unwrap();
+    let topic = format!("retention-{}", micro_events::new_event_id(micro_events::now_ms()));
+    for n in 1..=5u8 {
+        three.publish("micro", &topic, vec![n], PublishOptions::default()).await.unwrap();
+    }
+    let kept = |events: Vec<micro_events::Event>| events.iter().map(|e| e.sequence).collect::<Vec<_>>();
+    assert_eq!(kept(three.read("micro", &topic, 0, 0).await.unwrap()), [3, 4, 5]);
+    assert_eq!(three.sweep().await, Ok(0), "nothing for sweep to do");
+    // A group whose next event was removed continues with the oldest one left.
+    let mut group =
+        three.consume("micro", &topic, micro_events::conformance::from_start("late")).await.unwrap();
+    assert_eq!(micro_events::conformance::next(&mut group).await.event.sequence, 3);
+
+    let ten = NatsEvents::open(micro_backend_nats::connect(&url).await.unwrap(), keeping(10)).await.unwrap();
+    for n in 6..=10u8 {
+        ten.publish("micro", &topic, vec![n], PublishOptions::default()).await.unwrap();
+    }
+    assert_eq!(kept(ten.read("micro", &topic, 0, 0).await.unwrap()), (3..=10).collect::<Vec<_>>());
 }
 
 /// NATS going away: operations fail as unavailable (promptly) and the same backend works again
