@@ -208,7 +208,12 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
 
 /// The `helloworld` example's binary, built beside `micro` by `cargo test --workspace`.
 pub fn helloworld_bin() -> PathBuf {
-    let path = Path::new(micro_bin()).with_file_name("helloworld");
+    example_bin("helloworld")
+}
+
+/// The binary of example `name`, built beside `micro` by scripts/test.
+pub fn example_bin(name: &str) -> PathBuf {
+    let path = Path::new(micro_bin()).with_file_name(name);
     assert!(
         path.exists(),
         "{} is missing: run the tests with scripts/test (it builds every binary first)",
@@ -230,7 +235,12 @@ impl Service {
     /// (it registers with the CLI login saved in the server's `MICRO_HOME`), and waits until it
     /// has registered.
     pub fn start_helloworld(server: &Server, env: &[(&str, &str)]) -> Self {
-        let mut command = without_micro_env(Command::new(helloworld_bin()));
+        Self::start_example("helloworld", server, env)
+    }
+
+    /// Starts example `name` as [`Self::start_helloworld`] starts helloworld.
+    pub fn start_example(name: &str, server: &Server, env: &[(&str, &str)]) -> Self {
+        let mut command = without_micro_env(Command::new(example_bin(name)));
         command
             .env("MICRO_HOME", &server.home)
             .env("MICRO_SERVER_ADDRESS", &server.grpc)
@@ -239,7 +249,7 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("helloworld starts");
+        let mut child = command.spawn().expect("the example starts");
         let (log, lines) = capture_stderr(&mut child);
         let mut service = Self { child, lines, log, address: String::new() };
         let listening = service.wait_for("Listening on");

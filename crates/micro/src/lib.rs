@@ -48,11 +48,10 @@
 //! - [`Service`]: handlers, listening, registration and heartbeat, graceful shutdown.
 //! - [`auth`]: the caller's [`Account`](auth::Account) (tokens verified locally, rules applied).
 //! - [`client`]: [`channel`](client::channel)`("name")` for calling other services, round robin.
-//! - [`store`], [`config`]: the platform's store and config, scoped to the service's namespace.
+//! - [`store`], [`config`], [`events`], [`broker`]: the platform's store, config, durable event
+//!   streams and pub/sub, scoped to the service's namespace; [`Service::subscribe`] handles
+//!   broker messages in a service.
 //! - [`build`] (feature `build`): code generation for `build.rs`; [`include_proto!`] includes it.
-//!
-//! Events and the broker join as `micro::events` and `micro::broker` beside `store`, over the
-//! same shared connection.
 
 mod env;
 mod error;
@@ -63,10 +62,12 @@ mod service;
 mod session;
 
 pub mod auth;
+pub mod broker;
 #[cfg(feature = "build")]
 pub mod build;
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod store;
 
 pub use error::{Error, Result};

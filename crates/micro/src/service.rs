@@ -3,19 +3,22 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use micro_proto::registry::registry_client::RegistryClient;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 
 use crate::auth::{GateLayer, Guard};
+use crate::broker::{self, Message};
 use crate::codegen::Described;
 use crate::env::{self, Env};
+use crate::events::{self, ConsumeOptions, Event};
 use crate::platform::Platform;
 use crate::registry::{Handler, Registration};
 use crate::{Error, Result};
@@ -57,6 +60,27 @@ pub struct Service {
     address: Option<String>,
     routes: RoutesBuilder,
     handlers: Vec<Handler>,
+    subscribers: Vec<Subscriber>,
+    consumers: Vec<EventConsumer>,
+}
+
+/// Handles one broker message.
+type MessageHandler = dyn Fn(Message) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+
+/// Handles one event; `Err` gives it back to be delivered again.
+type EventHandler = dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync;
+
+/// A broker topic and what handles its messages.
+struct Subscriber {
+    topic: String,
+    handler: Arc<MessageHandler>,
+}
+
+/// An events topic, how to consume it, and what handles its events.
+struct EventConsumer {
+    topic: String,
+    options: ConsumeOptions,
+    handler: Arc<EventHandler>,
 }
 
 impl std::fmt::Debug for Service {
@@ -77,6 +101,8 @@ impl Service {
             address: None,
             routes: RoutesBuilder::default(),
             handlers: Vec::new(),
+            subscribers: Vec::new(),
+            consumers: Vec::new(),
         }
     }
 
@@ -110,6 +136,67 @@ impl Service {
     {
         self.handlers.push(Handler { name: S::NAME, descriptors: S::FILE_DESCRIPTOR_SET });
         self.routes.add_service(server);
+        self
+    }
+
+    /// Calls `handler` with each broker message published on `topic` while the service runs.
+    /// The service's instances share the topic (queue group = the service name): each message
+    /// reaches one of them. Messages are handled one at a time, in order; the subscription is
+    /// renewed (with backoff) if the connection to the server breaks.
+    ///
+    /// ```no_run
+    /// # async fn example() -> micro::Result<()> {
+    /// micro::Service::new("notifier")
+    ///     .subscribe("signups", |message: micro::broker::Message| async move {
+    ///         micro::tracing::info!(body = %String::from_utf8_lossy(&message.body), "signup");
+    ///     })
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn subscribe<F, Fut>(mut self, topic: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler =
+            Arc::new(move |message| Box::pin(handler(message)) as Pin<Box<dyn Future<Output = ()> + Send>>);
+        self.subscribers.push(Subscriber { topic: topic.into(), handler });
+        self
+    }
+
+    /// Calls `handler` with each event of `topic` while the service runs: `Ok` acks it, `Err`
+    /// (logged) gives it back to be delivered again. Without a group in `options` the group is
+    /// the service name, so the service's instances share the events and its position is kept
+    /// across restarts. Events are handled one at a time; the consumer is renewed (with
+    /// backoff) if the connection to the server breaks, and unacked events come back.
+    ///
+    /// ```no_run
+    /// # async fn example() -> micro::Result<()> {
+    /// use micro::events::{ConsumeOptions, Event, Start};
+    ///
+    /// micro::Service::new("billing")
+    ///     .consume("orders", ConsumeOptions::default().start(Start::Sequence(1)), |event: Event| async move {
+    ///         let order: serde_json::Value = event.json().map_err(|err| err.to_string())?;
+    ///         micro::tracing::info!(%order, "billing");
+    ///         Ok::<_, String>(())
+    ///     })
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn consume<F, Fut, E>(mut self, topic: impl Into<String>, options: ConsumeOptions, handler: F) -> Self
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let handler = Arc::new(move |event| {
+            let handled = handler(event);
+            Box::pin(async move { handled.await.map_err(|err| err.to_string()) })
+                as Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        });
+        self.consumers.push(EventConsumer { topic: topic.into(), options, handler });
         self
     }
 
@@ -182,15 +269,29 @@ impl Service {
             env.register_ttl,
             &self.handlers,
         );
-        let registered = Arc::new(AtomicBool::new(false));
+        let registered = watch::Sender::new(false);
         let heartbeat = tokio::spawn(heartbeat(
             platform.clone(),
             registration.clone(),
             env.register_interval,
             registered.clone(),
         ));
-        // The heartbeat dies with this function, however it ends.
+        // The heartbeat and the subscribers die with this function, however it ends.
         let _heartbeat = AbortOnDrop(heartbeat);
+        let _subscribers: Vec<AbortOnDrop> = self
+            .subscribers
+            .into_iter()
+            .map(|subscriber| {
+                AbortOnDrop(tokio::spawn(subscribe(subscriber, name.clone(), registered.subscribe())))
+            })
+            .collect();
+        let _consumers: Vec<AbortOnDrop> = self
+            .consumers
+            .into_iter()
+            .map(|consumer| {
+                AbortOnDrop(tokio::spawn(consume(consumer, name.clone(), registered.subscribe())))
+            })
+            .collect();
 
         tokio::select! {
             () = shutdown => {}
@@ -209,7 +310,7 @@ impl Service {
             health.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
         }
         let leave = async {
-            if registered.load(Ordering::SeqCst) {
+            if *registered.borrow() {
                 deregister(&platform, &registration).await;
             }
             platform.session.release(&platform.channel).await;
@@ -229,6 +330,80 @@ impl Service {
                 Ok(())
             }
         }
+    }
+}
+
+/// Feeds `subscriber` the messages of its topic, in queue group `queue`, from the service's
+/// first registration (when its account is in place) until aborted; resubscribes with backoff.
+async fn subscribe(subscriber: Subscriber, queue: String, mut registered: watch::Receiver<bool>) {
+    if registered.wait_for(|registered| *registered).await.is_err() {
+        return;
+    }
+    let mut retry = RETRY_MIN;
+    loop {
+        match broker::subscribe_queue(&subscriber.topic, &queue).await {
+            Ok(mut subscription) => {
+                tracing::info!(topic = %subscriber.topic, "Subscribed");
+                retry = RETRY_MIN;
+                while let Some(message) = subscription.next().await {
+                    match message {
+                        Ok(message) => (subscriber.handler)(message).await,
+                        Err(err) => {
+                            tracing::warn!(topic = %subscriber.topic, cause = %err, "subscription broke; renewing");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(topic = %subscriber.topic, cause = %err, "cannot subscribe; retrying in {retry:?}");
+            }
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// Feeds `consumer` the events of its topic (group: the service name unless given), from the
+/// service's first registration until aborted; consumes again with backoff when it breaks.
+async fn consume(mut consumer: EventConsumer, service: String, mut registered: watch::Receiver<bool>) {
+    if registered.wait_for(|registered| *registered).await.is_err() {
+        return;
+    }
+    if consumer.options.group_name().is_empty() {
+        consumer.options = consumer.options.with_group(service);
+    }
+    let topic = &consumer.topic;
+    let mut retry = RETRY_MIN;
+    loop {
+        match events::consume(topic, consumer.options.clone()).await {
+            Ok(mut events) => {
+                tracing::info!(%topic, group = consumer.options.group_name(), "Consuming");
+                retry = RETRY_MIN;
+                while let Some(event) = events.next().await {
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(err) => {
+                            tracing::warn!(%topic, cause = %err, "consumer broke; consuming again");
+                            break;
+                        }
+                    };
+                    let settled = match (consumer.handler)(event.clone()).await {
+                        Ok(()) => event.ack().await,
+                        Err(cause) => {
+                            tracing::warn!(%topic, id = %event.id, %cause, "event handler failed; the event will be delivered again");
+                            event.nack().await
+                        }
+                    };
+                    if let Err(err) = settled {
+                        tracing::warn!(%topic, id = %event.id, cause = %err, "cannot settle the event; it will be delivered again");
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%topic, cause = %err, "cannot consume; retrying in {retry:?}"),
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
     }
 }
 
@@ -268,7 +443,7 @@ async fn heartbeat(
     platform: Arc<Platform>,
     registration: Registration,
     interval: Duration,
-    registered_once: Arc<AtomicBool>,
+    registered_once: watch::Sender<bool>,
 ) {
     platform.session.adopt_service_account(&platform.channel, &registration.name).await;
     let identity = platform.session.describe().await;
@@ -284,7 +459,7 @@ async fn heartbeat(
                     tracing::info!(service = %registration.name, node = %registration.node_id, "Registered");
                 }
                 registered = true;
-                registered_once.store(true, Ordering::SeqCst);
+                registered_once.send_replace(true);
                 retry = RETRY_MIN;
                 tokio::time::sleep(interval).await;
             }
