@@ -142,6 +142,7 @@ impl InFlight {
 
     /// Acks or nacks delivery `id`: [`EventsError::NotFound`] when it is not awaiting one.
     pub(crate) async fn settle(&self, connection: &Connection, id: &str, settle: Settle) -> Result<()> {
+        connection.ready().map_err(unavailable)?;
         let entry = {
             let mut entries = self.entries();
             let entry = entries.get(id).cloned().ok_or(EventsError::NotFound)?;
