@@ -29,11 +29,12 @@
 //! # Timestamps and order with several publishers
 //!
 //! The contract raises a publish's timestamp to the topic's latest, so timestamps never
-//! decrease along the sequence. Each publish therefore carries `Nats-Expected-Last-Sequence`:
-//! it names the sequence and timestamp of the topic's last event it computed its timestamp
-//! from, and NATS stores it only if that is still the stream's last sequence. On
-//! "wrong last sequence" another publisher (another server, or retention's bookkeeping) got in
-//! first: the publisher re-reads the stream's tail and tries again. Within one process,
+//! decrease along the sequence. Each publish therefore carries `Nats-Expected-Last-Sequence`
+//! with the sequence of the event whose timestamp it compared against, and NATS stores it only
+//! if that is still the stream's last sequence. On "wrong last sequence" another publisher (on
+//! another server) got in first: the publisher re-reads the stream's tail (its last sequence
+//! and that event's timestamp) and tries again. A publish that timed out and reaches NATS late
+//! is refused the same way if anything was stored after its expected sequence. Within one process,
 //! publishes to one topic take turns through a lock that also caches the tail, so they never
 //! race each other and need no extra round trip; only publishers on different servers ever
 //! retry. The cost is one publish in flight per topic per process.
