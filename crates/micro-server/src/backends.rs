@@ -166,3 +166,30 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn embedded_events_and_broker_and_nats_without_the_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = EventsConfig { backend: "file".into() };
+        let (log, sweeper) = events(&file, dir.path()).await.unwrap();
+        assert!(log.summary().contains("events.redb") && sweeper.is_some(), "{}", log.summary());
+        let memory = broker(&BrokerConfig::default()).await.unwrap();
+        assert!(memory.summary().starts_with("memory"), "{}", memory.summary());
+
+        if cfg!(feature = "nats") {
+            return;
+        }
+        let nats = "nats://127.0.0.1:4222".to_string();
+        let err = events(&EventsConfig { backend: nats.clone() }, dir.path()).await.err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "the nats events backend is not compiled into this build: rebuild with --features nats"
+        );
+        let err = broker(&BrokerConfig { backend: nats }).await.unwrap_err();
+        assert!(err.to_string().contains("rebuild with --features nats"), "{err}");
+    }
+}
