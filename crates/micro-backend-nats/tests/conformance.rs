@@ -164,10 +164,11 @@ async fn survives_a_nats_restart() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
+            .map(NatsServer)
             .expect("nats-server starts")
     };
     let url = format!("nats://127.0.0.1:{port}");
-    let mut server = start();
+    let server = start();
     let events = connect_within(&url, Duration::from_secs(10)).await;
     let broker = NatsBroker::connect(&url).await.unwrap();
     events.publish("micro", "restart", b"before".to_vec(), PublishOptions::default()).await.unwrap();
@@ -176,8 +177,7 @@ async fn survives_a_nats_restart() {
     assert_eq!(micro_events::conformance::next(&mut consumer).await.event.payload, b"before");
     let mut subscription = broker.subscribe("micro", "restart", None).await.unwrap();
 
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     // The clients notice the closed connection within moments; until then a publish is queued
     // and fails after its timeout (and may still be stored once NATS is back: at least once).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -206,7 +206,7 @@ async fn survives_a_nats_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let mut server = start();
+    let _server = start();
     // Poll until the client has reconnected and JetStream answers.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -242,8 +242,16 @@ async fn survives_a_nats_restart() {
         }
         assert_eq!(message.body, b"down", "only what was queued while NATS was away");
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+}
+
+/// A nats-server this test started: killed (and reaped) when dropped, also when the test fails.
+struct NatsServer(std::process::Child);
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn connect_within(url: &str, patience: Duration) -> NatsEvents {
