@@ -43,6 +43,10 @@ impl From<BrokerError> for Status {
         match err {
             BrokerError::Invalid(message) => Status::invalid_argument(message),
             BrokerError::Full(message) => Status::resource_exhausted(message),
+            BrokerError::Unavailable(cause) => {
+                tracing::error!(%cause, "broker unavailable");
+                Status::unavailable("the broker is unavailable; see the server log")
+            }
         }
     }
 }

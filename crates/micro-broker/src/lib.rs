@@ -8,7 +8,7 @@
 //! subscriber and counted.
 //!
 //! - [`Broker`]: the backend trait and its contract; [`MemoryBroker`] is the in-process backend
-//!   (a NATS backend comes later and runs the same [`conformance`] suite).
+//!   (`micro-backend-nats` holds the NATS one; both run the same [`conformance`] suite).
 //! - [`grpc`]: the `broker.Broker` service, which needs an account (reference §6.6).
 
 #[cfg(any(test, feature = "conformance"))]
@@ -51,6 +51,10 @@ pub enum BrokerError {
     /// A per-namespace limit was reached.
     #[error("{0}")]
     Full(String),
+    /// The backend cannot serve right now (e.g. its NATS server is unreachable); retrying
+    /// may succeed. The message may name internals: log it, do not send it to clients.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// One message: headers and an opaque body.
@@ -162,7 +166,7 @@ fn validate_name(what: &str, name: &str) -> Result<(), BrokerError> {
 }
 
 /// Checks everything a publish or subscribe names: namespace, topic and queue.
-pub(crate) fn validate_target(namespace: &str, topic: &str, queue: Option<&str>) -> Result<(), BrokerError> {
+pub fn validate_target(namespace: &str, topic: &str, queue: Option<&str>) -> Result<(), BrokerError> {
     micro_core::validate_namespace(namespace).map_err(|err| BrokerError::Invalid(err.to_string()))?;
     validate_topic(topic)?;
     if let Some(queue) = queue {

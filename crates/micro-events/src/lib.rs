@@ -53,6 +53,17 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// Ack wait when none is given.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// A new event id for an event stamped `timestamp_ms`: unique, sorting roughly by time. Every
+/// backend names its events this way.
+pub fn new_event_id(timestamp_ms: u64) -> String {
+    storage::new_id(timestamp_ms)
+}
+
+/// Now in unix milliseconds, as events are stamped.
+pub fn now_ms() -> u64 {
+    storage::now_ms()
+}
+
 /// The result of every events operation.
 pub type Result<T, E = EventsError> = std::result::Result<T, E>;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::{AuthConfig, StoreConfig};
+use crate::config::{AuthConfig, BrokerConfig, EventsConfig, StoreConfig, is_nats_url};
 
 /// Opens the store backend `config` names; `server_dir` is `MICRO_HOME/server`.
 pub async fn store(config: &StoreConfig, server_dir: &Path) -> anyhow::Result<Arc<dyn micro_store::Store>> {
@@ -99,16 +99,27 @@ pub async fn runtime(
 /// How often events past their retention are removed.
 pub const EVENTS_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Opens the embedded event log, one redb file at `server_dir/events/events.redb`, and starts its
-/// retention sweeper (stopped when the returned guard is dropped).
-pub fn events(server_dir: &Path) -> anyhow::Result<(Arc<dyn micro_events::Events>, AbortOnDrop)> {
-    let dir = server_dir.join("events");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("events.redb");
-    let events: Arc<dyn micro_events::Events> = Arc::new(
-        micro_events::file::FileEvents::open(&path)
-            .with_context(|| format!("cannot open the event log {}", path.display()))?,
-    );
+/// Opens the events backend `config` names: the embedded log (`file`: one redb file at
+/// `server_dir/events/events.redb`; `memory`) with its retention sweeper (stopped when the
+/// returned guard is dropped), or JetStream at a `nats://` URL, which applies retention itself.
+pub async fn events(
+    config: &EventsConfig,
+    server_dir: &Path,
+) -> anyhow::Result<(Arc<dyn micro_events::Events>, Option<AbortOnDrop>)> {
+    let events: Arc<dyn micro_events::Events> = match config.backend.as_str() {
+        "memory" => Arc::new(micro_events::memory::MemoryEvents::default()),
+        "file" => {
+            let dir = server_dir.join("events");
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            let path = dir.join("events.redb");
+            Arc::new(
+                micro_events::file::FileEvents::open(&path)
+                    .with_context(|| format!("cannot open the event log {}", path.display()))?,
+            )
+        }
+        url if is_nats_url(url) => return Ok((nats_events(url).await?, None)),
+        other => anyhow::bail!("unknown events backend {other:?}: use file, memory or a nats:// URL"),
+    };
     let sweeping = events.clone();
     let sweeper = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(EVENTS_SWEEP_INTERVAL);
@@ -121,7 +132,41 @@ pub fn events(server_dir: &Path) -> anyhow::Result<(Arc<dyn micro_events::Events
             }
         }
     });
-    Ok((events, AbortOnDrop(sweeper)))
+    Ok((events, Some(AbortOnDrop(sweeper))))
+}
+
+#[cfg(feature = "nats")]
+async fn nats_events(url: &str) -> anyhow::Result<Arc<dyn micro_events::Events>> {
+    let events =
+        micro_backend_nats::NatsEvents::connect(url).await.context("cannot open the nats events backend")?;
+    Ok(Arc::new(events))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats_events(_url: &str) -> anyhow::Result<Arc<dyn micro_events::Events>> {
+    anyhow::bail!("the nats events backend is not compiled into this build: rebuild with --features nats")
+}
+
+/// Opens the broker backend `config` names: `memory` (this process) or core NATS at a
+/// `nats://` URL (shared by every server on it).
+pub async fn broker(config: &BrokerConfig) -> anyhow::Result<Arc<dyn micro_broker::Broker>> {
+    match config.backend.as_str() {
+        "memory" => Ok(Arc::new(micro_broker::MemoryBroker::new())),
+        url if is_nats_url(url) => nats_broker(url).await,
+        other => anyhow::bail!("unknown broker backend {other:?}: use memory or a nats:// URL"),
+    }
+}
+
+#[cfg(feature = "nats")]
+async fn nats_broker(url: &str) -> anyhow::Result<Arc<dyn micro_broker::Broker>> {
+    let broker =
+        micro_backend_nats::NatsBroker::connect(url).await.context("cannot open the nats broker backend")?;
+    Ok(Arc::new(broker))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats_broker(_url: &str) -> anyhow::Result<Arc<dyn micro_broker::Broker>> {
+    anyhow::bail!("the nats broker backend is not compiled into this build: rebuild with --features nats")
 }
 
 /// Stops a background task when dropped.
@@ -154,5 +199,27 @@ mod tests {
             );
         }
         assert!(!dir.path().join("store").exists(), "no file store is created instead");
+    }
+
+    #[tokio::test]
+    async fn embedded_events_and_broker_and_nats_without_the_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = EventsConfig { backend: "file".into() };
+        let (log, sweeper) = events(&file, dir.path()).await.unwrap();
+        assert!(log.summary().contains("events.redb") && sweeper.is_some(), "{}", log.summary());
+        let memory = broker(&BrokerConfig::default()).await.unwrap();
+        assert!(memory.summary().starts_with("memory"), "{}", memory.summary());
+
+        if cfg!(feature = "nats") {
+            return;
+        }
+        let nats = "nats://127.0.0.1:4222".to_string();
+        let err = events(&EventsConfig { backend: nats.clone() }, dir.path()).await.err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "the nats events backend is not compiled into this build: rebuild with --features nats"
+        );
+        let err = broker(&BrokerConfig { backend: nats }).await.unwrap_err();
+        assert!(err.to_string().contains("rebuild with --features nats"), "{err}");
     }
 }

@@ -31,6 +31,8 @@ pub struct Config {
     /// How long in-flight requests get to finish after SIGINT/SIGTERM (Go duration).
     pub shutdown_grace: String,
     pub store: StoreConfig,
+    pub events: EventsConfig,
+    pub broker: BrokerConfig,
     pub auth: AuthConfig,
 }
 
@@ -53,6 +55,39 @@ pub struct StoreConfig {
     pub sweep_interval: String,
 }
 
+/// Which backend holds the event streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// `file` (redb under `MICRO_HOME/server/events`), `memory`, or a `nats://` URL (JetStream).
+    pub backend: String,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { backend: "file".into() }
+    }
+}
+
+/// Which backend carries broker messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `memory` (this process only) or a `nats://` URL (shared by every server on it).
+    pub backend: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self { backend: "memory".into() }
+    }
+}
+
+/// A NATS URL (`nats://` or `tls://`, comma-separated for a cluster)?
+pub fn is_nats_url(value: &str) -> bool {
+    value.starts_with("nats://") || value.starts_with("tls://")
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -61,6 +96,8 @@ impl Default for Config {
             api_domain: String::new(),
             shutdown_grace: "10s".into(),
             store: StoreConfig::default(),
+            events: EventsConfig::default(),
+            broker: BrokerConfig::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -79,13 +116,15 @@ pub struct Overrides {
     pub api_address: Option<String>,
     pub api_domain: Option<String>,
     pub store: Option<String>,
+    pub events: Option<String>,
+    pub broker: Option<String>,
     pub disable_admin: bool,
 }
 
 impl Config {
     /// Builds the effective config for `home`: defaults, then `file` (or `home/micro.toml` when it
     /// exists), then `env` (`MICRO_PROXY_ADDRESS`, `MICRO_API_ADDRESS`, `MICRO_API_DOMAIN`,
-    /// `MICRO_STORE`), then
+    /// `MICRO_STORE`, `MICRO_EVENTS`, `MICRO_BROKER`), then
     /// `flags`. An explicitly named file must exist; the default one is optional.
     pub fn load(
         home: &Path,
@@ -116,10 +155,14 @@ impl Config {
         layer(&mut config.api_address, env.get("MICRO_API_ADDRESS"));
         layer(&mut config.api_domain, env.get("MICRO_API_DOMAIN"));
         layer(&mut config.store.backend, env.get("MICRO_STORE"));
+        layer(&mut config.events.backend, env.get("MICRO_EVENTS"));
+        layer(&mut config.broker.backend, env.get("MICRO_BROKER"));
         layer(&mut config.proxy_address, flags.proxy_address.as_ref());
         layer(&mut config.api_address, flags.api_address.as_ref());
         layer(&mut config.api_domain, flags.api_domain.as_ref());
         layer(&mut config.store.backend, flags.store.as_ref());
+        layer(&mut config.events.backend, flags.events.as_ref());
+        layer(&mut config.broker.backend, flags.broker.as_ref());
         if let Some(value) = env.get("MICRO_AUTH_DISABLE_ADMIN").filter(|v| !v.is_empty()) {
             config.auth.disable_admin = parse_bool("MICRO_AUTH_DISABLE_ADMIN", value)?;
         }
@@ -135,6 +178,26 @@ impl Config {
         validate_domain(&self.api_domain)?;
         self.grace()?;
         self.sweep_interval()?;
+        match self.events.backend.as_str() {
+            "file" | "memory" => {}
+            url if is_nats_url(url) => {}
+            other => {
+                return Err(ConfigError::Invalid {
+                    field: "events.backend",
+                    message: format!("{other:?} is not an events backend: use file, memory or a nats:// URL"),
+                });
+            }
+        }
+        match self.broker.backend.as_str() {
+            "memory" => {}
+            url if is_nats_url(url) => {}
+            other => {
+                return Err(ConfigError::Invalid {
+                    field: "broker.backend",
+                    message: format!("{other:?} is not a broker backend: use memory or a nats:// URL"),
+                });
+            }
+        }
         match self.store.backend.as_str() {
             "file" | "memory" => Ok(()),
             url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(()),
@@ -232,6 +295,10 @@ mod tests {
         )
         .unwrap();
         let from_file = Config::load(home.path(), None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(
+            (from_file.events.backend.as_str(), from_file.broker.backend.as_str()),
+            ("file", "memory")
+        );
         assert_eq!(from_file.proxy_address, "127.0.0.1:9001");
         assert_eq!(from_file.store.backend, "memory");
         assert_eq!(from_file.store.sweep_interval, "30s", "unset keys keep their defaults");
@@ -240,21 +307,29 @@ mod tests {
             ("MICRO_PROXY_ADDRESS", "127.0.0.1:9101"),
             ("MICRO_API_ADDRESS", "127.0.0.1:9102"),
             ("MICRO_API_DOMAIN", "env.example"),
+            ("MICRO_EVENTS", "nats://127.0.0.1:4222"),
+            ("MICRO_BROKER", "nats://127.0.0.1:4222"),
         ]);
         let from_env = Config::load(home.path(), None, &vars, &Overrides::default()).unwrap();
         assert_eq!(from_env.proxy_address, "127.0.0.1:9101");
         assert_eq!(from_env.api_address, "127.0.0.1:9102");
         assert_eq!(from_env.api_domain, "env.example");
+        assert_eq!(from_env.events.backend, "nats://127.0.0.1:4222");
+        assert_eq!(from_env.broker.backend, "nats://127.0.0.1:4222");
 
         let flags = Overrides {
             proxy_address: Some("127.0.0.1:9201".into()),
             api_domain: Some("flag.example".into()),
+            events: Some("memory".into()),
+            broker: Some("tls://nats.example:4222".into()),
             ..Default::default()
         };
         let from_flags = Config::load(home.path(), None, &vars, &flags).unwrap();
         assert_eq!(from_flags.proxy_address, "127.0.0.1:9201");
         assert_eq!(from_flags.api_domain, "flag.example");
         assert_eq!(from_flags.api_address, "127.0.0.1:9102");
+        assert_eq!(from_flags.events.backend, "memory");
+        assert_eq!(from_flags.broker.backend, "tls://nats.example:4222");
 
         let dumped = from_flags.to_toml();
         let reparsed: Config = toml::from_str(&dumped).unwrap();
@@ -275,6 +350,11 @@ mod tests {
         assert!(err.to_string().contains("api_domain"), "{err}");
         let err = load(Overrides { store: Some("mongo".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("not a store backend"), "{err}");
+        let err = load(Overrides { events: Some("kafka://x".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().starts_with("invalid events.backend:"), "{err}");
+        let err = load(Overrides { broker: Some("file".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().starts_with("invalid broker.backend:"), "{err}");
+        assert!(err.to_string().contains("nats://"), "{err}");
 
         std::fs::write(home.path().join("micro.toml"), "proxy_adress = \"x\"\n").unwrap();
         let err = load(Overrides::default()).unwrap_err();

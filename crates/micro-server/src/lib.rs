@@ -49,6 +49,12 @@ pub struct Args {
     /// Store backend: file, memory or a postgres:// URL [env: MICRO_STORE] [default: file]
     #[arg(long, value_name = "BACKEND")]
     pub store: Option<String>,
+    /// Events backend: file, memory or a nats:// URL (JetStream) [env: MICRO_EVENTS] [default: file]
+    #[arg(long, value_name = "BACKEND")]
+    pub events: Option<String>,
+    /// Broker backend: memory or a nats:// URL [env: MICRO_BROKER] [default: memory]
+    #[arg(long, value_name = "BACKEND")]
+    pub broker: Option<String>,
     /// Server config file [default: $MICRO_HOME/micro.toml when it exists]
     #[arg(long = "config", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
@@ -69,6 +75,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         api_address: args.api_address.clone(),
         api_domain: args.api_domain.clone(),
         store: args.store.clone(),
+        events: args.events.clone(),
+        broker: args.broker.clone(),
         disable_admin: args.disable_admin,
     };
     let config = Config::load(&home, args.config_file.as_deref(), &env, &overrides)?;
@@ -88,7 +96,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn init_tracing() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The NATS client narrates its connection at info; the backends log what matters.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     // A second init (e.g. two servers in one test process) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -116,7 +125,8 @@ pub struct Platform {
     runtime: micro_runtime::Runtime,
     broker: Arc<dyn micro_broker::Broker>,
     events: Arc<dyn micro_events::Events>,
-    _events_sweeper: backends::AbortOnDrop,
+    /// Applies retention to the embedded event log; `None` when the backend does it itself.
+    _events_sweeper: Option<backends::AbortOnDrop>,
     /// `--api-domain`, empty when unset.
     api_domain: String,
     _sweeper: micro_store::Sweeper,
@@ -135,6 +145,11 @@ impl Platform {
 
         let store = backends::store(&config.store, &server_dir).await?;
         info!(backend = %store.summary(), "store");
+        // Production backends first: an unreachable one stops the boot before anything else starts.
+        let (events, events_sweeper) = backends::events(&config.events, &server_dir).await?;
+        info!(backend = %events.summary(), "events");
+        let broker = backends::broker(&config.broker).await?;
+        info!(backend = %broker.summary(), "broker");
         let sweeper = micro_store::spawn_sweeper(store.clone(), config.sweep_interval()?);
 
         let secret_key = backends::config_secret_key(&server_dir)?;
@@ -147,11 +162,6 @@ impl Platform {
         let reaper = micro_registry::spawn_reaper(registry.clone(), REAP_INTERVAL);
 
         let runtime = backends::runtime(store.clone(), auth.clone(), home).await?;
-
-        let broker: Arc<dyn micro_broker::Broker> = Arc::new(micro_broker::MemoryBroker::new());
-        info!(backend = %broker.summary(), "broker");
-        let (events, events_sweeper) = backends::events(&server_dir)?;
-        info!(backend = %events.summary(), "events");
 
         Ok(Self {
             home: home.to_path_buf(),

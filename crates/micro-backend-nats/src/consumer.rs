@@ -1,0 +1,463 @@
+//! One member of a group: pulls from its JetStream consumer, tracks what it delivered, and
+//! hands back what it had when it goes away.
+//!
+//! A member pulls exactly one message, and only while its [`Consumer`] is asked for the next
+//! delivery: nothing is fetched ahead, so an event never waits in one member's buffer while
+//! another member of the group is idle (the embedded engine behaves the same way). Each pull
+//! request has its own reply subject under the member's inbox, so status replies of a request
+//! that was given up on (expired, or sent before a reconnect) are told apart from the current
+//! one. A request lives [`PULL_EXPIRES`] on the server; an idle member renews it, and renews
+//! it at once after the connection comes back.
+//!
+//! Manual-ack deliveries are recorded in the group's [`InFlight`] table (shared by this
+//! process's members of the group) under the event id, with the reply subject JetStream acks
+//! go to, so a delivery can be settled through it or through [`micro_events::Events::ack`] by
+//! id. When a member is dropped, the deliveries it still had are NAKed, so JetStream hands
+//! them to another member at once rather than after their ack wait.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::{StatusCode, Subject};
+use futures::{FutureExt, StreamExt};
+use micro_events::{Acker, ConsumeOptions, Consumer, Delivery, EventsError, MAX_IN_FLIGHT, Result, Start};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::connection::{Connection, OPERATION_TIMEOUT};
+use crate::events::{Inner, Topic, event_of, unavailable};
+
+/// How long a pull request waits on the server for a message.
+pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// How long past [`PULL_EXPIRES`] a member waits for the server's "expired" reply before it
+/// assumes the request was lost and sends another.
+const PULL_GRACE: Duration = Duration::from_secs(2);
+/// First and longest wait before retrying when the consumer cannot be reached.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Member numbers, telling apart the members of one process.
+static MEMBERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    Ack,
+    Nack,
+}
+
+/// Deliveries awaiting an ack, by event id, of this process's members of one group.
+pub(crate) struct InFlight {
+    namespace: String,
+    topic: String,
+    /// Empty for a consumer without a group.
+    group: String,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Where JetStream takes the ack of this delivery.
+    reply: Subject,
+    member: u64,
+    sequence: u64,
+    attempt: u32,
+    /// The retry limit allows no further delivery.
+    last: bool,
+    /// When JetStream gives up waiting for the ack of this delivery.
+    deadline: Instant,
+    ack_wait: Duration,
+}
+
+impl InFlight {
+    pub(crate) fn new(namespace: &str, topic: &str, group: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            topic: topic.to_string(),
+            group: group.to_string(),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // Entries are inserted and removed whole; a panic elsewhere leaves the map valid.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.entries().contains_key(id)
+    }
+
+    fn insert(&self, id: String, entry: Entry) {
+        let mut entries = self.entries();
+        if entries.len() >= 4 * MAX_IN_FLIGHT {
+            // Deliveries whose ack wait ran out long ago went to a member of another process.
+            let now = Instant::now();
+            entries.retain(|_, entry| entry.deadline + entry.ack_wait * 2 > now);
+        }
+        entries.insert(id, entry);
+    }
+
+    fn dropped(&self, id: &str, entry: &Entry) {
+        tracing::warn!(
+            namespace = %self.namespace,
+            topic = %self.topic,
+            group = %self.group,
+            id,
+            deliveries = entry.attempt,
+            "event not acknowledged within its retry limit; dropped"
+        );
+    }
+
+    /// Forgets (and reports) `member`'s last-chance deliveries whose ack wait ran out:
+    /// JetStream will not deliver them again.
+    fn expire(&self, member: u64) {
+        let now = Instant::now();
+        let mut entries = self.entries();
+        let expired: Vec<String> = entries
+            .iter()
+            .filter(|(_, entry)| entry.member == member && entry.last && entry.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(entry) = entries.remove(&id) {
+                self.dropped(&id, &entry);
+            }
+        }
+    }
+
+    /// Removes `member`'s deliveries, returning where to NAK them, in sequence order (JetStream
+    /// redelivers NAKed messages in the order it gets the NAKs).
+    fn release(&self, member: u64) -> Vec<Subject> {
+        let mut entries = self.entries();
+        let mine: Vec<String> =
+            entries.iter().filter(|(_, entry)| entry.member == member).map(|(id, _)| id.clone()).collect();
+        let mut released: Vec<Entry> = mine.into_iter().filter_map(|id| entries.remove(&id)).collect();
+        released.sort_by_key(|entry| entry.sequence);
+        released.into_iter().map(|entry| entry.reply).collect()
+    }
+
+    /// Acks or nacks delivery `id`: [`EventsError::NotFound`] when it is not awaiting one.
+    pub(crate) async fn settle(&self, connection: &Connection, id: &str, settle: Settle) -> Result<()> {
+        connection.ready().map_err(unavailable)?;
+        let entry = {
+            let mut entries = self.entries();
+            let entry = entries.get(id).cloned().ok_or(EventsError::NotFound)?;
+            if entry.last && entry.deadline <= Instant::now() {
+                entries.remove(id);
+                self.dropped(id, &entry);
+                return Err(EventsError::NotFound);
+            }
+            if settle == Settle::Ack || entry.last {
+                entries.remove(id);
+            }
+            entry
+        };
+        let client = connection.client();
+        match settle {
+            Settle::Ack => {
+                // A request, not a plain publish: the reply says JetStream recorded the ack.
+                let acked = tokio::time::timeout(
+                    OPERATION_TIMEOUT,
+                    client.request(entry.reply.clone(), "+ACK".into()),
+                );
+                match acked.await {
+                    Ok(Ok(_)) => Ok(()),
+                    failed => {
+                        // Still awaiting its ack: put it back, so a retry can settle it.
+                        self.entries().entry(id.to_string()).or_insert(entry);
+                        let cause = match failed {
+                            Ok(Err(err)) => err.to_string(),
+                            _ => format!("no answer within {}s", OPERATION_TIMEOUT.as_secs()),
+                        };
+                        Err(unavailable(format!("ack {id} on NATS at {}: {cause}", connection.url())))
+                    }
+                }
+            }
+            Settle::Nack => {
+                client.publish(entry.reply.clone(), "-NAK".into()).await.map_err(|err| {
+                    unavailable(format!("nack {id} on NATS at {}: {err}", connection.url()))
+                })?;
+                if entry.last {
+                    self.dropped(id, &entry);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Settles deliveries through their group's table.
+struct MemberAcker {
+    in_flight: Arc<InFlight>,
+    connection: Connection,
+}
+
+#[async_trait::async_trait]
+impl Acker for MemberAcker {
+    async fn ack(&self, id: &str) -> Result<()> {
+        self.in_flight.settle(&self.connection, id, Settle::Ack).await
+    }
+
+    async fn nack(&self, id: &str) -> Result<()> {
+        self.in_flight.settle(&self.connection, id, Settle::Nack).await
+    }
+}
+
+/// Joins `options.group` (or a consumer of its own) on `topic` and streams its deliveries.
+pub(crate) async fn join(events: Arc<Inner>, topic: Arc<Topic>, options: ConsumeOptions) -> Result<Consumer> {
+    events.ensure_stream(&topic).await?;
+    let consumer = events.ensure_consumer(&topic, &options, None, options.start).await?;
+    let in_flight = match &options.group {
+        Some(group) => events.group_in_flight(&topic.namespace, &topic.name, group),
+        None => events.private_in_flight(&topic.namespace, &topic.name),
+    };
+    let connection = events.connection.clone();
+    let inbox = connection.client().new_inbox();
+    let subscriber = connection
+        .client()
+        .subscribe(format!("{inbox}.*"))
+        .await
+        .map_err(|err| unavailable(format!("subscribe on NATS at {}: {err}", connection.url())))?;
+    let acker: Option<Arc<dyn Acker>> = (!options.auto_ack)
+        .then(|| Arc::new(MemberAcker { in_flight: in_flight.clone(), connection: connection.clone() }) as _);
+    let member = Member {
+        id: MEMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        pull_subject: format!("$JS.API.CONSUMER.MSG.NEXT.{}.{consumer}", topic.stream),
+        private: options.group.is_none(),
+        consumer,
+        connects: {
+            let mut connects = connection.connects();
+            // Only reconnects from now on matter.
+            connects.borrow_and_update();
+            connects
+        },
+        events,
+        topic,
+        options,
+        inbox,
+        subscriber: Some(subscriber),
+        request: 0,
+        outstanding: None,
+        in_flight,
+        acker,
+        backoff: MIN_BACKOFF,
+        resume: None,
+    };
+    tracing::debug!(member = member.id, consumer = %member.consumer, stream = %member.topic.stream, "consumer joined");
+    Ok(Consumer::new(futures::stream::unfold(Some(member), |member| async move {
+        let mut member = member?;
+        match member.next().await {
+            Ok(delivery) => Some((Ok(delivery), Some(member))),
+            Err(err) => Some((Err(err), None)),
+        }
+    })))
+}
+
+struct Member {
+    id: u64,
+    events: Arc<Inner>,
+    topic: Arc<Topic>,
+    options: ConsumeOptions,
+    /// The JetStream consumer pulled from.
+    consumer: String,
+    /// A consumer of this member alone (no group), deleted when the member goes.
+    private: bool,
+    pull_subject: String,
+    /// Pull requests are answered on `<inbox>.<request number>`.
+    inbox: String,
+    /// `None` only while being dropped.
+    subscriber: Option<async_nats::Subscriber>,
+    /// The number of the latest pull request.
+    request: u64,
+    /// When the latest pull request, if still open, counts as lost.
+    outstanding: Option<Instant>,
+    in_flight: Arc<InFlight>,
+    acker: Option<Arc<dyn Acker>>,
+    connects: watch::Receiver<u64>,
+    backoff: Duration,
+    /// The sequence after the last one delivered: where a consumer lost with the server's
+    /// state is re-created.
+    resume: Option<u64>,
+}
+
+impl Member {
+    async fn next(&mut self) -> Result<Delivery> {
+        loop {
+            self.in_flight.expire(self.id);
+            let now = Instant::now();
+            if self.outstanding.is_none_or(|deadline| deadline <= now) {
+                self.pull().await?;
+            }
+            let deadline = self.outstanding.unwrap_or(now);
+            let subscriber =
+                self.subscriber.as_mut().ok_or_else(|| EventsError::Internal("member closed".into()))?;
+            tokio::select! {
+                received = subscriber.next() => {
+                    let Some(message) = received else {
+                        return Err(unavailable(format!("the connection to NATS at {} closed", self.events.connection.url())));
+                    };
+                    if let Some(delivery) = self.receive(message).await? {
+                        return Ok(delivery);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => self.outstanding = None,
+                changed = self.connects.changed() => {
+                    if changed.is_err() {
+                        return Err(unavailable("the NATS connection is gone"));
+                    }
+                    // Reconnected: the open request may have died with the old connection.
+                    self.outstanding = None;
+                }
+            }
+        }
+    }
+
+    /// Asks the server for one message.
+    async fn pull(&mut self) -> Result<()> {
+        self.request += 1;
+        let reply = format!("{}.{}", self.inbox, self.request);
+        let expires = u64::try_from(PULL_EXPIRES.as_nanos()).unwrap_or(u64::MAX);
+        let body = json!({ "batch": 1, "expires": expires }).to_string();
+        let connection = &self.events.connection;
+        connection
+            .client()
+            .publish_with_reply(self.pull_subject.clone(), reply, body.into())
+            .await
+            .map_err(|err| unavailable(format!("pull from NATS at {}: {err}", connection.url())))?;
+        self.outstanding = Some(Instant::now() + PULL_EXPIRES + PULL_GRACE);
+        Ok(())
+    }
+
+    /// Handles what arrived on the inbox: a delivery, or a status about a pull request.
+    async fn receive(&mut self, message: async_nats::Message) -> Result<Option<Delivery>> {
+        let status = message.status.unwrap_or(StatusCode::OK);
+        if status == StatusCode::OK {
+            // A delivery carries its stream subject, not the request's reply subject, so it
+            // cannot be matched to a request; with one request open at a time it answers that.
+            self.outstanding = None;
+            self.backoff = MIN_BACKOFF;
+            return self.deliver(message).await.map(Some);
+        }
+        // Statuses come on the reply subject of the request they are about.
+        let current = message.subject.as_str().rsplit('.').next().and_then(|n| n.parse::<u64>().ok())
+            == Some(self.request);
+        if status == StatusCode::IDLE_HEARTBEAT || !current {
+            return Ok(None);
+        }
+        self.outstanding = None;
+        let description = message.description.unwrap_or_default().to_ascii_lowercase();
+        if status == StatusCode::TIMEOUT || description.contains("no messages") {
+            // The request expired empty: the next turn of the loop renews it.
+        } else if status == StatusCode::NO_RESPONDERS
+            || description.contains("deleted")
+            || description.contains("not found")
+        {
+            self.recover().await;
+        } else {
+            tracing::debug!(%status, %description, consumer = %self.consumer, "pull request ended; retrying");
+            self.back_off().await;
+        }
+        Ok(None)
+    }
+
+    async fn back_off(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Nobody answers our pulls: JetStream is away, or the stream or consumer is gone (the
+    /// server lost its state, or someone deleted them). Creates whatever is missing; the
+    /// caller's next pull tries again.
+    async fn recover(&mut self) {
+        self.back_off().await;
+        let start = self.resume.map_or(self.options.start, Start::Sequence);
+        let private = self.private.then(|| self.consumer.clone());
+        let recreated = async {
+            self.events.ensure_stream(&self.topic).await?;
+            self.events.ensure_consumer(&self.topic, &self.options, private.as_deref(), start).await
+        };
+        if let Err(err) = recreated.await {
+            tracing::warn!(cause = %err, consumer = %self.consumer, stream = %self.topic.stream, "events consumer cannot reach NATS; retrying");
+        }
+    }
+
+    async fn deliver(&mut self, message: async_nats::Message) -> Result<Delivery> {
+        let Some(reply) = message.reply.clone() else {
+            return Err(EventsError::Internal("a JetStream delivery without an ack subject".into()));
+        };
+        let message = jetstream::Message { message, context: self.events.js.clone() };
+        let info = message.info().map_err(|err| {
+            EventsError::Internal(format!("unreadable JetStream ack subject {reply}: {err}"))
+        })?;
+        let attempt = u32::try_from(info.delivered).unwrap_or(u32::MAX);
+        let sequence = info.stream_sequence;
+        let stored_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let event =
+            event_of(&self.topic.name, sequence, message.headers.as_ref(), &message.payload, stored_ms);
+        self.resume = Some(self.resume.unwrap_or(0).max(sequence + 1));
+        let connection = &self.events.connection;
+        if self.options.auto_ack {
+            connection
+                .client()
+                .publish(reply, "+ACK".into())
+                .await
+                .map_err(|err| unavailable(format!("ack on NATS at {}: {err}", connection.url())))?;
+            return Ok(Delivery::new(event, attempt, None));
+        }
+        let entry = Entry {
+            reply,
+            member: self.id,
+            sequence,
+            attempt,
+            last: self.options.retry_limit.is_some_and(|limit| attempt > limit),
+            deadline: Instant::now() + self.options.ack_wait,
+            ack_wait: self.options.ack_wait,
+        };
+        self.in_flight.insert(event.id.clone(), entry);
+        Ok(Delivery::new(event, attempt, self.acker.clone()))
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let released = self.in_flight.release(self.id);
+        tracing::debug!(member = self.id, released = released.len(), consumer = %self.consumer, "consumer left; deliveries released");
+        let subscriber = self.subscriber.take();
+        let events = self.events.clone();
+        let (stream, consumer, private) = (self.topic.stream.clone(), self.consumer.clone(), self.private);
+        // No runtime means the process is exiting; the deliveries then wait out their ack
+        // wait, as after a crash.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let mut unsettled = released;
+            if let Some(mut subscriber) = subscriber {
+                let _ = subscriber.unsubscribe().await;
+                // Deliveries that arrived but were never handed out are unacked too.
+                while let Some(Some(message)) = subscriber.next().now_or_never() {
+                    if message.status.is_none()
+                        && let Some(reply) = message.reply
+                    {
+                        unsettled.push(reply);
+                    }
+                }
+            }
+            let client = events.connection.client();
+            if private {
+                let empty = json!({});
+                let deleting = events.api::<serde_json::Value>(format!("CONSUMER.DELETE.{stream}.{consumer}"), &empty);
+                if let Ok(Ok(Err(err))) = tokio::time::timeout(OPERATION_TIMEOUT, deleting).await {
+                    tracing::debug!(%err, %consumer, "could not delete a consumer without a group; it expires on its own");
+                }
+                return;
+            }
+            for reply in unsettled {
+                // Best effort: what is not NAKed is redelivered after its ack wait.
+                let _ = client.publish(reply, "-NAK".into()).await;
+            }
+        });
+    }
+}

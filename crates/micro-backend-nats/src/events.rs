@@ -1,0 +1,709 @@
+//! [`NatsEvents`]: the [`Events`] contract on NATS JetStream.
+//!
+//! # Mapping
+//!
+//! - **Topic → stream.** Each `(namespace, topic)` is one stream (file storage, limits
+//!   retention, discard old) capturing one subject (see `names`), so the stream sequence is the
+//!   topic's gap-free sequence. [`Retention`] becomes the stream's `max_age` / `max_msgs`;
+//!   JetStream enforces it by itself, so [`Events::sweep`] has nothing to do. Retention age
+//!   counts from when NATS stored the event (not from an explicit event timestamp).
+//! - **Event → message.** The payload is the message body; the id, the timestamp (unix ms) and
+//!   each metadata entry travel as headers `Micro-Event-Id`, `Micro-Timestamp` and
+//!   `Micro-Meta-<key>` (percent-encoded where NATS needs it). A message some other publisher
+//!   put on the subject still reads as an event: its id is derived from its sequence, its
+//!   timestamp is when NATS stored it.
+//! - **Publish** is a JetStream publish; its `PubAck` is the durability point (as durable as
+//!   the stream's storage and replicas: with the defaults, in the NATS server's file store).
+//! - **Groups.** A named group is a durable pull consumer (`AckExplicit`, the group's `ack_wait`,
+//!   `max_deliver` = retry limit + 1, `max_ack_pending` = [`micro_events::MAX_IN_FLIGHT`]); it
+//!   starts where [`Start`] says when it is created and keeps its position (NATS' ack floor)
+//!   afterwards. A consumer without a group gets a consumer of its own, deleted when it is
+//!   dropped. Every member pulls one message at a time and only when asked for its next
+//!   delivery, so members of one group share events as the embedded engine's do (see
+//!   `consumer`).
+//! - **Start** `Newest` = deliver policy `new`; `Sequence(n)` = by start sequence `n`;
+//!   `Time(ms)` = by start sequence of the first event whose `Micro-Timestamp` is at or after
+//!   `ms`, found by binary search over the stream (timestamps never decrease along it, and
+//!   NATS' own storage time would not honour explicit timestamps).
+//!
+//! # Timestamps and order with several publishers
+//!
+//! The contract raises a publish's timestamp to the topic's latest, so timestamps never
+//! decrease along the sequence. Each publish therefore carries `Nats-Expected-Last-Sequence`
+//! with the sequence of the event whose timestamp it compared against, and NATS stores it only
+//! if that is still the stream's last sequence. On "wrong last sequence" another publisher (on
+//! another server) got in first: the publisher re-reads the stream's tail (its last sequence
+//! and that event's timestamp) and tries again. A publish that timed out and reaches NATS late
+//! is refused the same way if anything was stored after its expected sequence. Within one process,
+//! publishes to one topic take turns through a lock that also caches the tail, so they never
+//! race each other and need no extra round trip; only publishers on different servers ever
+//! retry. The cost is one publish in flight per topic per process.
+//!
+//! # Failures
+//!
+//! A NATS server that goes away makes operations fail with [`EventsError::Unavailable`] at
+//! once (while the client knows it is disconnected) or within
+//! [`crate::OPERATION_TIMEOUT`]; nothing waits forever. The client reconnects by itself;
+//! consumers keep pulling once it is back, and a stream or consumer that disappeared with
+//! the server's state is created again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::context::{PublishErrorKind, RequestErrorKind};
+use async_nats::jetstream::response::Response;
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, ErrorCode, consumer};
+use async_nats::{HeaderMap, HeaderValue};
+use futures::StreamExt;
+use micro_events::{
+    ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, Event, Events, EventsError, MAX_READ_LIMIT, PublishOptions,
+    Published, Result, Retention, Start, validate,
+};
+use serde_json::json;
+
+use crate::connection::{ConnectError, Connection, OPERATION_TIMEOUT, connect};
+use crate::consumer::{self as member, InFlight};
+use crate::names;
+
+/// Header holding the event id.
+pub(crate) const ID_HEADER: &str = "Micro-Event-Id";
+/// Header holding the event timestamp, unix milliseconds.
+pub(crate) const TIMESTAMP_HEADER: &str = "Micro-Timestamp";
+/// Prefix of the headers holding metadata, one per entry.
+pub(crate) const METADATA_PREFIX: &str = "Micro-Meta-";
+/// Publishes one topic may lose to publishers elsewhere before giving up.
+const MAX_PUBLISH_CONFLICTS: usize = 100;
+/// Direct gets a read keeps in flight.
+const READ_CONCURRENCY: usize = 64;
+/// How long a consumer of no group lives on the server without pulling (it is deleted when
+/// dropped; this only cleans up after a crash).
+const PRIVATE_INACTIVE: Duration = Duration::from_secs(60 * 60);
+
+/// How [`NatsEvents`] creates streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsOptions {
+    pub retention: Retention,
+    /// Copies of each stream in a NATS cluster (1 for a single server; 3 for a cluster that
+    /// survives a node).
+    pub replicas: usize,
+}
+
+impl Default for EventsOptions {
+    fn default() -> Self {
+        Self { retention: Retention::default(), replicas: 1 }
+    }
+}
+
+/// Events on a NATS JetStream server.
+#[derive(Clone)]
+pub struct NatsEvents {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) connection: Connection,
+    pub(crate) js: jetstream::Context,
+    options: EventsOptions,
+    topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
+    /// The in-flight deliveries of this process's members of each named group.
+    groups: Mutex<HashMap<(String, String, String), Weak<InFlight>>>,
+    /// The in-flight deliveries of this process's consumers without a group, per topic.
+    private: Mutex<HashMap<TopicKey, Vec<Weak<InFlight>>>>,
+}
+
+/// `(namespace, topic)`.
+type TopicKey = (String, String);
+
+/// What this process knows about one topic's stream.
+pub(crate) struct Topic {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) stream: String,
+    pub(crate) subject: String,
+    /// The stream is known to exist with our config.
+    ready: std::sync::atomic::AtomicBool,
+    /// The sequence and timestamp of the stream's last event, as far as this process knows;
+    /// `None` = ask the server. Held by a publish from start to end.
+    tail: tokio::sync::Mutex<Option<Tail>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    sequence: u64,
+    timestamp_ms: u64,
+}
+
+impl std::fmt::Debug for NatsEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsEvents").field("url", &self.inner.connection.url()).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn unavailable(cause: impl std::fmt::Display) -> EventsError {
+    EventsError::Unavailable(cause.to_string())
+}
+
+/// Bounds `work` by [`OPERATION_TIMEOUT`]; what runs over is unavailable.
+pub(crate) async fn bounded<T>(
+    connection: &Connection,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(OPERATION_TIMEOUT, work).await.unwrap_or_else(|_| {
+        Err(unavailable(format!(
+            "{what}: no answer from NATS at {} within {}s",
+            connection.url(),
+            OPERATION_TIMEOUT.as_secs()
+        )))
+    })
+}
+
+/// The answer of a JetStream API call: `Err` = it could not be made (unavailable), `Ok(Err)` =
+/// JetStream refused with an error code.
+pub(crate) type Api<T> = Result<std::result::Result<T, jetstream::Error>>;
+
+impl NatsEvents {
+    /// Connects to the NATS server at `url` with default retention, one replica; fails
+    /// within [`crate::CONNECT_TIMEOUT`] and when the server lacks JetStream.
+    pub async fn connect(url: &str) -> std::result::Result<Self, ConnectError> {
+        Self::open(connect(url).await?, EventsOptions::default()).await
+    }
+
+    /// Events over an open connection; checks that the server has JetStream.
+    pub async fn open(
+        connection: Connection,
+        options: EventsOptions,
+    ) -> std::result::Result<Self, ConnectError> {
+        let js =
+            jetstream::ContextBuilder::new().timeout(OPERATION_TIMEOUT).build(connection.client().clone());
+        if let Err(err) = js.query_account().await {
+            use async_nats::jetstream::context::AccountErrorKind;
+            let url = connection.url().to_string();
+            return Err(match err.kind() {
+                AccountErrorKind::JetStreamUnavailable => ConnectError::NoJetStream { url },
+                AccountErrorKind::JetStream(js_err)
+                    if [ErrorCode::JETSTREAM_NOT_ENABLED, ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT]
+                        .contains(&js_err.error_code()) =>
+                {
+                    ConnectError::NoJetStream { url }
+                }
+                _ => ConnectError::Unreachable { url, reason: format!("JetStream did not answer: {err}") },
+            });
+        }
+        let (version, max_payload) = connection.server();
+        let needed = micro_events::MAX_EVENT_BYTES + micro_events::MAX_METADATA_BYTES * 3 + 1024;
+        if max_payload < needed {
+            tracing::warn!(
+                url = %connection.url(),
+                max_payload,
+                needed,
+                %version,
+                "the NATS server's max_payload is below the largest event micro accepts; such events \
+                 will be refused: set max_payload: 2MB in nats-server.conf"
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                connection,
+                js,
+                options,
+                topics: Mutex::new(HashMap::new()),
+                groups: Mutex::new(HashMap::new()),
+                private: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    pub(crate) fn ready(&self) -> Result<()> {
+        self.connection.ready().map_err(unavailable)
+    }
+
+    fn topic(&self, namespace: &str, topic: &str) -> Arc<Topic> {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        topics
+            .entry((namespace.to_string(), topic.to_string()))
+            .or_insert_with(|| {
+                Arc::new(Topic {
+                    namespace: namespace.to_string(),
+                    name: topic.to_string(),
+                    stream: names::stream(namespace, topic),
+                    subject: names::events_subject(namespace, topic),
+                    ready: std::sync::atomic::AtomicBool::new(false),
+                    tail: tokio::sync::Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Calls the JetStream API `subject` (without the `$JS.API.` prefix).
+    pub(crate) async fn api<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: String,
+        body: &serde_json::Value,
+    ) -> Api<T> {
+        match self.js.request::<_, _, Response<T>>(subject.clone(), body).await {
+            Ok(Response::Ok(value)) => Ok(Ok(value)),
+            Ok(Response::Err { error }) => Ok(Err(error)),
+            Err(err) if err.kind() == RequestErrorKind::NoResponders => Err(unavailable(format!(
+                "JetStream at {} did not answer {subject} (is JetStream enabled?)",
+                self.connection.url()
+            ))),
+            Err(err) => Err(unavailable(format!("JetStream {subject} at {}: {err}", self.connection.url()))),
+        }
+    }
+
+    /// Creates `topic`'s stream unless this process already did. An existing stream keeps its
+    /// settings (an operator may have raised its replicas, say) except the retention limits,
+    /// which follow ours.
+    pub(crate) async fn ensure_stream(&self, topic: &Topic) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if topic.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let retention = self.options.retention;
+        let max_age = retention.max_age.unwrap_or(Duration::ZERO);
+        let max_messages = retention.max_events.map_or(-1, |max| i64::try_from(max).unwrap_or(i64::MAX));
+        let config = stream::Config {
+            name: topic.stream.clone(),
+            description: Some(format!("micro events: namespace {}, topic {}", topic.namespace, topic.name)),
+            subjects: vec![topic.subject.clone()],
+            storage: StorageType::File,
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            max_age,
+            max_messages,
+            num_replicas: self.options.replicas,
+            allow_direct: true,
+            ..stream::Config::default()
+        };
+        let body = serde_json::to_value(&config).map_err(|err| EventsError::Internal(err.to_string()))?;
+        let created: std::result::Result<stream::Info, _> =
+            self.api(format!("STREAM.CREATE.{}", topic.stream), &body).await?;
+        match created {
+            Ok(_) => {}
+            Err(err) if err.error_code() == ErrorCode::STREAM_NAME_EXIST => {
+                let existing: std::result::Result<stream::Info, _> =
+                    self.api(format!("STREAM.INFO.{}", topic.stream), &json!({})).await?;
+                let mut existing = existing
+                    .map_err(|err| unavailable(format!("stream info {}: {err}", topic.stream)))?
+                    .config;
+                if existing.max_age != max_age || existing.max_messages != max_messages {
+                    tracing::info!(stream = %topic.stream, "setting the stream's limits to the configured retention");
+                    existing.max_age = max_age;
+                    existing.max_messages = max_messages;
+                    let body = serde_json::to_value(&existing)
+                        .map_err(|err| EventsError::Internal(err.to_string()))?;
+                    let updated: std::result::Result<stream::Info, _> =
+                        self.api(format!("STREAM.UPDATE.{}", topic.stream), &body).await?;
+                    updated.map_err(|err| unavailable(format!("update stream {}: {err}", topic.stream)))?;
+                }
+            }
+            Err(err) => return Err(unavailable(format!("create stream {}: {err}", topic.stream))),
+        }
+        topic.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The stream's state, `None` when it does not exist.
+    pub(crate) async fn stream_state(&self, topic: &Topic) -> Result<Option<stream::State>> {
+        let info: std::result::Result<stream::Info, _> =
+            self.api(format!("STREAM.INFO.{}", topic.stream), &json!({})).await?;
+        match info {
+            Ok(info) => Ok(Some(info.state)),
+            Err(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                topic.ready.store(false, std::sync::atomic::Ordering::Release);
+                Ok(None)
+            }
+            Err(err) => Err(unavailable(format!("stream info {}: {err}", topic.stream))),
+        }
+    }
+
+    /// The first stored event at or after `sequence`, `None` past the end.
+    async fn event_from(&self, topic: &Topic, sequence: u64) -> Result<Option<Event>> {
+        let stream = self.js.get_stream_no_info(&topic.stream).await.map_err(unavailable)?;
+        match stream.direct_get_next_for_subject(topic.subject.clone(), Some(sequence)).await {
+            Ok(message) => Ok(Some(event_of_stored(&topic.name, message))),
+            Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(unavailable(format!("read {} at {sequence}: {err}", topic.stream))),
+        }
+    }
+
+    /// The sequence of the first event whose timestamp is at or after `timestamp_ms`; the next
+    /// sequence to be assigned when there is none.
+    pub(crate) async fn sequence_at(&self, topic: &Topic, timestamp_ms: u64) -> Result<u64> {
+        let Some(state) = self.stream_state(topic).await? else { return Ok(1) };
+        let end = state.last_sequence + 1;
+        let (mut low, mut high, mut found) = (state.first_sequence.max(1), end, end);
+        // Invariant: the answer is `found` or a sequence in [low, high).
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.event_from(topic, middle).await? {
+                Some(event) if event.sequence >= high => high = middle,
+                Some(event) if event.timestamp_ms >= timestamp_ms => {
+                    found = event.sequence;
+                    high = middle;
+                }
+                Some(event) => low = event.sequence + 1,
+                None => high = middle,
+            }
+        }
+        Ok(found)
+    }
+
+    /// The tail as the server has it.
+    async fn load_tail(&self, topic: &Topic) -> Result<Tail> {
+        let Some(state) = self.stream_state(topic).await? else {
+            return Ok(Tail { sequence: 0, timestamp_ms: 0 });
+        };
+        let timestamp_ms = if state.messages == 0 {
+            0
+        } else {
+            self.event_from(topic, state.last_sequence).await?.map_or(0, |event| event.timestamp_ms)
+        };
+        Ok(Tail { sequence: state.last_sequence, timestamp_ms })
+    }
+
+    async fn publish(&self, topic: &Topic, payload: Vec<u8>, options: PublishOptions) -> Result<Published> {
+        self.ensure_stream(topic).await?;
+        let payload = bytes::Bytes::from(payload);
+        let mut tail = topic.tail.lock().await;
+        let mut stream_missing = false;
+        for _ in 0..MAX_PUBLISH_CONFLICTS {
+            let known = match *tail {
+                Some(known) => known,
+                None => self.load_tail(topic).await?,
+            };
+            // Forget the tail until this publish's outcome is known: a failure below leaves it
+            // unknown (e.g. a timeout after the server stored the event).
+            *tail = None;
+            let timestamp_ms =
+                options.timestamp_ms.unwrap_or_else(micro_events::now_ms).max(known.timestamp_ms);
+            let id = micro_events::new_event_id(timestamp_ms);
+            let headers = event_headers(&id, timestamp_ms, &options.metadata);
+            let message = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .headers(headers)
+                .expected_last_sequence(known.sequence);
+            let acked = match self.js.send_publish(topic.subject.clone(), message).await {
+                Ok(ack) => ack.await,
+                Err(err) => Err(err),
+            };
+            match acked {
+                Ok(ack) => {
+                    *tail = Some(Tail { sequence: ack.sequence, timestamp_ms });
+                    return Ok(Published { id, sequence: ack.sequence, timestamp_ms });
+                }
+                Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
+                    tracing::debug!(stream = %topic.stream, expected = known.sequence, "another publisher got in first; retrying");
+                }
+                Err(err) if err.kind() == PublishErrorKind::StreamNotFound && !stream_missing => {
+                    // Deleted behind our back (or lost with the server's state): create it again.
+                    stream_missing = true;
+                    topic.ready.store(false, std::sync::atomic::Ordering::Release);
+                    self.ensure_stream(topic).await?;
+                }
+                Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    let (_, max_payload) = self.connection.server();
+                    return Err(EventsError::Invalid(format!(
+                        "the event with its metadata is larger than the {max_payload} bytes the NATS server at {} \
+                         accepts (max_payload)",
+                        self.connection.url()
+                    )));
+                }
+                Err(err) => {
+                    return Err(unavailable(format!(
+                        "publish to {} at {}: {err}",
+                        topic.stream,
+                        self.connection.url()
+                    )));
+                }
+            }
+        }
+        Err(unavailable(format!(
+            "publish to {}: lost the race for the topic's next sequence {MAX_PUBLISH_CONFLICTS} times",
+            topic.stream
+        )))
+    }
+
+    async fn read(&self, topic: &Topic, limit: usize, offset: u64) -> Result<Vec<Event>> {
+        let Some(state) = self.stream_state(topic).await? else { return Ok(Vec::new()) };
+        if state.messages == 0 {
+            return Ok(Vec::new());
+        }
+        let from = state.first_sequence.max(1).saturating_add(offset);
+        if from > state.last_sequence {
+            return Ok(Vec::new());
+        }
+        let to = state.last_sequence.min(from.saturating_add(limit as u64 - 1));
+        let stream = self.js.get_stream_no_info(&topic.stream).await.map_err(unavailable)?;
+        let stream = &stream;
+        let gets = futures::stream::iter(from..=to)
+            .map(|sequence| async move { (sequence, stream.direct_get(sequence).await) })
+            .buffered(READ_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut events = Vec::with_capacity(gets.len());
+        for (sequence, got) in gets {
+            match got {
+                Ok(message) => events.push(event_of_stored(&topic.name, message)),
+                // Removed by retention since the stream info: skip it, as a later read would.
+                Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => {}
+                Err(err) => return Err(unavailable(format!("read {} at {sequence}: {err}", topic.stream))),
+            }
+        }
+        Ok(events)
+    }
+
+    /// The in-flight table of the named group, shared by this process's members of it.
+    pub(crate) fn group_in_flight(&self, namespace: &str, topic: &str, group: &str) -> Arc<InFlight> {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (namespace.to_string(), topic.to_string(), group.to_string());
+        if let Some(in_flight) = groups.get(&key).and_then(Weak::upgrade) {
+            return in_flight;
+        }
+        groups.retain(|_, weak| weak.strong_count() > 0);
+        let in_flight = Arc::new(InFlight::new(namespace, topic, group));
+        groups.insert(key, Arc::downgrade(&in_flight));
+        in_flight
+    }
+
+    /// A new in-flight table for a consumer without a group.
+    pub(crate) fn private_in_flight(&self, namespace: &str, topic: &str) -> Arc<InFlight> {
+        let mut private = self.private.lock().unwrap_or_else(PoisonError::into_inner);
+        let in_flight = Arc::new(InFlight::new(namespace, topic, ""));
+        let tables = private.entry((namespace.to_string(), topic.to_string())).or_default();
+        tables.retain(|weak| weak.strong_count() > 0);
+        tables.push(Arc::downgrade(&in_flight));
+        in_flight
+    }
+
+    /// The table holding delivery `id` of `group` (empty: the topic's consumers without one).
+    fn find_in_flight(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Option<Arc<InFlight>> {
+        if !group.is_empty() {
+            let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            return groups
+                .get(&(namespace.to_string(), topic.to_string(), group.to_string()))
+                .and_then(Weak::upgrade);
+        }
+        let private = self.private.lock().unwrap_or_else(PoisonError::into_inner);
+        private
+            .get(&(namespace.to_string(), topic.to_string()))?
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|in_flight| in_flight.contains(id))
+    }
+
+    /// Creates the consumer a member pulls from (a named group's if it does not exist yet,
+    /// keeping its position if it does) and returns its name.
+    pub(crate) async fn ensure_consumer(
+        &self,
+        topic: &Topic,
+        options: &ConsumeOptions,
+        private_name: Option<&str>,
+        start: Start,
+    ) -> Result<String> {
+        let max_deliver = match (options.auto_ack, options.retry_limit) {
+            (false, Some(limit)) => i64::from(limit).saturating_add(1),
+            _ => -1,
+        };
+        let (name, durable) = match (&options.group, private_name) {
+            (_, Some(name)) => (name.to_string(), false),
+            (Some(group), None) => (names::group_consumer(group), true),
+            (None, None) => (names::private_consumer(), false),
+        };
+        if durable {
+            let existing: std::result::Result<consumer::Info, _> =
+                self.api(format!("CONSUMER.INFO.{}.{name}", topic.stream), &json!({})).await?;
+            match existing {
+                Ok(info) => {
+                    return self.align_consumer(topic, info, options, max_deliver).await.map(|()| name);
+                }
+                Err(err) if err.error_code() == ErrorCode::CONSUMER_NOT_FOUND => {}
+                Err(err) => {
+                    return Err(unavailable(format!("consumer info {name} on {}: {err}", topic.stream)));
+                }
+            }
+        }
+        let deliver_policy = match start {
+            Start::Newest => consumer::DeliverPolicy::New,
+            Start::Sequence(sequence) => {
+                consumer::DeliverPolicy::ByStartSequence { start_sequence: sequence.max(1) }
+            }
+            Start::Time(ms) => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: self.sequence_at(topic, ms).await?,
+            },
+        };
+        let ack_wait = if options.auto_ack { micro_events::DEFAULT_ACK_WAIT } else { options.ack_wait };
+        let config = consumer::pull::Config {
+            durable_name: durable.then(|| name.clone()),
+            name: Some(name.clone()),
+            description: Some(match &options.group {
+                Some(group) if durable => format!("micro events group {group}"),
+                _ => "micro events consumer without a group".to_string(),
+            }),
+            deliver_policy,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait,
+            max_deliver,
+            max_ack_pending: i64::try_from(micro_events::MAX_IN_FLIGHT).unwrap_or(i64::MAX),
+            inactive_threshold: if durable { Duration::ZERO } else { PRIVATE_INACTIVE },
+            // A group's consumer has as many replicas as its stream; a private one needs one.
+            num_replicas: if durable { 0 } else { 1 },
+            ..consumer::pull::Config::default()
+        };
+        let config: consumer::Config = consumer::IntoConsumerConfig::into_consumer_config(config);
+        let body = json!({ "stream_name": topic.stream, "config": config, "action": "create" });
+        let created: std::result::Result<consumer::Info, _> =
+            self.api(format!("CONSUMER.CREATE.{}.{name}", topic.stream), &body).await?;
+        match created {
+            Ok(_) => Ok(name),
+            // A consumer without a group re-created after an outage may still exist: fine.
+            Err(err) if !durable && is_exists(&err) => Ok(name),
+            // Another member created the group meanwhile, from its own start: join it.
+            Err(err) if durable && is_exists(&err) => {
+                let existing: std::result::Result<consumer::Info, _> =
+                    self.api(format!("CONSUMER.INFO.{}.{name}", topic.stream), &json!({})).await?;
+                let info = existing.map_err(|err| unavailable(format!("consumer info {name}: {err}")))?;
+                self.align_consumer(topic, info, options, max_deliver).await.map(|()| name)
+            }
+            Err(err) => Err(unavailable(format!("create consumer {name} on {}: {err}", topic.stream))),
+        }
+    }
+
+    /// Gives an existing group the ack wait and retry limit of a manual-ack member that joins
+    /// it (JetStream keeps them per consumer; the latest member's settings win). Its position
+    /// and start are left alone.
+    async fn align_consumer(
+        &self,
+        topic: &Topic,
+        info: consumer::Info,
+        options: &ConsumeOptions,
+        max_deliver: i64,
+    ) -> Result<()> {
+        let mut config = info.config;
+        let current_max = if config.max_deliver <= 0 { -1 } else { config.max_deliver };
+        if options.auto_ack || (config.ack_wait == options.ack_wait && current_max == max_deliver) {
+            return Ok(());
+        }
+        config.ack_wait = options.ack_wait;
+        config.max_deliver = max_deliver;
+        let name = info.name;
+        let body = json!({ "stream_name": topic.stream, "config": config, "action": "update" });
+        let updated: std::result::Result<consumer::Info, _> =
+            self.api(format!("CONSUMER.CREATE.{}.{name}", topic.stream), &body).await?;
+        updated
+            .map(|_| ())
+            .map_err(|err| unavailable(format!("update consumer {name} on {}: {err}", topic.stream)))
+    }
+}
+
+fn is_exists(err: &jetstream::Error) -> bool {
+    [ErrorCode::CONSUMER_ALREADY_EXISTS, ErrorCode::CONSUMER_NAME_EXIST].contains(&err.error_code())
+}
+
+fn event_headers(id: &str, timestamp_ms: u64, metadata: &BTreeMap<String, String>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(ID_HEADER, id);
+    headers.insert(TIMESTAMP_HEADER, timestamp_ms.to_string().as_str());
+    for (key, value) in metadata {
+        let name = format!("{METADATA_PREFIX}{}", names::encode_header_name(key));
+        headers.insert(name.as_str(), names::encode_header_value(value).as_str());
+    }
+    headers
+}
+
+/// The event a stored message holds. `stored_ms` (when NATS stored it) stands in for a missing
+/// timestamp header, the sequence for a missing id.
+pub(crate) fn event_of(
+    topic: &str,
+    sequence: u64,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    stored_ms: u64,
+) -> Event {
+    let header = |name: &str| headers.and_then(|h| h.get_last(name)).map(HeaderValue::as_str);
+    let id = header(ID_HEADER).map_or_else(|| format!("nats-{sequence}"), str::to_string);
+    let timestamp_ms = header(TIMESTAMP_HEADER).and_then(|ms| ms.parse().ok()).unwrap_or(stored_ms);
+    let mut metadata = BTreeMap::new();
+    if let Some(headers) = headers {
+        for (name, values) in headers.iter() {
+            let name: &str = name.as_ref();
+            if let (Some(key), Some(value)) = (name.strip_prefix(METADATA_PREFIX), values.last()) {
+                metadata.insert(names::decode_header_name(key), names::decode_header_value(value.as_str()));
+            }
+        }
+    }
+    Event { id, topic: topic.to_string(), metadata, payload: payload.to_vec(), timestamp_ms, sequence }
+}
+
+fn event_of_stored(topic: &str, message: jetstream::message::StreamMessage) -> Event {
+    let stored_ms = u64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    event_of(topic, message.sequence, Some(&message.headers), &message.payload, stored_ms)
+}
+
+#[async_trait::async_trait]
+impl Events for NatsEvents {
+    async fn publish(
+        &self,
+        namespace: &str,
+        topic: &str,
+        payload: Vec<u8>,
+        options: PublishOptions,
+    ) -> Result<Published> {
+        validate::publish(namespace, topic, &payload, &options.metadata)?;
+        self.inner.ready()?;
+        let topic = self.inner.topic(namespace, topic);
+        bounded(&self.inner.connection, "publish", self.inner.publish(&topic, payload, options)).await
+    }
+
+    async fn read(&self, namespace: &str, topic: &str, limit: usize, offset: u64) -> Result<Vec<Event>> {
+        validate::namespace(namespace)?;
+        validate::topic(topic)?;
+        self.inner.ready()?;
+        let limit = if limit == 0 { DEFAULT_READ_LIMIT } else { limit.min(MAX_READ_LIMIT) };
+        let topic = self.inner.topic(namespace, topic);
+        bounded(&self.inner.connection, "read", self.inner.read(&topic, limit, offset)).await
+    }
+
+    async fn consume(&self, namespace: &str, topic: &str, options: ConsumeOptions) -> Result<Consumer> {
+        validate::consume(namespace, topic, &options)?;
+        self.inner.ready()?;
+        let topic = self.inner.topic(namespace, topic);
+        bounded(&self.inner.connection, "consume", member::join(self.inner.clone(), topic, options)).await
+    }
+
+    async fn ack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()> {
+        validate::namespace(namespace)?;
+        validate::topic(topic)?;
+        let in_flight =
+            self.inner.find_in_flight(namespace, topic, group, id).ok_or(EventsError::NotFound)?;
+        in_flight.settle(&self.inner.connection, id, member::Settle::Ack).await
+    }
+
+    async fn nack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()> {
+        validate::namespace(namespace)?;
+        validate::topic(topic)?;
+        let in_flight =
+            self.inner.find_in_flight(namespace, topic, group, id).ok_or(EventsError::NotFound)?;
+        in_flight.settle(&self.inner.connection, id, member::Settle::Nack).await
+    }
+
+    /// Nothing to do: JetStream applies each stream's `max_age` and `max_msgs` itself.
+    async fn sweep(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    fn summary(&self) -> String {
+        let (version, _) = self.inner.connection.server();
+        format!(
+            "nats {} (JetStream {version}, a file-backed stream per topic, {} replica{})",
+            self.inner.connection.url(),
+            self.inner.options.replicas,
+            if self.inner.options.replicas == 1 { "" } else { "s" }
+        )
+    }
+}

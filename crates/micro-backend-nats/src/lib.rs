@@ -1,0 +1,24 @@
+//! NATS backends: `micro server --events nats://… --broker nats://…`.
+//!
+//! - [`connect`] opens a [`Connection`]: it fails within [`CONNECT_TIMEOUT`] with a clear
+//!   [`ConnectError`] for a bad URL or an unreachable server, and reconnects by itself later.
+//!   While it is down, operations fail at once or within [`OPERATION_TIMEOUT`] as unavailable.
+//! - [`NatsEvents`] (`events`, `consumer`): [`micro_events::Events`] on JetStream — a stream
+//!   per topic, durable pull consumers for groups.
+//! - [`NatsBroker`] (`broker`): [`micro_broker::Broker`] on core NATS — a subject per topic,
+//!   NATS queue groups for queues.
+//! - `names`: how namespaces, topics, groups and headers become NATS names.
+//!
+//! Both run their trait's conformance suite (`tests/conformance.rs`) against the server named
+//! by `MICRO_TEST_NATS_URL`. The server needs JetStream (`-js`) and, for the largest events
+//! and messages micro accepts, `max_payload: 2MB` (NATS' default is 1 MiB).
+
+mod broker;
+mod connection;
+mod consumer;
+mod events;
+mod names;
+
+pub use broker::NatsBroker;
+pub use connection::{CONNECT_TIMEOUT, ConnectError, Connection, OPERATION_TIMEOUT, connect};
+pub use events::{EventsOptions, NatsEvents};

@@ -1,0 +1,186 @@
+//! How micro's names become NATS names, in one place.
+//!
+//! Namespaces are `[a-z0-9_-]` (never `.` or `~`); topics, groups and queues are
+//! `[A-Za-z0-9._-]`. NATS splits subjects into tokens at `.` and forbids `.` in stream and
+//! consumer names, so a topic, group or queue is written with every `.` as `~` (which none of
+//! them can contain, so the mapping is reversible and two names never meet):
+//!
+//! | what | NATS name |
+//! |---|---|
+//! | events of topic `orders.created` in namespace `foo` | subject `micro.events.foo.orders~created` |
+//! | ... their stream | `micro-events~foo~orders~created` |
+//! | named group `billing.v1` | durable consumer `g~billing~v1` |
+//! | a consumer without a group | consumer `p~<random>`, deleted when it goes away |
+//! | broker topic `orders.created` in `foo` | subject `micro.broker.foo.orders~created` |
+//! | queue group `workers.eu` | NATS queue group `workers~eu` |
+//!
+//! Stream and consumer names longer than [`MAX_NAME_BYTES`] keep a readable prefix and end in
+//! a hash of the whole name (they become directory names on the NATS server's disk).
+//!
+//! Headers: NATS header names cannot hold `:`, spaces or control characters, values cannot
+//! hold CR/LF and lose surrounding whitespace, so names and values are percent-encoded where
+//! needed ([`encode_header_name`], [`encode_header_value`]); plain ASCII passes unchanged.
+
+use sha2::Digest;
+
+/// Longest stream or consumer name we create.
+pub(crate) const MAX_NAME_BYTES: usize = 200;
+
+/// A topic, group or queue as one subject token.
+pub(crate) fn token(name: &str) -> String {
+    name.replace('.', "~")
+}
+
+/// The subject events of `topic` in `namespace` are published on.
+pub(crate) fn events_subject(namespace: &str, topic: &str) -> String {
+    format!("micro.events.{namespace}.{}", token(topic))
+}
+
+/// The stream holding the events of `topic` in `namespace`.
+pub(crate) fn stream(namespace: &str, topic: &str) -> String {
+    bounded(format!("micro-events~{namespace}~{}", token(topic)))
+}
+
+/// The durable consumer of a named group.
+pub(crate) fn group_consumer(group: &str) -> String {
+    bounded(format!("g~{}", token(group)))
+}
+
+/// A fresh name for the consumer of a consumer without a group.
+pub(crate) fn private_consumer() -> String {
+    let mut random = [0u8; 12];
+    // Without OS randomness the clock keeps names apart well enough for short-lived consumers.
+    if getrandom::fill(&mut random).is_err() {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        random.copy_from_slice(&nanos.to_le_bytes()[..12]);
+    }
+    format!("p~{}", hex(&random))
+}
+
+/// The subject broker messages of `topic` in `namespace` are published on.
+pub(crate) fn broker_subject(namespace: &str, topic: &str) -> String {
+    format!("micro.broker.{namespace}.{}", token(topic))
+}
+
+fn bounded(name: String) -> String {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let digest = hex(&sha2::Sha256::digest(name.as_bytes())[..16]);
+    // Every name here is ASCII, so any byte index is a char boundary.
+    format!("{}~{digest}", &name[..MAX_NAME_BYTES - digest.len() - 1])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn percent(out: &mut String, c: char) {
+    let mut buf = [0u8; 4];
+    for b in c.encode_utf8(&mut buf).bytes() {
+        out.push_str(&format!("%{b:02X}"));
+    }
+}
+
+/// `name` as a NATS header name: printable ASCII other than `:` and `%` passes, the rest is
+/// percent-encoded; the empty name is a lone `%`.
+pub(crate) fn encode_header_name(name: &str) -> String {
+    if name.is_empty() {
+        return "%".into();
+    }
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_graphic() && c != ':' && c != '%' {
+            out.push(c);
+        } else {
+            percent(&mut out, c);
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_header_name`]; anything else passes through as it decodes.
+pub(crate) fn decode_header_name(name: &str) -> String {
+    if name == "%" { String::new() } else { decode(name) }
+}
+
+/// `value` as a NATS header value: `%`, control characters and whitespace at either end are
+/// percent-encoded.
+pub(crate) fn encode_header_value(value: &str) -> String {
+    let start = value.len() - value.trim_start().len();
+    let end = value.trim_end().len().max(start);
+    let mut out = String::with_capacity(value.len());
+    for (at, c) in value.char_indices() {
+        if at < start || at >= end || c == '%' || c.is_control() {
+            percent(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_header_value`].
+pub(crate) fn decode_header_value(value: &str) -> String {
+    decode(value)
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%'
+            && let Some(byte) = text.get(at + 1..at + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            at += 3;
+            continue;
+        }
+        out.push(bytes[at]);
+        at += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_and_distinct() {
+        assert_eq!(events_subject("foo", "orders.created"), "micro.events.foo.orders~created");
+        assert_eq!(stream("foo", "orders.created"), "micro-events~foo~orders~created");
+        assert_ne!(stream("a_b", "c"), stream("a", "b_c"));
+        assert_ne!(stream("a", "b.c"), stream("a", "b_c"));
+        assert_eq!(group_consumer("billing.v1"), "g~billing~v1");
+        assert_ne!(private_consumer(), private_consumer());
+        assert!(private_consumer().starts_with("p~"), "never a group's name, which start with g~");
+
+        let long = "t".repeat(256);
+        let (one, two) = (stream("micro", &long), stream("micro", &format!("{}u", &long[1..])));
+        assert_eq!(one.len(), MAX_NAME_BYTES);
+        assert_ne!(one, two, "long names stay distinct through their hash");
+        assert_eq!(group_consumer(&long).len(), MAX_NAME_BYTES);
+        for name in [one, group_consumer(&long), stream("foo", ".a..b.")] {
+            assert!(!name.contains(['.', '*', '>', ' ', '/']), "{name}");
+        }
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        for name in ["Content-Type", "", "a:b", "has space", "100%", "ünï", "tab\there"] {
+            let encoded = encode_header_name(name);
+            assert!(encoded.chars().all(|c| c.is_ascii_graphic() && c != ':'), "{encoded}");
+            assert_eq!(decode_header_name(&encoded), name);
+        }
+        assert_eq!(encode_header_name("X-Trace-Id"), "X-Trace-Id", "plain names pass unchanged");
+        for value in ["plain value", " padded ", "line\r\nbreak", "50% off", "ü", "", "\t"] {
+            let encoded = encode_header_value(value);
+            assert!(!encoded.contains(['\r', '\n']) && encoded.trim() == encoded, "{encoded:?}");
+            assert_eq!(decode_header_value(&encoded), value);
+        }
+        assert_eq!(encode_header_value("a b"), "a b");
+    }
+}
