@@ -33,6 +33,13 @@ pub mod validate;
 
 pub use validate::{MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES};
 
+/// The database the platform keeps its own secrets in (signing keys shared by servers on one
+/// store). The gRPC store service refuses every database whose name starts with
+/// [`RESERVED_PREFIX`], for every account, and never lists them.
+pub const INTERNAL_DATABASE: &str = "_micro";
+/// Database names starting with this are the platform's, out of reach of clients.
+pub const RESERVED_PREFIX: &str = "_";
+
 /// The result of every store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
