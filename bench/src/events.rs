@@ -128,11 +128,21 @@ pub async fn measure(
         };
         let started = Instant::now();
         let mut stream = client.consume(auth.request(request)).await.context("consume")?.into_inner();
-        // Acks are pipelined (up to ACKS_IN_FLIGHT outstanding), as a consumer handling events
-        // concurrently would send them.
+        // The stream is read by its own task, as a consumer handling events concurrently would:
+        // acks share the stream's connection, and unread stream data would hold their replies
+        // back behind HTTP/2 flow control.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(event)) = stream.message().await {
+                if tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Acks are pipelined (up to ACKS_IN_FLIGHT outstanding).
         let mut acks = tokio::task::JoinSet::new();
         for _ in 0..CONSUME_EVENTS {
-            let event = stream.message().await?.context("the consume stream ended")?;
+            let event = rx.recv().await.context("the consume stream ended")?;
             if !auto_ack {
                 while acks.len() >= ACKS_IN_FLIGHT {
                     acks.join_next().await.context("an ack")???;
@@ -152,6 +162,7 @@ pub async fn measure(
         while let Some(ack) = acks.join_next().await {
             ack??;
         }
+        reader.abort();
         let rate = CONSUME_EVENTS as f64 / started.elapsed().as_secs_f64();
         eprintln!("server consume {group:<6}     {rate:.0} msgs/s");
         let what = if auto_ack {

@@ -82,7 +82,22 @@ pub async fn serve(
     Server::builder()
         .layer(AuthLayer::new(auth))
         .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), shutdown)
         .await?;
     Ok(())
+}
+
+/// `incoming` with Nagle's algorithm off on every connection: gRPC writes small frames, and
+/// with it on, replies on a busy connection wait for the peer's delayed ACK (about 40 ms).
+pub(crate) fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(incoming, |accepted| {
+        if let Ok(stream) = &accepted
+            && let Err(err) = stream.set_nodelay(true)
+        {
+            tracing::debug!(cause = %err, "cannot turn off Nagle's algorithm");
+        }
+        accepted
+    })
 }

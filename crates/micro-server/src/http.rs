@@ -39,6 +39,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Nagle off: small responses on kept-alive connections must not wait for delayed ACKs.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(cause = %err, "cannot turn off Nagle's algorithm");
+        }
+    });
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -256,7 +256,7 @@ impl Service {
         let server = tonic::transport::Server::builder()
             .layer(GateLayer::new(guard, &names))
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
                 let _ = serving_stopped.await;
             });
         let mut server = tokio::spawn(server);
@@ -405,6 +405,21 @@ async fn consume(mut consumer: EventConsumer, service: String, mut registered: w
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(RETRY_MAX);
     }
+}
+
+/// `incoming` with Nagle's algorithm off on every connection: gRPC writes small frames, and
+/// with it on, replies on a busy connection wait for the peer's delayed ACK (about 40 ms).
+fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(incoming, |accepted| {
+        if let Ok(stream) = &accepted
+            && let Err(err) = stream.set_nodelay(true)
+        {
+            tracing::debug!(cause = %err, "cannot turn off Nagle's algorithm");
+        }
+        accepted
+    })
 }
 
 /// Aborts a background task when dropped.
