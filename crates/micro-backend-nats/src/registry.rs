@@ -365,18 +365,20 @@ impl Inner {
         let empty = bounded("read the bucket's state", stream.info()).await?.state.messages == 0;
         let mut latest: HashMap<String, kv::Entry> = HashMap::new();
         let mut last = 0;
-        while !empty {
-            let entry = match tokio::time::timeout(OPERATION_TIMEOUT, entries.next()).await {
-                Ok(Some(Ok(entry))) => entry,
-                Ok(Some(Err(err))) => return Err(format!("read the bucket: {err}")),
-                Ok(None) => return Err("read the bucket: the watch ended".into()),
-                Err(_) => return Err("read the bucket: it stopped delivering entries".into()),
-            };
-            last = last.max(entry.revision);
-            let caught_up = entry.delta == 0;
-            latest.insert(entry.key.clone(), entry);
-            if caught_up {
-                break;
+        if !empty {
+            loop {
+                let entry = match tokio::time::timeout(OPERATION_TIMEOUT, entries.next()).await {
+                    Ok(Some(Ok(entry))) => entry,
+                    Ok(Some(Err(err))) => return Err(format!("read the bucket: {err}")),
+                    Ok(None) => return Err("read the bucket: the watch ended".into()),
+                    Err(_) => return Err("read the bucket: it stopped delivering entries".into()),
+                };
+                last = last.max(entry.revision);
+                let caught_up = entry.delta == 0;
+                latest.insert(entry.key.clone(), entry);
+                if caught_up {
+                    break;
+                }
             }
         }
         *lock(&self.bucket) = Some(bucket);
