@@ -349,12 +349,12 @@ async fn registry_survives_a_nats_restart() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, blank) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start = || {
+    let start_in = |dir: &std::path::Path| {
         std::process::Command::new(&binary)
             .args(["-js", "-sd"])
-            .arg(dir.path())
+            .arg(dir)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -362,6 +362,7 @@ async fn registry_survives_a_nats_restart() {
             .map(NatsServer)
             .expect("nats-server starts")
     };
+    let start = || start_in(dir.path());
     let url = format!("nats://127.0.0.1:{port}");
     let service = |name: &str| micro_proto::registry::Service {
         name: name.into(),
@@ -396,7 +397,7 @@ async fn registry_survives_a_nats_restart() {
     assert_eq!(registry.get("micro", "before").len(), 1, "reads serve the cache while NATS is away");
     assert!(registry.nodes("micro", "before").is_some());
 
-    let _server = start();
+    let server = start();
     let other = registry_within(&url, Duration::from_secs(20)).await;
     assert_eq!(other.get("micro", "before").len(), 1, "the bucket survived the restart");
     other.register("micro", service("after"), Duration::from_secs(60)).await.unwrap();
@@ -416,6 +417,25 @@ async fn registry_survives_a_nats_restart() {
     assert!(registry.get("micro", "before").is_empty(), "writes work again");
     micro_registry::conformance::eventually("and reach the other instance", || {
         other.get("micro", "before").is_empty() && other.get("micro", "again").len() == 1
+    })
+    .await;
+
+    // A NATS that lost its state (here: a fresh data directory): the registry creates the
+    // bucket again and its cache empties, as services that still run re-register.
+    drop(server);
+    let _server = start_in(blank.path());
+    micro_registry::conformance::eventually("the cache follows the emptied bucket", || {
+        registry.get("micro", "again").is_empty()
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Err(err) = registry.register("micro", service("fresh"), Duration::from_secs(60)).await {
+        assert!(tokio::time::Instant::now() < deadline, "registering did not resume: {err}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(registry.get("micro", "fresh").len(), 1, "the bucket was created again");
+    micro_registry::conformance::eventually("the other instance follows too", || {
+        other.get("micro", "fresh").len() == 1 && other.get("micro", "after").is_empty()
     })
     .await;
 }
