@@ -245,15 +245,10 @@ pub async fn domains_are_isolated(registry: &dyn Registry, one: &str, other: &st
 
 /// A node whose TTL passes vanishes from every read, reaped or not; reaping tells watchers.
 pub async fn ttl_expiry(registry: &dyn Registry, domain: &str) {
-    register(
-        registry,
-        domain,
-        service("short", "1", &[("s-1", "127.0.0.1:4001")]),
-        Duration::from_millis(300),
-    )
-    .await;
-    register(registry, domain, service("long", "1", &[("l-1", "127.0.0.1:4002")]), LONG).await;
+    register(registry, domain, service("short", "1", &[("s-1", "127.0.0.1:4001")]), Duration::from_secs(1))
+        .await;
     assert_eq!(node_ids(&registry.get(domain, "short")), ["s-1"], "ttl: visible until it expires");
+    register(registry, domain, service("long", "1", &[("l-1", "127.0.0.1:4002")]), LONG).await;
     let mut events = registry.watch();
 
     eventually("ttl: an expired node leaves get, nodes and list", || {
@@ -382,8 +377,7 @@ pub async fn instances_share_registrations(one: &dyn Registry, two: &dyn Registr
     eventually("shared: deregistering a whole version through two", || one.get(domain, "shared").is_empty())
         .await;
 
-    register(one, domain, service("brief", "1", &[("t-1", "127.0.0.1:8003")]), Duration::from_millis(500))
-        .await;
+    register(one, domain, service("brief", "1", &[("t-1", "127.0.0.1:8003")]), Duration::from_secs(2)).await;
     eventually("shared: a short-lived registration reaches two", || !two.get(domain, "brief").is_empty())
         .await;
     eventually("shared: its expiry shows on two", || two.get(domain, "brief").is_empty()).await;
