@@ -137,6 +137,32 @@ impl Connection {
     }
 }
 
+/// A JetStream context over `connection` whose API calls time out after [`OPERATION_TIMEOUT`],
+/// once the server has shown that JetStream is enabled for us.
+pub(crate) async fn jetstream(
+    connection: &Connection,
+) -> Result<async_nats::jetstream::Context, ConnectError> {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::AccountErrorKind;
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(OPERATION_TIMEOUT)
+        .build(connection.client().clone());
+    if let Err(err) = js.query_account().await {
+        let url = connection.url().to_string();
+        return Err(match err.kind() {
+            AccountErrorKind::JetStreamUnavailable => ConnectError::NoJetStream { url },
+            AccountErrorKind::JetStream(js_err)
+                if [ErrorCode::JETSTREAM_NOT_ENABLED, ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT]
+                    .contains(&js_err.error_code()) =>
+            {
+                ConnectError::NoJetStream { url }
+            }
+            _ => ConnectError::Unreachable { url, reason: format!("JetStream did not answer: {err}") },
+        });
+    }
+    Ok(js)
+}
+
 /// `url` with the password (or token) of each server masked.
 fn redact(url: &str) -> String {
     url.split(',')

@@ -176,22 +176,7 @@ impl NatsEvents {
         connection: Connection,
         options: EventsOptions,
     ) -> std::result::Result<Self, ConnectError> {
-        let js =
-            jetstream::ContextBuilder::new().timeout(OPERATION_TIMEOUT).build(connection.client().clone());
-        if let Err(err) = js.query_account().await {
-            use async_nats::jetstream::context::AccountErrorKind;
-            let url = connection.url().to_string();
-            return Err(match err.kind() {
-                AccountErrorKind::JetStreamUnavailable => ConnectError::NoJetStream { url },
-                AccountErrorKind::JetStream(js_err)
-                    if [ErrorCode::JETSTREAM_NOT_ENABLED, ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT]
-                        .contains(&js_err.error_code()) =>
-                {
-                    ConnectError::NoJetStream { url }
-                }
-                _ => ConnectError::Unreachable { url, reason: format!("JetStream did not answer: {err}") },
-            });
-        }
+        let js = crate::connection::jetstream(&connection).await?;
         let (version, max_payload) = connection.server();
         let needed = micro_events::MAX_EVENT_BYTES + micro_events::MAX_METADATA_BYTES * 3 + 1024;
         if max_payload < needed {

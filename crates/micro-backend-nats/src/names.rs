@@ -13,6 +13,12 @@
 //! | a consumer without a group | consumer `p~<random>`, deleted when it goes away |
 //! | broker topic `orders.created` in `foo` | subject `micro.broker.foo.orders~created` |
 //! | queue group `workers.eu` | NATS queue group `workers~eu` |
+//! | node `hw-1` of service `helloworld` version `1.0` in namespace `foo` | KV key `foo.helloworld.1_2E0.hw-1` in bucket `micro-registry` |
+//!
+//! Registry KV keys are `<domain>.<service>.<version>.<node id>`. KV keys allow only
+//! `[-/_=.A-Za-z0-9]` with `.` between tokens, and versions and node ids may hold anything
+//! printable, so each part keeps `[A-Za-z0-9-]` and writes every other byte as `_XX` (hex);
+//! an empty part is `=`. The escaping is prefix-free, so distinct nodes never share a key.
 //!
 //! Stream and consumer names longer than [`MAX_NAME_BYTES`] keep a readable prefix and end in
 //! a hash of the whole name (they become directory names on the NATS server's disk).
@@ -61,6 +67,26 @@ pub(crate) fn private_consumer() -> String {
 /// The subject broker messages of `topic` in `namespace` are published on.
 pub(crate) fn broker_subject(namespace: &str, topic: &str) -> String {
     format!("micro.broker.{namespace}.{}", token(topic))
+}
+
+/// The registry KV key of node `node` of `service` `version` in `domain` (see the module docs).
+pub(crate) fn registry_key(domain: &str, service: &str, version: &str, node: &str) -> String {
+    [domain, service, version, node].map(key_token).join(".")
+}
+
+fn key_token(part: &str) -> String {
+    if part.is_empty() {
+        return "=".into();
+    }
+    let mut out = String::with_capacity(part.len());
+    for byte in part.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("_{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn bounded(name: String) -> String {
@@ -165,6 +191,31 @@ mod tests {
         assert_eq!(group_consumer(&long).len(), MAX_NAME_BYTES);
         for name in [one, group_consumer(&long), stream("foo", ".a..b.")] {
             assert!(!name.contains(['.', '*', '>', ' ', '/']), "{name}");
+        }
+    }
+
+    #[test]
+    fn registry_keys_are_valid_and_distinct() {
+        assert_eq!(registry_key("foo", "helloworld", "1.0", "hw-1"), "foo.helloworld.1_2E0.hw-1");
+        assert_eq!(registry_key("micro", "a.b", "", "n"), "micro.a_2Eb.=.n");
+        let keys = [
+            registry_key("a", "b", "c", "d"),
+            registry_key("a", "b.c", "", "d"),
+            registry_key("a", "b", "c.", "d"),
+            registry_key("a", "b", "c_2E", "d"),
+            registry_key("a", "b", "c.", "d_"),
+            registry_key("a", "b", "=", "d"),
+            registry_key("a", "b", "", "d"),
+            registry_key("a", "b", "ü v/1", "node:1 2"),
+        ];
+        for (i, key) in keys.iter().enumerate() {
+            assert!(
+                key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b)),
+                "only KV key characters: {key}"
+            );
+            assert_eq!(key.split('.').count(), 4, "four tokens: {key}");
+            assert!(key.split('.').all(|token| !token.is_empty()), "{key}");
+            assert!(keys[..i].iter().all(|other| other != key), "distinct: {key}");
         }
     }
 

@@ -1,12 +1,13 @@
-//! The events and broker conformance suites against a real NATS server: the one named by
-//! `MICRO_TEST_NATS_URL` (JetStream on, `max_payload: 2MB`); skipped when it is unset.
+//! The events, broker and registry conformance suites against a real NATS server: the one
+//! named by `MICRO_TEST_NATS_URL` (JetStream on, `max_payload: 2MB`); skipped when it is unset.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_backend_nats::{EventsOptions, NatsBroker, NatsEvents};
+use micro_backend_nats::{EventsOptions, NatsBroker, NatsEvents, NatsRegistry};
 use micro_broker::Broker;
 use micro_events::{ConsumeOptions, Events, EventsError, PublishOptions, Start};
+use micro_registry::{Registry, RegistryError};
 
 fn nats_url(test: &str) -> Option<String> {
     match std::env::var("MICRO_TEST_NATS_URL") {
@@ -32,6 +33,71 @@ async fn broker_conformance() {
     let broker = NatsBroker::connect(&url).await.expect("connect to MICRO_TEST_NATS_URL");
     assert!(broker.summary().starts_with("nats nats://"), "{}", broker.summary());
     micro_broker::conformance::run_all(&broker).await;
+}
+
+/// Two registries on one NATS, as two servers hold them: the whole contract, including that
+/// each sees what the other registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_conformance() {
+    let Some(url) = nats_url("registry_conformance") else { return };
+    let builtins = micro_registry::conformance::builtins;
+    let one = NatsRegistry::connect(&url, builtins()).await.expect("connect to MICRO_TEST_NATS_URL");
+    let two = NatsRegistry::connect(&url, builtins()).await.unwrap();
+    assert!(
+        one.summary().starts_with(&format!("nats {url} (JetStream KV bucket micro-registry")),
+        "{}",
+        one.summary()
+    );
+    micro_registry::conformance::run_all(Arc::new(one), Arc::new(two)).await;
+}
+
+/// What the bucket holds is what a registry that starts later loads; expired nodes are reaped
+/// from the bucket itself, and only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_loads_the_bucket_and_reaps_it() {
+    let Some(url) = nats_url("registry_loads_the_bucket_and_reaps_it") else { return };
+    let domain = format!("load-{:x}", micro_events::now_ms());
+    let early = NatsRegistry::connect(&url, Vec::new()).await.unwrap();
+    let node = |id: &str| micro_proto::registry::Node {
+        id: id.into(),
+        address: "127.0.0.1:9".into(),
+        ..Default::default()
+    };
+    let service = |name: &str, id: &str| micro_proto::registry::Service {
+        name: name.into(),
+        version: "1".into(),
+        nodes: vec![node(id)],
+        ..Default::default()
+    };
+    early.register(&domain, service("stays", "s-1"), Duration::from_secs(60)).await.unwrap();
+    early.register(&domain, service("goes", "g-1"), Duration::from_millis(300)).await.unwrap();
+
+    let late = NatsRegistry::connect(&url, Vec::new()).await.unwrap();
+    assert_eq!(late.get(&domain, "stays").len(), 1, "a new instance starts with what the bucket holds");
+
+    let bucket = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap())
+        .get_key_value(micro_backend_nats::DEFAULT_BUCKET)
+        .await
+        .unwrap();
+    let key = format!("{domain}.goes.1.g-1");
+    assert!(bucket.get(&key).await.unwrap().is_some(), "one key per node: {key}");
+    micro_registry::conformance::eventually("the short node expires", || {
+        late.get(&domain, "goes").is_empty()
+    })
+    .await;
+    let mut events = early.watch();
+    // Both may reap; one deletes the key, the other's delete conflicts and is ignored.
+    let (a, b) = tokio::join!(early.reap(), late.reap());
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    assert!(bucket.get(&key).await.unwrap().is_none(), "the expired key left the bucket");
+    let (action, gone) = micro_registry::conformance::next_event(&mut events, &domain).await;
+    assert_eq!((action.as_str(), gone.name.as_str()), ("delete", "goes"));
+    assert_eq!(late.get(&domain, "stays").len(), 1, "the live one stays");
+    early.deregister(&domain, &service("stays", "s-1")).await.unwrap();
+    micro_registry::conformance::eventually("the other instance sees the deregistration", || {
+        late.get(&domain, "stays").is_empty()
+    })
+    .await;
 }
 
 /// Two backends (as two servers would hold) publishing to one topic at once: sequences stay
@@ -259,6 +325,126 @@ async fn connect_within(url: &str, patience: Duration) -> NatsEvents {
     loop {
         match NatsEvents::connect(url).await {
             Ok(events) => return events,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("nats-server did not come up: {err}"),
+        }
+    }
+}
+
+/// NATS going away under the registry: writes fail as unavailable (promptly, naming the
+/// server), reads keep serving the cache, and once NATS is back the watch resumes by itself —
+/// a registration through another instance shows up again — without recreating the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_survives_a_nats_restart() {
+    let binary = match std::env::var("MICRO_TEST_NATS_SERVER") {
+        Ok(binary) if !binary.is_empty() => binary,
+        _ if nats_url("registry_survives_a_nats_restart").is_some() => "nats-server".to_string(),
+        _ => return,
+    };
+    if std::process::Command::new(&binary).arg("--version").output().is_err() {
+        println!(
+            "skipped registry_survives_a_nats_restart: cannot run {binary} (set MICRO_TEST_NATS_SERVER)"
+        );
+        return;
+    }
+    let (dir, blank) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start_in = |dir: &std::path::Path| {
+        std::process::Command::new(&binary)
+            .args(["-js", "-sd"])
+            .arg(dir)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(NatsServer)
+            .expect("nats-server starts")
+    };
+    let start = || start_in(dir.path());
+    let url = format!("nats://127.0.0.1:{port}");
+    let service = |name: &str| micro_proto::registry::Service {
+        name: name.into(),
+        version: "1".into(),
+        nodes: vec![micro_proto::registry::Node {
+            id: format!("{name}-1"),
+            address: "127.0.0.1:9".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let server = start();
+    let registry = registry_within(&url, Duration::from_secs(10)).await;
+    registry.register("micro", service("before"), Duration::from_secs(60)).await.unwrap();
+    let mut events = registry.watch();
+
+    drop(server);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let started = tokio::time::Instant::now();
+        let err = registry.register("micro", service("down"), Duration::from_secs(60)).await.unwrap_err();
+        assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains(&url), "names the server: {err}");
+        assert!(started.elapsed() < Duration::from_secs(7), "bounded, not hanging");
+        if started.elapsed() < Duration::from_secs(1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "registering keeps waiting for a dead server");
+    }
+    let err = registry.deregister("micro", &service("before")).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
+    assert_eq!(registry.get("micro", "before").len(), 1, "reads serve the cache while NATS is away");
+    assert!(registry.nodes("micro", "before").is_some());
+
+    let server = start();
+    let other = registry_within(&url, Duration::from_secs(20)).await;
+    assert_eq!(other.get("micro", "before").len(), 1, "the bucket survived the restart");
+    other.register("micro", service("after"), Duration::from_secs(60)).await.unwrap();
+    micro_registry::conformance::eventually("the first registry's watch resumed", || {
+        registry.get("micro", "after").len() == 1
+    })
+    .await;
+    loop {
+        let (action, seen) = micro_registry::conformance::next_event(&mut events, "micro").await;
+        if seen.name == "after" {
+            assert_eq!(action, "create", "watchers hear of what changed");
+            break;
+        }
+    }
+    registry.register("micro", service("again"), Duration::from_secs(60)).await.unwrap();
+    registry.deregister("micro", &service("before")).await.unwrap();
+    assert!(registry.get("micro", "before").is_empty(), "writes work again");
+    micro_registry::conformance::eventually("and reach the other instance", || {
+        other.get("micro", "before").is_empty() && other.get("micro", "again").len() == 1
+    })
+    .await;
+
+    // A NATS that lost its state (here: a fresh data directory): the registry creates the
+    // bucket again and its cache empties, as services that still run re-register.
+    drop(server);
+    let _server = start_in(blank.path());
+    micro_registry::conformance::eventually("the cache follows the emptied bucket", || {
+        registry.get("micro", "again").is_empty()
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Err(err) = registry.register("micro", service("fresh"), Duration::from_secs(60)).await {
+        assert!(tokio::time::Instant::now() < deadline, "registering did not resume: {err}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(registry.get("micro", "fresh").len(), 1, "the bucket was created again");
+    micro_registry::conformance::eventually("the other instance follows too", || {
+        other.get("micro", "fresh").len() == 1 && other.get("micro", "after").is_empty()
+    })
+    .await;
+}
+
+async fn registry_within(url: &str, patience: Duration) -> NatsRegistry {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match NatsRegistry::connect(url, Vec::new()).await {
+            Ok(registry) => return registry,
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

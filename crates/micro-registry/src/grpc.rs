@@ -1,4 +1,4 @@
-//! The `registry.Registry` gRPC service (reference §3.7) over a [`Registry`].
+//! The `registry.Registry` gRPC service (reference §3.7) over any [`Registry`] backend.
 //!
 //! The domain of a request is `options.domain` when set, else the caller's namespace. Reads of
 //! domain `micro` are public; reads of other domains, and every write, need an account allowed
@@ -24,17 +24,17 @@ use crate::{Registry, RegistryError};
 /// The gRPC face of a [`Registry`].
 #[derive(Debug, Clone)]
 pub struct RegistryService {
-    registry: Arc<Registry>,
+    registry: Arc<dyn Registry>,
 }
 
 impl RegistryService {
-    pub fn new(registry: Arc<Registry>) -> Self {
+    pub fn new(registry: Arc<dyn Registry>) -> Self {
         Self { registry }
     }
 }
 
 /// The ready-to-mount tonic server for `registry`.
-pub fn server(registry: Arc<Registry>) -> RegistryServer<RegistryService> {
+pub fn server(registry: Arc<dyn Registry>) -> RegistryServer<RegistryService> {
     RegistryServer::new(RegistryService::new(registry))
 }
 
@@ -43,6 +43,10 @@ impl From<RegistryError> for Status {
         match err {
             RegistryError::Invalid(message) => Status::invalid_argument(message),
             RegistryError::Full(message) => Status::resource_exhausted(message),
+            RegistryError::Unavailable(cause) => {
+                tracing::error!(%cause, "registry unavailable");
+                Status::unavailable("the registry is unavailable; see the server log")
+            }
         }
     }
 }
@@ -99,13 +103,13 @@ impl registry_server::Registry for RegistryService {
         let service = request.into_inner();
         let ttl = service.options.as_ref().map_or(0, |options| options.ttl);
         let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
-        self.registry.register(&domain, service, ttl)?;
+        self.registry.register(&domain, service, ttl).await?;
         Ok(Response::new(EmptyResponse {}))
     }
 
     async fn deregister(&self, request: Request<Service>) -> Result<Response<EmptyResponse>, Status> {
         let domain = writable(&request, request.get_ref().options.as_ref())?;
-        self.registry.deregister(&domain, request.get_ref());
+        self.registry.deregister(&domain, request.get_ref()).await?;
         Ok(Response::new(EmptyResponse {}))
     }
 

@@ -28,7 +28,7 @@ fn core() -> Vec<Service> {
 
 #[test]
 fn register_merges_nodes_and_lists_per_domain() {
-    let registry = Registry::new(core());
+    let registry = MemoryRegistry::new(core());
     registry
         .register("micro", service("greeter", "latest", &[("g-1", "127.0.0.1:1")]), Duration::from_secs(60))
         .unwrap();
@@ -56,7 +56,7 @@ fn register_merges_nodes_and_lists_per_domain() {
 
 #[test]
 fn expired_nodes_vanish_from_reads_and_are_reaped() {
-    let registry = Registry::new(Vec::new());
+    let registry = MemoryRegistry::new(Vec::new());
     registry
         .register("micro", service("short", "1", &[("s-1", "127.0.0.1:1")]), Duration::from_millis(1))
         .unwrap();
@@ -78,7 +78,7 @@ fn expired_nodes_vanish_from_reads_and_are_reaped() {
 
 #[test]
 fn bad_registrations_are_refused_and_change_nothing() {
-    let registry = Registry::new(core());
+    let registry = MemoryRegistry::new(core());
     let long = "x".repeat(MAX_NAME_BYTES + 1);
     let cases = [
         service("", "1", &[("a", "127.0.0.1:1")]),
@@ -102,7 +102,7 @@ fn bad_registrations_are_refused_and_change_nothing() {
 
 #[test]
 fn domains_are_bounded() {
-    let registry = Registry::new(Vec::new());
+    let registry = MemoryRegistry::new(Vec::new());
     for i in 0..MAX_SERVICES_PER_DOMAIN {
         registry
             .register("micro", service(&format!("s{i}"), "1", &[("n", "127.0.0.1:1")]), Duration::ZERO)
@@ -126,7 +126,7 @@ fn in_domain(domain: &str) -> Option<Options> {
 
 #[tokio::test]
 async fn grpc_applies_namespace_authorisation() {
-    let registry = Arc::new(Registry::new(core()));
+    let registry = Arc::new(MemoryRegistry::new(core()));
     let grpc = RegistryService::new(registry.clone());
     let svc = service("greeter", "1", &[("n", "127.0.0.1:1")]);
 
@@ -171,4 +171,11 @@ async fn grpc_applies_namespace_authorisation() {
     grpc.deregister(request(svc, Context::member("foo"))).await.unwrap();
     let event = stream.next().await.unwrap().unwrap();
     assert_eq!(event.action, "delete", "only foo's greeter events reach the watcher");
+}
+
+/// The memory backend keeps the contract; one instance stands for both (it cannot be shared).
+#[tokio::test]
+async fn memory_conformance() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new(crate::conformance::builtins()));
+    crate::conformance::run_all(registry.clone(), registry).await;
 }

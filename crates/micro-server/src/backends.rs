@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::{AuthConfig, BrokerConfig, EventsConfig, StoreConfig, is_nats_url};
+use crate::config::{AuthConfig, BrokerConfig, EventsConfig, RegistryConfig, StoreConfig, is_nats_url};
 
 /// Opens the store backend `config` names; `server_dir` is `MICRO_HOME/server`.
 pub async fn store(config: &StoreConfig, server_dir: &Path) -> anyhow::Result<Arc<dyn micro_store::Store>> {
@@ -260,6 +260,39 @@ async fn nats_broker(_url: &str) -> anyhow::Result<Arc<dyn micro_broker::Broker>
     anyhow::bail!("the nats broker backend is not compiled into this build: rebuild with --features nats")
 }
 
+/// Opens the registry backend `config` names, listing `builtins` (the core services) in every
+/// domain: `memory` (this server only) or JetStream KV at a `nats://` URL (every server on it
+/// sees every registration).
+pub async fn registry(
+    config: &RegistryConfig,
+    builtins: Vec<micro_proto::registry::Service>,
+) -> anyhow::Result<Arc<dyn micro_registry::Registry>> {
+    match config.backend.as_str() {
+        "memory" => Ok(Arc::new(micro_registry::MemoryRegistry::new(builtins))),
+        url if is_nats_url(url) => nats_registry(url, builtins).await,
+        other => anyhow::bail!("unknown registry backend {other:?}: use memory or a nats:// URL"),
+    }
+}
+
+#[cfg(feature = "nats")]
+async fn nats_registry(
+    url: &str,
+    builtins: Vec<micro_proto::registry::Service>,
+) -> anyhow::Result<Arc<dyn micro_registry::Registry>> {
+    let registry = micro_backend_nats::NatsRegistry::connect(url, builtins)
+        .await
+        .context("cannot open the nats registry backend")?;
+    Ok(Arc::new(registry))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats_registry(
+    _url: &str,
+    _builtins: Vec<micro_proto::registry::Service>,
+) -> anyhow::Result<Arc<dyn micro_registry::Registry>> {
+    anyhow::bail!("the nats registry backend is not compiled into this build: rebuild with --features nats")
+}
+
 /// Stops a background task when dropped.
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -293,13 +326,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn embedded_events_and_broker_and_nats_without_the_feature() {
+    async fn embedded_events_broker_registry_and_nats_without_the_feature() {
         let dir = tempfile::tempdir().unwrap();
         let file = EventsConfig { backend: "file".into() };
         let (log, sweeper) = events(&file, dir.path()).await.unwrap();
         assert!(log.summary().contains("events.redb") && sweeper.is_some(), "{}", log.summary());
         let memory = broker(&BrokerConfig::default()).await.unwrap();
         assert!(memory.summary().starts_with("memory"), "{}", memory.summary());
+        let memory = registry(&RegistryConfig::default(), crate::registry::builtins()).await.unwrap();
+        assert!(memory.summary().starts_with("memory"), "{}", memory.summary());
+        assert_eq!(memory.list("micro").len(), crate::registry::CORE_SERVICES.len(), "built-ins listed");
 
         if cfg!(feature = "nats") {
             return;
@@ -310,7 +346,12 @@ mod tests {
             err.to_string(),
             "the nats events backend is not compiled into this build: rebuild with --features nats"
         );
-        let err = broker(&BrokerConfig { backend: nats }).await.unwrap_err();
+        let err = broker(&BrokerConfig { backend: nats.clone() }).await.unwrap_err();
         assert!(err.to_string().contains("rebuild with --features nats"), "{err}");
+        let err = registry(&RegistryConfig { backend: nats }, Vec::new()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the nats registry backend is not compiled into this build: rebuild with --features nats"
+        );
     }
 }

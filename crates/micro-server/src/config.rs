@@ -33,6 +33,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub events: EventsConfig,
     pub broker: BrokerConfig,
+    pub registry: RegistryConfig,
     pub auth: AuthConfig,
 }
 
@@ -83,6 +84,20 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Which backend holds the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `memory` (this server only) or a `nats://` URL (JetStream KV, shared by every server on it).
+    pub backend: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self { backend: "memory".into() }
+    }
+}
+
 /// A NATS URL (`nats://` or `tls://`, comma-separated for a cluster)?
 pub fn is_nats_url(value: &str) -> bool {
     value.starts_with("nats://") || value.starts_with("tls://")
@@ -98,6 +113,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             events: EventsConfig::default(),
             broker: BrokerConfig::default(),
+            registry: RegistryConfig::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -118,13 +134,14 @@ pub struct Overrides {
     pub store: Option<String>,
     pub events: Option<String>,
     pub broker: Option<String>,
+    pub registry: Option<String>,
     pub disable_admin: bool,
 }
 
 impl Config {
     /// Builds the effective config for `home`: defaults, then `file` (or `home/micro.toml` when it
     /// exists), then `env` (`MICRO_PROXY_ADDRESS`, `MICRO_API_ADDRESS`, `MICRO_API_DOMAIN`,
-    /// `MICRO_STORE`, `MICRO_EVENTS`, `MICRO_BROKER`), then
+    /// `MICRO_STORE`, `MICRO_EVENTS`, `MICRO_BROKER`, `MICRO_REGISTRY`), then
     /// `flags`. An explicitly named file must exist; the default one is optional.
     pub fn load(
         home: &Path,
@@ -157,12 +174,14 @@ impl Config {
         layer(&mut config.store.backend, env.get("MICRO_STORE"));
         layer(&mut config.events.backend, env.get("MICRO_EVENTS"));
         layer(&mut config.broker.backend, env.get("MICRO_BROKER"));
+        layer(&mut config.registry.backend, env.get("MICRO_REGISTRY"));
         layer(&mut config.proxy_address, flags.proxy_address.as_ref());
         layer(&mut config.api_address, flags.api_address.as_ref());
         layer(&mut config.api_domain, flags.api_domain.as_ref());
         layer(&mut config.store.backend, flags.store.as_ref());
         layer(&mut config.events.backend, flags.events.as_ref());
         layer(&mut config.broker.backend, flags.broker.as_ref());
+        layer(&mut config.registry.backend, flags.registry.as_ref());
         if let Some(value) = env.get("MICRO_AUTH_DISABLE_ADMIN").filter(|v| !v.is_empty()) {
             config.auth.disable_admin = parse_bool("MICRO_AUTH_DISABLE_ADMIN", value)?;
         }
@@ -195,6 +214,16 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     field: "broker.backend",
                     message: format!("{other:?} is not a broker backend: use memory or a nats:// URL"),
+                });
+            }
+        }
+        match self.registry.backend.as_str() {
+            "memory" => {}
+            url if is_nats_url(url) => {}
+            other => {
+                return Err(ConfigError::Invalid {
+                    field: "registry.backend",
+                    message: format!("{other:?} is not a registry backend: use memory or a nats:// URL"),
                 });
             }
         }
@@ -309,6 +338,7 @@ mod tests {
             ("MICRO_API_DOMAIN", "env.example"),
             ("MICRO_EVENTS", "nats://127.0.0.1:4222"),
             ("MICRO_BROKER", "nats://127.0.0.1:4222"),
+            ("MICRO_REGISTRY", "nats://127.0.0.1:4222"),
         ]);
         let from_env = Config::load(home.path(), None, &vars, &Overrides::default()).unwrap();
         assert_eq!(from_env.proxy_address, "127.0.0.1:9101");
@@ -316,12 +346,14 @@ mod tests {
         assert_eq!(from_env.api_domain, "env.example");
         assert_eq!(from_env.events.backend, "nats://127.0.0.1:4222");
         assert_eq!(from_env.broker.backend, "nats://127.0.0.1:4222");
+        assert_eq!(from_env.registry.backend, "nats://127.0.0.1:4222");
 
         let flags = Overrides {
             proxy_address: Some("127.0.0.1:9201".into()),
             api_domain: Some("flag.example".into()),
             events: Some("memory".into()),
             broker: Some("tls://nats.example:4222".into()),
+            registry: Some("memory".into()),
             ..Default::default()
         };
         let from_flags = Config::load(home.path(), None, &vars, &flags).unwrap();
@@ -330,6 +362,7 @@ mod tests {
         assert_eq!(from_flags.api_address, "127.0.0.1:9102");
         assert_eq!(from_flags.events.backend, "memory");
         assert_eq!(from_flags.broker.backend, "tls://nats.example:4222");
+        assert_eq!(from_flags.registry.backend, "memory", "flags beat env");
 
         let dumped = from_flags.to_toml();
         let reparsed: Config = toml::from_str(&dumped).unwrap();
@@ -355,6 +388,8 @@ mod tests {
         let err = load(Overrides { broker: Some("file".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().starts_with("invalid broker.backend:"), "{err}");
         assert!(err.to_string().contains("nats://"), "{err}");
+        let err = load(Overrides { registry: Some("etcd://x".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().starts_with("invalid registry.backend:"), "{err}");
 
         std::fs::write(home.path().join("micro.toml"), "proxy_adress = \"x\"\n").unwrap();
         let err = load(Overrides::default()).unwrap_err();

@@ -18,7 +18,7 @@ pub struct Core {
     pub store: Arc<dyn micro_store::Store>,
     pub config: Arc<micro_config::Config>,
     pub auth: Arc<micro_auth::Auth>,
-    pub registry: Arc<micro_registry::Registry>,
+    pub registry: Arc<dyn micro_registry::Registry>,
     pub runtime: micro_runtime::Runtime,
     pub broker: Arc<dyn micro_broker::Broker>,
     pub events: Arc<dyn micro_events::Events>,

@@ -55,6 +55,9 @@ pub struct Args {
     /// Broker backend: memory or a nats:// URL [env: MICRO_BROKER] [default: memory]
     #[arg(long, value_name = "BACKEND")]
     pub broker: Option<String>,
+    /// Registry backend: memory or a nats:// URL (JetStream KV) [env: MICRO_REGISTRY] [default: memory]
+    #[arg(long, value_name = "BACKEND")]
+    pub registry: Option<String>,
     /// Server config file [default: $MICRO_HOME/micro.toml when it exists]
     #[arg(long = "config", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
@@ -77,6 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         store: args.store.clone(),
         events: args.events.clone(),
         broker: args.broker.clone(),
+        registry: args.registry.clone(),
         disable_admin: args.disable_admin,
     };
     let config = Config::load(&home, args.config_file.as_deref(), &env, &overrides)?;
@@ -121,7 +125,7 @@ pub struct Platform {
     store: Arc<dyn micro_store::Store>,
     config: Arc<micro_config::Config>,
     auth: Arc<micro_auth::Auth>,
-    registry: Arc<micro_registry::Registry>,
+    registry: Arc<dyn micro_registry::Registry>,
     runtime: micro_runtime::Runtime,
     broker: Arc<dyn micro_broker::Broker>,
     events: Arc<dyn micro_events::Events>,
@@ -150,6 +154,8 @@ impl Platform {
         info!(backend = %events.summary(), "events");
         let broker = backends::broker(&config.broker).await?;
         info!(backend = %broker.summary(), "broker");
+        let registry = backends::registry(&config.registry, registry::builtins()).await?;
+        info!(backend = %registry.summary(), "registry");
         let sweeper = micro_store::spawn_sweeper(store.clone(), config.sweep_interval()?);
 
         let shared = backends::store_is_shared(&config.store);
@@ -163,7 +169,6 @@ impl Platform {
             info!("signing and config keys shared through the store with the other servers");
         }
 
-        let registry = Arc::new(micro_registry::Registry::new(registry::builtins()));
         let reaper = micro_registry::spawn_reaper(registry.clone(), REAP_INTERVAL);
 
         let runtime = backends::runtime(store.clone(), auth.clone(), home, shared).await?;

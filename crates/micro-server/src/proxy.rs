@@ -56,7 +56,7 @@ pub struct Proxy {
 }
 
 struct Inner {
-    registry: Arc<Registry>,
+    registry: Arc<dyn Registry>,
     /// One lazily connected channel per node address; it reconnects by itself.
     channels: Mutex<HashMap<String, Channel>>,
     /// Next node index per (domain, service).
@@ -72,7 +72,7 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(registry: Arc<Registry>) -> Self {
+    pub fn new(registry: Arc<dyn Registry>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry,

@@ -11,7 +11,7 @@ use micro_proto::registry::{Node, Service};
 use micro_proto::store::{
     ListRequest, ListResponse, ReadRequest, ReadResponse, Record, WriteRequest, WriteResponse,
 };
-use micro_registry::Registry;
+use micro_registry::MemoryRegistry;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -114,7 +114,7 @@ fn kv_descriptors() -> Vec<u8> {
 }
 
 struct Platform {
-    registry: Arc<Registry>,
+    registry: Arc<MemoryRegistry>,
     channel: Channel,
     stop: oneshot::Sender<()>,
     served: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -128,7 +128,7 @@ async fn start_platform() -> Platform {
     let auth = Arc::new(micro_auth::Auth::open(store.clone(), dir.path(), options).await.unwrap());
     let config =
         Arc::new(micro_config::Config::new(store.clone(), micro_config::SecretKey::generate().unwrap()));
-    let registry = Arc::new(Registry::new(micro_server::registry::builtins()));
+    let registry = Arc::new(MemoryRegistry::new(micro_server::registry::builtins()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -62,7 +62,7 @@ pub struct Target {
 
 /// Registry lookups, node choice and connections, shared by every request.
 pub struct Connector {
-    registry: Arc<Registry>,
+    registry: Arc<dyn Registry>,
     /// Where the core services listed by the registry without nodes are served (:8081).
     core_address: Option<SocketAddr>,
     channels: Mutex<HashMap<String, Channel>>,
@@ -71,7 +71,7 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(registry: Arc<Registry>, core_address: Option<SocketAddr>) -> Self {
+    pub fn new(registry: Arc<dyn Registry>, core_address: Option<SocketAddr>) -> Self {
         Self {
             registry,
             core_address,
@@ -232,6 +232,7 @@ pub fn metadata(headers: &HeaderMap, method: &Method, caller: &Caller) -> Metada
 #[cfg(test)]
 mod tests {
     use super::*;
+    use micro_registry::MemoryRegistry;
 
     #[test]
     fn headers_become_metadata_without_hop_by_hop_ones() {
@@ -264,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn nodes_are_chosen_round_robin_and_core_services_go_to_the_core_address() {
-        let registry = Arc::new(Registry::new(crate::registry::builtins()));
+        let registry = Arc::new(MemoryRegistry::new(crate::registry::builtins()));
         let node = |id: &str, address: &str| micro_proto::registry::Node {
             id: id.into(),
             address: address.into(),

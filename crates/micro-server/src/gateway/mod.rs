@@ -93,7 +93,7 @@ struct Inner {
 }
 
 impl Gateway {
-    pub fn new(registry: Arc<Registry>, auth: Arc<Auth>, options: Options) -> Self {
+    pub fn new(registry: Arc<dyn Registry>, auth: Arc<Auth>, options: Options) -> Self {
         let connector = Connector::new(registry, options.core_address);
         Self { inner: Arc::new(Inner { auth, connector, options }) }
     }

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::*;
+use micro_registry::MemoryRegistry;
 
 /// A store whose answers show what reached it.
 #[derive(Clone, Default)]
@@ -149,7 +150,7 @@ impl Harness {
             });
         tokio::spawn(server);
 
-        let registry = Arc::new(Registry::new(Vec::new()));
+        let registry = Arc::new(MemoryRegistry::new(Vec::new()));
         let service = |name: &str| Service {
             name: name.into(),
             version: "latest".into(),
