@@ -136,6 +136,8 @@ pub enum Failure {
     Refused(String),
     /// The handshake succeeded but the server does not offer HTTP/2 (not a gRPC server).
     NoHttp2,
+    /// The handshake failed for another reason (named), e.g. no protocol version in common.
+    Handshake(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -148,6 +150,7 @@ impl std::fmt::Display for Failure {
             Failure::NotTls => f.write_str("it does not speak TLS on that port"),
             Failure::Refused(alert) => write!(f, "it refused the TLS handshake ({alert})"),
             Failure::NoHttp2 => f.write_str("it does not offer HTTP/2 over TLS, so it is not a gRPC server"),
+            Failure::Handshake(why) => write!(f, "the TLS handshake failed ({why})"),
         }
     }
 }
@@ -189,7 +192,7 @@ impl Failure {
             },
             rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => Failure::NotTls,
             rustls::Error::AlertReceived(alert) => Failure::Refused(format!("{alert:?}")),
-            other => Failure::BadCertificate(other.to_string()),
+            other => Failure::Handshake(other.to_string()),
         }
     }
 }
