@@ -92,6 +92,22 @@ impl Keys {
         Ok(Self::from_seed(&seed))
     }
 
+    /// A key given as text: a PKCS#8 PEM (as in the key file), or the base64 of the 32-byte
+    /// Ed25519 seed.
+    pub(crate) fn from_text(text: &str) -> Result<Self, AuthError> {
+        let text = text.trim();
+        let seed = if text.starts_with("-----BEGIN") {
+            parse_pem(text).map_err(AuthError::Key)?
+        } else {
+            let bytes = STANDARD
+                .decode(text)
+                .map_err(|_| AuthError::Key("not a PEM private key nor base64 of a 32-byte seed".into()))?;
+            <[u8; 32]>::try_from(bytes.as_slice())
+                .map_err(|_| AuthError::Key(format!("a seed is 32 bytes, not {}", bytes.len())))?
+        };
+        Ok(Self::from_seed(&seed))
+    }
+
     pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
         let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key().to_bytes();
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -159,6 +175,13 @@ pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
+/// A fresh signing key as a PKCS#8 PEM, the form [`Keys::from_text`] and the key file take.
+pub fn generate_pem() -> Result<String, AuthError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|err| AuthError::Key(format!("no randomness: {err}")))?;
+    Ok(pem("PRIVATE KEY", &pkcs8_der(&seed)))
+}
+
 fn pkcs8_der(seed: &[u8; 32]) -> Vec<u8> {
     let mut der = PKCS8_PREFIX.to_vec();
     der.extend_from_slice(seed);
@@ -200,9 +223,7 @@ fn create(dir: &Path, path: &Path) -> Result<String, AuthError> {
     let fail =
         |what: &str, err: std::io::Error| AuthError::Key(format!("cannot {what} {}: {err}", dir.display()));
     std::fs::create_dir_all(dir).map_err(|err| fail("create", err))?;
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|err| AuthError::Key(format!("no randomness: {err}")))?;
-    let pem = pem("PRIVATE KEY", &pkcs8_der(&seed));
+    let pem = generate_pem()?;
 
     let tmp = dir.join(format!("{KEY_FILE}.{}.tmp", crate::secret::random_token(8)));
     let written = (|| {
@@ -255,6 +276,27 @@ mod tests {
             issuer: "foo".into(),
             scopes: vec!["service".into()],
             metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
+        }
+    }
+
+    #[test]
+    fn keys_given_as_text() {
+        let pem = generate_pem().unwrap();
+        let from_pem = Keys::from_text(&pem).unwrap();
+        let seed = parse_pem(&pem).unwrap();
+        let from_seed = Keys::from_text(&format!("  {}\n", STANDARD.encode(seed))).unwrap();
+        assert_eq!(from_pem.public, from_seed.public, "the PEM and its base64 seed are one key");
+        let now = now();
+        let token = from_pem.issue(&account(), "foo", now, now + 60).unwrap();
+        assert_eq!(from_seed.inspect(&token).unwrap(), account(), "either verifies the other's tokens");
+        assert_ne!(Keys::from_text(&generate_pem().unwrap()).unwrap().public, from_pem.public);
+        for bad in [
+            "",
+            "not base64!",
+            &STANDARD.encode([1u8; 31]),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+        ] {
+            assert!(matches!(Keys::from_text(bad), Err(AuthError::Key(_))), "{bad:?}");
         }
     }
 

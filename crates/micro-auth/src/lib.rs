@@ -27,7 +27,7 @@ mod secret;
 pub mod service;
 
 pub use error::AuthError;
-pub use keys::KEY_FILE;
+pub use keys::{KEY_FILE, generate_pem as generate_signing_key};
 pub use micro_core::Account;
 pub use rules::{Access, Resource, Rule, Verdict};
 pub use service::{Auth, AuthOptions, Credentials, NewAccount, Token};

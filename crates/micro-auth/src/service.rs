@@ -241,6 +241,16 @@ impl Auth {
         Self::with_keys(store, keys, options).await
     }
 
+    /// As [`Auth::open`] with the signing key given as text (a PKCS#8 PEM, or the base64 of
+    /// the 32-byte seed) instead of a key file — for servers sharing one key.
+    pub async fn open_with_key(
+        store: Arc<dyn Store>,
+        key: &str,
+        options: AuthOptions,
+    ) -> Result<Self, AuthError> {
+        Self::with_keys(store, Keys::from_text(key)?, options).await
+    }
+
     async fn with_keys(store: Arc<dyn Store>, keys: Keys, options: AuthOptions) -> Result<Self, AuthError> {
         let mut auth = Auth {
             store,

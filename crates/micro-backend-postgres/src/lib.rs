@@ -76,6 +76,26 @@ struct StoredField {
 type Metadata = Json<BTreeMap<String, StoredField>>;
 
 impl PostgresStore {
+    /// Runs `statement` (`WRITE` or `CREATE`: `$1` database, `$2` table, `$3` key, `$4` value,
+    /// `$5` metadata, `$6` TTL in ms) for `record`; returns the rows it affected.
+    async fn put(&self, statement: &'static str, database: &str, table: &str, record: Record) -> Result<u64> {
+        validate::write(database, table, &record)?;
+        let ttl = sql::ttl_millis(record.expiry);
+        let metadata: Metadata = Json(
+            record
+                .metadata
+                .into_iter()
+                .map(|(name, field)| (name, StoredField { kind: field.kind, value: field.value }))
+                .collect(),
+        );
+        let (key, value) = (record.key, record.value);
+        self.with_client(async |client| {
+            let statement = client.prepare_cached(statement).await?;
+            client.execute(&statement, &[&database, &table, &key, &value, &metadata, &ttl]).await
+        })
+        .await
+    }
+
     /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`, or any
     /// form tokio-postgres accepts), checks that it answers and creates the schema if it is
     /// missing. Fails within [`CONNECT_TIMEOUT`] (or the URL's `connect_timeout`) with
@@ -368,22 +388,11 @@ impl Store for PostgresStore {
     }
 
     async fn write(&self, database: &str, table: &str, record: Record) -> Result<()> {
-        validate::write(database, table, &record)?;
-        let ttl = sql::ttl_millis(record.expiry);
-        let metadata: Metadata = Json(
-            record
-                .metadata
-                .into_iter()
-                .map(|(name, field)| (name, StoredField { kind: field.kind, value: field.value }))
-                .collect(),
-        );
-        let (key, value) = (record.key, record.value);
-        self.with_client(async |client| {
-            let statement = client.prepare_cached(sql::WRITE).await?;
-            client.execute(&statement, &[&database, &table, &key, &value, &metadata, &ttl]).await
-        })
-        .await?;
-        Ok(())
+        self.put(sql::WRITE, database, table, record).await.map(drop)
+    }
+
+    async fn create(&self, database: &str, table: &str, record: Record) -> Result<bool> {
+        Ok(self.put(sql::CREATE, database, table, record).await? == 1)
     }
 
     async fn delete(&self, database: &str, table: &str, key: &str) -> Result<()> {

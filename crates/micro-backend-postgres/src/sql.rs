@@ -76,6 +76,21 @@ pub(crate) const WRITE: &str = concat!(
     " SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, expires_at = EXCLUDED.expires_at"
 );
 
+/// As [`WRITE`], but only when no live record is under the key (an expired one is replaced);
+/// one row affected = written.
+pub(crate) const CREATE: &str = concat!(
+    "WITH known AS (INSERT INTO micro_store_tables (database_name, table_name) VALUES ($1, $2)",
+    " ON CONFLICT DO NOTHING)",
+    " INSERT INTO micro_store_records AS old (database_name, table_name, key, value, metadata, expires_at)",
+    " VALUES ($1, $2, $3, $4, $5, ",
+    now_ms!(),
+    " + $6)",
+    " ON CONFLICT (database_name, table_name, key) DO UPDATE",
+    " SET value = EXCLUDED.value, metadata = EXCLUDED.metadata, expires_at = EXCLUDED.expires_at",
+    " WHERE old.expires_at IS NOT NULL AND old.expires_at <= ",
+    now_ms!()
+);
+
 /// `$1` database, `$2` table, `$3` key.
 pub(crate) const DELETE: &str =
     "DELETE FROM micro_store_records WHERE database_name = $1 AND table_name = $2 AND key = $3";

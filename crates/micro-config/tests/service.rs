@@ -31,6 +31,10 @@ impl Store for YieldingStore {
         tokio::task::yield_now().await;
         self.0.write(database, table, record).await
     }
+    async fn create(&self, database: &str, table: &str, record: Record) -> StoreResult<bool> {
+        tokio::task::yield_now().await;
+        self.0.create(database, table, record).await
+    }
     async fn delete(&self, database: &str, table: &str, key: &str) -> StoreResult<()> {
         tokio::task::yield_now().await;
         self.0.delete(database, table, key).await

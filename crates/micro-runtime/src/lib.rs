@@ -60,7 +60,9 @@ pub const STARTUP_GRACE: Duration = Duration::from_secs(2);
 pub const CONCURRENT_BUILDS: usize = 1;
 
 const DATABASE: &str = "micro";
-const TABLE: &str = "runtime";
+/// The table of database `micro` the desired state lives in, unless
+/// [`RuntimeOptions::table`] names another.
+pub const TABLE: &str = "runtime";
 
 /// Why a runtime operation failed; messages are safe to send to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,6 +177,9 @@ pub struct RuntimeOptions {
     pub backoff_max: Duration,
     pub backoff_reset: Duration,
     pub startup_grace: Duration,
+    /// The store table of this runtime's desired state (database `micro`). Servers sharing a
+    /// store each use their own, so each restores only the services it ran.
+    pub table: String,
 }
 
 impl RuntimeOptions {
@@ -188,6 +193,7 @@ impl RuntimeOptions {
             backoff_max: BACKOFF_MAX,
             backoff_reset: BACKOFF_RESET,
             startup_grace: STARTUP_GRACE,
+            table: TABLE.to_string(),
         }
     }
 }
@@ -309,7 +315,7 @@ impl Runtime {
         let records = store
             .read(
                 DATABASE,
-                TABLE,
+                &options.table,
                 "service/",
                 micro_store::ReadOptions { prefix: true, ..Default::default() },
             )
@@ -574,7 +580,10 @@ impl Runtime {
 
     async fn persist(&self, desired: &Desired) -> Result<(), RuntimeError> {
         let value = serde_json::to_vec(desired).map_err(|err| RuntimeError::Internal(err.to_string()))?;
-        self.inner.store.write(DATABASE, TABLE, micro_store::Record::new(desired.key(), value)).await?;
+        self.inner
+            .store
+            .write(DATABASE, &self.inner.options.table, micro_store::Record::new(desired.key(), value))
+            .await?;
         Ok(())
     }
 
@@ -670,7 +679,7 @@ impl Runtime {
         managed.set_status(Status::Stopping, "");
         managed.stop().await;
         let desired = managed.desired();
-        self.inner.store.delete(DATABASE, TABLE, &desired.key()).await?;
+        self.inner.store.delete(DATABASE, &self.inner.options.table, &desired.key()).await?;
         self.inner.services.lock().expect("services lock").remove(&(
             namespace.clone(),
             name.to_string(),

@@ -35,57 +35,132 @@ fn is_postgres_url(backend: &str) -> bool {
     backend.starts_with("postgres://") || backend.starts_with("postgresql://")
 }
 
-/// The key config secrets are sealed with: `MICRO_CONFIG_SECRET_KEY` (base64 of 32 bytes) when
-/// set, else `server_dir/config_secret_key`, generated (0600) on first boot.
-pub fn config_secret_key(server_dir: &Path) -> anyhow::Result<micro_config::SecretKey> {
-    match std::env::var("MICRO_CONFIG_SECRET_KEY") {
-        Ok(encoded) if !encoded.is_empty() => micro_config::SecretKey::from_base64(&encoded)
-            .context("MICRO_CONFIG_SECRET_KEY must be the base64 encoding of 32 random bytes"),
-        _ => {
-            let path = server_dir.join("config_secret_key");
-            micro_config::SecretKey::load_or_create(&path)
-                .with_context(|| format!("cannot load the config secret key {}", path.display()))
-        }
-    }
+/// Whether servers may share `config`'s store (then they share its secrets too).
+pub fn store_is_shared(config: &StoreConfig) -> bool {
+    is_postgres_url(&config.backend)
 }
 
-/// Opens auth over `store`: the JWT signing key lives in `server_dir`; the default admin's
-/// password comes from `MICRO_AUTH_ADMIN_PASSWORD`, else is `micro` while every listener is on
-/// loopback, else is generated and logged once.
-pub async fn auth(
-    store: Arc<dyn micro_store::Store>,
-    server_dir: &Path,
-    config: &AuthConfig,
-    loopback_only: bool,
-) -> anyhow::Result<Arc<micro_auth::Auth>> {
-    let admin_password = std::env::var("MICRO_AUTH_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
-    let options =
-        micro_auth::AuthOptions { disable_admin: config.disable_admin, admin_password, loopback_only };
-    let auth = micro_auth::Auth::open(store, server_dir, options)
-        .await
-        .with_context(|| format!("cannot open auth (keys in {})", server_dir.display()))?;
-    if let Some(password) = auth.generated_admin_password() {
-        tracing::warn!(
-            username = "admin",
-            password,
-            "generated a password for the default admin account; it is shown only this once. \
-             Log in with `micro login --username admin` and change it with `micro user set password`"
-        );
-    } else if config.disable_admin {
-        tracing::info!("default admin account disabled");
+/// Where the server's secrets (the JWT signing key, the config secret key) come from, in
+/// order: the environment variable, when set; else, on a store servers share, the store's
+/// internal database (created by the first server to boot, read by the others); else a file
+/// in `server_dir`, created (0600) on first boot.
+pub struct Secrets<'a> {
+    pub store: &'a dyn micro_store::Store,
+    pub shared: bool,
+    pub server_dir: &'a Path,
+}
+
+/// The table of [`micro_store::INTERNAL_DATABASE`] shared secrets live in.
+const SECRETS_TABLE: &str = "secrets";
+
+impl Secrets<'_> {
+    /// The secret `name` of the store, created with `generate()` when no server has yet; of
+    /// several servers booting at once, one's secret wins and all use it.
+    async fn shared(
+        &self,
+        name: &str,
+        generate: impl Fn() -> anyhow::Result<String>,
+    ) -> anyhow::Result<String> {
+        use micro_store::{INTERNAL_DATABASE, ReadOptions, Record, StoreError};
+        for _ in 0..3 {
+            match self.store.read(INTERNAL_DATABASE, SECRETS_TABLE, name, ReadOptions::default()).await {
+                Ok(records) if !records.is_empty() => {
+                    return String::from_utf8(records[0].value.clone())
+                        .with_context(|| format!("the shared {name} in the store is not text"));
+                }
+                Ok(_) | Err(StoreError::NotFound) => {}
+                Err(err) => return Err(err).with_context(|| format!("cannot read the shared {name}")),
+            }
+            let secret = generate()?;
+            let record = Record::new(name, secret.clone());
+            if self.store.create(INTERNAL_DATABASE, SECRETS_TABLE, record).await? {
+                tracing::info!(secret = name, "generated a secret shared by every server on this store");
+                return Ok(secret);
+            }
+            // Another server created it first: read theirs.
+        }
+        anyhow::bail!("cannot agree on the shared {name} with the other servers of this store")
     }
-    Ok(Arc::new(auth))
+
+    /// The key config secrets are sealed with: `MICRO_CONFIG_SECRET_KEY` (base64 of 32 bytes),
+    /// else shared through the store, else `server_dir/config_secret_key`.
+    pub async fn config_secret_key(&self) -> anyhow::Result<micro_config::SecretKey> {
+        if let Ok(encoded) = std::env::var("MICRO_CONFIG_SECRET_KEY")
+            && !encoded.is_empty()
+        {
+            return micro_config::SecretKey::from_base64(&encoded)
+                .context("MICRO_CONFIG_SECRET_KEY must be the base64 encoding of 32 random bytes");
+        }
+        if self.shared {
+            let generate = || Ok(micro_config::SecretKey::generate()?.to_base64());
+            let encoded = self.shared("config_secret_key", generate).await?;
+            return micro_config::SecretKey::from_base64(&encoded)
+                .context("the shared config secret key in the store is not base64 of 32 bytes");
+        }
+        let path = self.server_dir.join("config_secret_key");
+        micro_config::SecretKey::load_or_create(&path)
+            .with_context(|| format!("cannot load the config secret key {}", path.display()))
+    }
+
+    /// Opens auth over `store` with the signing key from `MICRO_AUTH_KEY` (a PKCS#8 PEM or the
+    /// base64 of the 32-byte Ed25519 seed), else shared through the store, else the file
+    /// `server_dir/auth_key`. The default admin's password comes from
+    /// `MICRO_AUTH_ADMIN_PASSWORD`, else is `micro` while every listener is on loopback, else
+    /// is generated and logged once.
+    pub async fn auth(
+        &self,
+        store: Arc<dyn micro_store::Store>,
+        config: &AuthConfig,
+        loopback_only: bool,
+    ) -> anyhow::Result<Arc<micro_auth::Auth>> {
+        let admin_password = std::env::var("MICRO_AUTH_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+        let options =
+            micro_auth::AuthOptions { disable_admin: config.disable_admin, admin_password, loopback_only };
+        let given = std::env::var("MICRO_AUTH_KEY").ok().filter(|key| !key.is_empty());
+        let auth = if let Some(key) = given {
+            micro_auth::Auth::open_with_key(store, &key, options).await.context("MICRO_AUTH_KEY")?
+        } else if self.shared {
+            let generate = || Ok(micro_auth::generate_signing_key()?);
+            let key = self.shared("auth_key", generate).await?;
+            micro_auth::Auth::open_with_key(store, &key, options).await.context("the shared auth key")?
+        } else {
+            micro_auth::Auth::open(store, self.server_dir, options)
+                .await
+                .with_context(|| format!("cannot open auth (keys in {})", self.server_dir.display()))?
+        };
+        if let Some(password) = auth.generated_admin_password() {
+            tracing::warn!(
+                username = "admin",
+                password,
+                "generated a password for the default admin account; it is shown only this once. \
+                 Log in with `micro login --username admin` and change it with `micro user set password`"
+            );
+        } else if config.disable_admin {
+            tracing::info!("default admin account disabled");
+        }
+        Ok(Arc::new(auth))
+    }
 }
 
 /// Opens the local runtime over `store`: sources, builds and logs under `home`; persisted
 /// services are loaded here and started by [`crate::Platform::serve`]. `MICRO_BUILD_DIR`
 /// moves the shared cargo target dir (default `home/build`), e.g. to keep it warm across test homes.
+///
+/// On a `shared` store the desired state goes to a table of this server's own
+/// (`runtime-<server id>`, the id kept in `home/server/server_id`), so every server restores
+/// only the services it ran.
 pub async fn runtime(
     store: Arc<dyn micro_store::Store>,
     auth: Arc<micro_auth::Auth>,
     home: &Path,
+    shared: bool,
 ) -> anyhow::Result<micro_runtime::Runtime> {
     let mut options = micro_runtime::RuntimeOptions::new(home);
+    if shared {
+        let id = server_id(&home.join("server"))?;
+        options.table = format!("{}-{id}", micro_runtime::TABLE);
+        tracing::info!(server_id = %id, table = %options.table, "runtime state of this server");
+    }
     if let Some(dir) = std::env::var_os("MICRO_BUILD_DIR").filter(|dir| !dir.is_empty()) {
         options.target_dir = dir.into();
     }
@@ -94,6 +169,22 @@ pub async fn runtime(
         micro_runtime::Runtime::open(store, auth, options).await.context("cannot load the runtime state")?;
     tracing::info!(sources = %home.join("sources").display(), builds = %builds.display(), "runtime (local processes)");
     Ok(runtime)
+}
+
+/// This server's id: random, created once in `server_dir/server_id`.
+fn server_id(server_dir: &Path) -> anyhow::Result<String> {
+    let path = server_dir.join("server_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 /// How often events past their retention are removed.

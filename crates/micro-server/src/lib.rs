@@ -171,16 +171,21 @@ impl Platform {
         info!(backend = %broker.summary(), "broker");
         let sweeper = micro_store::spawn_sweeper(store.clone(), config.sweep_interval()?);
 
-        let secret_key = backends::config_secret_key(&server_dir)?;
+        let shared = backends::store_is_shared(&config.store);
+        let secrets = backends::Secrets { store: &*store, shared, server_dir: &server_dir };
+        let secret_key = secrets.config_secret_key().await?;
         let config_service = Arc::new(micro_config::Config::new(store.clone(), secret_key));
         info!(documents = "store database micro, table config", "config");
 
-        let auth = backends::auth(store.clone(), &server_dir, &config.auth, loopback_only).await?;
+        let auth = secrets.auth(store.clone(), &config.auth, loopback_only).await?;
+        if shared {
+            info!("signing and config keys shared through the store with the other servers");
+        }
 
         let registry = Arc::new(micro_registry::Registry::new(registry::builtins()));
         let reaper = micro_registry::spawn_reaper(registry.clone(), REAP_INTERVAL);
 
-        let runtime = backends::runtime(store.clone(), auth.clone(), home).await?;
+        let runtime = backends::runtime(store.clone(), auth.clone(), home, shared).await?;
 
         Ok(Self {
             home: home.to_path_buf(),

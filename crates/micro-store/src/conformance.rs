@@ -41,6 +41,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
 
     write_read_exact(store, &db("exact")).await;
     overwrite_replaces(store, &db("overwrite")).await;
+    create_only_if_absent(store, &db("create")).await;
     delete(store, &db("delete")).await;
     metadata_round_trip(store, &db("metadata")).await;
     ordering_and_prefix(store, &db("prefix")).await;
@@ -62,6 +63,32 @@ fn run_id() -> String {
         .map(|since| since.as_nanos())
         .unwrap_or_default();
     format!("{nanos:x}{}", RUNS.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `create` writes only when nothing live is under the key: the first of many concurrent
+/// creates wins and the others see `false`; an expired record counts as absent; a failed
+/// create changes nothing.
+pub async fn create_only_if_absent(store: &dyn Store, db: &str) {
+    let attempts = (0..16).map(|n| store.create(db, TABLE, Record::new("leader", format!("candidate-{n}"))));
+    let won: Vec<bool> =
+        futures::future::join_all(attempts).await.into_iter().map(|r| r.expect("create succeeds")).collect();
+    assert_eq!(won.iter().filter(|won| **won).count(), 1, "exactly one concurrent create wins: {won:?}");
+    let winner = format!("candidate-{}", won.iter().position(|won| *won).unwrap_or_default());
+    let stored = store.read(db, TABLE, "leader", exact()).await.unwrap();
+    assert_eq!(stored[0].value, winner.as_bytes(), "the winner's value is kept");
+    assert!(!store.create(db, TABLE, Record::new("leader", "late")).await.unwrap());
+    assert_eq!(store.read(db, TABLE, "leader", exact()).await.unwrap()[0].value, winner.as_bytes());
+
+    let short = Record::new("lease", "first").with_expiry(Duration::from_millis(200));
+    assert!(store.create(db, TABLE, short).await.unwrap());
+    assert!(!store.create(db, TABLE, Record::new("lease", "second")).await.unwrap(), "still live");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.create(db, TABLE, Record::new("lease", "second")).await.unwrap(), "expired = absent");
+    assert_eq!(store.read(db, TABLE, "lease", exact()).await.unwrap()[0].value, b"second");
+    assert_eq!(store.read(db, TABLE, "lease", exact()).await.unwrap()[0].expiry, None);
+
+    let bad = store.create(db, TABLE, Record::new("", "v")).await.unwrap_err();
+    assert!(matches!(bad, StoreError::Invalid(_)), "{bad:?}");
 }
 
 fn exact() -> ReadOptions {

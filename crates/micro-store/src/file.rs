@@ -181,6 +181,45 @@ impl FileStore {
 }
 
 /// A write transaction that commits with an fsync before `commit` returns.
+/// Writes `record` in one durable transaction; with `only_if_absent`, only when no live record
+/// is under its key. Returns whether it wrote.
+fn put(db: &Database, database: &str, table: &str, record: Record, only_if_absent: bool) -> Result<bool> {
+    let key = record.key.clone();
+    let now = time::now_ms();
+    let stored = StoredRecord::from_record(record, now);
+    let encoded = prost::Message::encode_to_vec(&stored);
+    let location = (database, table, key.as_str());
+
+    let tx = begin_write(db)?;
+    {
+        let mut records = tx.open_table(RECORDS).map_err(storage)?;
+        if only_if_absent
+            && let Some(old) = records.get(location).map_err(storage)?
+            && time::is_live(decode_expiry(old.value(), &key)?, now)
+        {
+            // Dropping the transaction writes nothing.
+            return Ok(false);
+        }
+        let mut expiry = tx.open_table(EXPIRY).map_err(storage)?;
+        let mut tables = tx.open_table(TABLES).map_err(storage)?;
+        let previous = match records.insert(location, encoded.as_slice()).map_err(storage)? {
+            // An undecodable old record leaves at most a stale index entry, which a sweep
+            // discards; it must not block overwriting the record.
+            Some(old) => decode_expiry(old.value(), &key).unwrap_or(None),
+            None => None,
+        };
+        if let Some(at) = previous.filter(|at| Some(*at) != stored.expires_at) {
+            expiry.remove((at, location.0, location.1, location.2)).map_err(storage)?;
+        }
+        if let Some(at) = stored.expires_at {
+            expiry.insert((at, location.0, location.1, location.2), ()).map_err(storage)?;
+        }
+        tables.insert((location.0, location.1), ()).map_err(storage)?;
+    }
+    tx.commit().map_err(storage)?;
+    Ok(true)
+}
+
 fn begin_write(db: &Database) -> Result<WriteTransaction> {
     let mut tx = db.begin_write().map_err(storage)?;
     // Immediate is redb's default; set it anyway, since "acknowledged = on disk" is the
@@ -262,34 +301,13 @@ impl Store for FileStore {
     async fn write(&self, database: &str, table: &str, record: Record) -> Result<()> {
         validate::write(database, table, &record)?;
         let (database, table) = (database.to_string(), table.to_string());
-        self.blocking(move |db| {
-            let key = record.key.clone();
-            let stored = StoredRecord::from_record(record, time::now_ms());
-            let encoded = prost::Message::encode_to_vec(&stored);
-            let location = (database.as_str(), table.as_str(), key.as_str());
+        self.blocking(move |db| put(db, &database, &table, record, false)).await.map(drop)
+    }
 
-            let tx = begin_write(db)?;
-            {
-                let mut records = tx.open_table(RECORDS).map_err(storage)?;
-                let mut expiry = tx.open_table(EXPIRY).map_err(storage)?;
-                let mut tables = tx.open_table(TABLES).map_err(storage)?;
-                let previous = match records.insert(location, encoded.as_slice()).map_err(storage)? {
-                    // An undecodable old record leaves at most a stale index entry, which a
-                    // sweep discards; it must not block overwriting the record.
-                    Some(old) => decode_expiry(old.value(), &key).unwrap_or(None),
-                    None => None,
-                };
-                if let Some(at) = previous.filter(|at| Some(*at) != stored.expires_at) {
-                    expiry.remove((at, location.0, location.1, location.2)).map_err(storage)?;
-                }
-                if let Some(at) = stored.expires_at {
-                    expiry.insert((at, location.0, location.1, location.2), ()).map_err(storage)?;
-                }
-                tables.insert((location.0, location.1), ()).map_err(storage)?;
-            }
-            tx.commit().map_err(storage)
-        })
-        .await
+    async fn create(&self, database: &str, table: &str, record: Record) -> Result<bool> {
+        validate::write(database, table, &record)?;
+        let (database, table) = (database.to_string(), table.to_string());
+        self.blocking(move |db| put(db, &database, &table, record, true)).await
     }
 
     async fn delete(&self, database: &str, table: &str, key: &str) -> Result<()> {

@@ -82,6 +82,12 @@ fn location<T>(request: &Request<T>, database: &str, table: &str) -> Result<(Str
 fn database_for<T>(request: &Request<T>, requested: &str) -> Result<String, Status> {
     let context = context(request);
     let database = if requested.is_empty() { context.namespace.clone() } else { requested.to_string() };
+    if database.starts_with(crate::RESERVED_PREFIX) {
+        return Err(Status::permission_denied(format!(
+            "database {database:?} is reserved for the platform (names starting with {:?})",
+            crate::RESERVED_PREFIX
+        )));
+    }
     context.authorize(&database).map_err(Status::from)?;
     Ok(database)
 }
@@ -187,7 +193,9 @@ impl store_server::Store for StoreService {
         let context = context(&request);
         context.authorize(&context.namespace).map_err(Status::from)?;
         let mut databases = self.store.databases().await?;
-        databases.retain(|database| context.authorize(database).is_ok());
+        databases.retain(|database| {
+            !database.starts_with(crate::RESERVED_PREFIX) && context.authorize(database).is_ok()
+        });
         Ok(Response::new(DatabasesResponse { databases }))
     }
 
@@ -267,6 +275,32 @@ mod tests {
 
         service.delete(admin(DeleteRequest { key: "greeting".into(), options: None })).await.unwrap();
         assert_eq!(service.read(admin(read("greeting"))).await.unwrap_err().code(), Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn the_platforms_database_is_out_of_reach() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        store.write(crate::INTERNAL_DATABASE, "keys", Record::new("auth_key", "secret")).await.unwrap();
+        store.write("micro", "t", Record::new("k", "v")).await.unwrap();
+        let service = StoreService::new(store.clone());
+        let internal = || {
+            Some(WireReadOptions { database: "_micro".into(), table: "keys".into(), ..Default::default() })
+        };
+        let read = service.read(admin(ReadRequest { key: "auth_key".into(), options: internal() })).await;
+        let denied = read.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "not even for micro accounts");
+        assert!(denied.message().contains("reserved for the platform"), "{}", denied.message());
+        let options = WriteOptions { database: "_anything".into(), table: "t".into() };
+        let write = WriteRequest { record: Some(wire_record("k", "v")), options: Some(options) };
+        assert_eq!(service.write(admin(write)).await.unwrap_err().code(), Code::PermissionDenied);
+        let databases = service.databases(admin(DatabasesRequest {})).await.unwrap().into_inner();
+        assert_eq!(databases.databases, ["micro"], "never listed");
+        let tables = TablesRequest { database: "_micro".into() };
+        assert_eq!(service.tables(admin(tables)).await.unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(
+            store.read("_micro", "keys", "auth_key", ReadOptions::default()).await.unwrap()[0].value,
+            b"secret"
+        );
     }
 
     #[tokio::test]

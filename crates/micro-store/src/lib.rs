@@ -33,6 +33,13 @@ pub mod validate;
 
 pub use validate::{MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES};
 
+/// The database the platform keeps its own secrets in (signing keys shared by servers on one
+/// store). The gRPC store service refuses every database whose name starts with
+/// [`RESERVED_PREFIX`], for every account, and never lists them.
+pub const INTERNAL_DATABASE: &str = "_micro";
+/// Database names starting with this are the platform's, out of reach of clients.
+pub const RESERVED_PREFIX: &str = "_";
+
 /// The result of every store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -155,7 +162,7 @@ pub enum StoreError {
 ///   crash or `kill -9` of the process; the memory backend keeps it until the process exits.
 ///   A failed operation changes nothing.
 /// - **Writes replace.** [`Store::write`] replaces the whole record (value, metadata and
-///   expiry); there is no merge and no compare-and-swap.
+///   expiry); there is no merge. [`Store::create`] is the one conditional write.
 /// - **Not found.** An exact read (neither `prefix` nor `suffix`) of a missing or expired key
 ///   is [`StoreError::NotFound`]. Prefix/suffix reads and lists that match nothing return an
 ///   empty `Vec`, not an error. [`Store::delete`] of a missing key is `Ok` (deletes are
@@ -179,6 +186,12 @@ pub trait Store: Send + Sync {
 
     /// Writes `record`, replacing any record under its key. The key must not be empty.
     async fn write(&self, database: &str, table: &str, record: Record) -> Result<()>;
+
+    /// Writes `record` only when no live record is under its key (a missing or expired one
+    /// counts as absent); returns whether it wrote. Atomic: of several concurrent creates of
+    /// one key, also from processes sharing the backend, exactly one returns `true`. The one
+    /// compare-and-set the platform needs, e.g. for servers agreeing on one signing key.
+    async fn create(&self, database: &str, table: &str, record: Record) -> Result<bool>;
 
     /// Deletes the record under `key`; `Ok` whether or not it existed.
     async fn delete(&self, database: &str, table: &str, key: &str) -> Result<()>;

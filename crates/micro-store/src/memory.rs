@@ -143,6 +143,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn create(&self, database: &str, table: &str, record: Record) -> Result<bool> {
+        validate::write(database, table, &record)?;
+        let now = time::now_ms();
+        let mut data = self.write_lock();
+        let records = data.entry(database.to_string()).or_default().entry(table.to_string()).or_default();
+        if records.get(&record.key).is_some_and(|stored| time::is_live(stored.expires_at, now)) {
+            return Ok(false);
+        }
+        let stored = Stored {
+            value: record.value,
+            metadata: record.metadata,
+            expires_at: time::expires_at(record.expiry, now),
+        };
+        records.insert(record.key, stored);
+        Ok(true)
+    }
+
     async fn delete(&self, database: &str, table: &str, key: &str) -> Result<()> {
         validate::delete(database, table, key)?;
         if let Some(records) = self.write_lock().get_mut(database).and_then(|tables| tables.get_mut(table)) {

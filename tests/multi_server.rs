@@ -1,0 +1,63 @@
+//! Several `micro server`s sharing PostgreSQL (store, config, auth) and NATS (events, broker):
+//! a token from one works on the other, config and events cross between them, and the secrets
+//! they share stay out of reach of clients. Needs `MICRO_TEST_POSTGRES_URL` and
+//! `MICRO_TEST_NATS_URL` (scripts/test starts both); prints that it was skipped without them.
+
+mod common;
+
+use common::Server;
+
+fn backends(test: &str) -> Option<(String, String)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    match (var("MICRO_TEST_POSTGRES_URL"), var("MICRO_TEST_NATS_URL")) {
+        (Some(postgres), Some(nats)) => Some((postgres, nats)),
+        _ => {
+            println!("skipped {test}: MICRO_TEST_POSTGRES_URL and MICRO_TEST_NATS_URL are not both set");
+            None
+        }
+    }
+}
+
+/// A name no earlier run used: the shared backends outlive test runs.
+fn fresh(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{nanos:x}")
+}
+
+#[test]
+fn two_servers_share_tokens_config_and_events() {
+    let Some((postgres, nats)) = backends("two_servers_share_tokens_config_and_events") else { return };
+    let args = ["--store", &postgres, "--events", &nats, "--broker", &nats];
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start_with(home_a.path(), &args);
+    let b = Server::start_with(home_b.path(), &args);
+    assert!(a.log().contains("keys shared through the store"), "{}", a.log());
+
+    // Log in through A only; B's CLI gets A's token and B accepts it.
+    a.ok(&["login", "--username", "admin", "--password", "micro"]);
+    std::fs::copy(home_a.path().join("tokens.json"), home_b.path().join("tokens.json")).unwrap();
+    let table = fresh("shared");
+    a.ok(&["store", "write", "--table", &table, "greeting", "hello"]);
+    assert_eq!(b.ok(&["store", "read", "--table", &table, "greeting"]).trim(), "hello");
+
+    // Config, secrets included: sealed by A, opened by B with the shared key.
+    let key = fresh("settings");
+    a.ok(&["config", "set", &format!("{key}.colour"), "blue"]);
+    a.ok(&["config", "set", "--secret", &format!("{key}.password"), "s3cret"]);
+    assert_eq!(b.ok(&["config", "get", &format!("{key}.colour")]).trim(), "blue");
+    assert_eq!(b.ok(&["config", "get", "--secret", &format!("{key}.password")]).trim(), "s3cret");
+
+    // An event published through A is consumed through B.
+    let topic = fresh("orders");
+    a.ok(&["events", "publish", &topic, r#"{"n":1}"#]);
+    let consumed = b.ok(&["events", "consume", &topic, "--offset", "1", "--count", "1"]);
+    let event: serde_json::Value = serde_json::from_str(consumed.trim()).unwrap();
+    assert_eq!(event["payload"]["n"], 1);
+
+    // The shared secrets live where no client reaches them.
+    let databases = b.ok(&["store", "databases"]);
+    assert!(!databases.lines().any(|db| db.starts_with('_')), "{databases}");
+    let denied = b.micro(&["store", "list", "--database", "_micro", "--table", "secrets"]);
+    assert!(!denied.status.success());
+    assert!(common::stderr(&denied).contains("reserved"), "{}", common::stderr(&denied));
+}
