@@ -240,6 +240,14 @@ impl Service {
 
     /// Starts example `name` as [`Self::start_helloworld`] starts helloworld.
     pub fn start_example(name: &str, server: &Server, env: &[(&str, &str)]) -> Self {
+        let service = Self::spawn_example(name, server, env);
+        service.wait_for("Registered");
+        service
+    }
+
+    /// Starts example `name` like [`Self::start_example`], returning once it listens (without
+    /// waiting for it to register).
+    pub fn spawn_example(name: &str, server: &Server, env: &[(&str, &str)]) -> Self {
         let mut command = without_micro_env(Command::new(example_bin(name)));
         command
             .env("MICRO_HOME", &server.home)
@@ -259,7 +267,6 @@ impl Service {
             .nth(1)
             .expect("the line names the address")
             .to_string();
-        service.wait_for("Registered");
         service
     }
 

@@ -7,7 +7,7 @@ use micro_proto::auth::auth_client::AuthClient;
 use micro_proto::auth::{Options, TokenRequest};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::{CliError, Result};
 use crate::settings::Settings;
@@ -25,6 +25,8 @@ pub const NAMESPACE_HEADER: &str = "micro-namespace";
 pub struct Client {
     pub channel: Channel,
     pub address: String,
+    /// Whether the connection uses TLS.
+    pub tls: bool,
     pub env: String,
     pub namespace: String,
     /// The login this client calls as, if any (already refreshed when it was about to expire).
@@ -41,13 +43,20 @@ impl Client {
             )));
         }
         let address = micro_core::with_port(&found.proxy_address);
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|_| CliError::new(format!("invalid address {address:?} for environment '{env}'")))?
+        let tls = found.uses_tls();
+        let endpoint = micro_core::tls::endpoint(&address, tls, found.ca_path())
+            .map_err(|err| CliError::new(format!("environment '{env}': {err}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT);
-        let channel = endpoint.connect().await.map_err(|_| CliError::unreachable(&address))?;
-        let mut client =
-            Self { channel, address, env: env.to_string(), namespace: settings.namespace(env), login: None };
+        let channel = endpoint.connect().await.map_err(|err| CliError::connect_failed(&address, &err))?;
+        let mut client = Self {
+            channel,
+            address,
+            tls,
+            env: env.to_string(),
+            namespace: settings.namespace(env),
+            login: None,
+        };
         client.login = client.current_login().await?;
         Ok(client)
     }
@@ -116,7 +125,7 @@ impl Client {
 
     /// Maps a failed call to the CLI's message and exit code.
     pub fn error(&self, status: tonic::Status) -> CliError {
-        CliError::from_status(&status, &self.address)
+        CliError::from_status(&status, &self.address, self.tls)
     }
 }
 

@@ -1,9 +1,11 @@
 //! `micro env`: list, get, set, add and delete environments (reference §2.6).
 
+use std::path::PathBuf;
+
 use clap::Subcommand;
 
 use crate::error::Result;
-use crate::settings::Settings;
+use crate::settings::{Settings, Transport};
 use crate::{Global, unrecognized_subcommand};
 
 #[derive(Subcommand, Debug)]
@@ -13,11 +15,21 @@ pub enum EnvCommand {
     /// Select the environment later commands use
     Set { name: String },
     /// Add an environment, or point an existing one at a new address
+    ///
+    /// The CLI connects with TLS to any address on port 443 (a bare host means port 443), or on
+    /// another port with --tls, and verifies the server's certificate against the system's
+    /// certificate authorities plus the one given with --ca.
     Add {
         name: String,
         /// The server's gRPC address
         #[arg(value_name = "HOST:PORT")]
         address: Option<String>,
+        /// Connect with TLS on a port other than 443
+        #[arg(long)]
+        tls: bool,
+        /// Also trust this CA certificate (PEM), e.g. a self-signed or private CA; implies --tls
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// Delete an environment
     #[command(alias = "delete")]
@@ -32,8 +44,8 @@ pub fn run(global: &Global, command: Option<EnvCommand>) -> Result<()> {
         None => print!("{}", list(&settings, &global.env_name(&settings))),
         Some(EnvCommand::Get) => println!("{}", global.env_name(&settings)),
         Some(EnvCommand::Set { name }) => settings.select(&name)?,
-        Some(EnvCommand::Add { name, address }) => {
-            settings.add(&name, address.as_deref().unwrap_or_default())?
+        Some(EnvCommand::Add { name, address, tls, ca }) => {
+            settings.add(&name, address.as_deref().unwrap_or_default(), &Transport { tls, ca })?
         }
         Some(EnvCommand::Del { name }) => {
             settings.delete(&name)?;
@@ -44,16 +56,42 @@ pub fn run(global: &Global, command: Option<EnvCommand>) -> Result<()> {
     Ok(())
 }
 
-/// One line per environment: `* name address  description`, the current one starred.
+/// One line per environment: `* name address  description`, the current one starred; the
+/// address says `(TLS)` or `(TLS, CA FILE)` when the CLI connects with TLS.
 fn list(settings: &Settings, current: &str) -> String {
     let rows: Vec<Vec<String>> = settings
         .envs()
         .into_iter()
         .map(|env| {
             let marker = if env.name == current { "*" } else { " " };
-            let address = if env.proxy_address.is_empty() { "none".to_string() } else { env.proxy_address };
+            let address = match (env.proxy_address.is_empty(), env.uses_tls(), env.ca_path()) {
+                (true, _, _) => "none".to_string(),
+                (false, false, _) => env.proxy_address.clone(),
+                (false, true, None) => format!("{} (TLS)", env.proxy_address),
+                (false, true, Some(ca)) => format!("{} (TLS, CA {})", env.proxy_address, ca.display()),
+            };
             vec![format!("{marker} {}", env.name), address, env.description]
         })
         .collect();
     crate::table::render(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listing_shows_how_each_env_is_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::load(&dir.path().join("config.json")).unwrap();
+        settings.add("prod", "proxy.example.com:443", &Transport::default()).unwrap();
+        settings.add("staging", "10.0.0.1:8081", &Transport::default()).unwrap();
+        settings.add("empty", "", &Transport { tls: true, ca: None }).unwrap();
+        let listing = list(&settings, "prod");
+        let line = |name: &str| listing.lines().find(|l| l[2..].starts_with(name)).unwrap().to_string();
+        assert!(line("prod").starts_with("* prod") && line("prod").contains("proxy.example.com:443 (TLS)"));
+        assert!(line("staging").contains("10.0.0.1:8081") && !line("staging").contains("TLS"), "{listing}");
+        assert!(line("local").contains("127.0.0.1:8081") && !line("local").contains("TLS"), "{listing}");
+        assert!(line("empty").contains("none") && !line("empty").contains("TLS"), "{listing}");
+    }
 }

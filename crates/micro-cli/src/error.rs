@@ -48,6 +48,34 @@ impl CliError {
         )
     }
 
+    /// A connection to `address` that failed: the TLS handshake's reason when that is what
+    /// failed, else [`Self::unreachable`].
+    pub fn connect_failed(address: &str, err: &(dyn std::error::Error + 'static)) -> Self {
+        match micro_core::tls::Failure::find(err) {
+            Some(failure) => Self::tls_failure(address, &failure),
+            None => Self::unreachable(address),
+        }
+    }
+
+    /// A TLS handshake with `address` that failed for `failure`, with what to do about it.
+    pub fn tls_failure(address: &str, failure: &micro_core::tls::Failure) -> Self {
+        use micro_core::tls::Failure;
+        let hint = match failure {
+            Failure::Untrusted => {
+                format!(" — if it uses a private CA, trust it with `micro env add ENV {address} --ca FILE`")
+            }
+            Failure::WrongName => " — connect by a name or IP address the certificate lists".to_string(),
+            Failure::NotTls => {
+                " — if it serves plain gRPC, add the environment again without --tls or --ca".to_string()
+            }
+            _ => String::new(),
+        };
+        Self::with_code(
+            format!("Failed to connect to micro server at {address}: {failure}{hint}"),
+            EXIT_UNREACHABLE,
+        )
+    }
+
     /// An endpoint that is not `Handler.Method`.
     pub fn malformed_method(endpoint: &str) -> Self {
         Self::with_code(
@@ -71,10 +99,14 @@ impl CliError {
         Self::with_code(format!("Service \"{service}\" not found"), EXIT_ROUTE_NOT_FOUND)
     }
 
-    /// Maps a gRPC status from the server at `address` to the CLI's message and exit code.
-    pub fn from_status(status: &tonic::Status, address: &str) -> Self {
+    /// Maps a gRPC status from the server at `address` (reached with TLS when `tls`) to the
+    /// CLI's message and exit code.
+    pub fn from_status(status: &tonic::Status, address: &str, tls: bool) -> Self {
         use tonic::Code;
         let message = status.message().trim();
+        if let Some(failure) = micro_core::tls::Failure::find(status) {
+            return Self::tls_failure(address, &failure);
+        }
         match status.code() {
             Code::NotFound => Self::not_found(),
             Code::Unauthenticated | Code::PermissionDenied if message.is_empty() => {
@@ -89,6 +121,18 @@ impl CliError {
             Code::DeadlineExceeded => Self::new("Request timed out"),
             Code::Cancelled if message.contains("Timeout expired") => Self::new("Request timed out"),
             Code::Unavailable if is_transport_failure(status) => Self::unreachable(address),
+            // The connection broke rather than the call failing. A plain-text client talking to a
+            // TLS port sees exactly this (a broken pipe, an HTTP/2 framing error).
+            _ if has_transport_source(status) => {
+                let hint = if tls { "" } else { " — if it serves TLS, add the environment with --tls" };
+                Self::with_code(
+                    format!(
+                        "The connection to micro server at {address} failed ({}){hint}",
+                        one_line(message)
+                    ),
+                    EXIT_UNREACHABLE,
+                )
+            }
             _ if message.is_empty() => Self::with_code(
                 format!("The server failed the request ({})", status.code()),
                 EXIT_SERVER_ERROR,
@@ -122,6 +166,19 @@ fn is_transport_failure(status: &tonic::Status) -> bool {
         source = err.source();
     }
     status.message().contains("transport error") || status.message().contains("tcp connect")
+}
+
+/// Whether `status` carries a `tonic::transport::Error`: the connection failed, not the call.
+fn has_transport_source(status: &tonic::Status) -> bool {
+    use std::error::Error;
+    let mut source = status.source();
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn one_line(message: &str) -> String {
@@ -173,7 +230,7 @@ mod tests {
             ),
         ];
         for (status, message, code) in cases {
-            let err = CliError::from_status(&status, "127.0.0.1:8081");
+            let err = CliError::from_status(&status, "127.0.0.1:8081", false);
             assert_eq!((err.message.as_str(), err.code), (message, code), "{status:?}");
         }
     }

@@ -29,6 +29,34 @@ pub struct Env {
     pub proxy_address: String,
     #[serde(default)]
     pub description: String,
+    /// Connect with TLS (`micro env add --tls`, or the address is on port 443).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    /// A CA certificate file (PEM) trusted besides the system's authorities; absolute path.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca: String,
+}
+
+impl Env {
+    /// Whether the CLI connects to this environment with TLS: when added with `--tls` (or
+    /// `--ca`), or when its address is on port 443 ([`micro_core::tls::default_tls`]).
+    pub fn uses_tls(&self) -> bool {
+        self.tls || (!self.proxy_address.is_empty() && micro_core::tls::default_tls(&self.proxy_address))
+    }
+
+    /// The extra CA to trust, if one was given.
+    pub fn ca_path(&self) -> Option<&Path> {
+        (!self.ca.is_empty()).then(|| Path::new(&self.ca))
+    }
+}
+
+/// How `micro env add` connects to an environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transport {
+    /// `--tls`: use TLS even though the port is not 443.
+    pub tls: bool,
+    /// `--ca FILE`: trust this CA as well (implies TLS).
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -97,8 +125,9 @@ impl Settings {
         self.save()
     }
 
-    /// Adds `name` or re-points it at `address`.
-    pub fn add(&mut self, name: &str, address: &str) -> Result<()> {
+    /// Adds `name` or re-points it at `address`, reached as `transport` says. A CA file must
+    /// hold a PEM certificate; its absolute path is stored.
+    pub fn add(&mut self, name: &str, address: &str, transport: &Transport) -> Result<()> {
         validate_env_name(name)?;
         if name == LOCAL_ENV {
             return Err(CliError::new(format!(
@@ -108,8 +137,25 @@ impl Settings {
         if !address.is_empty() {
             validate_address(address)?;
         }
-        let env =
-            Env { name: name.to_string(), proxy_address: address.to_string(), description: String::new() };
+        let ca = match &transport.ca {
+            Some(ca) => {
+                let absolute = std::path::absolute(ca).map_err(|err| {
+                    CliError::new(format!("cannot read the CA file {}: {err}", ca.display()))
+                })?;
+                // Reading it now turns a typo into an error here rather than at every command.
+                micro_core::tls::read_ca(&absolute).map_err(|err| CliError::new(err.to_string()))?;
+                absolute.to_string_lossy().into_owned()
+            }
+            None => String::new(),
+        };
+        let tls = transport.tls || transport.ca.is_some() || micro_core::tls::default_tls(address);
+        let env = Env {
+            name: name.to_string(),
+            proxy_address: address.to_string(),
+            description: String::new(),
+            tls: tls && !address.is_empty(),
+            ca,
+        };
         self.file.envs.insert(name.to_string(), env);
         self.save()
     }
@@ -210,6 +256,8 @@ fn local() -> Env {
         name: LOCAL_ENV.to_string(),
         proxy_address: LOCAL_ADDRESS.to_string(),
         description: LOCAL_DESCRIPTION.to_string(),
+        tls: false,
+        ca: String::new(),
     }
 }
 
@@ -253,7 +301,7 @@ mod tests {
         assert_eq!(settings.selected(), LOCAL_ENV);
         assert_eq!(settings.envs(), [local()]);
 
-        settings.add("staging", "10.0.0.1:8081").unwrap();
+        settings.add("staging", "10.0.0.1:8081", &Transport::default()).unwrap();
         settings.select("staging").unwrap();
         let mut settings = Settings::load(&path).unwrap();
         assert_eq!(settings.selected(), "staging");
@@ -261,7 +309,7 @@ mod tests {
         assert_eq!(settings.namespace("staging"), "micro");
 
         assert!(settings.delete(LOCAL_ENV).is_err());
-        assert!(settings.add(LOCAL_ENV, "1.2.3.4:1").is_err());
+        assert!(settings.add(LOCAL_ENV, "1.2.3.4:1", &Transport::default()).is_err());
         assert_eq!(settings.select("nope").unwrap_err().message, "Environment 'nope' does not exist");
         settings.delete("staging").unwrap();
         assert_eq!(Settings::load(&path).unwrap().selected(), LOCAL_ENV, "deleting the selection resets it");
@@ -275,11 +323,43 @@ mod tests {
         for (name, address) in
             [("", "a:1"), ("a b", "a:1"), ("ok", "a:b"), ("ok", ":80"), ("ok", "http://x:1")]
         {
-            assert!(settings.add(name, address).is_err(), "{name:?} {address:?}");
+            assert!(settings.add(name, address, &Transport::default()).is_err(), "{name:?} {address:?}");
         }
         assert!(!path.exists());
-        settings.add("ok", "").unwrap();
-        settings.add("host", "proxy.example.com").unwrap();
+        settings.add("ok", "", &Transport::default()).unwrap();
+        settings.add("host", "proxy.example.com", &Transport::default()).unwrap();
+    }
+
+    #[test]
+    fn port_443_or_tls_flags_make_an_env_use_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let mut settings = Settings::load(&path).unwrap();
+        let plain = Transport::default();
+        settings.add("prod", "proxy.example.com:443", &plain).unwrap();
+        settings.add("bare", "proxy.example.com", &plain).unwrap();
+        settings.add("dev", "10.0.0.1:8081", &plain).unwrap();
+        settings.add("forced", "10.0.0.1:8443", &Transport { tls: true, ca: None }).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "no certificate here\n").unwrap();
+        let err = settings.add("bad-ca", "10.0.0.1:8443", &Transport { tls: true, ca: Some(ca.clone()) });
+        assert!(err.unwrap_err().message.contains("holds no PEM certificate"));
+        let missing = Transport { tls: false, ca: Some(dir.path().join("missing.pem")) };
+        assert!(settings.add("no-ca", "10.0.0.1:8443", &missing).unwrap_err().message.contains("CA file"));
+
+        let settings = Settings::load(&path).unwrap();
+        let uses_tls = |name: &str| settings.env(name).unwrap().uses_tls();
+        assert!(uses_tls("prod") && uses_tls("bare") && uses_tls("forced"));
+        assert!(!uses_tls("dev") && !uses_tls(LOCAL_ENV));
+        assert!(settings.env("bad-ca").is_none(), "a failed add changes nothing");
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["envs"]["prod"]["tls"], true, "stored in the env entry");
+        assert_eq!(json["envs"]["dev"].get("tls"), None);
+
+        // Entries written before TLS existed still use it on port 443.
+        std::fs::write(&path, r#"{"envs":{"old":{"name":"old","proxy_address":"h.example.com:443"}}}"#)
+            .unwrap();
+        assert!(Settings::load(&path).unwrap().env("old").unwrap().uses_tls());
     }
 
     #[test]
@@ -305,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         std::fs::write(&path, r#"{"env":"local","future":{"x":1}}"#).unwrap();
-        Settings::load(&path).unwrap().add("x", "h:1").unwrap();
+        Settings::load(&path).unwrap().add("x", "h:1", &Transport::default()).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(json["future"]["x"], 1);
         assert!(Settings::load(&dir.path().join("missing.json")).is_ok());

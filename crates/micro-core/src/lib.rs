@@ -4,12 +4,14 @@
 //! - [`home`]: where state lives (`MICRO_HOME`, default `~/.micro`).
 //! - [`duration`]: Go-style durations (`1s`, `1m30s`, `250ms`) as the original CLI accepted.
 //! - [`shutdown`]: the signal future servers drain on.
+//! - [`tls`]: how the CLI and services reach a server over TLS (port 443 rule, trusted roots).
 //!
 //! Not a dumping ground: anything used by one crate only lives in that crate.
 
 pub mod duration;
 pub mod home;
 pub mod shutdown;
+pub mod tls;
 
 /// The version every component reports (`micro --version`, the gateway's `GET /`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -35,6 +35,25 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub registry: RegistryConfig,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
+}
+
+/// TLS for the gRPC listener and the HTTP API gateway: both PEM files, or neither (plain text).
+/// The files are read and checked at boot, before anything binds ([`crate::tls::load`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), leaf first.
+    pub cert: String,
+    /// The private key of the leaf certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty()
+    }
 }
 
 /// Auth settings. The admin password itself is never part of the config tree: it comes from
@@ -115,6 +134,7 @@ impl Default for Config {
             broker: BrokerConfig::default(),
             registry: RegistryConfig::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -136,12 +156,15 @@ pub struct Overrides {
     pub broker: Option<String>,
     pub registry: Option<String>,
     pub disable_admin: bool,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 impl Config {
     /// Builds the effective config for `home`: defaults, then `file` (or `home/micro.toml` when it
     /// exists), then `env` (`MICRO_PROXY_ADDRESS`, `MICRO_API_ADDRESS`, `MICRO_API_DOMAIN`,
-    /// `MICRO_STORE`, `MICRO_EVENTS`, `MICRO_BROKER`, `MICRO_REGISTRY`), then
+    /// `MICRO_STORE`, `MICRO_EVENTS`, `MICRO_BROKER`, `MICRO_REGISTRY`, `MICRO_TLS_CERT`,
+    /// `MICRO_TLS_KEY`), then
     /// `flags`. An explicitly named file must exist; the default one is optional.
     pub fn load(
         home: &Path,
@@ -175,6 +198,8 @@ impl Config {
         layer(&mut config.events.backend, env.get("MICRO_EVENTS"));
         layer(&mut config.broker.backend, env.get("MICRO_BROKER"));
         layer(&mut config.registry.backend, env.get("MICRO_REGISTRY"));
+        layer(&mut config.tls.cert, env.get("MICRO_TLS_CERT"));
+        layer(&mut config.tls.key, env.get("MICRO_TLS_KEY"));
         layer(&mut config.proxy_address, flags.proxy_address.as_ref());
         layer(&mut config.api_address, flags.api_address.as_ref());
         layer(&mut config.api_domain, flags.api_domain.as_ref());
@@ -182,6 +207,8 @@ impl Config {
         layer(&mut config.events.backend, flags.events.as_ref());
         layer(&mut config.broker.backend, flags.broker.as_ref());
         layer(&mut config.registry.backend, flags.registry.as_ref());
+        layer(&mut config.tls.cert, flags.tls_cert.as_ref());
+        layer(&mut config.tls.key, flags.tls_key.as_ref());
         if let Some(value) = env.get("MICRO_AUTH_DISABLE_ADMIN").filter(|v| !v.is_empty()) {
             config.auth.disable_admin = parse_bool("MICRO_AUTH_DISABLE_ADMIN", value)?;
         }
@@ -197,6 +224,21 @@ impl Config {
         validate_domain(&self.api_domain)?;
         self.grace()?;
         self.sweep_interval()?;
+        match (self.tls.cert.is_empty(), self.tls.key.is_empty()) {
+            (false, true) => {
+                return Err(ConfigError::Invalid {
+                    field: "tls.key",
+                    message: "a TLS certificate is set but no key: give both --tls-cert and --tls-key".into(),
+                });
+            }
+            (true, false) => {
+                return Err(ConfigError::Invalid {
+                    field: "tls.cert",
+                    message: "a TLS key is set but no certificate: give both --tls-cert and --tls-key".into(),
+                });
+            }
+            _ => {}
+        }
         match self.events.backend.as_str() {
             "file" | "memory" => {}
             url if is_nats_url(url) => {}
@@ -339,6 +381,8 @@ mod tests {
             ("MICRO_EVENTS", "nats://127.0.0.1:4222"),
             ("MICRO_BROKER", "nats://127.0.0.1:4222"),
             ("MICRO_REGISTRY", "nats://127.0.0.1:4222"),
+            ("MICRO_TLS_CERT", "env-cert.pem"),
+            ("MICRO_TLS_KEY", "env-key.pem"),
         ]);
         let from_env = Config::load(home.path(), None, &vars, &Overrides::default()).unwrap();
         assert_eq!(from_env.proxy_address, "127.0.0.1:9101");
@@ -347,6 +391,8 @@ mod tests {
         assert_eq!(from_env.events.backend, "nats://127.0.0.1:4222");
         assert_eq!(from_env.broker.backend, "nats://127.0.0.1:4222");
         assert_eq!(from_env.registry.backend, "nats://127.0.0.1:4222");
+        assert_eq!((from_env.tls.cert.as_str(), from_env.tls.key.as_str()), ("env-cert.pem", "env-key.pem"));
+        assert!(from_env.tls.enabled());
 
         let flags = Overrides {
             proxy_address: Some("127.0.0.1:9201".into()),
@@ -354,6 +400,7 @@ mod tests {
             events: Some("memory".into()),
             broker: Some("tls://nats.example:4222".into()),
             registry: Some("memory".into()),
+            tls_cert: Some("flag-cert.pem".into()),
             ..Default::default()
         };
         let from_flags = Config::load(home.path(), None, &vars, &flags).unwrap();
@@ -363,6 +410,10 @@ mod tests {
         assert_eq!(from_flags.events.backend, "memory");
         assert_eq!(from_flags.broker.backend, "tls://nats.example:4222");
         assert_eq!(from_flags.registry.backend, "memory", "flags beat env");
+        assert_eq!(
+            (from_flags.tls.cert.as_str(), from_flags.tls.key.as_str()),
+            ("flag-cert.pem", "env-key.pem")
+        );
 
         let dumped = from_flags.to_toml();
         let reparsed: Config = toml::from_str(&dumped).unwrap();
@@ -390,6 +441,10 @@ mod tests {
         assert!(err.to_string().contains("nats://"), "{err}");
         let err = load(Overrides { registry: Some("etcd://x".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().starts_with("invalid registry.backend:"), "{err}");
+        let err = load(Overrides { tls_cert: Some("cert.pem".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let err = load(Overrides { tls_key: Some("key.pem".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().starts_with("invalid tls.cert:"), "{err}");
 
         std::fs::write(home.path().join("micro.toml"), "proxy_adress = \"x\"\n").unwrap();
         let err = load(Overrides::default()).unwrap_err();

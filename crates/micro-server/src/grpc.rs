@@ -4,10 +4,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic::transport::Server;
+use tonic::transport::server::Connected;
 
 use crate::gate::AuthLayer;
 use crate::proxy::Proxy;
@@ -30,6 +33,44 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    Service::new(core).await?.serve(nodelay(TcpListenerStream::new(listener)), shutdown).await
+}
+
+/// What :8081 serves — the gate in front of the core services, reflection, health and the proxy —
+/// built once and served on as many listeners as the server has (TLS outside, plain text on
+/// loopback for the gateway and local services).
+#[derive(Clone)]
+pub struct Service {
+    routes: Routes,
+    auth: Arc<micro_auth::Auth>,
+}
+
+impl Service {
+    pub async fn new(core: Core) -> anyhow::Result<Self> {
+        build(core).await
+    }
+
+    /// Serves on the connections of `incoming` (plain TCP or TLS streams) until `shutdown`.
+    pub async fn serve<I, IO, IE>(
+        self,
+        incoming: I,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()>
+    where
+        I: Stream<Item = Result<IO, IE>>,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        Server::builder()
+            .layer(AuthLayer::new(self.auth))
+            .add_routes(self.routes)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn build(core: Core) -> anyhow::Result<Service> {
     let Core { store, config, auth, registry, runtime, broker, events } = core;
     use micro_proto::config::config_server::ConfigServer;
     use micro_proto::registry::registry_server::RegistryServer;
@@ -79,25 +120,25 @@ pub async fn serve(
         async move { proxy.forward(request).await }
     });
 
-    Server::builder()
-        .layer(AuthLayer::new(auth))
-        .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), shutdown)
-        .await?;
-    Ok(())
+    Ok(Service { routes: Routes::from(router), auth })
 }
 
-/// `incoming` with Nagle's algorithm off on every connection: gRPC writes small frames, and
-/// with it on, replies on a busy connection wait for the peer's delayed ACK (about 40 ms).
+/// `incoming` with Nagle's algorithm off on every connection ([`set_nodelay`]).
 pub(crate) fn nodelay(
     incoming: TcpListenerStream,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     tokio_stream::StreamExt::map(incoming, |accepted| {
-        if let Ok(stream) = &accepted
-            && let Err(err) = stream.set_nodelay(true)
-        {
-            tracing::debug!(cause = %err, "cannot turn off Nagle's algorithm");
+        if let Ok(stream) = &accepted {
+            set_nodelay(stream);
         }
         accepted
     })
+}
+
+/// Turns Nagle's algorithm off on an accepted connection: gRPC and HTTP/2 write small frames,
+/// and with it on, replies on a busy connection wait for the peer's delayed ACK (about 40 ms).
+pub(crate) fn set_nodelay(stream: &tokio::net::TcpStream) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(cause = %err, "cannot turn off Nagle's algorithm");
+    }
 }

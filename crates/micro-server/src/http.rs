@@ -11,7 +11,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use crate::gateway::{self, ApiError, Gateway};
 
@@ -33,18 +32,17 @@ async fn root(request: Request) -> Response {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
-pub async fn serve(
+/// Serves `router` on `listener` (a `TcpListener`, or a [`TlsIncoming`](crate::tls::TlsIncoming))
+/// until `shutdown` resolves, then lets open requests finish.
+pub async fn serve<L>(
     router: Router,
-    listener: TcpListener,
+    listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    // Nagle off: small responses on kept-alive connections must not wait for delayed ACKs.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(cause = %err, "cannot turn off Nagle's algorithm");
-        }
-    });
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

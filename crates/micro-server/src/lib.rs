@@ -7,6 +7,7 @@
 //! - [`proxy`]: forwards gRPC calls for registered (non-core) services to their nodes.
 //! - [`gateway`]: the HTTP API gateway — path → service endpoint, JSON ↔ protobuf, CORS.
 //! - [`http`]: the :8080 listener: fixed routes and the gateway.
+//! - [`tls`]: the certificate and key (`--tls-cert`/`--tls-key`) and TLS listeners for both.
 //! - [`Platform`]: the running set of core services, served by [`Platform::serve`] on listeners
 //!   the caller bound, until a shutdown future resolves (tests bind `127.0.0.1:0`).
 
@@ -18,9 +19,11 @@ pub mod grpc;
 pub mod http;
 pub mod proxy;
 pub mod registry;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +64,12 @@ pub struct Args {
     /// Server config file [default: $MICRO_HOME/micro.toml when it exists]
     #[arg(long = "config", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
+    /// Serve TLS on the gRPC and HTTP listeners with this PEM certificate chain [env: MICRO_TLS_CERT]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// The PEM private key of --tls-cert [env: MICRO_TLS_KEY]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<String>,
     /// Do not create the default admin account [env: MICRO_AUTH_DISABLE_ADMIN]
     #[arg(long)]
     pub disable_admin: bool,
@@ -82,18 +91,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         broker: args.broker.clone(),
         registry: args.registry.clone(),
         disable_admin: args.disable_admin,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
     };
     let config = Config::load(&home, args.config_file.as_deref(), &env, &overrides)?;
     if args.dump_config {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    // Checked before anything binds: a bad certificate or key stops the boot with one line.
+    let tls = if config.tls.enabled() {
+        Some(tls::Tls::load(Path::new(&config.tls.cert), Path::new(&config.tls.key))?)
+    } else {
+        None
+    };
     init_tracing();
 
     let grpc = bind(&config.proxy_address, "--proxy-address").await?;
     let http = bind(&config.api_address, "--api-address").await?;
     let loopback_only = [&grpc, &http].iter().all(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
-    let platform = Platform::open(&home, &config, loopback_only).await?;
+    let platform = Platform::open(&home, &config, loopback_only).await?.with_tls(tls);
     platform.serve(grpc, http, micro_core::shutdown::signal(), config.grace()?).await
 }
 
@@ -133,6 +150,8 @@ pub struct Platform {
     _events_sweeper: Option<backends::AbortOnDrop>,
     /// `--api-domain`, empty when unset.
     api_domain: String,
+    /// When set, both listeners serve TLS (see [`Platform::with_tls`]).
+    tls: Option<tls::Tls>,
     _sweeper: micro_store::Sweeper,
     _reaper: micro_registry::Reaper,
 }
@@ -184,9 +203,20 @@ impl Platform {
             events,
             _events_sweeper: events_sweeper,
             api_domain: config.api_domain.clone(),
+            tls: None,
             _sweeper: sweeper,
             _reaper: reaper,
         })
+    }
+
+    /// Serves both listeners over TLS with `tls` (plain text when `None`).
+    ///
+    /// The gateway and the services the runtime starts then reach the core services on an extra
+    /// plain-text gRPC listener on loopback (an ephemeral port), so they need neither the CA nor
+    /// a certificate valid for a loopback name; it has the same auth gate as the public one.
+    pub fn with_tls(mut self, tls: Option<tls::Tls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves, then stops accepting
@@ -199,15 +229,27 @@ impl Platform {
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> anyhow::Result<()> {
+        let local = match &self.tls {
+            Some(_) => Some(
+                TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                    .await
+                    .context("cannot listen on loopback for the gateway and local services")?,
+            ),
+            None => None,
+        };
+        let core_address = match &local {
+            Some(local) => local.local_addr()?,
+            None => loopback_if_unspecified(grpc.local_addr()?),
+        };
         let runtime = self.runtime.clone();
-        runtime.start(loopback_if_unspecified(grpc.local_addr()?).to_string());
+        runtime.start(core_address.to_string());
         // `micro logs -f` streams end when the drain begins, or they would hold it for `grace`.
         let closing = runtime.clone();
         let shutdown = async move {
             shutdown.await;
             closing.close_streams();
         };
-        let outcome = self.serve_inner(grpc, http, shutdown, grace).await;
+        let outcome = self.serve_inner(grpc, local, http, core_address, shutdown, grace).await;
         runtime.shutdown().await;
         outcome
     }
@@ -215,10 +257,13 @@ impl Platform {
     async fn serve_inner(
         self,
         grpc: TcpListener,
+        local: Option<TcpListener>,
         http: TcpListener,
+        core_address: std::net::SocketAddr,
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> anyhow::Result<()> {
+        use tokio_stream::wrappers::TcpListenerStream;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -238,31 +283,59 @@ impl Platform {
             broker: self.broker.clone(),
             events: self.events.clone(),
         };
-        let mut grpc_task = tokio::spawn(grpc::serve(core, grpc, stopped()));
+        let service = grpc::Service::new(core).await?;
         let gateway = gateway::Gateway::new(
             self.registry.clone(),
             self.auth.clone(),
             gateway::Options {
-                core_address: Some(loopback_if_unspecified(grpc_addr)),
+                core_address: Some(core_address),
                 api_domain: Some(self.api_domain.clone()).filter(|domain| !domain.is_empty()),
                 ..gateway::Options::default()
             },
         );
-        let mut http_task = tokio::spawn(http::serve(http::router(gateway), http, stopped()));
+        let router = http::router(gateway);
+        let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        match &self.tls {
+            None => {
+                let grpc = grpc::nodelay(TcpListenerStream::new(grpc));
+                tasks.push(("gRPC", tokio::spawn(service.clone().serve(grpc, stopped()))));
+                let http = axum::serve::ListenerExt::tap_io(http, |tcp: &mut tokio::net::TcpStream| {
+                    grpc::set_nodelay(tcp)
+                });
+                tasks.push(("HTTP", tokio::spawn(http::serve(router, http, stopped()))));
+            }
+            Some(tls) => {
+                let grpc = tls.incoming(grpc, tls::GRPC_ALPN);
+                tasks.push(("gRPC", tokio::spawn(service.clone().serve(grpc, stopped()))));
+                let http = tls.incoming(http, tls::HTTP_ALPN);
+                tasks.push(("HTTP", tokio::spawn(http::serve(router, http, stopped()))));
+                info!(cert = %tls.cert_path().display(), "TLS on: gRPC (h2) and HTTP (h2, http/1.1) serve TLS");
+            }
+        }
+        if let Some(local) = local {
+            let local = grpc::nodelay(TcpListenerStream::new(local));
+            tasks.push(("local gRPC", tokio::spawn(service.serve(local, stopped()))));
+            info!(addr = %core_address, "plain-text gRPC on loopback for the gateway and local services");
+        }
         info!(addr = %grpc_addr, "gRPC listening");
         info!(addr = %http_addr, "HTTP listening");
         info!(home = %self.home.display(), "micro server ready");
 
+        let names: Vec<&str> = tasks.iter().map(|(name, _)| *name).collect();
         tokio::select! {
             () = shutdown => {}
-            result = &mut grpc_task => return task_outcome("gRPC", result),
-            result = &mut http_task => return task_outcome("HTTP", result),
+            (result, index, _) = futures::future::select_all(tasks.iter_mut().map(|(_, task)| task)) => {
+                return task_outcome(names[index], result);
+            }
         }
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(grace, async {
-            let grpc = task_outcome("gRPC", (&mut grpc_task).await);
-            let http = task_outcome("HTTP", (&mut http_task).await);
-            grpc.and(http)
+            let mut outcome = Ok(());
+            for (name, task) in &mut tasks {
+                let result = task_outcome(name, task.await);
+                outcome = outcome.and(result);
+            }
+            outcome
         })
         .await;
         match drained {
@@ -272,8 +345,9 @@ impl Platform {
             }
             Err(_) => {
                 warn!(grace = ?grace, "requests still running after the grace period; stopping anyway");
-                grpc_task.abort();
-                http_task.abort();
+                for (_, task) in &tasks {
+                    task.abort();
+                }
                 Ok(())
             }
         }

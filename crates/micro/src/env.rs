@@ -1,6 +1,7 @@
 //! The `MICRO_*` environment a service runs with: what `micro run` injects, or what a developer
 //! sets by hand. Parsed once, validated before anything binds.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{Error, Result};
@@ -25,8 +26,12 @@ pub(crate) struct Env {
     pub version: String,
     /// `MICRO_SERVICE_ADDRESS`, default `127.0.0.1:0`.
     pub address: String,
-    /// `MICRO_SERVER_ADDRESS`, else `MICRO_PROXY`: the micro server's gRPC address.
+    /// `MICRO_SERVER_ADDRESS`, else `MICRO_PROXY`: the micro server's gRPC address, as given
+    /// (`https://` or port 443 mean TLS; see `micro_core::tls::ServerAddress`).
     pub server: Option<String>,
+    /// `MICRO_TLS_CA`: a CA certificate file (PEM) to trust besides the system's authorities
+    /// when the server is reached over TLS.
+    pub tls_ca: Option<PathBuf>,
     /// `MICRO_NAMESPACE`.
     pub namespace: Option<String>,
     /// `MICRO_AUTH_ID` and `MICRO_AUTH_SECRET`, only when both are set.
@@ -90,6 +95,7 @@ impl Env {
             version: get("MICRO_SERVICE_VERSION").unwrap_or_else(|| DEFAULT_VERSION.to_string()),
             address: get("MICRO_SERVICE_ADDRESS").unwrap_or_else(|| DEFAULT_SERVICE_ADDRESS.to_string()),
             server: get("MICRO_SERVER_ADDRESS").or_else(|| get("MICRO_PROXY")),
+            tls_ca: get("MICRO_TLS_CA").map(PathBuf::from),
             namespace,
             credentials,
             register_ttl,
@@ -133,6 +139,7 @@ mod tests {
         assert_eq!(env.version, "latest");
         assert_eq!(env.address, "127.0.0.1:0");
         assert_eq!(env.server, None);
+        assert_eq!(env.tls_ca, None);
         assert_eq!(env.namespace, None);
         assert_eq!(env.credentials, None);
         assert_eq!(env.register_ttl, Duration::from_secs(90));
@@ -152,6 +159,7 @@ mod tests {
             ("MICRO_AUTH_SECRET", "s3cret"),
             ("MICRO_REGISTER_TTL", "1m"),
             ("MICRO_REGISTER_INTERVAL", "15s"),
+            ("MICRO_TLS_CA", "/etc/micro/ca.pem"),
         ])
         .unwrap();
         assert_eq!(env.name.as_deref(), Some("greeter"));
@@ -159,6 +167,7 @@ mod tests {
         assert_eq!(env.address, "0.0.0.0:9000");
         assert_eq!(env.server.as_deref(), Some("10.0.0.1:8081"));
         assert_eq!(env.namespace.as_deref(), Some("foo"));
+        assert_eq!(env.tls_ca.as_deref(), Some(std::path::Path::new("/etc/micro/ca.pem")));
         assert_eq!(env.credentials, Some(("greeter-v2".into(), "s3cret".into())));
         assert_eq!(
             (env.register_ttl, env.register_interval),

@@ -19,6 +19,9 @@ pub enum Error {
     /// The micro server could not be reached.
     #[error("cannot reach the micro server at {address}: {cause} (is 'micro server' running?)")]
     Unreachable { address: String, cause: String },
+    /// The TLS handshake with the micro server failed (an untrusted CA: set `MICRO_TLS_CA`).
+    #[error("cannot reach the micro server at {address} over TLS: {failure}")]
+    Tls { address: String, failure: micro_core::tls::Failure },
     /// A named service has no running node in the registry.
     #[error("service {0} not found")]
     NotFound(String),

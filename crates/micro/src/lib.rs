@@ -31,7 +31,8 @@
 //! | `MICRO_SERVICE_NAME` | the name given to [`Service::new`] | overrides it |
 //! | `MICRO_SERVICE_VERSION` | `latest` | |
 //! | `MICRO_SERVICE_ADDRESS` | `127.0.0.1:0` | where to listen; a wildcard IP is advertised as loopback |
-//! | `MICRO_SERVER_ADDRESS`, else `MICRO_PROXY` | the CLI environment's, else `127.0.0.1:8081` | the micro server |
+//! | `MICRO_SERVER_ADDRESS`, else `MICRO_PROXY` | the CLI environment's, else `127.0.0.1:8081` | the micro server; TLS with `https://HOST:PORT` or on port 443 |
+//! | `MICRO_TLS_CA` | the CLI environment's `--ca` | a CA certificate (PEM) trusted besides the system's, for a server with a private CA |
 //! | `MICRO_NAMESPACE` | the CLI environment's, else `micro` | registry domain, store database, config document |
 //! | `MICRO_AUTH_ID`, `MICRO_AUTH_SECRET` | — | the service's account (`micro run` injects them) |
 //! | `MICRO_REGISTER_TTL` | `90s` | how long the registry keeps a silent node |
@@ -42,6 +43,11 @@
 //! Without `MICRO_AUTH_ID`/`MICRO_AUTH_SECRET`, a service started by hand uses the developer's
 //! `micro login` (from `MICRO_HOME`) to create an account of its own for as long as it runs;
 //! with neither it runs anonymously and says registration needs one of them.
+//!
+//! A server reached over TLS (`https://…`, port 443, or the CLI environment's `--tls`) must
+//! present a certificate for the address's host, signed by one of the system's authorities or
+//! by `MICRO_TLS_CA`. The service itself serves plain gRPC: the server's proxy and gateway call
+//! it on the address it registered.
 //!
 //! # Layout
 //!

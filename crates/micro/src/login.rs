@@ -2,8 +2,8 @@
 //! `micro env` and `micro login` keep under `MICRO_HOME` (see micro-cli's `settings.rs` and
 //! `tokens.rs`, whose formats these mirror).
 //!
-//! - `config.json`: `env` (selected environment, default `local`), `envs.<name>.proxy_address`,
-//!   `namespaces.<env>` (default `micro`). The `local` environment is built in: `127.0.0.1:8081`.
+//! - `config.json`: `env` (selected environment, default `local`), `envs.<name>.proxy_address`
+//!   (with `tls` and `ca` when the CLI reaches it over TLS), `namespaces.<env>` (default `micro`). The `local` environment is built in: `127.0.0.1:8081`.
 //! - `tokens.json` (0600): `"<env>/<namespace>"` → `{access_token, refresh_token, expiry,
 //!   account_id, account_name}`.
 
@@ -34,6 +34,10 @@ pub(crate) struct CliEnv {
     pub env: String,
     /// The environment's server address; empty when the environment has none.
     pub proxy_address: String,
+    /// Whether the CLI reaches it with TLS (`micro env add --tls`, or port 443).
+    pub tls: bool,
+    /// The CA file `micro env add --ca` stored for it.
+    pub ca: Option<PathBuf>,
     pub namespace: String,
     /// The login for `env`/`namespace`, when the developer has one.
     pub login: Option<Saved>,
@@ -53,26 +57,34 @@ struct SettingsFile {
 struct EnvEntry {
     #[serde(default)]
     proxy_address: String,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    ca: String,
 }
 
 /// Reads the CLI files under `home`. `env` overrides the selected environment (`MICRO_ENV`),
 /// `namespace` the environment's namespace (`MICRO_NAMESPACE`). Missing or unreadable files
 /// mean "no login" — a service never fails to start over the developer's CLI state.
 pub(crate) fn load(home: &Path, env: Option<&str>, namespace: Option<&str>) -> CliEnv {
-    let settings: SettingsFile = read_json(&home.join("config.json")).unwrap_or_default();
+    let mut settings: SettingsFile = read_json(&home.join("config.json")).unwrap_or_default();
     let env = env.map(str::to_string).or(settings.env.clone()).unwrap_or_else(|| LOCAL_ENV.to_string());
-    let proxy_address = if env == LOCAL_ENV {
-        LOCAL_ADDRESS.to_string()
+    let entry = if env == LOCAL_ENV {
+        EnvEntry { proxy_address: LOCAL_ADDRESS.to_string(), ..EnvEntry::default() }
     } else {
-        settings.envs.get(&env).map(|entry| entry.proxy_address.clone()).unwrap_or_default()
+        settings.envs.remove(&env).unwrap_or_default()
     };
+    let proxy_address = entry.proxy_address;
+    // The CLI's rule (micro-cli settings.rs): a stored `tls`, or an address on port 443.
+    let tls = !proxy_address.is_empty() && (entry.tls || micro_core::tls::default_tls(&proxy_address));
+    let ca = (!entry.ca.is_empty()).then(|| PathBuf::from(entry.ca));
     let namespace = namespace
         .map(str::to_string)
         .or_else(|| settings.namespaces.get(&env).cloned())
         .unwrap_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string());
     let tokens: BTreeMap<String, Saved> = read_json(&tokens_path(home)).unwrap_or_default();
     let login = tokens.get(&format!("{env}/{namespace}")).cloned();
-    CliEnv { env, proxy_address, namespace, login }
+    CliEnv { env, proxy_address, tls, ca, namespace, login }
 }
 
 /// Saves a refreshed login back, so the CLI keeps working after the refresh token rotated.
@@ -130,6 +142,8 @@ mod tests {
             CliEnv {
                 env: "local".into(),
                 proxy_address: "127.0.0.1:8081".into(),
+                tls: false,
+                ca: None,
                 namespace: "micro".into(),
                 login: None
             }
@@ -137,7 +151,9 @@ mod tests {
 
         std::fs::write(
             home.path().join("config.json"),
-            r#"{"env":"staging","envs":{"staging":{"name":"staging","proxy_address":"10.0.0.1:8081"}},
+            r#"{"env":"staging","envs":{"staging":{"name":"staging","proxy_address":"10.0.0.1:8081"},
+                  "prod":{"name":"prod","proxy_address":"10.0.0.2:8443","tls":true,"ca":"/ca.pem"},
+                  "web":{"name":"web","proxy_address":"micro.example.com"}},
                 "namespaces":{"staging":"foo"}}"#,
         )
         .unwrap();
@@ -147,6 +163,11 @@ mod tests {
         assert_eq!((staging.env.as_str(), staging.proxy_address.as_str()), ("staging", "10.0.0.1:8081"));
         assert_eq!(staging.namespace, "foo");
         assert_eq!(staging.login, Some(saved("tok")));
+        assert!(!staging.tls);
+        let prod = load(home.path(), Some("prod"), None);
+        assert!(prod.tls);
+        assert_eq!(prod.ca.as_deref(), Some(Path::new("/ca.pem")));
+        assert!(load(home.path(), Some("web"), None).tls, "a bare host is port 443: TLS");
 
         let local = load(home.path(), Some("local"), None);
         assert_eq!(local.login, Some(saved("local-tok")), "MICRO_ENV picks another environment");

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::env::Env;
 use crate::session::{self, Session};
@@ -27,6 +27,8 @@ pub(crate) struct Platform {
     pub env: Env,
     /// `host:port` of the server's gRPC listener.
     pub address: String,
+    /// Whether the connection uses TLS.
+    pub tls: bool,
     pub namespace: String,
     pub channel: Channel,
     pub session: Session,
@@ -43,8 +45,14 @@ impl Platform {
         let home = micro_core::home::dir();
         let cli = crate::login::load(&home, env.cli_env.as_deref(), env.namespace.as_deref());
         let plan = session::plan(&env, cli);
-        let endpoint = Endpoint::from_shared(format!("http://{}", plan.server))
-            .map_err(|_| Error::Config(format!("invalid micro server address {:?}", plan.server)))?
+        let endpoint = micro_core::tls::endpoint(&plan.server, plan.tls, plan.ca.as_deref())
+            .map_err(|err| match err {
+                micro_core::tls::ClientTlsError::InvalidAddress(address) => {
+                    Error::Config(format!("invalid micro server address {address:?}"))
+                }
+                // Only MICRO_TLS_CA or the CLI's stored CA can be at fault here.
+                other => Error::Config(format!("MICRO_TLS_CA: {other}")),
+            })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
@@ -52,6 +60,7 @@ impl Platform {
         Ok(Self {
             env,
             address: plan.server,
+            tls: plan.tls,
             namespace: plan.namespace,
             channel,
             session,
@@ -88,8 +97,12 @@ impl Platform {
         request
     }
 
-    /// Maps a failed call: an unreachable server becomes [`Error::Unreachable`].
+    /// Maps a failed call: a failed TLS handshake becomes [`Error::Tls`], an unreachable server
+    /// [`Error::Unreachable`].
     pub fn error(&self, status: tonic::Status) -> Error {
+        if let Some(failure) = micro_core::tls::Failure::find(&status) {
+            return Error::Tls { address: self.address.clone(), failure };
+        }
         if status.code() == tonic::Code::Unavailable {
             Error::Unreachable { address: self.address.clone(), cause: status.message().to_string() }
         } else {

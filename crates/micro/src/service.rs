@@ -462,7 +462,7 @@ async fn heartbeat(
 ) {
     platform.session.adopt_service_account(&platform.channel, &registration.name).await;
     let identity = platform.session.describe().await;
-    tracing::info!(server = %platform.address, namespace = %platform.namespace, %identity, "Registering with the micro server");
+    tracing::info!(server = %platform.address, tls = platform.tls, namespace = %platform.namespace, %identity, "Registering with the micro server");
     let mut retry = RETRY_MIN;
     let mut registered = false;
     loop {
@@ -480,11 +480,17 @@ async fn heartbeat(
             }
             Err(status) => {
                 registered = false;
-                let hint = match status.code() {
-                    tonic::Code::Unavailable => {
+                let tls_failure = micro_core::tls::Failure::find(&status);
+                let hint = match (status.code(), tls_failure) {
+                    (_, Some(micro_core::tls::Failure::Untrusted)) => {
+                        " — its TLS certificate is not signed by a trusted authority: set MICRO_TLS_CA to its CA file"
+                            .to_string()
+                    }
+                    (_, Some(failure)) => format!(" — {failure}"),
+                    (tonic::Code::Unavailable, None) => {
                         format!(" — is 'micro server' running at {}?", platform.address)
                     }
-                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied if anonymous => {
+                    (tonic::Code::Unauthenticated | tonic::Code::PermissionDenied, None) if anonymous => {
                         " — registering needs `micro login` or MICRO_AUTH_ID and MICRO_AUTH_SECRET"
                             .to_string()
                     }

@@ -44,23 +44,39 @@ pub(crate) enum Source {
     Anonymous,
 }
 
-/// Which server to talk to, in which namespace, as whom.
+/// Which server to talk to (and how), in which namespace, as whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
+    /// `host:port`.
     pub server: String,
+    /// Connect with TLS.
+    pub tls: bool,
+    /// A CA file to trust besides the system's authorities.
+    pub ca: Option<PathBuf>,
     pub namespace: String,
     pub source: Source,
 }
 
 /// Decides server, namespace and credentials from the environment and the CLI's files.
+///
+/// TLS: `MICRO_SERVER_ADDRESS=https://…` (or `http://…`) says so explicitly; without a scheme a
+/// server that is the CLI environment's follows that environment's setting, any other uses TLS
+/// on port 443. The CA is `MICRO_TLS_CA`, else the one the CLI environment stored (when it is
+/// the same server).
 pub(crate) fn plan(env: &Env, cli: CliEnv) -> Plan {
     let cli_server = (!cli.proxy_address.is_empty()).then(|| micro_core::with_port(&cli.proxy_address));
-    let server = env
-        .server
-        .clone()
-        .map(|server| micro_core::with_port(&server))
-        .or_else(|| cli_server.clone())
-        .unwrap_or_else(|| env::DEFAULT_SERVER_ADDRESS.to_string());
+    let (server, tls, ca) = match env.server.as_deref().map(micro_core::tls::ServerAddress::parse) {
+        Some(given) => {
+            let same = cli_server.as_deref() == Some(given.address.as_str());
+            let tls = given.tls(same && cli.tls);
+            let ca = env.tls_ca.clone().or_else(|| if same { cli.ca.clone() } else { None });
+            (given.address, tls, ca)
+        }
+        None => match cli_server.clone() {
+            Some(server) => (server, cli.tls, env.tls_ca.clone().or_else(|| cli.ca.clone())),
+            None => (env::DEFAULT_SERVER_ADDRESS.to_string(), false, env.tls_ca.clone()),
+        },
+    };
     let namespace = env.namespace.clone().unwrap_or_else(|| cli.namespace.clone());
     let source = if let Some((id, secret)) = &env.credentials {
         Source::Account { id: id.clone(), secret: secret.clone() }
@@ -73,7 +89,7 @@ pub(crate) fn plan(env: &Env, cli: CliEnv) -> Plan {
             _ => Source::Anonymous,
         }
     };
-    Plan { server, namespace, source }
+    Plan { server, tls, ca, namespace, source }
 }
 
 #[derive(Debug, Clone)]
@@ -345,6 +361,8 @@ mod tests {
         CliEnv {
             env: env.into(),
             proxy_address: address.into(),
+            tls: micro_core::tls::default_tls(address),
+            ca: None,
             namespace: namespace.into(),
             login: logged_in.then(|| Saved {
                 access_token: "a".into(),
@@ -410,6 +428,47 @@ mod tests {
         let no_address = plan_for(&[], cli("gone", "", "micro", true));
         assert_eq!(no_address.server, "127.0.0.1:8081");
         assert_eq!(no_address.source, Source::Anonymous);
+    }
+
+    #[test]
+    fn tls_follows_the_scheme_the_port_or_the_cli_env() {
+        let plain = plan_for(
+            &[("MICRO_SERVER_ADDRESS", "10.0.0.1:8081")],
+            cli("local", "127.0.0.1:8081", "micro", false),
+        );
+        assert!(!plain.tls);
+        let port_443 = plan_for(
+            &[("MICRO_SERVER_ADDRESS", "micro.example.com")],
+            cli("local", "127.0.0.1:8081", "micro", false),
+        );
+        assert_eq!((port_443.server.as_str(), port_443.tls), ("micro.example.com:443", true));
+        let https = plan_for(
+            &[("MICRO_SERVER_ADDRESS", "https://127.0.0.1:9443"), ("MICRO_TLS_CA", "/ca.pem")],
+            cli("local", "127.0.0.1:8081", "micro", false),
+        );
+        assert_eq!((https.server.as_str(), https.tls), ("127.0.0.1:9443", true));
+        assert_eq!(https.ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
+
+        // A CLI env added with --tls --ca: a service borrowing its login reaches it the same way,
+        // also when MICRO_SERVER_ADDRESS names the same server without a scheme.
+        let mut tls_env = cli("tls", "127.0.0.1:9443", "micro", true);
+        tls_env.tls = true;
+        tls_env.ca = Some("/env-ca.pem".into());
+        for pairs in [
+            &[][..],
+            &[("MICRO_SERVER_ADDRESS", "127.0.0.1:9443")][..],
+            &[("MICRO_SERVER_ADDRESS", "https://127.0.0.1:9443")][..],
+        ] {
+            let borrowed = plan_for(pairs, tls_env.clone());
+            assert!(borrowed.tls, "{pairs:?}");
+            assert_eq!(borrowed.ca.as_deref(), Some(std::path::Path::new("/env-ca.pem")), "{pairs:?}");
+            assert!(
+                matches!(borrowed.source, Source::Login { .. }),
+                "the scheme does not stop the login: {pairs:?}"
+            );
+        }
+        let other = plan_for(&[("MICRO_SERVER_ADDRESS", "127.0.0.1:9444")], tls_env.clone());
+        assert_eq!((other.tls, other.ca), (false, None), "another server does not inherit the env's TLS");
     }
 
     #[test]
