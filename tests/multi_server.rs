@@ -1,11 +1,11 @@
-//! Several `micro server`s sharing PostgreSQL (store, config, auth) and NATS (events, broker):
-//! a token from one works on the other, config and events cross between them, and the secrets
-//! they share stay out of reach of clients. Needs `MICRO_TEST_POSTGRES_URL` and
+//! Several `micro server`s sharing PostgreSQL (store, config, auth) and NATS (events, broker,
+//! registry): a token from one works on the other, config, events and services cross between
+//! them, and the secrets they share stay out of reach of clients. Needs `MICRO_TEST_POSTGRES_URL` and
 //! `MICRO_TEST_NATS_URL` (scripts/test starts both); prints that it was skipped without them.
 
 mod common;
 
-use common::Server;
+use common::{Server, Service, http_request};
 
 fn backends(test: &str) -> Option<(String, String)> {
     let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
@@ -27,7 +27,7 @@ fn fresh(name: &str) -> String {
 #[test]
 fn two_servers_share_tokens_config_and_events() {
     let Some((postgres, nats)) = backends("two_servers_share_tokens_config_and_events") else { return };
-    let args = ["--store", &postgres, "--events", &nats, "--broker", &nats];
+    let args = ["--store", &postgres, "--events", &nats, "--broker", &nats, "--registry", &nats];
     let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Server::start_with(home_a.path(), &args);
     let b = Server::start_with(home_b.path(), &args);
@@ -53,6 +53,25 @@ fn two_servers_share_tokens_config_and_events() {
     let consumed = b.ok(&["events", "consume", &topic, "--offset", "1", "--count", "1"]);
     let event: serde_json::Value = serde_json::from_str(consumed.trim()).unwrap();
     assert_eq!(event["payload"]["n"], 1);
+
+    // A service registered through A is callable through B's CLI and B's gateway.
+    let service = Service::start_helloworld(&a, &[]);
+    assert!(b.ok(&["services"]).lines().any(|name| name == "helloworld"), "B lists it");
+    let reply: serde_json::Value = serde_json::from_str(&b.ok(&["helloworld", "--name=Alice"])).unwrap();
+    assert_eq!(reply["msg"], "Hello Alice");
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home_b.path().join("tokens.json")).unwrap()).unwrap();
+    let token = tokens["e2e/micro"]["access_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let (status, body) = http_request(
+        &b.http,
+        "POST",
+        "/helloworld/call",
+        &[("Authorization", &bearer), ("Content-Type", "application/json")],
+        br#"{"name":"Bob"}"#,
+    );
+    assert_eq!((status, body.contains("Hello Bob")), (200, true), "{body}");
+    drop(service);
 
     // The shared secrets live where no client reaches them.
     let databases = b.ok(&["store", "databases"]);
