@@ -55,7 +55,9 @@ fn two_servers_share_tokens_config_and_events() {
     assert_eq!(event["payload"]["n"], 1);
 
     // A service registered through A is callable through B's CLI and B's gateway.
-    let service = Service::start_helloworld(&a, &[]);
+    // A short TTL: the registry outlives this test, and other tests call helloworld too.
+    let service =
+        Service::start_helloworld(&a, &[("MICRO_REGISTER_TTL", "3s"), ("MICRO_REGISTER_INTERVAL", "1s")]);
     assert!(b.ok(&["services"]).lines().any(|name| name == "helloworld"), "B lists it");
     let reply: serde_json::Value = serde_json::from_str(&b.ok(&["helloworld", "--name=Alice"])).unwrap();
     assert_eq!(reply["msg"], "Hello Alice");
@@ -71,7 +73,7 @@ fn two_servers_share_tokens_config_and_events() {
         br#"{"name":"Bob"}"#,
     );
     assert_eq!((status, body.contains("Hello Bob")), (200, true), "{body}");
-    drop(service);
+    assert!(service.signal(15).success(), "SIGTERM: deregisters and exits cleanly");
 
     // The shared secrets live where no client reaches them.
     let databases = b.ok(&["store", "databases"]);

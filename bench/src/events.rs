@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use crate::load::{Report, Work, closed_loop};
 
 /// Payload of every event and message: a small JSON document.
-const PAYLOAD: &[u8] = br#"{"order":12345,"item":"book","quantity":1,"total":"12.50"}"#;
+pub(crate) const PAYLOAD: &[u8] = br#"{"order":12345,"item":"book","quantity":1,"total":"12.50"}"#;
 /// Publishers of the concurrent rows.
 const PUBLISHERS: usize = 64;
 /// Events each consume row reads.
@@ -256,7 +256,7 @@ fn row(what: String, served: &Report, baseline: Option<&Report>) -> Row {
 }
 
 /// An access token of the default admin account.
-async fn admin_token(channel: Channel) -> anyhow::Result<String> {
+pub(crate) async fn admin_token(channel: Channel) -> anyhow::Result<String> {
     use micro_proto::auth::auth_client::AuthClient;
     use micro_proto::auth::{Options, TokenRequest};
     let request = TokenRequest {
@@ -271,20 +271,20 @@ async fn admin_token(channel: Channel) -> anyhow::Result<String> {
 
 /// The bearer token every request carries.
 #[derive(Clone)]
-struct Auth(MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct Auth(pub(crate) MetadataValue<tonic::metadata::Ascii>);
 
 impl Auth {
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.metadata_mut().insert("authorization", self.0.clone());
         request
     }
 }
 
-struct Publisher {
-    client: StreamClient<Channel>,
-    auth: Auth,
-    topic: String,
+pub(crate) struct Publisher {
+    pub(crate) client: StreamClient<Channel>,
+    pub(crate) auth: Auth,
+    pub(crate) topic: String,
 }
 
 impl Work for Publisher {

@@ -7,12 +7,16 @@
 //! With the argument `events`, measures durable publish, consume and broker fan-out through the
 //! server beside the same backends in-process (see `events.rs`).
 //!
+//! With the argument `backends`, measures store and events through a server on the embedded
+//! backends and one on PostgreSQL + NATS (see `backends.rs`).
+//!
 //! With the argument `runtime`, measures `micro run` instead: source to first successful call,
 //! cold and warm, beside plain `cargo build --release` (see `runtime.rs`). Each mode rewrites its
 //! own section of `BENCHMARKS.md`.
 //!
 //! Ratios within one run are the figures that count; absolute times drift between runs.
 
+mod backends;
 mod events;
 mod http;
 mod load;
@@ -47,6 +51,14 @@ async fn main() -> anyhow::Result<()> {
         runtime::write_section(&path, "runtime", &runtime::render(&figures))?;
         eprintln!("wrote {}", path.display());
         drop(server);
+        let _ = std::fs::remove_dir_all(&home);
+        return Ok(());
+    }
+
+    if std::env::args().nth(1).as_deref() == Some("backends") {
+        let (rows, production) = backends::measure(&bins.micro, &home, WARMUP, DURATION).await?;
+        runtime::write_section(&path, "backends", &backends::render(&rows, &production, DURATION, WARMUP))?;
+        eprintln!("wrote {}", path.display());
         let _ = std::fs::remove_dir_all(&home);
         return Ok(());
     }

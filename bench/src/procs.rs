@@ -109,14 +109,18 @@ pub struct Server {
 
 impl Server {
     pub async fn start(micro: &Path, home: &Path) -> anyhow::Result<Self> {
+        Self::start_with(micro, home, &[]).await
+    }
+
+    /// Starts a server with `extra` flags (e.g. `--store postgres://…`).
+    pub async fn start_with(micro: &Path, home: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let proc = Proc::spawn(Command::new(micro).env("MICRO_HOME", home).args([
-            "server",
-            "--proxy-address",
-            "127.0.0.1:0",
-            "--api-address",
-            "127.0.0.1:0",
-        ]))?;
+        let proc = Proc::spawn(
+            Command::new(micro)
+                .env("MICRO_HOME", home)
+                .args(["server", "--proxy-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0"])
+                .args(extra),
+        )?;
         let grpc = field(&proc.wait_for("gRPC listening")?, "addr=").context("gRPC address")?;
         let ready_in = started.elapsed();
         let http = field(&proc.wait_for("HTTP listening")?, "addr=").context("HTTP address")?;

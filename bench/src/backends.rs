@@ -1,0 +1,230 @@
+//! `cargo run --release -p micro-bench -- backends`: the same store and events work through two
+//! `micro server`s in one run — one on the embedded backends (redb store, redb event log), one
+//! on the production backends (`--store` PostgreSQL, `--events` NATS JetStream) named by
+//! `MICRO_TEST_POSTGRES_URL` and `MICRO_TEST_NATS_URL` (scripts/services starts both). Each
+//! row is a closed loop through the server's gRPC API with an admin token.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use micro_proto::events::stream_client::StreamClient;
+use micro_proto::events::{ConsumeRequest, PublishRequest};
+use micro_proto::store::store_client::StoreClient;
+use micro_proto::store::{ReadOptions, ReadRequest, Record, WriteOptions, WriteRequest};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::events::{Auth, PAYLOAD, Publisher, admin_token};
+use crate::load::{Report, Work, closed_loop};
+use crate::procs::Server;
+
+/// Concurrency levels of every closed-loop row.
+const CONCURRENCY: &[usize] = &[1, 64];
+/// Events the consume row reads.
+const CONSUME_EVENTS: usize = 10_000;
+/// Keys the read rows spread over.
+const KEYS: usize = 1000;
+
+/// One figure on both backends.
+pub struct Row {
+    pub what: String,
+    pub embedded: f64,
+    pub production: Option<f64>,
+}
+
+/// Measures the embedded server, then (when both URLs are set) the production one.
+pub async fn measure(
+    micro: &Path,
+    home: &Path,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<(Vec<Row>, String)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let production = match (var("MICRO_TEST_POSTGRES_URL"), var("MICRO_TEST_NATS_URL")) {
+        (Some(postgres), Some(nats)) => Some((postgres, nats)),
+        _ => {
+            eprintln!("MICRO_TEST_POSTGRES_URL and MICRO_TEST_NATS_URL unset: embedded backends only");
+            None
+        }
+    };
+    let embedded_home = home.join("embedded");
+    std::fs::create_dir_all(&embedded_home)?;
+    let server = Server::start(micro, &embedded_home).await?;
+    let embedded = figures(&server.grpc, "embedded", warmup, duration).await?;
+    drop(server);
+
+    let (production, described) = match production {
+        Some((postgres, nats)) => {
+            let production_home = home.join("production");
+            std::fs::create_dir_all(&production_home)?;
+            let flags = ["--store", &postgres, "--events", &nats, "--broker", &nats];
+            let server = Server::start_with(micro, &production_home, &flags).await?;
+            let figures = figures(&server.grpc, "production", warmup, duration).await?;
+            (Some(figures), "PostgreSQL (store) and NATS JetStream (events)".to_string())
+        }
+        None => (None, "not measured (no MICRO_TEST_POSTGRES_URL / MICRO_TEST_NATS_URL)".to_string()),
+    };
+    let rows = embedded
+        .into_iter()
+        .enumerate()
+        .map(|(n, (what, rate))| Row {
+            what,
+            embedded: rate,
+            production: production.as_ref().map(|figures| figures[n].1),
+        })
+        .collect();
+    Ok((rows, described))
+}
+
+/// Every figure through the server at `grpc`: store writes and reads, event publishes and a
+/// consume, in that order.
+async fn figures(
+    grpc: &str,
+    label: &str,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Vec<(String, f64)>> {
+    let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
+    let token = admin_token(channel.clone()).await?;
+    let auth = Auth(MetadataValue::try_from(format!("Bearer {token}"))?);
+    let table = format!("bench{}", crate::unix_now());
+    let mut figures = Vec::new();
+
+    let connect = || async { anyhow::Ok(Channel::from_shared(format!("http://{grpc}"))?.connect().await?) };
+    for &concurrency in CONCURRENCY {
+        let mut writers = Vec::new();
+        for worker in 0..concurrency {
+            writers.push(StoreOp {
+                client: StoreClient::new(connect().await?),
+                auth: auth.clone(),
+                table: table.clone(),
+                write: true,
+                n: worker,
+            });
+        }
+        let report = closed_loop(writers, warmup, duration).await;
+        eprintln!("{label:<10} store write c={concurrency:<3} {report}");
+        figures.push((format!("store write, durable, c={concurrency} (ops/s)"), checked(&report)?));
+    }
+    for &concurrency in CONCURRENCY {
+        let mut readers = Vec::new();
+        for worker in 0..concurrency {
+            readers.push(StoreOp {
+                client: StoreClient::new(connect().await?),
+                auth: auth.clone(),
+                table: table.clone(),
+                write: false,
+                n: worker,
+            });
+        }
+        let report = closed_loop(readers, warmup, duration).await;
+        eprintln!("{label:<10} store read  c={concurrency:<3} {report}");
+        figures.push((format!("store read, c={concurrency} (ops/s)"), checked(&report)?));
+    }
+    let topic = format!("bench{}", crate::unix_now());
+    for &concurrency in CONCURRENCY {
+        let mut publishers = Vec::new();
+        for _ in 0..concurrency {
+            publishers.push(Publisher {
+                client: StreamClient::new(connect().await?),
+                auth: auth.clone(),
+                topic: topic.clone(),
+            });
+        }
+        let report = closed_loop(publishers, warmup, duration).await;
+        eprintln!("{label:<10} publish     c={concurrency:<3} {report}");
+        figures.push((format!("event publish, durable, c={concurrency} (msgs/s)"), checked(&report)?));
+    }
+    // Consume from the start of the topic the publish rows filled (at least CONSUME_EVENTS).
+    let mut client = StreamClient::new(channel.clone());
+    let publish = PublishRequest { topic: topic.clone(), payload: PAYLOAD.to_vec(), ..Default::default() };
+    // The stream API has no count: a publish's sequence tells how many the topic holds.
+    let mut held = client.publish(auth.request(publish.clone())).await?.into_inner().sequence;
+    while held < CONSUME_EVENTS as u64 {
+        held = client.publish(auth.request(publish.clone())).await?.into_inner().sequence;
+    }
+    let request = ConsumeRequest {
+        group: "bench".into(),
+        topic: topic.clone(),
+        auto_ack: true,
+        retry_limit: -1,
+        sequence: 1,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut stream = client.consume(auth.request(request)).await?.into_inner();
+    for _ in 0..CONSUME_EVENTS {
+        stream.message().await?.context("the consume stream ended")?;
+    }
+    let rate = CONSUME_EVENTS as f64 / started.elapsed().as_secs_f64();
+    eprintln!("{label:<10} consume          {rate:.0} msgs/s");
+    figures.push(("event consume, auto-ack, one consumer (msgs/s)".into(), rate));
+    Ok(figures)
+}
+
+/// The rate of `report`, refusing a run where calls failed (a broken backend must not look fast).
+fn checked(report: &Report) -> anyhow::Result<f64> {
+    anyhow::ensure!(report.errors == 0 || report.rps() > 0.0, "every call failed");
+    if report.errors > 0 {
+        eprintln!("  ({} calls failed)", report.errors);
+    }
+    Ok(report.rps())
+}
+
+/// A store write or read of one of [`KEYS`] keys, in a closed loop.
+struct StoreOp {
+    client: StoreClient<Channel>,
+    auth: Auth,
+    table: String,
+    write: bool,
+    n: usize,
+}
+
+impl Work for StoreOp {
+    async fn once(&mut self) -> bool {
+        self.n = (self.n + 7) % KEYS;
+        let key = format!("key-{:04}", self.n);
+        if self.write {
+            let record = Record { key, value: PAYLOAD.to_vec(), ..Default::default() };
+            let options = WriteOptions { database: String::new(), table: self.table.clone() };
+            let request = WriteRequest { record: Some(record), options: Some(options) };
+            self.client.write(self.auth.request(request)).await.is_ok()
+        } else {
+            let options = ReadOptions { table: self.table.clone(), ..Default::default() };
+            let request = ReadRequest { key, options: Some(options) };
+            self.client.read(self.auth.request(request)).await.is_ok()
+        }
+    }
+}
+
+/// The backends section of `BENCHMARKS.md`.
+pub fn render(rows: &[Row], production: &str, duration: Duration, warmup: Duration) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Written by `cargo run --release -p micro-bench -- backends` with scripts/services' PostgreSQL and \
+         nats-server on loopback (`source scripts/services && services_start`): two release `micro server`s \
+         measured one after the other in one run, the first on the embedded backends (redb store, redb event \
+         log, both fsync'd per acknowledged write), the second with `--store postgres://… --events nats://…`. \
+         Production backends: {production}. Closed loops through the gRPC API with an admin token, {}s after a \
+         {}ms warm-up; values of {} bytes; reads spread over {KEYS} keys written first.\n",
+        duration.as_secs(),
+        warmup.as_millis(),
+        PAYLOAD.len()
+    );
+    let _ = writeln!(md, "Machine: {} cores; run at unix time {}.\n", crate::cores(), crate::unix_now());
+    let _ = writeln!(md, "| figure | embedded | PostgreSQL / NATS | production ÷ embedded |");
+    let _ = writeln!(md, "|---|---:|---:|---:|");
+    for row in rows {
+        let (production, ratio) = match row.production {
+            Some(rate) if row.embedded > 0.0 => {
+                (format!("{rate:.0}"), format!("{:.2}×", rate / row.embedded))
+            }
+            _ => ("—".into(), "—".into()),
+        };
+        let _ = writeln!(md, "| {} | {:.0} | {production} | {ratio} |", row.what, row.embedded);
+    }
+    md
+}
