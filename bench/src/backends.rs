@@ -202,6 +202,7 @@ impl Work for StoreOp {
 /// The backends section of `BENCHMARKS.md`.
 pub fn render(rows: &[Row], production: &str, duration: Duration, warmup: Duration) -> String {
     let mut md = String::new();
+    let _ = writeln!(md, "## Embedded backends against PostgreSQL and NATS\n");
     let _ = writeln!(
         md,
         "Written by `cargo run --release -p micro-bench -- backends` with scripts/services' PostgreSQL and \

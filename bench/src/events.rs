@@ -332,6 +332,7 @@ impl Work for LocalBroker {
 /// The events section of `BENCHMARKS.md`.
 pub fn render(rows: &[Row], duration: Duration, warmup: Duration) -> String {
     let mut md = String::new();
+    let _ = writeln!(md, "## Events and broker: through the server against the same backends in-process\n");
     let _ = writeln!(
         md,
         "Written by `cargo run --release -p micro-bench -- events`: a release `micro server` with its embedded \
