@@ -37,19 +37,7 @@ fn payloads(output: &str) -> Vec<u64> {
 #[test]
 fn unreachable_or_unknown_backends_stop_the_boot_with_one_clear_line() {
     let home = tempfile::tempdir().unwrap();
-    let boot = |args: &[&str]| {
-        let started = Instant::now();
-        let output = common::micro_in(
-            home.path(),
-            &[&["server", "--proxy-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0"], args].concat(),
-        );
-        assert!(started.elapsed() < Duration::from_secs(20), "fails fast");
-        assert!(!output.status.success(), "{args:?} must not boot");
-        let stderr = common::stderr(&output);
-        let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("Error:")).collect();
-        assert_eq!(errors.len(), 1, "one error line: {stderr}");
-        errors[0].to_string()
-    };
+    let boot = |args: &[&str]| common::boot_error(home.path(), args);
     let events = boot(&["--events", "nats://127.0.0.1:1"]);
     assert!(events.contains("nats events backend") && events.contains("nats://127.0.0.1:1"), "{events}");
     let broker = boot(&["--broker", "nats://127.0.0.1:1"]);

@@ -206,6 +206,22 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }
 
+/// Runs `micro server` with `args` in `home`, which must fail to boot within 20 s with exactly
+/// one `Error:` line on stderr; returns that line.
+pub fn boot_error(home: &Path, args: &[&str]) -> String {
+    let started = std::time::Instant::now();
+    let output = micro_in(
+        home,
+        &[&["server", "--proxy-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0"], args].concat(),
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "fails fast");
+    assert!(!output.status.success(), "{args:?} must not boot");
+    let stderr = stderr(&output);
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("Error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    errors[0].to_string()
+}
+
 /// The `helloworld` example's binary, built beside `micro` by `cargo test --workspace`.
 pub fn helloworld_bin() -> PathBuf {
     example_bin("helloworld")
