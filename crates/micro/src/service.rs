@@ -27,6 +27,8 @@ use crate::{Error, Result};
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long in-flight calls get to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Service::consume`] waits before giving a failed event back.
+const NACK_DELAY: Duration = Duration::from_secs(1);
 /// First and longest wait between failed registrations.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -166,7 +168,8 @@ impl Service {
     }
 
     /// Calls `handler` with each event of `topic` while the service runs: `Ok` acks it, `Err`
-    /// (logged) gives it back to be delivered again. Without a group in `options` the group is
+    /// (logged) gives it back, after a second's pause, to be delivered again (set a retry limit
+    /// in `options` to give up on an event that never succeeds). Without a group in `options` the group is
     /// the service name, so the service's instances share the events and its position is kept
     /// across restarts. Events are handled one at a time; the consumer is renewed (with
     /// backoff) if the connection to the server breaks, and unacked events come back.
@@ -392,6 +395,9 @@ async fn consume(mut consumer: EventConsumer, service: String, mut registered: w
                         Ok(()) => event.ack().await,
                         Err(cause) => {
                             tracing::warn!(%topic, id = %event.id, %cause, "event handler failed; the event will be delivered again");
+                            // A pause before giving it back, so an event that always fails is
+                            // retried once a second, not in a busy loop.
+                            tokio::time::sleep(NACK_DELAY).await;
                             event.nack().await
                         }
                     };
