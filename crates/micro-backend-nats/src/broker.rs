@@ -16,18 +16,17 @@
 //! route unsubscribes from NATS.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::time::Instant;
 
 use async_nats::HeaderMap;
 use async_nats::client::PublishErrorKind;
 use futures::StreamExt;
+use micro_broker::outlet::{Outlet, Outlets, Target};
 use micro_broker::{
-    Broker, BrokerError, LAG_LOG_INTERVAL, MAX_SUBSCRIPTIONS_PER_NAMESPACE, Message, SUBSCRIBER_BUFFER,
-    Subscription, validate_message, validate_target,
+    Broker, BrokerError, MAX_SUBSCRIPTIONS_PER_NAMESPACE, Message, SUBSCRIBER_BUFFER, Subscription,
+    validate_message, validate_target,
 };
-use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::connection::{ConnectError, Connection, OPERATION_TIMEOUT, connect};
 use crate::names;
@@ -41,10 +40,7 @@ pub struct NatsBroker {
 struct Inner {
     connection: Connection,
     routes: Mutex<Routes>,
-    next_id: AtomicU64,
-    dropped: AtomicU64,
-    /// Origin of the lag-log timestamps kept per subscriber.
-    epoch: Instant,
+    outlets: Outlets,
 }
 
 impl std::fmt::Debug for Inner {
@@ -69,17 +65,9 @@ struct RouteKey {
 
 /// The local subscribers fed by one NATS subscription.
 struct Route {
-    members: RwLock<Vec<Subscriber>>,
+    members: RwLock<Vec<Outlet>>,
     /// Round-robin cursor of a queue route.
     next: AtomicUsize,
-}
-
-struct Subscriber {
-    id: u64,
-    sender: mpsc::Sender<Arc<Message>>,
-    dropped: Arc<AtomicU64>,
-    /// Milliseconds after `Inner::epoch` (plus one) of the last lag log line; zero: never.
-    last_warned: AtomicU64,
 }
 
 /// Aborts the route's forwarding task (which drops, and so unsubscribes, its NATS
@@ -108,9 +96,7 @@ impl NatsBroker {
             inner: Arc::new(Inner {
                 connection,
                 routes: Mutex::new(Routes::default()),
-                next_id: AtomicU64::new(1),
-                dropped: AtomicU64::new(0),
-                epoch: Instant::now(),
+                outlets: Outlets::default(),
             }),
         }
     }
@@ -120,9 +106,9 @@ impl NatsBroker {
     fn join(
         &self,
         key: &RouteKey,
-        subscriber: Subscriber,
+        subscriber: Outlet,
         nats: Option<async_nats::Subscriber>,
-    ) -> Result<Option<Subscriber>, BrokerError> {
+    ) -> Result<Option<Outlet>, BrokerError> {
         let mut routes = self.inner.routes.lock().unwrap_or_else(PoisonError::into_inner);
         let count = routes.subscriptions.get(&key.namespace).copied().unwrap_or(0);
         if count >= MAX_SUBSCRIPTIONS_PER_NAMESPACE {
@@ -197,15 +183,14 @@ impl Broker for NatsBroker {
     ) -> Result<Subscription, BrokerError> {
         validate_target(namespace, topic, queue.as_deref())?;
         self.inner.connection.ready().map_err(unavailable)?;
-        let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let subscriber = Subscriber { id, sender, dropped: dropped.clone(), last_warned: AtomicU64::new(0) };
         let key = RouteKey { namespace: namespace.to_string(), topic: topic.to_string(), queue };
-        let unsubscribe = Unsubscribe { inner: Arc::downgrade(&self.inner), key: key.clone(), id };
+        let (subscriber, subscription) = self
+            .inner
+            .outlets
+            .open(|id| Box::new(Unsubscribe { inner: Arc::downgrade(&self.inner), key: key.clone(), id }));
 
         let Some(subscriber) = self.join(&key, subscriber, None)? else {
-            return Ok(Subscription::new(receiver, dropped, unsubscribe));
+            return Ok(subscription);
         };
         // The first local subscriber of this route: subscribe on NATS, and wait until the
         // server has it (flush), so a message published after we return reaches it.
@@ -238,11 +223,11 @@ impl Broker for NatsBroker {
         };
 
         self.join(&key, subscriber, Some(nats))?;
-        Ok(Subscription::new(receiver, dropped, unsubscribe))
+        Ok(subscription)
     }
 
     fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner.outlets.dropped()
     }
 
     fn summary(&self) -> String {
@@ -261,28 +246,12 @@ async fn forward(inner: Weak<Inner>, route: Arc<Route>, key: RouteKey, mut nats:
         let Some(inner) = inner.upgrade() else { return };
         let message = Arc::new(decode(received));
         let members = route.members.read().unwrap_or_else(PoisonError::into_inner);
-        match &key.queue {
-            None => {
-                for member in members.iter() {
-                    if let Err(TrySendError::Full(_)) = member.sender.try_send(message.clone()) {
-                        inner.lagged(&key, member);
-                    }
-                }
-            }
-            Some(_) if members.is_empty() => {}
-            Some(_) => {
-                // Round robin, but a full member passes its turn to the next one with room: the
-                // message is only dropped when every local member is behind.
-                let start = route.next.fetch_add(1, Ordering::Relaxed) % members.len();
-                let delivered = (0..members.len()).any(|offset| {
-                    let member = &members[(start + offset) % members.len()];
-                    member.sender.try_send(message.clone()).is_ok()
-                });
-                if !delivered {
-                    inner.lagged(&key, &members[start]);
-                }
-            }
-        }
+        let target = Target {
+            namespace: &key.namespace,
+            topic: &key.topic,
+            queue: key.queue.as_deref().map(|queue| (queue, &route.next)),
+        };
+        inner.outlets.deliver(&members, target, &message);
     }
 }
 
@@ -299,35 +268,6 @@ fn decode(received: async_nats::Message) -> Message {
         }
     }
     Message { header, body: received.payload.to_vec() }
-}
-
-impl Inner {
-    /// Counts a message dropped for `subscriber` and says so, at most once per
-    /// [`LAG_LOG_INTERVAL`] per subscriber.
-    fn lagged(&self, key: &RouteKey, subscriber: &Subscriber) {
-        let dropped = subscriber.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1);
-        let interval = u64::try_from(LAG_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX);
-        let last = subscriber.last_warned.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= interval;
-        if due
-            && subscriber
-                .last_warned
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                namespace = %key.namespace,
-                topic = %key.topic,
-                queue = key.queue.as_deref().unwrap_or(""),
-                subscriber = subscriber.id,
-                dropped,
-                buffer = SUBSCRIBER_BUFFER,
-                "broker subscriber lags; dropping messages for it"
-            );
-        }
-    }
 }
 
 /// Removes one subscriber when its [`Subscription`] is dropped, and the route with its NATS

@@ -15,6 +15,7 @@
 pub mod conformance;
 pub mod grpc;
 mod memory;
+pub mod outlet;
 #[cfg(test)]
 mod tests;
 

@@ -2,15 +2,14 @@
 //! `try_send` to each under a read lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
-use std::time::Instant;
 
-use tokio::sync::mpsc::{self, error::TrySendError};
+use crate::outlet::{Outlet, Outlets, Target};
 
 use crate::{
-    Broker, BrokerError, LAG_LOG_INTERVAL, MAX_SUBSCRIPTIONS_PER_NAMESPACE, Message, SUBSCRIBER_BUFFER,
-    Subscription, validate_message, validate_target,
+    Broker, BrokerError, MAX_SUBSCRIPTIONS_PER_NAMESPACE, Message, SUBSCRIBER_BUFFER, Subscription,
+    validate_message, validate_target,
 };
 
 /// The in-memory broker of one server.
@@ -22,10 +21,7 @@ pub struct MemoryBroker {
 #[derive(Debug)]
 struct Inner {
     namespaces: RwLock<HashMap<String, Namespace>>,
-    next_id: AtomicU64,
-    dropped: AtomicU64,
-    /// Origin of the lag-log timestamps kept per subscriber.
-    epoch: Instant,
+    outlets: Outlets,
 }
 
 #[derive(Debug, Default)]
@@ -37,7 +33,7 @@ struct Namespace {
 #[derive(Debug, Default)]
 struct Topic {
     /// Subscribers without a queue: each gets every message.
-    plain: Vec<Subscriber>,
+    plain: Vec<Outlet>,
     /// Queue groups: each message goes to one member of each.
     queues: HashMap<String, Queue>,
 }
@@ -50,18 +46,9 @@ impl Topic {
 
 #[derive(Debug, Default)]
 struct Queue {
-    members: Vec<Subscriber>,
+    members: Vec<Outlet>,
     /// Round-robin cursor; atomic so that publishers only need the read lock.
     next: AtomicUsize,
-}
-
-#[derive(Debug)]
-struct Subscriber {
-    id: u64,
-    sender: mpsc::Sender<Arc<Message>>,
-    dropped: Arc<AtomicU64>,
-    /// Milliseconds after `Inner::epoch` (plus one) of the last lag log line; zero: never.
-    last_warned: AtomicU64,
 }
 
 impl Default for MemoryBroker {
@@ -72,12 +59,7 @@ impl Default for MemoryBroker {
 
 impl MemoryBroker {
     pub fn new() -> Self {
-        let inner = Inner {
-            namespaces: RwLock::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            dropped: AtomicU64::new(0),
-            epoch: Instant::now(),
-        };
+        let inner = Inner { namespaces: RwLock::new(HashMap::new()), outlets: Outlets::default() };
         Self { inner: Arc::new(inner) }
     }
 
@@ -95,55 +77,13 @@ impl MemoryBroker {
         let Some(subscribers) = namespaces.get(namespace).and_then(|ns| ns.topics.get(topic)) else {
             return Ok(());
         };
-        for subscriber in &subscribers.plain {
-            if let Err(TrySendError::Full(_)) = subscriber.sender.try_send(Arc::clone(&message)) {
-                self.lagged(namespace, topic, None, subscriber);
-            }
-        }
+        let outlets = &self.inner.outlets;
+        outlets.deliver(&subscribers.plain, Target { namespace, topic, queue: None }, &message);
         for (queue, group) in &subscribers.queues {
-            let members = group.members.len();
-            if members == 0 {
-                continue;
-            }
-            // Round robin, but a full member passes its turn to the next one with room: the
-            // message is only dropped when the whole group is behind.
-            let start = group.next.fetch_add(1, Ordering::Relaxed) % members;
-            let delivered = (0..members).any(|offset| {
-                let member = &group.members[(start + offset) % members];
-                member.sender.try_send(Arc::clone(&message)).is_ok()
-            });
-            if !delivered {
-                self.lagged(namespace, topic, Some(queue), &group.members[start]);
-            }
+            let target = Target { namespace, topic, queue: Some((queue, &group.next)) };
+            outlets.deliver(&group.members, target, &message);
         }
         Ok(())
-    }
-
-    /// Counts a message dropped for `subscriber` and says so, at most once per
-    /// [`LAG_LOG_INTERVAL`] per subscriber.
-    fn lagged(&self, namespace: &str, topic: &str, queue: Option<&str>, subscriber: &Subscriber) {
-        let dropped = subscriber.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-        let now = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1);
-        let interval = u64::try_from(LAG_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX);
-        let last = subscriber.last_warned.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= interval;
-        if due
-            && subscriber
-                .last_warned
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                namespace,
-                topic,
-                queue = queue.unwrap_or(""),
-                subscriber = subscriber.id,
-                dropped,
-                buffer = SUBSCRIBER_BUFFER,
-                "broker subscriber lags; dropping messages for it"
-            );
-        }
     }
 
     fn subscribe_now(
@@ -153,11 +93,16 @@ impl MemoryBroker {
         queue: Option<String>,
     ) -> Result<Subscription, BrokerError> {
         validate_target(namespace, topic, queue.as_deref())?;
-        let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let subscriber =
-            Subscriber { id, sender, dropped: Arc::clone(&dropped), last_warned: AtomicU64::new(0) };
+        let unsubscribe = |id| -> Box<dyn Send + Sync> {
+            Box::new(Unsubscribe {
+                inner: Arc::downgrade(&self.inner),
+                namespace: namespace.to_string(),
+                topic: topic.to_string(),
+                queue: queue.clone(),
+                id,
+            })
+        };
+        let (outlet, subscription) = self.inner.outlets.open(unsubscribe);
 
         let mut namespaces = self.inner.namespaces.write().expect("broker lock poisoned");
         let ns = namespaces.entry(namespace.to_string()).or_default();
@@ -169,19 +114,10 @@ impl MemoryBroker {
         ns.subscriptions += 1;
         let subscribers = ns.topics.entry(topic.to_string()).or_default();
         match &queue {
-            None => subscribers.plain.push(subscriber),
-            Some(queue) => subscribers.queues.entry(queue.clone()).or_default().members.push(subscriber),
+            None => subscribers.plain.push(outlet),
+            Some(queue) => subscribers.queues.entry(queue.clone()).or_default().members.push(outlet),
         }
-        drop(namespaces);
-
-        let unsubscribe = Unsubscribe {
-            inner: Arc::downgrade(&self.inner),
-            namespace: namespace.to_string(),
-            topic: topic.to_string(),
-            queue,
-            id,
-        };
-        Ok(Subscription::new(receiver, dropped, unsubscribe))
+        Ok(subscription)
     }
 }
 
@@ -201,7 +137,7 @@ impl Broker for MemoryBroker {
     }
 
     fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner.outlets.dropped()
     }
 
     fn summary(&self) -> String {
