@@ -211,28 +211,10 @@ async fn retention_is_applied_by_jetstream() {
 /// the PATH when `MICRO_TEST_NATS_URL` says NATS is installed), on its own port and directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_nats_restart() {
-    let binary = match std::env::var("MICRO_TEST_NATS_SERVER") {
-        Ok(binary) if !binary.is_empty() => binary,
-        _ if nats_url("survives_a_nats_restart").is_some() => "nats-server".to_string(),
-        _ => return,
-    };
-    if std::process::Command::new(&binary).arg("--version").output().is_err() {
-        println!("skipped survives_a_nats_restart: cannot run {binary} (set MICRO_TEST_NATS_SERVER)");
-        return;
-    }
+    let Some(binary) = nats_binary("survives_a_nats_restart") else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start = || {
-        std::process::Command::new(&binary)
-            .args(["-js", "-sd"])
-            .arg(dir.path())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map(NatsServer)
-            .expect("nats-server starts")
-    };
+    let start = || NatsServer::start(&binary, dir.path(), port);
     let url = format!("nats://127.0.0.1:{port}");
     let server = start();
     let events = connect_within(&url, Duration::from_secs(10)).await;
@@ -313,6 +295,36 @@ async fn survives_a_nats_restart() {
 /// A nats-server this test started: killed (and reaped) when dropped, also when the test fails.
 struct NatsServer(std::process::Child);
 
+impl NatsServer {
+    /// Starts `binary` with JetStream, data in `dir`, on 127.0.0.1:`port`.
+    fn start(binary: &str, dir: &std::path::Path, port: u16) -> Self {
+        std::process::Command::new(binary)
+            .args(["-js", "-sd"])
+            .arg(dir)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(NatsServer)
+            .expect("nats-server starts")
+    }
+}
+
+/// The nats-server a restart test runs: `MICRO_TEST_NATS_SERVER`, else `nats-server` on the
+/// PATH when `MICRO_TEST_NATS_URL` says NATS is installed; `None` (printed) to skip `test`.
+fn nats_binary(test: &str) -> Option<String> {
+    let binary = match std::env::var("MICRO_TEST_NATS_SERVER") {
+        Ok(binary) if !binary.is_empty() => binary,
+        _ if nats_url(test).is_some() => "nats-server".to_string(),
+        _ => return None,
+    };
+    if std::process::Command::new(&binary).arg("--version").output().is_err() {
+        println!("skipped {test}: cannot run {binary} (set MICRO_TEST_NATS_SERVER)");
+        return None;
+    }
+    Some(binary)
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -338,30 +350,10 @@ async fn connect_within(url: &str, patience: Duration) -> NatsEvents {
 /// a registration through another instance shows up again — without recreating the registry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_survives_a_nats_restart() {
-    let binary = match std::env::var("MICRO_TEST_NATS_SERVER") {
-        Ok(binary) if !binary.is_empty() => binary,
-        _ if nats_url("registry_survives_a_nats_restart").is_some() => "nats-server".to_string(),
-        _ => return,
-    };
-    if std::process::Command::new(&binary).arg("--version").output().is_err() {
-        println!(
-            "skipped registry_survives_a_nats_restart: cannot run {binary} (set MICRO_TEST_NATS_SERVER)"
-        );
-        return;
-    }
+    let Some(binary) = nats_binary("registry_survives_a_nats_restart") else { return };
     let (dir, blank) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start_in = |dir: &std::path::Path| {
-        std::process::Command::new(&binary)
-            .args(["-js", "-sd"])
-            .arg(dir)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map(NatsServer)
-            .expect("nats-server starts")
-    };
+    let start_in = |dir: &std::path::Path| NatsServer::start(&binary, dir, port);
     let start = || start_in(dir.path());
     let url = format!("nats://127.0.0.1:{port}");
     let service = |name: &str| micro_proto::registry::Service {
