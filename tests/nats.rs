@@ -3,10 +3,6 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
 use common::Server;
 
 fn nats_url(test: &str) -> Option<String> {
@@ -89,25 +85,9 @@ fn two_servers_share_events_and_broker_through_nats() {
     assert_eq!(rest, [3, 4, 5], "the group's position is shared");
 
     let subject = fresh("greetings");
-    let mut subscriber = common::micro_cmd(home_b.path())
-        .args(["broker", "subscribe", &subject, "--count", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("micro broker subscribe starts");
     // The broker keeps nothing: publish through A until B's subscriber has had three.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut sent = 0;
-    while subscriber.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the subscriber on B never got 3 messages from A");
-        a.ok(&["broker", "publish", &subject, "hello", &sent.to_string()]);
-        sent += 1;
-    }
-    assert!(subscriber.wait().unwrap().success());
-    let mut output = String::new();
-    subscriber.stdout.take().unwrap().read_to_string(&mut output).unwrap();
-    let numbers: Vec<u32> =
-        output.lines().map(|line| line.strip_prefix("hello ").unwrap().parse().unwrap()).collect();
-    assert_eq!(numbers.len(), 3, "{output}");
+    let numbers = common::three_broker_messages(home_b.path(), &subject, |n| {
+        a.ok(&["broker", "publish", &subject, "hello", &n.to_string()]);
+    });
     assert!(numbers.windows(2).all(|pair| pair[1] == pair[0] + 1), "in publish order: {numbers:?}");
 }

@@ -222,6 +222,34 @@ pub fn boot_error(home: &Path, args: &[&str]) -> String {
     errors[0].to_string()
 }
 
+/// Runs `micro broker subscribe <topic> --count 3` in `home` and calls `publish(n)` for
+/// n = 0, 1, ... until the subscriber has had three messages (the broker keeps nothing, so
+/// messages published before it subscribed are gone); returns the numbers it printed from
+/// messages `hello <n>`.
+pub fn three_broker_messages(home: &Path, topic: &str, mut publish: impl FnMut(usize)) -> Vec<u32> {
+    use std::io::Read;
+    let mut subscriber = micro_cmd(home)
+        .args(["broker", "subscribe", topic, "--count", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("micro broker subscribe starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut sent = 0;
+    while subscriber.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the subscriber never got 3 messages");
+        publish(sent);
+        sent += 1;
+    }
+    assert!(subscriber.wait().unwrap().success());
+    let mut output = String::new();
+    subscriber.stdout.take().unwrap().read_to_string(&mut output).unwrap();
+    let numbers: Vec<u32> =
+        output.lines().map(|line| line.strip_prefix("hello ").unwrap().parse().unwrap()).collect();
+    assert_eq!(numbers.len(), 3, "{output}");
+    numbers
+}
+
 /// The `helloworld` example's binary, built beside `micro` by `cargo test --workspace`.
 pub fn helloworld_bin() -> PathBuf {
     example_bin("helloworld")
