@@ -42,6 +42,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     write_read_exact(store, &db("exact")).await;
     overwrite_replaces(store, &db("overwrite")).await;
     create_only_if_absent(store, &db("create")).await;
+    concurrent_writers(store, &db("concurrent")).await;
     delete(store, &db("delete")).await;
     metadata_round_trip(store, &db("metadata")).await;
     ordering_and_prefix(store, &db("prefix")).await;
@@ -89,6 +90,91 @@ pub async fn create_only_if_absent(store: &dyn Store, db: &str) {
 
     let bad = store.create(db, TABLE, Record::new("", "v")).await.unwrap_err();
     assert!(matches!(bad, StoreError::Invalid(_)), "{bad:?}");
+}
+
+/// Many concurrent writers, each with its own sequence of writes, deletes and creates on keys
+/// of its own and keys shared with all: every acknowledged result holds afterwards. Each
+/// writer's own keys end exactly as its sequence left them; of the creates of one shared key
+/// exactly one won, and its value is stored; a key all of them overwrite ends with some
+/// writer's last value for it.
+pub async fn concurrent_writers(store: &dyn Store, db: &str) {
+    const WRITERS: usize = 64;
+    const OPS: usize = 50;
+    const SHARED: usize = 8;
+    const HOT: usize = 4;
+
+    /// What one writer was told: its own keys' final values, its create results, and its
+    /// last value for each hot key.
+    #[derive(Default)]
+    struct Acked {
+        own: BTreeMap<String, String>,
+        creates: Vec<(String, String, bool)>,
+        hot: BTreeMap<String, String>,
+    }
+
+    let writer = |w: usize| async move {
+        let mut acked = Acked::default();
+        for i in 0..OPS {
+            let value = format!("w{w}-op{i}");
+            match i % 5 {
+                0 | 1 => {
+                    let key = format!("own-{w:02}-{}", i % 7);
+                    store.write(db, TABLE, Record::new(&key, value.as_str())).await.expect("write");
+                    acked.own.insert(key, value);
+                }
+                2 => {
+                    let key = format!("own-{w:02}-{}", (i / 5) % 7);
+                    store.delete(db, TABLE, &key).await.expect("delete");
+                    acked.own.remove(&key);
+                }
+                3 => {
+                    let key = format!("shared-{}", i % SHARED);
+                    let won =
+                        store.create(db, TABLE, Record::new(&key, value.as_str())).await.expect("create");
+                    acked.creates.push((key, value, won));
+                }
+                _ => {
+                    let key = format!("hot-{}", i % HOT);
+                    store.write(db, TABLE, Record::new(&key, value.as_str())).await.expect("write");
+                    acked.hot.insert(key, value);
+                }
+            }
+        }
+        acked
+    };
+    let acked = futures::future::join_all((0..WRITERS).map(writer)).await;
+
+    let own: BTreeMap<&String, &String> = acked.iter().flat_map(|acked| &acked.own).collect();
+    let listed = store.list(db, TABLE, list_prefix("own-", 0, 0)).await.expect("list");
+    assert_eq!(listed.iter().collect::<Vec<_>>(), own.keys().copied().collect::<Vec<_>>(), "own keys");
+    for (key, value) in own {
+        assert_eq!(read_one(store, db, TABLE, key).await.value, value.as_bytes(), "the last write to {key}");
+    }
+
+    for shared in 0..SHARED {
+        let key = format!("shared-{shared}");
+        let winners: Vec<&String> = acked
+            .iter()
+            .flat_map(|acked| &acked.creates)
+            .filter(|(created, _, won)| *created == key && *won)
+            .map(|(_, value, _)| value)
+            .collect();
+        assert_eq!(winners.len(), 1, "exactly one create of {key} wins: {winners:?}");
+        assert_eq!(
+            read_one(store, db, TABLE, &key).await.value,
+            winners[0].as_bytes(),
+            "the winner of {key}"
+        );
+    }
+
+    for hot in 0..HOT {
+        let key = format!("hot-{hot}");
+        let value = String::from_utf8(read_one(store, db, TABLE, &key).await.value).expect("utf-8");
+        assert!(
+            acked.iter().any(|acked| acked.hot.get(&key) == Some(&value)),
+            "{key} holds some writer's last value, not {value:?}"
+        );
+    }
 }
 
 fn exact() -> ReadOptions {
