@@ -6,26 +6,25 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use micro_proto::events::stream_client::StreamClient;
 use micro_proto::events::{ConsumeRequest, PublishRequest};
 use micro_proto::store::store_client::StoreClient;
-use micro_proto::store::{ReadOptions, ReadRequest, Record, WriteOptions, WriteRequest};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::events::{Auth, PAYLOAD, Publisher, admin_token};
-use crate::load::{Report, Work, closed_loop};
+use crate::load::{Budget, Report, closed_loop_with};
 use crate::procs::Server;
+use crate::report::Figure;
+use crate::store::{KEYS, StoreOp};
 
 /// Concurrency levels of every closed-loop row.
 const CONCURRENCY: &[usize] = &[1, 64];
 /// Events the consume row reads.
 const CONSUME_EVENTS: usize = 10_000;
-/// Keys the read rows spread over.
-const KEYS: usize = 1000;
 
 /// One figure on both backends.
 pub struct Row {
@@ -35,12 +34,7 @@ pub struct Row {
 }
 
 /// Measures the embedded server, then (when both URLs are set) the production one.
-pub async fn measure(
-    micro: &Path,
-    home: &Path,
-    warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<(Vec<Row>, String)> {
+pub async fn measure(micro: &Path, home: &Path, budget: Budget) -> anyhow::Result<(Vec<Row>, String)> {
     let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
     let production = match (var("MICRO_TEST_POSTGRES_URL"), var("MICRO_TEST_NATS_URL")) {
         (Some(postgres), Some(nats)) => Some((postgres, nats)),
@@ -52,7 +46,7 @@ pub async fn measure(
     let embedded_home = home.join("embedded");
     std::fs::create_dir_all(&embedded_home)?;
     let server = Server::start(micro, &embedded_home).await?;
-    let embedded = figures(&server.grpc, "embedded", warmup, duration).await?;
+    let embedded = measured(&server.grpc, "embedded", budget).await?;
     drop(server);
 
     let (production, described) = match production {
@@ -61,7 +55,7 @@ pub async fn measure(
             std::fs::create_dir_all(&production_home)?;
             let flags = ["--store", &postgres, "--events", &nats, "--broker", &nats];
             let server = Server::start_with(micro, &production_home, &flags).await?;
-            let figures = figures(&server.grpc, "production", warmup, duration).await?;
+            let figures = measured(&server.grpc, "production", budget).await?;
             (Some(figures), "PostgreSQL (store) and NATS JetStream (events)".to_string())
         }
         None => (None, "not measured (no MICRO_TEST_POSTGRES_URL / MICRO_TEST_NATS_URL)".to_string()),
@@ -80,12 +74,7 @@ pub async fn measure(
 
 /// Every figure through the server at `grpc`: store writes and reads, event publishes and a
 /// consume, in that order.
-async fn figures(
-    grpc: &str,
-    label: &str,
-    warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<Vec<(String, f64)>> {
+async fn measured(grpc: &str, label: &str, budget: Budget) -> anyhow::Result<Vec<(String, f64)>> {
     let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
     let token = admin_token(channel.clone()).await?;
     let auth = Auth(MetadataValue::try_from(format!("Bearer {token}"))?);
@@ -104,7 +93,7 @@ async fn figures(
                 n: worker,
             });
         }
-        let report = closed_loop(writers, warmup, duration).await;
+        let report = closed_loop_with(writers, budget).await;
         eprintln!("{label:<10} store write c={concurrency:<3} {report}");
         figures.push((format!("store write, durable, c={concurrency} (ops/s)"), checked(&report)?));
     }
@@ -119,7 +108,7 @@ async fn figures(
                 n: worker,
             });
         }
-        let report = closed_loop(readers, warmup, duration).await;
+        let report = closed_loop_with(readers, budget).await;
         eprintln!("{label:<10} store read  c={concurrency:<3} {report}");
         figures.push((format!("store read, c={concurrency} (ops/s)"), checked(&report)?));
     }
@@ -133,7 +122,7 @@ async fn figures(
                 topic: topic.clone(),
             });
         }
-        let report = closed_loop(publishers, warmup, duration).await;
+        let report = closed_loop_with(publishers, budget).await;
         eprintln!("{label:<10} publish     c={concurrency:<3} {report}");
         figures.push((format!("event publish, durable, c={concurrency} (msgs/s)"), checked(&report)?));
     }
@@ -173,34 +162,19 @@ fn checked(report: &Report) -> anyhow::Result<f64> {
     Ok(report.rps())
 }
 
-/// A store write or read of one of [`KEYS`] keys, in a closed loop.
-struct StoreOp {
-    client: StoreClient<Channel>,
-    auth: Auth,
-    table: String,
-    write: bool,
-    n: usize,
-}
-
-impl Work for StoreOp {
-    async fn once(&mut self) -> bool {
-        self.n = (self.n + 7) % KEYS;
-        let key = format!("key-{:04}", self.n);
-        if self.write {
-            let record = Record { key, value: PAYLOAD.to_vec(), ..Default::default() };
-            let options = WriteOptions { database: String::new(), table: self.table.clone() };
-            let request = WriteRequest { record: Some(record), options: Some(options) };
-            self.client.write(self.auth.request(request)).await.is_ok()
-        } else {
-            let options = ReadOptions { table: self.table.clone(), ..Default::default() };
-            let request = ReadRequest { key, options: Some(options) };
-            self.client.read(self.auth.request(request)).await.is_ok()
-        }
-    }
+/// Each row as a figure: the production backend's rate against the embedded one's.
+pub fn figures(rows: &[Row]) -> Vec<Figure> {
+    rows.iter()
+        .map(|row| match row.production {
+            Some(rate) => Figure::new(format!("PostgreSQL/NATS: {}", row.what), "", rate)
+                .against("embedded", row.embedded),
+            None => Figure::new(format!("embedded: {}", row.what), "", row.embedded),
+        })
+        .collect()
 }
 
 /// The backends section of `BENCHMARKS.md`.
-pub fn render(rows: &[Row], production: &str, duration: Duration, warmup: Duration) -> String {
+pub fn render(rows: &[Row], production: &str, budget: Budget) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## Embedded backends against PostgreSQL and NATS\n");
     let _ = writeln!(
@@ -211,8 +185,8 @@ pub fn render(rows: &[Row], production: &str, duration: Duration, warmup: Durati
          log, both fsync'd per acknowledged write), the second with `--store postgres://… --events nats://…`. \
          Production backends: {production}. Closed loops through the gRPC API with an admin token, {}s after a \
          {}ms warm-up; values of {} bytes; reads spread over {KEYS} keys written first.\n",
-        duration.as_secs(),
-        warmup.as_millis(),
+        budget.duration.as_secs_f64(),
+        budget.warmup.as_millis(),
         PAYLOAD.len()
     );
     let _ = writeln!(md, "Machine: {} cores; run at unix time {}.\n", crate::cores(), crate::unix_now());

@@ -17,7 +17,8 @@ use micro_proto::events::{AckRequest, ConsumeRequest, PublishRequest};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use crate::load::{Report, Work, closed_loop};
+use crate::load::{Budget, Report, Work, closed_loop, closed_loop_with};
+use crate::report::{Figure, Target};
 
 /// Payload of every event and message: a small JSON document.
 pub(crate) const PAYLOAD: &[u8] = br#"{"order":12345,"item":"book","quantity":1,"total":"12.50"}"#;
@@ -40,12 +41,8 @@ pub struct Row {
 }
 
 /// Everything the events section reports; `scratch` holds the in-process baseline's file.
-pub async fn measure(
-    grpc: &str,
-    scratch: &Path,
-    warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<Vec<Row>> {
+pub async fn measure(grpc: &str, scratch: &Path, budget: Budget) -> anyhow::Result<Vec<Row>> {
+    let (warmup, duration) = (budget.warmup, budget.duration);
     let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
     let token = admin_token(channel.clone()).await?;
     let auth = Auth(MetadataValue::try_from(format!("Bearer {token}"))?);
@@ -75,11 +72,7 @@ pub async fn measure(
         }
         let served = closed_loop(workers, warmup, duration).await;
         eprintln!("server publish       x{publishers:<3} {served}");
-        rows.push(row(
-            format!("durable publish, {publishers} publisher(s) (msgs/s)"),
-            &served,
-            Some(&baseline),
-        ));
+        rows.push(row(publish_row(publishers), &served, Some(&baseline)));
     }
 
     // Consume: a topic of CONSUME_EVENTS events read from the start by a new group.
@@ -175,6 +168,60 @@ pub async fn measure(
 
     rows.push(fan_out(grpc, &auth, warmup, duration).await?);
     Ok(rows)
+}
+
+/// The durable publish rows alone, through the server at `grpc` (one on NATS JetStream).
+pub async fn measure_publish(grpc: &str, budget: Budget) -> anyhow::Result<Vec<Row>> {
+    let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
+    let auth = Auth(MetadataValue::try_from(format!("Bearer {}", admin_token(channel).await?))?);
+    let mut rows = Vec::new();
+    for publishers in [1, PUBLISHERS] {
+        let topic = format!("publish-{publishers}");
+        let mut workers = Vec::new();
+        for _ in 0..publishers {
+            let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
+            workers.push(Publisher {
+                client: StreamClient::new(channel),
+                auth: auth.clone(),
+                topic: topic.clone(),
+            });
+        }
+        let served = closed_loop_with(workers, budget).await;
+        eprintln!("nats server publish  x{publishers:<3} {served}");
+        rows.push(row(publish_row(publishers), &served, None));
+    }
+    Ok(rows)
+}
+
+fn publish_row(publishers: usize) -> String {
+    format!("durable publish, {publishers} publisher(s) (msgs/s)")
+}
+
+/// The budget's view of the section: every row against its in-process baseline, the durable
+/// publish with concurrent publishers against the 50k msgs/s target, and NATS rows against the
+/// embedded server's.
+pub fn figures(rows: &[Row], nats: Option<&[Row]>) -> Vec<Figure> {
+    let mut figures: Vec<Figure> = rows
+        .iter()
+        .map(|row| {
+            let mut figure = Figure::new(format!("through the server: {}", row.what), "", row.rate);
+            if let Some(baseline) = row.baseline {
+                figure = figure.against("in-process", baseline);
+            }
+            if row.what == publish_row(PUBLISHERS) {
+                figure = figure.target(Target::AtLeast(50_000.0));
+            }
+            figure
+        })
+        .collect();
+    for row in nats.unwrap_or_default() {
+        let mut figure = Figure::new(format!("on NATS JetStream: {}", row.what), "", row.rate);
+        if let Some(embedded) = rows.iter().find(|r| r.what == row.what) {
+            figure = figure.against("embedded server", embedded.rate);
+        }
+        figures.push(figure);
+    }
+    figures
 }
 
 /// Broker fan-out: one publisher in a closed loop, [`SUBSCRIBERS`] subscribers; the rate is
@@ -330,7 +377,8 @@ impl Work for LocalBroker {
 }
 
 /// The events section of `BENCHMARKS.md`.
-pub fn render(rows: &[Row], duration: Duration, warmup: Duration) -> String {
+pub fn render(rows: &[Row], nats: Option<&[Row]>, budget: Budget) -> String {
+    let (warmup, duration) = (budget.warmup, budget.duration);
     let mut md = String::new();
     let _ = writeln!(md, "## Events and broker: through the server against the same backends in-process\n");
     let _ = writeln!(
@@ -340,7 +388,7 @@ pub fn render(rows: &[Row], duration: Duration, warmup: Duration) -> String {
          driven over gRPC on loopback with an admin token. The baseline of each row is the same work done \
          in-process on the same backend types (no network, no auth) in the same run. Closed-loop rows run \
          {}s after a {}ms warm-up; consume rows read {CONSUME_EVENTS} events of {} bytes from the start.\n",
-        duration.as_secs(),
+        duration.as_secs_f64(),
         warmup.as_millis(),
         PAYLOAD.len()
     );
@@ -362,6 +410,27 @@ pub fn render(rows: &[Row], duration: Duration, warmup: Duration) -> String {
             "| {} | {:.0} | {latency} | {baseline} | {ratio} | {} |",
             row.what, row.rate, row.errors
         );
+    }
+    if let Some(nats) = nats {
+        let _ = writeln!(
+            md,
+            "\nThe publish rows again through a server on NATS JetStream (`--nats URL`: `--events` and `--broker` on it), same run:\n"
+        );
+        let _ = writeln!(md, "| figure | NATS JetStream | p50 / p99 | embedded server | ratio |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        for row in nats {
+            let latency = row.p50_p99.map_or("—".to_string(), |(p50, p99)| {
+                format!("{} / {}", crate::fmt_micros(p50), crate::fmt_micros(p99))
+            });
+            let embedded = rows.iter().find(|r| r.what == row.what).map_or(0.0, |r| r.rate);
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {latency} | {embedded:.0} | {:.2}× |",
+                row.what,
+                row.rate,
+                row.rate / embedded.max(f64::MIN_POSITIVE)
+            );
+        }
     }
     md
 }

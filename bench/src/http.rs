@@ -11,11 +11,17 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub async fn connect(address: &str, path: &str, body: &str) -> anyhow::Result<Self> {
+    pub async fn connect(
+        address: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(address).await.with_context(|| format!("connect {address}"))?;
         stream.set_nodelay(true)?;
+        let headers: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         Ok(Self { stream: BufReader::new(stream), request: request.into_bytes() })

@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -97,19 +99,34 @@ impl fmt::Display for Report {
     }
 }
 
-/// Runs `concurrency` workers against `target` via `how`: `warmup` unmeasured, then `duration`.
+/// How long a closed loop runs: `warmup` unmeasured, then until `duration` has passed or
+/// `calls` operations were measured, whichever comes first.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub calls: Option<u64>,
+}
+
+impl Budget {
+    pub fn timed(warmup: Duration, duration: Duration) -> Self {
+        Self { warmup, duration, calls: None }
+    }
+}
+
+/// Runs `concurrency` workers against `target` via `how`, each call carrying `token`.
 pub async fn run_load(
     target: &Target,
     how: &Via,
+    token: &str,
     concurrency: usize,
-    warmup: Duration,
-    duration: Duration,
+    budget: Budget,
 ) -> anyhow::Result<Report> {
     let mut callers = Vec::new();
     for _ in 0..concurrency {
-        callers.push(Caller::new(target, how).await?);
+        callers.push(Caller::new(target, how, token).await?);
     }
-    Ok(closed_loop(callers, warmup, duration).await)
+    Ok(closed_loop_with(callers, budget).await)
 }
 
 /// One unit of work a closed-loop worker repeats; `true` when it succeeded.
@@ -120,20 +137,32 @@ pub trait Work: Send + 'static {
 /// Runs each of `workers` in a closed loop (one operation at a time, the next as soon as the
 /// last finished): `warmup` unmeasured, then `duration`, recording each operation's latency.
 pub async fn closed_loop<W: Work>(workers: Vec<W>, warmup: Duration, duration: Duration) -> Report {
+    closed_loop_with(workers, Budget::timed(warmup, duration)).await
+}
+
+/// [`closed_loop`] within `budget`; the report's elapsed time is the measured span.
+pub async fn closed_loop_with<W: Work>(workers: Vec<W>, budget: Budget) -> Report {
     let start = Instant::now();
-    let measure_from = start + warmup;
-    let stop = measure_from + duration;
+    let measure_from = start + budget.warmup;
+    let stop = measure_from + budget.duration;
+    // Measured operations started so far, against the budget's count.
+    let started = Arc::new(AtomicU64::new(0));
+    let limit = budget.calls.unwrap_or(u64::MAX);
     let mut tasks = Vec::new();
     for mut worker in workers {
+        let started = started.clone();
         tasks.push(tokio::spawn(async move {
             let mut micros = Vec::new();
             let mut errors = 0u64;
+            let mut last = measure_from;
             loop {
                 let sent = Instant::now();
-                if sent >= stop {
+                if sent >= stop || (sent >= measure_from && started.fetch_add(1, Ordering::Relaxed) >= limit)
+                {
                     break;
                 }
                 let ok = worker.once().await;
+                last = Instant::now();
                 if sent >= measure_from {
                     if ok {
                         micros.push(sent.elapsed().as_micros() as u64);
@@ -142,14 +171,19 @@ pub async fn closed_loop<W: Work>(workers: Vec<W>, warmup: Duration, duration: D
                     }
                 }
             }
-            (micros, errors)
+            (micros, errors, last)
         }));
     }
-    let mut report = Report { micros: Vec::new(), errors: 0, elapsed: duration };
+    let mut report = Report { micros: Vec::new(), errors: 0, elapsed: budget.duration };
+    let mut finished = measure_from;
     for task in tasks {
-        let (micros, errors) = task.await.unwrap_or_default();
+        let (micros, errors, last) = task.await.unwrap_or((Vec::new(), 0, measure_from));
         report.micros.extend(micros);
         report.errors += errors;
+        finished = finished.max(last);
+    }
+    if budget.calls.is_some() {
+        report.elapsed = finished.saturating_duration_since(measure_from).max(Duration::from_micros(1));
     }
     report.micros.sort_unstable();
     report
@@ -157,7 +191,12 @@ pub async fn closed_loop<W: Work>(workers: Vec<W>, warmup: Duration, duration: D
 
 /// One worker's connection.
 enum Caller {
-    Grpc { grpc: tonic::client::Grpc<Channel>, method: MethodDescriptor, request: DynamicMessage },
+    Grpc {
+        grpc: tonic::client::Grpc<Channel>,
+        method: MethodDescriptor,
+        request: DynamicMessage,
+        authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    },
     Http(HttpClient),
 }
 
@@ -168,7 +207,8 @@ impl Work for Caller {
 }
 
 impl Caller {
-    async fn new(target: &Target, how: &Via) -> anyhow::Result<Self> {
+    async fn new(target: &Target, how: &Via, token: &str) -> anyhow::Result<Self> {
+        let authorization = format!("Bearer {token}");
         Ok(match how {
             Via::Direct | Via::Proxy => {
                 // One connection per worker, as the HTTP workers have: the paths differ only in
@@ -179,23 +219,27 @@ impl Caller {
                     grpc: tonic::client::Grpc::new(channel),
                     method: target.method.clone(),
                     request: target.request(),
+                    authorization: authorization.parse().context("the token is a header value")?,
                 }
             }
-            Via::Gateway(address) => {
-                Caller::Http(HttpClient::connect(address, "/helloworld/call", BODY).await?)
-            }
+            Via::Gateway(address) => Caller::Http(
+                HttpClient::connect(address, "/helloworld/call", &[("Authorization", &authorization)], BODY)
+                    .await?,
+            ),
         })
     }
 
     async fn call(&mut self) -> bool {
         match self {
-            Caller::Grpc { grpc, method, request } => {
+            Caller::Grpc { grpc, method, request, authorization } => {
                 if grpc.ready().await.is_err() {
                     return false;
                 }
                 let path = PathAndQuery::from_str(PATH).expect("a valid path");
                 let codec = DynamicCodec::new(method.output());
-                match grpc.unary(tonic::Request::new(request.clone()), path, codec).await {
+                let mut request = tonic::Request::new(request.clone());
+                request.metadata_mut().insert("authorization", authorization.clone());
+                match grpc.unary(request, path, codec).await {
                     Ok(_) => true,
                     Err(status) => {
                         static SHOWN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

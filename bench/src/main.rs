@@ -1,108 +1,255 @@
-//! `cargo run --release -p micro-bench`: starts a real `micro server` and the `helloworld`
-//! example in a temp `MICRO_HOME`, then measures in one run, side by side, the same handler
-//! called three ways: a direct tonic call to the service's node (the baseline), a call through
-//! the server's gRPC proxy, and an HTTP call through the API gateway. Also records server
-//! start-to-ready and resident memory. Writes `BENCHMARKS.md` at the repository root.
+//! `cargo run --release -p micro-bench -- [--quick] [--only NAME]... [--with-redis] [--nats URL]`:
+//! starts real `micro server`s (and the `helloworld` example) in temp `MICRO_HOME`s on ephemeral
+//! loopback ports and measures, in one run, each figure beside its baseline:
 //!
-//! With the argument `events`, measures durable publish, consume and broker fan-out through the
-//! server beside the same backends in-process (see `events.rs`).
+//! - `gateway`, `proxy` (section `calls`): the same handler called directly with tonic (the
+//!   baseline), through the gRPC proxy and through the HTTP gateway, auth on (see `load.rs`);
+//! - `store`: durable writes and reads through the server, and the same against `redis-server`
+//!   (`appendfsync always`) with `--with-redis` (see `store.rs`);
+//! - `events`: durable publish, consume and broker fan-out through the server beside the same
+//!   backends in-process, and on NATS JetStream with `--nats URL` (see `events.rs`);
+//! - `boot`: start to ready, idle RSS, RSS after gateway load (see `boot.rs`);
+//! - `backends` (not in the default set): store and events on the embedded backends against
+//!   PostgreSQL + NATS (see `backends.rs`);
+//! - `runtime` (not in the default set, minutes long): `micro run` source to first call.
 //!
-//! With the argument `backends`, measures store and events through a server on the embedded
-//! backends and one on PostgreSQL + NATS (see `backends.rs`).
-//!
-//! With the argument `runtime`, measures `micro run` instead: source to first successful call,
-//! cold and warm, beside plain `cargo build --release` (see `runtime.rs`). Each mode rewrites its
-//! own section of `BENCHMARKS.md`.
+//! Each section rewrites its part of `BENCHMARKS.md` and its entry in `BENCHMARKS.json`; the
+//! budget table at the top of `BENCHMARKS.md` puts every figure beside its target. `--quick`
+//! runs each row briefly, for trying the harness, not for the record.
 //!
 //! Ratios within one run are the figures that count; absolute times drift between runs.
 
 mod backends;
+mod boot;
 mod events;
 mod http;
 mod load;
 mod procs;
+mod redis;
+mod report;
 mod runtime;
+mod store;
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
-use crate::load::{Report, run_load};
+use crate::load::{Budget, Report, run_load};
+use crate::report::{Figure, Run, Target};
 
-/// How long each scenario runs.
-const DURATION: Duration = Duration::from_secs(5);
-/// Warm-up before each scenario (not measured).
-const WARMUP: Duration = Duration::from_millis(500);
+/// Every section, in the order a run measures them.
+const SECTIONS: &[&str] = &["gateway", "proxy", "store", "events", "boot", "backends", "runtime"];
+/// What runs without `--only`.
+const DEFAULT: &[&str] = &["gateway", "proxy", "store", "events", "boot"];
+
 /// Concurrency levels measured.
 const CONCURRENCY: &[usize] = &[1, 64];
 
+/// The command line.
+pub struct Options {
+    pub quick: bool,
+    pub only: Vec<String>,
+    pub with_redis: bool,
+    pub nats: Option<String>,
+}
+
+impl Options {
+    fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Self> {
+        let mut options = Options { quick: false, only: Vec::new(), with_redis: false, nats: None };
+        let mut args = args.peekable();
+        while let Some(arg) = args.next() {
+            let mut value = |flag: &str| args.next().with_context(|| format!("{flag} needs a value"));
+            match arg.as_str() {
+                "--quick" => options.quick = true,
+                "--with-redis" => options.with_redis = true,
+                "--nats" => options.nats = Some(value("--nats")?),
+                "--only" => {
+                    for name in value("--only")?.split(',') {
+                        options.select(name)?;
+                    }
+                }
+                "-h" | "--help" => {
+                    println!(
+                        "usage: micro-bench [--quick] [--only NAME[,NAME]]... [--with-redis] [--nats URL]\n\
+                         sections: {} (default: {})",
+                        SECTIONS.join(", "),
+                        DEFAULT.join(", ")
+                    );
+                    std::process::exit(0);
+                }
+                // The modes of earlier versions: `micro-bench events` = `--only events`.
+                name if !name.starts_with('-') => options.select(name)?,
+                other => bail!("unknown flag {other:?} (see --help)"),
+            }
+        }
+        if options.only.is_empty() {
+            options.only = DEFAULT.iter().map(|s| s.to_string()).collect();
+        }
+        Ok(options)
+    }
+
+    fn select(&mut self, name: &str) -> anyhow::Result<()> {
+        if !SECTIONS.contains(&name) {
+            bail!("unknown section {name:?}: one of {}", SECTIONS.join(", "));
+        }
+        if !self.only.iter().any(|n| n == name) {
+            self.only.push(name.to_string());
+        }
+        Ok(())
+    }
+
+    fn runs(&self, name: &str) -> bool {
+        self.only.iter().any(|n| n == name)
+    }
+
+    /// Warm-up and measured time of each closed-loop row.
+    pub fn budget(&self) -> Budget {
+        if self.quick {
+            Budget::timed(Duration::from_millis(200), Duration::from_secs(1))
+        } else {
+            Budget::timed(Duration::from_millis(500), Duration::from_secs(5))
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let options = Options::parse(std::env::args().skip(1))?;
     let root =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ is in the repository");
-    let bins = procs::build(root)?;
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ is in the repository").to_path_buf();
+    // Checked before anything is built, so a missing tool fails at once.
+    let redis = if options.with_redis && options.runs("store") { Some(redis::binary()?) } else { None };
+    let bins = procs::build(&root)?;
     let home = tempdir()?;
     let path = root.join("BENCHMARKS.md");
+    let run = Run::describe(&root, options.quick);
+    let budget = options.budget();
 
-    if std::env::args().nth(1).as_deref() == Some("runtime") {
+    if options.runs("gateway") || options.runs("proxy") {
+        let figures = calls(&bins, &home.join("calls"), &options, &path).await?;
+        report::record(&root, &run, "calls", &figures)?;
+    }
+    if options.runs("store") {
+        let figures =
+            store::measure(&bins.micro, &home.join("store"), redis.as_deref(), budget, &path).await?;
+        report::record(&root, &run, "store", &figures)?;
+    }
+    if options.runs("events") {
+        let figures = events_section(&bins.micro, &home.join("events"), &options, &path).await?;
+        report::record(&root, &run, "events", &figures)?;
+    }
+    if options.runs("boot") {
+        let figures = boot::measure(&bins, &home.join("boot"), options.quick, &path).await?;
+        report::record(&root, &run, "boot", &figures)?;
+    }
+    if options.runs("backends") {
+        let (rows, production) = backends::measure(&bins.micro, &home.join("backends"), budget).await?;
+        runtime::write_section(&path, "backends", &backends::render(&rows, &production, budget))?;
+        report::record(&root, &run, "backends", &backends::figures(&rows))?;
+    }
+    if options.runs("runtime") {
+        let home = home.join("runtime");
+        std::fs::create_dir_all(&home)?;
         let server = procs::Server::start(&bins.micro, &home).await?;
         let figures = runtime::measure(&bins.micro, &home).await?;
         runtime::write_section(&path, "runtime", &runtime::render(&figures))?;
-        eprintln!("wrote {}", path.display());
+        report::record(&root, &run, "runtime", &runtime::figures(&figures))?;
         drop(server);
-        let _ = std::fs::remove_dir_all(&home);
-        return Ok(());
     }
+    eprintln!("wrote {} and BENCHMARKS.json", path.display());
+    let _ = std::fs::remove_dir_all(&home);
+    Ok(())
+}
 
-    if std::env::args().nth(1).as_deref() == Some("backends") {
-        let (rows, production) = backends::measure(&bins.micro, &home, WARMUP, DURATION).await?;
-        runtime::write_section(&path, "backends", &backends::render(&rows, &production, DURATION, WARMUP))?;
-        eprintln!("wrote {}", path.display());
-        let _ = std::fs::remove_dir_all(&home);
-        return Ok(());
-    }
+/// The events section: through the embedded server, and through one on NATS when given.
+async fn events_section(
+    micro: &Path,
+    home: &Path,
+    options: &Options,
+    path: &PathBuf,
+) -> anyhow::Result<Vec<Figure>> {
+    std::fs::create_dir_all(home)?;
+    let server = procs::Server::start(micro, home).await?;
+    let scratch = home.join("bench");
+    std::fs::create_dir_all(&scratch)?;
+    let budget = options.budget();
+    let rows = events::measure(&server.grpc, &scratch, budget).await?;
+    drop(server);
+    let nats = match &options.nats {
+        Some(url) => {
+            let nats_home = home.join("nats");
+            std::fs::create_dir_all(&nats_home)?;
+            let server =
+                procs::Server::start_with(micro, &nats_home, &["--events", url, "--broker", url]).await?;
+            Some(events::measure_publish(&server.grpc, budget).await?)
+        }
+        None => None,
+    };
+    runtime::write_section(path, "events", &events::render(&rows, nats.as_deref(), budget))?;
+    Ok(events::figures(&rows, nats.as_deref()))
+}
 
-    if std::env::args().nth(1).as_deref() == Some("events") {
-        let server = procs::Server::start(&bins.micro, &home).await?;
-        let scratch = home.join("bench");
-        std::fs::create_dir_all(&scratch)?;
-        let rows = events::measure(&server.grpc, &scratch, WARMUP, DURATION).await?;
-        runtime::write_section(&path, "events", &events::render(&rows, DURATION, WARMUP))?;
-        eprintln!("wrote {}", path.display());
-        drop(server);
-        let _ = std::fs::remove_dir_all(&home);
-        return Ok(());
-    }
-
-    let server = procs::Server::start(&bins.micro, &home).await?;
+/// The calls section: direct, proxy and gateway calls of one helloworld handler.
+async fn calls(
+    bins: &procs::Binaries,
+    home: &Path,
+    options: &Options,
+    path: &PathBuf,
+) -> anyhow::Result<Vec<Figure>> {
+    std::fs::create_dir_all(home)?;
+    let server = procs::Server::start(&bins.micro, home).await?;
     eprintln!("server ready in {:?} (rss {} KiB)", server.ready_in, server.rss_kib());
-    let service = procs::Helloworld::start(&bins.helloworld, &home, &server).await?;
-    let idle_rss = (server.rss_kib(), service.rss_kib());
+    let service = procs::Helloworld::start(&bins.helloworld, home, &server).await?;
+    let token = server.token().await?;
 
     let target = load::Target::discover(&server.grpc, &service.address).await?;
+    let mut paths = vec![("direct tonic call (baseline)", load::Via::Direct)];
+    if options.runs("proxy") {
+        paths.push(("through the gRPC proxy :8081", load::Via::Proxy));
+    }
+    if options.runs("gateway") {
+        paths.push(("through the HTTP gateway :8080", load::Via::Gateway(server.http.clone())));
+    }
     let mut results: Vec<(String, usize, Report)> = Vec::new();
     for &concurrency in CONCURRENCY {
-        for (name, how) in [
-            ("direct tonic call (baseline)", load::Via::Direct),
-            ("through the gRPC proxy :8081", load::Via::Proxy),
-            ("through the HTTP gateway :8080", load::Via::Gateway(server.http.clone())),
-        ] {
-            let report = run_load(&target, &how, concurrency, WARMUP, DURATION).await?;
+        for (name, how) in &paths {
+            let report = run_load(&target, how, &token, concurrency, options.budget()).await?;
             eprintln!("{name:<32} c={concurrency:<3} {report}");
             results.push((name.to_string(), concurrency, report));
         }
     }
-    let loaded_rss = (server.rss_kib(), service.rss_kib());
+    runtime::write_section(path, "calls", &render(&results, options.budget()))?;
+    Ok(call_figures(&results))
+}
 
-    let markdown = render(&server, idle_rss, loaded_rss, &results);
-    runtime::write_section(&path, "calls", &markdown)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    drop(service);
-    drop(server);
-    let _ = std::fs::remove_dir_all(&home);
-    Ok(())
+/// The budget's figures of the calls section: added p50 at c=1 and kept req/s at c=64.
+fn call_figures(results: &[(String, usize, Report)]) -> Vec<Figure> {
+    let find = |word: &str, concurrency: usize| {
+        results.iter().find(|(name, c, _)| name.contains(word) && *c == concurrency).map(|(_, _, r)| r)
+    };
+    let mut figures = Vec::new();
+    for (word, label, added, kept) in [("gateway", "gateway", 50.0, 0.6), ("proxy", "proxy", 30.0, 0.7)] {
+        let (Some(direct1), Some(via1)) = (find("baseline", 1), find(word, 1)) else { continue };
+        let added_p50 = via1.percentile(50.0) as f64 - direct1.percentile(50.0) as f64;
+        figures.push(
+            Figure::new(format!("{label}: p50 added over a direct call, c=1"), "µs", added_p50)
+                .target(Target::AtMost(added)),
+        );
+        figures.push(
+            Figure::new(format!("{label}: p50, c=1"), "µs", via1.percentile(50.0) as f64)
+                .against("direct", direct1.percentile(50.0) as f64),
+        );
+        if let (Some(direct), Some(via)) = (find("baseline", 64), find(word, 64)) {
+            figures.push(
+                Figure::new(format!("{label}: req/s, c=64"), "req/s", via.rps())
+                    .against("direct", direct.rps())
+                    .target(Target::RatioAtLeast(kept)),
+            );
+        }
+    }
+    figures
 }
 
 fn tempdir() -> anyhow::Result<std::path::PathBuf> {
@@ -111,24 +258,21 @@ fn tempdir() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-fn render(
-    server: &procs::Server,
-    idle: (u64, u64),
-    loaded: (u64, u64),
-    results: &[(String, usize, Report)],
-) -> String {
+fn render(results: &[(String, usize, Report)], budget: Budget) -> String {
     let mut md = String::new();
+    let _ = writeln!(md, "## Calling a service: gateway and proxy against a direct tonic call\n");
     let _ = writeln!(
         md,
-        "Written by `cargo run --release -p micro-bench` (bench/): one run, one machine, release builds of \
-         `micro server` and `examples/helloworld` on loopback. Compare rows within a table: they ran back to \
-         back against the same processes. Each row runs {}s after a {}ms warm-up; latencies are per call.\n",
-        DURATION.as_secs(),
-        WARMUP.as_millis()
+        "Written by `cargo run --release -p micro-bench -- --only gateway,proxy` (bench/): release builds of \
+         `micro server` and `examples/helloworld` on loopback, auth on: every call carries the admin's bearer \
+         token, which the server's gate (proxy, gateway) and the service's framework verify. \
+         `Helloworld.Call {{\"name\":\"bench\"}}`, the same handler each way. Compare rows within the table: \
+         they ran back to back against the same processes. Each row runs {}s after a {}ms warm-up; latencies \
+         are per call.\n",
+        budget.duration.as_secs_f64(),
+        budget.warmup.as_millis()
     );
     let _ = writeln!(md, "Machine: {} cores; run at unix time {}.\n", cores(), unix_now());
-    let _ = writeln!(md, "## Calling a service: gateway and proxy against a direct tonic call\n");
-    let _ = writeln!(md, "`Helloworld.Call {{\"name\":\"bench\"}}` — the same handler each way.\n");
     let _ = writeln!(md, "| path | concurrency | req/s | p50 | p99 | vs direct (req/s) | errors |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
     for (name, concurrency, report) in results {
@@ -146,17 +290,6 @@ fn render(
             report.errors
         );
     }
-    let _ = writeln!(md, "\n## Server\n");
-    let _ = writeln!(md, "| figure | value |");
-    let _ = writeln!(md, "|---|---:|");
-    let _ = writeln!(
-        md,
-        "| `micro server` start to ready (spawn → gRPC listening) | {} ms |",
-        server.ready_in.as_millis()
-    );
-    let _ = writeln!(md, "| server RSS idle (after start, one service registered) | {} KiB |", idle.0);
-    let _ = writeln!(md, "| server RSS after the load above | {} KiB |", loaded.0);
-    let _ = writeln!(md, "| helloworld RSS idle / after load | {} / {} KiB |", idle.1, loaded.1);
     md
 }
 

@@ -104,6 +104,7 @@ pub struct Server {
     proc: Proc,
     pub grpc: String,
     pub http: String,
+    /// From spawning the process to `grpc.health.v1` answering `SERVING`.
     pub ready_in: Duration,
 }
 
@@ -112,18 +113,9 @@ impl Server {
         Self::start_with(micro, home, &[]).await
     }
 
-    /// Starts a server with `extra` flags (e.g. `--store postgres://…`).
+    /// Starts a server with `extra` flags (e.g. `--store postgres://…`) and logs the CLI in.
     pub async fn start_with(micro: &Path, home: &Path, extra: &[&str]) -> anyhow::Result<Self> {
-        let started = Instant::now();
-        let proc = Proc::spawn(
-            Command::new(micro)
-                .env("MICRO_HOME", home)
-                .args(["server", "--proxy-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0"])
-                .args(extra),
-        )?;
-        let grpc = field(&proc.wait_for("gRPC listening")?, "addr=").context("gRPC address")?;
-        let ready_in = started.elapsed();
-        let http = field(&proc.wait_for("HTTP listening")?, "addr=").context("HTTP address")?;
+        let server = Self::boot(micro, home, extra).await?;
         let cli = |args: &[&str]| -> anyhow::Result<()> {
             let output = Command::new(micro).env("MICRO_HOME", home).args(args).output()?;
             if !output.status.success() {
@@ -131,10 +123,50 @@ impl Server {
             }
             Ok(())
         };
-        cli(&["env", "add", "bench", &grpc])?;
+        cli(&["env", "add", "bench", &server.grpc])?;
         cli(&["env", "set", "bench"])?;
         cli(&["login", "--username", "admin", "--password", "micro"])?;
+        Ok(server)
+    }
+
+    /// Starts a server and returns once its health service answers `SERVING`.
+    pub async fn boot(micro: &Path, home: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let started = Instant::now();
+        let proc = Proc::spawn(
+            Command::new(micro)
+                .env("MICRO_HOME", home)
+                .args(["server", "--proxy-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0"])
+                .args(extra),
+        )?;
+        // The address is ephemeral, so the log line naming it comes first; then the health
+        // check, polled with a deadline, says the server is ready.
+        let grpc = field(&proc.wait_for("gRPC listening")?, "addr=").context("gRPC address")?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?;
+        let deadline = started + READY_DEADLINE;
+        loop {
+            let check = async {
+                let mut client = HealthClient::new(endpoint.connect().await?);
+                let reply = client.check(HealthCheckRequest { service: String::new() }).await?;
+                anyhow::Ok(reply.into_inner().status == ServingStatus::Serving as i32)
+            };
+            match check.await {
+                Ok(true) => break,
+                _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(1)).await,
+                other => bail!("{grpc} never answered SERVING: {other:?}"),
+            }
+        }
+        let ready_in = started.elapsed();
+        let http = field(&proc.wait_for("HTTP listening")?, "addr=").context("HTTP address")?;
         Ok(Self { proc, grpc, http, ready_in })
+    }
+
+    /// An access token of the default admin account.
+    pub async fn token(&self) -> anyhow::Result<String> {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{}", self.grpc))?.connect().await?;
+        crate::events::admin_token(channel).await
     }
 
     pub fn rss_kib(&self) -> u64 {

@@ -73,6 +73,17 @@ pub async fn measure(micro: &Path, home: &Path) -> anyhow::Result<Figures> {
     Ok(Figures { cold_run, warm_run, cold_cargo, warm_cargo })
 }
 
+/// The cold and warm `micro run` times against plain cargo builds.
+pub fn figures(figures: &Figures) -> Vec<crate::report::Figure> {
+    use crate::report::Figure;
+    vec![
+        Figure::new("micro run → first call, cold", "s", figures.cold_run.as_secs_f64())
+            .against("cargo build --release, cold", figures.cold_cargo.as_secs_f64()),
+        Figure::new("micro run → first call, warm", "s", figures.warm_run.as_secs_f64())
+            .against("cargo build --release, warm", figures.warm_cargo.as_secs_f64()),
+    ]
+}
+
 pub fn render(figures: &Figures) -> String {
     let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     format!(
@@ -102,8 +113,8 @@ pub fn write_section(path: &PathBuf, name: &str, body: &str) -> anyhow::Result<(
     let mut current = std::fs::read_to_string(path).unwrap_or_default();
     if !current.starts_with("# Benchmarks") {
         current = format!(
-            "# Benchmarks\n\nWritten by `cargo run --release -p micro-bench` (calls, server) and \
-                           `cargo run --release -p micro-bench -- runtime` (micro run).\n\n{current}"
+            "# Benchmarks\n\nWritten by `cargo run --release -p micro-bench` (bench/, see its `--help`); each \
+                           section names the command that wrote it.\n\n{current}"
         );
     }
     let updated = match (current.find(&begin), current.find(&end)) {
