@@ -19,7 +19,20 @@ pub struct Binaries {
 
 /// Builds both binaries in release mode and returns their paths.
 pub fn build(root: &Path) -> anyhow::Result<Binaries> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // `cargo run` hands this process the bench package's own variables; a nested build that
+    // inherits them differs from a plain one (ring's build script reruns on
+    // CARGO_MANIFEST_DIR), so every run would rebuild half the tree twice.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CRATE_", "CARGO_PRIMARY_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+        {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    let status = cargo
         .current_dir(root)
         .args(["build", "--release", "-p", "micro-bin", "-p", "helloworld"])
         .status()

@@ -68,6 +68,8 @@ pub(crate) struct Keys {
     decoding: DecodingKey,
     public: [u8; 32],
     validation: Validation,
+    /// Tokens already verified, so one presented on every call is checked once.
+    verified: micro_core::tokens::VerifiedTokens,
 }
 
 impl std::fmt::Debug for Keys {
@@ -118,6 +120,7 @@ impl Keys {
             decoding: DecodingKey::from_ed_der(&public),
             public,
             validation,
+            verified: micro_core::tokens::VerifiedTokens::new(),
         }
     }
 
@@ -153,6 +156,10 @@ impl Keys {
     /// Verifies `token`'s signature and expiry and returns the account it describes.
     pub(crate) fn inspect(&self, token: &str) -> Result<Account, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
+        let now = now();
+        if let Some(account) = self.verified.get(token, now) {
+            return Ok(account);
+        }
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| {
                 AuthError::InvalidToken(
@@ -166,7 +173,10 @@ impl Keys {
                     .to_string(),
                 )
             })?;
-        Ok(data.claims.into_account())
+        let expires_at = data.claims.exp;
+        let account = data.claims.into_account();
+        self.verified.insert(token, &account, expires_at, now);
+        Ok(account)
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`duration`]: Go-style durations (`1s`, `1m30s`, `250ms`) as the original CLI accepted.
 //! - [`shutdown`]: the signal future servers drain on.
 //! - [`tls`]: how the CLI and services reach a server over TLS (port 443 rule, trusted roots).
+//! - [`tokens`]: verified access tokens, so the server's gate and services verify each once.
 //!
 //! Not a dumping ground: anything used by one crate only lives in that crate.
 
@@ -12,6 +13,7 @@ pub mod duration;
 pub mod home;
 pub mod shutdown;
 pub mod tls;
+pub mod tokens;
 
 /// The version every component reports (`micro --version`, the gateway's `GET /`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

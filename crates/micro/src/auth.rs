@@ -116,6 +116,7 @@ fn default_rules() -> Vec<Rule> {
 struct Claims {
     sub: String,
     iss: String,
+    exp: u64,
     #[serde(rename = "type", default)]
     kind: String,
     #[serde(default)]
@@ -134,26 +135,28 @@ fn parse_public_key(pem: &str) -> Option<[u8; 32]> {
     key.try_into().ok()
 }
 
-fn decode(key: &[u8; 32], token: &str) -> Result<Account, jsonwebtoken::errors::Error> {
+/// The account a token describes and its expiry (unix seconds), once its signature checks out.
+fn decode(key: &[u8; 32], token: &str) -> Result<(Account, u64), jsonwebtoken::errors::Error> {
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.leeway = LEEWAY_SECS;
     validation.set_required_spec_claims(&["exp", "sub", "iss"]);
     let claims = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_ed_der(key), &validation)?.claims;
     let name = if claims.name.is_empty() { claims.sub.clone() } else { claims.name };
-    Ok(Account {
+    let account = Account {
         id: claims.sub,
         name,
         kind: claims.kind,
         issuer: claims.iss,
         scopes: claims.scopes,
         metadata: claims.metadata,
-    })
+    };
+    Ok((account, claims.exp))
 }
 
 #[derive(Debug, Default)]
 struct Cache {
     key: Option<([u8; 32], Instant)>,
-    rules: Option<(Vec<Rule>, Instant)>,
+    rules: Option<(Arc<Vec<Rule>>, Instant)>,
     rules_failed: Option<(Status, Instant)>,
 }
 
@@ -163,11 +166,18 @@ pub(crate) struct Guard {
     platform: Arc<Platform>,
     service: String,
     cache: tokio::sync::Mutex<Cache>,
+    /// Tokens already verified, so a caller's token is checked once, not on every call.
+    verified: micro_core::tokens::VerifiedTokens,
 }
 
 impl Guard {
     pub fn new(platform: Arc<Platform>, service: String) -> Self {
-        Self { platform, service, cache: tokio::sync::Mutex::new(Cache::default()) }
+        Self {
+            platform,
+            service,
+            cache: tokio::sync::Mutex::new(Cache::default()),
+            verified: micro_core::tokens::VerifiedTokens::new(),
+        }
     }
 
     /// The caller's account (if any) when the call may go on, else the status refusing it.
@@ -208,17 +218,26 @@ impl Guard {
     }
 
     async fn inspect(&self, token: &str) -> Result<Account, Status> {
+        let now = u64::try_from(crate::session::now()).unwrap_or_default();
+        if let Some(account) = self.verified.get(token, now) {
+            return Ok(account);
+        }
         let invalid = || Status::unauthenticated("the access token is invalid or has expired");
         let key = self.public_key(false).await?;
-        match decode(&key, token) {
-            Ok(account) => Ok(account),
+        let (account, expires_at) = match decode(&key, token) {
+            Ok(verified) => verified,
             // The server may have a new key; read it again, at most once a minute.
             Err(err) if matches!(err.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
                 let fresh = self.public_key(true).await?;
-                if fresh == key { Err(invalid()) } else { decode(&fresh, token).map_err(|_| invalid()) }
+                if fresh == key {
+                    return Err(invalid());
+                }
+                decode(&fresh, token).map_err(|_| invalid())?
             }
-            Err(_) => Err(invalid()),
-        }
+            Err(_) => return Err(invalid()),
+        };
+        self.verified.insert(token, &account, expires_at, now);
+        Ok(account)
     }
 
     async fn public_key(&self, reload: bool) -> Result<[u8; 32], Status> {
@@ -243,7 +262,7 @@ impl Guard {
         Ok(key)
     }
 
-    async fn rules(&self) -> Result<Vec<Rule>, Status> {
+    async fn rules(&self) -> Result<Arc<Vec<Rule>>, Status> {
         let mut cache = self.cache.lock().await;
         if let Some((rules, fetched)) = &cache.rules
             && fetched.elapsed() < RULES_TTL
@@ -263,7 +282,8 @@ impl Guard {
         let authenticated = request.metadata().contains_key("authorization");
         match RulesClient::new(self.platform.channel.clone()).list(request).await {
             Ok(reply) => {
-                let rules: Vec<Rule> = reply.into_inner().rules.into_iter().filter_map(local_rule).collect();
+                let rules: Arc<Vec<Rule>> =
+                    Arc::new(reply.into_inner().rules.into_iter().filter_map(local_rule).collect());
                 cache.rules = Some((rules.clone(), Instant::now()));
                 cache.rules_failed = None;
                 Ok(rules)
@@ -279,7 +299,7 @@ impl Guard {
                 if !authenticated {
                     // A service with no credentials cannot read rules at all: the developer is
                     // running it by hand without `micro login`, so it serves like the default rule.
-                    return Ok(default_rules());
+                    return Ok(Arc::new(default_rules()));
                 }
                 let refused =
                     Status::unavailable("cannot read the access rules from the micro server; try again");
@@ -503,7 +523,8 @@ mod tests {
         });
         let token =
             jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::EdDSA), &claims, &signing).unwrap();
-        let account = decode(&public, &token).unwrap();
+        let (account, expires_at) = decode(&public, &token).unwrap();
+        assert_eq!(expires_at as i64, exp);
         assert_eq!(
             (account.id.as_str(), account.name.as_str(), account.issuer.as_str()),
             ("bob-id", "bob", "foo")
