@@ -1,57 +1,177 @@
 //! Secrets: argon2id hashing (off the async runtime) and random strings.
 
-use argon2::{Argon2, Params, PasswordHasher, PasswordVerifier};
+use std::sync::Arc;
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::AuthError;
 
-/// argon2id with a cost profile. Production uses the crate's recommended parameters
-/// (19 MiB, 2 passes); tests use the minimum so they stay fast in debug builds.
+/// Hashes run at most this many at a time, each on a thread of its own kept for hashing only.
+/// One: a hash is CPU-bound (tens of milliseconds), logins are rare next to calls (a token is
+/// refreshed without one), and each thread holds [`MEMORY_KIB`] for good.
+///
+/// One argon2id hash works in [`MEMORY_KIB`] of 64-byte-aligned memory. Allocated afresh per
+/// hash (what `argon2`'s own `hash_password` does), glibc never reused the freed aligned block,
+/// and the server's resident memory grew by the full cost with every login attempt, good or
+/// bad (16 MiB idle, 90 MiB after ten logins at 7 MiB each); a burst of concurrent logins could
+/// also claim the cost once per login. Each hashing thread instead keeps one block of memory
+/// and reuses it, so hashing holds at most `HASH_THREADS × MEMORY_KIB` however many logins come,
+/// and logins beyond `HASH_THREADS` at a time wait their turn.
+pub const HASH_THREADS: usize = 1;
+
+/// argon2id memory cost in KiB, with [`PASSES`]: OWASP's "m=7 MiB, t=5, p=1" profile, which
+/// it rates as strong as the argon2 crate's default of m=19 MiB, t=2 at the same CPU time, with
+/// a third of the memory held per hash. Hashes made with other parameters (they are in the PHC
+/// string) still verify.
+const MEMORY_KIB: u32 = 7 * 1024;
+const PASSES: u32 = 5;
+
+/// argon2id with a cost profile, run on the hashing threads (never on the async runtime).
+/// Production uses [`MEMORY_KIB`] and [`PASSES`]; tests use the minimum so they stay fast in
+/// debug builds. Clones share the threads.
 #[derive(Debug, Clone)]
 pub(crate) struct Hasher {
     params: Params,
+    pool: Arc<Pool>,
 }
 
 impl Hasher {
     pub(crate) fn new() -> Self {
         #[cfg(not(test))]
-        let params = Params::default();
+        let params = Params::new(MEMORY_KIB, PASSES, 1, None).expect("the production params are valid");
         // The minimum cost: tests check behaviour, not strength.
         #[cfg(test)]
         let params =
             Params::new(Params::MIN_M_COST, Params::MIN_T_COST, 1, None).expect("minimum params are valid");
-        Self { params }
-    }
-
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, self.params.clone())
+        Self { params, pool: Arc::new(Pool::start(HASH_THREADS)) }
     }
 
     /// The PHC string (`$argon2id$v=19$...`) of `secret` with a fresh random salt.
     pub(crate) async fn hash(&self, secret: &str) -> Result<String, AuthError> {
-        let argon2 = self.argon2();
+        let params = self.params.clone();
         let secret = secret.as_bytes().to_vec();
-        tokio::task::spawn_blocking(move || {
-            argon2
-                .hash_password(&secret)
-                .map(|hash| hash.to_string())
-                .map_err(|err| AuthError::Internal(format!("cannot hash a secret: {err}")))
-        })
-        .await
-        .map_err(|err| AuthError::Internal(format!("hashing task failed: {err}")))?
+        let failed =
+            |err: &dyn std::fmt::Display| AuthError::Internal(format!("cannot hash a secret: {err}"));
+        self.pool
+            .run(move || {
+                let mut salt = [0u8; SALT_BYTES];
+                getrandom::fill(&mut salt).map_err(|err| failed(&err))?;
+                let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+                let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+                with_memory(&params, |memory| {
+                    argon2.hash_password_into_with_memory(&secret, &salt, &mut output, memory)
+                })
+                .map_err(|err| failed(&err))?;
+                let phc = PasswordHash {
+                    algorithm: Algorithm::Argon2id.ident(),
+                    version: Some(Version::V0x13.into()),
+                    params: ParamsString::try_from(&params).map_err(|err| failed(&err))?,
+                    salt: Some(Salt::new(&salt).map_err(|err| failed(&err))?),
+                    hash: Some(Output::new(&output).map_err(|err| failed(&err))?),
+                };
+                Ok(phc.to_string())
+            })
+            .await?
     }
 
     /// Whether `secret` matches the PHC string `hash`, in time independent of where they differ.
     /// A malformed hash never matches.
     pub(crate) async fn verify(&self, secret: &str, hash: &str) -> Result<bool, AuthError> {
-        let argon2 = self.argon2();
         let secret = secret.as_bytes().to_vec();
         let hash = hash.to_string();
-        tokio::task::spawn_blocking(move || argon2.verify_password(&secret, hash.as_str()).is_ok())
-            .await
-            .map_err(|err| AuthError::Internal(format!("hashing task failed: {err}")))
+        self.pool.run(move || matches(&secret, &hash).unwrap_or(false)).await
+    }
+}
+
+/// Salt of new hashes, the argon2 crate's recommended length.
+const SALT_BYTES: usize = 16;
+
+/// Whether `secret` hashes to the PHC string `hash` under the parameters the string names;
+/// `None` when the string is not a usable argon2 hash.
+fn matches(secret: &[u8], hash: &str) -> Option<bool> {
+    let phc = PasswordHash::new(hash).ok()?;
+    let algorithm = Algorithm::try_from(phc.algorithm.as_str()).ok()?;
+    let version = phc.version.map_or(Some(Version::default()), |v| Version::try_from(v).ok())?;
+    let params = Params::try_from(&phc).ok()?;
+    let (salt, expected) = (phc.salt?, phc.hash?);
+    let mut output = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    with_memory(&params, |memory| argon2.hash_password_into_with_memory(secret, &salt, &mut output, memory))
+        .ok()?;
+    // `Output`'s equality is constant-time.
+    Some(Output::new(&output).ok()? == expected)
+}
+
+thread_local! {
+    /// The working memory of the hashing thread it lives on, kept between hashes.
+    static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `hash` with the `params.block_count()` blocks of memory it needs: this thread's kept
+/// block, grown once to the production cost, or for a costlier stored hash a block of its own.
+fn with_memory<T>(params: &Params, hash: impl FnOnce(&mut [Block]) -> T) -> T {
+    let blocks = params.block_count();
+    if blocks > MEMORY_KIB as usize {
+        return hash(&mut vec![Block::new(); blocks]);
+    }
+    MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::new());
+        }
+        hash(&mut memory[..blocks])
+    })
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads. They take jobs from one queue and end when the last [`Hasher`] clone
+/// (the queue's sender) is dropped, so they live exactly as long as their `Auth`.
+#[derive(Debug)]
+struct Pool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl Pool {
+    fn start(threads: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new().name(format!("micro-hash-{n}")).spawn(move || {
+                loop {
+                    // The lock is held only while waiting for the next job, never while hashing.
+                    let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(err) = spawned {
+                tracing::error!(cause = %err, "cannot start a password hashing thread");
+            }
+        }
+        Self { jobs: std::sync::Mutex::new(jobs) }
+    }
+
+    /// Runs `work` on a hashing thread; a panic in it is an error, and the thread lives on.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let _ = done.send(outcome);
+        });
+        let sent = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(job);
+        let failed = || AuthError::Internal("the password hashing thread failed".into());
+        sent.map_err(|_| failed())?;
+        result.await.map_err(|_| failed())?.map_err(|_| failed())
     }
 }
 
@@ -108,6 +228,49 @@ mod tests {
         assert!(hasher.verify("s3cret", &a).await.unwrap());
         assert!(!hasher.verify("s3creT", &a).await.unwrap());
         assert!(!hasher.verify("s3cret", "not a hash").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashing_is_bounded_and_survives_a_panic() {
+        let hasher = Hasher::new();
+        // More concurrent hashes than threads: the rest queue, all finish.
+        let mut hashes = tokio::task::JoinSet::new();
+        for n in 0..4 * HASH_THREADS {
+            let hasher = hasher.clone();
+            hashes.spawn(async move { (n, hasher.hash(&format!("secret-{n}")).await.unwrap()) });
+        }
+        let hashes = hashes.join_all().await;
+        assert_eq!(hashes.len(), 4 * HASH_THREADS);
+        for (n, hash) in &hashes {
+            assert!(hasher.verify(&format!("secret-{n}"), hash).await.unwrap());
+        }
+        let panicked = hasher.pool.run(|| panic!("inside a hash")).await;
+        assert!(matches!(panicked, Err(AuthError::Internal(_))), "{panicked:?}");
+        for _ in 0..HASH_THREADS {
+            assert!(hasher.hash("after").await.is_ok(), "every thread still hashes");
+        }
+    }
+
+    #[test]
+    fn production_params_are_valid() {
+        let params = Params::new(MEMORY_KIB, PASSES, 1, None).unwrap();
+        assert_eq!(params.m_cost(), 7168);
+    }
+
+    #[tokio::test]
+    async fn hashes_of_the_argon2_crate_still_verify() {
+        use argon2::{PasswordHasher, PasswordVerifier};
+        // Made by the crate's own hasher with its default (19 MiB) parameters, as every hash
+        // before the hashing threads was: costlier than the kept memory.
+        let stored = Argon2::default().hash_password(b"old secret").unwrap().to_string();
+        let hasher = Hasher::new();
+        assert!(hasher.verify("old secret", &stored).await.unwrap());
+        assert!(!hasher.verify("old secreT", &stored).await.unwrap());
+        // And ours verify with the crate's verifier: the same PHC format.
+        let ours = hasher.hash("new secret").await.unwrap();
+        assert!(Argon2::default().verify_password(b"new secret", ours.as_str()).is_ok());
+        assert!(!hasher.verify("new secret", "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$").await.unwrap());
+        assert!(!hasher.verify("x", "$scrypt$ln=4,r=8,p=1$c2FsdA$aGFzaA").await.unwrap());
     }
 
     #[test]
