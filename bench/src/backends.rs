@@ -15,7 +15,7 @@ use micro_proto::store::store_client::StoreClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use crate::events::{Auth, PAYLOAD, Publisher, admin_token};
+use crate::events::{Auth, PAYLOAD, admin_token, connect_publishers};
 use crate::load::{Budget, Report, closed_loop_with};
 use crate::procs::Server;
 use crate::report::Figure;
@@ -114,14 +114,7 @@ async fn measured(grpc: &str, label: &str, budget: Budget) -> anyhow::Result<Vec
     }
     let topic = format!("bench{}", crate::unix_now());
     for &concurrency in CONCURRENCY {
-        let mut publishers = Vec::new();
-        for _ in 0..concurrency {
-            publishers.push(Publisher {
-                client: StreamClient::new(connect().await?),
-                auth: auth.clone(),
-                topic: topic.clone(),
-            });
-        }
+        let publishers = connect_publishers(grpc, &auth, &topic, concurrency).await?;
         let report = closed_loop_with(publishers, budget).await;
         eprintln!("{label:<10} publish     c={concurrency:<3} {report}");
         figures.push((format!("event publish, durable, c={concurrency} (msgs/s)"), checked(&report)?));

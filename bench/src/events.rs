@@ -60,16 +60,7 @@ pub async fn measure(grpc: &str, scratch: &Path, budget: Budget) -> anyhow::Resu
         )
         .await;
         eprintln!("in-process publish   x{publishers:<3} {baseline}");
-        let mut workers = Vec::new();
-        for _ in 0..publishers {
-            // One connection per publisher, as separate clients would have.
-            let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
-            workers.push(Publisher {
-                client: StreamClient::new(channel),
-                auth: auth.clone(),
-                topic: topic.clone(),
-            });
-        }
+        let workers = connect_publishers(grpc, &auth, &topic, publishers).await?;
         let served = closed_loop(workers, warmup, duration).await;
         eprintln!("server publish       x{publishers:<3} {served}");
         rows.push(row(publish_row(publishers), &served, Some(&baseline)));
@@ -177,15 +168,7 @@ pub async fn measure_publish(grpc: &str, budget: Budget) -> anyhow::Result<Vec<R
     let mut rows = Vec::new();
     for publishers in [1, PUBLISHERS] {
         let topic = format!("publish-{publishers}");
-        let mut workers = Vec::new();
-        for _ in 0..publishers {
-            let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
-            workers.push(Publisher {
-                client: StreamClient::new(channel),
-                auth: auth.clone(),
-                topic: topic.clone(),
-            });
-        }
+        let workers = connect_publishers(grpc, &auth, &topic, publishers).await?;
         let served = closed_loop_with(workers, budget).await;
         eprintln!("nats server publish  x{publishers:<3} {served}");
         rows.push(row(publish_row(publishers), &served, None));
@@ -326,6 +309,26 @@ impl Auth {
         request.metadata_mut().insert("authorization", self.0.clone());
         request
     }
+}
+
+/// `count` publishers to `topic` through the server at `grpc`, one connection each, as separate
+/// clients would have.
+pub(crate) async fn connect_publishers(
+    grpc: &str,
+    auth: &Auth,
+    topic: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Publisher>> {
+    let mut publishers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
+        publishers.push(Publisher {
+            client: StreamClient::new(channel),
+            auth: auth.clone(),
+            topic: topic.into(),
+        });
+    }
+    Ok(publishers)
 }
 
 pub(crate) struct Publisher {

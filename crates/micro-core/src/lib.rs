@@ -6,12 +6,14 @@
 //! - [`shutdown`]: the signal future servers drain on.
 //! - [`tls`]: how the CLI and services reach a server over TLS (port 443 rule, trusted roots).
 //! - [`tokens`]: verified access tokens, so the server's gate and services verify each once.
+//! - [`time`]: RFC 3339 timestamps (UTC) without a date-time dependency.
 //!
 //! Not a dumping ground: anything used by one crate only lives in that crate.
 
 pub mod duration;
 pub mod home;
 pub mod shutdown;
+pub mod time;
 pub mod tls;
 pub mod tokens;
 

@@ -19,13 +19,14 @@ pub mod source;
 mod supervisor;
 #[cfg(test)]
 mod tests;
-mod time;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use micro_core::time;
 
 use micro_core::{Context, Denied};
 use serde::{Deserialize, Serialize};

@@ -15,7 +15,9 @@ use tokio::sync::watch;
 
 use crate::logs::{LogFile, pump};
 use crate::source::{self, GitSource, UploadId};
-use crate::{Desired, Inner, Managed, RuntimeError, Status, account_id, binary_dir, hex, time};
+use micro_core::time;
+
+use crate::{Desired, Inner, Managed, RuntimeError, Status, account_id, binary_dir, hex};
 
 /// How long after `Listening on` a service that never logs `Registered` counts as running.
 const REGISTER_GRACE: Duration = Duration::from_secs(1);
