@@ -1,11 +1,10 @@
 //! Secrets: argon2id hashing (off the async runtime) and random strings.
 
-use std::sync::Arc;
-
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use micro_core::workers::Workers;
 use sha2::{Digest, Sha256};
 
 use crate::AuthError;
@@ -36,18 +35,20 @@ const PASSES: u32 = 5;
 #[derive(Debug, Clone)]
 pub(crate) struct Hasher {
     params: Params,
-    pool: Arc<Pool>,
+    pool: Workers,
 }
 
 impl Hasher {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new() -> Result<Self, AuthError> {
         #[cfg(not(test))]
         let params = Params::new(MEMORY_KIB, PASSES, 1, None).expect("the production params are valid");
         // The minimum cost: tests check behaviour, not strength.
         #[cfg(test)]
         let params =
             Params::new(Params::MIN_M_COST, Params::MIN_T_COST, 1, None).expect("minimum params are valid");
-        Self { params, pool: Arc::new(Pool::start(HASH_THREADS)) }
+        let pool = Workers::start("hash", HASH_THREADS)
+            .map_err(|err| AuthError::Internal(format!("cannot start the password hashing thread: {err}")))?;
+        Ok(Self { params, pool })
     }
 
     /// The PHC string (`$argon2id$v=19$...`) of `secret` with a fresh random salt.
@@ -56,26 +57,25 @@ impl Hasher {
         let secret = secret.as_bytes().to_vec();
         let failed =
             |err: &dyn std::fmt::Display| AuthError::Internal(format!("cannot hash a secret: {err}"));
-        self.pool
-            .run(move || {
-                let mut salt = [0u8; SALT_BYTES];
-                getrandom::fill(&mut salt).map_err(|err| failed(&err))?;
-                let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
-                let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-                with_memory(&params, |memory| {
-                    argon2.hash_password_into_with_memory(&secret, &salt, &mut output, memory)
-                })
-                .map_err(|err| failed(&err))?;
-                let phc = PasswordHash {
-                    algorithm: Algorithm::Argon2id.ident(),
-                    version: Some(Version::V0x13.into()),
-                    params: ParamsString::try_from(&params).map_err(|err| failed(&err))?,
-                    salt: Some(Salt::new(&salt).map_err(|err| failed(&err))?),
-                    hash: Some(Output::new(&output).map_err(|err| failed(&err))?),
-                };
-                Ok(phc.to_string())
+        self.run(move || {
+            let mut salt = [0u8; SALT_BYTES];
+            getrandom::fill(&mut salt).map_err(|err| failed(&err))?;
+            let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+            let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+            with_memory(&params, |memory| {
+                argon2.hash_password_into_with_memory(&secret, &salt, &mut output, memory)
             })
-            .await?
+            .map_err(|err| failed(&err))?;
+            let phc = PasswordHash {
+                algorithm: Algorithm::Argon2id.ident(),
+                version: Some(Version::V0x13.into()),
+                params: ParamsString::try_from(&params).map_err(|err| failed(&err))?,
+                salt: Some(Salt::new(&salt).map_err(|err| failed(&err))?),
+                hash: Some(Output::new(&output).map_err(|err| failed(&err))?),
+            };
+            Ok(phc.to_string())
+        })
+        .await?
     }
 
     /// Whether `secret` matches the PHC string `hash`, in time independent of where they differ.
@@ -83,7 +83,15 @@ impl Hasher {
     pub(crate) async fn verify(&self, secret: &str, hash: &str) -> Result<bool, AuthError> {
         let secret = secret.as_bytes().to_vec();
         let hash = hash.to_string();
-        self.pool.run(move || matches(&secret, &hash).unwrap_or(false)).await
+        self.run(move || matches(&secret, &hash).unwrap_or(false)).await
+    }
+
+    /// Runs `work` on the hashing thread; a panic in it is an error, and the thread lives on.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        self.pool.run(work).await.map_err(|err| AuthError::Internal(err.to_string()))
     }
 }
 
@@ -124,55 +132,6 @@ fn with_memory<T>(params: &Params, hash: impl FnOnce(&mut [Block]) -> T) -> T {
         }
         hash(&mut memory[..blocks])
     })
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The hashing threads. They take jobs from one queue and end when the last [`Hasher`] clone
-/// (the queue's sender) is dropped, so they live exactly as long as their `Auth`.
-#[derive(Debug)]
-struct Pool {
-    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
-}
-
-impl Pool {
-    fn start(threads: usize) -> Self {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let queue = Arc::new(std::sync::Mutex::new(queue));
-        for n in 0..threads {
-            let queue = queue.clone();
-            let spawned = std::thread::Builder::new().name(format!("micro-hash-{n}")).spawn(move || {
-                loop {
-                    // The lock is held only while waiting for the next job, never while hashing.
-                    let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                }
-            });
-            if let Err(err) = spawned {
-                tracing::error!(cause = %err, "cannot start a password hashing thread");
-            }
-        }
-        Self { jobs: std::sync::Mutex::new(jobs) }
-    }
-
-    /// Runs `work` on a hashing thread; a panic in it is an error, and the thread lives on.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, AuthError> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-            let _ = done.send(outcome);
-        });
-        let sent = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(job);
-        let failed = || AuthError::Internal("the password hashing thread failed".into());
-        sent.map_err(|_| failed())?;
-        result.await.map_err(|_| failed())?.map_err(|_| failed())
-    }
 }
 
 /// `bytes` random bytes as unpadded URL-safe base64.
@@ -220,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_differ() {
-        let hasher = Hasher::new();
+        let hasher = Hasher::new().unwrap();
         let a = hasher.hash("s3cret").await.unwrap();
         let b = hasher.hash("s3cret").await.unwrap();
         assert!(a.starts_with("$argon2id$"), "{a}");
@@ -232,7 +191,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashing_is_bounded_and_survives_a_panic() {
-        let hasher = Hasher::new();
+        let hasher = Hasher::new().unwrap();
         // More concurrent hashes than threads: the rest queue, all finish.
         let mut hashes = tokio::task::JoinSet::new();
         for n in 0..4 * HASH_THREADS {
@@ -244,7 +203,7 @@ mod tests {
         for (n, hash) in &hashes {
             assert!(hasher.verify(&format!("secret-{n}"), hash).await.unwrap());
         }
-        let panicked = hasher.pool.run(|| panic!("inside a hash")).await;
+        let panicked = hasher.run(|| panic!("inside a hash")).await;
         assert!(matches!(panicked, Err(AuthError::Internal(_))), "{panicked:?}");
         for _ in 0..HASH_THREADS {
             assert!(hasher.hash("after").await.is_ok(), "every thread still hashes");
@@ -263,7 +222,7 @@ mod tests {
         // Made by the crate's own hasher with its default (19 MiB) parameters, as every hash
         // before the hashing threads was: costlier than the kept memory.
         let stored = Argon2::default().hash_password(b"old secret").unwrap().to_string();
-        let hasher = Hasher::new();
+        let hasher = Hasher::new().unwrap();
         assert!(hasher.verify("old secret", &stored).await.unwrap());
         assert!(!hasher.verify("old secreT", &stored).await.unwrap());
         // And ours verify with the crate's verifier: the same PHC format.

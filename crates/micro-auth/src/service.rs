@@ -255,7 +255,7 @@ impl Auth {
         let mut auth = Auth {
             store,
             keys,
-            hasher: Hasher::new(),
+            hasher: Hasher::new()?,
             dummy_hash: tokio::sync::OnceCell::new(),
             generated_admin_password: None,
             writes: tokio::sync::Mutex::new(()),

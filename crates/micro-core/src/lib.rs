@@ -7,6 +7,7 @@
 //! - [`tls`]: how the CLI and services reach a server over TLS (port 443 rule, trusted roots).
 //! - [`tokens`]: verified access tokens, so the server's gate and services verify each once.
 //! - [`time`]: RFC 3339 timestamps (UTC) without a date-time dependency.
+//! - [`workers`]: dedicated threads for blocking work (store reads, password hashing).
 //!
 //! Not a dumping ground: anything used by one crate only lives in that crate.
 
@@ -16,6 +17,7 @@ pub mod shutdown;
 pub mod time;
 pub mod tls;
 pub mod tokens;
+pub mod workers;
 
 /// The version every component reports (`micro --version`, the gateway's `GET /`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use micro_core::workers::Workers;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
@@ -132,7 +133,7 @@ fn storage(err: impl Into<redb::Error>) -> StoreError {
 pub struct FileStore {
     db: Arc<Database>,
     writer: Arc<Writer>,
-    reader: Reader,
+    readers: Workers,
     path: PathBuf,
 }
 
@@ -175,7 +176,9 @@ impl FileStore {
         Ok(FileStore {
             db: Arc::new(db),
             writer: Arc::default(),
-            reader: Reader::start()?,
+            readers: Workers::start("store-read", READ_THREADS).map_err(|err| {
+                StoreError::Unavailable(format!("cannot start the store file readers: {err}"))
+            })?,
             path: path.to_path_buf(),
         })
     }
@@ -185,28 +188,13 @@ impl FileStore {
         &self.path
     }
 
-    /// Runs the read-only `work` on the reader thread.
+    /// Runs the read-only `work` on a reader thread; a panic in it is an error.
     async fn read_only<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Database) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let db = self.db.clone();
-        let (done, result) = oneshot::channel();
-        let job: ReadJob = Box::new(move || {
-            // A panic inside redb or our closure: contained here, reported as an error.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&db)));
-            let _ = done.send(outcome);
-        });
-        let failed = || StoreError::Internal("the store file reader failed".into());
-        self.reader.jobs.send(job).map_err(|_| failed())?;
-        match result.await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => {
-                tracing::error!("store file read panicked");
-                Err(failed())
-            }
-            Err(_) => Err(failed()),
-        }
+        self.readers.run(move || work(&db)).await.map_err(|err| StoreError::Internal(err.to_string()))?
     }
 
     /// Runs `work` against the database on the blocking pool.
@@ -259,44 +247,10 @@ impl FileStore {
     }
 }
 
-type ReadJob = Box<dyn FnOnce() + Send>;
-
 /// Threads reads run on: two, so one long scan (a big `list`) leaves a thread for point reads.
+/// Dedicated threads rather than tokio's blocking pool: +20% reads/s through the server at
+/// c=64 in one run (see BENCHMARKS.md).
 const READ_THREADS: usize = 2;
-
-/// The threads every read runs on. Under load a reader takes reads back to back from the
-/// queue, where tokio's blocking pool paid a lock, a condvar wake-up and a thread switch per
-/// read (+20% reads/s through the server at c=64 in one run, see BENCHMARKS.md). Readers hold no
-/// handle on the database (each job brings its own) and end when the last clone of the store,
-/// and with it the queue's sender, is dropped.
-#[derive(Clone)]
-struct Reader {
-    jobs: std::sync::mpsc::Sender<ReadJob>,
-}
-
-impl Reader {
-    fn start() -> Result<Self> {
-        let (jobs, queue) = std::sync::mpsc::channel::<ReadJob>();
-        let queue = Arc::new(std::sync::Mutex::new(queue));
-        for n in 0..READ_THREADS {
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("micro-store-read-{n}"))
-                .spawn(move || {
-                    loop {
-                        // Held only while waiting for the next job; jobs run without it.
-                        let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                })
-                .map_err(|err| StoreError::Unavailable(format!("cannot start a store file reader: {err}")))?;
-        }
-        Ok(Self { jobs })
-    }
-}
 
 /// A queued change whose commit task failed (panicked) before reporting; it was rolled back.
 fn lost() -> StoreError {
