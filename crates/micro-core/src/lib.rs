@@ -2,6 +2,7 @@
 //!
 //! - [`Context`]: who is calling and in which namespace, resolved once at the edge.
 //! - [`home`]: where state lives (`MICRO_HOME`, default `~/.micro`).
+//! - [`batch`]: the waiting line of a group commit (event log, store file).
 //! - [`duration`]: Go-style durations (`1s`, `1m30s`, `250ms`) as the original CLI accepted.
 //! - [`shutdown`]: the signal future servers drain on.
 //! - [`tls`]: how the CLI and services reach a server over TLS (port 443 rule, trusted roots).
@@ -11,6 +12,7 @@
 //!
 //! Not a dumping ground: anything used by one crate only lives in that crate.
 
+pub mod batch;
 pub mod duration;
 pub mod home;
 pub mod shutdown;

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
+use micro_core::batch::CommitQueue;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Duration, Instant};
 
@@ -45,7 +46,7 @@ pub(crate) struct Engine {
     retention: Retention,
     topics: Mutex<HashMap<TopicKey, Arc<TopicState>>>,
     /// Publishes waiting to be committed.
-    pending: Mutex<VecDeque<Pending>>,
+    pending: CommitQueue<Pending>,
     /// Held by the publisher committing a batch.
     commit: tokio::sync::Mutex<()>,
 }
@@ -75,7 +76,7 @@ impl Engine {
             storage,
             retention,
             topics: Mutex::new(HashMap::new()),
-            pending: Mutex::new(VecDeque::new()),
+            pending: CommitQueue::default(),
             commit: tokio::sync::Mutex::new(()),
         }
     }
@@ -125,7 +126,7 @@ impl Engine {
     /// result; the others find theirs when they get the lock, or commit the next batch.
     async fn append(&self, append: Append) -> Result<Event> {
         let (sender, mut result) = oneshot::channel();
-        self.queue().push_back((append, sender));
+        self.pending.push((append, sender));
         loop {
             let leader = self.commit.lock().await;
             match result.try_recv() {
@@ -135,7 +136,9 @@ impl Engine {
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            let batch = self.take_batch();
+            let batch = self
+                .pending
+                .take(MAX_BATCH_EVENTS, MAX_BATCH_BYTES, |(append, _)| append.event.payload.len());
             if batch.is_empty() {
                 // Ours is in a batch whose committer went away mid-commit; it reports to us.
                 drop(leader);
@@ -164,27 +167,6 @@ impl Engine {
                 tracing::error!(cause = %err, "events commit task failed");
             }
         }
-    }
-
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
-        // Only pushed to and drained; a panic while holding it leaves it valid.
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The oldest waiting publishes, up to the batch limits (at least one).
-    fn take_batch(&self) -> Vec<Pending> {
-        let mut queue = self.queue();
-        let mut bytes = 0;
-        let mut batch = Vec::new();
-        while let Some((append, _)) = queue.front() {
-            let size = append.event.payload.len();
-            if !batch.is_empty() && (batch.len() >= MAX_BATCH_EVENTS || bytes + size > MAX_BATCH_BYTES) {
-                break;
-            }
-            bytes += size;
-            batch.extend(queue.pop_front());
-        }
-        batch
     }
 
     pub(crate) async fn read(

@@ -18,12 +18,13 @@
 //! then hands each waiter its own result. Under contention that turns one fsync per change
 //! into one per batch; a writer alone still commits at once.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use micro_core::batch::CommitQueue;
 use micro_core::workers::Workers;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
@@ -215,7 +216,7 @@ impl FileStore {
     /// Queues `op` for the next group commit and waits until it is durable (or failed).
     async fn submit(&self, op: Op) -> Result<bool> {
         let (sender, mut result) = oneshot::channel();
-        self.writer.queue().push_back((op, sender));
+        self.writer.queue.push((op, sender));
         loop {
             let leader = tokio::select! {
                 biased;
@@ -229,7 +230,7 @@ impl FileStore {
                 Err(oneshot::error::TryRecvError::Closed) => return Err(lost()),
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            let batch = self.writer.take_batch();
+            let batch = self.writer.queue.take(MAX_BATCH_OPS, MAX_BATCH_BYTES, |(op, _)| op.size());
             if batch.is_empty() {
                 // Ours is in a batch whose committer's future was dropped mid-commit; the
                 // commit still runs and reports to us.
@@ -299,7 +300,7 @@ type Pending = (Op, oneshot::Sender<Result<bool>>);
 /// writer alone commits at once, so there is no added latency without contention.
 #[derive(Default)]
 struct Writer {
-    queue: std::sync::Mutex<VecDeque<Pending>>,
+    queue: CommitQueue<Pending>,
     /// Held while one writer takes a batch and commits it; never across anything else.
     commit: tokio::sync::Mutex<()>,
     /// Transactions committed by batches (each one fsync), for tests and diagnostics.
@@ -307,27 +308,6 @@ struct Writer {
 }
 
 impl Writer {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
-        // Only pushed to and drained; a panic while holding it leaves it valid.
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The oldest waiting changes, up to the batch limits (at least one unless empty).
-    fn take_batch(&self) -> Vec<Pending> {
-        let mut queue = self.queue();
-        let mut bytes = 0;
-        let mut batch = Vec::new();
-        while let Some((op, _)) = queue.front() {
-            let size = op.size();
-            if !batch.is_empty() && (batch.len() >= MAX_BATCH_OPS || bytes + size > MAX_BATCH_BYTES) {
-                break;
-            }
-            bytes += size;
-            batch.extend(queue.pop_front());
-        }
-        batch
-    }
-
     /// Applies `batch` and sends each waiter its result. Runs on the blocking pool.
     fn commit_batch(&self, db: &Database, batch: Vec<Pending>) {
         let (ops, senders): (Vec<Op>, Vec<_>) = batch.into_iter().unzip();
@@ -876,7 +856,7 @@ mod tests {
         for change in &mut changes {
             queue(change).await;
         }
-        assert_eq!(store.writer.queue().len(), 64, "every change waits in the queue");
+        assert_eq!(store.writer.queue.len(), 64, "every change waits in the queue");
         drop(commit);
         let results = futures::future::join_all(changes).await;
 
@@ -931,7 +911,7 @@ mod tests {
         assert_eq!(follower.await, Ok(true));
         let read = store.read("db", "t", "leader", ReadOptions::default()).await.unwrap();
         assert_eq!(read[0].value, b"v", "the cancelled writer's change was committed");
-        assert!(store.writer.queue().is_empty());
+        assert!(store.writer.queue.is_empty());
     }
 
     async fn seed_corrupt(store: &FileStore, key: &'static str) {
