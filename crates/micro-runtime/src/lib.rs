@@ -26,9 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use micro_core::time;
-
-use micro_core::{Context, Denied};
+use micro_core::{Context, Denied, time};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;

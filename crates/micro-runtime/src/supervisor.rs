@@ -7,6 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use micro_core::time;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sha2::Digest;
@@ -15,8 +16,6 @@ use tokio::sync::watch;
 
 use crate::logs::{LogFile, pump};
 use crate::source::{self, GitSource, UploadId};
-use micro_core::time;
-
 use crate::{Desired, Inner, Managed, RuntimeError, Status, account_id, binary_dir, hex};
 
 /// How long after `Listening on` a service that never logs `Registered` counts as running.
