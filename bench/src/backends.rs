@@ -11,15 +11,14 @@ use std::time::Instant;
 use anyhow::Context as _;
 use micro_proto::events::stream_client::StreamClient;
 use micro_proto::events::{ConsumeRequest, PublishRequest};
-use micro_proto::store::store_client::StoreClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::events::{Auth, PAYLOAD, admin_token, connect_publishers};
-use crate::load::{Budget, Report, closed_loop_with};
+use crate::load::{Budget, Report, closed_loop};
 use crate::procs::Server;
 use crate::report::Figure;
-use crate::store::{KEYS, StoreOp};
+use crate::store::{KEYS, connect_store_ops};
 
 /// Concurrency levels of every closed-loop row.
 const CONCURRENCY: &[usize] = &[1, 64];
@@ -81,41 +80,22 @@ async fn measured(grpc: &str, label: &str, budget: Budget) -> anyhow::Result<Vec
     let table = format!("bench{}", crate::unix_now());
     let mut figures = Vec::new();
 
-    let connect = || async { anyhow::Ok(Channel::from_shared(format!("http://{grpc}"))?.connect().await?) };
     for &concurrency in CONCURRENCY {
-        let mut writers = Vec::new();
-        for worker in 0..concurrency {
-            writers.push(StoreOp {
-                client: StoreClient::new(connect().await?),
-                auth: auth.clone(),
-                table: table.clone(),
-                write: true,
-                n: worker,
-            });
-        }
-        let report = closed_loop_with(writers, budget).await;
+        let writers = connect_store_ops(grpc, &auth, &table, true, concurrency).await?;
+        let report = closed_loop(writers, budget).await;
         eprintln!("{label:<10} store write c={concurrency:<3} {report}");
         figures.push((format!("store write, durable, c={concurrency} (ops/s)"), checked(&report)?));
     }
     for &concurrency in CONCURRENCY {
-        let mut readers = Vec::new();
-        for worker in 0..concurrency {
-            readers.push(StoreOp {
-                client: StoreClient::new(connect().await?),
-                auth: auth.clone(),
-                table: table.clone(),
-                write: false,
-                n: worker,
-            });
-        }
-        let report = closed_loop_with(readers, budget).await;
+        let readers = connect_store_ops(grpc, &auth, &table, false, concurrency).await?;
+        let report = closed_loop(readers, budget).await;
         eprintln!("{label:<10} store read  c={concurrency:<3} {report}");
         figures.push((format!("store read, c={concurrency} (ops/s)"), checked(&report)?));
     }
     let topic = format!("bench{}", crate::unix_now());
     for &concurrency in CONCURRENCY {
         let publishers = connect_publishers(grpc, &auth, &topic, concurrency).await?;
-        let report = closed_loop_with(publishers, budget).await;
+        let report = closed_loop(publishers, budget).await;
         eprintln!("{label:<10} publish     c={concurrency:<3} {report}");
         figures.push((format!("event publish, durable, c={concurrency} (msgs/s)"), checked(&report)?));
     }

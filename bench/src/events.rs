@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use micro_events::{ConsumeOptions, Events, PublishOptions, Start};
@@ -17,7 +17,7 @@ use micro_proto::events::{AckRequest, ConsumeRequest, PublishRequest};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use crate::load::{Budget, Report, Work, closed_loop, closed_loop_with};
+use crate::load::{Budget, Report, Work, closed_loop};
 use crate::report::{Figure, Target};
 
 /// Payload of every event and message: a small JSON document.
@@ -42,7 +42,6 @@ pub struct Row {
 
 /// Everything the events section reports; `scratch` holds the in-process baseline's file.
 pub async fn measure(grpc: &str, scratch: &Path, budget: Budget) -> anyhow::Result<Vec<Row>> {
-    let (warmup, duration) = (budget.warmup, budget.duration);
     let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
     let token = admin_token(channel.clone()).await?;
     let auth = Auth(MetadataValue::try_from(format!("Bearer {token}"))?);
@@ -55,13 +54,12 @@ pub async fn measure(grpc: &str, scratch: &Path, budget: Budget) -> anyhow::Resu
         let topic = format!("publish-{publishers}");
         let baseline = closed_loop(
             (0..publishers).map(|_| LocalPublisher { events: local.clone(), topic: topic.clone() }).collect(),
-            warmup,
-            duration,
+            budget,
         )
         .await;
         eprintln!("in-process publish   x{publishers:<3} {baseline}");
         let workers = connect_publishers(grpc, &auth, &topic, publishers).await?;
-        let served = closed_loop(workers, warmup, duration).await;
+        let served = closed_loop(workers, budget).await;
         eprintln!("server publish       x{publishers:<3} {served}");
         rows.push(row(publish_row(publishers), &served, Some(&baseline)));
     }
@@ -157,7 +155,7 @@ pub async fn measure(grpc: &str, scratch: &Path, budget: Budget) -> anyhow::Resu
         rows.push(Row { what: what.into(), rate, p50_p99: None, baseline: Some(baseline), errors: 0 });
     }
 
-    rows.push(fan_out(grpc, &auth, warmup, duration).await?);
+    rows.push(fan_out(grpc, &auth, budget).await?);
     Ok(rows)
 }
 
@@ -169,7 +167,7 @@ pub async fn measure_publish(grpc: &str, budget: Budget) -> anyhow::Result<Vec<R
     for publishers in [1, PUBLISHERS] {
         let topic = format!("publish-{publishers}");
         let workers = connect_publishers(grpc, &auth, &topic, publishers).await?;
-        let served = closed_loop_with(workers, budget).await;
+        let served = closed_loop(workers, budget).await;
         eprintln!("nats server publish  x{publishers:<3} {served}");
         rows.push(row(publish_row(publishers), &served, None));
     }
@@ -209,7 +207,7 @@ pub fn figures(rows: &[Row], nats: Option<&[Row]>) -> Vec<Figure> {
 
 /// Broker fan-out: one publisher in a closed loop, [`SUBSCRIBERS`] subscribers; the rate is
 /// messages delivered per second over all subscribers, beside the same on a `MemoryBroker`.
-async fn fan_out(grpc: &str, auth: &Auth, warmup: Duration, duration: Duration) -> anyhow::Result<Row> {
+async fn fan_out(grpc: &str, auth: &Auth, budget: Budget) -> anyhow::Result<Row> {
     let broker: Arc<dyn micro_broker::Broker> = Arc::new(micro_broker::MemoryBroker::new());
     let delivered = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
@@ -223,7 +221,7 @@ async fn fan_out(grpc: &str, auth: &Auth, warmup: Duration, duration: Duration) 
         }));
     }
     let publisher = LocalBroker { broker: broker.clone() };
-    let (baseline, baseline_report) = count_deliveries(&delivered, publisher, warmup, duration).await;
+    let (baseline, baseline_report) = count_deliveries(&delivered, publisher, budget).await;
     for reader in &readers {
         reader.abort();
     }
@@ -244,7 +242,7 @@ async fn fan_out(grpc: &str, auth: &Auth, warmup: Duration, duration: Duration) 
     }
     let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
     let publisher = ServerBroker { client: BrokerClient::new(channel), auth: auth.clone() };
-    let (rate, report) = count_deliveries(&delivered, publisher, warmup, duration).await;
+    let (rate, report) = count_deliveries(&delivered, publisher, budget).await;
     for reader in &readers {
         reader.abort();
     }
@@ -259,20 +257,15 @@ async fn fan_out(grpc: &str, auth: &Auth, warmup: Duration, duration: Duration) 
 }
 
 /// Runs `publisher` in a closed loop and counts the deliveries made while it was measured.
-async fn count_deliveries<W: Work>(
-    delivered: &AtomicU64,
-    publisher: W,
-    warmup: Duration,
-    duration: Duration,
-) -> (f64, Report) {
+async fn count_deliveries<W: Work>(delivered: &AtomicU64, publisher: W, budget: Budget) -> (f64, Report) {
     let measured = async {
-        tokio::time::sleep(warmup).await;
+        tokio::time::sleep(budget.warmup).await;
         let from = delivered.load(Ordering::Relaxed);
-        tokio::time::sleep(duration).await;
+        tokio::time::sleep(budget.duration).await;
         delivered.load(Ordering::Relaxed) - from
     };
-    let (count, report) = tokio::join!(measured, closed_loop(vec![publisher], warmup, duration));
-    (count as f64 / duration.as_secs_f64(), report)
+    let (count, report) = tokio::join!(measured, closed_loop(vec![publisher], budget));
+    (count as f64 / budget.duration.as_secs_f64(), report)
 }
 
 fn row(what: String, served: &Report, baseline: Option<&Report>) -> Row {
@@ -381,7 +374,6 @@ impl Work for LocalBroker {
 
 /// The events section of `BENCHMARKS.md`.
 pub fn render(rows: &[Row], nats: Option<&[Row]>, budget: Budget) -> String {
-    let (warmup, duration) = (budget.warmup, budget.duration);
     let mut md = String::new();
     let _ = writeln!(md, "## Events and broker: through the server against the same backends in-process\n");
     let _ = writeln!(
@@ -391,8 +383,8 @@ pub fn render(rows: &[Row], nats: Option<&[Row]>, budget: Budget) -> String {
          driven over gRPC on loopback with an admin token. The baseline of each row is the same work done \
          in-process on the same backend types (no network, no auth) in the same run. Closed-loop rows run \
          {}s after a {}ms warm-up; consume rows read {CONSUME_EVENTS} events of {} bytes from the start.\n",
-        duration.as_secs_f64(),
-        warmup.as_millis(),
+        budget.duration.as_secs_f64(),
+        budget.warmup.as_millis(),
         PAYLOAD.len()
     );
     let _ = writeln!(md, "Machine: {} cores; run at unix time {}.\n", crate::cores(), crate::unix_now());

@@ -126,7 +126,7 @@ pub async fn run_load(
     for _ in 0..concurrency {
         callers.push(Caller::new(target, how, token).await?);
     }
-    Ok(closed_loop_with(callers, budget).await)
+    Ok(closed_loop(callers, budget).await)
 }
 
 /// One unit of work a closed-loop worker repeats; `true` when it succeeded.
@@ -135,13 +135,9 @@ pub trait Work: Send + 'static {
 }
 
 /// Runs each of `workers` in a closed loop (one operation at a time, the next as soon as the
-/// last finished): `warmup` unmeasured, then `duration`, recording each operation's latency.
-pub async fn closed_loop<W: Work>(workers: Vec<W>, warmup: Duration, duration: Duration) -> Report {
-    closed_loop_with(workers, Budget::timed(warmup, duration)).await
-}
-
-/// [`closed_loop`] within `budget`; the report's elapsed time is the measured span.
-pub async fn closed_loop_with<W: Work>(workers: Vec<W>, budget: Budget) -> Report {
+/// last finished) within `budget`, recording each measured operation's latency; with a call
+/// count, the report's elapsed time is the measured span.
+pub async fn closed_loop<W: Work>(workers: Vec<W>, budget: Budget) -> Report {
     let start = Instant::now();
     let measure_from = start + budget.warmup;
     let stop = measure_from + budget.duration;

@@ -58,7 +58,7 @@ pub struct Options {
 impl Options {
     fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Self> {
         let mut options = Options { quick: false, only: Vec::new(), with_redis: false, nats: None };
-        let mut args = args.peekable();
+        let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let mut value = |flag: &str| args.next().with_context(|| format!("{flag} needs a value"));
             match arg.as_str() {

@@ -12,7 +12,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::events::{Auth, PAYLOAD};
-use crate::load::{Budget, Report, Work, closed_loop_with};
+use crate::load::{Budget, Report, Work, closed_loop};
 use crate::procs::Server;
 use crate::redis::{RedisClient, RedisOp, RedisServer};
 use crate::report::{Figure, Target};
@@ -44,22 +44,12 @@ pub async fn measure(
         Some(binary) => Some(RedisServer::start(binary, &home.join("redis")).await?),
         None => None,
     };
-    let table = "bench".to_string();
+    let table = "bench";
     let mut rows = Vec::new();
     for write in [true, false] {
         for &concurrency in CONCURRENCY {
-            let mut workers = Vec::new();
-            for n in 0..concurrency {
-                let channel = Channel::from_shared(format!("http://{}", server.grpc))?.connect().await?;
-                workers.push(StoreOp {
-                    client: StoreClient::new(channel),
-                    auth: auth.clone(),
-                    table: table.clone(),
-                    write,
-                    n,
-                });
-            }
-            let micro = closed_loop_with(workers, budget).await;
+            let workers = connect_store_ops(&server.grpc, &auth, table, write, concurrency).await?;
+            let micro = closed_loop(workers, budget).await;
             let verb = if write { "write" } else { "read " };
             eprintln!("store {verb} c={concurrency:<3} micro {micro}");
             let redis = match &redis {
@@ -69,7 +59,7 @@ pub async fn measure(
                         let client = RedisClient::connect(&redis.address).await?;
                         workers.push(RedisOp { client, write, n, keys: KEYS, value: PAYLOAD });
                     }
-                    let report = closed_loop_with(workers, budget).await;
+                    let report = closed_loop(workers, budget).await;
                     eprintln!("store {verb} c={concurrency:<3} redis {report}");
                     Some(report)
                 }
@@ -148,6 +138,29 @@ fn render(rows: &[Row], budget: Budget) -> String {
         let _ = writeln!(md, "\nRedis was not measured in this run (no `--with-redis`).");
     }
     md
+}
+
+/// `count` writers (or readers) of `table` through the server at `grpc`, one connection each,
+/// starting at different keys.
+pub async fn connect_store_ops(
+    grpc: &str,
+    auth: &Auth,
+    table: &str,
+    write: bool,
+    count: usize,
+) -> anyhow::Result<Vec<StoreOp>> {
+    let mut ops = Vec::with_capacity(count);
+    for n in 0..count {
+        let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await?;
+        ops.push(StoreOp {
+            client: StoreClient::new(channel),
+            auth: auth.clone(),
+            table: table.into(),
+            write,
+            n,
+        });
+    }
+    Ok(ops)
 }
 
 /// A store write or read of one of [`KEYS`] keys, in a closed loop.
