@@ -369,12 +369,37 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    let reply = http_send(addr, method, path, headers, body);
+    (reply.status, reply.body)
+}
+
+/// An HTTP answer: status, head (status line and headers) and body.
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// A raw HTTP/1.1 request with `headers` (a `Host` among them replaces `addr` as the host) and
+/// `body`.
+pub fn http_send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpReply {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("the HTTP listener accepts");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -392,7 +417,7 @@ pub fn http_request(
     } else {
         body.to_string()
     };
-    (status, body)
+    HttpReply { status, head: head.to_string(), body }
 }
 
 fn dechunk(body: &str) -> String {

@@ -27,6 +27,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The namespace of the platform's administrators and core services.
 pub const DEFAULT_NAMESPACE: &str = "micro";
 
+/// The scope that makes an account of [`DEFAULT_NAMESPACE`] an administrator of the platform
+/// (docs/security.md): the only accounts that may run commands or server-local sources.
+pub const ADMIN_SCOPE: &str = "admin";
+
 /// An authenticated caller, as its access token describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Account {
@@ -53,7 +57,20 @@ pub struct Context {
     pub account: Option<Account>,
 }
 
+impl Account {
+    /// Whether this is a platform administrator: an account of [`DEFAULT_NAMESPACE`] with the
+    /// [`ADMIN_SCOPE`]. Tenants' admins (scope `admin` in another namespace) are not.
+    pub fn is_platform_admin(&self) -> bool {
+        self.issuer == DEFAULT_NAMESPACE && self.scopes.iter().any(|scope| scope == ADMIN_SCOPE)
+    }
+}
+
 impl Context {
+    /// Whether the caller is a platform administrator ([`Account::is_platform_admin`]).
+    pub fn is_platform_admin(&self) -> bool {
+        self.account.as_ref().is_some_and(Account::is_platform_admin)
+    }
+
     /// A context in `namespace` with no authenticated account.
     pub fn anonymous(namespace: impl Into<String>) -> Self {
         Self { namespace: namespace.into(), account: None }

@@ -38,6 +38,7 @@ impl From<RuntimeError> for Status {
             RuntimeError::AlreadyExists(message) => Status::already_exists(message),
             RuntimeError::Full(message) => Status::resource_exhausted(message),
             RuntimeError::Denied(denied) => Status::from(denied),
+            RuntimeError::Forbidden(message) => Status::permission_denied(message),
             RuntimeError::Build(message) => Status::failed_precondition(message),
             RuntimeError::Internal(message) => {
                 tracing::error!(cause = %message, "runtime failure");

@@ -77,6 +77,10 @@ pub enum RuntimeError {
     Full(String),
     #[error("{0}")]
     Denied(Denied),
+    /// The caller may act in the namespace but not ask for this (a tenant asking for a command
+    /// or a server-local source, docs/security.md); the message says why.
+    #[error("{0}")]
+    Forbidden(String),
     /// A build failed (shown as the service's error).
     #[error("{0}")]
     Build(String),
@@ -503,7 +507,14 @@ impl Runtime {
                 "blank resource: a service needs a source or a command".into(),
             ));
         }
-        self.check_source(&namespace, &spec.source)?;
+        if !spec.command.is_empty() && !context.is_platform_admin() {
+            return Err(RuntimeError::Forbidden(
+                "only an admin of the micro namespace may run a command (--command): \
+                 tenants run uploaded sources and remote git repositories"
+                    .into(),
+            ));
+        }
+        self.check_source(context, &namespace, &spec.source)?;
 
         let _guard = self.inner.writes.lock().await;
         {
@@ -551,10 +562,19 @@ impl Runtime {
         Ok(())
     }
 
-    /// Checks that a source can be used by `namespace` before anything is stored.
-    fn check_source(&self, namespace: &str, source: &str) -> Result<(), RuntimeError> {
+    /// Checks that a source can be used by `namespace`, and by the caller, before anything is
+    /// stored: folders and `file://` repositories on the server's own disk are for platform
+    /// admins only (docs/security.md).
+    fn check_source(&self, context: &Context, namespace: &str, source: &str) -> Result<(), RuntimeError> {
         if source.is_empty() {
             return Ok(());
+        }
+        let server_local = source.starts_with("file://") || Path::new(source).is_absolute();
+        if server_local && !context.is_platform_admin() {
+            return Err(RuntimeError::Forbidden(format!(
+                "only an admin of the micro namespace may run {source:?} from the server's own disk: \
+                 upload the source (micro run ./dir) or name a remote git repository"
+            )));
         }
         if source.starts_with(source::UPLOAD_SCHEME) {
             let id = UploadId::parse(source)?;
@@ -623,7 +643,7 @@ impl Runtime {
         validate_name("name", &spec.name)?;
         validate_name("version", &version)?;
         validate_relative("entrypoint", &spec.entrypoint)?;
-        self.check_source(&namespace, &spec.source)?;
+        self.check_source(context, &namespace, &spec.source)?;
         let _guard = self.inner.writes.lock().await;
         let managed = self
             .lookup(&namespace, &spec.name, &version)

@@ -45,6 +45,7 @@ fn admin() -> Context {
         name: "admin".into(),
         kind: "user".into(),
         issuer: "micro".into(),
+        scopes: vec!["admin".into()],
         ..Default::default()
     };
     Context::with_account("micro", account)
@@ -145,6 +146,23 @@ async fn command_service_runs_logs_and_is_deleted() {
         Err(RuntimeError::Denied(micro_core::Denied::Namespace))
     );
     assert!(f.runtime.read(&stranger, "micro", "", "").is_err());
+    // A tenant acts in its own namespace, but never runs a command or a server-local source.
+    let forbidden = |result: Result<(), RuntimeError>, says: &str| match result {
+        Err(RuntimeError::Forbidden(message)) => assert!(message.contains(says), "{message}"),
+        other => panic!("expected Forbidden, got {other:?}"),
+    };
+    let tenant_command = CreateSpec { source: String::new(), ..command_spec("x", dir.path(), script) };
+    forbidden(f.runtime.create(&stranger, "", tenant_command).await, "--command");
+    let tenant_folder = CreateSpec { command: Vec::new(), ..command_spec("x", dir.path(), script) };
+    forbidden(f.runtime.create(&stranger, "", tenant_folder.clone()).await, "server's own disk");
+    let tenant_file_git = CreateSpec { source: "file:///tmp/x.git".into(), ..tenant_folder.clone() };
+    forbidden(f.runtime.create(&stranger, "", tenant_file_git).await, "server's own disk");
+    let mut service_account = admin();
+    service_account.account.as_mut().unwrap().scopes = vec!["service".into()];
+    forbidden(f.runtime.create(&service_account, "", tenant_folder).await, "server's own disk");
+    let update = CreateSpec { name: "hello".into(), source: "/etc".into(), ..CreateSpec::default() };
+    forbidden(f.runtime.update(&service_account, "", update).await, "server's own disk");
+    assert!(f.runtime.read(&stranger, "", "", "").unwrap().is_empty(), "nothing was created");
     assert!(f.runtime.read(&stranger, "", "", "").unwrap().is_empty(), "other namespaces see nothing");
     let bad = CreateSpec { name: "../x".into(), ..command_spec("x", dir.path(), script) };
     assert!(matches!(f.runtime.create(&admin(), "", bad).await, Err(RuntimeError::Invalid(_))));

@@ -30,6 +30,12 @@ pub struct Config {
     pub api_domain: String,
     /// How long in-flight requests get to finish after SIGINT/SIGTERM (Go duration).
     pub shutdown_grace: String,
+    /// Origins (`https://app.example.com`) whose pages may call the HTTP gateway with
+    /// credentials and read its answers; none by default (docs/security.md).
+    pub cors_origins: Vec<String>,
+    /// Host names the HTTP gateway answers on a loopback bind, beside loopback names, the bind
+    /// address and `api_domain`; other `Host`s get 421 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
     pub store: StoreConfig,
     pub events: EventsConfig,
     pub broker: BrokerConfig,
@@ -129,6 +135,8 @@ impl Default for Config {
             api_address: "127.0.0.1:8080".into(),
             api_domain: String::new(),
             shutdown_grace: "10s".into(),
+            cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             store: StoreConfig::default(),
             events: EventsConfig::default(),
             broker: BrokerConfig::default(),
@@ -158,13 +166,18 @@ pub struct Overrides {
     pub disable_admin: bool,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    /// `--cors-origin`, repeatable; given, it replaces the lower layers' list.
+    pub cors_origins: Vec<String>,
+    /// `--allowed-host`, repeatable; given, it replaces the lower layers' list.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Config {
     /// Builds the effective config for `home`: defaults, then `file` (or `home/micro.toml` when it
     /// exists), then `env` (`MICRO_PROXY_ADDRESS`, `MICRO_API_ADDRESS`, `MICRO_API_DOMAIN`,
     /// `MICRO_STORE`, `MICRO_EVENTS`, `MICRO_BROKER`, `MICRO_REGISTRY`, `MICRO_TLS_CERT`,
-    /// `MICRO_TLS_KEY`), then
+    /// `MICRO_TLS_KEY`, and the comma-separated lists `MICRO_CORS_ORIGINS`,
+    /// `MICRO_ALLOWED_HOSTS`), then
     /// `flags`. An explicitly named file must exist; the default one is optional.
     pub fn load(
         home: &Path,
@@ -209,6 +222,23 @@ impl Config {
         layer(&mut config.registry.backend, flags.registry.as_ref());
         layer(&mut config.tls.cert, flags.tls_cert.as_ref());
         layer(&mut config.tls.key, flags.tls_key.as_ref());
+        let list = |target: &mut Vec<String>, value: Option<&String>| {
+            if let Some(value) = value.filter(|v| !v.trim().is_empty()) {
+                *target =
+                    value.split(',').map(|item| item.trim().to_string()).filter(|i| !i.is_empty()).collect();
+            }
+        };
+        list(&mut config.cors_origins, env.get("MICRO_CORS_ORIGINS"));
+        list(&mut config.allowed_hosts, env.get("MICRO_ALLOWED_HOSTS"));
+        if !flags.cors_origins.is_empty() {
+            config.cors_origins.clone_from(&flags.cors_origins);
+        }
+        if !flags.allowed_hosts.is_empty() {
+            config.allowed_hosts.clone_from(&flags.allowed_hosts);
+        }
+        for host in &mut config.allowed_hosts {
+            *host = host.trim_end_matches('.').to_ascii_lowercase();
+        }
         if let Some(value) = env.get("MICRO_AUTH_DISABLE_ADMIN").filter(|v| !v.is_empty()) {
             config.auth.disable_admin = parse_bool("MICRO_AUTH_DISABLE_ADMIN", value)?;
         }
@@ -221,7 +251,20 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         validate_address("proxy_address", &self.proxy_address)?;
         validate_address("api_address", &self.api_address)?;
-        validate_domain(&self.api_domain)?;
+        validate_domain("api_domain", &self.api_domain)?;
+        for origin in &self.cors_origins {
+            crate::gateway::browser::validate_origin(origin)
+                .map_err(|message| ConfigError::Invalid { field: "cors_origins", message })?;
+        }
+        for host in &self.allowed_hosts {
+            if host.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "allowed_hosts",
+                    message: "a host name is empty".into(),
+                });
+            }
+            validate_domain("allowed_hosts", host)?;
+        }
         self.grace()?;
         self.sweep_interval()?;
         match (self.tls.cert.is_empty(), self.tls.key.is_empty()) {
@@ -318,7 +361,7 @@ fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigEr
 }
 
 /// A DNS name: dot-separated labels of letters, digits and `-`; empty means unset.
-fn validate_domain(value: &str) -> Result<(), ConfigError> {
+fn validate_domain(field: &'static str, value: &str) -> Result<(), ConfigError> {
     let label_ok = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
@@ -329,10 +372,7 @@ fn validate_domain(value: &str) -> Result<(), ConfigError> {
     if value.is_empty() || (value.len() <= 253 && value.split('.').all(label_ok)) {
         return Ok(());
     }
-    Err(ConfigError::Invalid {
-        field: "api_domain",
-        message: format!("{value:?} is not a domain name, e.g. example.com"),
-    })
+    Err(ConfigError::Invalid { field, message: format!("{value:?} is not a domain name, e.g. example.com") })
 }
 
 fn validate_address(field: &'static str, value: &str) -> Result<(), ConfigError> {
@@ -393,6 +433,19 @@ mod tests {
         assert_eq!(from_env.registry.backend, "nats://127.0.0.1:4222");
         assert_eq!((from_env.tls.cert.as_str(), from_env.tls.key.as_str()), ("env-cert.pem", "env-key.pem"));
         assert!(from_env.tls.enabled());
+        let lists = env(&[
+            ("MICRO_CORS_ORIGINS", "https://a.example, http://localhost:3000"),
+            ("MICRO_ALLOWED_HOSTS", "Micro.Lan."),
+        ]);
+        let from_lists = Config::load(home.path(), None, &lists, &Overrides::default()).unwrap();
+        assert_eq!(from_lists.cors_origins, ["https://a.example", "http://localhost:3000"]);
+        assert_eq!(from_lists.allowed_hosts, ["micro.lan"]);
+        let flagged = Overrides { cors_origins: vec!["https://b.example".into()], ..Default::default() };
+        let from_flag = Config::load(home.path(), None, &lists, &flagged).unwrap();
+        assert_eq!(from_flag.cors_origins, ["https://b.example"], "flags replace the env's list");
+        assert_eq!(from_flag.allowed_hosts, ["micro.lan"]);
+        let reparsed: Config = toml::from_str(&from_flag.to_toml()).unwrap();
+        assert_eq!(reparsed, from_flag);
 
         let flags = Overrides {
             proxy_address: Some("127.0.0.1:9201".into()),
@@ -445,6 +498,15 @@ mod tests {
         assert!(err.to_string().contains("--tls-key"), "{err}");
         let err = load(Overrides { tls_key: Some("key.pem".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().starts_with("invalid tls.cert:"), "{err}");
+        let err = load(Overrides { cors_origins: vec!["*".into()], ..Default::default() }).unwrap_err();
+        assert!(err.to_string().starts_with("invalid cors_origins:"), "{err}");
+        let err =
+            load(Overrides { cors_origins: vec!["https://a.example/app".into()], ..Default::default() })
+                .unwrap_err();
+        assert!(err.to_string().contains("no path"), "{err}");
+        let err =
+            load(Overrides { allowed_hosts: vec!["bad host".into()], ..Default::default() }).unwrap_err();
+        assert!(err.to_string().starts_with("invalid allowed_hosts:"), "{err}");
 
         std::fs::write(home.path().join("micro.toml"), "proxy_adress = \"x\"\n").unwrap();
         let err = load(Overrides::default()).unwrap_err();

@@ -1,8 +1,10 @@
 //! The :8080 listener: the fixed routes of the original's API (`GET /` answers the version,
 //! `/favicon.ico` an empty 200), every other path to the API [`gateway`](crate::gateway), and
-//! CORS around all of it (reference §4.1, §4.6).
+//! the browser boundary around all of it ([`browser`](crate::gateway::browser): CORS, `Host`,
+//! security headers; docs/security.md).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -12,16 +14,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::json;
 
-use crate::gateway::{self, ApiError, Gateway};
+use crate::gateway::{self, ApiError, Gateway, browser};
 
 /// The HTTP routes.
 pub fn router(gateway: Gateway) -> Router {
-    Router::new()
+    let options = gateway.options().clone();
+    let router = Router::new()
         .route("/", any(root))
         .route("/favicon.ico", get(|| async { StatusCode::OK }))
         .fallback(gateway::handle)
         .with_state(gateway)
-        .layer(axum::middleware::from_fn(gateway::cors::cors))
+        .layer(browser::cors_layer(&options.cors_origins));
+    let router = match options.host_check {
+        Some(check) => {
+            router.layer(axum::middleware::from_fn_with_state(Arc::new(check), browser::check_host))
+        }
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn(browser::security_headers))
 }
 
 async fn root(request: Request) -> Response {

@@ -73,6 +73,14 @@ pub struct Args {
     /// Do not create the default admin account [env: MICRO_AUTH_DISABLE_ADMIN]
     #[arg(long)]
     pub disable_admin: bool,
+    /// Let pages of this origin (https://app.example.com) call the HTTP gateway with
+    /// credentials; repeatable [env: MICRO_CORS_ORIGINS, comma-separated] [default: none]
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+    /// Answer HTTP requests for this host name on a loopback bind (others get 421); repeatable
+    /// [env: MICRO_ALLOWED_HOSTS, comma-separated]
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub dump_config: bool,
@@ -93,6 +101,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         disable_admin: args.disable_admin,
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
+        cors_origins: args.cors_origins.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
     };
     let config = Config::load(&home, args.config_file.as_deref(), &env, &overrides)?;
     if args.dump_config {
@@ -150,6 +160,9 @@ pub struct Platform {
     _events_sweeper: Option<backends::AbortOnDrop>,
     /// `--api-domain`, empty when unset.
     api_domain: String,
+    /// `--cors-origin`s and `--allowed-host`s of the HTTP gateway.
+    cors_origins: Vec<String>,
+    allowed_hosts: Vec<String>,
     /// When set, both listeners serve TLS (see [`Platform::with_tls`]).
     tls: Option<tls::Tls>,
     _sweeper: micro_store::Sweeper,
@@ -203,6 +216,8 @@ impl Platform {
             events,
             _events_sweeper: events_sweeper,
             api_domain: config.api_domain.clone(),
+            cors_origins: config.cors_origins.clone(),
+            allowed_hosts: config.allowed_hosts.clone(),
             tls: None,
             _sweeper: sweeper,
             _reaper: reaper,
@@ -284,12 +299,22 @@ impl Platform {
             events: self.events.clone(),
         };
         let service = grpc::Service::new(core).await?;
+        let api_domain = Some(self.api_domain.clone()).filter(|domain| !domain.is_empty());
+        let http_ip = http.local_addr()?.ip();
+        // Only a loopback bind is guarded by name: there, any other name is a rebinding page.
+        let host_check = http_ip.is_loopback().then(|| gateway::browser::HostCheck {
+            bind: Some(http_ip),
+            api_domain: api_domain.clone(),
+            allowed: self.allowed_hosts.clone(),
+        });
         let gateway = gateway::Gateway::new(
             self.registry.clone(),
             self.auth.clone(),
             gateway::Options {
                 core_address: Some(core_address),
-                api_domain: Some(self.api_domain.clone()).filter(|domain| !domain.is_empty()),
+                api_domain,
+                cors_origins: self.cors_origins.clone(),
+                host_check,
                 ..gateway::Options::default()
             },
         );

@@ -12,6 +12,11 @@ use crate::gate::NAMESPACE_HEADER;
 
 /// The cookie the web dashboard keeps the access token in.
 pub const TOKEN_COOKIE: &str = "micro-token";
+/// The cookie holding the CSRF token of a cookie session (double submit, docs/security.md).
+pub const CSRF_COOKIE: &str = "micro-csrf";
+/// The header that must repeat [`CSRF_COOKIE`] for the [`TOKEN_COOKIE`] to count. A page of
+/// another origin can neither read the cookie nor send the header without a CORS grant.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +28,10 @@ pub struct Caller {
     pub token: Option<String>,
 }
 
-/// Resolves the caller: the token from `Authorization: Bearer` or the `micro-token` cookie;
+/// Resolves the caller: the token from `Authorization: Bearer`, or the `micro-token` cookie when
+/// the request proves it comes from a page of ours (the `X-CSRF-Token` header equals the
+/// `micro-csrf` cookie; otherwise the cookie is ignored, on every method, since any method can
+/// reach any endpoint);
 /// the namespace from `Micro-Namespace`, else the subdomain of `api_domain` the request was
 /// sent to, else the token's issuer, else `micro`. A token issued by a namespace other than
 /// `micro` may act only in its own namespace.
@@ -38,7 +46,7 @@ pub fn identify(auth: &Auth, headers: &HeaderMap, api_domain: Option<&str>) -> R
                 .map(|token| token.trim().to_string())
                 .ok_or_else(|| unauthorized("invalid authorization header. expected Bearer schema"))?,
         ),
-        None => cookie(headers, TOKEN_COOKIE),
+        None => cookie(headers, TOKEN_COOKIE).filter(|_| csrf_checked(headers)),
     };
     let account = match &token {
         Some(token) => Some(
@@ -116,6 +124,15 @@ pub fn namespace_from_host(host: &str, api_domain: &str) -> Option<String> {
     Some(namespace)
 }
 
+/// Whether the request carries the CSRF header, equal to the CSRF cookie.
+fn csrf_checked(headers: &HeaderMap) -> bool {
+    let sent = headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok());
+    match (sent, cookie(headers, CSRF_COOKIE)) {
+        (Some(sent), Some(kept)) => !sent.is_empty() && sent.as_bytes() == kept.as_bytes(),
+        _ => false,
+    }
+}
+
 /// The value of cookie `name`, if the request carries it.
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -152,5 +169,20 @@ mod tests {
         headers.insert(header::COOKIE, "a=b; micro-token=tok; c=d".parse().unwrap());
         assert_eq!(cookie(&headers, TOKEN_COOKIE).as_deref(), Some("tok"));
         assert_eq!(cookie(&headers, "nope"), None);
+    }
+
+    #[test]
+    fn the_token_cookie_counts_only_with_the_csrf_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "micro-token=tok; micro-csrf=abc".parse().unwrap());
+        assert!(!csrf_checked(&headers), "a cross-site form sends the cookies but not the header");
+        headers.insert(CSRF_HEADER, "abd".parse().unwrap());
+        assert!(!csrf_checked(&headers), "the header must repeat the cookie");
+        headers.insert(CSRF_HEADER, "abc".parse().unwrap());
+        assert!(csrf_checked(&headers));
+        let mut no_cookie = HeaderMap::new();
+        no_cookie.insert(CSRF_HEADER, "".parse().unwrap());
+        no_cookie.insert(header::COOKIE, "micro-csrf=".parse().unwrap());
+        assert!(!csrf_checked(&no_cookie));
     }
 }

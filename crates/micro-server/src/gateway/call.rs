@@ -47,6 +47,9 @@ const SKIPPED_HEADERS: &[&str] = &[
     "content-encoding",
     "accept-encoding",
     "authorization",
+    // The browser's cookies (a session token among them) are the browser's business, never a
+    // service's or a broker subscriber's.
+    "cookie",
     NAMESPACE_HEADER,
 ];
 

@@ -6,13 +6,14 @@
 //! caller's namespace), the method in its descriptors and a node → [`body`] builds the request
 //! message from query and body → a unary call answered as JSON, or a server stream written as
 //! one JSON object per line (chunked), or over a websocket ([`ws`]). Every failure is an
-//! [`ApiError`] ([`errors`]), the original's JSON error with a matching status. CORS is added
-//! around everything by [`cors`].
+//! [`ApiError`] ([`errors`]), the original's JSON error with a matching status. Around
+//! everything, [`browser`] keeps web pages out: CORS only for configured origins, `Host`
+//! checked on loopback binds, security headers (docs/security.md).
 
 pub mod auth;
 pub mod body;
+pub mod browser;
 pub mod call;
-pub mod cors;
 pub mod errors;
 pub mod resolve;
 pub mod ws;
@@ -67,6 +68,10 @@ pub struct Options {
     pub body_limit: usize,
     /// Deadline of unary calls.
     pub timeout: Duration,
+    /// Origins whose pages may call with credentials and read the answers (`--cors-origin`).
+    pub cors_origins: Vec<String>,
+    /// `Some` on a loopback bind: the `Host` names answered; others get 421.
+    pub host_check: Option<browser::HostCheck>,
 }
 
 impl Default for Options {
@@ -76,6 +81,8 @@ impl Default for Options {
             api_domain: None,
             body_limit: DEFAULT_BODY_LIMIT,
             timeout: DEFAULT_TIMEOUT,
+            cors_origins: Vec::new(),
+            host_check: None,
         }
     }
 }
@@ -96,6 +103,11 @@ impl Gateway {
     pub fn new(registry: Arc<dyn Registry>, auth: Arc<Auth>, options: Options) -> Self {
         let connector = Connector::new(registry, options.core_address);
         Self { inner: Arc::new(Inner { auth, connector, options }) }
+    }
+
+    /// How the gateway was set up.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
     }
 }
 
@@ -247,6 +259,12 @@ async fn read_body(body: Body, limit: usize, parts: &Parts) -> Result<Bytes, Api
 }
 
 /// The request message: query fields, with a JSON or form body merged over them.
+///
+/// A JSON body must say `Content-Type: application/json` (or `+json`), or the answer is 415:
+/// a web page can send `text/plain` and forms to any site without asking, so taking those as
+/// JSON would let it call endpoints (docs/security.md). Two allowances for terminal tools,
+/// which send no `Origin`: `curl -d '{...}'` (a form type with a body that opens an object)
+/// and a body with no content type at all are read as JSON.
 fn request_message(
     method: &MethodDescriptor,
     mut fields: serde_json::Map<String, serde_json::Value>,
@@ -255,14 +273,28 @@ fn request_message(
 ) -> Result<DynamicMessage, ApiError> {
     let input = method.input();
     if !bytes.iter().all(u8::is_ascii_whitespace) && parts.method != Method::GET {
-        // `curl -d '{...}'` sends JSON labelled as a form: a body that opens an object is JSON.
-        let json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        let patch = if !json && content_type(parts) == "application/x-www-form-urlencoded" {
+        let content_type = content_type(parts);
+        let opens_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        let from_browser = parts.headers.contains_key(header::ORIGIN);
+        let form = content_type == "application/x-www-form-urlencoded";
+        let json = content_type == "application/json"
+            || content_type.ends_with("+json")
+            || (!from_browser && (content_type.is_empty() || (form && opens_object)));
+        let patch = if json {
+            body::json_object(bytes).map_err(ApiError::bad_request)?
+        } else if form && !opens_object {
             let form = std::str::from_utf8(bytes)
                 .map_err(|_| ApiError::bad_request("the form body is not UTF-8"))?;
             body::query_fields(&input, form).map_err(ApiError::bad_request)?
         } else {
-            body::json_object(bytes).map_err(ApiError::bad_request)?
+            let given = if content_type.is_empty() { "none".to_string() } else { content_type };
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "a JSON body needs Content-Type: application/json (this request has {given}); \
+                     protobuf bodies use application/protobuf"
+                ),
+            ));
         };
         body::merge(&input, &mut fields, patch);
     }

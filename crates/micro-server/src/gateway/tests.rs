@@ -182,6 +182,7 @@ impl Harness {
             body_limit: 1024,
             api_domain: Some("example.com".into()),
             timeout: Duration::from_secs(1),
+            cors_origins: vec!["https://app".into()],
             ..Options::default()
         };
         let gateway = Gateway::new(registry, auth.clone(), gateway_options);
@@ -366,12 +367,52 @@ async fn unary_calls_from_query_and_body() {
     let decoded: ReadResponse = prost::Message::decode(proto.body.as_slice()).unwrap();
     assert_eq!(decoded.records[0].key, "proto");
 
-    // CORS on every response, and preflights answered.
-    let preflight = h.send("OPTIONS", "/store/read", &[("Origin", "https://app")], b"").await;
-    assert_eq!(preflight.status, 200);
-    assert_eq!(preflight.header("access-control-allow-origin"), Some("https://app"));
-    assert_eq!(read.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(read.header("access-control-allow-credentials"), Some("true"));
+    // A page may send JSON only as application/json, which a browser sends across origins
+    // only after a preflight; text/plain and forms are no JSON once an Origin is present.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", ""] {
+        let mut headers = vec![("Origin", "https://app")];
+        if !content_type.is_empty() {
+            headers.push(("Content-Type", content_type));
+        }
+        let refused = h.send("POST", "/store/read", &headers, br#"{"key": "page"}"#).await;
+        let detail = refused.error(415);
+        assert!(detail.contains("application/json"), "{content_type}: {detail}");
+    }
+    let plain = h.send("POST", "/store/read", &[("Content-Type", "text/plain")], br#"{"key": "t"}"#).await;
+    plain.error(415);
+    let bare = h.send("POST", "/store/read", &[], br#"{"key": "bare"}"#).await;
+    assert_eq!(bare.json()["records"][0]["key"], "bare", "a tool that sends no type sends JSON");
+    let typed = h
+        .send(
+            "POST",
+            "/store/read",
+            &[("Content-Type", "application/json; charset=utf-8"), ("Origin", "https://app")],
+            br#"{"key": "typed"}"#,
+        )
+        .await;
+    assert_eq!(typed.json()["records"][0]["key"], "typed");
+
+    // CORS: only the configured origin is granted, exactly, never `*`.
+    let preflight = async |origin: &'static str| {
+        let headers = [
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ];
+        h.send("OPTIONS", "/store/read", &headers, b"").await
+    };
+    let granted = preflight("https://app").await;
+    assert_eq!(granted.status, 200);
+    assert_eq!(granted.header("access-control-allow-origin"), Some("https://app"));
+    assert_eq!(granted.header("access-control-allow-credentials"), Some("true"));
+    let refused = preflight("https://evil.example").await;
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    assert_eq!(refused.header("access-control-allow-credentials"), None);
+    assert_eq!(typed.header("access-control-allow-origin"), Some("https://app"));
+    assert_eq!(read.header("access-control-allow-origin"), None, "no Origin, no grant");
+    assert_eq!(read.header("x-content-type-options"), Some("nosniff"));
+    let not_preflight = h.send("OPTIONS", "/store/read", &[], b"").await;
+    assert_eq!((not_preflight.status, not_preflight.body.len()), (200, 0), "answered by the CORS layer");
 }
 
 #[tokio::test]

@@ -1,0 +1,207 @@
+//! The trust model (docs/security.md), attacked the way it is attacked: each test replays an
+//! attack against the built `micro` binary and shows it fail safely.
+
+mod common;
+
+use common::{HttpReply, Server, http_send};
+use serde_json::Value;
+
+/// What a hostile page does: log in as the default admin with a `text/plain` body (a "simple"
+/// request the browser sends without asking) and read the token.
+#[test]
+fn a_web_page_can_neither_log_in_nor_read_answers() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start_with(home.path(), &[]);
+    let creds = br#"{"id":"admin","secret":"micro"}"#;
+    let evil = "http://evil.example";
+
+    let token = http_send(
+        &server.http,
+        "POST",
+        "/auth/token",
+        &[("Origin", evil), ("Content-Type", "text/plain")],
+        creds,
+    );
+    assert_eq!(token.status, 415, "{}", token.body);
+    assert!(token.body.contains("application/json"), "{}", token.body);
+    assert!(!token.body.contains("access_token"), "{}", token.body);
+    no_grant(&token);
+    // A form (the other kind a page sends unasked) is no JSON either.
+    let form = http_send(
+        &server.http,
+        "POST",
+        "/auth/token",
+        &[("Origin", evil), ("Content-Type", "application/x-www-form-urlencoded")],
+        creds,
+    );
+    assert_eq!(form.status, 415, "{}", form.body);
+
+    // The preflight a page needs for JSON or an Authorization header is refused a grant.
+    let preflight = http_send(
+        &server.http,
+        "OPTIONS",
+        "/runtime/create",
+        &[
+            ("Origin", evil),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "authorization,content-type"),
+        ],
+        b"",
+    );
+    no_grant(&preflight);
+    // Even where the page's request goes through, its answer carries no grant to read it by.
+    let json = http_send(
+        &server.http,
+        "POST",
+        "/auth/token",
+        &[("Origin", evil), ("Content-Type", "application/json")],
+        creds,
+    );
+    assert_eq!(json.status, 200, "{}", json.body);
+    no_grant(&json);
+    assert_eq!(json.header("x-content-type-options"), Some("nosniff"));
+
+    // A cookie session without the CSRF header is no session: a cross-site form gets nothing.
+    let admin_token = token_of(&json);
+    let cookie = format!("micro-token={admin_token}; micro-csrf=abc");
+    let forged = http_send(
+        &server.http,
+        "POST",
+        "/store/list",
+        &[("Cookie", &cookie), ("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let with_csrf = http_send(
+        &server.http,
+        "POST",
+        "/store/list",
+        &[("Cookie", &cookie), ("X-CSRF-Token", "abc"), ("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(with_csrf.status, 200, "{}", with_csrf.body);
+
+    // The terminal keeps working: curl -d sends JSON labelled as a form, with no Origin.
+    let curl = http_send(
+        &server.http,
+        "POST",
+        "/auth/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        creds,
+    );
+    assert_eq!(curl.status, 200, "{}", curl.body);
+    token_of(&curl);
+}
+
+/// A configured origin is granted, exactly, with credentials; `*` is refused at boot.
+#[test]
+fn configured_origins_are_granted_exactly() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start_with(home.path(), &["--cors-origin", "https://app.example"]);
+    let ok = http_send(&server.http, "GET", "/", &[("Origin", "https://app.example")], b"");
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
+    assert!(
+        ok.header("vary").is_some_and(|vary| vary.to_ascii_lowercase().contains("origin")),
+        "{}",
+        ok.head
+    );
+    no_grant(&http_send(&server.http, "GET", "/", &[("Origin", "https://app.example.evil")], b""));
+    drop(server);
+
+    let other = tempfile::tempdir().unwrap();
+    let error = common::boot_error(other.path(), &["--cors-origin", "*"]);
+    assert!(error.contains("cors_origins"), "{error}");
+}
+
+/// DNS rebinding: a hostile name resolving to 127.0.0.1 reaches the loopback listener with its
+/// own name as `Host`; it gets 421. Loopback names and configured names are answered.
+#[test]
+fn a_rebinding_host_gets_421() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start_with(home.path(), &["--allowed-host", "micro.lan"]);
+    let rebound = http_send(
+        &server.http,
+        "POST",
+        "/auth/token",
+        &[("Host", "rebind.evil.example"), ("Content-Type", "application/json")],
+        br#"{"id":"admin","secret":"micro"}"#,
+    );
+    assert_eq!(rebound.status, 421, "{}", rebound.body);
+    assert!(!rebound.body.contains("access_token"));
+    for host in ["localhost:8080", "127.0.0.1", "micro.lan:8080"] {
+        let answered = http_send(&server.http, "GET", "/", &[("Host", host)], b"");
+        assert_eq!(answered.status, 200, "{host}: {}", answered.body);
+    }
+}
+
+/// A tenant may run its own uploaded sources and remote repositories, but never a command,
+/// a folder on the server's disk or a `file://` repository: those run as the server.
+#[test]
+fn a_tenant_cannot_run_commands_or_server_paths() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s3cret", "bob"]);
+    let login = http_send(
+        &server.http,
+        "POST",
+        "/auth/token",
+        &[("Micro-Namespace", "foo"), ("Content-Type", "application/json")],
+        br#"{"id":"bob","secret":"s3cret"}"#,
+    );
+    let bearer = format!("Bearer {}", token_of(&login));
+    let create = |options: &str| {
+        let body = format!(r#"{{"resource":{{"service":{{"name":"pwn"}}}},"options":{options}}}"#);
+        http_send(
+            &server.http,
+            "POST",
+            "/runtime/create",
+            &[("Authorization", &bearer), ("Micro-Namespace", "foo"), ("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    let command = create(r#"{"command":["sh","-c","cat server/auth_key"]}"#);
+    assert_eq!(command.status, 403, "{}", command.body);
+    assert!(
+        command.body.contains("only an admin of the micro namespace may run a command"),
+        "{}",
+        command.body
+    );
+    let home_path = home.path().display().to_string();
+    for source in [home_path.as_str(), "file:///tmp/repo.git"] {
+        let body =
+            format!(r#"{{"resource":{{"service":{{"name":"pwn","source":"{source}"}}}},"options":{{}}}}"#);
+        let local = http_send(
+            &server.http,
+            "POST",
+            "/runtime/create",
+            &[("Authorization", &bearer), ("Micro-Namespace", "foo"), ("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(local.status, 403, "{source}: {}", local.body);
+        assert!(local.body.contains("server's own disk"), "{}", local.body);
+    }
+
+    // The same over gRPC with the CLI, logged in as the tenant.
+    server.ok(&["user", "namespace", "set", "foo"]);
+    server.ok(&["login", "--username", "bob", "--password", "s3cret"]);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("pwn")).unwrap();
+    std::fs::write(work.path().join("pwn/run.sh"), "cat ../../server/auth_key\n").unwrap();
+    let cli = server.micro_at(work.path(), &["run", "./pwn", "--command", "sh run.sh"]);
+    assert_eq!(cli.status.code(), Some(2), "{} {}", common::stdout(&cli), common::stderr(&cli));
+    assert!(common::stderr(&cli).to_lowercase().contains("only an admin"), "{}", common::stderr(&cli));
+    let status = server.ok(&["status"]);
+    assert!(!status.contains("pwn") && !status.contains("running"), "nothing was created: {status}");
+}
+
+fn no_grant(reply: &HttpReply) {
+    assert_eq!(reply.header("access-control-allow-origin"), None, "{}", reply.head);
+    assert_eq!(reply.header("access-control-allow-credentials"), None, "{}", reply.head);
+}
+
+fn token_of(reply: &HttpReply) -> String {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let json: Value = serde_json::from_str(&reply.body).unwrap();
+    json["token"]["access_token"].as_str().unwrap_or_else(|| panic!("a token: {json}")).to_string()
+}
