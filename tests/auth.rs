@@ -150,7 +150,8 @@ fn lockdown_self_delete_and_password_change() {
 
     let wrong_old =
         server.micro(&["user", "set", "password", "--old-password", "nope", "--new-password", "n3w"]);
-    assert_ne!(wrong_old.status.code(), Some(0));
+    assert_eq!(wrong_old.status.code(), Some(127), "{}", stderr(&wrong_old));
+    assert_eq!(stderr(&wrong_old).trim(), "Secret not correct");
     server.ok(&["user", "set", "password", "--old-password", "micro", "--new-password", "n3w-secret"]);
     let old = server.micro(&["-e", "anon", "login", "--username", "admin", "--password", "micro"]);
     assert_eq!(old.status.code(), Some(2), "the old password no longer works");

@@ -6,16 +6,6 @@ mod common;
 use common::{Server, stderr, stdout};
 use serde_json::Value;
 
-/// Logs in as the default admin when this build has accounts (`micro login`), so the calls
-/// below pass the auth gate; earlier builds let every call through.
-fn log_in_if_needed(server: &Server) -> bool {
-    let has_login = server.micro(&["login", "--help"]).status.success();
-    if has_login {
-        server.ok(&["login", "--username", "admin", "--password", "micro"]);
-    }
-    has_login
-}
-
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text:?}"))
 }
@@ -23,8 +13,8 @@ fn json(text: &str) -> Value {
 #[test]
 fn call_sends_json_to_core_services_and_prints_protobuf_json() {
     let home = tempfile::tempdir().unwrap();
+    // Logged in as the default admin by `Server::start`, so the calls pass the auth gate.
     let server = Server::start(home.path());
-    let has_accounts = log_in_if_needed(&server);
 
     let listed = server.ok(&["call", "registry", "Registry.ListServices", "{}"]);
     assert!(listed.starts_with("{\n\t\"services\": ["), "indented with tabs: {listed:?}");
@@ -83,18 +73,15 @@ fn call_sends_json_to_core_services_and_prints_protobuf_json() {
     assert_eq!(stderr(&missing).trim(), "Not found");
     assert_eq!(stdout(&missing), "");
 
-    if has_accounts {
-        // `tokenExpiry` is the lowerCamel JSON name of `token_expiry`.
-        let request = r#"{"id": "admin", "secret": "micro", "tokenExpiry": 600}"#;
-        let token = json(&server.ok(&["call", "auth", "Auth.Token", request]));
-        let token = &token["token"];
-        assert!(token["access_token"].as_str().is_some_and(|access| !access.is_empty()), "{token}");
-        assert!(token["refresh_token"].as_str().is_some_and(|refresh| !refresh.is_empty()), "{token}");
-        for field in ["created", "expiry"] {
-            let value =
-                token[field].as_str().unwrap_or_else(|| panic!("{field} is an int64 string: {token}"));
-            assert!(value.parse::<i64>().is_ok_and(|seconds| seconds > 0), "{field}: {value}");
-        }
+    // `tokenExpiry` is the lowerCamel JSON name of `token_expiry`.
+    let request = r#"{"id": "admin", "secret": "micro", "tokenExpiry": 600}"#;
+    let token = json(&server.ok(&["call", "auth", "Auth.Token", request]));
+    let token = &token["token"];
+    assert!(token["access_token"].as_str().is_some_and(|access| !access.is_empty()), "{token}");
+    assert!(token["refresh_token"].as_str().is_some_and(|refresh| !refresh.is_empty()), "{token}");
+    for field in ["created", "expiry"] {
+        let value = token[field].as_str().unwrap_or_else(|| panic!("{field} is an int64 string: {token}"));
+        assert!(value.parse::<i64>().is_ok_and(|seconds| seconds > 0), "{field}: {value}");
     }
 }
 
@@ -102,7 +89,6 @@ fn call_sends_json_to_core_services_and_prints_protobuf_json() {
 fn call_reports_bad_requests_with_the_original_messages_and_exit_codes() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
-    log_in_if_needed(&server);
 
     let fails = |args: &[&str], code: i32, message: &str| {
         let output = server.micro(args);

@@ -25,6 +25,8 @@ fn events_are_ordered_durable_and_namespaced() {
     }
     let bad = server.micro(&["events", "publish", "orders", "{not json"]);
     assert_eq!(bad.status.code(), Some(1));
+    assert!(common::stderr(&bad).starts_with("The payload is not valid JSON: "), "{}", common::stderr(&bad));
+    assert_eq!(common::stdout(&bad), "");
 
     assert_eq!(
         sequences(&server.ok(&["events", "read", "orders", "--limit", "100"])),

@@ -1,21 +1,16 @@
 //! Several `micro server`s sharing PostgreSQL (store, config, auth) and NATS (events, broker,
 //! registry): a token from one works on the other, config, events and services cross between
 //! them, and the secrets they share stay out of reach of clients. Needs `MICRO_TEST_POSTGRES_URL` and
-//! `MICRO_TEST_NATS_URL` (scripts/test starts both); prints that it was skipped without them.
+//! `MICRO_TEST_NATS_URL` (scripts/test starts both); prints that it was skipped without them (fails in CI).
 
 mod common;
 
 use common::{Server, Service, http_request};
 
 fn backends(test: &str) -> Option<(String, String)> {
-    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-    match (var("MICRO_TEST_POSTGRES_URL"), var("MICRO_TEST_NATS_URL")) {
-        (Some(postgres), Some(nats)) => Some((postgres, nats)),
-        _ => {
-            println!("skipped {test}: MICRO_TEST_POSTGRES_URL and MICRO_TEST_NATS_URL are not both set");
-            None
-        }
-    }
+    let postgres = common::needed_env("MICRO_TEST_POSTGRES_URL", test)?;
+    let nats = common::needed_env("MICRO_TEST_NATS_URL", test)?;
+    Some((postgres, nats))
 }
 
 /// A name no earlier run used: the shared backends outlive test runs.
@@ -54,10 +49,10 @@ fn two_servers_share_tokens_config_and_events() {
     let event: serde_json::Value = serde_json::from_str(consumed.trim()).unwrap();
     assert_eq!(event["payload"]["n"], 1);
 
-    // A service registered through A is callable through B's CLI and B's gateway.
-    // A short TTL: the registry outlives this test, and other tests call helloworld too.
+    // A service registered through A is callable through B's CLI and B's gateway. Its TTL is
+    // long, so that its leaving on SIGTERM (below) can only be its own deregistration.
     let service =
-        Service::start_helloworld(&a, &[("MICRO_REGISTER_TTL", "3s"), ("MICRO_REGISTER_INTERVAL", "1s")]);
+        Service::start_helloworld(&a, &[("MICRO_REGISTER_TTL", "60s"), ("MICRO_REGISTER_INTERVAL", "20s")]);
     assert!(b.ok(&["services"]).lines().any(|name| name == "helloworld"), "B lists it");
     let reply: serde_json::Value = serde_json::from_str(&b.ok(&["helloworld", "--name=Alice"])).unwrap();
     assert_eq!(reply["msg"], "Hello Alice");
@@ -73,7 +68,20 @@ fn two_servers_share_tokens_config_and_events() {
         br#"{"name":"Bob"}"#,
     );
     assert_eq!((status, body.contains("Hello Bob")), (200, true), "{body}");
-    assert!(service.signal(15).success(), "SIGTERM: deregisters and exits cleanly");
+    let address = service.address.clone();
+    // GetService fails (not found) once the last node is gone.
+    let node_listed = |server: &Server| {
+        let output =
+            server.micro(&["call", "registry", "Registry.GetService", r#"{"service":"helloworld"}"#]);
+        common::stdout(&output).contains(&address)
+    };
+    assert!(node_listed(&b), "B sees the node registered through A");
+    assert!(service.signal(15).success(), "SIGTERM: exits cleanly");
+    // Deregistered through A, seen through B, well before the 60 s TTL could have dropped it.
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || !node_listed(&b)),
+        "SIGTERM deregisters the node in the shared registry"
+    );
 
     // The shared secrets live where no client reaches them.
     let databases = b.ok(&["store", "databases"]);

@@ -1,18 +1,12 @@
 //! `micro server --events nats://… --broker nats://…` end to end. The tests that need a NATS
-//! server use the one `MICRO_TEST_NATS_URL` names and print that they were skipped without it.
+//! server use the one `MICRO_TEST_NATS_URL` names and print that they were skipped without it (fail in CI).
 
 mod common;
 
 use common::Server;
 
 fn nats_url(test: &str) -> Option<String> {
-    match std::env::var("MICRO_TEST_NATS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            println!("skipped {test}: MICRO_TEST_NATS_URL is not set");
-            None
-        }
-    }
+    common::needed_env("MICRO_TEST_NATS_URL", test)
 }
 
 /// A topic no earlier run used: streams on a shared NATS server outlive test runs.

@@ -3,7 +3,7 @@
 //! `MICRO_HOME`.
 //!
 //! The restart test needs a database: it reads `MICRO_TEST_POSTGRES_URL` (scripts/test starts
-//! PostgreSQL and sets it) and prints that it was skipped without it.
+//! PostgreSQL and sets it) and prints that it was skipped without it (fails in CI).
 
 #![cfg(feature = "postgres")]
 
@@ -92,10 +92,10 @@ fn an_unreachable_or_malformed_postgres_url_fails_the_boot_in_one_line() {
 
 #[test]
 fn store_config_and_accounts_live_in_postgres_across_restarts() {
-    let Ok(url) = std::env::var("MICRO_TEST_POSTGRES_URL") else {
-        eprintln!(
-            "skipped store_config_and_accounts_live_in_postgres_across_restarts: MICRO_TEST_POSTGRES_URL is not set (scripts/test sets it)"
-        );
+    let Some(url) = common::needed_env(
+        "MICRO_TEST_POSTGRES_URL",
+        "store_config_and_accounts_live_in_postgres_across_restarts",
+    ) else {
         return;
     };
     // The database outlives test runs: names unique to this run keep them apart.
@@ -130,10 +130,38 @@ fn store_config_and_accounts_live_in_postgres_across_restarts() {
     assert_eq!(server.ok(&["store", "read", &key]), "kept in postgres\n");
     assert_eq!(server.ok(&["store", "list", "--prefix", &key]), format!("{key}\n{key}-ttl\n"));
     let verbose = server.ok(&["store", "read", "-v", &format!("{key}-ttl")]);
-    assert!(!verbose.contains("None"), "the TTL survives: {verbose}");
+    let row: Vec<&str> = verbose.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row[..row.len().min(4)], [format!("{key}-ttl").as_str(), "for", "a", "while"], "{verbose}");
+    // Written with 1h moments ago (rounded up to the second): between 50 minutes and an hour
+    // are left, whichever server reads it.
+    let expiry = row.last().copied().unwrap_or_default();
+    let seconds = go_seconds(expiry)
+        .unwrap_or_else(|| panic!("the TTL survives as a duration, not {expiry:?}: {verbose}"));
+    assert!((50 * 60..=60 * 60).contains(&seconds), "the TTL survives: {verbose}");
     assert_eq!(server.ok(&["config", "get", &path]), "{\"on\":true}\n");
     assert!(
         !second_home.path().join("server/store").exists(),
         "nothing is written to the file store when postgres is used"
     );
+}
+
+/// Seconds in a duration as the CLI prints one (`1h0m0s`, `59m58s`, `12s`).
+fn go_seconds(text: &str) -> Option<u64> {
+    let (mut total, mut number) = (0, String::new());
+    for c in text.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            'h' | 'm' | 's' => {
+                let unit = match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                total += number.parse::<u64>().ok()? * unit;
+                number.clear();
+            }
+            _ => return None,
+        }
+    }
+    number.is_empty().then_some(total)
 }

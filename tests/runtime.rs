@@ -65,6 +65,16 @@ fn listed(server: &Server, name: &str) -> bool {
     server.ok(&["services"]).lines().any(|line| line == name)
 }
 
+/// Whether process `pid` exists and has not exited (a zombie has exited).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name, which may itself contain spaces.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
 fn write_script(dir: &Path, script: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("run.sh"), script).unwrap();
@@ -134,7 +144,7 @@ fn a_crashing_service_shows_its_error_and_is_restarted() {
     let server = Server::start(home.path());
     write_script(
         &work.path().join("crasher"),
-        "echo \"attempt $(date +%s%N)\"\necho 'crasher: missing config' >&2\nexit 3\n",
+        "echo \"attempt $(date +%s%N)\"\necho \"env A=$A B=$B\"\necho 'crasher: missing config' >&2\nexit 3\n",
     );
     server.ok_at(work.path(), &["run", "./crasher", "--command", "sh run.sh", "--env_vars", "A=1,B=2"]);
 
@@ -161,6 +171,8 @@ fn a_crashing_service_shows_its_error_and_is_restarted() {
 
     let logs = server.ok(&["logs", "-n", "100", "crasher"]);
     assert!(logs.contains("attempt ") && logs.contains("crasher: missing config"), "{logs}");
+    // `--env_vars A=1,B=2` reaches the process's environment through gRPC and the runtime.
+    assert!(logs.lines().any(|line| line == "env A=1 B=2"), "{logs}");
     let seen: Vec<String> = logs.lines().map(str::to_string).collect();
 
     // `logs -f` keeps streaming: a later attempt's line arrives.
@@ -265,8 +277,22 @@ fn services_are_restored_after_a_server_restart() {
     server.ok_at(work.path(), &["run", "./keeper", "--command", "sh run.sh"]);
     wait_for_status(&server, "keeper", "latest", "./keeper", "running", SCRIPT_DEADLINE);
 
+    // The script execs `sleep`, so the PID it prints is the service process's.
+    let logs = server.ok(&["logs", "-n", "10", "keeper"]);
+    let pid: u32 = logs
+        .lines()
+        .find_map(|line| line.split_once(" pid ").map(|(_, pid)| pid.trim().to_string()))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("the service printed its PID: {logs}"));
+    assert!(running(pid), "the service process {pid} runs");
+
     let status = server.signal(15);
     assert!(status.success(), "the server drains and stops its services: {status}");
+    // Stopped by the server, not left behind: the PID is gone (or a zombie awaiting its reaper).
+    assert!(
+        poll(Duration::from_secs(10), Duration::from_millis(100), || !running(pid)),
+        "the service process {pid} outlived the server"
+    );
 
     let server = Server::start(home.path());
     wait_for_status(&server, "keeper", "latest", "./keeper", "running", SCRIPT_DEADLINE);

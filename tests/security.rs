@@ -205,3 +205,96 @@ fn token_of(reply: &HttpReply) -> String {
     let json: Value = serde_json::from_str(&reply.body).unwrap();
     json["token"]["access_token"].as_str().unwrap_or_else(|| panic!("a token: {json}")).to_string()
 }
+
+/// A query key of 100k segments (`a.a.a…`) would recurse once per segment: it gets a 400 naming
+/// the limit, and the server stays up. So does a body nested past the JSON depth limit.
+#[test]
+fn deep_inputs_get_400_and_the_server_stays_up() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start_with(home.path(), &[]);
+    // In a form body (the gateway reads 4 MiB bodies): 100k segments.
+    let form = format!("{}=1", "a.".repeat(100_000));
+    let reply = http_send(
+        &server.http,
+        "POST",
+        "/registry/getService",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("MAX_KEY_SEGMENTS"), "{}", reply.body);
+    // In the URL as many as fit (hyper answers 414 past 64 KiB of URL).
+    let deep = format!("/registry/getService?{}=1", "a.".repeat(30_000));
+    let reply = http_send(&server.http, "GET", &deep, &[], b"");
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("MAX_KEY_SEGMENTS"), "{}", reply.body);
+    let too_long = format!("/registry/getService?{}=1", "a.".repeat(100_000));
+    assert_eq!(http_send(&server.http, "GET", &too_long, &[], b"").status, 414);
+    let nested = format!(r#"{{"service":{}1{}}}"#, "[".repeat(100), "]".repeat(100));
+    let reply = http_send(
+        &server.http,
+        "POST",
+        "/registry/getService",
+        &[("Content-Type", "application/json")],
+        nested.as_bytes(),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("MAX_JSON_DEPTH"), "{}", reply.body);
+    let alive = http_send(&server.http, "GET", "/", &[], b"");
+    assert_eq!(alive.status, 200, "the server still answers");
+}
+
+/// State is its owner's only: `MICRO_HOME` and `server/` 0700, every file under `server/` 0600
+/// (the signing key, the store and event files), also when an older version left them wider.
+#[test]
+fn state_files_are_private_and_dumps_hide_passwords() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    // What an older version left: a world-readable key.
+    std::fs::create_dir_all(home.path().join("server")).unwrap();
+    std::fs::set_permissions(home.path().join("server"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start(home.path());
+    server.ok(&["store", "write", "k", "v"]);
+    assert_eq!(mode(home.path()), 0o700);
+    let mut files = Vec::new();
+    let mut dirs = vec![home.path().join("server")];
+    while let Some(dir) = dirs.pop() {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { dirs.push(path) } else { files.push(path) }
+        }
+    }
+    for name in ["auth_key", "store.redb", "events.redb"] {
+        assert!(files.iter().any(|f| f.file_name().unwrap() == name), "{name} in {files:?}");
+    }
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    for cli_file in ["config.json", "tokens.json"] {
+        assert_eq!(
+            mode(&home.path().join(cli_file)),
+            0o600,
+            "the CLI's {cli_file} (git credentials, logins)"
+        );
+    }
+    drop(server);
+
+    let output = common::micro_in(
+        home.path(),
+        &[
+            "server",
+            "--dump-config",
+            "--store",
+            "postgres://micro:hunter2@db.example/micro",
+            "--broker",
+            "nats://tok3n@n1:4222",
+        ],
+    );
+    let dump = common::stdout(&output);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert!(dump.contains("postgres://micro:***@db.example/micro"), "{dump}");
+    assert!(dump.contains("nats://***@n1:4222"), "{dump}");
+    assert!(!dump.contains("hunter2") && !dump.contains("tok3n"), "{dump}");
+}

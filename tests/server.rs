@@ -143,3 +143,126 @@ fn env_commands() {
     assert!(run(&["env", "del", "staging"]).status.success());
     assert!(!stdout(&run(&["env"])).contains("staging"));
 }
+
+/// How long the test's slow service takes to answer: long enough for SIGTERM to land mid-call.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(2);
+/// The gRPC name the slow service is reached at through the server's proxy (registered as
+/// service `slow`).
+const SLOW_PATH: &str = "/slow.Slow/Check";
+
+/// `grpc.health.v1.Health`, whose `Check` answers after [`SLOW`]; it says when a call arrived.
+struct SlowHealth(tokio::sync::mpsc::UnboundedSender<()>);
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for SlowHealth {
+    async fn check(
+        &self,
+        _: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        let _ = self.0.send(());
+        tokio::time::sleep(SLOW).await;
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        Ok(tonic::Response::new(tonic_health::pb::HealthCheckResponse { status: serving }))
+    }
+
+    type WatchStream = tokio_stream::Empty<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>>;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not needed here"))
+    }
+}
+
+/// A gRPC service (client channel or server) whose requests have their path replaced by `to`:
+/// the health messages travel under the name `slow.Slow`, which the micro server does not host
+/// itself and so forwards to the registered node.
+#[derive(Clone)]
+struct Renamed<S> {
+    inner: S,
+    to: &'static str,
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Renamed<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let mut parts = request.uri().clone().into_parts();
+        parts.path_and_query = Some(tonic::codegen::http::uri::PathAndQuery::from_static(self.to));
+        *request.uri_mut() = tonic::codegen::http::Uri::from_parts(parts).expect("only the path changed");
+        self.inner.call(request)
+    }
+}
+
+impl<S> tonic::server::NamedService for Renamed<S> {
+    const NAME: &'static str = "slow.Slow";
+}
+
+/// SIGTERM drains: a call in flight through the proxy when the signal arrives gets its answer,
+/// and the server then exits cleanly.
+#[test]
+fn sigterm_lets_a_call_in_flight_finish() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let node = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let node_address = node.local_addr().unwrap().to_string();
+    let health = tonic_health::pb::health_server::HealthServer::new(SlowHealth(arrived));
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(Renamed { inner: health, to: "/grpc.health.v1.Health/Check" })
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(node)),
+    );
+    let registration = serde_json::json!({
+        "name": "slow",
+        "nodes": [{"id": "slow-1", "address": node_address}],
+        "options": {"ttl": 300},
+    });
+    server.ok(&["call", "registry", "Registry.Register", &registration.to_string()]);
+
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.path().join("tokens.json")).unwrap()).unwrap();
+    let bearer = format!("Bearer {}", tokens["e2e/micro"]["access_token"].as_str().unwrap());
+    let grpc = server.grpc.clone();
+    let call = runtime.spawn(async move {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client =
+            tonic_health::pb::health_client::HealthClient::new(Renamed { inner: channel, to: SLOW_PATH });
+        let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest::default());
+        request.metadata_mut().insert("authorization", bearer.parse().unwrap());
+        client.check(request).await
+    });
+    // The call has reached the node through the proxy: it is in flight.
+    let reached = runtime
+        .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(30), arrivals.recv()).await });
+    assert!(matches!(reached, Ok(Some(()))), "the call never reached the node: {}", server.log());
+
+    let sent = std::time::Instant::now();
+    let stopping = std::thread::spawn(move || server.signal(15));
+    let reply = runtime.block_on(call).unwrap();
+    let status = stopping.join().unwrap();
+    let reply =
+        reply.unwrap_or_else(|status| panic!("the call in flight was cut off by SIGTERM: {status:?}"));
+    assert_eq!(
+        reply.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+        "the node's answer came back through the draining proxy"
+    );
+    assert!(status.success(), "drained and exited cleanly: {status}");
+    assert!(sent.elapsed() < std::time::Duration::from_secs(10) + SLOW, "within the grace period");
+}

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Server, Service, eventually, http_request, stderr};
+use serde_json::Value;
 
 fn listed(server: &Server, name: &str) -> bool {
     server.ok(&["services"]).lines().any(|line| line == name)
@@ -27,7 +28,16 @@ fn helloworld_is_served_by_cli_proxy_and_gateway() {
     let stream = server.ok(&["stream", "helloworld", "Helloworld.Stream", r#"{"count":3}"#]);
     let messages: Vec<serde_json::Value> =
         serde_json::Deserializer::from_str(&stream).into_iter().map(Result::unwrap).collect();
-    assert_eq!(messages.len(), 3, "{stream}");
+    // `count` is an int64: a string in protobuf JSON, and 0 (the default) may be left out.
+    let counts: Vec<i64> = messages
+        .iter()
+        .map(|message| match &message["count"] {
+            Value::Null => 0,
+            Value::String(count) => count.parse().unwrap_or_else(|_| panic!("{stream}")),
+            other => other.as_i64().unwrap_or_else(|| panic!("{stream}")),
+        })
+        .collect();
+    assert_eq!(counts, [0, 1, 2], "numbered from 0, in order: {stream}");
 
     let ns = [("Micro-Namespace", "micro")];
     let (status, body) = http_request(&server.http, "GET", "/helloworld?name=Jane", &ns, b"");
@@ -86,11 +96,20 @@ fn helloworld_is_served_by_cli_proxy_and_gateway() {
 
     let status = hello.signal(15);
     assert!(status.success(), "SIGTERM stops the service cleanly: {status}");
-    assert!(eventually(Duration::from_secs(2), || !listed(&server, "helloworld")), "deregistered on SIGTERM");
+    // Gone at once, not when its TTL (90 s by default) lets the reaper drop it: the service
+    // deregistered itself before exiting. Nothing in the server's log says it was reaped.
+    assert!(
+        eventually(Duration::from_secs(10), || !listed(&server, "helloworld")),
+        "deregistered on SIGTERM, long before its TTL"
+    );
+    assert!(!server.log().contains("dropped nodes whose TTL passed"), "{}", server.log());
 }
 
+/// A node whose TTL lapses is dropped by the server's reaper (every second) without anyone
+/// deregistering it.
 #[test]
 fn a_killed_service_leaves_within_its_ttl() {
+    const TTL: Duration = Duration::from_secs(2);
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
     let hello = Service::start_helloworld(
@@ -100,9 +119,16 @@ fn a_killed_service_leaves_within_its_ttl() {
     assert!(listed(&server, "helloworld"));
     hello.signal(9);
     assert!(listed(&server, "helloworld"), "nobody deregistered it");
+    // The TTL is the promise: gone once it has passed, with a generous margin for the reaper's
+    // one-second tick and a loaded machine.
     assert!(
-        eventually(Duration::from_secs(3), || !listed(&server, "helloworld")),
+        eventually(TTL + Duration::from_secs(8), || !listed(&server, "helloworld")),
         "gone once its TTL passed"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || server.log().contains("dropped nodes whose TTL passed")),
+        "the reaper dropped it: {}",
+        server.log()
     );
 }
 
@@ -122,6 +148,11 @@ fn calls_alternate_between_instances() {
     // The handler logs each request's name; the proxy round-robins over the two nodes.
     let served = |service: &Service| (0..6).filter(|i| service.log().contains(&format!("name=n{i}"))).count();
     // Log lines arrive through a pipe: give them a moment.
-    eventually(Duration::from_secs(2), || served(&first) + served(&second) == 6);
+    assert!(
+        eventually(Duration::from_secs(10), || served(&first) + served(&second) == 6),
+        "every call logged:\n{}\n{}",
+        first.log(),
+        second.log()
+    );
     assert_eq!((served(&first), served(&second)), (3, 3), "calls alternate between the instances");
 }

@@ -459,3 +459,23 @@ impl Server {
         micro_cmd(&self.home)
     }
 }
+
+/// Whether this run is CI's (`CI` set to anything but empty, `false` or `0`): there, a test
+/// whose backing service is missing fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !matches!(value.trim(), "" | "false" | "0"))
+}
+
+/// The non-empty value of environment variable `name`, which test `test` needs (scripts/test
+/// sets it). Without it the test is skipped with a line saying why, except in CI, where it
+/// fails: a skip must never be all CI reports.
+pub fn needed_env(name: &str, test: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Some(value),
+        _ => {
+            assert!(!in_ci(), "{test}: {name} is not set, and CI must run this test (scripts/test sets it)");
+            eprintln!("skipped {test}: {name} is not set (scripts/test sets it)");
+            None
+        }
+    }
+}

@@ -53,6 +53,11 @@ pub enum AuthError {
     /// The caller tried to delete its own account ([`CANNOT_DELETE_SELF`]).
     #[error("{CANNOT_DELETE_SELF}")]
     CannotDeleteSelf,
+    /// A limit on logins was reached: the hashing queue is full, or an account or peer failed
+    /// too often (see [`crate::throttle`]). `limit` names the limit and its value; the caller
+    /// may try again after `retry_after_secs` (gRPC `RESOURCE_EXHAUSTED`, HTTP 429).
+    #[error("{limit}; retry in {retry_after_secs} s")]
+    Throttled { limit: String, retry_after_secs: u64 },
     /// The caller may not act in the namespace.
     #[error(transparent)]
     Denied(#[from] micro_core::Denied),

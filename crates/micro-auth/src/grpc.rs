@@ -7,7 +7,10 @@
 //!   [`Context::authorize`] for that namespace: no account → `UNAUTHENTICATED`, an account of
 //!   another namespace → `PERMISSION_DENIED`.
 //! - **Errors** become [`Status`] in one place, `From<AuthError> for Status`; store and
-//!   internal failures are logged and sent as a summary.
+//!   internal failures are logged and sent as a summary; a refused login (a login limit, or the
+//!   hashing queue full) is `RESOURCE_EXHAUSTED` with [`RETRY_AFTER`].
+//! - **Peer.** `Auth.Token` counts failed logins per peer: the connection's remote address, or
+//!   the HTTP client the gateway names ([`crate::peer`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +45,11 @@ impl From<AuthError> for Status {
             }
             AuthError::SecretNotCorrect => Status::invalid_argument(err.to_string()),
             AuthError::CannotDeleteSelf => Status::failed_precondition(err.to_string()),
+            AuthError::Throttled { retry_after_secs, .. } => {
+                let mut status = Status::resource_exhausted(err.to_string());
+                status.metadata_mut().insert(RETRY_AFTER, retry_after_secs.into());
+                status
+            }
             AuthError::Denied(denied) => Status::from(denied),
             AuthError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "auth store unavailable");
@@ -58,6 +66,11 @@ impl From<AuthError> for Status {
         }
     }
 }
+
+/// Metadata key of a `RESOURCE_EXHAUSTED` status: the seconds to wait before trying again (also
+/// at the end of its message, `...; retry in N s`, which the HTTP gateway turns into
+/// `Retry-After`).
+pub const RETRY_AFTER: &str = "retry-after";
 
 /// The three ready-to-mount tonic servers over one [`Auth`].
 pub fn services(
@@ -194,6 +207,7 @@ impl auth_server::Auth for AuthService {
 
     async fn token(&self, request: Request<TokenRequest>) -> Result<Response<TokenResponse>, Status> {
         let (_, namespace) = scope(&request, request.get_ref().options.as_ref());
+        let peer = self.auth.peer(request.remote_addr(), request.metadata());
         let TokenRequest { id, secret, refresh_token, token_expiry, .. } = request.into_inner();
         let credentials = if !refresh_token.is_empty() {
             Credentials::RefreshToken(refresh_token)
@@ -203,7 +217,7 @@ impl auth_server::Auth for AuthService {
             return Err(Status::invalid_argument(CREDENTIALS_REQUIRED));
         };
         let expiry = u64::try_from(token_expiry).ok().map(Duration::from_secs);
-        let token = self.auth.token(&namespace, credentials, expiry).await?;
+        let token = self.auth.token_from(&namespace, credentials, expiry, peer).await?;
         Ok(Response::new(TokenResponse {
             token: Some(WireToken {
                 access_token: token.access_token,

@@ -15,27 +15,32 @@
 //! - [`rules`]: [`Rule`], [`Resource`], [`Verdict`] and the pure rule engine [`rules::verify`];
 //! - [`grpc`]: the `auth.Auth`, `auth.Accounts` and `auth.Rules` gRPC services;
 //! - [`error`]: [`AuthError`] and the client-visible messages;
-//! - `keys`: the signing key file and JWTs; `secret`: argon2id and random strings.
+//! - [`throttle`]: the failed-login limits per account and per peer, with backoff;
+//! - [`peer`]: who a login comes from (the connection, or the client the gateway names);
+//! - `keys`: the signing key file and JWTs; `secret`: argon2id on a bounded queue, and random
+//!   strings.
 
 use std::time::Duration;
 
 pub mod error;
 pub mod grpc;
 mod keys;
+pub mod peer;
 pub mod rules;
 mod secret;
 pub mod service;
+pub mod throttle;
 
 pub use error::AuthError;
 pub use keys::{KEY_FILE, generate_pem as generate_signing_key};
 pub use micro_core::Account;
 pub use rules::{Access, Resource, Rule, Verdict};
+pub use secret::{HASH_THREADS, MAX_QUEUED_HASHES};
 pub use service::{Auth, AuthOptions, Credentials, NewAccount, Token};
 
 /// Longest account id or name, rule id, metadata key, or resource type/name/endpoint, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
-/// Longest secret (or password, or refresh token) accepted, in bytes. Large enough for a
-/// service account whose secret is a long-lived access token.
+/// Longest secret (or password, or refresh token) accepted, in bytes.
 pub const MAX_SECRET_BYTES: usize = 8 * 1024;
 /// Most scopes one account may hold.
 pub const MAX_SCOPES: usize = 64;

@@ -4,14 +4,15 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use micro_core::workers::Workers;
+use micro_core::workers::{WorkerError, Workers};
 use sha2::{Digest, Sha256};
 
 use crate::AuthError;
 
 /// Hashes run at most this many at a time, each on a thread of its own kept for hashing only.
-/// One: a hash is CPU-bound (tens of milliseconds), logins are rare next to calls (a token is
-/// refreshed without one), and each thread holds [`MEMORY_KIB`] for good.
+/// Two: a hash is CPU-bound (tens of milliseconds) and logins are rare next to calls (a token is
+/// refreshed without one), but under a flood of bad logins one thread made a good login wait
+/// for every hash queued before it; each thread holds [`MEMORY_KIB`] for good.
 ///
 /// One argon2id hash works in [`MEMORY_KIB`] of 64-byte-aligned memory. Allocated afresh per
 /// hash (what `argon2`'s own `hash_password` does), glibc never reused the freed aligned block,
@@ -20,7 +21,19 @@ use crate::AuthError;
 /// also claim the cost once per login. Each hashing thread instead keeps one block of memory
 /// and reuses it, so hashing holds at most `HASH_THREADS × MEMORY_KIB` however many logins come,
 /// and logins beyond `HASH_THREADS` at a time wait their turn.
-pub const HASH_THREADS: usize = 1;
+pub const HASH_THREADS: usize = 2;
+
+/// Most hashes waiting for a hashing thread. One more is refused at once with
+/// [`AuthError::Throttled`] (gRPC `RESOURCE_EXHAUSTED`, HTTP 429 with `Retry-After`) instead of
+/// queueing: a login at the back of a full queue waits about `MAX_QUEUED_HASHES / HASH_THREADS`
+/// hash times (about a second), and a flood past that is answered fast rather than late. Larger
+/// than what two peers at [`MAX_FAILED_LOGINS_PER_PEER`](crate::throttle::MAX_FAILED_LOGINS_PER_PEER)
+/// can hold in flight, so two flooding addresses alone cannot shut out a third. A waiting hash
+/// whose caller left is skipped, not computed.
+pub const MAX_QUEUED_HASHES: usize = 64;
+
+/// How long a login refused for a full hashing queue is told to wait.
+const BUSY_RETRY_SECS: u64 = 1;
 
 /// argon2id memory cost in KiB, with [`PASSES`]: OWASP's "m=7 MiB, t=5, p=1" profile, which
 /// it rates as strong as the argon2 crate's default of m=19 MiB, t=2 at the same CPU time, with
@@ -40,13 +53,18 @@ pub(crate) struct Hasher {
 
 impl Hasher {
     pub(crate) fn new() -> Result<Self, AuthError> {
+        Self::with_limits(HASH_THREADS, MAX_QUEUED_HASHES)
+    }
+
+    /// A hasher of `threads` threads and at most `capacity` waiting hashes.
+    pub(crate) fn with_limits(threads: usize, capacity: usize) -> Result<Self, AuthError> {
         #[cfg(not(test))]
         let params = Params::new(MEMORY_KIB, PASSES, 1, None).expect("the production params are valid");
         // The minimum cost: tests check behaviour, not strength.
         #[cfg(test)]
         let params =
             Params::new(Params::MIN_M_COST, Params::MIN_T_COST, 1, None).expect("minimum params are valid");
-        let pool = Workers::start("hash", HASH_THREADS)
+        let pool = Workers::start_bounded("hash", threads, capacity)
             .map_err(|err| AuthError::Internal(format!("cannot start the password hashing thread: {err}")))?;
         Ok(Self { params, pool })
     }
@@ -86,12 +104,21 @@ impl Hasher {
         self.run(move || matches(&secret, &hash).unwrap_or(false)).await
     }
 
-    /// Runs `work` on the hashing thread; a panic in it is an error, and the thread lives on.
+    /// Runs `work` on a hashing thread; a panic in it is an error, and the thread lives on. A
+    /// full queue refuses at once; dropping the future before a thread took the job skips it.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AuthError> {
-        self.pool.run(work).await.map_err(|err| AuthError::Internal(err.to_string()))
+        self.pool.run(work).await.map_err(|err| match err {
+            WorkerError::Full { capacity, .. } => AuthError::Throttled {
+                limit: format!(
+                    "the server is busy checking other logins: MAX_QUEUED_HASHES = {capacity} may wait"
+                ),
+                retry_after_secs: BUSY_RETRY_SECS,
+            },
+            WorkerError::Failed(_) => AuthError::Internal(err.to_string()),
+        })
     }
 }
 
@@ -208,6 +235,43 @@ mod tests {
         for _ in 0..HASH_THREADS {
             assert!(hasher.hash("after").await.is_ok(), "every thread still hashes");
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_naming_the_limit() {
+        use std::future::Future;
+        let hasher = Hasher::with_limits(1, 1).unwrap();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                hasher
+                    .run(move || {
+                        let _ = started_tx.send(());
+                        let _ = released.recv();
+                    })
+                    .await
+            }
+        });
+        started.await.unwrap();
+        // One hash waits (polled once, so it is queued) ...
+        let mut waiting = Box::pin(hasher.hash("waiting"));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        // ... so the next is refused without waiting.
+        let refused = hasher.verify("x", "y").await.unwrap_err();
+        assert_eq!(
+            refused,
+            AuthError::Throttled {
+                limit: "the server is busy checking other logins: MAX_QUEUED_HASHES = 1 may wait".into(),
+                retry_after_secs: 1,
+            }
+        );
+        assert!(refused.to_string().ends_with("; retry in 1 s"), "{refused}");
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        assert!(waiting.await.unwrap().starts_with("$argon2id$"));
     }
 
     #[test]

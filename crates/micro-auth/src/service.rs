@@ -10,13 +10,19 @@
 //! | `rule/<ns>/<id>` | a rule as JSON |
 //! | `rules-initialised/<ns>` | marker: the namespace's rule set exists (the default rule was installed once) |
 //!
-//! Each account carries a random *epoch*, replaced when its secret changes; a refresh token is
-//! honoured only while its account exists with the epoch it was issued under, so changing the
-//! secret or deleting (even re-creating) the account revokes every refresh token at once.
-//! Mutations are serialised by one lock per process; several servers sharing a store may race
-//! on the same id (the store has no compare-and-swap).
+//! Each account carries a random *epoch* (128 random bits: it never repeats), made when the
+//! account is created and replaced when its secret changes; a refresh token is honoured only
+//! while its account exists with the epoch it was issued under, so changing the secret or
+//! deleting (even re-creating under the same id) the account revokes every refresh token at once.
+//! Mutations are serialised by one lock per process, never held while hashing; several servers
+//! sharing a store may race on the same id (the store has no compare-and-swap).
+//!
+//! `Auth.Token` takes an account secret or a refresh token, never an access token: a token seen
+//! once must not be a way to more tokens. Credential logins pass the limits of
+//! [`crate::throttle`] and the bounded hashing queue of `secret`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,8 +35,10 @@ use micro_store::{ReadOptions, Record, Store, StoreError};
 
 use crate::error::*;
 use crate::keys::{Keys, now};
+use crate::peer::PeerKey;
 use crate::rules::{self, Resource, Rule, Verdict};
 use crate::secret::{Hasher, random_password, random_token, random_uuid, token_digest};
+use crate::throttle::Throttle;
 use crate::{
     DEFAULT_TOKEN_EXPIRY, MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_RULES, MAX_SCOPE_BYTES,
     MAX_SCOPES, MAX_SECRET_BYTES, MAX_TOKEN_EXPIRY, REFRESH_TOKEN_LIFETIME, RULES_CACHE_TTL,
@@ -106,7 +114,7 @@ impl std::fmt::Debug for NewAccount {
 /// How a caller proves who it is to [`Auth::token`].
 #[derive(Clone)]
 pub enum Credentials {
-    /// An account id or name with its secret (or a valid access token of that account).
+    /// An account id or name with its secret. (Never an access token: those are not secrets.)
     Secret { id: String, secret: String },
     /// A refresh token from an earlier [`Token`]; it is used up by the call.
     RefreshToken(String),
@@ -214,8 +222,13 @@ pub struct Auth {
     /// as wrong secrets. Computed on first use to keep start-up fast.
     dummy_hash: tokio::sync::OnceCell<String>,
     generated_admin_password: Option<String>,
-    /// Serialises read-check-write sequences (duplicate checks, refresh rotation).
+    /// Serialises read-check-write sequences (duplicate checks, refresh rotation). Never held
+    /// while hashing: one slow hash would stall every account change and refresh behind it.
     writes: tokio::sync::Mutex<()>,
+    /// Failed-login limits per account and per peer.
+    throttle: Throttle,
+    /// Proves the gateway named the HTTP client of a call ([`crate::peer`]).
+    peer_key: PeerKey,
     rules_cache: Mutex<RulesCache>,
 }
 
@@ -259,6 +272,8 @@ impl Auth {
             dummy_hash: tokio::sync::OnceCell::new(),
             generated_admin_password: None,
             writes: tokio::sync::Mutex::new(()),
+            throttle: Throttle::new(),
+            peer_key: PeerKey::generate(),
             rules_cache: Mutex::new(HashMap::new()),
         };
         auth.generated_admin_password = auth.ensure_admin(&options).await?;
@@ -286,6 +301,23 @@ impl Auth {
     pub fn mint(&self, account: &Account, ttl: Duration) -> Result<String, AuthError> {
         let now = now();
         self.keys.issue(account, &account.issuer, now, now.saturating_add(ttl.as_secs()))
+    }
+
+    /// The peer a login came from, for its failed-login limit: the client the gateway named in
+    /// `metadata` when the call came over loopback with this boot's key, else `remote`.
+    pub fn peer(
+        &self,
+        remote: Option<SocketAddr>,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Option<IpAddr> {
+        self.peer_key.peer(remote, metadata)
+    }
+
+    /// Names `client` in the metadata of a call the HTTP gateway makes to this server's core
+    /// services (so the login limits count the client, not the gateway); `None` removes any such
+    /// names. Only for calls to this server: the metadata then carries this boot's secret key.
+    pub fn forward_peer(&self, metadata: &mut tonic::metadata::MetadataMap, client: Option<IpAddr>) {
+        self.peer_key.forward(metadata, client);
     }
 
     /// Rule check (reference §6.5) against the rules of `namespace` (the default public rule
@@ -407,11 +439,18 @@ impl Auth {
         }
         check_secret("new secret", new_secret)?;
         check_secret("old secret", old_secret)?;
+        // Both hashes first, without the lock; then, under it, the account must still be the one
+        // checked (same secret hash and epoch), or the old secret was checked against a stale hash.
         let new_hash = self.hasher.hash(new_secret).await?;
+        let checked =
+            self.find_account(namespace, id_or_name).await?.ok_or(AuthError::NotFound(ACCOUNT_NOT_FOUND))?;
+        if !self.hasher.verify(old_secret, &checked.secret_hash).await? {
+            return Err(AuthError::SecretNotCorrect);
+        }
         let _guard = self.writes.lock().await;
         let mut stored =
-            self.find_account(namespace, id_or_name).await?.ok_or(AuthError::NotFound(ACCOUNT_NOT_FOUND))?;
-        if !self.hasher.verify(old_secret, &stored.secret_hash).await? {
+            self.load_account(namespace, &checked.id).await?.ok_or(AuthError::NotFound(ACCOUNT_NOT_FOUND))?;
+        if stored.secret_hash != checked.secret_hash || stored.epoch != checked.epoch {
             return Err(AuthError::SecretNotCorrect);
         }
         stored.secret_hash = new_hash;
@@ -425,12 +464,26 @@ impl Auth {
     /// Logs in (reference §6.3, with rotating refresh tokens) and returns a fresh [`Token`].
     /// `expiry` is the access token's lifetime: `None` or zero means [`DEFAULT_TOKEN_EXPIRY`],
     /// longer than [`MAX_TOKEN_EXPIRY`] is capped. Unknown accounts and wrong secrets fail
-    /// alike with [`AuthError::InvalidCredentials`].
+    /// alike with [`AuthError::InvalidCredentials`]. For callers in this process: no peer
+    /// limit applies (see [`Auth::token_from`]).
     pub async fn token(
         &self,
         namespace: &str,
         credentials: Credentials,
         expiry: Option<Duration>,
+    ) -> Result<Token, AuthError> {
+        self.token_from(namespace, credentials, expiry, None).await
+    }
+
+    /// [`Auth::token`] for a caller at `peer` ([`Auth::peer`]). A login with credentials is
+    /// refused with [`AuthError::Throttled`] while its account or its peer is over its
+    /// failed-login limit ([`crate::throttle`]) or the hashing queue is full.
+    pub async fn token_from(
+        &self,
+        namespace: &str,
+        credentials: Credentials,
+        expiry: Option<Duration>,
+        peer: Option<IpAddr>,
     ) -> Result<Token, AuthError> {
         validate_namespace(namespace)?;
         let lifetime = match expiry {
@@ -446,33 +499,46 @@ impl Auth {
                 if id.len() > MAX_ID_BYTES || secret.len() > MAX_SECRET_BYTES {
                     return Err(AuthError::InvalidCredentials);
                 }
-                let stored = self.login(namespace, &id, &secret).await?;
+                let stored = self.login(namespace, &id, &secret, peer).await?;
                 self.issue(namespace, &stored, lifetime).await
             }
         }
     }
 
-    async fn login(&self, namespace: &str, id: &str, secret: &str) -> Result<StoredAccount, AuthError> {
-        let Some(stored) = self.find_account(namespace, id).await? else {
-            let dummy = self
-                .dummy_hash
-                .get_or_try_init(|| async { self.hasher.hash(&random_token(16)).await })
-                .await?;
-            self.hasher.verify(secret, dummy).await?;
-            return Err(AuthError::InvalidCredentials);
+    /// Checks `secret` against the account `id` names (its id, else its name), within the limits:
+    /// the peer's first (refused before even a store read), then the account's. An unknown
+    /// account costs one hash like a known one and counts toward both limits alike, so neither
+    /// the time nor a refusal tells whether it exists.
+    async fn login(
+        &self,
+        namespace: &str,
+        id: &str,
+        secret: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<StoredAccount, AuthError> {
+        let peer_attempt = peer.map(|peer| self.throttle.peers.begin(peer, Instant::now())).transpose()?;
+        let found = self.find_account(namespace, id).await?;
+        let key = (namespace.to_string(), found.as_ref().map_or(id, |stored| stored.id.as_str()).to_string());
+        let account_attempt = self.throttle.accounts.begin(key, Instant::now())?;
+        let matched = match &found {
+            Some(stored) => self.hasher.verify(secret, &stored.secret_hash).await?,
+            None => {
+                let dummy = self
+                    .dummy_hash
+                    .get_or_try_init(|| async { self.hasher.hash(&random_token(16)).await })
+                    .await?;
+                self.hasher.verify(secret, dummy).await?;
+                false
+            }
         };
-        // Service accounts may log in with a (long-lived) access token of their own as secret.
-        if secret.split('.').count() == 3
-            && let Ok(account) = self.keys.inspect(secret)
-            && account.id == stored.id
-            && account.issuer == namespace
-        {
-            return Ok(stored);
+        let now = Instant::now();
+        account_attempt.finish(matched, now);
+        if let Some(attempt) = peer_attempt {
+            attempt.finish(matched, now);
         }
-        if self.hasher.verify(secret, &stored.secret_hash).await? {
-            Ok(stored)
-        } else {
-            Err(AuthError::InvalidCredentials)
+        match found {
+            Some(stored) if matched => Ok(stored),
+            _ => Err(AuthError::InvalidCredentials),
         }
     }
 

@@ -110,19 +110,167 @@ async fn login_by_name_and_failures_look_alike() {
 }
 
 #[tokio::test]
-async fn service_accounts_log_in_with_an_access_token() {
+async fn an_access_token_is_never_a_secret() {
+    use micro_proto::auth::TokenRequest;
     let (auth, _) = open(loopback()).await;
-    let (account, _) = auth.generate("foo", new_account("svc", "")).await.unwrap();
+    let (account, secret) =
+        auth.generate("foo", NewAccount { kind: "service".into(), ..new_account("svc", "") }).await.unwrap();
+    let issued = auth.token("foo", login("svc", &secret), None).await.unwrap();
     let long_lived = auth.mint(&account, Duration::from_secs(365 * 24 * 3600)).unwrap();
-    let token = auth.token("foo", login("svc", &long_lived), None).await.unwrap();
-    assert_eq!(auth.inspect(&token.access_token).unwrap().id, "svc");
+    for token in [&issued.access_token, &long_lived] {
+        assert_eq!(auth.token("foo", login("svc", token), None).await, Err(AuthError::InvalidCredentials));
+    }
+    // Over gRPC it is UNAUTHENTICATED (401 through the gateway), like any wrong secret.
+    let service = grpc::AuthService::new(Arc::new(auth));
+    let request = TokenRequest {
+        id: "svc".into(),
+        secret: issued.access_token.clone(),
+        options: options("foo"),
+        ..Default::default()
+    };
+    let status = service.token(with_context(request, None)).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::Unauthenticated, INVALID_CREDENTIALS));
+}
 
-    // Another account's token, or an expired one, is not a secret of `svc`.
-    let (other, _) = auth.generate("foo", new_account("other", "")).await.unwrap();
-    let foreign = auth.mint(&other, Duration::from_secs(60)).unwrap();
-    assert_eq!(auth.token("foo", login("svc", &foreign), None).await, Err(AuthError::InvalidCredentials));
-    let expired = auth.expired_token(&account);
-    assert_eq!(auth.token("foo", login("svc", &expired), None).await, Err(AuthError::InvalidCredentials));
+#[tokio::test]
+async fn refresh_tokens_die_with_the_secret_and_the_account() {
+    let (auth, store) = open(loopback()).await;
+    auth.generate("foo", new_account("bob", "pw")).await.unwrap();
+    let epoch = || async {
+        let records = store.read(DATABASE, TABLE, "account/foo/bob", ReadOptions::default()).await.unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&records[0].value).unwrap();
+        value["epoch"].as_str().unwrap().to_string()
+    };
+    let created = epoch().await;
+    let before_change = auth.token("foo", login("bob", "pw"), None).await.unwrap();
+    auth.change_secret("foo", "bob", "pw", "pw2").await.unwrap();
+    assert_ne!(epoch().await, created, "a new secret, a new epoch");
+    let refused = auth.token("foo", Credentials::RefreshToken(before_change.refresh_token), None).await;
+    assert_eq!(refused, Err(AuthError::InvalidRefreshToken));
+
+    // Deleted and re-created with the same id and the same secret: a fresh epoch, so the old
+    // refresh token stays dead while new ones work.
+    let before_delete = auth.token("foo", login("bob", "pw2"), None).await.unwrap();
+    let changed = epoch().await;
+    auth.delete_account("foo", "bob", None).await.unwrap();
+    auth.generate("foo", new_account("bob", "pw2")).await.unwrap();
+    assert_ne!(epoch().await, changed, "a re-created account never reuses an epoch");
+    let refused = auth.token("foo", Credentials::RefreshToken(before_delete.refresh_token), None).await;
+    assert_eq!(refused, Err(AuthError::InvalidRefreshToken));
+    let fresh = auth.token("foo", login("bob", "pw2"), None).await.unwrap();
+    auth.token("foo", Credentials::RefreshToken(fresh.refresh_token), None).await.unwrap();
+}
+
+/// The `(limit, retry_after_secs)` of a throttled login.
+fn throttled(result: Result<Token, AuthError>) -> (String, u64) {
+    match result {
+        Err(AuthError::Throttled { limit, retry_after_secs }) => (limit, retry_after_secs),
+        other => panic!("not throttled: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_account_and_per_peer() {
+    use crate::throttle::*;
+    let (auth, _) = open(loopback()).await;
+    auth.generate("foo", new_account("bob", "pw")).await.unwrap();
+    auth.generate("foo", NewAccount { name: "Carol".into(), ..new_account("carol", "pw") }).await.unwrap();
+    let peer = |n: u8| Some(std::net::IpAddr::from([192, 0, 2, n]));
+
+    // A success clears the account's count: four failures, a success, four more, and bob is
+    // still let in.
+    for round in 0..2 {
+        for n in 0..MAX_FAILED_LOGINS_PER_ACCOUNT - 1 {
+            let wrong = auth.token_from("foo", login("bob", "nope"), None, peer(n as u8 + 10 * round)).await;
+            assert_eq!(wrong, Err(AuthError::InvalidCredentials));
+        }
+        auth.token_from("foo", login("bob", "pw"), None, peer(99)).await.unwrap();
+    }
+    // The limit's worth of failures (by id or by name alike, from any peers) blocks the account,
+    // the right secret too, for the backoff.
+    for n in 0..MAX_FAILED_LOGINS_PER_ACCOUNT {
+        let id = if n % 2 == 0 { "carol" } else { "Carol" };
+        auth.token_from("foo", login(id, "nope"), None, peer(n as u8 + 20)).await.unwrap_err();
+    }
+    let (limit, retry) = throttled(auth.token_from("foo", login("carol", "pw"), None, peer(30)).await);
+    assert_eq!(
+        limit,
+        "too many failed logins for this account: MAX_FAILED_LOGINS_PER_ACCOUNT = 5 within 300 s"
+    );
+    assert_eq!(retry, LOGIN_BACKOFF.as_secs());
+    // An unknown account is limited the same way: a refusal does not tell it apart.
+    for n in 0..MAX_FAILED_LOGINS_PER_ACCOUNT {
+        let unknown = auth.token_from("foo", login("nobody", "nope"), None, peer(n as u8 + 40)).await;
+        assert_eq!(unknown, Err(AuthError::InvalidCredentials));
+    }
+    let (unknown_limit, _) = throttled(auth.token_from("foo", login("nobody", "x"), None, peer(50)).await);
+    assert_eq!(unknown_limit, limit);
+    // Other accounts, and the same id in another namespace, are not affected.
+    auth.token_from("foo", login("bob", "pw"), None, peer(30)).await.unwrap();
+    assert_eq!(
+        auth.token_from("bar", login("carol", "pw"), None, peer(30)).await,
+        Err(AuthError::InvalidCredentials)
+    );
+
+    // One peer guessing across many accounts (unknown ones count) reaches its own limit; a
+    // success from it does not clear it; other peers go on.
+    let flooder = peer(77);
+    for n in 0..MAX_FAILED_LOGINS_PER_PEER - 1 {
+        let guess = auth.token_from("foo", login(&format!("user{n}"), "nope"), None, flooder).await;
+        assert_eq!(guess, Err(AuthError::InvalidCredentials));
+    }
+    auth.token_from("foo", login("bob", "pw"), None, flooder).await.unwrap();
+    auth.token_from("foo", login("someone", "nope"), None, flooder).await.unwrap_err();
+    let (limit, retry) = throttled(auth.token_from("foo", login("bob", "pw"), None, flooder).await);
+    assert_eq!(
+        limit,
+        "too many failed logins from this address: MAX_FAILED_LOGINS_PER_PEER = 20 within 300 s"
+    );
+    assert_eq!(retry, LOGIN_BACKOFF.as_secs());
+    auth.token_from("foo", login("bob", "pw"), None, peer(78)).await.unwrap();
+    // Refresh tokens hash nothing and pass no limit.
+    let token = auth.token_from("foo", login("bob", "pw"), None, peer(78)).await.unwrap();
+    auth.token_from("foo", Credentials::RefreshToken(token.refresh_token), None, flooder).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_throttled_login_over_grpc_is_resource_exhausted_with_retry_after() {
+    use micro_proto::auth::TokenRequest;
+    let (auth, _) = open(loopback()).await;
+    let auth = Arc::new(auth);
+    let service = grpc::AuthService::new(auth.clone());
+    // As the gateway sends it: the client named in the metadata, with this boot's key.
+    let from_client = |n: u8, secret: &str| {
+        let mut request = with_context(
+            TokenRequest { id: "admin".into(), secret: secret.into(), ..Default::default() },
+            None,
+        );
+        auth.forward_peer(request.metadata_mut(), Some(std::net::IpAddr::from([198, 51, 100, n])));
+        request
+    };
+    for n in 0..throttle::MAX_FAILED_LOGINS_PER_ACCOUNT as u8 {
+        let status = service.token(from_client(n, "nope")).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let status = service.token(from_client(9, "micro")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().starts_with("too many failed logins for this account"), "{}", status.message());
+    assert!(status.message().ends_with("; retry in 30 s"), "{}", status.message());
+    assert_eq!(status.metadata().get(grpc::RETRY_AFTER).unwrap(), "30");
+
+    // Each forwarded client is its own peer: one flooding client leaves the next alone.
+    let (flooder, other) = (11, 12);
+    for n in 0..throttle::MAX_FAILED_LOGINS_PER_PEER {
+        let mut request = from_client(flooder, "nope");
+        request.get_mut().id = format!("user{n}");
+        assert_eq!(service.token(request).await.unwrap_err().code(), Code::Unauthenticated);
+    }
+    let mut request = from_client(flooder, "nope");
+    request.get_mut().id = "anyone".into();
+    assert_eq!(service.token(request).await.unwrap_err().code(), Code::ResourceExhausted);
+    let mut request = from_client(other, "nope");
+    request.get_mut().id = "anyone".into();
+    assert_eq!(service.token(request).await.unwrap_err().code(), Code::Unauthenticated);
 }
 
 #[tokio::test]

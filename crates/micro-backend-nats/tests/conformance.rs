@@ -1,5 +1,6 @@
 //! The events, broker and registry conformance suites against a real NATS server: the one
-//! named by `MICRO_TEST_NATS_URL` (JetStream on, `max_payload: 2MB`); skipped when it is unset.
+//! named by `MICRO_TEST_NATS_URL` (JetStream on, `max_payload: 2MB`); skipped when it is unset,
+//! except in CI (`CI` set), where that fails.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,17 @@ use micro_broker::Broker;
 use micro_events::{ConsumeOptions, Events, EventsError, PublishOptions, Start};
 use micro_registry::{Registry, RegistryError};
 
+/// Whether this run is CI's (`CI` set to anything but empty, `false` or `0`): there, a test
+/// whose service is missing fails instead of skipping, so a skip is never all CI reports.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !matches!(value.trim(), "" | "false" | "0"))
+}
+
 fn nats_url(test: &str) -> Option<String> {
     match std::env::var("MICRO_TEST_NATS_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
+            assert!(!in_ci(), "{test}: MICRO_TEST_NATS_URL is not set, and CI must run this test");
             println!("skipped {test}: MICRO_TEST_NATS_URL is not set");
             None
         }
@@ -237,7 +245,8 @@ async fn survives_a_nats_restart() {
             .unwrap_err();
         assert!(matches!(err, EventsError::Unavailable(_)), "{err}");
         assert!(err.to_string().contains(&url), "names the server: {err}");
-        assert!(started.elapsed() < Duration::from_secs(7), "bounded, not hanging");
+        // Bounded by the backend's 5 s operation timeout (with a generous margin), not hanging.
+        assert!(started.elapsed() < Duration::from_secs(10), "bounded, not hanging");
         if started.elapsed() < Duration::from_secs(1) {
             break;
         }
@@ -321,6 +330,7 @@ fn nats_binary(test: &str) -> Option<String> {
         _ => return None,
     };
     if std::process::Command::new(&binary).arg("--version").output().is_err() {
+        assert!(!in_ci(), "{test}: cannot run {binary}, and CI must run this test");
         println!("skipped {test}: cannot run {binary} (set MICRO_TEST_NATS_SERVER)");
         return None;
     }
@@ -380,7 +390,8 @@ async fn registry_survives_a_nats_restart() {
         let err = registry.register("micro", service("down"), Duration::from_secs(60)).await.unwrap_err();
         assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
         assert!(err.to_string().contains(&url), "names the server: {err}");
-        assert!(started.elapsed() < Duration::from_secs(7), "bounded, not hanging");
+        // Bounded by the backend's 5 s operation timeout (with a generous margin), not hanging.
+        assert!(started.elapsed() < Duration::from_secs(10), "bounded, not hanging");
         if started.elapsed() < Duration::from_secs(1) {
             break;
         }

@@ -332,6 +332,9 @@ fn describe(config: &tokio_postgres::Config) -> String {
 }
 
 /// Builds a [`Record`] from a row of `value, metadata, remaining` starting at column `first`.
+/// Rows fetched per query while a read has a byte budget ([`ReadOptions::max_bytes`]).
+const BUDGET_PAGE: u64 = 16;
+
 fn record_from(
     row: &tokio_postgres::Row,
     key: String,
@@ -375,16 +378,42 @@ impl Store for PostgresStore {
 
         let prefix = if options.prefix { key } else { "" };
         let suffix = if options.suffix { key } else { "" };
-        let rows = self
-            .scan(Columns::Records, database, table, prefix, suffix, options.offset, options.limit)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let key: String = row.try_get(0)?;
-                record_from(row, key, 1)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| self.query_error(&err))
+        let decode = |rows: Vec<tokio_postgres::Row>| {
+            rows.iter()
+                .map(|row| {
+                    let key: String = row.try_get(0)?;
+                    record_from(row, key, 1)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| self.query_error(&err))
+        };
+        if options.max_bytes == 0 {
+            let rows = self
+                .scan(Columns::Records, database, table, prefix, suffix, options.offset, options.limit)
+                .await?;
+            return decode(rows);
+        }
+        // A byte budget: pages of BUDGET_PAGE rows until it is spent, so no more than a page of
+        // values beyond it is ever held.
+        let mut records = Vec::new();
+        let (mut spent, wanted) = (0u64, if options.limit == 0 { u64::MAX } else { options.limit });
+        loop {
+            let taken = records.len() as u64;
+            let page = BUDGET_PAGE.min(wanted - taken);
+            let offset = options.offset.saturating_add(taken);
+            let rows = self.scan(Columns::Records, database, table, prefix, suffix, offset, page).await?;
+            let short = (rows.len() as u64) < page;
+            for record in decode(rows)? {
+                spent = spent.saturating_add(record.value.len() as u64);
+                records.push(record);
+                if spent >= options.max_bytes {
+                    return Ok(records);
+                }
+            }
+            if short || records.len() as u64 >= wanted {
+                return Ok(records);
+            }
+        }
     }
 
     async fn write(&self, database: &str, table: &str, record: Record) -> Result<()> {

@@ -157,25 +157,40 @@ impl Context {
         Source::parse(arg, &self.cwd, baseurl.as_deref())
     }
 
-    /// The token for `host` from `git.credentials.<host>`, `git.credentials.<first label>`
-    /// (`github`, `gitlab`, `bitbucket`) or `git.credentials.token` for `git.credentials.url`.
+    /// The token for `host`, matched exactly (docs/security.md): `git.credentials.<host>`;
+    /// `git.credentials.github` / `gitlab` / `bitbucket` for github.com, gitlab.com and
+    /// bitbucket.org only; or `git.credentials.token` when `git.credentials.url` names this very
+    /// host. A look-alike host (`github.evil.com`, `xgithub.com`) gets nothing.
     fn git_credentials(&self, host: &str) -> Option<String> {
-        if host.is_empty() {
-            return None;
-        }
-        let label = host.split('.').next().unwrap_or(host);
-        self.settings
-            .user(&format!("git.credentials.{host}"))
-            .or_else(|| self.settings.user(&format!("git.credentials.{label}")))
-            .or_else(|| {
-                let url = self.settings.user("git.credentials.url")?;
-                url.contains(host).then(|| self.settings.user("git.credentials.token")).flatten()
-            })
+        let lookup = |key: &str| self.settings.user(key);
+        credential_for(host, &lookup)
     }
 
     async fn connect(&self) -> Result<Client> {
         Client::connect(&self.settings, &self.env).await
     }
+}
+
+/// The git token for `host` from the settings `lookup` reads (see `git_credentials`).
+fn credential_for(host: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return None;
+    }
+    let provider = match host.as_str() {
+        "github.com" => Some("github"),
+        "gitlab.com" => Some("gitlab"),
+        "bitbucket.org" => Some("bitbucket"),
+        _ => None,
+    };
+    lookup(&format!("git.credentials.{host}"))
+        .or_else(|| provider.and_then(|label| lookup(&format!("git.credentials.{label}"))))
+        .or_else(|| {
+            let url = lookup("git.credentials.url")?;
+            let named = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+            let named = named.split(['/', ':']).next().unwrap_or_default().to_ascii_lowercase();
+            (named == host).then(|| lookup("git.credentials.token")).flatten()
+        })
 }
 
 /// Packs a local source (on a blocking thread: it walks and compresses the tree).
@@ -760,5 +775,24 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(format_record(&record, LogFormat::Json).trim()).unwrap();
         assert_eq!((json["timestamp"].as_i64(), json["message"].as_str()), (Some(7), Some("Listening on x")));
+    }
+
+    #[test]
+    fn git_credentials_match_hosts_exactly() {
+        let settings = std::collections::HashMap::from([
+            ("git.credentials.github", "gh-token"),
+            ("git.credentials.git.example.org", "own-token"),
+            ("git.credentials.url", "https://code.corp.example/"),
+            ("git.credentials.token", "corp-token"),
+        ]);
+        let lookup = |key: &str| settings.get(key).map(|v| v.to_string());
+        let token = |host: &str| super::credential_for(host, &lookup);
+        assert_eq!(token("github.com").as_deref(), Some("gh-token"));
+        assert_eq!(token("GitHub.com.").as_deref(), Some("gh-token"));
+        assert_eq!(token("git.example.org").as_deref(), Some("own-token"));
+        assert_eq!(token("code.corp.example").as_deref(), Some("corp-token"));
+        for stranger in ["github.evil.com", "xgithub.com", "corp.example", "example", "b.com", ""] {
+            assert_eq!(token(stranger), None, "{stranger}");
+        }
     }
 }

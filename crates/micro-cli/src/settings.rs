@@ -237,17 +237,12 @@ impl Settings {
         self.save()
     }
 
+    /// Writes the file readable by its owner only (it holds git credentials), atomically.
     fn save(&self) -> Result<()> {
-        let fail =
-            |err: std::io::Error| CliError::new(format!("cannot write {}: {err}", self.path.display()));
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-        }
         let mut json = serde_json::to_vec_pretty(&self.file).expect("settings always serialise");
         json.push(b'\n');
-        let temp = self.path.with_extension("json.tmp");
-        std::fs::write(&temp, json).map_err(fail)?;
-        std::fs::rename(&temp, &self.path).map_err(fail)
+        micro_core::home::write_private(&self.path, &json)
+            .map_err(|err| CliError::new(format!("cannot write {}: {err}", self.path.display())))
     }
 }
 

@@ -146,9 +146,25 @@ pub async fn run(global: &Global, command: StoreCommand) -> Result<()> {
                 limit: args.limit,
                 offset: args.offset,
             };
-            let request = client.request(ReadRequest { key: args.key, options: Some(options) });
-            let records =
-                store.read(request).await.map_err(|status| client.error(status))?.into_inner().records;
+            // The server returns a capped page per call (docs/security.md): page on until done.
+            let scan = args.prefix || args.suffix;
+            let mut records = Vec::new();
+            loop {
+                let taken = records.len() as u64;
+                let page = ReadOptions {
+                    offset: options.offset.saturating_add(taken),
+                    limit: if options.limit == 0 { 0 } else { options.limit - taken },
+                    ..options.clone()
+                };
+                let request = client.request(ReadRequest { key: args.key.clone(), options: Some(page) });
+                let got =
+                    store.read(request).await.map_err(|status| client.error(status))?.into_inner().records;
+                let done = !scan || got.is_empty();
+                records.extend(got);
+                if done || (options.limit > 0 && records.len() as u64 >= options.limit) {
+                    break;
+                }
+            }
             if records.is_empty() {
                 return Err(CliError::not_found());
             }
@@ -187,11 +203,25 @@ pub async fn run(global: &Global, command: StoreCommand) -> Result<()> {
                 limit: args.limit,
                 offset: args.offset,
             };
-            let request = client.request(ListRequest { options: Some(options) });
-            let mut stream = store.list(request).await.map_err(|status| client.error(status))?.into_inner();
             let mut keys = Vec::new();
-            while let Some(page) = stream.message().await.map_err(|status| client.error(status))? {
-                keys.extend(page.keys);
+            loop {
+                let taken = keys.len() as u64;
+                let page = ListOptions {
+                    offset: options.offset.saturating_add(taken),
+                    limit: if options.limit == 0 { 0 } else { options.limit - taken },
+                    ..options.clone()
+                };
+                let request = client.request(ListRequest { options: Some(page) });
+                let mut stream =
+                    store.list(request).await.map_err(|status| client.error(status))?.into_inner();
+                let mut got = 0;
+                while let Some(page) = stream.message().await.map_err(|status| client.error(status))? {
+                    got += page.keys.len();
+                    keys.extend(page.keys);
+                }
+                if got == 0 || (options.limit > 0 && keys.len() as u64 >= options.limit) {
+                    break;
+                }
             }
             out(&match args.output {
                 Output::Json => {

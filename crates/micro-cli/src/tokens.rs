@@ -96,20 +96,9 @@ impl Tokens {
 
     /// Writes the file readable by its owner only, replacing it atomically.
     fn save(&self) -> Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let fail =
-            |err: std::io::Error| CliError::new(format!("cannot write {}: {err}", self.path.display()));
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-        }
-        let temp = self.path.with_extension("json.tmp");
-        let _ = std::fs::remove_file(&temp);
-        let mut file =
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp).map_err(fail)?;
         let json = serde_json::to_vec_pretty(&self.entries).expect("tokens always serialise");
-        file.write_all(&json).and_then(|()| file.sync_all()).map_err(fail)?;
-        std::fs::rename(&temp, &self.path).map_err(fail)
+        micro_core::home::write_private(&self.path, &json)
+            .map_err(|err| CliError::new(format!("cannot write {}: {err}", self.path.display())))
     }
 }
 

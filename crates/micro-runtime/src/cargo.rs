@@ -1,4 +1,6 @@
-//! `cargo build --release` of a service into the target dir every service shares.
+//! The build of a service: `cargo fetch`, then `cargo build --release --offline` into its
+//! namespace's target dir, each in the service's sandbox (src/sandbox.rs); and the copy of the
+//! executable out of a target dir the tenant's code could write.
 
 use std::path::{Path, PathBuf};
 
@@ -6,21 +8,30 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::RuntimeError;
 use crate::logs::{LogFile, pump};
+use crate::sandbox::Cell;
 
 /// Builds the package in `dir` with `CARGO_TARGET_DIR=target_dir`, cargo's diagnostics going to
 /// `log`, and returns the path of its executable (the bin named `prefer` when there are several).
+///
+/// Two steps: `cargo fetch` downloads the dependencies with the registry writable (no code of
+/// the tenant runs there), then `cargo build --offline` runs build scripts and proc macros with
+/// the registry read-only and write access only to the source and `target_dir`.
 pub async fn build(
     dir: &Path,
     target_dir: &Path,
+    cell: &Cell,
     log: &LogFile,
     prefer: &str,
 ) -> Result<PathBuf, RuntimeError> {
     let cargo = std::env::var_os("CARGO").filter(|c| !c.is_empty()).unwrap_or_else(|| "cargo".into());
+    tokio::fs::create_dir_all(target_dir).await.map_err(crate::internal)?;
+    fetch(&cargo, dir, cell, log).await?;
     let mut command = crate::supervisor::child_command(&cargo, dir);
     command
-        .args(["build", "--release", "--message-format=json-render-diagnostics"])
+        .args(["build", "--release", "--offline", "--message-format=json-render-diagnostics"])
         .env("CARGO_TARGET_DIR", target_dir)
         .env_remove("CARGO_BUILD_TARGET_DIR");
+    cell.confine_build(&mut command, target_dir)?;
     let mut child = command.spawn().map_err(|err| {
         RuntimeError::Build(format!(
             "cannot run {}: {err}; is the Rust toolchain installed?",
@@ -70,6 +81,72 @@ pub async fn build(
                 "cargo build produced no executable: does the package have a bin target?".into(),
             )
         })
+}
+
+/// `cargo fetch` of the package in `dir`, output to `log`. It runs from `/`, not from the source:
+/// cargo reads `.cargo/config.toml` from its working dir upwards, and one in the source could
+/// name a `rustc-wrapper` that cargo runs even to fetch, here where the registry is writable.
+async fn fetch(cargo: &std::ffi::OsStr, dir: &Path, cell: &Cell, log: &LogFile) -> Result<(), RuntimeError> {
+    let mut command = crate::supervisor::child_command(cargo, Path::new("/"));
+    command.arg("fetch").arg("--manifest-path").arg(dir.join("Cargo.toml"));
+    cell.confine_fetch(&mut command)?;
+    let mut child = command.spawn().map_err(|err| {
+        RuntimeError::Build(format!(
+            "cannot run {}: {err}; is the Rust toolchain installed?",
+            cargo.to_string_lossy()
+        ))
+    })?;
+    let _group = GroupGuard(child.id());
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    tokio::join!(pump(BufReader::new(stdout), log, |_| {}), pump(BufReader::new(stderr), log, |_| {}));
+    let status =
+        child.wait().await.map_err(|err| RuntimeError::Build(format!("cargo fetch failed: {err}")))?;
+    if !status.success() {
+        return Err(RuntimeError::Build(format!(
+            "cargo fetch failed ({status}): see `micro logs` for the errors"
+        )));
+    }
+    Ok(())
+}
+
+/// Copies the executable cargo reported at `built` to `dest` (mode 0755). The tenant's build
+/// could write `target_dir`, and a process it left behind could swap a symlink or a FIFO in at
+/// `built` after cargo exits, so the path is not trusted: the file is opened without following a
+/// final symlink and without blocking, and must be a regular file really inside `target_dir`.
+pub async fn copy_executable(built: &Path, target_dir: &Path, dest: &Path) -> Result<(), RuntimeError> {
+    let (built, target_dir, dest) = (built.to_path_buf(), target_dir.to_path_buf(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+        use nix::fcntl::OFlag;
+
+        let refuse = || {
+            RuntimeError::Build(format!(
+                "the build's executable {} is not a file of the target dir",
+                built.display()
+            ))
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+            .open(&built)
+            .map_err(|_| refuse())?;
+        // Where the opened file really is (every directory on the way resolved).
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .or_else(|_| std::fs::canonicalize(&built))
+            .map_err(|_| refuse())?;
+        let inside = std::fs::canonicalize(&target_dir).is_ok_and(|target| real.starts_with(target));
+        if !inside || !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(refuse());
+        }
+        let mut out = std::fs::File::create(&dest).map_err(crate::internal)?;
+        std::io::copy(&mut file, &mut out).map_err(crate::internal)?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).map_err(crate::internal)
+    })
+    .await
+    .map_err(|err| RuntimeError::Internal(format!("copy task failed: {err}")))?
 }
 
 /// Kills a process group when dropped.

@@ -3,7 +3,9 @@
 //! - [`Runtime`]: desired state persisted in the store (database `micro`, table `runtime`,
 //!   key `service/<ns>/<name>/<version>`), one supervisor task per service, restored on open.
 //! - [`source`]: uploaded tarballs (`source://…`, unpacked safely), git sources, path checks.
-//! - `cargo`: `cargo build --release` into the one target dir under `MICRO_HOME/build`.
+//! - `cargo`: `cargo fetch`, then `cargo build --release --offline` into the namespace's
+//!   target dir under `MICRO_HOME/build/targets`.
+//! - `sandbox`: the Landlock box of every build and service process.
 //! - `supervisor`: runs a service's child process in its own process group, restarts it
 //!   on crash with exponential backoff, stops it with SIGTERM then SIGKILL.
 //! - [`logs`]: the per-service log file under `MICRO_HOME/logs/<ns>/<name>.log`.
@@ -15,6 +17,7 @@
 mod cargo;
 pub mod grpc;
 pub mod logs;
+mod sandbox;
 pub mod source;
 mod supervisor;
 #[cfg(test)]
@@ -37,7 +40,8 @@ use crate::logs::{DEFAULT_LOG_COUNT, LogLine, MAX_LOG_COUNT};
 use crate::source::{GitSource, UploadId, validate_name, validate_relative};
 
 pub use crate::logs::MAX_LOG_LINE_BYTES;
-pub use crate::source::{MAX_NAME_BYTES, MAX_UPLOAD_BYTES};
+pub use crate::sandbox::Sandbox;
+pub use crate::source::{MAX_NAME_BYTES, MAX_UPLOAD_BYTES, SWEEP_INTERVAL, UPLOAD_GRACE};
 
 /// Most services one namespace may run.
 pub const MAX_SERVICES: usize = 100;
@@ -173,7 +177,8 @@ pub struct ServiceInfo {
 pub struct RuntimeOptions {
     /// `MICRO_HOME`: `sources/`, `build/`, `logs/` live below it.
     pub home: PathBuf,
-    /// The cargo target dir every service shares; default `home/build`.
+    /// Where the cargo target dirs go, one per namespace (`<target_dir>/<namespace>`); default
+    /// `home/build/targets`.
     pub target_dir: PathBuf,
     pub stop_grace: Duration,
     pub backoff_initial: Duration,
@@ -183,13 +188,19 @@ pub struct RuntimeOptions {
     /// The store table of this runtime's desired state (database `micro`). Servers sharing a
     /// store each use their own, so each restores only the services it ran.
     pub table: String,
+    /// How long an upload no service uses is kept ([`UPLOAD_GRACE`]).
+    pub upload_grace: Duration,
+    /// How often unused uploads are swept ([`SWEEP_INTERVAL`]).
+    pub sweep_interval: Duration,
+    /// How builds and services are confined; default [`Sandbox::detect`].
+    pub sandbox: Sandbox,
 }
 
 impl RuntimeOptions {
     pub fn new(home: impl Into<PathBuf>) -> Self {
         let home = home.into();
         Self {
-            target_dir: home.join("build"),
+            target_dir: home.join("build").join("targets"),
             home,
             stop_grace: STOP_GRACE,
             backoff_initial: BACKOFF_INITIAL,
@@ -197,6 +208,9 @@ impl RuntimeOptions {
             backoff_reset: BACKOFF_RESET,
             startup_grace: STARTUP_GRACE,
             table: TABLE.to_string(),
+            upload_grace: UPLOAD_GRACE,
+            sweep_interval: SWEEP_INTERVAL,
+            sandbox: Sandbox::detect(),
         }
     }
 }
@@ -294,6 +308,18 @@ struct Inner {
     closed: AtomicBool,
     /// Set when the server starts draining: followed log streams end so the drain can finish.
     streams_closed: watch::Sender<bool>,
+    /// The periodic sweep of unused uploads, started by [`Runtime::start`]; stopped by
+    /// [`Runtime::shutdown`] or when the runtime is dropped.
+    sweeper: Mutex<Option<AbortOnDrop>>,
+}
+
+/// Aborts its task when dropped, so a background loop ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The runtime service: a cheap handle, clone freely.
@@ -346,6 +372,7 @@ impl Runtime {
                 server_address: Mutex::new(String::new()),
                 closed: AtomicBool::new(false),
                 streams_closed: watch::channel(false).0,
+                sweeper: Mutex::new(None),
             }),
         })
     }
@@ -363,6 +390,52 @@ impl Runtime {
             let runtime = self.clone();
             tokio::spawn(async move { runtime.launch(managed, None, false).await });
         }
+        // The sweeper holds the runtime weakly: dropping the last handle ends it too.
+        let inner = Arc::downgrade(&self.inner);
+        let every = self.inner.options.sweep_interval;
+        let sweeper = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                Runtime { inner }.sweep_uploads().await;
+            }
+        });
+        *self.inner.sweeper.lock().expect("sweeper lock is never poisoned") = Some(AbortOnDrop(sweeper));
+    }
+
+    /// Removes unpacked uploads (and leftover checkouts and partial uploads) under
+    /// `MICRO_HOME/sources/` that no service's desired state references and that are older than
+    /// [`RuntimeOptions::upload_grace`]; returns how many it removed. Runs every
+    /// [`RuntimeOptions::sweep_interval`] once the runtime is started.
+    pub async fn sweep_uploads(&self) -> usize {
+        // One write at a time: a create or update cannot start using a folder being removed,
+        // and an upload re-using a folder marks it fresh first.
+        let _guard = self.inner.writes.lock().await;
+        let sources = self.inner.options.home.join("sources");
+        let in_use: std::collections::HashSet<PathBuf> = self
+            .inner
+            .services
+            .lock()
+            .expect("services lock")
+            .values()
+            .flat_map(|managed| {
+                let desired = managed.desired();
+                let upload =
+                    UploadId::parse(&desired.source).ok().map(|id| id.dir(Path::new(""), &desired.namespace));
+                // `<namespace>/<folder>`, whatever `MICRO_HOME` was when it was recorded.
+                let checkout = desired.checkout.as_ref().and_then(|checkout| {
+                    let folder = checkout.file_name()?;
+                    Some(Path::new(checkout.parent()?.file_name()?).join(folder))
+                });
+                upload.into_iter().chain(checkout)
+            })
+            .collect();
+        let grace = self.inner.options.upload_grace;
+        tokio::task::spawn_blocking(move || source::sweep_sources(&sources, &in_use, grace))
+            .await
+            .unwrap_or(0)
     }
 
     /// Ends every followed log stream (`Logs` with `stream`), e.g. when the server starts to drain.
@@ -373,6 +446,7 @@ impl Runtime {
     /// Stops every service (SIGTERM, grace, SIGKILL); their desired state stays persisted.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
+        drop(self.inner.sweeper.lock().expect("sweeper lock is never poisoned").take());
         let all: Vec<Arc<Managed>> =
             self.inner.services.lock().expect("services lock").values().cloned().collect();
         let mut runs = Vec::new();
@@ -475,12 +549,25 @@ impl Runtime {
                 id: digest[..16].to_string(),
             };
             let dir = id.dir(&sources, &namespace);
-            if !dir.exists() {
-                let (archive, dest) = (temp.clone(), dir.clone());
-                tokio::task::spawn_blocking(move || source::unpack(&archive, &dest))
-                    .await
-                    .map_err(|err| RuntimeError::Internal(format!("unpack task failed: {err}")))??;
-            }
+            // Unpacked aside and moved into place whole, so two uploads of the same source never
+            // write into one folder, and the sweep never sees a half-unpacked one as in use.
+            let staging = sources.join(&namespace).join(format!(".unpacking-{}", random_hex(8)));
+            let (archive, dest) = (temp.clone(), staging.clone());
+            tokio::task::spawn_blocking(move || source::unpack(&archive, &dest))
+                .await
+                .map_err(|err| RuntimeError::Internal(format!("unpack task failed: {err}")))??;
+            let placed = {
+                let _guard = self.inner.writes.lock().await;
+                if dir.is_dir() {
+                    // Uploaded before: mark it fresh so the sweep gives it a full grace period.
+                    std::fs::File::open(&dir)
+                        .and_then(|folder| folder.set_modified(std::time::SystemTime::now()))
+                } else {
+                    tokio::fs::rename(&staging, &dir).await
+                }
+            };
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            placed.map_err(internal)?;
             Ok(id.to_source())
         }
         .await;
@@ -704,7 +791,7 @@ impl Runtime {
             name.to_string(),
             version.to_string(),
         ));
-        let _ = self.inner.auth.delete_account(&namespace, &account_id(name, version), None).await;
+        delete_service_account(&self.inner.auth, &namespace, name, version).await;
         self.remove_owned_source(&desired).await;
         let _ = tokio::fs::remove_dir_all(self.binary_dir(&namespace, name, version)).await;
         let still_named = self
@@ -715,7 +802,9 @@ impl Runtime {
             .keys()
             .any(|(ns, n, _)| *ns == namespace && n == name);
         if !still_named {
-            let _ = tokio::fs::remove_file(self.log_path(&namespace, name)).await;
+            let log = self.log_path(&namespace, name);
+            let _ = tokio::fs::remove_file(logs::rotated(&log)).await;
+            let _ = tokio::fs::remove_file(log).await;
         }
         tracing::info!(namespace, name, version, "service deleted");
         Ok(())
@@ -790,7 +879,8 @@ impl Runtime {
 }
 
 /// Metadata keys the runtime owns; callers' values for them are dropped.
-const RESERVED_METADATA: &[&str] = &["status", "owner", "group", "started", "build", "restarts", "error"];
+const RESERVED_METADATA: &[&str] =
+    &["status", "owner", "group", "started", "build", "restarts", "error", "sandbox"];
 
 fn managed(desired: Desired, status: Status) -> Managed {
     Managed {
@@ -858,13 +948,59 @@ fn validate_env(env: &[String]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// The service account of a service: `<name>-<version>`.
+/// Metadata keys marking an account as the one the runtime made for a service version.
+const ACCOUNT_SERVICE: &str = "runtime.service";
+const ACCOUNT_VERSION: &str = "runtime.version";
+
+/// The id (and name) of a service's account in its namespace: `svc.<name>.<version>` with the
+/// version escaped by [`source::service_key`], so no two (name, version) pairs share one.
 fn account_id(name: &str, version: &str) -> String {
-    format!("{name}-{}", source::file_safe(version))
+    format!("svc.{}", source::service_key(name, version))
 }
 
+/// The account the supervisor creates for each launch of a service: of kind `service`, and
+/// marked as the runtime's own by its metadata, which [`delete_service_account`] checks.
+fn service_account(name: &str, version: &str) -> micro_auth::NewAccount {
+    micro_auth::NewAccount {
+        id: account_id(name, version),
+        kind: micro_auth::service::SERVICE.to_string(),
+        scopes: vec!["service".to_string()],
+        metadata: [
+            (ACCOUNT_SERVICE.to_string(), name.to_string()),
+            (ACCOUNT_VERSION.to_string(), version.to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// Deletes the account the runtime made for a service version, if there is one: only the
+/// account with its id that is of kind `service` and whose metadata names this service and
+/// version; never an account that merely shares the id or the name, such as a person's.
+async fn delete_service_account(auth: &micro_auth::Auth, namespace: &str, name: &str, version: &str) {
+    let id = account_id(name, version);
+    let accounts = match auth.list_accounts(namespace).await {
+        Ok(accounts) => accounts,
+        Err(err) => {
+            tracing::warn!(namespace, name, version, cause = %err, "cannot list accounts to remove a service's");
+            return;
+        }
+    };
+    let ours = accounts.iter().any(|account| {
+        account.id == id
+            && account.kind == micro_auth::service::SERVICE
+            && account.metadata.get(ACCOUNT_SERVICE).map(String::as_str) == Some(name)
+            && account.metadata.get(ACCOUNT_VERSION).map(String::as_str) == Some(version)
+    });
+    if ours && let Err(err) = auth.delete_account(namespace, &id, None).await {
+        tracing::warn!(namespace, name, version, cause = %err, "cannot delete a service's account");
+    }
+}
+
+/// The private copy of a service version's binary: `build/services/<ns>/<name>.<version>`
+/// ([`source::service_key`], one folder per pair).
 fn binary_dir(home: &Path, namespace: &str, name: &str, version: &str) -> PathBuf {
-    home.join("build").join("services").join(namespace).join(format!("{name}-{}", source::file_safe(version)))
+    home.join("build").join("services").join(namespace).join(source::service_key(name, version))
 }
 
 fn internal(err: std::io::Error) -> RuntimeError {

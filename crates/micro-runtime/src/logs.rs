@@ -1,5 +1,5 @@
 //! Service log files: appended line by line (length-capped) from a child's stdout/stderr and
-//! from builds; read back as the last N lines, optionally followed.
+//! from builds, rotated by size; read back as the last N lines, optionally followed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,6 +11,11 @@ use tokio::sync::{mpsc, watch};
 pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 /// Most lines one `Logs` call returns from the end of the file.
 pub const MAX_LOG_COUNT: usize = 10_000;
+/// Largest a service's log grows before it is rotated: the file becomes `NAME.log.1` (replacing
+/// the one before) and a new one starts, so a service keeps at most twice this on disk.
+pub const MAX_LOG_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Most bytes one `Logs` call reads from the end of a log to find its lines.
+pub const MAX_LOG_READ_BYTES: u64 = 4 * 1024 * 1024;
 /// Lines a `Logs` call returns when it asks for none.
 pub const DEFAULT_LOG_COUNT: usize = 15;
 /// How often a followed log file is checked for new lines.
@@ -24,16 +29,30 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// An append-only log file shared by the writers of one service.
+/// An append-only log file shared by the writers of one service, rotated at `limit` bytes.
 #[derive(Debug)]
 pub struct LogFile {
     path: PathBuf,
-    file: tokio::sync::Mutex<Option<tokio::fs::File>>,
+    limit: u64,
+    /// The open file and its length.
+    file: tokio::sync::Mutex<Option<(tokio::fs::File, u64)>>,
+}
+
+/// Where a log's previous generation is kept.
+pub fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
 }
 
 impl LogFile {
     pub fn new(path: PathBuf) -> Self {
-        Self { path, file: tokio::sync::Mutex::new(None) }
+        Self::with_limit(path, MAX_LOG_FILE_BYTES)
+    }
+
+    /// A log rotated at `limit` bytes instead of [`MAX_LOG_FILE_BYTES`] (tests).
+    pub fn with_limit(path: PathBuf, limit: u64) -> Self {
+        Self { path, limit, file: tokio::sync::Mutex::new(None) }
     }
 
     /// Appends `line` and a newline; logging failures are reported once through tracing only.
@@ -41,23 +60,45 @@ impl LogFile {
         let mut guard = self.file.lock().await;
         if guard.is_none() {
             if let Some(parent) = self.path.parent() {
-                let _ = tokio::fs::create_dir_all(parent).await;
+                let _ = tokio::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(micro_core::home::PRIVATE_DIR_MODE)
+                    .create(parent)
+                    .await;
             }
-            match tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await {
-                Ok(file) => *guard = Some(file),
+            let mut options = tokio::fs::OpenOptions::new();
+            options.create(true).append(true).mode(micro_core::home::PRIVATE_FILE_MODE);
+            let opened = match options.open(&self.path).await {
+                Ok(file) => file.metadata().await.map(|meta| (file, meta.len())),
+                Err(err) => Err(err),
+            };
+            match opened {
+                Ok(opened) => *guard = Some(opened),
                 Err(err) => {
                     tracing::warn!(path = %self.path.display(), cause = %err, "cannot open the service log");
                     return;
                 }
             }
         }
-        if let Some(file) = guard.as_mut() {
-            let mut bytes = Vec::with_capacity(line.len() + 1);
-            bytes.extend_from_slice(line.as_bytes());
-            bytes.push(b'\n');
-            if let Err(err) = file.write_all(&bytes).await {
-                tracing::warn!(path = %self.path.display(), cause = %err, "cannot write the service log");
-                *guard = None;
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        if guard.as_ref().is_some_and(|(_, len)| *len > 0 && len + bytes.len() as u64 > self.limit) {
+            // Rotate: the next write opens a fresh file.
+            *guard = None;
+            if let Err(err) = tokio::fs::rename(&self.path, rotated(&self.path)).await {
+                tracing::warn!(path = %self.path.display(), cause = %err, "cannot rotate the service log");
+            }
+            drop(guard);
+            return Box::pin(self.write_line(line)).await;
+        }
+        if let Some((file, len)) = guard.as_mut() {
+            match file.write_all(&bytes).await {
+                Ok(()) => *len += bytes.len() as u64,
+                Err(err) => {
+                    tracing::warn!(path = %self.path.display(), cause = %err, "cannot write the service log");
+                    *guard = None;
+                }
             }
         }
     }
@@ -117,7 +158,9 @@ pub async fn tail(path: &Path, count: usize) -> std::io::Result<(Vec<LogLine>, u
         .ok()
         .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
         .map_or_else(now, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    let window = u64::try_from(count.saturating_mul(MAX_LOG_LINE_BYTES + 16)).unwrap_or(u64::MAX);
+    let window = u64::try_from(count.saturating_mul(MAX_LOG_LINE_BYTES + 16))
+        .unwrap_or(u64::MAX)
+        .min(MAX_LOG_READ_BYTES);
     let start = len.saturating_sub(window);
     file.seek(std::io::SeekFrom::Start(start)).await?;
     let mut bytes = Vec::new();
@@ -215,5 +258,23 @@ mod tests {
         close.send_replace(true);
         tokio::time::timeout(Duration::from_secs(5), follower).await.unwrap().unwrap();
         drop(rx);
+    }
+
+    #[tokio::test]
+    async fn logs_rotate_by_size_and_keep_one_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let log = LogFile::with_limit(path.clone(), 100);
+        for i in 0..30 {
+            log.write_line(&format!("line {i:02} ........")).await; // 20 bytes with the newline
+        }
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        assert!(size(&path) <= 100, "{}", size(&path));
+        assert!(size(&rotated(&path)) <= 100 && size(&rotated(&path)) > 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "one old generation only");
+        let (lines, _) = tail(&path, 100).await.unwrap();
+        assert_eq!(lines.last().unwrap().message, "line 29 ........", "the newest lines are in the file");
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -15,8 +15,12 @@ use tokio::io::BufReader;
 use tokio::sync::watch;
 
 use crate::logs::{LogFile, pump};
+use crate::sandbox::Cell;
 use crate::source::{self, GitSource, UploadId};
-use crate::{Desired, Inner, Managed, RuntimeError, Status, account_id, binary_dir, hex};
+use crate::{
+    Desired, Inner, Managed, RuntimeError, Status, account_id, binary_dir, delete_service_account, hex,
+    service_account,
+};
 
 /// How long after `Listening on` a service that never logs `Registered` counts as running.
 const REGISTER_GRACE: Duration = Duration::from_secs(1);
@@ -44,7 +48,7 @@ pub(crate) async fn supervise(
             return;
         }
     };
-    let (program, args, dir) = match prepared {
+    let Prepared { program, args, dir, cell } = match prepared {
         Ok(prepared) => prepared,
         Err(err) => {
             tracing::warn!(namespace = %desired.namespace, name = %desired.name, cause = %err, "service failed to build");
@@ -55,13 +59,8 @@ pub(crate) async fn supervise(
     };
     // A fresh account per launch: its secret is never stored by the runtime.
     let id = account_id(&desired.name, &desired.version);
-    let _ = inner.auth.delete_account(&desired.namespace, &id, None).await;
-    let new = micro_auth::NewAccount {
-        id: id.clone(),
-        kind: micro_auth::service::SERVICE.to_string(),
-        scopes: vec!["service".to_string()],
-        ..Default::default()
-    };
+    delete_service_account(&inner.auth, &desired.namespace, &desired.name, &desired.version).await;
+    let new = service_account(&desired.name, &desired.version);
     let secret = match inner.auth.generate(&desired.namespace, new).await {
         Ok((_, secret)) => secret,
         Err(err) => {
@@ -98,6 +97,7 @@ pub(crate) async fn supervise(
             &program,
             &args,
             &dir,
+            &cell,
             &env,
             options.stop_grace,
             options.startup_grace,
@@ -139,18 +139,50 @@ pub(crate) async fn supervise(
     }
 }
 
-/// Fetches the source and builds it: the program, its arguments and the folder to run in.
+/// What a service runs: its program and arguments, the folder to run in, and the sandbox of
+/// its processes.
+struct Prepared {
+    program: PathBuf,
+    args: Vec<String>,
+    dir: PathBuf,
+    cell: Cell,
+}
+
+/// Fetches the source and builds it (in the sandbox): what to run, and where.
 async fn prepare(
     inner: &Inner,
     managed: &Managed,
     log: &LogFile,
     secrets: &BTreeMap<String, String>,
     refetch: bool,
-) -> Result<(PathBuf, Vec<String>, PathBuf), RuntimeError> {
+) -> Result<Prepared, RuntimeError> {
+    let root = fetch(inner, managed, &managed.desired(), secrets, refetch).await?;
     let desired = managed.desired();
-    let root = fetch(inner, managed, &desired, secrets, refetch).await?;
+    // The service's own dir (deleted with the service): `bin/` holds its binary, `data/` is
+    // where it may write (and its working dir when it has no source).
+    let own = binary_dir(&inner.options.home, &desired.namespace, &desired.name, &desired.version);
+    let cell = Cell {
+        sandbox: inner.options.sandbox,
+        namespace: desired.namespace.clone(),
+        home: inner.options.home.clone(),
+        // A git source may run a folder of its checkout: the whole checkout is the service's.
+        source: root.as_ref().map(|root| match &desired.checkout {
+            Some(checkout) if root.starts_with(checkout) => checkout.clone(),
+            _ => root.clone(),
+        }),
+        data: own.join("data"),
+    };
+    let sandbox = cell.admit()?;
+    managed.desired.lock().expect("desired lock").metadata.insert("sandbox".into(), sandbox.into());
     let entry = source::validate_relative("entrypoint", &desired.entrypoint)?;
-    let dir = root.join(&entry);
+    let dir = match &root {
+        Some(root) => root.join(&entry),
+        None => {
+            let dir = cell.data.join(&entry);
+            tokio::fs::create_dir_all(&dir).await.map_err(crate::internal)?;
+            dir
+        }
+    };
     if !dir.is_dir() {
         return Err(RuntimeError::NotFound(format!(
             "entrypoint {} not found in the source",
@@ -160,7 +192,7 @@ async fn prepare(
     if let Some((program, first)) = desired.command.split_first() {
         let mut args = first.to_vec();
         args.extend(desired.args.iter().cloned());
-        return Ok((PathBuf::from(program), args, dir));
+        return Ok(Prepared { program: PathBuf::from(program), args, dir, cell });
     }
     if !dir.join("Cargo.toml").is_file() {
         return Err(RuntimeError::Invalid(format!(
@@ -172,31 +204,34 @@ async fn prepare(
     let _permit =
         inner.builds.acquire().await.map_err(|_| RuntimeError::Internal("the runtime is closing".into()))?;
     log.write_line(&format!("micro: building {} {}", desired.name, desired.version)).await;
-    let built = crate::cargo::build(&dir, &inner.options.target_dir, log, &desired.name).await?;
-    // A private copy: another service's build may replace the binary in the shared target dir.
-    let bin_dir = binary_dir(&inner.options.home, &desired.namespace, &desired.name, &desired.version);
+    // One target dir per namespace: a tenant's build can write only its own.
+    let target_dir = inner.options.target_dir.join(&desired.namespace);
+    let built = crate::cargo::build(&dir, &target_dir, &cell, log, &desired.name).await?;
+    // A private copy: another build of the namespace may replace the binary in its target dir.
+    let bin_dir = own.join("bin");
     tokio::fs::create_dir_all(&bin_dir).await.map_err(crate::internal)?;
     let file_name = built.file_name().map_or_else(|| "service".into(), |n| n.to_os_string());
     let staged = bin_dir.join(".staged");
-    tokio::fs::copy(&built, &staged).await.map_err(crate::internal)?;
+    crate::cargo::copy_executable(&built, &target_dir, &staged).await?;
     let binary = bin_dir.join(file_name);
     tokio::fs::rename(&staged, &binary).await.map_err(crate::internal)?;
     log.write_line("micro: build finished").await;
-    Ok((binary, desired.args.clone(), dir))
+    Ok(Prepared { program: binary, args: desired.args.clone(), dir, cell })
 }
 
-/// The root folder of the service's source, fetching git sources when needed.
+/// The root folder of the service's source (none for a bare command), fetching git sources
+/// when needed.
 async fn fetch(
     inner: &Inner,
     managed: &Managed,
     desired: &Desired,
     secrets: &BTreeMap<String, String>,
     refetch: bool,
-) -> Result<PathBuf, RuntimeError> {
+) -> Result<Option<PathBuf>, RuntimeError> {
     let sources = inner.options.home.join("sources");
     let source = desired.source.as_str();
     if source.is_empty() {
-        return Ok(inner.options.home.clone());
+        return Ok(None);
     }
     let (root, build) = if source.starts_with(source::UPLOAD_SCHEME) {
         let id = UploadId::parse(source)?;
@@ -248,7 +283,7 @@ async fn fetch(
         d.clone()
     };
     persist(inner, &desired).await;
-    Ok(root)
+    Ok(Some(root))
 }
 
 async fn persist(inner: &Inner, desired: &Desired) {
@@ -275,6 +310,7 @@ async fn run_once(
     program: &Path,
     args: &[String],
     dir: &Path,
+    cell: &Cell,
     env: &[(String, String)],
     grace: Duration,
     startup_grace: Duration,
@@ -283,6 +319,9 @@ async fn run_once(
     let mut command = child_command(program, dir);
     command.args(args);
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Err(err) = cell.confine_service(&mut command, program, dir) {
+        return Outcome::Exited(err.to_string());
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => return Outcome::Exited(format!("cannot start {}: {err}", program.display())),

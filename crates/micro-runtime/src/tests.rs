@@ -133,10 +133,15 @@ async fn command_service_runs_logs_and_is_deleted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(lines[0], "Listening on 127.0.0.1:1");
-    assert_eq!(lines[1], "env hello latest micro hello-latest 127.0.0.1:1 127.0.0.1:0 home=unset hi there");
+    assert_eq!(
+        lines[1],
+        "env hello latest micro svc.hello.latest 127.0.0.1:1 127.0.0.1:0 home=unset hi there"
+    );
     let accounts = f.auth.list_accounts("micro").await.unwrap();
-    let account = accounts.iter().find(|a| a.id == "hello-latest").expect("the service has an account");
+    let account = accounts.iter().find(|a| a.id == "svc.hello.latest").expect("the service has an account");
     assert_eq!((account.kind.as_str(), account.scopes.clone()), ("service", vec!["service".to_string()]));
+    assert_eq!(account.metadata.get("runtime.service").map(String::as_str), Some("hello"));
+    assert_eq!(account.metadata.get("runtime.version").map(String::as_str), Some("latest"));
 
     let again = f.runtime.create(&admin(), "", command_spec("hello", dir.path(), script)).await;
     assert_eq!(again, Err(RuntimeError::AlreadyExists("service hello already exists".into())));
@@ -176,7 +181,7 @@ async fn command_service_runs_logs_and_is_deleted() {
     f.runtime.delete(&admin(), "", "hello", "").await.unwrap();
     wait_gone(pid).await;
     assert!(f.runtime.read(&admin(), "", "", "").unwrap().is_empty());
-    assert!(!f.auth.list_accounts("micro").await.unwrap().iter().any(|a| a.id == "hello-latest"));
+    assert!(!f.auth.list_accounts("micro").await.unwrap().iter().any(|a| a.id == "svc.hello.latest"));
     assert_eq!(
         f.runtime.logs(&admin(), "", "hello", 0, false).await.err(),
         Some(RuntimeError::NotFound("Logs not found for service hello".into()))
@@ -384,7 +389,10 @@ async fn cargo_service_is_built_and_run() {
     let lines = log_lines(&f.runtime, "tiny").await;
     assert!(lines.contains(&"Listening on tiny".to_string()), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("Compiling tiny")), "build output goes to the log: {lines:?}");
-    assert!(f.home.path().join("build/release/tiny").exists(), "the shared target dir is used");
+    assert!(
+        f.home.path().join("build/targets/micro/release/tiny").exists(),
+        "the namespace's target dir is used"
+    );
 
     // Update rebuilds from the (edited) source and restarts.
     std::fs::write(
@@ -401,4 +409,170 @@ async fn cargo_service_is_built_and_run() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     f.runtime.shutdown().await;
+}
+
+/// Every service of the micro namespace, once each is running (or in error, for `failing`).
+async fn wait_all(runtime: &Runtime, count: usize, failing: &[&str]) -> Vec<ServiceInfo> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = runtime.read(&admin(), "", "", "").unwrap();
+        let settled = |i: &ServiceInfo| {
+            if failing.contains(&i.name.as_str()) {
+                i.status == Status::Error
+            } else {
+                i.status == Status::Running
+            }
+        };
+        if all.len() == count && all.iter().all(settled) {
+            return all;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for the services: {all:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn service_accounts_never_touch_other_accounts() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let person = |id: &str, name: &str| micro_auth::NewAccount {
+        id: id.into(),
+        name: name.into(),
+        secret: "s3cret-password".into(),
+        ..Default::default()
+    };
+    // People whose id or name the old `<name>-<version>` scheme gave services `john@doe` and
+    // `a-b@c`/`a@b-c`, and one squatting the new id of service `squat`.
+    f.auth.generate("micro", person("john-doe", "")).await.unwrap();
+    f.auth.generate("micro", person("", "a-b-c")).await.unwrap();
+    f.auth.generate("micro", person("svc.squat.latest", "")).await.unwrap();
+    let people = |accounts: &[micro_core::Account]| {
+        let mut names: Vec<String> =
+            accounts.iter().filter(|a| a.kind == "user").map(|a| a.name.clone()).collect();
+        names.sort();
+        names
+    };
+    let everyone = vec!["a-b-c".to_string(), "john-doe".into(), "svc.squat.latest".into()];
+
+    let services =
+        [("john", "doe"), ("a-b", "c"), ("a", "b-c"), ("x", "y/z"), ("x", "y_z"), ("squat", "latest")];
+    for (name, version) in services {
+        let spec = CreateSpec {
+            version: version.into(),
+            ..command_spec(name, dir.path(), "echo Registered; sleep 30")
+        };
+        f.runtime.create(&admin(), "", spec).await.unwrap();
+    }
+    let all = wait_all(&f.runtime, services.len(), &["squat"]).await;
+    let squat = all.iter().find(|i| i.name == "squat").unwrap();
+    assert!(
+        squat.metadata["error"].starts_with("cannot create the service account"),
+        "a squatted id stops the launch rather than taking the account over: {squat:?}"
+    );
+
+    let accounts = f.auth.list_accounts("micro").await.unwrap();
+    assert_eq!(people(&accounts), everyone, "launches delete nobody's account");
+    let mut ids: Vec<&str> = accounts.iter().filter(|a| a.kind == "service").map(|a| a.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["svc.a-b.c", "svc.a.b-c", "svc.john.doe", "svc.x.y_2fz", "svc.x.y_5fz"]);
+    for account in accounts.iter().filter(|a| a.kind == "service") {
+        let (name, version) = (&account.metadata["runtime.service"], &account.metadata["runtime.version"]);
+        assert_eq!(account.id, account_id(name, version));
+    }
+    // The binaries of services whose old folder names met are kept apart too.
+    let home = f.home.path();
+    assert_ne!(binary_dir(home, "micro", "a-b", "c"), binary_dir(home, "micro", "a", "b-c"));
+    assert_ne!(binary_dir(home, "micro", "x", "y/z"), binary_dir(home, "micro", "x", "y_z"));
+
+    // A restart re-creates the service's own account, and a delete removes only that.
+    let first = f.runtime.pid("micro", "john", "doe").unwrap();
+    f.runtime
+        .update(
+            &admin(),
+            "",
+            CreateSpec { name: "john".into(), version: "doe".into(), ..CreateSpec::default() },
+        )
+        .await
+        .unwrap();
+    wait_gone(first).await;
+    wait_all(&f.runtime, services.len(), &["squat"]).await;
+    for (name, version) in services {
+        f.runtime.delete(&admin(), "", name, version).await.unwrap();
+    }
+    let accounts = f.auth.list_accounts("micro").await.unwrap();
+    assert_eq!(people(&accounts), everyone, "deletes remove nobody's account");
+    assert!(accounts.iter().all(|a| a.kind == "user"), "every service account went: {accounts:?}");
+    f.runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn uploads_no_service_uses_are_swept_after_the_grace() {
+    let home = tempfile::tempdir().unwrap();
+    let store: Arc<dyn micro_store::Store> = Arc::new(micro_store::memory::MemoryStore::new());
+    let auth_options =
+        micro_auth::AuthOptions { disable_admin: true, admin_password: None, loopback_only: true };
+    let auth = Arc::new(micro_auth::Auth::open(store.clone(), home.path(), auth_options).await.unwrap());
+    let options = RuntimeOptions { upload_grace: Duration::from_secs(60), ..options(home.path()) };
+    let runtime = Runtime::open(store, auth, options).await.unwrap();
+    runtime.start("127.0.0.1:1");
+    let upload = |name: &'static str, body: &'static str| {
+        let runtime = runtime.clone();
+        async move {
+            let bytes = tarball(&[("run.sh", body)]);
+            let chunks: Vec<Result<Vec<u8>, RuntimeError>> = vec![Ok(bytes)];
+            runtime.upload(&admin(), name, "", tokio_stream::iter(chunks)).await.unwrap()
+        }
+    };
+    let sources = home.path().join("sources");
+    let folder = |id: &str| UploadId::parse(id).unwrap().dir(&sources, "micro");
+    let age = |path: &Path| {
+        let past = std::time::SystemTime::now() - Duration::from_secs(120);
+        std::fs::File::open(path).unwrap().set_modified(past).unwrap();
+    };
+
+    let used = upload("used", "echo Registered; sleep 30\n").await;
+    let unused = upload("unused", "echo never run\n").await;
+    let spec = CreateSpec {
+        name: "used".into(),
+        source: used.clone(),
+        command: vec!["sh".into(), "run.sh".into()],
+        ..CreateSpec::default()
+    };
+    runtime.create(&admin(), "", spec).await.unwrap();
+    wait_for(&runtime, "used", "running", |i| i.status == Status::Running).await;
+    // What an interrupted upload and an interrupted unpack leave behind.
+    std::fs::write(sources.join(".upload-0123456789abcdef"), b"partial").unwrap();
+    std::fs::create_dir_all(sources.join("micro/.unpacking-0123456789abcdef/src")).unwrap();
+
+    assert_eq!(runtime.sweep_uploads().await, 0, "everything is younger than the grace");
+    assert!(folder(&unused).is_dir());
+
+    for path in [folder(&used), folder(&unused), sources.join("micro/.unpacking-0123456789abcdef")] {
+        age(&path);
+    }
+    age(&sources.join(".upload-0123456789abcdef"));
+    assert_eq!(runtime.sweep_uploads().await, 3);
+    assert!(folder(&used).is_dir(), "the running service's upload stays");
+    assert!(!folder(&unused).exists(), "the unused upload went after the grace");
+    assert!(!sources.join(".upload-0123456789abcdef").exists());
+    assert!(!sources.join("micro/.unpacking-0123456789abcdef").exists());
+    let gone = CreateSpec {
+        name: "unused".into(),
+        source: unused.clone(),
+        command: vec!["true".into()],
+        ..CreateSpec::default()
+    };
+    assert!(matches!(runtime.create(&admin(), "", gone).await, Err(RuntimeError::NotFound(_))));
+
+    // Uploading the same source again brings it back, and an upload that finds its folder
+    // already there marks it fresh, so it gets a whole grace period again.
+    assert_eq!(upload("unused", "echo never run\n").await, unused);
+    age(&folder(&unused));
+    assert_eq!(upload("unused", "echo never run\n").await, unused);
+    assert_eq!(runtime.sweep_uploads().await, 0);
+    assert!(folder(&unused).is_dir());
+    let staged: Vec<_> =
+        std::fs::read_dir(sources.join("micro")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(staged.len(), 2, "no unpack is left aside: {staged:?}");
+    runtime.shutdown().await;
 }

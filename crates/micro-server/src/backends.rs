@@ -144,18 +144,29 @@ impl Secrets<'_> {
 
 /// Opens the local runtime over `store`: sources, builds and logs under `home`; persisted
 /// services are loaded here and started by [`crate::Platform::serve`]. `MICRO_BUILD_DIR`
-/// moves the shared cargo target dir (default `home/build`), e.g. to keep it warm across test homes.
+/// moves the per-namespace cargo target dirs (default `home/build/targets/<namespace>`), e.g. to
+/// keep them warm across test homes.
 ///
 /// On a `shared` store the desired state goes to a table of this server's own
 /// (`runtime-<server id>`, the id kept in `home/server/server_id`), so every server restores
 /// only the services it ran.
+///
+/// `sandbox` confines every build and service process (logged here, once).
 pub async fn runtime(
     store: Arc<dyn micro_store::Store>,
     auth: Arc<micro_auth::Auth>,
     home: &Path,
     shared: bool,
+    sandbox: micro_runtime::Sandbox,
 ) -> anyhow::Result<micro_runtime::Runtime> {
     let mut options = micro_runtime::RuntimeOptions::new(home);
+    options.sandbox = sandbox;
+    match sandbox {
+        micro_runtime::Sandbox::Landlock { .. } => {
+            tracing::info!(sandbox = %sandbox.summary(), "runtime sandbox")
+        }
+        _ => tracing::warn!(sandbox = %sandbox.summary(), "runtime sandbox"),
+    }
     if shared {
         let id = server_id(&home.join("server"))?;
         options.table = format!("{}-{id}", micro_runtime::TABLE);
@@ -307,7 +318,8 @@ mod tests {
     use super::*;
 
     /// A postgres URL opens the PostgreSQL store when the feature is compiled in (here failing
-    /// to connect, with the reason), and says how to get it when not.
+    /// to connect, with the reason), and says how to get it when not: scripts/test runs this
+    /// module both ways.
     #[tokio::test]
     async fn postgres_urls_need_the_feature_and_a_reachable_server() {
         let dir = tempfile::tempdir().unwrap();
@@ -326,7 +338,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn embedded_events_broker_registry_and_nats_without_the_feature() {
+    async fn embedded_events_broker_and_registry() {
         let dir = tempfile::tempdir().unwrap();
         let file = EventsConfig { backend: "file".into() };
         let (log, sweeper) = events(&file, dir.path()).await.unwrap();
@@ -336,22 +348,44 @@ mod tests {
         let memory = registry(&RegistryConfig::default(), crate::registry::builtins()).await.unwrap();
         assert!(memory.summary().starts_with("memory"), "{}", memory.summary());
         assert_eq!(memory.list("micro").len(), crate::registry::CORE_SERVICES.len(), "built-ins listed");
+    }
 
-        if cfg!(feature = "nats") {
-            return;
-        }
+    /// Built without `nats` (scripts/test runs `cargo test -p micro-server --lib backends`, which
+    /// leaves the feature off): every `nats://` backend says how to get it.
+    #[cfg(not(feature = "nats"))]
+    #[tokio::test]
+    async fn nats_urls_say_the_feature_is_missing_without_it() {
+        let dir = tempfile::tempdir().unwrap();
         let nats = "nats://127.0.0.1:4222".to_string();
         let err = events(&EventsConfig { backend: nats.clone() }, dir.path()).await.err().unwrap();
         assert_eq!(
             err.to_string(),
             "the nats events backend is not compiled into this build: rebuild with --features nats"
         );
-        let err = broker(&BrokerConfig { backend: nats.clone() }).await.unwrap_err();
-        assert!(err.to_string().contains("rebuild with --features nats"), "{err}");
-        let err = registry(&RegistryConfig { backend: nats }, Vec::new()).await.unwrap_err();
+        let err = broker(&BrokerConfig { backend: nats.clone() }).await.err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "the nats broker backend is not compiled into this build: rebuild with --features nats"
+        );
+        let err = registry(&RegistryConfig { backend: nats }, Vec::new()).await.err().unwrap();
         assert_eq!(
             err.to_string(),
             "the nats registry backend is not compiled into this build: rebuild with --features nats"
         );
+    }
+
+    /// Built with `nats` (the workspace build): a `nats://` URL opens the NATS backend, here
+    /// failing to connect (nothing listens on port 1) with the reason, not "not compiled".
+    #[cfg(feature = "nats")]
+    #[tokio::test]
+    async fn nats_urls_open_the_nats_backends_with_the_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = "nats://127.0.0.1:1".to_string();
+        let err = events(&EventsConfig { backend: nats.clone() }, dir.path()).await.err().unwrap();
+        assert!(format!("{err:#}").starts_with("cannot open the nats events backend: "), "{err:#}");
+        let err = broker(&BrokerConfig { backend: nats.clone() }).await.err().unwrap();
+        assert!(format!("{err:#}").starts_with("cannot open the nats broker backend: "), "{err:#}");
+        let err = registry(&RegistryConfig { backend: nats }, Vec::new()).await.err().unwrap();
+        assert!(format!("{err:#}").starts_with("cannot open the nats registry backend: "), "{err:#}");
     }
 }

@@ -339,10 +339,39 @@ impl Config {
         Ok(interval)
     }
 
-    /// The effective config as TOML, for `micro server --dump-config`.
+    /// The effective config as TOML, for `micro server --dump-config`: passwords in backend URLs
+    /// show as `***` (`postgres://micro:***@db/micro`), so the dump can be pasted anywhere.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("the config tree only holds strings, which always serialise")
+        let mut shown = self.clone();
+        for url in [
+            &mut shown.store.backend,
+            &mut shown.events.backend,
+            &mut shown.broker.backend,
+            &mut shown.registry.backend,
+        ] {
+            *url = redact_url(url);
+        }
+        toml::to_string_pretty(&shown).expect("the config tree only holds strings, which always serialise")
     }
+}
+
+/// `scheme://user:password@host/…` → `scheme://user:***@host/…` (and a NATS token,
+/// `nats://token@host`, → `nats://***@host`), for each comma-separated URL (a NATS cluster);
+/// anything without a secret is returned as it is.
+pub fn redact_url(value: &str) -> String {
+    let redact_one = |url: &str| -> String {
+        let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_string() };
+        match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            // NATS takes a bare token as the user part.
+            None if is_nats_url(url) => format!("{scheme}://***@{host}{tail}"),
+            None => url.to_string(),
+        }
+    };
+    value.split(',').map(redact_one).collect::<Vec<_>>().join(",")
 }
 
 fn parse_bool(field: &'static str, value: &str) -> Result<bool, ConfigError> {
@@ -471,6 +500,22 @@ mod tests {
         let dumped = from_flags.to_toml();
         let reparsed: Config = toml::from_str(&dumped).unwrap();
         assert_eq!(reparsed, from_flags, "--dump-config output is itself a valid micro.toml");
+
+        let secret = Overrides {
+            store: Some("postgres://micro:hunter2@db.example:5432/micro?sslmode=disable".into()),
+            events: Some("nats://u:p%40ss@n1:4222,nats://u:p@n2:4222".into()),
+            ..Default::default()
+        };
+        let dumped = Config::load(home.path(), None, &env(&[]), &secret).unwrap().to_toml();
+        assert!(dumped.contains("postgres://micro:***@db.example:5432/micro?sslmode=disable"), "{dumped}");
+        assert!(dumped.contains("nats://u:***@n1:4222,nats://u:***@n2:4222"), "{dumped}");
+        assert!(!dumped.contains("hunter2") && !dumped.contains("p%40ss"), "{dumped}");
+        assert_eq!(
+            redact_url("nats://token@host:4222"),
+            "nats://***@host:4222",
+            "no password, nothing hidden"
+        );
+        assert_eq!(redact_url("file"), "file");
     }
 
     #[test]

@@ -121,10 +121,23 @@ pub async fn admit(auth: &Auth, headers: &HeaderMap, path: &str) -> Result<Conte
             account.as_ref().map_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string(), |a| a.issuer.clone())
         }
     };
-    let context = Context { namespace, account };
+    let foreign =
+        account.as_ref().is_some_and(|a| a.issuer != micro_core::DEFAULT_NAMESPACE && a.issuer != namespace);
     if ALWAYS_PUBLIC.iter().any(|public| path.starts_with(public)) {
-        return Ok(context);
+        // Logging in to another namespace while holding a token of one's own is fine: the
+        // token plays no part there.
+        let account = if foreign { None } else { account };
+        return Ok(Context { namespace, account });
     }
+    if let Some(account) = account.as_ref().filter(|_| foreign) {
+        // As the HTTP gateway does: an account acts only in the namespace that issued it
+        // (accounts of `micro` in every one), whatever a service would make of it.
+        return Err(Status::permission_denied(format!(
+            "the token was issued by namespace {} and cannot act in {namespace}",
+            account.issuer
+        )));
+    }
+    let context = Context { namespace, account };
 
     let (service, endpoint) = resource_of(path)?;
     let resource =
@@ -222,8 +235,20 @@ mod tests {
         );
         let named = admit(&auth, &headers(&[("authorization", &token), (NAMESPACE_HEADER, "bar")]), READ)
             .await
-            .unwrap();
-        assert_eq!(named.namespace, "bar", "services then refuse bob in bar");
+            .unwrap_err();
+        assert_eq!(
+            (named.code(), named.message()),
+            (Code::PermissionDenied, "the token was issued by namespace foo and cannot act in bar"),
+            "as at the gateway, before any service or the proxy sees it"
+        );
+        let login = admit(
+            &auth,
+            &headers(&[("authorization", &token), (NAMESPACE_HEADER, "bar")]),
+            "/auth.Auth/Token",
+        )
+        .await
+        .unwrap();
+        assert_eq!(login, Context::anonymous("bar"), "logging in elsewhere ignores the token");
 
         // Lock `foo` down: accounts only, and store reads denied to everyone.
         let rule = |id: &str, scope: &str, resource: (&str, &str, &str), access| Rule {

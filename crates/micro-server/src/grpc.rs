@@ -114,7 +114,7 @@ async fn build(core: Core) -> anyhow::Result<Service> {
         .add_service(micro_events::grpc::stream_server(events.clone()))
         .add_service(micro_events::grpc::store_server(events));
     // Whatever no core service claims goes to the proxy; the gate runs in front of both.
-    let proxy = Proxy::new(registry);
+    let proxy = Proxy::new(registry, crate::forward::Forwarder::new(auth.clone()));
     let router = routes.routes().into_axum_router().fallback(move |request: axum::extract::Request| {
         let proxy = proxy.clone();
         async move { proxy.forward(request).await }

@@ -50,9 +50,12 @@ pub async fn serve<L>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    // Each request knows its client's address (the login limits count failures per client);
+    // wrapped, axum's `ConnectInfo<SocketAddr>` covers every listener, TLS ones too.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |_: &mut L::Io| {});
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! - [`gate`]: the auth gate on :8081 — token → account, namespace, rule check, per call.
 //! - [`grpc`]: the :8081 listener — the gate, core services, reflection, health, the proxy.
 //! - [`proxy`]: forwards gRPC calls for registered (non-core) services to their nodes.
+//! - [`forward`]: the identity a call carries into a user service (a token scoped to its
+//!   namespace, never the caller's own).
 //! - [`gateway`]: the HTTP API gateway — path → service endpoint, JSON ↔ protobuf, CORS.
 //! - [`http`]: the :8080 listener: fixed routes and the gateway.
 //! - [`tls`]: the certificate and key (`--tls-cert`/`--tls-key`) and TLS listeners for both.
@@ -13,6 +15,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod forward;
 pub mod gate;
 pub mod gateway;
 pub mod grpc;
@@ -81,6 +84,11 @@ pub struct Args {
     /// [env: MICRO_ALLOWED_HOSTS, comma-separated]
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub allowed_hosts: Vec<String>,
+    /// Run builds and services without the Landlock sandbox, with the server's own access to
+    /// every file (docs/security.md); without it, a kernel with no Landlock runs only services
+    /// of the micro namespace
+    #[arg(long)]
+    pub unsandboxed_runtime: bool,
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub dump_config: bool,
@@ -120,7 +128,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let grpc = bind(&config.proxy_address, "--proxy-address").await?;
     let http = bind(&config.api_address, "--api-address").await?;
     let loopback_only = [&grpc, &http].iter().all(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
-    let platform = Platform::open(&home, &config, loopback_only).await?.with_tls(tls);
+    let sandbox = if args.unsandboxed_runtime {
+        micro_runtime::Sandbox::Disabled
+    } else {
+        micro_runtime::Sandbox::detect()
+    };
+    let platform = Platform::open_with_sandbox(&home, &config, loopback_only, sandbox).await?.with_tls(tls);
     platform.serve(grpc, http, micro_core::shutdown::signal(), config.grace()?).await
 }
 
@@ -174,9 +187,23 @@ impl Platform {
     /// `loopback_only` says whether every listener is on loopback, which decides whether the
     /// default admin may keep the well-known password.
     pub async fn open(home: &Path, config: &Config, loopback_only: bool) -> anyhow::Result<Self> {
+        Self::open_with_sandbox(home, config, loopback_only, micro_runtime::Sandbox::detect()).await
+    }
+
+    /// [`Platform::open`], with the runtime confining the builds and services it starts with
+    /// `sandbox` (`Sandbox::Disabled` for `--unsandboxed-runtime`).
+    pub async fn open_with_sandbox(
+        home: &Path,
+        config: &Config,
+        loopback_only: bool,
+        sandbox: micro_runtime::Sandbox,
+    ) -> anyhow::Result<Self> {
         let server_dir = home.join("server");
-        std::fs::create_dir_all(&server_dir)
-            .with_context(|| format!("cannot create the server state directory {}", server_dir.display()))?;
+        // Owner only (docs/security.md): keys, every tenant's data, logs and sources live here.
+        for dir in [home.to_path_buf(), server_dir.clone()] {
+            micro_core::home::private_dir(&dir)
+                .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        }
         info!(home = %home.display(), "state directory");
 
         let store = backends::store(&config.store, &server_dir).await?;
@@ -203,7 +230,8 @@ impl Platform {
 
         let reaper = micro_registry::spawn_reaper(registry.clone(), REAP_INTERVAL);
 
-        let runtime = backends::runtime(store.clone(), auth.clone(), home, shared).await?;
+        let runtime = backends::runtime(store.clone(), auth.clone(), home, shared, sandbox).await?;
+        restrict_state(home, &server_dir)?;
 
         Ok(Self {
             home: home.to_path_buf(),
@@ -377,6 +405,21 @@ impl Platform {
             }
         }
     }
+}
+
+/// Narrows what earlier versions (or a wide umask) left readable by others, once the backends
+/// have created their files: `server/` and `logs/` wholly owner-only (data, keys, logs), the
+/// runtime's `sources/` and `build/` closed at the top (their programs keep their modes).
+fn restrict_state(home: &Path, server_dir: &Path) -> anyhow::Result<()> {
+    for tree in [server_dir.to_path_buf(), home.join("logs")] {
+        micro_core::home::restrict_tree(&tree)
+            .with_context(|| format!("cannot make {} private to its owner", tree.display()))?;
+    }
+    for dir in ["sources", "build"] {
+        micro_core::home::private_dir(&home.join(dir))
+            .with_context(|| format!("cannot make {} private to its owner", home.join(dir).display()))?;
+    }
+    Ok(())
 }
 
 /// The gateway reaches the core services on this server's own gRPC listener; one bound to

@@ -21,6 +21,9 @@
 //! with `service <prefix> not found`, as a proper gRPC response.
 //!
 //! Auth rules see the resource `service:<prefix>:<Handler.Method>` (the gate runs on the path).
+//!
+//! The caller's `authorization` never reaches the node: it is replaced by a token scoped to the
+//! callee's namespace ([`crate::forward`]), or dropped for an anonymous caller.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -40,6 +43,16 @@ use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
+use crate::forward::Forwarder;
+
+/// Most proxies one call may pass through: a node registered at a proxy's own address (or two
+/// servers pointing at each other) would otherwise forward a call in a circle until memory or
+/// streams run out. Counted in the [`HOPS_HEADER`]; past it the call fails with
+/// `FAILED_PRECONDITION`.
+pub const MAX_PROXY_HOPS: u32 = 8;
+/// The metadata the proxy counts its hops in.
+pub const HOPS_HEADER: &str = "micro-proxy-hops";
+
 /// How long to wait for a node to accept a connection before trying the next one.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Cached channels and round-robin counters kept at most; past this the caches start afresh.
@@ -57,6 +70,7 @@ pub struct Proxy {
 
 struct Inner {
     registry: Arc<dyn Registry>,
+    forwarder: Forwarder,
     /// One lazily connected channel per node address; it reconnects by itself.
     channels: Mutex<HashMap<String, Channel>>,
     /// Next node index per (domain, service).
@@ -72,10 +86,11 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(registry: Arc<dyn Registry>) -> Self {
+    pub fn new(registry: Arc<dyn Registry>, forwarder: Forwarder) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry,
+                forwarder,
                 channels: Mutex::default(),
                 turns: Mutex::default(),
                 by_descriptor: Mutex::default(),
@@ -103,9 +118,9 @@ impl Proxy {
         let path = request.uri().path().to_string();
         let (prefix, handler) = split_path(&path)
             .ok_or_else(|| Status::unimplemented(format!("malformed gRPC method path {path:?}")))?;
-        let domain = request
-            .extensions()
-            .get::<Context>()
+        let context = request.extensions().get::<Context>().cloned();
+        let domain = context
+            .as_ref()
             .map_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string(), |context| context.namespace.clone());
         let not_found = || Status::unimplemented(format!("service {prefix} not found"));
         let service = self.resolve(&domain, prefix, handler).ok_or_else(not_found)?;
@@ -117,6 +132,30 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         for header in CONNECTION_HEADERS {
             parts.headers.remove(*header);
+        }
+        let hops = parts
+            .headers
+            .get(HOPS_HEADER)
+            .and_then(|value| value.to_str().ok()?.parse::<u32>().ok())
+            .unwrap_or(0)
+            .saturating_add(1);
+        if hops > MAX_PROXY_HOPS {
+            return Err(Status::failed_precondition(format!(
+                "the call to {prefix} passed through {MAX_PROXY_HOPS} proxies (MAX_PROXY_HOPS): a node of \
+                 {} forwards back to a proxy",
+                service.name
+            )));
+        }
+        parts.headers.insert(HOPS_HEADER, http::HeaderValue::from(hops));
+        let caller_token = parts.headers.remove(http::header::AUTHORIZATION);
+        let forwarded = caller_token
+            .as_ref()
+            .and_then(|value| value.to_str().ok()?.strip_prefix("Bearer "))
+            .zip(context.as_ref().and_then(|context| context.account.as_ref()))
+            .and_then(|(token, account)| self.inner.forwarder.token(token.trim(), account, &domain))
+            .and_then(|token| http::HeaderValue::from_str(&format!("Bearer {token}")).ok());
+        if let Some(value) = forwarded {
+            parts.headers.insert(http::header::AUTHORIZATION, value);
         }
         // The body moves into the first attempt only when a node takes it; until then it can be
         // handed to the next node.

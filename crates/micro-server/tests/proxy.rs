@@ -114,7 +114,9 @@ fn kv_descriptors() -> Vec<u8> {
 }
 
 struct Platform {
+    address: String,
     registry: Arc<MemoryRegistry>,
+    auth: Arc<micro_auth::Auth>,
     channel: Channel,
     stop: oneshot::Sender<()>,
     served: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -141,13 +143,20 @@ async fn start_platform() -> Platform {
     .unwrap();
     let broker: Arc<dyn micro_broker::Broker> = Arc::new(micro_broker::MemoryBroker::new());
     let events: Arc<dyn micro_events::Events> = Arc::new(micro_events::memory::MemoryEvents::default());
-    let core =
-        micro_server::grpc::Core { store, config, auth, registry: registry.clone(), runtime, broker, events };
+    let core = micro_server::grpc::Core {
+        store,
+        config,
+        auth: auth.clone(),
+        registry: registry.clone(),
+        runtime,
+        broker,
+        events,
+    };
     let served = tokio::spawn(micro_server::grpc::serve(core, listener, async {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
-    Platform { registry, channel, stop, served, _dir: dir }
+    Platform { address: address.to_string(), registry, auth, channel, stop, served, _dir: dir }
 }
 
 async fn unary<Req, Res>(channel: &Channel, path: &'static str, message: Req) -> Result<Res, Status>
@@ -155,10 +164,25 @@ where
     Req: prost::Message + Send + Sync + 'static,
     Res: prost::Message + Default + Send + Sync + 'static,
 {
+    unary_with(channel, path, message, &[("micro-namespace", "micro")]).await
+}
+
+async fn unary_with<Req, Res>(
+    channel: &Channel,
+    path: &'static str,
+    message: Req,
+    metadata: &[(&'static str, &str)],
+) -> Result<Res, Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Res: prost::Message + Default + Send + Sync + 'static,
+{
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.unwrap();
     let mut request = Request::new(message);
-    request.metadata_mut().insert("micro-namespace", "micro".parse().unwrap());
+    for (key, value) in metadata {
+        request.metadata_mut().insert(*key, value.parse().unwrap());
+    }
     request.metadata_mut().insert("x-trace-id", "abc".parse().unwrap());
     let codec = tonic_prost::ProstCodec::<Req, Res>::default();
     grpc.unary(request, PathAndQuery::from_static(path), codec).await.map(tonic::Response::into_inner)
@@ -229,6 +253,42 @@ async fn calls_for_registered_services_reach_their_nodes() {
         .register("micro", service("key-value", &[&upstream], kv_descriptors()), Default::default())
         .unwrap();
     assert_eq!(list_keys(channel, "/kv.Store/List").await.unwrap(), ["k0", "k1", "k2", "k3"]);
+
+    // The caller's token never reaches the node: an admin's call into foo carries a token that
+    // is valid in foo only, and an anonymous call carries none.
+    let admin = Account {
+        id: "admin".into(),
+        issuer: "micro".into(),
+        scopes: vec!["admin".into()],
+        ..Account::default()
+    };
+    let bearer =
+        format!("Bearer {}", platform.auth.mint(&admin, std::time::Duration::from_secs(600)).unwrap());
+    platform.registry.register("foo", service("kv", &[&upstream], Vec::new()), Default::default()).unwrap();
+    let calls = seen.lock().unwrap().len();
+    let read = ReadRequest { key: "k0".into(), options: None };
+    let metadata = [("micro-namespace", "foo"), ("authorization", bearer.as_str())];
+    let _ = unary_with::<ReadRequest, ReadResponse>(channel, "/kv.Store/Read", read.clone(), &metadata).await;
+    let _ = unary::<ReadRequest, ReadResponse>(channel, "/kv.Store/Read", read).await;
+    let seen_now = seen.lock().unwrap()[calls..].to_vec();
+    assert_eq!(seen_now.len(), 2);
+    let forwarded = seen_now[0].get("authorization").expect("a forwarded token").to_str().unwrap();
+    assert_ne!(forwarded, bearer);
+    let account = platform.auth.inspect(forwarded.trim_start_matches("Bearer ")).unwrap();
+    assert_eq!((account.id.as_str(), account.issuer.as_str()), ("admin", "foo"));
+    assert_eq!(seen_now[1].get("authorization"), None, "an anonymous call carries no token");
+
+    // A node registered at the proxy's own address: the call goes round MAX_PROXY_HOPS times,
+    // then fails, and the proxy keeps serving.
+    platform
+        .registry
+        .register("micro", service("loop", &[&platform.address], Vec::new()), Default::default())
+        .unwrap();
+    let looped = unary::<ReadRequest, ReadResponse>(channel, "/loop.Store/Read", ReadRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(looped.code(), Code::FailedPrecondition, "{looped:?}");
+    assert!(looped.message().contains("MAX_PROXY_HOPS"), "{looped:?}");
 
     // No live node: UNAVAILABLE naming what was tried.
     platform.registry.register("micro", service("down", &[&dead], Vec::new()), Default::default()).unwrap();

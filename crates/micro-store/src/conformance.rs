@@ -49,6 +49,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     suffix(store, &db("suffix")).await;
     prefix_and_suffix(store, &db("both")).await;
     read_paging(store, &db("readpage")).await;
+    read_byte_budget(store, &db("readbudget")).await;
     list_paging(store, &db("listpage")).await;
     isolation(store, &db("isolation")).await;
     databases_and_tables(store, &db("catalog")).await;
@@ -182,7 +183,7 @@ fn exact() -> ReadOptions {
 }
 
 fn prefix(limit: u64, offset: u64) -> ReadOptions {
-    ReadOptions { prefix: true, suffix: false, limit, offset }
+    ReadOptions { prefix: true, limit, offset, ..ReadOptions::default() }
 }
 
 fn keys(records: &[Record]) -> Vec<&str> {
@@ -386,6 +387,33 @@ pub async fn read_paging(store: &dyn Store, db: &str) {
     assert_eq!(store.read(db, TABLE, "a", prefix(0, 10)).await.expect("past the end"), vec![]);
     assert_eq!(store.read(db, TABLE, "a", prefix(0, u64::MAX)).await.expect("huge offset"), vec![]);
     assert_eq!(store.read(db, TABLE, "a", prefix(u64::MAX, 0)).await.expect("huge limit").len(), 10);
+}
+
+/// A read with a byte budget stops after the record that spends it, so a page always makes
+/// progress, and paging on with `offset` reads the rest; `limit` still applies.
+pub async fn read_byte_budget(store: &dyn Store, db: &str) {
+    // 40 records of 100 bytes: more than one internal page of any backend.
+    for i in 0..40 {
+        let record = Record::new(format!("r{i:02}"), vec![b'x'; 100]);
+        store.write(db, TABLE, record).await.expect("write");
+    }
+    let budget = |max_bytes, limit, offset| ReadOptions {
+        prefix: true,
+        limit,
+        offset,
+        max_bytes,
+        ..ReadOptions::default()
+    };
+    let first = store.read(db, TABLE, "r", budget(2050, 0, 0)).await.expect("budgeted read");
+    assert_eq!(first.len(), 21, "20 records are 2000 bytes; the 21st crosses the budget");
+    assert_eq!(keys(&first)[..2], ["r00", "r01"]);
+    let rest = store.read(db, TABLE, "r", budget(1_000_000, 0, 21)).await.expect("the next page");
+    assert_eq!(rest.len(), 19);
+    assert_eq!(rest[0].key, "r21");
+    let tiny = store.read(db, TABLE, "r", budget(1, 0, 5)).await.expect("a one-byte budget");
+    assert_eq!(keys(&tiny), ["r05"], "a page holds at least one record");
+    let limited = store.read(db, TABLE, "r", budget(1_000_000, 3, 0)).await.expect("limit and budget");
+    assert_eq!(keys(&limited), ["r00", "r01", "r02"]);
 }
 
 /// Offset then limit on lists (reference §5: 10 keys → 10, limit 5 → 5, offset 6 → 4,

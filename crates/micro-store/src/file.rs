@@ -484,11 +484,13 @@ impl Store for FileStore {
                 return Ok(vec![stored.into_record(&key, now)]);
             }
 
-            let mut pager = Pager::new(options.offset, options.limit);
+            let mut pager = Pager::for_read(&options);
             let mut found = Vec::new();
             scan(db, &database, &table, Filter::read(&key, &options), |key, bytes| {
                 if pager.admit() {
-                    found.push(decode_record(bytes, key)?.into_record(key, now));
+                    let record = decode_record(bytes, key)?.into_record(key, now);
+                    pager.charge(record.value.len());
+                    found.push(record);
                 }
                 Ok(!pager.is_full())
             })?;

@@ -132,6 +132,11 @@ fn record_to_wire(record: Record) -> WireRecord {
     }
 }
 
+/// A client's `limit` (0 = as many as there are) within the server's `cap`.
+fn capped(limit: u64, cap: u64) -> u64 {
+    if limit == 0 { cap } else { limit.min(cap) }
+}
+
 fn saturating_i64(value: u128) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -144,8 +149,9 @@ impl store_server::Store for StoreService {
         let read = ReadOptions {
             prefix: options.prefix,
             suffix: options.suffix,
-            limit: options.limit,
+            limit: capped(options.limit, crate::MAX_READ_RECORDS),
             offset: options.offset,
+            max_bytes: crate::MAX_READ_BYTES,
         };
         let records = self.store.read(&database, &table, &request.get_ref().key, read).await?;
         Ok(Response::new(ReadResponse { records: records.into_iter().map(record_to_wire).collect() }))
@@ -176,7 +182,7 @@ impl store_server::Store for StoreService {
             let options = ListOptions {
                 prefix: wire.prefix,
                 suffix: wire.suffix,
-                limit: wire.limit,
+                limit: capped(wire.limit, crate::MAX_LIST_KEYS),
                 offset: wire.offset,
             };
             (database, table, options)
@@ -409,5 +415,34 @@ mod tests {
             Status::from(StoreError::Invalid("key must not be empty".into())).message(),
             "key must not be empty"
         );
+    }
+
+    #[tokio::test]
+    async fn reads_and_lists_are_capped_whatever_the_limit() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let service = StoreService::new(store.clone());
+        let count = crate::MAX_LIST_KEYS + 5;
+        for i in 0..count {
+            store.write("team", DEFAULT_TABLE, crate::Record::new(format!("k{i:05}"), "v")).await.unwrap();
+        }
+        let read = |limit, offset| ReadRequest {
+            key: "k".into(),
+            options: Some(WireReadOptions { prefix: true, limit, offset, ..Default::default() }),
+        };
+        let all = service.read(in_namespace(read(0, 0), "team")).await.unwrap().into_inner();
+        assert_eq!(all.records.len() as u64, crate::MAX_READ_RECORDS, "limit 0 is the cap, not the table");
+        let huge = service.read(in_namespace(read(u64::MAX, 0), "team")).await.unwrap().into_inner();
+        assert_eq!(huge.records.len() as u64, crate::MAX_READ_RECORDS);
+        let last = service.read(in_namespace(read(0, count - 3), "team")).await.unwrap().into_inner();
+        assert_eq!(last.records.len(), 3, "the rest is reached by paging");
+
+        let list = |limit, offset| ListRequest {
+            options: Some(WireListOptions { limit, offset, ..Default::default() }),
+        };
+        let mut stream = service.list(in_namespace(list(0, 0), "team")).await.unwrap().into_inner();
+        assert_eq!(stream.next().await.unwrap().unwrap().keys.len() as u64, crate::MAX_LIST_KEYS);
+        let mut rest =
+            service.list(in_namespace(list(0, crate::MAX_LIST_KEYS), "team")).await.unwrap().into_inner();
+        assert_eq!(rest.next().await.unwrap().unwrap().keys.len(), 5);
     }
 }

@@ -96,6 +96,15 @@ impl Field {
     }
 }
 
+/// Most records one `Store.Read` over gRPC returns, whatever its `limit` (0 included): page
+/// through more with `offset` (docs/security.md).
+pub const MAX_READ_RECORDS: u64 = 1000;
+/// Most value bytes one `Store.Read` over gRPC gathers: the record that crosses it is the last
+/// one returned (so every page makes progress); page on with `offset`.
+pub const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
+/// Most keys one `Store.List` over gRPC returns, whatever its `limit`: page with `offset`.
+pub const MAX_LIST_KEYS: u64 = 10_000;
+
 /// How [`Store::read`] interprets its key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -107,6 +116,9 @@ pub struct ReadOptions {
     pub limit: u64,
     /// Skip this many matching records first.
     pub offset: u64,
+    /// Stop once the records taken hold more value bytes than this (0 = no budget); the record
+    /// that crosses it is still returned.
+    pub max_bytes: u64,
 }
 
 /// Which keys [`Store::list`] returns.

@@ -116,11 +116,13 @@ impl Store for MemoryStore {
         }
 
         let now = time::now_ms();
-        let mut pager = Pager::new(options.offset, options.limit);
+        let mut pager = Pager::for_read(&options);
         let mut found = Vec::new();
         self.scan(database, table, Filter::read(key, &options), |key, stored| {
             if pager.admit() {
-                found.push(stored.to_record(key, now));
+                let record = stored.to_record(key, now);
+                pager.charge(record.value.len());
+                found.push(record);
             }
             !pager.is_full()
         });

@@ -47,12 +47,31 @@ impl<'a> Filter<'a> {
 pub(crate) struct Pager {
     to_skip: u64,
     left: u64,
+    bytes_left: u64,
 }
 
 impl Pager {
     /// A pager skipping `offset` items, then taking `limit` (0 = unlimited).
     pub fn new(offset: u64, limit: u64) -> Self {
-        Self { to_skip: offset, left: if limit == 0 { u64::MAX } else { limit } }
+        Self { to_skip: offset, left: if limit == 0 { u64::MAX } else { limit }, bytes_left: u64::MAX }
+    }
+
+    /// A pager for a read: `limit` items and at most about `max_bytes` of values (0 = no budget;
+    /// see [`crate::ReadOptions::max_bytes`]).
+    pub fn for_read(options: &crate::ReadOptions) -> Self {
+        let mut pager = Self::new(options.offset, options.limit);
+        if options.max_bytes > 0 {
+            pager.bytes_left = options.max_bytes;
+        }
+        pager
+    }
+
+    /// Counts `bytes` of an admitted item against the budget; past it the page is full.
+    pub fn charge(&mut self, bytes: usize) {
+        self.bytes_left = self.bytes_left.saturating_sub(bytes as u64);
+        if self.bytes_left == 0 {
+            self.left = 0;
+        }
     }
 
     /// Offers the next matching live item; true when it belongs to the page.

@@ -197,13 +197,14 @@ impl Guard {
             }
         };
         // Accounts of this namespace (or the super namespace) are judged as themselves; others
-        // are passed to the handler but judged as anonymous (reference §6.5).
+        // are anonymous here, for the rules and for the handler alike (docs/security.md): a
+        // handler never sees an account another namespace made up.
         let namespace = &self.platform.namespace;
         let judged =
             account.as_ref().filter(|a| &a.issuer == namespace || a.issuer == micro_core::DEFAULT_NAMESPACE);
         let rules = self.rules().await?;
         match verify(&rules, judged, ["service", &self.service, &endpoint]) {
-            Verdict::Allowed => Ok(account),
+            Verdict::Allowed => Ok(judged.cloned()),
             Verdict::Unauthorized => {
                 Err(Status::unauthenticated(format!("Unauthorized call made to {}:{endpoint}", self.service)))
             }

@@ -90,18 +90,11 @@ pub(crate) fn load(home: &Path, env: Option<&str>, namespace: Option<&str>) -> C
 /// Saves a refreshed login back, so the CLI keeps working after the refresh token rotated.
 /// Other entries are kept as they are; the file is replaced atomically, readable by its owner only.
 pub(crate) fn save(home: &Path, env: &str, namespace: &str, saved: &Saved) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = tokens_path(home);
     let mut entries: serde_json::Map<String, serde_json::Value> = read_json(&path).unwrap_or_default();
     entries.insert(format!("{env}/{namespace}"), serde_json::to_value(saved).map_err(std::io::Error::other)?);
-    let temp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&temp);
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
     let json = serde_json::to_vec_pretty(&entries).map_err(std::io::Error::other)?;
-    file.write_all(&json)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, &path)
+    micro_core::home::write_private(&path, &json)
 }
 
 fn tokens_path(home: &Path) -> PathBuf {

@@ -232,31 +232,34 @@ fn scalar(messages: &HashMap<String, &DescriptorProto>, field: &FieldDescriptorP
 mod tests {
     use super::*;
 
-    const PROTO: &str = r#"
-        syntax = "proto3";
-        package helloworld;
-        service Helloworld {
-            rpc Call(Request) returns (Response) {}
-            rpc Stream(StreamingRequest) returns (stream StreamingResponse) {}
-            rpc PingPong(stream Ping) returns (stream Pong) {}
-        }
-        message Request { string name = 1; repeated string tags = 2; map<string, int64> counts = 3; Inner inner = 4; }
-        message Inner { Deeper deeper = 1; Kind kind = 2; }
-        message Deeper { Deepest deepest = 1; }
-        message Deepest { string x = 1; }
-        enum Kind { A = 0; }
-        message Response { string msg = 1; }
-        message StreamingRequest { int64 count = 1; }
-        message StreamingResponse { int64 count = 1; }
-        message Ping { int64 stroke = 1; }
-        message Pong { int64 stroke = 1; }
-    "#;
-
     fn set() -> FileDescriptorSet {
         FileDescriptorSet { file: vec![descriptor()] }
     }
 
-    /// The descriptor protox makes of [`PROTO`], built by hand to keep protox out of the tests.
+    /// The descriptor protox makes of this proto, built by hand to keep protox out of the tests:
+    ///
+    /// ```text
+    /// syntax = "proto3";
+    /// package helloworld;
+    /// service Helloworld {
+    ///     rpc Call(Request) returns (Response) {}
+    ///     rpc Stream(StreamingRequest) returns (stream StreamingResponse) {}
+    ///     rpc PingPong(stream Ping) returns (stream Pong) {}
+    /// }
+    /// message Request { string name = 1; repeated string tags = 2; map<string, int64> counts = 3; Inner inner = 4; }
+    /// message Inner { Deeper deeper = 1; Kind kind = 2; }
+    /// message Deeper { Deepest deepest = 1; }
+    /// message Deepest { string x = 1; }
+    /// enum Kind { A = 0; }
+    /// message Response { string msg = 1; }
+    /// message StreamingRequest { int64 count = 1; }
+    /// message StreamingResponse { int64 count = 1; }
+    /// message Ping { int64 stroke = 1; }
+    /// message Pong { int64 stroke = 1; }
+    /// ```
+    ///
+    /// What protox really emits is checked in `endpoints_of_a_compiled_descriptor_set` (the
+    /// core protos, compiled by micro-proto's build) and `maps_are_built_as_protox_builds_them`.
     fn descriptor() -> prost_types::FileDescriptorProto {
         use prost_types::{
             DescriptorProto as M, EnumDescriptorProto, FieldDescriptorProto as F, FileDescriptorProto,
@@ -333,7 +336,6 @@ mod tests {
 
     #[test]
     fn one_endpoint_per_rpc_with_schemas_and_stream_metadata() {
-        assert!(PROTO.contains("service Helloworld"), "the descriptor above mirrors this proto");
         let endpoints = endpoints(&set(), "helloworld.Helloworld");
         let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["Helloworld.Call", "Helloworld.Stream", "Helloworld.PingPong"]);
@@ -359,6 +361,72 @@ mod tests {
         assert_eq!(endpoints[0].response.as_ref().unwrap().values[0].name, "msg");
 
         assert!(super::endpoints(&set(), "helloworld.Other").is_empty());
+    }
+
+    /// The core protos as micro-proto's build compiled them (protox): what a real service's
+    /// descriptors look like, not a hand-built copy.
+    fn compiled() -> FileDescriptorSet {
+        FileDescriptorSet::decode(micro_proto::FILE_DESCRIPTOR_SET).expect("micro-proto embeds a valid set")
+    }
+
+    #[test]
+    fn endpoints_of_a_compiled_descriptor_set() {
+        let set = compiled();
+        let blobs = endpoints(&set, "store.BlobStore");
+        let names: Vec<&str> = blobs.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["BlobStore.Read", "BlobStore.Write", "BlobStore.Delete"]);
+        let streams: Vec<Option<&str>> =
+            blobs.iter().map(|e| e.metadata.get("stream").map(String::as_str)).collect();
+        assert_eq!(streams, [Some("true"), Some("true"), None], "server, client and no streaming");
+
+        let store = endpoints(&set, "store.Store");
+        let read = store.iter().find(|e| e.name == "Store.Read").expect("Store.Read is an endpoint");
+        let response = read.response.as_ref().unwrap();
+        assert_eq!((response.name.as_str(), response.r#type.as_str()), ("ReadResponse", "ReadResponse"));
+        let records = &response.values[0];
+        assert_eq!((records.name.as_str(), records.r#type.as_str()), ("records", "[]Record"));
+        let fields: Vec<(&str, &str)> =
+            records.values.iter().map(|v| (v.name.as_str(), v.r#type.as_str())).collect();
+        assert_eq!(
+            fields,
+            [
+                ("key", "string"),
+                ("value", "bytes"),
+                ("expiry", "int64"),
+                ("metadata", "map[string]Field"),
+                ("expiry_ms", "int64")
+            ]
+        );
+        let list = store.iter().find(|e| e.name == "Store.List").unwrap();
+        assert_eq!(list.metadata.get("stream").map(String::as_str), Some("true"));
+
+        let broker = endpoints(&set, "broker.Broker");
+        let subscribe = broker.iter().find(|e| e.name == "Broker.Subscribe").unwrap();
+        let message = subscribe.response.as_ref().unwrap();
+        assert_eq!(message.values[0].r#type, "map[string]string", "{message:?}");
+    }
+
+    /// The hand-built map field of [`descriptor`] has the shape protox gives a map: a repeated
+    /// message field naming a nested `<Field>Entry` that is marked `map_entry`, with `key` and
+    /// `value` fields.
+    #[test]
+    fn maps_are_built_as_protox_builds_them() {
+        let shape = |file: &prost_types::FileDescriptorProto, message: &str, field: &str| {
+            let message = file.message_type.iter().find(|m| m.name() == message).unwrap();
+            let field = message.field.iter().find(|f| f.name() == field).unwrap();
+            let entry =
+                message.nested_type.iter().find(|n| field.type_name().ends_with(&format!(".{}", n.name())));
+            let entry = entry.expect("the entry type is nested in the message");
+            (
+                field.label(),
+                field.r#type(),
+                entry.options.as_ref().and_then(|o| o.map_entry),
+                entry.field.iter().map(|f| (f.name().to_string(), f.number())).collect::<Vec<_>>(),
+            )
+        };
+        let compiled = compiled();
+        let broker = compiled.file.iter().find(|f| f.package() == "broker").unwrap();
+        assert_eq!(shape(broker, "Message", "header"), shape(&descriptor(), "Request", "counts"));
     }
 
     #[test]

@@ -7,6 +7,13 @@
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions};
 use serde_json::{Map, Value};
 
+/// Most segments in one query key (`a.b.c` has 3): deeper keys get a 400 that names this limit,
+/// before anything recurses (docs/security.md).
+pub const MAX_KEY_SEGMENTS: usize = 32;
+/// Deepest nesting of a JSON body or JSON query value (objects and arrays): deeper ones get a
+/// 400 that names this limit.
+pub const MAX_JSON_DEPTH: usize = 64;
+
 /// Turns a query string (`a=1&b.c=x&d[]=1&d[]=2`) into a JSON object shaped like `desc`:
 ///
 /// - keys name fields by proto name or lowerCamel JSON name; `a.b.c` and `a[b][c]` reach into
@@ -20,6 +27,12 @@ pub fn query_fields(desc: &MessageDescriptor, query: &str) -> Result<Map<String,
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent_decode(key)?;
+        let segments = key.bytes().filter(|b| *b == b'.' || *b == b'[').count() + 1;
+        if segments > MAX_KEY_SEGMENTS {
+            return Err(format!(
+                "query parameter key has {segments} segments: at most {MAX_KEY_SEGMENTS} (MAX_KEY_SEGMENTS)"
+            ));
+        }
         let value = percent_decode(value)?;
         let path = key_path(&key);
         if path.iter().any(|part| part.is_empty()) {
@@ -141,7 +154,13 @@ fn scalar(kind: &Kind, raw: &str, key: &str) -> Result<Value, String> {
         },
         // Whole messages (timestamps, structs, wrappers …) take their JSON form; a value that is
         // not JSON is taken as a string, which is what timestamps and durations are.
-        Kind::Message(_) => serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string())),
+        Kind::Message(_) => match serde_json::from_str::<Value>(raw) {
+            Ok(value) => {
+                check_depth(&value)?;
+                value
+            }
+            Err(_) => Value::String(raw.to_string()),
+        },
     };
     Ok(value)
 }
@@ -197,12 +216,32 @@ pub fn merge(desc: &MessageDescriptor, base: &mut Map<String, Value>, patch: Map
     }
 }
 
-/// Parses a JSON request body; it must be an object.
+/// Parses a JSON request body; it must be an object nested at most [`MAX_JSON_DEPTH`] deep.
 pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(body).map_err(|err| format!("invalid JSON body: {err}"))? {
+    // serde_json itself stops at 128 levels ("recursion limit exceeded"); ours is lower.
+    let value = serde_json::from_slice::<Value>(body).map_err(|err| format!("invalid JSON body: {err}"))?;
+    check_depth(&value)?;
+    match value {
         Value::Object(fields) => Ok(fields),
         other => Err(format!("the body must be a JSON object, got {}", kind_of(&other))),
     }
+}
+
+/// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`], without recursing.
+fn check_depth(value: &Value) -> Result<(), String> {
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        if depth > MAX_JSON_DEPTH {
+            return Err(format!("the JSON is nested deeper than {MAX_JSON_DEPTH} levels (MAX_JSON_DEPTH)"));
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    Ok(())
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -229,7 +268,9 @@ pub fn to_message(desc: &MessageDescriptor, fields: Map<String, Value>) -> Resul
 }
 
 /// A response as protobuf-JSON: proto field names, defaults left out, 64-bit integers as strings.
-pub fn to_json(message: &DynamicMessage) -> Vec<u8> {
+/// Fails for messages protobuf-JSON cannot show: an `Any` of an unknown type, a timestamp or
+/// duration out of range.
+pub fn to_json(message: &DynamicMessage) -> Result<Vec<u8>, String> {
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
         .stringify_64_bit_integers(true)
@@ -237,8 +278,8 @@ pub fn to_json(message: &DynamicMessage) -> Vec<u8> {
     let mut bytes = Vec::new();
     message
         .serialize_with_options(&mut serde_json::Serializer::new(&mut bytes), &options)
-        .expect("a decoded message serialises to JSON: writing to a Vec cannot fail");
-    bytes
+        .map_err(|err| format!("the answer cannot be shown as JSON: {err}"))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -343,7 +384,26 @@ mod tests {
         let event = message("events.Event");
         let fields = json!({"id": "1", "timestamp_ms": 1700000000000i64, "sequence": 0, "payload": "aGk="});
         let message = to_message(&event, fields.as_object().unwrap().clone()).unwrap();
-        let json: Value = serde_json::from_slice(&to_json(&message)).unwrap();
+        let json: Value = serde_json::from_slice(&to_json(&message).unwrap()).unwrap();
         assert_eq!(json, json!({"id": "1", "payload": "aGk=", "timestamp_ms": "1700000000000"}));
+    }
+
+    #[test]
+    fn deep_keys_and_deep_json_are_refused_naming_the_limit() {
+        let read = message("store.ReadRequest");
+        let deep = "a.".repeat(100_000) + "b=1";
+        let err = query_fields(&read, &deep).unwrap_err();
+        assert!(err.contains("MAX_KEY_SEGMENTS") && err.contains("100001"), "{err}");
+        let at_limit = format!("{}=1", vec!["options"; MAX_KEY_SEGMENTS].join("."));
+        let err = query_fields(&read, &at_limit).unwrap_err();
+        assert!(!err.contains("MAX_KEY_SEGMENTS"), "32 segments pass the cap: {err}");
+
+        let nested =
+            |depth: usize| format!("{{\"key\":{}1{}}}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+        assert!(json_object(nested(MAX_JSON_DEPTH).as_bytes()).is_ok());
+        let err = json_object(nested(MAX_JSON_DEPTH + 1).as_bytes()).unwrap_err();
+        assert!(err.contains("MAX_JSON_DEPTH"), "{err}");
+        let err = json_object(nested(100_000).as_bytes()).unwrap_err();
+        assert!(err.contains("invalid JSON body"), "serde_json's own limit stops it first: {err}");
     }
 }

@@ -96,7 +96,7 @@ impl HostCheck {
                 return true;
             }
         }
-        self.allowed.iter().any(|allowed| *allowed == name)
+        self.allowed.contains(&name)
     }
 }
 

@@ -51,7 +51,26 @@ const SKIPPED_HEADERS: &[&str] = &[
     // service's or a broker subscriber's.
     "cookie",
     NAMESPACE_HEADER,
+    // Who the client is, for the login limits: only the gateway says so (see `forward_client`).
+    micro_auth::peer::CLIENT_IP_HEADER,
+    micro_auth::peer::CLIENT_KEY_HEADER,
 ];
+
+/// Names the HTTP client (its address, which `http::serve` records per connection) in a call to
+/// this server's core services, so that `Auth.Token` limits failed logins per client rather than
+/// per gateway (micro-auth's `peer` module). Calls to registered services get nothing: the proof
+/// is a key of this process, not for them to see.
+pub fn forward_client(
+    auth: &micro_auth::Auth,
+    metadata: &mut MetadataMap,
+    extensions: &axum::http::Extensions,
+    target: &Target,
+) {
+    if target.core {
+        let client = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        auth.forward_peer(metadata, client);
+    }
+}
 
 /// A method of a service, resolved to a node to send it to.
 #[derive(Debug, Clone)]
@@ -61,6 +80,9 @@ pub struct Target {
     pub method: MethodDescriptor,
     pub path: PathAndQuery,
     pub channel: Channel,
+    /// Whether the node is this server's own core services (which take the caller's token),
+    /// rather than a user service (which gets a forwarded one, [`crate::forward`]).
+    pub core: bool,
 }
 
 /// Registry lookups, node choice and connections, shared by every request.
@@ -92,7 +114,7 @@ impl Connector {
             return Err(ApiError::not_found(format!("service {} not found", route.service)));
         }
         let mut described = false;
-        let mut candidates: Vec<(MethodDescriptor, String)> = Vec::new();
+        let mut candidates: Vec<(MethodDescriptor, String, bool)> = Vec::new();
         for version in &versions {
             if version.descriptors.is_empty() {
                 continue;
@@ -105,8 +127,9 @@ impl Connector {
                 )
             })?;
             if let Some(method) = find_method(&pool, route) {
+                let core = is_core(version);
                 for address in self.addresses(version) {
-                    candidates.push((method.clone(), address));
+                    candidates.push((method.clone(), address, core));
                 }
             }
         }
@@ -132,7 +155,7 @@ impl Connector {
             *counter = counter.wrapping_add(1);
             *counter % candidates.len()
         };
-        let (method, address) = candidates.swap_remove(index);
+        let (method, address, core) = candidates.swap_remove(index);
         let path = PathAndQuery::from_str(&grpc_path(&method)).map_err(|_| {
             ApiError::bad_request(format!("endpoint {} has no valid gRPC path", route.endpoint()))
         })?;
@@ -141,12 +164,12 @@ impl Connector {
             status: StatusCode::SERVICE_UNAVAILABLE,
             detail: err,
         })?;
-        Ok(Target { service: route.service.clone(), method, path, channel })
+        Ok(Target { service: route.service.clone(), method, path, channel, core })
     }
 
     /// Node addresses of one registered version; core services are served on :8081.
     fn addresses(&self, service: &Service) -> Vec<String> {
-        if service.nodes.is_empty() && service.metadata.get("core").is_some_and(|core| core == "true") {
+        if is_core(service) {
             return self.core_address.map(|address| vec![address.to_string()]).unwrap_or_default();
         }
         service
@@ -197,8 +220,14 @@ impl Connector {
     }
 }
 
+/// A core service: listed without nodes, served by this server itself.
+fn is_core(service: &Service) -> bool {
+    service.nodes.is_empty() && service.metadata.get("core").is_some_and(|core| core == "true")
+}
+
 /// The request's HTTP headers as gRPC metadata, plus what the gateway resolved: the caller's
-/// token (also when it came in a cookie), the namespace, the original host and method.
+/// token (also when it came in a cookie; the gateway swaps it for a forwarded one before a
+/// user service sees it), the namespace, the original host and method.
 pub fn metadata(headers: &HeaderMap, method: &Method, caller: &Caller) -> MetadataMap {
     let mut forwarded = HeaderMap::new();
     for (name, value) in headers {
@@ -250,6 +279,8 @@ mod tests {
             ("micro-namespace", "spoofed"),
             ("host", "api.local:8080"),
             ("x-data-bin", "AAA="),
+            ("micro-client-ip", "192.0.2.1"),
+            ("micro-client-key", "guess"),
         ] {
             headers.append(name, value.parse().unwrap());
         }
@@ -261,7 +292,17 @@ mod tests {
         assert_eq!(metadata["micro-namespace"], "foo");
         assert_eq!(metadata["x-forwarded-host"], "api.local:8080");
         assert_eq!(metadata["method"], "POST");
-        for skipped in ["connection", "te", "content-type", "grpc-timeout", "host", "x-data-bin", "x-odd"] {
+        for skipped in [
+            "connection",
+            "te",
+            "content-type",
+            "grpc-timeout",
+            "host",
+            "x-data-bin",
+            "x-odd",
+            "micro-client-ip",
+            "micro-client-key",
+        ] {
             assert!(!metadata.contains_key(skipped), "{skipped}");
         }
     }

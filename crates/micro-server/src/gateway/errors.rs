@@ -1,10 +1,16 @@
 //! The gateway's one error type and its one mapping to HTTP: the original's JSON error
 //! `{"Id","Code","Detail","Status"}` with the HTTP status equal to `Code` (reference §4.4).
+//! A `RESOURCE_EXHAUSTED` status (a refused login: micro-auth's login limits or its full hashing
+//! queue) is a 429 with `Retry-After`: the seconds its detail ends with (`...; retry in N s`),
+//! else [`DEFAULT_RETRY_AFTER_SECS`].
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tonic::{Code, Status};
+
+/// The `Retry-After` of a 429 whose detail names no wait.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
 
 /// The `Id` of errors the gateway itself raises.
 pub const GATEWAY_ID: &str = "go.micro.api";
@@ -85,8 +91,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.body()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            let secs = retry_after_secs(&self.detail).unwrap_or(DEFAULT_RETRY_AFTER_SECS);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
+}
+
+/// The `N` of a detail ending `retry in N s`, as micro-auth's refusals do.
+fn retry_after_secs(detail: &str) -> Option<u64> {
+    let (_, wait) = detail.rsplit_once("retry in ")?;
+    wait.strip_suffix(" s")?.parse().ok()
 }
 
 #[derive(serde::Serialize)]
@@ -135,6 +151,7 @@ mod tests {
             (Code::AlreadyExists, 409),
             (Code::Unimplemented, 501),
             (Code::Unavailable, 503),
+            (Code::ResourceExhausted, 429),
             (Code::Internal, 500),
             (Code::Unknown, 500),
             (Code::DataLoss, 500),
@@ -157,6 +174,22 @@ mod tests {
         );
         let not_micro = ApiError::from_status("x", &Status::internal("{not json"));
         assert_eq!((not_micro.status.as_u16(), not_micro.detail.as_str()), (500, "{not json"));
+    }
+
+    #[test]
+    fn refusals_are_429_with_retry_after() {
+        let throttled = Status::resource_exhausted(
+            "too many failed logins for this account: MAX_FAILED_LOGINS_PER_ACCOUNT = 5 within 300 s; retry in 30 s",
+        );
+        let response = ApiError::from_status("auth", &throttled).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+        let other = ApiError::from_status("x", &Status::resource_exhausted("quota")).into_response();
+        assert_eq!(other.headers()[header::RETRY_AFTER], "1", "a default when the detail names none");
+        let not_limited = ApiError::not_found("retry in 5 s").into_response();
+        assert!(not_limited.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(retry_after_secs("busy; retry in 1 s"), Some(1));
+        assert_eq!(retry_after_secs("retry in soon s"), None);
     }
 
     #[tokio::test]

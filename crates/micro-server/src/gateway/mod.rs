@@ -43,6 +43,7 @@ pub use errors::ApiError;
 
 use self::call::{Connector, Target};
 use self::resolve::Route;
+use crate::forward::Forwarder;
 
 /// Largest request body accepted by default; bigger ones get a 413.
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -95,6 +96,7 @@ pub struct Gateway {
 
 struct Inner {
     auth: Arc<Auth>,
+    forwarder: Forwarder,
     connector: Connector,
     options: Options,
 }
@@ -102,7 +104,8 @@ struct Inner {
 impl Gateway {
     pub fn new(registry: Arc<dyn Registry>, auth: Arc<Auth>, options: Options) -> Self {
         let connector = Connector::new(registry, options.core_address);
-        Self { inner: Arc::new(Inner { auth, connector, options }) }
+        let forwarder = Forwarder::new(auth.clone());
+        Self { inner: Arc::new(Inner { auth, forwarder, connector, options }) }
     }
 
     /// How the gateway was set up.
@@ -160,14 +163,27 @@ impl Gateway {
             let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
                 .await
                 .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-            Mode::WebSocket(upgrade)
+            // A websocket message is a request body: the same limit applies.
+            Mode::WebSocket(upgrade.max_message_size(options.body_limit).max_frame_size(options.body_limit))
         } else {
             Mode::Http
         };
 
         let query = parts.uri.query().unwrap_or("");
         let query_fields = body::query_fields(&method.input(), query).map_err(ApiError::bad_request)?;
-        let metadata = call::metadata(&parts.headers, &parts.method, &caller);
+        let mut metadata = call::metadata(&parts.headers, &parts.method, &caller);
+        call::forward_client(&self.inner.auth, &mut metadata, &parts.extensions, &target);
+        if !target.core {
+            // A user service gets a token scoped to its namespace, never the caller's own.
+            metadata.remove("authorization");
+            let forwarded =
+                caller.token.as_deref().zip(caller.account.as_ref()).and_then(|(token, account)| {
+                    self.inner.forwarder.token(token, account, &caller.namespace)
+                });
+            if let Some(value) = forwarded.and_then(|token| format!("Bearer {token}").parse().ok()) {
+                metadata.insert("authorization", value);
+            }
+        }
 
         if let Mode::WebSocket(upgrade) = mode {
             let initial = if query_fields.is_empty() { None } else { Some(query_fields) };
@@ -212,7 +228,12 @@ impl Gateway {
             response.headers_mut().insert(header::CONTENT_TYPE, value);
             return Ok(response);
         }
-        Ok(json_response(body::to_json(&response)))
+        let json = body::to_json(&response).map_err(|detail| ApiError {
+            id: target.service.clone(),
+            status: StatusCode::BAD_GATEWAY,
+            detail,
+        })?;
+        Ok(json_response(json))
     }
 }
 
@@ -328,7 +349,15 @@ async fn stream(target: Target, request: tonic::Request<DynamicMessage>) -> Resu
             return futures::future::ready(None);
         }
         let line = match item {
-            Ok(message) => body::to_json(&message),
+            Ok(message) => match body::to_json(&message) {
+                Ok(json) => json,
+                Err(detail) => {
+                    *failed = true;
+                    ApiError { id: service.clone(), status: StatusCode::BAD_GATEWAY, detail }
+                        .body()
+                        .into_bytes()
+                }
+            },
             Err(status) => {
                 *failed = true;
                 ApiError::from_status(&service, &status).body().into_bytes()

@@ -465,15 +465,31 @@ async fn tokens_namespaces_and_rules() {
         h.get("/store/read", &[("Micro-Namespace", "../x")]).await.error(400).contains("invalid namespace")
     );
 
-    // The token is forwarded; a cookie works as well as the header.
+    // A user service gets a token of the caller scoped to its namespace, never the caller's
+    // own; a cookie with its CSRF header works as well as the header.
     let admin = h.token("admin", "micro");
-    let read = h.get("/store/read?key=a", &[("Authorization", &admin)]).await;
-    let value = read.json()["records"][0]["value"].as_str().unwrap().to_string();
-    use base64::Engine as _;
-    let forwarded = base64::engine::general_purpose::STANDARD.decode(value).unwrap();
-    assert_eq!(String::from_utf8(forwarded).unwrap(), admin);
-    let cookie = format!("micro-token={}", admin.trim_start_matches("Bearer "));
-    assert_eq!(h.get("/store/read?key=a", &[("Cookie", &cookie)]).await.status, 200);
+    let forwarded = async |headers: &[(&str, &str)], path: &str| {
+        let read = h.get(path, headers).await;
+        let value = read.json()["records"][0]["value"].as_str().unwrap_or_default().to_string();
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(value).unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    let seen = forwarded(&[("Authorization", &admin)], "/store/read?key=a").await;
+    assert_ne!(seen, admin, "the caller's token stays with the gateway");
+    let account = h.auth.inspect(seen.trim_start_matches("Bearer ")).unwrap();
+    assert_eq!((account.id.as_str(), account.issuer.as_str()), ("admin", "micro"));
+    let in_foo =
+        forwarded(&[("Authorization", &admin), ("Micro-Namespace", "foo")], "/private/store/read?key=a")
+            .await;
+    let account = h.auth.inspect(in_foo.trim_start_matches("Bearer ")).unwrap();
+    assert_eq!(account.issuer, "foo", "an admin's call into foo carries a token valid in foo only");
+    assert_eq!(account.metadata["forwarded_from"], "micro");
+    let cookie = format!("micro-token={}; micro-csrf=t0k", admin.trim_start_matches("Bearer "));
+    let by_cookie = forwarded(&[("Cookie", &cookie), ("X-CSRF-Token", "t0k")], "/store/read?key=a").await;
+    assert_eq!(h.auth.inspect(by_cookie.trim_start_matches("Bearer ")).unwrap().id, "admin");
+    let no_csrf = forwarded(&[("Cookie", &cookie)], "/store/read?key=a").await;
+    assert_eq!(no_csrf, "", "without the CSRF header the cookie is no session");
     assert_eq!(h.get("/store/read", &[("Authorization", "Bearer forged")]).await.status, 401);
     assert_eq!(h.get("/store/read", &[("Authorization", "Basic eA==")]).await.status, 401);
 

@@ -7,6 +7,7 @@
 //! is sent as the error JSON, and the socket is then closed.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use axum::http::StatusCode;
 use futures::StreamExt as _;
 use micro_proto::dynamic::DynamicCodec;
 use prost_reflect::DynamicMessage;
@@ -99,7 +100,14 @@ impl Session {
                 }
                 response = responses_rx.recv() => match response {
                     Some(Ok(message)) => {
-                        let text = String::from_utf8(body::to_json(&message)).expect("serde_json writes UTF-8");
+                        let json = match body::to_json(&message) {
+                            Ok(json) => json,
+                            Err(detail) => {
+                                let error = ApiError { id: service.clone(), status: StatusCode::BAD_GATEWAY, detail };
+                                return fail(socket, &error).await;
+                            }
+                        };
+                        let text = String::from_utf8(json).expect("serde_json writes UTF-8");
                         if socket.send(Message::Text(text.into())).await.is_err() {
                             return;
                         }
