@@ -135,6 +135,11 @@ fn lockdown_self_delete_and_password_change() {
     let again = server.micro(&["auth", "create", "rule", "lockdown", "--scope", "*", "--resource", "*:*:*"]);
     assert!(stderr(&again).contains("A rule with this ID already exists"), "{}", stderr(&again));
     assert_eq!(server.ok(&["auth", "delete", "rule", "default"]), "Rule deleted\n");
+    assert_eq!(
+        server.ok(&["auth", "delete", "rule", "nosuch"]),
+        "Rule deleted\n",
+        "deleting a missing rule succeeds quietly, as other deletes do"
+    );
     let rules = server.ok(&["auth", "list", "rules"]);
     assert!(!rules.contains("default") && rules.contains("lockdown"), "{rules}");
 

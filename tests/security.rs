@@ -298,3 +298,180 @@ fn state_files_are_private_and_dumps_hide_passwords() {
     assert!(dump.contains("nats://***@n1:4222"), "{dump}");
     assert!(!dump.contains("hunter2") && !dump.contains("tok3n"), "{dump}");
 }
+
+/// A service that records the `authorization` each call brings: `debug.Debug` from the core
+/// protos, served by the test itself on loopback.
+#[derive(Clone, Default)]
+struct Spy {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+}
+
+impl Spy {
+    fn record<T>(&self, request: &tonic::Request<T>) {
+        let token = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+        self.seen.lock().unwrap().push(token);
+    }
+}
+
+#[tonic::async_trait]
+impl micro_proto::debug::debug_server::Debug for Spy {
+    async fn log(
+        &self,
+        request: tonic::Request<micro_proto::debug::LogRequest>,
+    ) -> Result<tonic::Response<micro_proto::debug::LogResponse>, tonic::Status> {
+        self.record(&request);
+        Ok(tonic::Response::new(Default::default()))
+    }
+    async fn health(
+        &self,
+        request: tonic::Request<micro_proto::debug::HealthRequest>,
+    ) -> Result<tonic::Response<micro_proto::debug::HealthResponse>, tonic::Status> {
+        self.record(&request);
+        Ok(tonic::Response::new(micro_proto::debug::HealthResponse { status: "ok".into() }))
+    }
+    async fn stats(
+        &self,
+        request: tonic::Request<micro_proto::debug::StatsRequest>,
+    ) -> Result<tonic::Response<micro_proto::debug::StatsResponse>, tonic::Status> {
+        self.record(&request);
+        Ok(tonic::Response::new(Default::default()))
+    }
+    async fn trace(
+        &self,
+        request: tonic::Request<micro_proto::debug::TraceRequest>,
+    ) -> Result<tonic::Response<micro_proto::debug::TraceResponse>, tonic::Status> {
+        self.record(&request);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// An admin calling a tenant's service hands it no token it could replay: through the gRPC
+/// proxy and through the HTTP gateway the service sees a token issued for its own namespace
+/// only, which :8081 refuses anywhere else; an anonymous call brings none.
+#[test]
+fn a_user_service_never_sees_the_callers_token() {
+    use micro_proto::debug::debug_client::DebugClient;
+    use micro_proto::registry::registry_client::RegistryClient;
+    use micro_proto::registry::{Node, Options, Service};
+
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let login = http_send(
+        &server.http,
+        "POST",
+        "/auth/token",
+        &[("Content-Type", "application/json")],
+        br#"{"id":"admin","secret":"micro"}"#,
+    );
+    let admin = format!("Bearer {}", token_of(&login));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let spy = Spy::default();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let spy_address = listener.local_addr().unwrap().to_string();
+    let service = micro_proto::debug::debug_server::DebugServer::new(spy.clone());
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let channel = runtime
+        .block_on(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc)).unwrap().connect(),
+        )
+        .unwrap();
+    let registration = Service {
+        name: "spy".into(),
+        version: "latest".into(),
+        nodes: vec![Node { id: "spy-1".into(), address: spy_address, ..Node::default() }],
+        descriptors: micro_proto::FILE_DESCRIPTOR_SET.to_vec(),
+        options: Some(Options { ttl: 300, domain: "foo".into() }),
+        ..Service::default()
+    };
+    runtime
+        .block_on(
+            RegistryClient::new(channel.clone()).register(with(registration, &[("authorization", &admin)])),
+        )
+        .expect("the admin registers a service in foo");
+
+    // Through the proxy, as an admin, as anonymous.
+    let health = || micro_proto::debug::HealthRequest {};
+    let admin_call = [("authorization", admin.as_str()), ("micro-namespace", "foo")];
+    runtime.block_on(DebugClient::new(channel.clone()).health(with(health(), &admin_call))).unwrap();
+    runtime
+        .block_on(DebugClient::new(channel.clone()).health(with(health(), &[("micro-namespace", "foo")])))
+        .unwrap();
+    // Through the gateway.
+    let gateway = http_send(
+        &server.http,
+        "POST",
+        "/spy/Debug/Health",
+        &[("Authorization", &admin), ("Micro-Namespace", "foo"), ("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(gateway.status, 200, "{}", gateway.body);
+
+    let seen = spy.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[1], None, "an anonymous call brings no token");
+    for token in [&seen[0], &seen[2]] {
+        let token = token.as_deref().expect("a forwarded token");
+        assert_ne!(token, admin, "the caller's own token never reaches the service");
+        // Valid in foo, where the service lives…
+        let claims = jwt_claims(token.trim_start_matches("Bearer "));
+        assert_eq!(
+            (claims["sub"].as_str(), claims["iss"].as_str()),
+            (Some("admin"), Some("foo")),
+            "{claims}"
+        );
+        // …and nowhere else: replayed against :8081 in micro it is refused.
+        let replay = http_send(
+            &server.http,
+            "POST",
+            "/runtime/read",
+            &[("Authorization", token), ("Micro-Namespace", "micro"), ("Content-Type", "application/json")],
+            b"{}",
+        );
+        assert_eq!(replay.status, 403, "{}", replay.body);
+        let replay = runtime.block_on(RegistryClient::new(channel.clone()).list_services(with(
+            Default::default(),
+            &[("authorization", token), ("micro-namespace", "micro")],
+        )));
+        assert_eq!(replay.unwrap_err().code(), tonic::Code::PermissionDenied);
+    }
+}
+
+/// `message` as a gRPC request carrying `pairs` as metadata.
+fn with<T>(message: T, pairs: &[(&'static str, &str)]) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (key, value) in pairs {
+        request.metadata_mut().insert(*key, value.parse().unwrap());
+    }
+    request
+}
+
+/// The claims of a JWT, read without verifying it.
+fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let mut bytes = Vec::new();
+    let mut bits = 0u32;
+    let mut count = 0;
+    for c in payload.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => continue,
+        };
+        bits = (bits << 6) | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push((bits >> count) as u8);
+        }
+    }
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}

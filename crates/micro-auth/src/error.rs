@@ -21,8 +21,6 @@ pub const DUPLICATE_NAME: &str = "Account with this Name already exists";
 pub const DUPLICATE_RULE: &str = "A rule with this ID already exists";
 /// An account id or name that matches no account.
 pub const ACCOUNT_NOT_FOUND: &str = "Account not found";
-/// A rule id that matches no rule.
-pub const RULE_NOT_FOUND: &str = "Rule not found";
 
 /// Why an auth operation failed. Messages are safe to send to clients except for
 /// [`AuthError::Key`], [`AuthError::Internal`] and [`AuthError::Store`], which may name files

@@ -53,6 +53,8 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 pub const MAX_METADATA_BYTES: usize = 4 * 1024;
 /// Most rules one namespace may hold.
 pub const MAX_RULES: usize = 1024;
+/// Most accounts one namespace holds (so `Accounts.List` stays bounded); one more is refused.
+pub const MAX_ACCOUNTS: usize = 10_000;
 /// Longest access-token lifetime `Auth.Token` grants; longer requests are capped.
 pub const MAX_TOKEN_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 /// The access-token lifetime when a request asks for none.

@@ -40,8 +40,8 @@ use crate::rules::{self, Resource, Rule, Verdict};
 use crate::secret::{Hasher, random_password, random_token, random_uuid, token_digest};
 use crate::throttle::Throttle;
 use crate::{
-    DEFAULT_TOKEN_EXPIRY, MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_RULES, MAX_SCOPE_BYTES,
-    MAX_SCOPES, MAX_SECRET_BYTES, MAX_TOKEN_EXPIRY, REFRESH_TOKEN_LIFETIME, RULES_CACHE_TTL,
+    DEFAULT_TOKEN_EXPIRY, MAX_ACCOUNTS, MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_RULES,
+    MAX_SCOPE_BYTES, MAX_SCOPES, MAX_SECRET_BYTES, MAX_TOKEN_EXPIRY, REFRESH_TOKEN_LIFETIME, RULES_CACHE_TTL,
 };
 
 /// The store database holding auth data.
@@ -384,6 +384,11 @@ impl Auth {
         if self.account_by_name(ns, &stored.name).await?.is_some() {
             return Err(AuthError::AlreadyExists(DUPLICATE_NAME));
         }
+        if self.store.list(DATABASE, TABLE, list_prefix(&account_key(ns, ""))).await?.len() >= MAX_ACCOUNTS {
+            return Err(AuthError::Invalid(format!(
+                "a namespace holds at most {MAX_ACCOUNTS} accounts (MAX_ACCOUNTS)"
+            )));
+        }
         self.write_json(&account_key(ns, &stored.id), stored, None).await?;
         if let Err(err) = self.write(&name_key(ns, &stored.name), stored.id.as_bytes().to_vec(), None).await {
             // Keep "a failed request changes nothing": undo the account.
@@ -619,9 +624,10 @@ impl Auth {
         check_text("rule id", id, MAX_ID_BYTES)?;
         let _guard = self.writes.lock().await;
         self.initialise_rules(namespace).await?;
+        // Deleting a rule that is not there succeeds quietly, as other deletes do.
         let key = rule_key(namespace, id);
         if self.read_string(&key).await?.is_none() {
-            return Err(AuthError::NotFound(RULE_NOT_FOUND));
+            return Ok(());
         }
         self.store.delete(DATABASE, TABLE, &key).await?;
         self.forget_rules(namespace);

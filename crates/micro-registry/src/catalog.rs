@@ -8,8 +8,8 @@ use micro_proto::registry::{Node, Result as WatchResult, Service};
 use tokio::sync::broadcast;
 
 use crate::{
-    Event, MAX_DESCRIPTOR_BYTES, MAX_ENDPOINTS, MAX_NAME_BYTES, MAX_NODES, MAX_SERVICES_PER_DOMAIN,
-    RegistryError, WATCH_BUFFER,
+    Event, MAX_DESCRIPTOR_BYTES, MAX_DESCRIPTOR_BYTES_PER_DOMAIN, MAX_ENDPOINTS, MAX_NAME_BYTES, MAX_NODES,
+    MAX_SERVICES_PER_DOMAIN, RegistryError, WATCH_BUFFER,
 };
 
 #[derive(Debug)]
@@ -262,6 +262,20 @@ fn room(
     let entry = entries
         .get(&(domain.to_string(), service.name.clone()))
         .and_then(|versions| versions.get(&service.version));
+    let held: usize = entries
+        .iter()
+        .filter(|((d, _), _)| d == domain)
+        .flat_map(|(_, versions)| versions.values())
+        .map(|entry| entry.service.descriptors.len())
+        .sum();
+    let replaced = entry.map_or(0, |entry| entry.service.descriptors.len());
+    if held - replaced + service.descriptors.len() > MAX_DESCRIPTOR_BYTES_PER_DOMAIN {
+        return Err(RegistryError::Full(format!(
+            "domain {domain:?} already holds {held} bytes of descriptors; with {} it would pass \
+             MAX_DESCRIPTOR_BYTES_PER_DOMAIN ({MAX_DESCRIPTOR_BYTES_PER_DOMAIN})",
+            service.name
+        )));
+    }
     let Some(entry) = entry else {
         let domain_size: usize =
             entries.iter().filter(|((d, _), _)| d == domain).map(|(_, versions)| versions.len()).sum();

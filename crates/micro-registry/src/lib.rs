@@ -49,6 +49,9 @@ pub const MAX_ENDPOINTS: usize = 1024;
 pub const MAX_SERVICES_PER_DOMAIN: usize = 4096;
 /// Largest encoded descriptor set a service may register.
 pub const MAX_DESCRIPTOR_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+/// Most descriptor bytes all services of one domain hold together (the registry keeps them in
+/// memory): past it a registration is refused as full (docs/security.md).
+pub const MAX_DESCRIPTOR_BYTES_PER_DOMAIN: usize = 64 * 1024 * 1024;
 /// How many watch events a slow watcher may fall behind before it misses some.
 pub const WATCH_BUFFER: usize = 1024;
 

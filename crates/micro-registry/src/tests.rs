@@ -114,6 +114,31 @@ fn domains_are_bounded() {
     registry.register("other", service("one-more", "1", &[("n", "127.0.0.1:1")]), Duration::ZERO).unwrap();
 }
 
+#[test]
+fn descriptor_bytes_per_domain_are_bounded() {
+    use crate::MAX_DESCRIPTOR_BYTES_PER_DOMAIN;
+    let registry = MemoryRegistry::new(Vec::new());
+    let big = |name: &str| Service {
+        descriptors: vec![0; MAX_DESCRIPTOR_BYTES],
+        ..service(name, "1", &[("n", "127.0.0.1:1")])
+    };
+    let fit = MAX_DESCRIPTOR_BYTES_PER_DOMAIN / MAX_DESCRIPTOR_BYTES;
+    for i in 0..fit {
+        registry.register("micro", big(&format!("s{i}")), Duration::ZERO).unwrap();
+    }
+    match registry.register("micro", big("one-more"), Duration::ZERO) {
+        Err(RegistryError::Full(message)) => {
+            assert!(message.contains("MAX_DESCRIPTOR_BYTES_PER_DOMAIN"), "{message}")
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
+    registry
+        .register("micro", big("s0"), Duration::ZERO)
+        .expect("a heartbeat of a registered service still fits");
+    registry.register("micro", service("small", "1", &[("n", "127.0.0.1:1")]), Duration::ZERO).unwrap();
+    registry.register("other", big("one-more"), Duration::ZERO).expect("each domain has its own budget");
+}
+
 fn request<T>(message: T, context: Context) -> Request<T> {
     let mut request = Request::new(message);
     request.extensions_mut().insert(context);

@@ -153,6 +153,13 @@ fn decode(key: &[u8; 32], token: &str) -> Result<(Account, u64), jsonwebtoken::e
     Ok((account, claims.exp))
 }
 
+/// How long the server's public key is trusted before it is read again. After the server's
+/// signing key changes (a rotation: a new `auth_key` or `MICRO_AUTH_KEY`), tokens of the old
+/// key stop working at a service within this time, verified ones included (docs/security.md).
+pub const KEY_TTL: Duration = Duration::from_secs(60);
+/// The shortest time between two reads of the key for tokens the held key refuses.
+const KEY_RELOAD_MIN: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Default)]
 struct Cache {
     key: Option<([u8; 32], Instant)>,
@@ -168,6 +175,8 @@ pub(crate) struct Guard {
     cache: tokio::sync::Mutex<Cache>,
     /// Tokens already verified, so a caller's token is checked once, not on every call.
     verified: micro_core::tokens::VerifiedTokens,
+    /// When the public key is next read again ([`KEY_TTL`]); checked without the async lock.
+    key_due: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Guard {
@@ -177,6 +186,7 @@ impl Guard {
             service,
             cache: tokio::sync::Mutex::new(Cache::default()),
             verified: micro_core::tokens::VerifiedTokens::new(),
+            key_due: std::sync::Mutex::new(None),
         }
     }
 
@@ -220,14 +230,19 @@ impl Guard {
 
     async fn inspect(&self, token: &str) -> Result<Account, Status> {
         let now = u64::try_from(crate::session::now()).unwrap_or_default();
+        let key_due = self.key_due.lock().expect("key_due lock").is_none_or(|due| Instant::now() >= due);
+        if !key_due && let Some(account) = self.verified.get(token, now) {
+            return Ok(account);
+        }
+        // Reads the key again when it is due; a changed key empties `verified` first.
+        let key = self.public_key(false).await?;
         if let Some(account) = self.verified.get(token, now) {
             return Ok(account);
         }
         let invalid = || Status::unauthenticated("the access token is invalid or has expired");
-        let key = self.public_key(false).await?;
         let (account, expires_at) = match decode(&key, token) {
             Ok(verified) => verified,
-            // The server may have a new key; read it again, at most once a minute.
+            // The server may have a new key: read it again (at most every KEY_RELOAD_MIN).
             Err(err) if matches!(err.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
                 let fresh = self.public_key(true).await?;
                 if fresh == key {
@@ -241,25 +256,44 @@ impl Guard {
         Ok(account)
     }
 
+    /// The server's public key: the cached one while younger than [`KEY_TTL`] (with `reload`,
+    /// for a token the cached key refused: younger than [`KEY_RELOAD_MIN`]), else read again.
+    /// A changed key empties the verified-token cache, so tokens of the old key are refused
+    /// from then on. When the server cannot be reached, a key already held stays in use.
     async fn public_key(&self, reload: bool) -> Result<[u8; 32], Status> {
         let mut cache = self.cache.lock().await;
+        let fresh_for = if reload { KEY_RELOAD_MIN } else { KEY_TTL };
         if let Some((key, fetched)) = cache.key
-            && (!reload || fetched.elapsed() < Duration::from_secs(60))
+            && fetched.elapsed() < fresh_for
         {
             return Ok(key);
         }
         let mut client = AuthClient::new(self.platform.channel.clone());
         let mut request = self.platform.session.anonymous(PublicKeyRequest {});
         request.set_timeout(crate::platform::CALL_TIMEOUT);
-        let reply = client.public_key(request).await.map_err(|status| {
-            tracing::warn!(cause = %status.message(), "cannot read the micro server's public key");
-            Status::unavailable(
-                "cannot verify the access token: the micro server's public key is unavailable",
-            )
-        })?;
+        let reply = match client.public_key(request).await {
+            Ok(reply) => reply,
+            Err(status) => {
+                tracing::warn!(cause = %status.message(), "cannot read the micro server's public key");
+                if let Some((key, _)) = cache.key {
+                    *self.key_due.lock().expect("key_due lock") = Some(Instant::now() + KEY_RELOAD_MIN);
+                    return Ok(key);
+                }
+                return Err(Status::unavailable(
+                    "cannot verify the access token: the micro server's public key is unavailable",
+                ));
+            }
+        };
         let key = parse_public_key(&reply.into_inner().pem)
             .ok_or_else(|| Status::internal("the micro server's public key is not an Ed25519 SPKI PEM"))?;
+        if cache.key.is_some_and(|(old, _)| old != key) {
+            tracing::info!(
+                "the micro server's signing key changed: tokens of the old key are refused from now on"
+            );
+            self.verified.clear();
+        }
         cache.key = Some((key, Instant::now()));
+        *self.key_due.lock().expect("key_due lock") = Some(Instant::now() + KEY_TTL);
         Ok(key)
     }
 

@@ -584,4 +584,22 @@ async fn server_streams_over_chunked_http_and_websockets() {
         (error["Code"].as_u64(), error["Detail"].as_str()),
         (Some(400), Some("store.ListRequest has no field \"nope\""))
     );
+
+    // A websocket message is a request body: past the body limit (1 KiB here) the socket is
+    // closed, and nothing reaches the service.
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/store/blob-store/write", h.http)).await.unwrap();
+    let big = format!(r#"{{"key": "{}"}}"#, "x".repeat(4096));
+    let _ = socket.send(WsMessage::text(big)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_) | Ok(WsMessage::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the oversized message ends the session");
+    assert_eq!(h.echo.written.lock().unwrap().as_slice(), ["b1", "b2"], "the big message went nowhere");
 }
