@@ -92,10 +92,11 @@ fn the_generated_service_builds() {
     let build = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet"])
         .current_dir(&project)
-        .env("CARGO_TARGET_DIR", workspace.join(common::SERVICE_BUILD_DIR))
+        // The server builds each namespace's services in a target dir of its own.
+        .env("CARGO_TARGET_DIR", workspace.join(common::SERVICE_BUILD_DIR).join("micro"))
         .env_remove("RUSTFLAGS")
         .output()
         .expect("cargo runs");
     assert!(build.status.success(), "cargo build of the generated service failed:\n{}", stderr(&build));
-    assert!(workspace.join(common::SERVICE_BUILD_DIR).join("release/foo-bar").exists());
+    assert!(workspace.join(common::SERVICE_BUILD_DIR).join("micro/release/foo-bar").exists());
 }

@@ -300,3 +300,62 @@ fn services_are_restored_after_a_server_restart() {
     assert_eq!(logs.matches("Listening on").count(), 2, "started once per server run: {logs}");
     server.ok(&["kill", "keeper"]);
 }
+
+/// The runtime is per namespace end to end (CLI → gRPC gate → runtime): an account of another
+/// namespace neither sees a service of `micro` nor reads its logs, kills or updates it.
+#[test]
+fn another_namespace_cannot_see_read_kill_or_update_a_service() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    write_script(&work.path().join("keeper"), "echo 'private line'\nexec sleep 300\n");
+    server.ok_at(work.path(), &["run", "./keeper", "--command", "sh run.sh"]);
+    wait_for_status(&server, "keeper", "latest", "./keeper", "running", SCRIPT_DEADLINE);
+    assert!(poll(SCRIPT_DEADLINE, Duration::from_millis(200), || server
+        .ok(&["logs", "keeper"])
+        .contains("private line")));
+
+    server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s3cret", "bob"]);
+    server.ok(&["user", "namespace", "set", "foo"]);
+    server.ok(&["login", "--username", "bob", "--password", "s3cret"]);
+    assert_eq!(server.ok(&["status"]), "", "foo lists none of micro's services");
+    let logs = server.micro(&["logs", "keeper"]);
+    assert_ne!(logs.status.code(), Some(0), "foo reads micro's logs: {}", stdout(&logs));
+    assert!(!stdout(&logs).contains("private line"), "{}", stdout(&logs));
+    assert!(stderr(&logs).contains("Logs not found for service keeper"), "{}", stderr(&logs));
+    let kill = server.micro(&["kill", "keeper"]);
+    assert_eq!(kill.status.code(), Some(1), "{}", stderr(&kill));
+    assert!(stderr(&kill).contains("Service keeper latest not found"), "{}", stderr(&kill));
+    let update = server.micro_at(work.path(), &["update", "./keeper"]);
+    assert_ne!(update.status.code(), Some(0), "foo updates micro's service");
+    assert_eq!(stderr(&update).trim(), "Not found");
+
+    // Naming micro's namespace in the request itself (past the CLI) is denied by the gate's
+    // account check, for reading, logs, delete and update alike.
+    let foreign = [
+        ("stream", "Runtime.Logs", r#"{"service":"keeper","options":{"namespace":"micro"}}"#),
+        ("call", "Runtime.Read", r#"{"options":{"namespace":"micro"}}"#),
+        (
+            "call",
+            "Runtime.Delete",
+            r#"{"resource":{"service":{"name":"keeper","version":"latest"}},"options":{"namespace":"micro"}}"#,
+        ),
+        (
+            "call",
+            "Runtime.Update",
+            r#"{"resource":{"service":{"name":"keeper","version":"latest"}},"options":{"namespace":"micro"}}"#,
+        ),
+    ];
+    for (command, endpoint, request) in foreign {
+        let denied = server.micro(&[command, "runtime", endpoint, request]);
+        assert_eq!(denied.status.code(), Some(2), "{endpoint} in micro as foo's bob: {}", stderr(&denied));
+        assert!(!stdout(&denied).contains("private line"), "{endpoint}: {}", stdout(&denied));
+    }
+
+    server.ok(&["user", "namespace", "set", "micro"]);
+    wait_for_status(&server, "keeper", "latest", "./keeper", "running", SCRIPT_DEADLINE);
+    // Never restarted or rebuilt: the one process still runs, its line printed once.
+    let logs = server.ok(&["logs", "keeper"]);
+    assert_eq!(logs.matches("private line").count(), 1, "untouched by foo: {logs}");
+    server.ok(&["kill", "keeper"]);
+}

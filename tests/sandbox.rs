@@ -32,6 +32,7 @@ try "server signal" kill -0 "$server"
 try "own source write" sh -c 'echo mine > written && test "$(cat written)" = mine'
 try "tmpdir write" sh -c 'echo t > "$TMPDIR/t" && test -s "$TMPDIR/t"'
 try "system read" cat /etc/passwd
+try "etc secrets" cat /etc/shadow
 echo "probe done"
 "#;
 
@@ -135,6 +136,7 @@ fn a_service_cannot_reach_the_servers_state_other_services_or_the_server() {
         "other log",
         "server environ",
         "server signal",
+        "etc secrets",
     ] {
         assert!(logs.contains(&format!("{denied}: denied")), "{denied}: denied, in:\n{logs}");
     }
@@ -143,6 +145,7 @@ fn a_service_cannot_reach_the_servers_state_other_services_or_the_server() {
     }
     assert!(!home.path().join("server/planted").exists());
     assert_eq!(sandbox_of(&server, "probe"), "landlock");
+    assert!(server.ok(&["status"]).contains("sandbox=landlock"), "micro status shows the sandbox");
     assert_eq!(sandbox_of(&server, "other"), "landlock");
     for name in ["probe", "other"] {
         server.ok(&["kill", name]);

@@ -475,3 +475,85 @@ fn jwt_claims(token: &str) -> Value {
     }
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
+
+/// A tarball whose one file declares 8 GiB in a PAX header (the ustar size says 0) in an upload
+/// of about 1 KiB: refused with a clear error, and nothing near that size is written.
+#[test]
+fn an_upload_declaring_8_gib_is_refused_and_writes_nothing() {
+    use micro_proto::runtime::source_client::SourceClient;
+    use micro_proto::runtime::{Service as RuntimeService, UploadRequest};
+
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s3cret", "bob"]);
+    let login = http_send(
+        &server.http,
+        "POST",
+        "/auth/token",
+        &[("Micro-Namespace", "foo"), ("Content-Type", "application/json")],
+        br#"{"id":"bob","secret":"s3cret"}"#,
+    );
+    let bearer = format!("Bearer {}", token_of(&login));
+
+    // The PAX record `size=8589934592` for the next entry, then that entry with size 0 in its
+    // own header, then 64 KiB of its "data" and no end: the server must judge by the PAX size.
+    let mut archive = Vec::new();
+    let record = "19 size=8589934592\n";
+    let mut pax = tar::Header::new_ustar();
+    pax.set_entry_type(tar::EntryType::XHeader);
+    pax.set_path("PaxHeaders/Cargo.toml").unwrap();
+    pax.set_size(record.len() as u64);
+    pax.set_mode(0o644);
+    pax.set_cksum();
+    archive.extend_from_slice(pax.as_bytes());
+    let mut padded = record.as_bytes().to_vec();
+    padded.resize(512, 0);
+    archive.extend_from_slice(&padded);
+    let mut file = tar::Header::new_ustar();
+    file.set_path("Cargo.toml").unwrap();
+    file.set_size(0);
+    file.set_mode(0o644);
+    file.set_cksum();
+    archive.extend_from_slice(file.as_bytes());
+    archive.extend(std::iter::repeat_n(0u8, 64 * 1024));
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gzip, &archive).unwrap();
+    let upload = gzip.finish().unwrap();
+    assert!(upload.len() < 4096, "a small upload: {} bytes", upload.len());
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let outcome = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let service = RuntimeService { name: "bomb".into(), version: "latest".into(), ..Default::default() };
+        let messages = vec![
+            UploadRequest { service: Some(service), data: Vec::new() },
+            UploadRequest { service: None, data: upload },
+        ];
+        let request =
+            with(tokio_stream::iter(messages), &[("authorization", &bearer), ("micro-namespace", "foo")]);
+        SourceClient::new(channel).upload(request).await
+    });
+    let refused = outcome.expect_err("the upload is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("unpacks to more than 1024 MiB"),
+        "the error names the cap: {refused:?}"
+    );
+    assert!(!refused.message().contains(&home.path().display().to_string()), "no server paths: {refused:?}");
+
+    // Nothing of it stays on disk.
+    let mut written = 0u64;
+    let mut dirs = vec![home.path().join("sources")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() { dirs.push(entry.path()) } else { written += meta.len() }
+        }
+    }
+    assert!(written < 1024 * 1024, "{written} bytes stayed under sources/");
+}

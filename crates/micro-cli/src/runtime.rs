@@ -561,6 +561,10 @@ fn status_table(services: &[Service], now: i64) -> String {
             |started| format!("{} ago", format_elapsed((now - started).max(0).unsigned_abs())),
         );
         let mut meta = format!("owner={}, group={}", metadata(service, "owner"), metadata(service, "group"));
+        // Which box the service runs in (docs/runtime.md): `landlock`, or `none`.
+        if let Some(sandbox) = service.metadata.get("sandbox") {
+            meta.push_str(&format!(", sandbox={sandbox}"));
+        }
         if status == "error" {
             meta.push_str(&format!(", error={}", metadata(service, "error")));
         }

@@ -313,6 +313,17 @@ struct Inner {
     sweeper: Mutex<Option<AbortOnDrop>>,
 }
 
+impl Inner {
+    /// Writes a service's desired state to this runtime's table ([`RuntimeOptions::table`]):
+    /// the one writer of runtime state, for the API calls and the supervisor alike.
+    async fn persist(&self, desired: &Desired) -> Result<(), RuntimeError> {
+        let value = serde_json::to_vec(desired).map_err(|err| RuntimeError::Internal(err.to_string()))?;
+        let record = micro_store::Record::new(desired.key(), value);
+        self.store.write(DATABASE, &self.options.table, record).await?;
+        Ok(())
+    }
+}
+
 /// Aborts its task when dropped, so a background loop ends with its owner.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -594,6 +605,8 @@ impl Runtime {
                 "blank resource: a service needs a source or a command".into(),
             ));
         }
+        // Refused now rather than at launch, so the caller hears why.
+        self.inner.options.sandbox.admit_namespace(&namespace)?;
         if !spec.command.is_empty() && !context.is_platform_admin() {
             return Err(RuntimeError::Forbidden(
                 "only an admin of the micro namespace may run a command (--command): \
@@ -685,12 +698,7 @@ impl Runtime {
     }
 
     async fn persist(&self, desired: &Desired) -> Result<(), RuntimeError> {
-        let value = serde_json::to_vec(desired).map_err(|err| RuntimeError::Internal(err.to_string()))?;
-        self.inner
-            .store
-            .write(DATABASE, &self.inner.options.table, micro_store::Record::new(desired.key(), value))
-            .await?;
-        Ok(())
+        self.inner.persist(desired).await
     }
 
     /// The services of `namespace`, filtered by name and version when given, sorted by name.

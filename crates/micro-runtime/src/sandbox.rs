@@ -54,6 +54,19 @@ impl Sandbox {
         Sandbox::Unavailable
     }
 
+    /// Whether services of `namespace` may run at all: without a sandbox only the platform's
+    /// own (namespace `micro`) do, unless the server was told `--unsandboxed-runtime`.
+    pub fn admit_namespace(&self, namespace: &str) -> Result<(), RuntimeError> {
+        if *self == Sandbox::Unavailable && namespace != micro_core::DEFAULT_NAMESPACE {
+            return Err(RuntimeError::Forbidden(
+                "this server cannot sandbox tenant code (its kernel has no Landlock), so it runs only \
+                 services of the micro namespace"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// One line for the boot log.
     pub fn summary(&self) -> String {
         match self {
@@ -116,7 +129,30 @@ const SYSTEM: &[&str] = &[
     "/lib32",
     "/lib64",
     "/libx32",
-    "/etc",
+    // Of /etc only what programs and builds read: not all of it, which holds /etc/shadow and
+    // other secrets readable by a server running as root.
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/pki",
+    "/etc/os-release",
+    "/etc/mime.types",
+    "/etc/gitconfig",
     "/run/systemd/resolve",
     "/proc/cpuinfo",
     "/proc/meminfo",
@@ -164,6 +200,9 @@ impl Rules {
         if let Some(cargo) = toolchain.cargo_root {
             rules.add(cargo, Grant::Read);
         }
+        for path in micro_checkout() {
+            rules.add(path, Grant::Read);
+        }
         rules
     }
 
@@ -176,6 +215,28 @@ impl Rules {
             home.starts_with(&path).then_some(path)
         })
     }
+}
+
+/// The sources of the micro checkout this server was built from, when it is on this machine:
+/// `micro new` then makes services depend on its `crates/micro` by path
+/// (crates/micro-cli/src/new.rs, `MicroDependency::detect`), and cargo reads that workspace.
+/// Every top-level entry but `target/` (build output, other namespaces' among it) and hidden
+/// ones (`.git`, perhaps a `MICRO_HOME`).
+fn micro_checkout() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if !root.join("crates/micro/Cargo.toml").is_file() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(&root) else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            !name.starts_with('.') && name != "target"
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// Where the server's Rust toolchain lives (the processes it starts inherit its environment).
@@ -228,14 +289,25 @@ impl Cell {
 
     /// Whether the service may run here at all; the name of the sandbox it runs in.
     pub fn admit(&self) -> Result<&'static str, RuntimeError> {
-        if self.sandbox == Sandbox::Unavailable && self.namespace != micro_core::DEFAULT_NAMESPACE {
-            return Err(RuntimeError::Forbidden(
-                "this server cannot sandbox tenant code (its kernel has no Landlock), so it runs only \
-                 services of the micro namespace"
-                    .into(),
-            ));
+        self.sandbox.admit_namespace(&self.namespace)?;
+        if let Sandbox::Landlock { .. } = self.sandbox {
+            self.uncovered(&self.own())?;
         }
         Ok(self.sandbox.name())
+    }
+
+    /// Refuses rules that would grant a path containing `MICRO_HOME` (e.g. a home under `/usr`,
+    /// or an admin's source folder around it): they would open the server's state.
+    fn uncovered(&self, rules: &Rules) -> Result<(), RuntimeError> {
+        match rules.covering(&self.home) {
+            Some(path) => Err(RuntimeError::Invalid(format!(
+                "the sandbox would expose the server's state: MICRO_HOME ({}) lies inside {}, which \
+                 the service may access; move MICRO_HOME",
+                self.home.display(),
+                path.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// `cargo fetch`: no code of the tenant runs there (the caller runs it outside the source,
@@ -303,14 +375,7 @@ impl Cell {
         std::fs::create_dir_all(&tmp).map_err(crate::internal)?;
         command.env("TMPDIR", &tmp);
         let Sandbox::Landlock { abi } = self.sandbox else { return Ok(()) };
-        if let Some(path) = rules.covering(&self.home) {
-            return Err(RuntimeError::Invalid(format!(
-                "the sandbox would expose the server's state: MICRO_HOME ({}) lies inside {}, which \
-                 the service may access; move MICRO_HOME",
-                self.home.display(),
-                path.display()
-            )));
-        }
+        self.uncovered(&rules)?;
         #[cfg(target_os = "linux")]
         {
             linux::confine(command, abi, &rules)
@@ -524,5 +589,6 @@ mod tests {
         wide.cell.source = Some(wide.home.path().parent().unwrap().to_path_buf());
         let err = run(&wide.cell, &wide.source, "echo ran").await.unwrap_err();
         assert!(matches!(&err, RuntimeError::Invalid(m) if m.contains("MICRO_HOME")), "{err:?}");
+        assert_eq!(wide.cell.admit().unwrap_err(), err, "refused before anything runs");
     }
 }

@@ -287,10 +287,7 @@ async fn fetch(
 }
 
 async fn persist(inner: &Inner, desired: &Desired) {
-    let Ok(value) = serde_json::to_vec(desired) else { return };
-    if let Err(err) =
-        inner.store.write(crate::DATABASE, crate::TABLE, micro_store::Record::new(desired.key(), value)).await
-    {
+    if let Err(err) = inner.persist(desired).await {
         tracing::warn!(cause = %err, "cannot persist the runtime state");
     }
 }

@@ -576,3 +576,36 @@ async fn uploads_no_service_uses_are_swept_after_the_grace() {
     assert_eq!(staged.len(), 2, "no unpack is left aside: {staged:?}");
     runtime.shutdown().await;
 }
+
+/// A runtime with a table of its own (a server on a shared store) writes every state change to
+/// that table — the supervisor's too — and reads it back after a restart; nothing lands in the
+/// default table.
+#[tokio::test]
+async fn state_goes_to_the_runtimes_own_table_and_comes_back() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let own = RuntimeOptions { table: "runtime-server-one".into(), ..options(f.home.path()) };
+    let runtime = Runtime::open(f.store.clone(), f.auth.clone(), own.clone()).await.unwrap();
+    runtime.start("127.0.0.1:1");
+    runtime
+        .create(&admin(), "", command_spec("mine", dir.path(), "echo Listening on x; sleep 30"))
+        .await
+        .unwrap();
+    wait_for(&runtime, "mine", "running", |i| i.status == Status::Running).await;
+    let pid = runtime.pid("micro", "mine", "latest").unwrap();
+
+    let key = store_key("micro", "mine", "latest");
+    let record =
+        f.store.read(DATABASE, "runtime-server-one", &key, Default::default()).await.unwrap().remove(0);
+    let desired: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+    assert_eq!(desired["pid"], pid, "the supervisor's write (the pid) is in the runtime's own table");
+    assert!(
+        f.store.read(DATABASE, TABLE, &key, Default::default()).await.is_err(),
+        "nothing in the default table"
+    );
+    runtime.shutdown().await;
+
+    let reopened = Runtime::open(f.store.clone(), f.auth.clone(), own).await.unwrap();
+    assert_eq!(reopened.read(&admin(), "", "mine", "").unwrap().len(), 1, "read back after a restart");
+    assert!(f.runtime.read(&admin(), "", "mine", "").unwrap().is_empty(), "the other runtime never saw it");
+}

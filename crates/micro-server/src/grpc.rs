@@ -8,11 +8,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::Routes;
+use tonic::server::NamedService;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::Server;
 use tonic::transport::server::Connected;
+use tonic_reflection::server::{v1, v1alpha};
 
 use crate::gate::AuthLayer;
+use crate::nodes::Nodes;
 use crate::proxy::Proxy;
 
 /// The core services one server hosts, each over the backend chosen at boot.
@@ -47,7 +50,13 @@ pub struct Service {
 
 impl Service {
     pub async fn new(core: Core) -> anyhow::Result<Self> {
-        build(core).await
+        build(core, Nodes::new()).await
+    }
+
+    /// As [`Service::new`], with the proxy choosing nodes from `nodes`, the pool the HTTP
+    /// gateway shares (one round robin, one view of unreachable nodes).
+    pub async fn with_nodes(core: Core, nodes: Nodes) -> anyhow::Result<Self> {
+        build(core, nodes).await
     }
 
     /// Serves on the connections of `incoming` (plain TCP or TLS streams) until `shutdown`.
@@ -70,57 +79,98 @@ impl Service {
     }
 }
 
-async fn build(core: Core) -> anyhow::Result<Service> {
+async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
     let Core { store, config, auth, registry, runtime, broker, events } = core;
     use micro_proto::config::config_server::ConfigServer;
-    use micro_proto::registry::registry_server::RegistryServer;
-    use micro_proto::store::store_server::StoreServer;
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(micro_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(micro_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<StoreServer<micro_store::grpc::StoreService>>().await;
-    health.set_serving::<ConfigServer<micro_config::grpc::ConfigService>>().await;
-    health.set_serving::<RegistryServer<micro_registry::grpc::RegistryService>>().await;
     let (auth_service, accounts_service, rules_service) = micro_auth::grpc::services(auth.clone());
     let (runtime_service, source_service) = micro_runtime::grpc::servers(runtime);
-    for name in
-        ["auth.Auth", "auth.Accounts", "auth.Rules", "runtime.Runtime", "runtime.Source", "broker.Broker"]
-    {
-        health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
-    }
 
-    let mut routes = Routes::builder();
-    routes
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(micro_store::grpc::server(store))
-        .add_service(ConfigServer::new(micro_config::grpc::ConfigService::new(config)))
-        .add_service(micro_registry::grpc::server(registry.clone()))
-        .add_service(auth_service)
-        .add_service(accounts_service)
-        .add_service(rules_service)
-        .add_service(runtime_service)
-        .add_service(source_service)
-        .add_service(micro_broker::grpc::server(broker))
-        .add_service(micro_events::grpc::stream_server(events.clone()))
-        .add_service(micro_events::grpc::store_server(events));
+    let mut served = Served::default();
+    served
+        .add(health_service)
+        .add(micro_store::grpc::server(store))
+        .add(ConfigServer::new(micro_config::grpc::ConfigService::new(config)))
+        .add(micro_registry::grpc::server(registry.clone()))
+        .add(auth_service)
+        .add(accounts_service)
+        .add(rules_service)
+        .add(runtime_service)
+        .add(source_service)
+        .add(micro_broker::grpc::server(broker))
+        .add(micro_events::grpc::stream_server(events.clone()))
+        .add(micro_events::grpc::store_server(events));
+    let (reflection_v1, reflection_v1alpha) = reflection(&served.names)?;
+    served.add(reflection_v1).add(reflection_v1alpha);
+    // Health reports every service served here, and nothing else.
+    for name in &served.names {
+        health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+    }
+    let Served { routes, .. } = served;
     // Whatever no core service claims goes to the proxy; the gate runs in front of both.
-    let proxy = Proxy::new(registry, crate::forward::Forwarder::new(auth.clone()));
+    let proxy = Proxy::with_nodes(registry, crate::forward::Forwarder::new(auth.clone()), nodes);
     let router = routes.routes().into_axum_router().fallback(move |request: axum::extract::Request| {
         let proxy = proxy.clone();
         async move { proxy.forward(request).await }
     });
 
     Ok(Service { routes: Routes::from(router), auth })
+}
+
+/// The routes of :8081 and the name of every service on them, so that reflection lists what is
+/// served and nothing else.
+#[derive(Default)]
+struct Served {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+}
+
+impl Served {
+    fn add<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+}
+
+/// gRPC reflection, v1 and v1alpha, listing the services in `served` and the two reflection
+/// services themselves. The descriptor set holds every proto under `proto/`, also services no
+/// core service implements (`debug.Debug`, `store.BlobStore`, `runtime.Build`): their types still
+/// resolve by name, but `ListServices` names only what a call can reach here. A caller would
+/// otherwise see them listed and get `Unimplemented` from the proxy.
+fn reflection(
+    served: &[&'static str],
+) -> Result<
+    (
+        v1::ServerReflectionServer<impl v1::ServerReflection>,
+        v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let listed = served.iter().copied().chain([
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+    ]);
+    let builder = || {
+        listed.clone().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(micro_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, name| builder.with_service_name(name),
+        )
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
 /// `incoming` with Nagle's algorithm off on every connection ([`set_nodelay`]).

@@ -5,6 +5,8 @@
 //! - [`gate`]: the auth gate on :8081 — token → account, namespace, rule check, per call.
 //! - [`grpc`]: the :8081 listener — the gate, core services, reflection, health, the proxy.
 //! - [`proxy`]: forwards gRPC calls for registered (non-core) services to their nodes.
+//! - [`nodes`]: the node pool both the proxy and the gateway call through: node addresses,
+//!   channels, round robin, failover past nodes that cannot be reached.
 //! - [`forward`]: the identity a call carries into a user service (a token scoped to its
 //!   namespace, never the caller's own).
 //! - [`gateway`]: the HTTP API gateway — path → service endpoint, JSON ↔ protobuf, CORS.
@@ -20,6 +22,7 @@ pub mod gate;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod nodes;
 pub mod proxy;
 pub mod registry;
 pub mod tls;
@@ -326,7 +329,9 @@ impl Platform {
             broker: self.broker.clone(),
             events: self.events.clone(),
         };
-        let service = grpc::Service::new(core).await?;
+        // One node pool for the proxy and the gateway.
+        let nodes = nodes::Nodes::new();
+        let service = grpc::Service::with_nodes(core, nodes.clone()).await?;
         let api_domain = Some(self.api_domain.clone()).filter(|domain| !domain.is_empty());
         let http_ip = http.local_addr()?.ip();
         // Only a loopback bind is guarded by name: there, any other name is a rebinding page.
@@ -343,6 +348,7 @@ impl Platform {
                 api_domain,
                 cors_origins: self.cors_origins.clone(),
                 host_check,
+                nodes: Some(nodes),
                 ..gateway::Options::default()
             },
         );

@@ -15,10 +15,11 @@
 //! 2. else a service whose registered descriptors declare the gRPC service `<prefix>.<Handler>`
 //!    (a service `greeter` serving proto package `hello` is reached at `/hello.Greeter/Call`).
 //!
-//! Nodes of the chosen service are tried in round-robin order per service. A node that cannot
-//! be connected to is skipped (the request body has not been read yet, so it can be replayed);
-//! when none answers the call fails with `UNAVAILABLE`. An unknown service is `UNIMPLEMENTED`
-//! with `service <prefix> not found`, as a proper gRPC response.
+//! Nodes of the chosen service are tried in the order of the node pool ([`crate::nodes`]):
+//! round robin per service, nodes that recently could not be reached last. A node that cannot be
+//! connected to is passed over (the request body has not been read yet, so the next node gets
+//! it); when none answers the call fails with `UNAVAILABLE`. An unknown service is
+//! `UNIMPLEMENTED` with `service <prefix> not found`, as a proper gRPC response.
 //!
 //! Auth rules see the resource `service:<prefix>:<Handler.Method>` (the gate runs on the path).
 //!
@@ -26,11 +27,7 @@
 //! callee's namespace ([`crate::forward`]), or dropped for an anonymous caller.
 
 use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use axum::body::{Bytes, HttpBody};
 use http::{Request, Response};
@@ -40,10 +37,10 @@ use micro_registry::Registry;
 use prost::Message;
 use tonic::Status;
 use tonic::body::Body;
-use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::forward::Forwarder;
+use crate::nodes::{AttemptError, CallError, Nodes, Once, error_chain};
 
 /// Most proxies one call may pass through: a node registered at a proxy's own address (or two
 /// servers pointing at each other) would otherwise forward a call in a circle until memory or
@@ -53,9 +50,7 @@ pub const MAX_PROXY_HOPS: u32 = 8;
 /// The metadata the proxy counts its hops in.
 pub const HOPS_HEADER: &str = "micro-proxy-hops";
 
-/// How long to wait for a node to accept a connection before trying the next one.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Cached channels and round-robin counters kept at most; past this the caches start afresh.
+/// Services found through their descriptors, cached at most; past this the cache starts afresh.
 const MAX_CACHED: usize = 4096;
 
 /// Headers that name properties of one HTTP connection; HTTP/2 forbids forwarding them.
@@ -71,10 +66,7 @@ pub struct Proxy {
 struct Inner {
     registry: Arc<dyn Registry>,
     forwarder: Forwarder,
-    /// One lazily connected channel per node address; it reconnects by itself.
-    channels: Mutex<HashMap<String, Channel>>,
-    /// Next node index per (domain, service).
-    turns: Mutex<HashMap<(String, String), Arc<AtomicUsize>>>,
+    nodes: Nodes,
     /// `<package>.<Handler>` → registered service name, per domain, found through descriptors.
     by_descriptor: Mutex<HashMap<(String, String), String>>,
 }
@@ -87,15 +79,12 @@ impl std::fmt::Debug for Proxy {
 
 impl Proxy {
     pub fn new(registry: Arc<dyn Registry>, forwarder: Forwarder) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                registry,
-                forwarder,
-                channels: Mutex::default(),
-                turns: Mutex::default(),
-                by_descriptor: Mutex::default(),
-            }),
-        }
+        Self::with_nodes(registry, forwarder, Nodes::new())
+    }
+
+    /// A proxy choosing nodes through `nodes`, a pool it may share with the gateway.
+    pub fn with_nodes(registry: Arc<dyn Registry>, forwarder: Forwarder, nodes: Nodes) -> Self {
+        Self { inner: Arc::new(Inner { registry, forwarder, nodes, by_descriptor: Mutex::default() }) }
     }
 
     /// Forwards one call and returns the node's response, or a gRPC error response.
@@ -157,45 +146,37 @@ impl Proxy {
         if let Some(value) = forwarded {
             parts.headers.insert(http::header::AUTHORIZATION, value);
         }
-        // The body moves into the first attempt only when a node takes it; until then it can be
+        // The body moves into the first attempt only when a node reads it; until then it can be
         // handed to the next node.
-        let slot = Arc::new(Mutex::new(Some(Body::new(body))));
-        let addresses: Vec<&str> = service.nodes.iter().map(|node| node.address.as_str()).collect();
-        let start = self.turn(&domain, &service.name);
-        let mut failures = Vec::new();
-        for offset in 0..addresses.len() {
-            let address = addresses[(start + offset) % addresses.len()];
-            let mut channel = self.channel(address)?;
-            let mut attempt = Request::from_parts(clone_parts(&parts), Body::new(Lease::new(slot.clone())));
-            *attempt.uri_mut() = path_only(&parts.uri);
-            let sent = async {
-                std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx)).await?;
-                tower::Service::call(&mut channel, attempt).await
-            };
-            match sent.await {
-                Ok(response) => {
-                    debug!(service = %service.name, node = address, path = %path, "proxied");
-                    return Ok(response);
+        let body = Once::new(Body::new(body));
+        let (parts, body) = (&parts, &body);
+        let plan = self.inner.nodes.plan(&domain, &service.name, crate::nodes::addresses(&service.nodes));
+        let answered = plan
+            .run(|mut channel| {
+                let mut attempt = Request::from_parts(clone_parts(parts), Body::new(body.lease()));
+                *attempt.uri_mut() = path_only(&parts.uri);
+                async move {
+                    std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx))
+                        .await
+                        .map_err(|err| AttemptError::NotReached(error_chain(&err)))?;
+                    tower::Service::call(&mut channel, attempt).await.map_err(|err| {
+                        let cause = error_chain(&err);
+                        if body.is_taken() {
+                            // The node read part of the request before failing; it cannot be replayed.
+                            AttemptError::Failed(cause)
+                        } else {
+                            AttemptError::NotReached(cause)
+                        }
+                    })
                 }
-                Err(err) => {
-                    let cause = error_chain(&err);
-                    warn!(service = %service.name, node = address, cause = %cause, "node did not answer");
-                    failures.push(format!("{address} ({cause})"));
-                    if lock(&slot).is_none() {
-                        // The node read part of the request before failing; it cannot be replayed.
-                        return Err(Status::unavailable(format!(
-                            "service {}: node {address} failed during the call: {cause}",
-                            service.name
-                        )));
-                    }
-                }
+            })
+            .await;
+        answered.map_err(|err| {
+            if let CallError::Failed { node, error } = &err {
+                warn!(service = %service.name, node = %node, cause = %error, "node failed during the call");
             }
-        }
-        Err(Status::unavailable(format!(
-            "service {}: no node could be reached: {}",
-            service.name,
-            failures.join(", ")
-        )))
+            Status::unavailable(format!("service {}: {err}", service.name))
+        })
     }
 
     /// The registered service a call for `<prefix>.<handler>` goes to (see the module docs).
@@ -229,37 +210,6 @@ impl Proxy {
             index.insert(key, found.name.clone());
         }
         pick_version(registry.get(domain, &found.name)).or(Some(found))
-    }
-
-    /// Where round robin starts for this call of `service`.
-    fn turn(&self, domain: &str, service: &str) -> usize {
-        let counter = {
-            let mut turns = lock(&self.inner.turns);
-            if turns.len() >= MAX_CACHED {
-                turns.clear();
-            }
-            turns.entry((domain.to_string(), service.to_string())).or_default().clone()
-        };
-        counter.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The cached channel to `address`, created (unconnected) on first use.
-    #[allow(clippy::result_large_err, reason = "tonic statuses are returned by value")]
-    fn channel(&self, address: &str) -> Result<Channel, Status> {
-        let mut channels = lock(&self.inner.channels);
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|_| Status::unavailable(format!("invalid node address {address:?}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        if channels.len() >= MAX_CACHED {
-            channels.clear();
-        }
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
     }
 }
 
@@ -312,74 +262,7 @@ fn path_only(uri: &http::Uri) -> http::Uri {
     http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
-fn error_chain(err: &tonic::transport::Error) -> String {
-    use std::error::Error;
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded maps are caches that stay consistent whatever panicked while holding them.
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A request body that takes the real body out of a shared slot the first time it is polled, so
-/// an attempt that fails before reading it leaves it for the next node.
-struct Lease {
-    slot: Arc<Mutex<Option<Body>>>,
-    body: Option<Body>,
-    taken: bool,
-}
-
-impl Lease {
-    fn new(slot: Arc<Mutex<Option<Body>>>) -> Self {
-        Self { slot, body: None, taken: false }
-    }
-}
-
-impl HttpBody for Lease {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
-        if !self.taken {
-            self.taken = true;
-            let body = lock(&self.slot).take();
-            self.body = body;
-        }
-        match self.body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    // Saying when the request is complete lets the HTTP/2 client end the stream with the last
-    // DATA frame instead of an empty one after the node may already have answered (which made
-    // it reset streams, and the node's HTTP/2 server close the connection after enough resets).
-    fn is_end_stream(&self) -> bool {
-        match &self.body {
-            Some(body) => body.is_end_stream(),
-            None if self.taken => true,
-            None => lock(&self.slot).as_ref().is_none_or(HttpBody::is_end_stream),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match &self.body {
-            Some(body) => body.size_hint(),
-            None if self.taken => http_body::SizeHint::with_exact(0),
-            None => lock(&self.slot)
-                .as_ref()
-                .map_or_else(|| http_body::SizeHint::with_exact(0), HttpBody::size_hint),
-        }
-    }
 }

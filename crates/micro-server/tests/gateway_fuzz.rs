@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Request;
 use micro_proto::registry::{Node, Service};
-use micro_registry::{MemoryRegistry, Registry as _};
+use micro_registry::MemoryRegistry;
 use micro_server::gateway::{Gateway, Options};
 use proptest::prelude::*;
 use serde_json::Value;

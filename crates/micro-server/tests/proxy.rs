@@ -310,3 +310,110 @@ async fn calls_for_registered_services_reach_their_nodes() {
     platform.served.await.unwrap().unwrap();
     let _ = stop_upstream.send(());
 }
+
+/// The descriptors of a user service serving the store's methods as the gRPC service `kv.Store`
+/// (what [`Upstream`] answers), with the store's messages.
+fn kv_store_descriptors() -> Vec<u8> {
+    use prost::Message;
+    use prost_types::{FileDescriptorProto, FileDescriptorSet};
+    let mut set = FileDescriptorSet::decode(micro_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let store = set.file.iter().find(|file| file.package() == "store").unwrap();
+    let service = store.service.iter().find(|service| service.name() == "Store").unwrap().clone();
+    let kv = FileDescriptorProto {
+        name: Some("kv/kv.proto".into()),
+        package: Some("kv".into()),
+        dependency: vec![store.name().to_string()],
+        service: vec![service],
+        ..Default::default()
+    };
+    set.file.push(kv);
+    set.encode_to_vec()
+}
+
+/// One HTTP request to the gateway's router; returns status and body.
+async fn gateway_get(router: &axum::Router, path: &str) -> (u16, String) {
+    use tower::ServiceExt as _;
+    let request = http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn the_gateway_fails_over_like_the_proxy() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let seen = Seen::default();
+    let (upstream, stop_upstream) = start_upstream(seen.clone()).await;
+    let dead = dead_address().await;
+    let platform = start_platform().await;
+    let channel = &platform.channel;
+
+    // A dead node first. The live one also names a `port`: the port in its address wins (the
+    // registry takes only addresses with a port).
+    let mut kv = service("kv", &[&dead, &upstream], kv_store_descriptors());
+    kv.nodes[1].port = 1;
+    platform.registry.register("micro", kv, Default::default()).unwrap();
+
+    // Through the proxy: every call lands on the live node.
+    for i in 0..4 {
+        let record = Record { key: format!("k{i}"), value: b"v".to_vec(), ..Record::default() };
+        let write = WriteRequest { record: Some(record), options: None };
+        unary::<WriteRequest, WriteResponse>(channel, "/kv.Store/Write", write).await.unwrap();
+    }
+
+    // Through the gateway, likewise: no call is answered 503 for the dead node.
+    let gateway = micro_server::gateway::Gateway::new(
+        platform.registry.clone(),
+        platform.auth.clone(),
+        micro_server::gateway::Options::default(),
+    );
+    let router = micro_server::http::router(gateway.clone());
+    for i in 0..4 {
+        let (status, body) = gateway_get(&router, &format!("/kv/store/read?key=k{i}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!("\"k{i}\"")), "{body}");
+    }
+    // The node's own errors are its answer: not sent on to another node.
+    let calls = seen.lock().unwrap().len();
+    let (status, body) = gateway_get(&router, "/kv/store/read?key=nope").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(seen.lock().unwrap().len(), calls + 1, "the call was made once");
+
+    // Over a websocket too: the request stream waits for the node that is reached.
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_address = http.local_addr().unwrap();
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let served_http = tokio::spawn(micro_server::http::serve(router, http, async {
+        let _ = http_stopped.await;
+    }));
+    for _ in 0..2 {
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(format!("ws://{http_address}/kv/store/list")).await.unwrap();
+        socket.send(Message::text("{}")).await.unwrap();
+        let mut keys = String::new();
+        while let Some(Ok(Message::Text(text))) = socket.next().await {
+            keys.push_str(text.as_str());
+        }
+        assert!(keys.contains("\"k0\"") && keys.contains("\"k3\""), "{keys}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 4 + 4 + 1 + 2, "the dead node never took a call");
+
+    // No node reachable: 503 naming what was tried.
+    platform
+        .registry
+        .register("micro", service("down", &[&dead], kv_store_descriptors()), Default::default())
+        .unwrap();
+    let router = micro_server::http::router(gateway);
+    let (status, body) = gateway_get(&router, "/down/store/read").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("down is unavailable: no node could be reached: 127.0.0.1:"), "{body}");
+
+    let _ = stop_http.send(());
+    served_http.await.unwrap().unwrap();
+    platform.stop.send(()).unwrap();
+    platform.served.await.unwrap().unwrap();
+    let _ = stop_upstream.send(());
+}

@@ -1,33 +1,32 @@
-//! Reaching a service: its descriptors and nodes from the registry, a node chosen round robin,
-//! a cached lazily-connecting channel per node address, and HTTP headers turned into gRPC
-//! metadata (reference §3.1).
+//! Reaching a service: its descriptors and nodes from the registry, the nodes to try in the
+//! order of the node pool ([`crate::nodes`]: round robin, unreachable nodes last), the call made
+//! at the next node when one cannot be reached, and HTTP headers turned into gRPC metadata
+//! (reference §3.1).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{Hash as _, Hasher as _};
 use std::net::SocketAddr;
 use std::str::FromStr as _;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use micro_proto::registry::Service;
 use micro_registry::Registry;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
+use tonic::Status;
+use tonic::client::Grpc;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
 
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::resolve::{Route, find_method, grpc_path};
 use crate::gate::NAMESPACE_HEADER;
+use crate::nodes::{AttemptError, CallError, Nodes, Plan, Tracked};
 
-/// Most node channels kept open; past it the cache starts over (connections are cheap to redo).
-const MAX_CHANNELS: usize = 256;
 /// Most decoded descriptor sets kept.
 const MAX_POOLS: usize = 64;
-/// How long connecting to a node may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// HTTP headers that are not forwarded as metadata: hop-by-hop headers, those gRPC itself sets,
 /// and those the gateway sets from what it resolved.
@@ -72,42 +71,77 @@ pub fn forward_client(
     }
 }
 
-/// A method of a service, resolved to a node to send it to.
+/// A method of a service, resolved to the nodes to send it to.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The service name, the `Id` of its errors.
     pub service: String,
     pub method: MethodDescriptor,
     pub path: PathAndQuery,
-    pub channel: Channel,
+    /// The nodes to try, in order.
+    pub plan: Plan,
     /// Whether the node is this server's own core services (which take the caller's token),
     /// rather than a user service (which gets a forwarded one, [`crate::forward`]).
     pub core: bool,
 }
 
-/// Registry lookups, node choice and connections, shared by every request.
+impl Target {
+    /// Makes a call with `call`, given a client to one node after another (see [`Plan::run`]):
+    /// it is made again at the next node only when the node was never reached (could not be
+    /// connected before it read any of the request or answered), never once the node may have
+    /// the call. `call` must send the whole request each time.
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ApiError>
+    where
+        F: FnMut(Grpc<Tracked>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let answered = self
+            .plan
+            .run(|channel| {
+                let (tracked, reach) = Tracked::new(channel);
+                let answer = call(Grpc::new(tracked));
+                async move {
+                    answer.await.map_err(|status| match reach.unreached() {
+                        Some(cause) => AttemptError::NotReached(cause),
+                        None => AttemptError::Failed(status),
+                    })
+                }
+            })
+            .await;
+        answered.map_err(|err| match err {
+            CallError::Failed { error, .. } => ApiError::from_status(&self.service, &error),
+            unreachable @ CallError::Unreachable(_) => ApiError {
+                id: self.service.clone(),
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                detail: format!("{} is unavailable: {unreachable}", self.service),
+            },
+        })
+    }
+}
+
+/// Registry lookups and descriptor pools, shared by every request; nodes are chosen through the
+/// node pool.
 pub struct Connector {
     registry: Arc<dyn Registry>,
     /// Where the core services listed by the registry without nodes are served (:8081).
     core_address: Option<SocketAddr>,
-    channels: Mutex<HashMap<String, Channel>>,
-    counters: Mutex<HashMap<(String, String), usize>>,
+    nodes: Nodes,
     pools: Mutex<HashMap<u64, DescriptorPool>>,
 }
 
 impl Connector {
     pub fn new(registry: Arc<dyn Registry>, core_address: Option<SocketAddr>) -> Self {
-        Self {
-            registry,
-            core_address,
-            channels: Mutex::new(HashMap::new()),
-            counters: Mutex::new(HashMap::new()),
-            pools: Mutex::new(HashMap::new()),
-        }
+        Self::with_nodes(registry, core_address, Nodes::new())
+    }
+
+    /// A connector choosing nodes through `nodes`, a pool it may share with the proxy.
+    pub fn with_nodes(registry: Arc<dyn Registry>, core_address: Option<SocketAddr>, nodes: Nodes) -> Self {
+        Self { registry, core_address, nodes, pools: Mutex::new(HashMap::new()) }
     }
 
     /// Finds `route` in `namespace`: the service's registered versions whose descriptors hold
-    /// the endpoint, and one of their nodes, round robin per service.
+    /// the endpoint, and their nodes in the order to try them (one turn of the round robin per
+    /// service).
     pub fn target(&self, namespace: &str, route: &Route) -> Result<Target, ApiError> {
         let versions = self.registry.get(namespace, &route.service);
         if versions.is_empty() {
@@ -149,42 +183,34 @@ impl Connector {
                 route.service
             )));
         }
-        let index = {
-            let mut counters = self.counters.lock().expect("counter lock poisoned");
-            let counter = counters.entry((namespace.to_string(), route.service.clone())).or_insert(0);
-            *counter = counter.wrapping_add(1);
-            *counter % candidates.len()
+        let addresses = candidates.iter().map(|(_, address, _)| address.clone()).collect();
+        let mut plan = self.nodes.plan(namespace, &route.service, addresses);
+        let candidate = |address: &str| {
+            candidates
+                .iter()
+                .find(|(_, candidate, _)| candidate == address)
+                .expect("planned from the candidates")
         };
-        let (method, address, core) = candidates.swap_remove(index);
+        let (method, _, core) = candidate(&plan.addresses()[0]).clone();
+        let full_name = method.full_name().to_string();
+        // Versions that declare the endpoint differently are not tried for this call.
+        plan.retain(|address| {
+            let (other, _, other_core) = candidate(address);
+            other.full_name() == full_name && *other_core == core
+        });
         let path = PathAndQuery::from_str(&grpc_path(&method)).map_err(|_| {
             ApiError::bad_request(format!("endpoint {} has no valid gRPC path", route.endpoint()))
         })?;
-        let channel = self.channel(&address).map_err(|err| ApiError {
-            id: route.service.clone(),
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            detail: err,
-        })?;
-        Ok(Target { service: route.service.clone(), method, path, channel, core })
+        Ok(Target { service: route.service.clone(), method, path, plan, core })
     }
 
-    /// Node addresses of one registered version; core services are served on :8081.
+    /// Node addresses of one registered version ([`crate::nodes::address`]); core services are
+    /// served on :8081.
     fn addresses(&self, service: &Service) -> Vec<String> {
         if is_core(service) {
             return self.core_address.map(|address| vec![address.to_string()]).unwrap_or_default();
         }
-        service
-            .nodes
-            .iter()
-            .map(|node| {
-                let has_port =
-                    node.address.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok());
-                if has_port || node.port <= 0 {
-                    node.address.clone()
-                } else {
-                    format!("{}:{}", node.address, node.port)
-                }
-            })
-            .collect()
+        crate::nodes::addresses(&service.nodes)
     }
 
     fn pool(&self, descriptors: &[u8]) -> Result<DescriptorPool, String> {
@@ -201,22 +227,6 @@ impl Connector {
         }
         pools.insert(key, pool.clone());
         Ok(pool)
-    }
-
-    fn channel(&self, address: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().expect("channel lock poisoned");
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|_| format!("the registered node address {address:?} is not HOST:PORT"))?
-            .connect_timeout(CONNECT_TIMEOUT);
-        let channel = endpoint.connect_lazy();
-        if channels.len() >= MAX_CHANNELS {
-            channels.clear();
-        }
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
     }
 }
 
@@ -265,6 +275,7 @@ pub fn metadata(headers: &HeaderMap, method: &Method, caller: &Caller) -> Metada
 mod tests {
     use super::*;
     use micro_registry::MemoryRegistry;
+    use std::time::Duration;
 
     #[test]
     fn headers_become_metadata_without_hop_by_hop_ones() {
@@ -329,13 +340,15 @@ mod tests {
 
         let first = connector.target("micro", &route("/teststore/blob-store/read")).unwrap();
         assert_eq!(first.path.as_str(), "/store.BlobStore/Read");
-        connector.target("micro", &route("/teststore/blob-store/read")).unwrap();
-        let channels = connector.channels.lock().unwrap().len();
-        assert_eq!(channels, 2, "two calls reached both nodes");
+        assert!(!first.core);
+        let second = connector.target("micro", &route("/teststore/blob-store/read")).unwrap();
+        assert_eq!(first.plan.addresses(), ["127.0.0.1:1", "127.0.0.1:2"], "the other node is next");
+        assert_eq!(second.plan.addresses(), ["127.0.0.1:2", "127.0.0.1:1"], "the next call starts there");
 
         let core_target = connector.target("micro", &route("/store/read")).unwrap();
         assert_eq!(core_target.path.as_str(), "/store.Store/Read");
-        assert!(connector.channels.lock().unwrap().contains_key("127.0.0.1:8081"));
+        assert_eq!(core_target.plan.addresses(), ["127.0.0.1:8081"]);
+        assert!(core_target.core);
 
         let missing = connector.target("micro", &route("/nope")).unwrap_err();
         assert_eq!(

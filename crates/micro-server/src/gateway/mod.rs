@@ -3,9 +3,11 @@
 //!
 //! One request goes: [`resolve`] the path to a service and endpoint → [`auth`] identifies the
 //! caller and checks the namespace's rules → [`call`] finds the service in the registry (in the
-//! caller's namespace), the method in its descriptors and a node → [`body`] builds the request
-//! message from query and body → a unary call answered as JSON, or a server stream written as
-//! one JSON object per line (chunked), or over a websocket ([`ws`]). Every failure is an
+//! caller's namespace), the method in its descriptors and the nodes to try, in the node pool's
+//! order ([`crate::nodes`]) → [`body`] builds the request message from query and body → a
+//! unary call answered as JSON, or a server stream written as one JSON object per line
+//! (chunked), or over a websocket ([`ws`]); a node that cannot be reached passes the call on to
+//! the next ([`call::Target::call`]). Every failure is an
 //! [`ApiError`] ([`errors`]), the original's JSON error with a matching status. Around
 //! everything, [`browser`] keeps web pages out: CORS only for configured origins, `Host`
 //! checked on loopback binds, security headers (docs/security.md).
@@ -73,6 +75,9 @@ pub struct Options {
     pub cors_origins: Vec<String>,
     /// `Some` on a loopback bind: the `Host` names answered; others get 421.
     pub host_check: Option<browser::HostCheck>,
+    /// The node pool to share with the gRPC proxy (one round robin, one view of dead nodes);
+    /// `None`: a pool of the gateway's own.
+    pub nodes: Option<crate::nodes::Nodes>,
 }
 
 impl Default for Options {
@@ -84,6 +89,7 @@ impl Default for Options {
             timeout: DEFAULT_TIMEOUT,
             cors_origins: Vec::new(),
             host_check: None,
+            nodes: None,
         }
     }
 }
@@ -103,7 +109,10 @@ struct Inner {
 
 impl Gateway {
     pub fn new(registry: Arc<dyn Registry>, auth: Arc<Auth>, options: Options) -> Self {
-        let connector = Connector::new(registry, options.core_address);
+        let connector = match &options.nodes {
+            Some(nodes) => Connector::with_nodes(registry, options.core_address, nodes.clone()),
+            None => Connector::new(registry, options.core_address),
+        };
         let forwarder = Forwarder::new(auth.clone());
         Self { inner: Arc::new(Inner { auth, forwarder, connector, options }) }
     }
@@ -323,26 +332,30 @@ fn request_message(
 }
 
 async fn unary(target: &Target, request: tonic::Request<DynamicMessage>) -> Result<DynamicMessage, ApiError> {
-    let mut grpc = tonic::client::Grpc::new(target.channel.clone());
-    grpc.ready().await.map_err(|err| unavailable(target, &err))?;
-    let codec = DynamicCodec::new(target.method.output());
-    grpc.unary(request, target.path.clone(), codec)
+    let (metadata, _, message) = request.into_parts();
+    target
+        .call(|mut grpc| {
+            // Sent whole to each node tried: only a node that never got it is tried after.
+            let request =
+                tonic::Request::from_parts(metadata.clone(), tonic::Extensions::default(), message.clone());
+            let (path, codec) = (target.path.clone(), DynamicCodec::new(target.method.output()));
+            async move { grpc.unary(request, path, codec).await.map(tonic::Response::into_inner) }
+        })
         .await
-        .map(tonic::Response::into_inner)
-        .map_err(|status| ApiError::from_status(&target.service, &status))
 }
 
 /// A server stream over chunked HTTP: one JSON object per line. A failure before the first
 /// message is an ordinary error response; one after it ends the body with the error JSON line.
 async fn stream(target: Target, request: tonic::Request<DynamicMessage>) -> Result<Response, ApiError> {
-    let mut grpc = tonic::client::Grpc::new(target.channel.clone());
-    grpc.ready().await.map_err(|err| unavailable(&target, &err))?;
-    let codec = DynamicCodec::new(target.method.output());
-    let responses = grpc
-        .server_streaming(request, target.path.clone(), codec)
-        .await
-        .map_err(|status| ApiError::from_status(&target.service, &status))?
-        .into_inner();
+    let (metadata, _, message) = request.into_parts();
+    let responses = target
+        .call(|mut grpc| {
+            let request =
+                tonic::Request::from_parts(metadata.clone(), tonic::Extensions::default(), message.clone());
+            let (path, codec) = (target.path.clone(), DynamicCodec::new(target.method.output()));
+            async move { grpc.server_streaming(request, path, codec).await.map(tonic::Response::into_inner) }
+        })
+        .await?;
     let service = target.service.clone();
     let lines = responses.scan(false, move |failed, item| {
         if *failed {
@@ -368,14 +381,6 @@ async fn stream(target: Target, request: tonic::Request<DynamicMessage>) -> Resu
         futures::future::ready(Some(Ok::<_, std::convert::Infallible>(Bytes::from(line))))
     });
     Ok(json_response_body(Body::from_stream(lines)))
-}
-
-fn unavailable(target: &Target, err: &dyn std::fmt::Display) -> ApiError {
-    ApiError {
-        id: target.service.clone(),
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        detail: format!("{} is unavailable: {err}", target.service),
-    }
 }
 
 fn json_response(bytes: Vec<u8>) -> Response {

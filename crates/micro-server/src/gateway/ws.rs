@@ -13,13 +13,13 @@ use micro_proto::dynamic::DynamicCodec;
 use prost_reflect::DynamicMessage;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
-use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tracing::debug;
 
 use super::body;
 use super::call::Target;
 use super::errors::ApiError;
+use crate::nodes::Once;
 
 /// Requests buffered between the socket and the call.
 const REQUEST_BUFFER: usize = 16;
@@ -49,7 +49,7 @@ impl Session {
         let takes_many = method.is_client_streaming();
         let (requests_tx, requests_rx) = mpsc::channel::<DynamicMessage>(REQUEST_BUFFER);
         let (responses_tx, mut responses_rx) =
-            mpsc::channel::<Result<DynamicMessage, Status>>(REQUEST_BUFFER);
+            mpsc::channel::<Result<DynamicMessage, ApiError>>(REQUEST_BUFFER);
 
         // The call runs beside the socket loop: a client-streaming server may answer only once
         // its input has ended, while the loop keeps reading that input.
@@ -57,8 +57,8 @@ impl Session {
             let target = target.clone();
             tokio::spawn(async move {
                 let outcome = call(target, metadata, requests_rx, &responses_tx).await;
-                if let Err(status) = outcome {
-                    let _ = responses_tx.send(Err(status)).await;
+                if let Err(error) = outcome {
+                    let _ = responses_tx.send(Err(error)).await;
                 }
             })
         };
@@ -112,7 +112,7 @@ impl Session {
                             return;
                         }
                     }
-                    Some(Err(status)) => return fail(socket, &ApiError::from_status(&service, &status)).await,
+                    Some(Err(error)) => return fail(socket, &error).await,
                     None => {
                         let _ = socket.send(Message::Close(Some(CloseFrame { code: close_code::NORMAL, reason: Utf8Bytes::default() }))).await;
                         return;
@@ -138,22 +138,27 @@ async fn send_request(
     }
 }
 
-/// Makes the call with the requests as they come, forwarding every response.
+/// Makes the call with the requests as they come, forwarding every response. A node that
+/// cannot be reached leaves the requests, unread, to the next node.
 async fn call(
     target: Target,
     metadata: MetadataMap,
     requests: mpsc::Receiver<DynamicMessage>,
-    responses: &mpsc::Sender<Result<DynamicMessage, Status>>,
-) -> Result<(), Status> {
-    let mut grpc = tonic::client::Grpc::new(target.channel.clone());
-    grpc.ready().await.map_err(|err| Status::unavailable(err.to_string()))?;
-    let codec = DynamicCodec::new(target.method.output());
-    let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
-    let request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), stream);
+    responses: &mpsc::Sender<Result<DynamicMessage, ApiError>>,
+) -> Result<(), ApiError> {
+    let requests = Once::new(tokio_stream::wrappers::ReceiverStream::new(requests));
     // Unary and server-streaming servers read one message from the stream: the same bytes on
     // the wire as a unary call.
-    let mut answers = grpc.streaming(request, target.path.clone(), codec).await?.into_inner();
+    let mut answers = target
+        .call(|mut grpc| {
+            let request =
+                tonic::Request::from_parts(metadata.clone(), tonic::Extensions::default(), requests.lease());
+            let (path, codec) = (target.path.clone(), DynamicCodec::new(target.method.output()));
+            async move { grpc.streaming(request, path, codec).await.map(tonic::Response::into_inner) }
+        })
+        .await?;
     while let Some(answer) = answers.next().await {
+        let answer = answer.map_err(|status| ApiError::from_status(&target.service, &status));
         let failed = answer.is_err();
         if responses.send(answer).await.is_err() || failed {
             break;

@@ -1,0 +1,138 @@
+//! gRPC reflection on :8081 lists exactly the services the server routes: every listed name
+//! answers on this server, and the protos compiled in but not served (`debug.Debug`,
+//! `store.BlobStore`, `runtime.Build`) are not listed.
+
+use std::time::Duration;
+
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+/// What `micro server` serves on :8081, sorted: the core services, health and reflection.
+const SERVED: &[&str] = &[
+    "auth.Accounts",
+    "auth.Auth",
+    "auth.Rules",
+    "broker.Broker",
+    "config.Config",
+    "events.Store",
+    "events.Stream",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "registry.Registry",
+    "runtime.Runtime",
+    "runtime.Source",
+    "store.Store",
+];
+
+async fn list_v1(channel: &Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServiceResponse};
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut client = ServerReflectionClient::new(channel.clone());
+    let mut replies = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|ServiceResponse { name }| name).collect();
+    names.sort();
+    names
+}
+
+async fn list_v1alpha(channel: &Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServiceResponse};
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut client = ServerReflectionClient::new(channel.clone());
+    let mut replies = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|ServiceResponse { name }| name).collect();
+    names.sort();
+    names
+}
+
+/// Calls a method no service has on `service`, as the admin: a routed service answers
+/// `Unimplemented` itself (no message); anything else falls through to the proxy, which answers
+/// `Unimplemented` with "service … not found".
+async fn call_missing_method(channel: &Channel, token: &str, service: &str) -> Status {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let mut request = Request::new(());
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let path = PathAndQuery::try_from(format!("/{service}/NoSuchMethod")).unwrap();
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    grpc.unary(request, path, codec).await.unwrap_err()
+}
+
+#[tokio::test]
+async fn reflection_lists_exactly_the_served_services() {
+    let home = tempfile::tempdir().unwrap();
+    let memory = || "memory".to_string();
+    let config = micro_server::Config {
+        store: micro_server::config::StoreConfig { backend: memory(), ..Default::default() },
+        events: micro_server::config::EventsConfig { backend: memory() },
+        ..Default::default()
+    };
+    let platform = micro_server::Platform::open(home.path(), &config, true).await.unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = grpc.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(platform.serve(
+        grpc,
+        http,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+
+    // Anyone may reflect (the gate lets `/grpc.reflection.` through); both versions agree.
+    let listed = list_v1(&channel).await;
+    assert_eq!(listed, SERVED, "reflection v1 lists exactly the served services");
+    assert_eq!(list_v1alpha(&channel).await, SERVED, "reflection v1alpha lists the same");
+    for unserved in ["debug.Debug", "store.BlobStore", "runtime.Build"] {
+        assert!(!listed.iter().any(|name| name == unserved), "{unserved} is compiled in but not served");
+    }
+
+    // Every listed name is routed to a service of this server, not to the proxy.
+    let token = micro_proto::auth::auth_client::AuthClient::new(channel.clone())
+        .token(micro_proto::auth::TokenRequest {
+            id: "admin".into(),
+            secret: "micro".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+        .unwrap()
+        .access_token;
+    for name in &listed {
+        let status = call_missing_method(&channel, &token, name).await;
+        assert_eq!(status.code(), Code::Unimplemented, "{name}: {status:?}");
+        assert!(!status.message().contains("not found"), "{name} reached the proxy: {status:?}");
+    }
+    let status = call_missing_method(&channel, &token, "debug.Debug").await;
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("not found"), "debug.Debug is not served here: {status:?}");
+
+    stop.send(()).unwrap();
+    served.await.unwrap().unwrap();
+}
