@@ -87,7 +87,11 @@ fn a_queue_group_shares_messages_between_processes() {
         server.ok(&["broker", "publish", "work", "probe"]);
         members.iter().all(|member| !member.lines().is_empty()) && !everything.lines().is_empty()
     });
-    assert!(ready, "the subscribers never attached: {:?}", members.iter().map(Subscriber::lines).collect::<Vec<_>>());
+    assert!(
+        ready,
+        "the subscribers never attached: {:?}",
+        members.iter().map(Subscriber::lines).collect::<Vec<_>>()
+    );
 
     for n in 0..JOBS {
         server.ok(&["broker", "publish", "work", "job", &n.to_string()]);
@@ -111,5 +115,9 @@ fn a_queue_group_shares_messages_between_processes() {
         [JOBS as usize / 2; 2],
         "the members take turns: {shares:?}"
     );
-    assert_eq!(everything.jobs(), (0..JOBS).collect::<Vec<_>>(), "a plain subscriber gets them all, in order");
+    assert_eq!(
+        everything.jobs(),
+        (0..JOBS).collect::<Vec<_>>(),
+        "a plain subscriber gets them all, in order"
+    );
 }

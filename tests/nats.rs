@@ -85,3 +85,72 @@ fn two_servers_share_events_and_broker_through_nats() {
     });
     assert!(numbers.windows(2).all(|pair| pair[1] == pair[0] + 1), "in publish order: {numbers:?}");
 }
+
+/// Two servers on one NATS, a `--queue` subscriber process on each: the queue group spans the
+/// servers, so each of 20 messages published through one server reaches exactly one member,
+/// and a plain subscriber on the other server gets them all.
+#[test]
+fn a_queue_group_spans_servers_on_nats() {
+    use std::time::Duration;
+    const JOBS: u32 = 20;
+    let Some(url) = nats_url("a_queue_group_spans_servers_on_nats") else { return };
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |home: &std::path::Path| {
+        let server = Server::start_with(home, &["--broker", &url]);
+        server.ok(&["login", "--username", "admin", "--password", "micro"]);
+        server
+    };
+    // B only carries its member: it must outlive the subscribers (dropped first, declared later).
+    let (a, _b) = (start(home_a.path()), start(home_b.path()));
+    let subject = fresh("work");
+    let queue = fresh("workers");
+    let members = [
+        common::Collector::start(home_a.path(), &["broker", "subscribe", &subject, "--queue", &queue]),
+        common::Collector::start(home_b.path(), &["broker", "subscribe", &subject, "--queue", &queue]),
+    ];
+    let everything = common::Collector::start(home_b.path(), &["broker", "subscribe", &subject]);
+    let jobs = |subscriber: &common::Collector| -> Vec<u32> {
+        subscriber.lines().iter().filter_map(|line| line.strip_prefix("job ")?.parse().ok()).collect()
+    };
+    // The broker keeps nothing: probe until every subscriber is attached (NATS hands queue
+    // members messages at random, so probing goes on until each member has had one).
+    let ready = common::eventually(Duration::from_secs(30), || {
+        a.ok(&["broker", "publish", &subject, "probe"]);
+        members.iter().all(|member| !member.lines().is_empty()) && !everything.lines().is_empty()
+    });
+    assert!(
+        ready,
+        "the subscribers never attached: {:?}",
+        members.iter().map(common::Collector::lines).collect::<Vec<_>>()
+    );
+
+    for n in 0..JOBS {
+        a.ok(&["broker", "publish", &subject, "job", &n.to_string()]);
+    }
+    // NATS delivers one publisher's messages to each subscriber in publish order, so once a
+    // member has printed an `end` published after every job, nothing more of the jobs can reach
+    // it. Members get queue messages at random: publish ends until each has had one.
+    let ended = |subscriber: &common::Collector| subscriber.lines().iter().any(|line| line == "end");
+    let settled = common::eventually(Duration::from_secs(30), || {
+        a.ok(&["broker", "publish", &subject, "end"]);
+        members.iter().all(ended) && ended(&everything)
+    });
+    assert!(settled, "the end markers never arrived: {:?}", members.iter().map(jobs).collect::<Vec<_>>());
+    let shares: Vec<Vec<u32>> = members.iter().map(jobs).collect();
+    let mut all = shares.concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..JOBS).collect::<Vec<_>>(), "each job reached exactly one member: {shares:?}");
+    // Both servers' members take part (all 20 to one member by chance: odds of 1 in 500,000).
+    assert!(shares.iter().all(|share| !share.is_empty()), "the group is shared across servers: {shares:?}");
+    for share in &shares {
+        assert!(
+            share.windows(2).all(|pair| pair[0] < pair[1]),
+            "each member's share is in order: {shares:?}"
+        );
+    }
+    assert_eq!(
+        jobs(&everything),
+        (0..JOBS).collect::<Vec<_>>(),
+        "a plain subscriber gets them all, in order"
+    );
+}

@@ -479,3 +479,64 @@ pub fn needed_env(name: &str, test: &str) -> Option<String> {
         }
     }
 }
+
+/// A long-running `micro args...` process in `home` (a broker subscriber, an events consumer)
+/// whose stdout lines are collected as they arrive; killed on drop.
+pub struct Collector {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Collector {
+    pub fn start(home: &Path, args: &[&str]) -> Self {
+        let mut child = micro_cmd(home)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the micro binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Every line printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("the process can be polled").is_none()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A second CLI home pointed at `server` as env `e2e`, in `namespace`, logged in as `user`
+/// with `secret` (an account `server`'s admin created there).
+pub fn tenant_home(server: &Server, namespace: &str, user: &str, secret: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().expect("a temp dir");
+    for args in [
+        &["env", "add", "e2e", &server.grpc][..],
+        &["env", "set", "e2e"],
+        &["user", "namespace", "set", namespace],
+        &["login", "--username", user, "--password", secret],
+    ] {
+        let output = micro_in(home.path(), args);
+        assert!(output.status.success(), "micro {args:?} failed: {}", stderr(&output));
+    }
+    home
+}

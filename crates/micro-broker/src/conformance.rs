@@ -119,17 +119,25 @@ pub async fn queue_groups_split(broker: &dyn Broker) {
     }
 }
 
-/// A subscriber in one namespace never sees another namespace's messages on the same topic.
+/// A subscriber in one namespace never sees another namespace's messages on the same topic, in
+/// either direction, queue members included.
 pub async fn namespaces_isolated(broker: &dyn Broker) {
-    let mut micro = broker.subscribe("conformance-micro", "news", None).await.unwrap();
-    let mut tenant = broker.subscribe("conformance-foo", "news", None).await.unwrap();
-    let mut tenant_queue = broker.subscribe("conformance-foo", "news", Some("q".to_string())).await.unwrap();
-    broker.publish("conformance-micro", "news", numbered(1)).await.unwrap();
-    broker.publish("conformance-foo", "news", numbered(2)).await.unwrap();
-    assert_eq!(next(&mut micro).await, 1);
-    // Had `foo` received `micro`'s message it would come before its own.
-    assert_eq!(next(&mut tenant).await, 2);
-    assert_eq!(next(&mut tenant_queue).await, 2);
+    const MARKER: usize = usize::MAX;
+    let (micro_ns, foo_ns) = ("conformance-micro", "conformance-foo");
+    let mut micro = broker.subscribe(micro_ns, "news", None).await.unwrap();
+    let mut micro_queue = broker.subscribe(micro_ns, "news", Some("q".to_string())).await.unwrap();
+    let mut tenant = broker.subscribe(foo_ns, "news", None).await.unwrap();
+    let mut tenant_queue = broker.subscribe(foo_ns, "news", Some("q".to_string())).await.unwrap();
+    broker.publish(micro_ns, "news", numbered(1)).await.unwrap();
+    broker.publish(foo_ns, "news", numbered(2)).await.unwrap();
+    // A marker in each namespace, published after both: whatever leaked across would arrive
+    // before it, so each subscriber's messages up to its marker are exactly its own.
+    broker.publish(micro_ns, "news", numbered(MARKER)).await.unwrap();
+    broker.publish(foo_ns, "news", numbered(MARKER)).await.unwrap();
+    assert_eq!(until_marker(&mut micro, MARKER).await, [1], "micro never sees foo's messages");
+    assert_eq!(until_marker(&mut micro_queue, MARKER).await, [1], "nor does a queue in micro");
+    assert_eq!(until_marker(&mut tenant, MARKER).await, [2], "foo never sees micro's messages");
+    assert_eq!(until_marker(&mut tenant_queue, MARKER).await, [2], "nor does a queue in foo");
 }
 
 /// A subscriber that never reads does not hold up the publisher or other subscribers; what does
