@@ -228,6 +228,31 @@ fn a_stalled_handshake_blocks_no_one_and_is_cut_off_after_the_timeout() {
     assert_eq!(server.ok(&["-e", "tls", "store", "read", "greeting"]).trim(), "hello");
 }
 
+/// One address holding MAX_PENDING_HANDSHAKES_PER_IP silent connections gets its next one
+/// closed at once, while a client from another address completes its handshake: one client
+/// cannot fill the listener's handshake slots and keep everyone out.
+#[test]
+fn one_address_cannot_hold_every_handshake_slot() {
+    const PER_IP: usize = 16; // micro_server::tls::MAX_PENDING_HANDSHAKES_PER_IP
+    let ca = Ca::new("server-ca");
+    let home = tempfile::tempdir().unwrap();
+    let server = tls_server(home.path(), &ca, &["localhost", "127.0.0.1"]);
+    let silent: Vec<TcpStream> = (0..PER_IP).map(|_| connect_from("127.0.0.3", &server.http)).collect();
+    // The server takes the silent ones in the order they came; one round trip from another
+    // address makes sure it has seen them all.
+    tls_handshake_over(connect_from("127.0.0.4", &server.http), &ca.cert).expect("another address is served");
+    let mut one_more = connect_from("127.0.0.3", &server.http);
+    one_more.set_read_timeout(Some(HANDSHAKE_TIMEOUT / 2)).unwrap();
+    let mut buffer = [0u8; 16];
+    match one_more.read(&mut buffer) {
+        Ok(0) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection past the per-address cap was not closed at once: {other:?}"),
+    }
+    tls_handshake_over(connect_from("127.0.0.5", &server.http), &ca.cert).expect("others are still served");
+    drop(silent);
+}
+
 /// A rustls client configuration trusting only `ca`, offering h2 and HTTP/1.1.
 fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
@@ -249,9 +274,25 @@ fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
 /// A complete TLS handshake with `addr` as host `127.0.0.1`, trusting `ca`; the error's debug
 /// text when it fails.
 fn tls_handshake(addr: &str, ca: &Path) -> Result<(), String> {
+    tls_handshake_over(TcpStream::connect(addr).unwrap(), ca)
+}
+
+/// A TCP connection to `addr` from the loopback address `from`.
+fn connect_from(from: &str, addr: &str) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    })
+}
+
+fn tls_handshake_over(mut socket: TcpStream, ca: &Path) -> Result<(), String> {
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let mut connection = rustls::ClientConnection::new(client_config(ca), name).unwrap();
-    let mut socket = TcpStream::connect(addr).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     while connection.is_handshaking() {
         connection.complete_io(&mut socket).map_err(|err| format!("{err:?}"))?;

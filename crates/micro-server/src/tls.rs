@@ -7,9 +7,10 @@
 //! next one), each bounded by [`HANDSHAKE_TIMEOUT`]; a failed handshake drops that connection
 //! only, logged at debug level.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,6 +34,10 @@ pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most handshakes in flight per listener; past it, accepting waits for one to finish.
 const MAX_PENDING_HANDSHAKES: usize = 512;
+/// Most handshakes in flight from one IP address: one more connection from it is closed at
+/// once, so a single client holding silent connections cannot fill [`MAX_PENDING_HANDSHAKES`]
+/// and keep everyone else out (docs/security.md).
+pub const MAX_PENDING_HANDSHAKES_PER_IP: usize = 16;
 /// Pause after an accept error that is not about one connection (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -123,18 +128,22 @@ impl Tls {
             listener,
             acceptor: TlsAcceptor::from(Arc::new(config)),
             handshakes: FuturesUnordered::new(),
+            pending: HashMap::new(),
             backoff: None,
         }
     }
 }
 
-type Handshake = Pin<Box<dyn Future<Output = Option<TlsStream<TcpStream>>> + Send>>;
+/// A handshake in flight: its client's address, and the stream once it completed.
+type Handshake = Pin<Box<dyn Future<Output = (IpAddr, Option<TlsStream<TcpStream>>)> + Send>>;
 
 /// A TCP listener whose accepted connections come out as completed TLS streams.
 pub struct TlsIncoming {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshakes: FuturesUnordered<Handshake>,
+    /// Handshakes in flight per client address.
+    pending: HashMap<IpAddr, usize>,
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -147,7 +156,7 @@ impl TlsIncoming {
         crate::grpc::set_nodelay(&stream);
         let accept = self.acceptor.accept(stream);
         Box::pin(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                 Ok(Ok(stream)) => Some(stream),
                 Ok(Err(err)) => {
                     tracing::debug!(%peer, cause = %err, "TLS handshake failed");
@@ -157,7 +166,8 @@ impl TlsIncoming {
                     tracing::debug!(%peer, "TLS handshake timed out");
                     None
                 }
-            }
+            };
+            (peer.ip(), stream)
         })
     }
 }
@@ -184,6 +194,13 @@ impl futures::Stream for TlsIncoming {
         while this.backoff.is_none() && this.handshakes.len() < MAX_PENDING_HANDSHAKES {
             match this.listener.poll_accept(cx) {
                 Poll::Ready(Ok((stream, peer))) => {
+                    let pending = this.pending.entry(peer.ip()).or_default();
+                    if *pending >= MAX_PENDING_HANDSHAKES_PER_IP {
+                        tracing::debug!(%peer, "too many TLS handshakes in flight from this address; closed");
+                        drop(stream);
+                        continue;
+                    }
+                    *pending += 1;
                     let _ = stream.set_nodelay(true);
                     let handshake = this.handshake(stream, peer);
                     this.handshakes.push(handshake);
@@ -201,8 +218,18 @@ impl futures::Stream for TlsIncoming {
         }
         loop {
             match this.handshakes.poll_next_unpin(cx) {
-                Poll::Ready(Some(Some(stream))) => return Poll::Ready(Some(Ok(stream))),
-                Poll::Ready(Some(None)) => continue,
+                Poll::Ready(Some((ip, stream))) => {
+                    if let Some(pending) = this.pending.get_mut(&ip) {
+                        *pending -= 1;
+                        if *pending == 0 {
+                            this.pending.remove(&ip);
+                        }
+                    }
+                    match stream {
+                        Some(stream) => return Poll::Ready(Some(Ok(stream))),
+                        None => continue,
+                    }
+                }
                 // No handshake in flight: the listener (or the backoff) has registered the waker.
                 Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
