@@ -557,3 +557,130 @@ fn an_upload_declaring_8_gib_is_refused_and_writes_nothing() {
     }
     assert!(written < 1024 * 1024, "{written} bytes stayed under sources/");
 }
+
+/// The isolation matrix: accounts {anonymous, `micro` admin, a user of foo, a user of bar} ×
+/// paths {a core service over gRPC, a user service through the gRPC proxy, a core service
+/// through the HTTP gateway, a user service through the gateway} × namespaces {foo, bar}. Each
+/// cell has one expected outcome, and the gRPC and HTTP edges give the same one.
+#[test]
+fn every_path_gives_the_same_answer_for_each_account_and_namespace() {
+    use micro_proto::debug::debug_client::DebugClient;
+    use micro_proto::registry::registry_client::RegistryClient;
+    use micro_proto::registry::{Node, Options, Service};
+    use micro_proto::store::store_client::StoreClient;
+
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let login = |namespace: &str, body: &[u8]| {
+        let reply = http_send(
+            &server.http,
+            "POST",
+            "/auth/token",
+            &[("Micro-Namespace", namespace), ("Content-Type", "application/json")],
+            body,
+        );
+        format!("Bearer {}", token_of(&reply))
+    };
+    server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "a1", "alice"]);
+    server.ok(&["auth", "create", "account", "--namespace", "bar", "--secret", "b1", "bob"]);
+    let accounts: [(&str, Option<String>); 4] = [
+        ("anonymous", None),
+        ("admin", Some(login("micro", br#"{"id":"admin","secret":"micro"}"#))),
+        ("alice@foo", Some(login("foo", br#"{"id":"alice","secret":"a1"}"#))),
+        ("bob@bar", Some(login("bar", br#"{"id":"bob","secret":"b1"}"#))),
+    ];
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let spy = Spy::default();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let spy_address = listener.local_addr().unwrap().to_string();
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(micro_proto::debug::debug_server::DebugServer::new(spy.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = runtime
+        .block_on(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc)).unwrap().connect(),
+        )
+        .unwrap();
+    let admin = accounts[1].1.clone().unwrap();
+    for namespace in ["foo", "bar"] {
+        let registration = Service {
+            name: "spy".into(),
+            version: "latest".into(),
+            nodes: vec![Node {
+                id: format!("spy-{namespace}"),
+                address: spy_address.clone(),
+                ..Node::default()
+            }],
+            descriptors: micro_proto::FILE_DESCRIPTOR_SET.to_vec(),
+            options: Some(Options { ttl: 300, domain: namespace.into() }),
+            ..Service::default()
+        };
+        runtime
+            .block_on(
+                RegistryClient::new(channel.clone())
+                    .register(with(registration, &[("authorization", &admin)])),
+            )
+            .unwrap();
+    }
+
+    let grpc_outcome = |result: Result<(), tonic::Status>| match result {
+        Ok(()) => "allowed",
+        Err(status) if status.code() == tonic::Code::Unauthenticated => "unauthenticated",
+        Err(status) if status.code() == tonic::Code::PermissionDenied => "forbidden",
+        Err(status) => panic!("an unexpected answer: {status:?}"),
+    };
+    let http_outcome = |reply: HttpReply| match reply.status {
+        200 => "allowed",
+        401 => "unauthenticated",
+        403 => "forbidden",
+        other => panic!("an unexpected answer {other}: {}", reply.body),
+    };
+    for (who, token) in &accounts {
+        for namespace in ["foo", "bar"] {
+            let mut metadata = vec![("micro-namespace", namespace)];
+            let mut headers = vec![("Micro-Namespace", namespace), ("Content-Type", "application/json")];
+            if let Some(token) = token {
+                metadata.push(("authorization", token.as_str()));
+                headers.push(("Authorization", token.as_str()));
+            }
+            let core_grpc = grpc_outcome(runtime.block_on(async {
+                let request = with(micro_proto::store::DatabasesRequest {}, &metadata);
+                StoreClient::new(channel.clone()).databases(request).await.map(drop)
+            }));
+            let user_grpc = grpc_outcome(runtime.block_on(async {
+                let request = with(micro_proto::debug::HealthRequest {}, &metadata);
+                DebugClient::new(channel.clone()).health(request).await.map(drop)
+            }));
+            let core_http =
+                http_outcome(http_send(&server.http, "POST", "/store/databases", &headers, b"{}"));
+            let user_http =
+                http_outcome(http_send(&server.http, "POST", "/spy/Debug/Health", &headers, b"{}"));
+
+            let own = match *who {
+                "alice@foo" => namespace == "foo",
+                "bob@bar" => namespace == "bar",
+                _ => true,
+            };
+            let (core, user) = match (*who, own) {
+                // Public by the default rule, but the store needs an account.
+                ("anonymous", _) => ("unauthenticated", "allowed"),
+                (_, true) => ("allowed", "allowed"),
+                (_, false) => ("forbidden", "forbidden"),
+            };
+            let cell = format!("{who} in {namespace}");
+            assert_eq!((core_grpc, core_http), (core, core), "core service, {cell}");
+            assert_eq!((user_grpc, user_http), (user, user), "user service, {cell}");
+        }
+    }
+    // The user service saw exactly the allowed calls, each with an identity of its own namespace.
+    let seen = spy.seen.lock().unwrap().clone();
+    // Anonymous and the admin in both namespaces, each tenant in its own: 6 cells, 2 paths each.
+    assert_eq!(seen.len(), 6 * 2, "{seen:?}");
+    for token in seen.iter().flatten() {
+        let claims = jwt_claims(token.trim_start_matches("Bearer "));
+        assert!(matches!(claims["iss"].as_str(), Some("foo" | "bar")), "{claims}");
+    }
+}
