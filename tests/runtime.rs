@@ -1,5 +1,5 @@
 //! `micro run`, `update`, `kill`, `status` and `logs` end to end: services built from source and
-//! run by the server's runtime (reference §2.9, §9.5).
+//! run by the server's runtime (docs/compatibility.md §2.9, §9.5).
 //!
 //! One test builds a real Rust service with cargo (cold dependencies: minutes); the others run
 //! shell scripts with `--command`, which need no build.

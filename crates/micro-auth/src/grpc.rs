@@ -1,4 +1,4 @@
-//! The `auth.Auth`, `auth.Accounts` and `auth.Rules` gRPC services (reference §3.2) over an
+//! The `auth.Auth`, `auth.Accounts` and `auth.Rules` gRPC services (docs/compatibility.md §3.2) over an
 //! [`Auth`].
 //!
 //! - **Namespace.** `options.namespace` when set, else the request [`Context`]'s (inserted by

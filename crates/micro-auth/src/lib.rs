@@ -1,5 +1,5 @@
 //! The auth service: accounts, secrets, access tokens, refresh tokens and access rules
-//! (reference §3.2 and §6), with the hardening of DESIGN §5.
+//! (docs/compatibility.md §3.2 and §6), hardened as docs/security.md describes.
 //!
 //! - Secrets are hashed with argon2id and never stored or returned in plain (except once, in
 //!   the answer to the `Generate` that created them).

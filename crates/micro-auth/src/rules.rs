@@ -1,4 +1,4 @@
-//! Access rules and the pure rule engine (reference §6.5).
+//! Access rules and the pure rule engine (docs/compatibility.md §6.5).
 //!
 //! A [`Rule`] grants or denies a scope access to a [`Resource`] pattern. [`verify`] picks the
 //! rules matching a resource, orders them by priority and lets the first decisive one answer.

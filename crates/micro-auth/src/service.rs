@@ -320,7 +320,7 @@ impl Auth {
         self.peer_key.forward(metadata, client);
     }
 
-    /// Rule check (reference §6.5) against the rules of `namespace` (the default public rule
+    /// Rule check (docs/compatibility.md §6.5) against the rules of `namespace` (the default public rule
     /// while it has never had rules). Rule sets are cached for [`RULES_CACHE_TTL`]; a store
     /// failure or an invalid namespace denies.
     pub async fn verify(&self, namespace: &str, account: Option<&Account>, resource: &Resource) -> Verdict {
@@ -466,7 +466,7 @@ impl Auth {
 
     // ---- tokens ----
 
-    /// Logs in (reference §6.3, with rotating refresh tokens) and returns a fresh [`Token`].
+    /// Logs in (docs/compatibility.md §6.3, with rotating refresh tokens) and returns a fresh [`Token`].
     /// `expiry` is the access token's lifetime: `None` or zero means [`DEFAULT_TOKEN_EXPIRY`],
     /// longer than [`MAX_TOKEN_EXPIRY`] is capped. Unknown accounts and wrong secrets fail
     /// alike with [`AuthError::InvalidCredentials`]. For callers in this process: no peer

@@ -1,9 +1,9 @@
-//! The `broker.Broker` gRPC service (reference §3.6) over a [`Broker`].
+//! The `broker.Broker` gRPC service (docs/compatibility.md §3.6) over a [`Broker`].
 //!
-//! Every call needs an account allowed in the caller's namespace (reference §6.6), and topics and
-//! queues live in that namespace. Publish copies the call's metadata into the message headers
-//! without overwriting headers the message already has; credentials and transport headers are
-//! never copied.
+//! Every call needs an account allowed in the caller's namespace (docs/compatibility.md §6.6),
+//! and topics and queues live in that namespace. Publish copies the call's metadata into the
+//! message headers without overwriting headers the message already has; credentials and
+//! transport headers are never copied.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The broker: ephemeral publish/subscribe, topics scoped by namespace (reference §3.6, §7.2).
+//! The broker: ephemeral publish/subscribe, topics scoped by namespace (docs/compatibility.md §3.6, §7.2).
 //!
 //! A message published on a topic goes to every subscriber of that topic in that namespace that
 //! is not in a queue, and to exactly one member of each queue group subscribed to it (round
@@ -9,7 +9,7 @@
 //!
 //! - [`Broker`]: the backend trait and its contract; [`MemoryBroker`] is the in-process backend
 //!   (`micro-backend-nats` holds the NATS one; both run the same [`conformance`] suite).
-//! - [`grpc`]: the `broker.Broker` service, which needs an account (reference §6.6).
+//! - [`grpc`]: the `broker.Broker` service, which needs an account (docs/compatibility.md §6.6).
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

@@ -1,4 +1,4 @@
-//! `micro auth`: list, create and delete accounts and rules (reference §2.8). Every call acts in
+//! `micro auth`: list, create and delete accounts and rules (docs/compatibility.md §2.8). Every call acts in
 //! the current namespace unless `--namespace` names another.
 
 use clap::{Args, Subcommand};

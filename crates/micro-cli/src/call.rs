@@ -1,5 +1,5 @@
 //! `micro call <service> <Endpoint.Method> [json...]`: call any endpoint with a JSON request and
-//! print the JSON response (reference §2.11).
+//! print the JSON response (docs/compatibility.md §2.11).
 //!
 //! The request and response types come from protobuf descriptors, so one generic path serves
 //! every method: [`resolve`] finds the method in a [`DescriptorPool`], [`request_message`] turns
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use micro_proto::dynamic::DynamicCodec;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
 use tonic::codec::Streaming;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
@@ -141,7 +141,7 @@ pub(crate) struct Target {
 ///
 /// A service's descriptors are those in the proto package named after it (`store` →
 /// `store.Store`), which holds for every core service. The gRPC path is
-/// `/<service>.<Handler>/<Method>` (reference §3.1): the receiving server dispatches on the
+/// `/<service>.<Handler>/<Method>` (docs/compatibility.md §3.1): the receiving server dispatches on the
 /// endpoint, so the prefix is the service name even where a package is named differently.
 pub(crate) fn resolve(pool: &DescriptorPool, service: &str, endpoint: &Endpoint) -> Result<Target> {
     if !pool.services().any(|candidate| candidate.package_name() == service) {
@@ -219,7 +219,7 @@ impl Target {
 
 /// Builds a request of type `desc` from the JSON object `json` (blank means `{}`). Fields may be
 /// named as in the proto (`snake_case`) or in lowerCamel JSON style. The error names the
-/// offending field.
+/// offending field (the mapping is `micro_proto::json`, the gateway's too).
 pub(crate) fn request_message(
     desc: &MessageDescriptor,
     json: &str,
@@ -229,37 +229,24 @@ pub(crate) fn request_message(
     let serde_json::Value::Object(fields) = value else {
         return Err(format!("expected a JSON object, got {value}"));
     };
-    // Deserialise field by field first, so an error can say which field it is about.
-    for (name, value) in &fields {
-        if desc.get_field_by_name(name).or_else(|| desc.get_field_by_json_name(name)).is_none() {
-            return Err(format!("{} has no field \"{name}\"", desc.full_name()));
-        }
-        let single = serde_json::Value::Object([(name.clone(), value.clone())].into_iter().collect());
-        DynamicMessage::deserialize(desc.clone(), single)
-            .map_err(|err| format!("field \"{name}\": {err}"))?;
-    }
-    DynamicMessage::deserialize(desc.clone(), serde_json::Value::Object(fields))
-        .map_err(|err| err.to_string())
+    micro_proto::json::to_message(desc, fields).map_err(|err| err.to_string())
 }
 
 /// Prints a response as the original did: protobuf-JSON with the proto's field names, default
-/// values left out and 64-bit integers as strings; indented with tabs, or on one line for `raw`.
-/// Ends with a newline.
+/// values left out and 64-bit integers as strings (`micro_proto::json`, as the gateway answers);
+/// indented with tabs, or on one line for `raw`. Ends with a newline.
 pub(crate) fn format_response(message: &DynamicMessage, output: Output) -> Result<String> {
-    let options = SerializeOptions::new()
-        .use_proto_field_name(true)
-        .stringify_64_bit_integers(true)
-        .skip_default_fields(true);
-    let mut bytes = Vec::new();
     let written = match output {
-        Output::Json => {
-            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"\t");
-            let mut serializer = serde_json::Serializer::with_formatter(&mut bytes, formatter);
-            message.serialize_with_options(&mut serializer, &options)
-        }
-        Output::Raw => message.serialize_with_options(&mut serde_json::Serializer::new(&mut bytes), &options),
+        Output::Json => micro_proto::json::to_json_indented(message, b"\t"),
+        Output::Raw => micro_proto::json::to_json(message),
     };
-    written.map_err(|err| CliError::new(format!("Error formatting the response: {err}")))?;
+    let bytes = written.map_err(|err| {
+        let reason = match err {
+            micro_proto::json::Error::Unrepresentable { reason } => reason,
+            other => other.to_string(),
+        };
+        CliError::new(format!("Error formatting the response: {reason}"))
+    })?;
     let mut text = String::from_utf8(bytes).expect("serde_json writes UTF-8");
     text.push('\n');
     Ok(text)

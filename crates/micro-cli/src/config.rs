@@ -1,4 +1,4 @@
-//! `micro config`: get, set and delete values at dotted paths (reference §2.12).
+//! `micro config`: get, set and delete values at dotted paths (docs/compatibility.md §2.12).
 
 use clap::Subcommand;
 use micro_proto::config::config_client::ConfigClient;

@@ -1,4 +1,4 @@
-//! `micro env`: list, get, set, add and delete environments (reference §2.6).
+//! `micro env`: list, get, set, add and delete environments (docs/compatibility.md §2.6).
 
 use std::path::PathBuf;
 

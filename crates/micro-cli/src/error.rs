@@ -1,4 +1,4 @@
-//! One error type for every command, carrying the message and exit code of reference §2.3.
+//! One error type for every command, carrying the message and exit code of docs/compatibility.md §2.3.
 
 use std::fmt;
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! The `micro` command line: one binary that is both the platform server (`micro server`) and
 //! the client of one (`micro store`, `micro config`, `micro env`, `micro services` ...).
 //!
-//! Grammar, output strings and exit codes follow the original Micro v3 CLI (reference §2): data
+//! Grammar, output strings and exit codes follow the original Micro v3 CLI (docs/compatibility.md §2): data
 //! goes to stdout, each error is one line on stderr, and the exit code says what kind of failure
 //! it was (see [`error`]).
 
@@ -285,7 +285,7 @@ fn server(args: micro_server::Args) -> Result<()> {
     runtime()?.block_on(micro_server::run(args)).map_err(|err| CliError::new(format!("Error: {err:#}")))
 }
 
-/// `micro <x> ...` for a command we do not have (reference §2.2): run `micro-<x>` from `PATH`
+/// `micro <x> ...` for a command we do not have (docs/compatibility.md §2.2): run `micro-<x>` from `PATH`
 /// when there is one (the original's plugin convention), else the dynamic command of service
 /// `<x>` when the registry has it, else fail as the original did.
 fn external(global: &Global, args: &[String]) -> Result<()> {

@@ -1,4 +1,4 @@
-//! `micro login` and `micro logout` (reference §2.7).
+//! `micro login` and `micro logout` (docs/compatibility.md §2.7).
 
 use clap::Args;
 use micro_proto::auth::TokenRequest;

@@ -1,5 +1,5 @@
 //! `micro new <name>`: creates a Rust service in `./<name>` that builds and runs as is, the same
-//! project as the repository's `examples/helloworld` (reference §2.10, in Rust: a build script
+//! project as the repository's `examples/helloworld` (docs/compatibility.md §2.10, in Rust: a build script
 //! instead of protoc and a Makefile).
 
 use std::path::{Path, PathBuf};

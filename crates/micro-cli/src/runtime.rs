@@ -1,4 +1,4 @@
-//! `micro run`, `micro update`, `micro kill`, `micro status` and `micro logs` (reference §2.9):
+//! `micro run`, `micro update`, `micro kill`, `micro status` and `micro logs` (docs/compatibility.md §2.9):
 //! services run from source by the server's runtime.
 //!
 //! A local folder is packed and uploaded with `Source.Upload` ([`crate::source`]), a git
@@ -537,7 +537,7 @@ fn metadata<'a>(service: &'a Service, key: &str) -> &'a str {
     service.metadata.get(key).map(String::as_str).unwrap_or_default()
 }
 
-/// The status table of reference §2.9; nothing when there are no services.
+/// The status table of docs/compatibility.md §2.9; nothing when there are no services.
 fn status_table(services: &[Service], now: i64) -> String {
     if services.is_empty() {
         return String::new();

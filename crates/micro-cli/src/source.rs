@@ -1,5 +1,5 @@
 //! Where a service's code comes from, parsed from the argument of `micro run` and `micro update`
-//! (reference §2.9): a local folder, packed here as a gzip'd tarball and uploaded with
+//! (docs/compatibility.md §2.9): a local folder, packed here as a gzip'd tarball and uploaded with
 //! `Source.Upload` so the same command works against a remote server, or a git repository that
 //! the server clones itself.
 //!

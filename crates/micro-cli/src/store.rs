@@ -1,5 +1,5 @@
 //! `micro store`: read, write, delete and list records, and show databases and tables
-//! (reference §2.12). The database defaults to the current namespace, the table to `micro`.
+//! (docs/compatibility.md §2.12). The database defaults to the current namespace, the table to `micro`.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! `micro user`: who you are logged in as, your token, namespace and settings, and your
-//! password (reference §2.7).
+//! password (docs/compatibility.md §2.7).
 
 use clap::{Args, Subcommand};
 use micro_proto::auth::ChangeSecretRequest;

@@ -1,7 +1,7 @@
 //! The config document of one namespace: a tree of branches and leaves, addressed by dotted
 //! paths. Pure data: no I/O, no clocks; sealing goes through the [`Sealer`] the caller passes.
 //!
-//! Semantics (reference §8):
+//! Semantics (docs/compatibility.md §8):
 //!
 //! - **Paths** are dot-separated, non-empty segments (`a.b.c`). The empty path is the whole
 //!   document. A path may not exceed [`MAX_PATH_BYTES`] bytes or [`MAX_DEPTH`] segments.
@@ -408,7 +408,7 @@ fn build(value: &Value, seal: Option<&dyn Sealer>, node_path: &mut String) -> Re
     Ok(Node::Branch(children))
 }
 
-/// Merges `incoming` into the child `key` of `branch` (reference §8 merge rules).
+/// Merges `incoming` into the child `key` of `branch` (docs/compatibility.md §8 merge rules).
 fn merge_child(branch: &mut BTreeMap<String, Node>, key: String, incoming: Node) {
     match (branch.get_mut(&key), incoming) {
         (Some(Node::Branch(existing)), Node::Branch(children)) => merge_into_branch(existing, children),

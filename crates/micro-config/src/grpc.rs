@@ -1,4 +1,4 @@
-//! The `config.Config` gRPC service (reference §3.4 plus our `Watch`) over [`Config`].
+//! The `config.Config` gRPC service (docs/compatibility.md §3.4 plus our `Watch`) over [`Config`].
 //!
 //! The namespace is `request.namespace` when set, else the request [`Context`]'s (inserted by
 //! the server's interceptor), else `micro`. Values cross the wire as JSON text in `Value.data`;
@@ -77,7 +77,7 @@ impl From<ConfigError> for Status {
 }
 
 /// The namespace a request acts in: the one it names, else its context's; the caller must be
-/// authorised for it (reference §6.6).
+/// authorised for it (docs/compatibility.md §6.6).
 #[allow(clippy::result_large_err, reason = "tonic handlers return Status by value")]
 fn namespace<T>(request: &Request<T>, requested: &str) -> Result<String, Status> {
     let context = request.extensions().get::<Context>().cloned().unwrap_or_default();

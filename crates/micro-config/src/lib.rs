@@ -1,11 +1,11 @@
 //! The config service: one JSON document per namespace, addressed by dotted paths, with
-//! merge-on-set semantics, sealed secrets and a change stream (reference §3.4, §8; DESIGN §5).
+//! merge-on-set semantics, sealed secrets and a change stream (docs/compatibility.md §3.4, §8).
 //!
 //! Layout, from the inside out:
 //!
 //! - [`document`]: the pure data model, with no I/O. [`document::Path`] parses and bounds dotted
-//!   paths; [`document::Document`] applies Set/Get/Delete with the merge rules of reference §8 and
-//!   converts to and from the stored format below.
+//!   paths; [`document::Document`] applies Set/Get/Delete with the merge rules of
+//!   docs/compatibility.md §8 and converts to and from the stored format below.
 //! - [`secret`]: [`SecretKey`] seals secret leaves with XChaCha20-Poly1305 and is loaded from
 //!   (or created as) a 0600 key file, or taken from `MICRO_CONFIG_SECRET_KEY`.
 //! - [`service`]: [`Config`], the service core. It reads and writes documents in the platform
@@ -18,7 +18,7 @@
 //!
 //! Each namespace's document is one store record: database [`DATABASE`] (`micro`), table
 //! [`TABLE`] (`config`), key = the namespace, value = UTF-8 JSON in the wrapped-leaf format of the
-//! original (reference §8), so that types and secret flags survive:
+//! original (docs/compatibility.md §8), so that types and secret flags survive:
 //!
 //! ```json
 //! {"key": {"subkey": {"value": "\"val1\"", "leaf": true},

@@ -155,7 +155,7 @@ impl Config {
         Ok(document.get(&path, self.sealer(reveal_secrets))?)
     }
 
-    /// Sets `value` at `path` with the merge rules of reference §8 (objects merge leaf by leaf,
+    /// Sets `value` at `path` with the merge rules of docs/compatibility.md §8 (objects merge leaf by leaf,
     /// anything else replaces the node), creating the namespace's document if needed. With
     /// `secret`, every leaf written is sealed. On error nothing is stored.
     pub async fn set(

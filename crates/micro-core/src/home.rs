@@ -1,5 +1,6 @@
-//! `MICRO_HOME`: the one directory all state lives under (DESIGN §2), and how private files in it
-//! are written: readable by their owner only (docs/security.md).
+//! `MICRO_HOME`: the one directory all state lives under (docs/architecture.md, "Where state
+//! lives"), and how private files in it are written: readable by their owner only
+//! (docs/security.md).
 
 use std::fs;
 use std::io::{self, Write as _};

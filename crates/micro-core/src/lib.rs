@@ -94,7 +94,7 @@ impl Context {
         Self::with_account(namespace, account)
     }
 
-    /// Namespace authorisation (reference §6.6), applied by every resource service before it
+    /// Namespace authorisation (docs/compatibility.md §6.6), applied by every resource service before it
     /// touches `namespace`'s data: an account is required; accounts issued by
     /// [`DEFAULT_NAMESPACE`] may act in any namespace, others only in their own.
     pub fn authorize(&self, namespace: &str) -> Result<(), Denied> {

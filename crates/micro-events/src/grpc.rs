@@ -1,4 +1,4 @@
-//! The `events.Stream` and `events.Store` gRPC services (reference §3.5) over any [`Events`].
+//! The `events.Stream` and `events.Store` gRPC services (docs/compatibility.md §3.5) over any [`Events`].
 //!
 //! - **Namespace.** Every call acts in the request [`Context`]'s namespace (inserted by the
 //!   server's interceptor), after [`Context::authorize`]: an account is required, and an

@@ -1,8 +1,8 @@
-//! The `registry.Registry` gRPC service (reference §3.7) over any [`Registry`] backend.
+//! The `registry.Registry` gRPC service (docs/compatibility.md §3.7) over any [`Registry`] backend.
 //!
 //! The domain of a request is `options.domain` when set, else the caller's namespace. Reads of
 //! domain `micro` are public; reads of other domains, and every write, need an account allowed
-//! in that domain (reference §6.6).
+//! in that domain (docs/compatibility.md §6.6).
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -17,7 +17,7 @@
 //!   NATS backend (`micro-backend-nats`), so both read, validate and list built-ins alike;
 //! - [`MemoryRegistry`] (`memory`): the registry of one server, in its memory;
 //! - [`grpc`]: the `registry.Registry` service over any [`Registry`], with namespace
-//!   authorisation (reference §6.6);
+//!   authorisation (docs/compatibility.md §6.6);
 //! - `conformance` (under `cfg(test)` or the `conformance` feature): the shared suite.
 
 mod catalog;

@@ -1,7 +1,7 @@
-//! The `runtime.Runtime` and `runtime.Source` gRPC services (reference §3.8) over a [`Runtime`].
+//! The `runtime.Runtime` and `runtime.Source` gRPC services (docs/compatibility.md §3.8) over a [`Runtime`].
 //!
 //! The namespace of a request is `options.namespace` when set, else the caller's; the caller
-//! must be allowed in it (reference §6.6).
+//! must be allowed in it (docs/compatibility.md §6.6).
 
 use std::pin::Pin;
 

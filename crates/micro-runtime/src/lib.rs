@@ -1,4 +1,4 @@
-//! The runtime: turns source into running, supervised services (DESIGN §5, reference §9).
+//! The runtime: turns source into running, supervised services (docs/runtime.md; docs/compatibility.md §9).
 //!
 //! - [`Runtime`]: desired state persisted in the store (database `micro`, table `runtime`,
 //!   key `service/<ns>/<name>/<version>`), one supervisor task per service, restored on open.

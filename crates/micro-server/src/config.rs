@@ -1,5 +1,5 @@
 //! The server's one typed config tree, layered defaults → `micro.toml` → `MICRO_*` env → flags
-//! (DESIGN §9), validated before anything binds.
+//! (docs/architecture.md, "Boot"), validated before anything binds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
-//! The one auth gate on :8081 (reference §6.5): every call's `authorization: Bearer <jwt>` is
+//! The one auth gate on :8081 (docs/compatibility.md §6.5): every call's `authorization: Bearer <jwt>` is
 //! turned into an account, its `micro-namespace` into the namespace it acts in, and the rules of
 //! the account's namespace (or, for anonymous calls, of the namespace named) decide whether the
 //! call may go on. Core services then receive a [`Context`] and apply namespace authorisation
-//! (reference §6.6) to the data they touch.
+//! (docs/compatibility.md §6.6) to the data they touch.
 //!
 //! A few calls are always let through, because nobody could log in or probe the server otherwise:
 //! `Auth.Token`, `Auth.Inspect`, `Auth.PublicKey`, health checks and reflection.
@@ -159,7 +159,7 @@ pub async fn admit(auth: &Auth, headers: &HeaderMap, path: &str) -> Result<Conte
 }
 
 /// `/store.Store/Read` → (`store`, `Store.Read`): everything before the last `.` of the first
-/// path segment is the service, the rest the handler (reference §3.1).
+/// path segment is the service, the rest the handler (docs/compatibility.md §3.1).
 #[allow(clippy::result_large_err, reason = "tonic statuses are returned by value")]
 pub fn resource_of(path: &str) -> Result<(String, String), Status> {
     let malformed = || Status::unimplemented(format!("malformed gRPC method path {path:?}"));

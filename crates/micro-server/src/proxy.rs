@@ -1,4 +1,4 @@
-//! The gRPC proxy on :8081 (reference §4.9): a call for a service this process does not host is
+//! The gRPC proxy on :8081 (docs/compatibility.md §4.9): a call for a service this process does not host is
 //! forwarded, as raw HTTP/2 (headers, body frames and trailers, never decoded), to a node of
 //! that service from the registry. The auth gate has already admitted the call and put its
 //! [`Context`] in the request extensions; the registry domain is the context's namespace.
@@ -6,7 +6,7 @@
 //! # Routing rule
 //!
 //! A gRPC path is `/<prefix>.<Handler>/<Method>`, where `<prefix>` is everything before the last
-//! `.` of the first segment (reference §3.1). Tonic servers, ours included, dispatch on the full
+//! `.` of the first segment (docs/compatibility.md §3.1). Tonic servers, ours included, dispatch on the full
 //! `<package>.<Handler>` name, so the path is forwarded unchanged and the prefix must be mapped
 //! to a registered service:
 //!

@@ -356,7 +356,7 @@ pub async fn suffix(store: &dyn Store, db: &str) {
     assert_eq!(store.read(db, TABLE, ".rs", suffix).await.expect("no match"), vec![]);
 }
 
-/// Prefix and suffix together mean both (reference §5: `foo` over three keys → 1).
+/// Prefix and suffix together mean both (docs/compatibility.md §5: `foo` over three keys → 1).
 pub async fn prefix_and_suffix(store: &dyn Store, db: &str) {
     write_all(store, db, TABLE, &["foofoobarbar", "foofoo", "barbar"]).await;
     let both = ReadOptions { prefix: true, suffix: true, ..Default::default() };
@@ -368,7 +368,7 @@ pub async fn prefix_and_suffix(store: &dyn Store, db: &str) {
     assert_eq!(store.list(db, TABLE, listed).await.expect("list"), ["foofoobarbar"]);
 }
 
-/// Offset then limit on reads (reference §5: `a*` limit 5, then offset 5 limit 30 → 5 + 5),
+/// Offset then limit on reads (docs/compatibility.md §5: `a*` limit 5, then offset 5 limit 30 → 5 + 5),
 /// and offset really is an offset: the pages are consecutive and disjoint.
 pub async fn read_paging(store: &dyn Store, db: &str) {
     let names: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
@@ -416,7 +416,7 @@ pub async fn read_byte_budget(store: &dyn Store, db: &str) {
     assert_eq!(keys(&limited), ["r00", "r01", "r02"]);
 }
 
-/// Offset then limit on lists (reference §5: 10 keys → 10, limit 5 → 5, offset 6 → 4,
+/// Offset then limit on lists (docs/compatibility.md §5: 10 keys → 10, limit 5 → 5, offset 6 → 4,
 /// offset 6 + limit 2 → 2).
 pub async fn list_paging(store: &dyn Store, db: &str) {
     let names: Vec<String> = (0..10).map(|i| format!("List{i}")).collect();

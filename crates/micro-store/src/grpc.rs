@@ -1,4 +1,4 @@
-//! The `store.Store` gRPC service (reference §3.3) over any [`Store`].
+//! The `store.Store` gRPC service (docs/compatibility.md §3.3) over any [`Store`].
 //!
 //! - **Database and table.** `options.database` when set, else the request [`Context`]'s
 //!   namespace (inserted by the server's interceptor; `micro` without one); `options.table`
@@ -77,7 +77,7 @@ fn location<T>(request: &Request<T>, database: &str, table: &str) -> Result<(Str
 }
 
 /// The database a request acts on: the one it names, else its context's namespace; the caller
-/// must be authorised for it (reference §6.6).
+/// must be authorised for it (docs/compatibility.md §6.6).
 #[allow(clippy::result_large_err, reason = "tonic handlers return Status by value")]
 fn database_for<T>(request: &Request<T>, requested: &str) -> Result<String, Status> {
     let context = context(request);

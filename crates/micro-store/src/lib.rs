@@ -11,7 +11,7 @@
 //! - [`validate`]: the input limits every backend enforces, in one place;
 //! - [`memory`]: [`memory::MemoryStore`], a `BTreeMap` under a lock (tests, `--store memory`);
 //! - [`mod@file`]: [`file::FileStore`], one redb file, fsync'd before a write is acknowledged;
-//! - [`grpc`]: the `store.Store` gRPC service (reference §3.3) over any [`Store`];
+//! - [`grpc`]: the `store.Store` gRPC service (docs/compatibility.md §3.3) over any [`Store`];
 //! - [`spawn_sweeper`]: the background task that removes expired records;
 //! - `conformance` (under `cfg(test)` or the `conformance` feature): the shared suite.
 

@@ -1,6 +1,6 @@
 //! Who is calling: every incoming call's `authorization: Bearer <jwt>` is verified locally with
 //! the server's public key (`Auth.PublicKey`), and the namespace's rules (`Rules.List`, cached
-//! for [`RULES_TTL`]) decide whether the call may go on (reference §6.5). Handlers read the
+//! for [`RULES_TTL`]) decide whether the call may go on (docs/compatibility.md §6.5). Handlers read the
 //! caller with [`account`].
 //!
 //! ```no_run
@@ -48,7 +48,7 @@ pub fn account<T>(request: &tonic::Request<T>) -> Option<Account> {
     request.extensions().get::<Account>().cloned()
 }
 
-/// One access rule (reference §6.5).
+/// One access rule (docs/compatibility.md §6.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rule {
     /// `""` public, `"*"` any account, else a scope name.
@@ -361,8 +361,8 @@ fn local_rule(rule: micro_proto::auth::Rule) -> Option<Rule> {
     })
 }
 
-/// `/helloworld.Helloworld/Call` → `Helloworld.Call` (reference §3.1: the service prefix is the
-/// caller's business; the endpoint is `Handler.Method`).
+/// `/helloworld.Helloworld/Call` → `Helloworld.Call` (docs/compatibility.md §3.1: the service
+/// prefix is the caller's business; the endpoint is `Handler.Method`).
 pub(crate) fn endpoint_of(path: &str) -> Option<String> {
     let (qualified, method) = path.strip_prefix('/')?.split_once('/')?;
     let handler = qualified.rsplit('.').next()?;

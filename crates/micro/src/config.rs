@@ -1,5 +1,5 @@
 //! The platform's configuration for the service's namespace: dotted paths into one JSON
-//! document (reference §8).
+//! document (docs/compatibility.md §8).
 //!
 //! ```no_run
 //! # async fn example() -> micro::Result<()> {
@@ -143,7 +143,7 @@ async fn get_with(path: &str, secret: bool) -> Result<Value> {
     }
 }
 
-/// Sets `path` to `value`; objects merge into what is there (reference §8).
+/// Sets `path` to `value`; objects merge into what is there (docs/compatibility.md §8).
 pub async fn set(path: &str, value: impl serde::Serialize) -> Result<()> {
     set_with(path, value, false).await
 }

@@ -12,9 +12,9 @@ pub const DEFAULT_SERVER_ADDRESS: &str = "127.0.0.1:8081";
 pub const DEFAULT_SERVICE_ADDRESS: &str = "127.0.0.1:0";
 /// The version a service registers when `MICRO_SERVICE_VERSION` is unset.
 pub const DEFAULT_VERSION: &str = "latest";
-/// How long the registry keeps a node that stopped heartbeating (reference §10).
+/// How long the registry keeps a node that stopped heartbeating (docs/compatibility.md §10).
 pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(90);
-/// How often a service re-registers (reference §10).
+/// How often a service re-registers (docs/compatibility.md §10).
 pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The parsed `MICRO_*` variables. `None` means unset (or set to the empty string).

@@ -28,7 +28,7 @@ use crate::login::{self, CliEnv, Saved};
 
 /// Refresh an access token that expires within this many seconds.
 pub(crate) const REFRESH_MARGIN_SECS: i64 = 60;
-/// The lifetime services ask for (reference §6.3: services use 10-minute tokens).
+/// The lifetime services ask for (docs/compatibility.md §6.3: services use 10-minute tokens).
 pub(crate) const TOKEN_EXPIRY_SECS: i64 = 600;
 /// The metadata key naming the namespace a call acts in.
 pub(crate) const NAMESPACE_HEADER: &str = "micro-namespace";

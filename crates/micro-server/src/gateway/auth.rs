@@ -1,4 +1,4 @@
-//! Who is calling and in which namespace (reference §4.5), and whether the namespace's rules
+//! Who is calling and in which namespace (docs/compatibility.md §4.5), and whether the namespace's rules
 //! let them reach the endpoint. The same decisions as the :8081 gate ([`crate::gate`]), with
 //! HTTP's extra sources: the `micro-token` cookie and the API domain's subdomains.
 

@@ -1,7 +1,7 @@
 //! Reaching a service: its descriptors and nodes from the registry, the nodes to try in the
 //! order of the node pool ([`crate::nodes`]: round robin, unreachable nodes last), the call made
 //! at the next node when one cannot be reached, and HTTP headers turned into gRPC metadata
-//! (reference §3.1).
+//! (docs/compatibility.md §3.1).
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,5 +1,5 @@
 //! The gateway's one error type and its one mapping to HTTP: the original's JSON error
-//! `{"Id","Code","Detail","Status"}` with the HTTP status equal to `Code` (reference §4.4).
+//! `{"Id","Code","Detail","Status"}` with the HTTP status equal to `Code` (docs/compatibility.md §4.4).
 //! A `RESOURCE_EXHAUSTED` status (a refused login: micro-auth's login limits or its full hashing
 //! queue) is a 429 with `Retry-After`: the seconds its detail ends with (`...; retry in N s`),
 //! else [`DEFAULT_RETRY_AFTER_SECS`].

@@ -1,4 +1,4 @@
-//! Path → service and endpoint: the original's default `micro` resolver (reference §4.2), and
+//! Path → service and endpoint: the original's default `micro` resolver (docs/compatibility.md §4.2), and
 //! finding the resolved endpoint in the descriptors a service registered.
 
 use prost_reflect::{DescriptorPool, MethodDescriptor};
@@ -18,7 +18,7 @@ impl Route {
     }
 }
 
-/// Resolves a request path by the table of reference §4.2. `None` for paths that name no
+/// Resolves a request path by the table of docs/compatibility.md §4.2. `None` for paths that name no
 /// service (`/`, or segments that clean away to nothing).
 ///
 /// - one part: `/foo` → `foo`, `Foo.Call` (the Call shortcut);
