@@ -1,17 +1,21 @@
-//! Dynamic per-service commands (reference §2.15): `micro <service> [words...] [--flag=value...]`
-//! for any service in the registry, typed by the descriptors the service registered.
+//! Dynamic per-service commands (docs/compatibility.md §2.15):
+//! `micro <service> [words...] [--flag=value...]` for any service in the registry, typed by the
+//! descriptors the service registered.
 //!
 //! - Endpoint: no word → `<Service>.Call` (`micro helloworld` is `Helloworld.Call`); one word →
 //!   `<Service>.<Word>` (`micro registry getService`); two words → `<Word1>.<Word2>`; more is an
 //!   error. Words match endpoint names ignoring case, `-` and `_` (`get-service`, `get_service`).
 //! - Flags: `--name=value` or `--name value`; a bare `--name` is `true`. `--a_b=x` sets field `b`
 //!   of message field `a` (`{"a":{"b":"x"}}`) unless `a_b` is itself a field; `-` may stand for
-//!   `_`. Values are typed by the request's descriptor; repeated fields take repeated flags or
-//!   comma lists; message and map fields take JSON; bytes take the text as is.
+//!   `_`; the gateway's keys (`--a.b=x`, `--labels.env=prod`, `--a[b]=x`) work too. Values are
+//!   typed by the request's descriptor with the gateway's rules for query parameters
+//!   (`micro_proto::json::insert`): repeated fields take repeated flags or comma lists; message
+//!   and map fields take JSON; enums a name in any case or a number; bytes base64.
 //! - `--help` anywhere prints the generated usage: the service's commands, or one command's flags.
 
 use std::collections::BTreeMap;
 
+use micro_proto::json;
 use micro_proto::registry::registry_client::RegistryClient;
 use micro_proto::registry::{GetRequest, Options, Service};
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor};
@@ -24,7 +28,7 @@ use crate::client::Client;
 use crate::error::{CliError, Result};
 use crate::{Global, out};
 
-/// Core service names, looked up in domain `micro` only (reference §2.15 step 1).
+/// Core service names, looked up in domain `micro` only (docs/compatibility.md §2.15 step 1).
 const CORE_NAMES: &[&str] =
     &["network", "runtime", "registry", "config", "store", "broker", "router", "auth", "proxy", "api"];
 /// How deep nested message fields are offered as `--a_b_c` flags in help.
@@ -275,33 +279,37 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Parsed> {
     Ok(parsed)
 }
 
-/// Turns flags into the JSON request for `input` (see the module docs for the mapping).
+/// Turns flags into the JSON request for `input` (see the module docs for the mapping). The
+/// text of each flag is typed by `micro_proto::json::insert`, as the gateway types a query
+/// parameter; only the flag names (`--a_b`) are the CLI's own.
 pub(crate) fn request_json(input: &MessageDescriptor, flags: &[(String, Option<String>)]) -> Result<Value> {
     let mut root = Map::new();
     for (name, value) in flags {
-        let path = field_path(input, &name.replace('-', "_"), 0)
-            .ok_or_else(|| CliError::new(format!("Unknown flag: {name}")))?;
-        let (leaf, parents) = path.split_last().expect("a field path has at least one field");
-        let mut object = &mut root;
-        for parent in parents {
-            let slot = object.entry(parent.name().to_string()).or_insert_with(|| Value::Object(Map::new()));
-            object = slot
-                .as_object_mut()
-                .ok_or_else(|| CliError::new(format!("Flag --{name} conflicts with --{}", parent.name())))?;
-        }
-        let converted = flag_value(leaf, name, value.as_deref())?;
-        if leaf.is_list() {
-            let Value::Array(items) = converted else { unreachable!("lists convert to arrays") };
-            let slot = object.entry(leaf.name().to_string()).or_insert_with(|| Value::Array(Vec::new()));
-            match slot {
-                Value::Array(existing) => existing.extend(items),
-                _ => return Err(CliError::new(format!("Flag --{name} conflicts with another flag"))),
-            }
-        } else {
-            object.insert(leaf.name().to_string(), converted);
-        }
+        let fields = field_path(input, &name.replace('-', "_"), 0);
+        let path: Vec<&str> = match &fields {
+            Some(fields) => fields.iter().map(FieldDescriptor::name).collect(),
+            None if name.contains(['.', '[']) => json::key_path(name).map_err(|err| flag_error(name, err))?,
+            None => return Err(CliError::new(format!("Unknown flag: {name}"))),
+        };
+        json::insert(input, &mut root, &path, value.as_deref(), name).map_err(|err| flag_error(name, err))?;
     }
     Ok(Value::Object(root))
+}
+
+/// A mapping error in the CLI's words, naming the flag.
+fn flag_error(flag: &str, error: json::Error) -> CliError {
+    CliError::new(match error {
+        json::Error::UnknownField { .. } => format!("Unknown flag: {flag}"),
+        json::Error::InvalidValue { value, kind, .. } => {
+            format!("Invalid value {value:?} for --{flag}: expected {}", kind_name(&kind))
+        }
+        json::Error::MissingValue { .. } => format!("Flag --{flag} needs a value, e.g. --{flag}=..."),
+        json::Error::NotAnObject { .. } => format!("Invalid value for --{flag}: expected a JSON object"),
+        json::Error::Conflict { .. } => format!("Flag --{flag} conflicts with another flag"),
+        json::Error::InvalidKey { .. } => format!("Invalid flag: --{flag}"),
+        json::Error::Field { reason, .. } => format!("Invalid value for --{flag}: {reason}"),
+        other => format!("Invalid flag --{flag}: {other}"),
+    })
 }
 
 /// The fields a flag name reaches: the field named so, else `<message field>_<rest>`.
@@ -321,83 +329,6 @@ fn field_path(message: &MessageDescriptor, name: &str, depth: usize) -> Option<V
         let mut path = field_path(&inner, &name[at + 1..], depth + 1)?;
         path.insert(0, field);
         Some(path)
-    })
-}
-
-/// One flag's value as JSON for `field`.
-fn flag_value(field: &FieldDescriptor, flag: &str, value: Option<&str>) -> Result<Value> {
-    let kind = field.kind();
-    let Some(value) = value else {
-        return match kind {
-            Kind::Bool if field.is_list() => Ok(Value::Array(vec![Value::Bool(true)])),
-            Kind::Bool => Ok(Value::Bool(true)),
-            _ => Err(CliError::new(format!("Flag --{flag} needs a value, e.g. --{flag}=...",))),
-        };
-    };
-    if field.is_map() || (matches!(kind, Kind::Message(_)) && !field.is_list()) {
-        return message_value(&kind, flag, value);
-    }
-    if field.is_list() {
-        if let Kind::Message(_) = kind {
-            return Ok(Value::Array(vec![message_value(&kind, flag, value)?]));
-        }
-        let items = value.split(',').map(|item| scalar(&kind, flag, item)).collect::<Result<Vec<_>>>()?;
-        return Ok(Value::Array(items));
-    }
-    scalar(&kind, flag, value)
-}
-
-/// A message (or map) flag value: a JSON object. Well-known types have their own JSON forms
-/// (a timestamp is a string), so for those any JSON value, or else the text itself, is taken.
-fn message_value(kind: &Kind, flag: &str, value: &str) -> Result<Value> {
-    let well_known =
-        matches!(kind, Kind::Message(message) if message.full_name().starts_with("google.protobuf."));
-    match serde_json::from_str::<Value>(value) {
-        Ok(object @ Value::Object(_)) => Ok(object),
-        Ok(other) if well_known => Ok(other),
-        Err(_) if well_known => Ok(Value::String(value.to_string())),
-        _ => Err(CliError::new(format!("Invalid value for --{flag}: expected a JSON object"))),
-    }
-}
-
-/// A scalar flag value as protobuf-JSON of `kind`.
-fn scalar(kind: &Kind, flag: &str, value: &str) -> Result<Value> {
-    let invalid =
-        || CliError::new(format!("Invalid value {value:?} for --{flag}: expected {}", kind_name(kind)));
-    let trimmed = value.trim();
-    Ok(match kind {
-        Kind::Bool => Value::Bool(trimmed.parse().map_err(|_| invalid())?),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
-            Value::from(trimmed.parse::<i32>().map_err(|_| invalid())?)
-        }
-        Kind::Uint32 | Kind::Fixed32 => Value::from(trimmed.parse::<u32>().map_err(|_| invalid())?),
-        // 64-bit integers travel as strings in protobuf-JSON, so no precision is lost.
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
-            Value::String(trimmed.parse::<i64>().map_err(|_| invalid())?.to_string())
-        }
-        Kind::Uint64 | Kind::Fixed64 => {
-            Value::String(trimmed.parse::<u64>().map_err(|_| invalid())?.to_string())
-        }
-        Kind::Double | Kind::Float => {
-            let number = trimmed.parse::<f64>().map_err(|_| invalid())?;
-            serde_json::Number::from_f64(number).map(Value::Number).ok_or_else(invalid)?
-        }
-        Kind::String => Value::String(value.to_string()),
-        Kind::Bytes => {
-            use base64::Engine as _;
-            Value::String(base64::engine::general_purpose::STANDARD.encode(value.as_bytes()))
-        }
-        Kind::Enum(enumeration) => match trimmed.parse::<i32>() {
-            Ok(number) => Value::from(number),
-            Err(_) => {
-                let known = enumeration
-                    .values()
-                    .find(|v| v.name().eq_ignore_ascii_case(trimmed))
-                    .ok_or_else(invalid)?;
-                Value::String(known.name().to_string())
-            }
-        },
-        Kind::Message(_) => serde_json::from_str(value).map_err(|_| invalid())?,
     })
 }
 

@@ -3,6 +3,10 @@
 //! One module per protobuf package under the repository's `proto/` folder, each with its
 //! messages, a tonic client (`<svc>_client`) and server (`<svc>_server`). [`FILE_DESCRIPTOR_SET`]
 //! holds every core service's descriptors for reflection, the gateway and `micro call`.
+//!
+//! Beside them, hand-written: [`dynamic`], the gRPC codec for messages known only from
+//! descriptors, and [`json`], the one mapping of text (query strings, CLI flags) and JSON to
+//! messages and back that the gateway and the CLI share.
 
 #![allow(clippy::all, missing_docs, reason = "generated code")]
 
@@ -11,6 +15,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 pub mod dynamic;
 mod ext;
+pub mod json;
 
 pub mod auth {
     tonic::include_proto!("auth");

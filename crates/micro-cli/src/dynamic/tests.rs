@@ -128,7 +128,7 @@ fn flags_become_typed_nested_json() {
             "--a_n=7",
             "--a_deep_on",
             "--first-name=Jo",
-            "--blob=hi",
+            "--blob=aGk=",
             r#"--labels={"k":"v"}"#,
             "--kind=big",
             "--switches=true,false",
@@ -151,7 +151,7 @@ fn flags_become_typed_nested_json() {
     assert_eq!(message.get_field_by_name("big").unwrap().as_i64(), Some(9_007_199_254_740_993));
     assert_eq!(message.get_field_by_name("blob").unwrap().as_bytes().unwrap().as_ref(), b"hi");
     let bytes = message.encode_to_vec();
-    assert_eq!(DynamicMessage::decode(input, bytes.as_slice()).unwrap(), message);
+    assert_eq!(DynamicMessage::decode(input.clone(), bytes.as_slice()).unwrap(), message);
 
     // A whole message as JSON, then one of its fields; the last value of a scalar wins.
     let merged =
@@ -171,6 +171,27 @@ fn flags_become_typed_nested_json() {
     fails(&["--name"], "Flag --name needs a value, e.g. --name=...");
     fails(&["--labels=k=v"], "Invalid value for --labels: expected a JSON object");
     fails(&["--a_b=x", "--a=1"], "Invalid value for --a: expected a JSON object");
+    fails(&["--blob=hi!"], "Invalid value \"hi!\" for --blob: expected bytes");
+    fails(&["--a..b=x"], "Invalid flag: --a..b");
+
+    // Flags and the gateway's query parameters are one mapping (micro_proto::json): the same
+    // text makes the same request, whichever edge it came in by.
+    let flags = to_json(
+        &demo,
+        "Demo.Call",
+        &["--loud=1", "--kind=2", "--a.b=x", "--a[n]=3", "--labels.env=prod", "--blob=aGk", "--ratio=NaN"],
+    )
+    .unwrap();
+    let query = micro_proto::json::query_fields(
+        &input,
+        "loud=1&kind=2&a.b=x&a[n]=3&labels.env=prod&blob=aGk&ratio=NaN",
+    )
+    .unwrap();
+    assert_eq!(flags, Value::Object(query));
+    assert_eq!(
+        flags,
+        json!({"loud": true, "kind": 2, "a": {"b": "x", "n": 3}, "labels": {"env": "prod"}, "blob": "aGk", "ratio": "NaN"})
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The HTTP API gateway on :8080 (reference §4, DESIGN §5): `/{service}/{method}` → a gRPC call
-//! to a node of that service, JSON ↔ protobuf through the descriptors the service registered.
+//! The HTTP API gateway on :8080 (docs/compatibility.md §4; docs/architecture.md (c)):
+//! `/{service}/{method}` → a gRPC call to a node of that service, JSON ↔ protobuf through the
+//! descriptors the service registered.
 //!
 //! One request goes: [`resolve`] the path to a service and endpoint → [`auth`] identifies the
 //! caller and checks the namespace's rules → [`call`] finds the service in the registry (in the
@@ -179,7 +180,7 @@ impl Gateway {
         };
 
         let query = parts.uri.query().unwrap_or("");
-        let query_fields = body::query_fields(&method.input(), query).map_err(ApiError::bad_request)?;
+        let query_fields = body::query_fields(&method.input(), query)?;
         let mut metadata = call::metadata(&parts.headers, &parts.method, &caller);
         call::forward_client(&self.inner.auth, &mut metadata, &parts.extensions, &target);
         if !target.core {
@@ -237,10 +238,10 @@ impl Gateway {
             response.headers_mut().insert(header::CONTENT_TYPE, value);
             return Ok(response);
         }
-        let json = body::to_json(&response).map_err(|detail| ApiError {
+        let json = body::to_json(&response).map_err(|error| ApiError {
             id: target.service.clone(),
             status: StatusCode::BAD_GATEWAY,
-            detail,
+            detail: error.to_string(),
         })?;
         Ok(json_response(json))
     }
@@ -311,11 +312,11 @@ fn request_message(
             || content_type.ends_with("+json")
             || (!from_browser && (content_type.is_empty() || (form && opens_object)));
         let patch = if json {
-            body::json_object(bytes).map_err(ApiError::bad_request)?
+            body::json_object(bytes)?
         } else if form && !opens_object {
             let form = std::str::from_utf8(bytes)
                 .map_err(|_| ApiError::bad_request("the form body is not UTF-8"))?;
-            body::query_fields(&input, form).map_err(ApiError::bad_request)?
+            body::query_fields(&input, form)?
         } else {
             let given = if content_type.is_empty() { "none".to_string() } else { content_type };
             return Err(ApiError::new(
@@ -328,7 +329,7 @@ fn request_message(
         };
         body::merge(&input, &mut fields, patch);
     }
-    body::to_message(&input, fields).map_err(ApiError::bad_request)
+    Ok(body::to_message(&input, fields)?)
 }
 
 async fn unary(target: &Target, request: tonic::Request<DynamicMessage>) -> Result<DynamicMessage, ApiError> {
@@ -364,8 +365,9 @@ async fn stream(target: Target, request: tonic::Request<DynamicMessage>) -> Resu
         let line = match item {
             Ok(message) => match body::to_json(&message) {
                 Ok(json) => json,
-                Err(detail) => {
+                Err(error) => {
                     *failed = true;
+                    let detail = error.to_string();
                     ApiError { id: service.clone(), status: StatusCode::BAD_GATEWAY, detail }
                         .body()
                         .into_bytes()

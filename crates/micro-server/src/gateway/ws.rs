@@ -1,4 +1,4 @@
-//! Calls over websockets (reference §4.7), for every kind of method.
+//! Calls over websockets (docs/compatibility.md §4.7), for every kind of method.
 //!
 //! The request messages are the query parameters (when there are any) and then each text or
 //! binary message the client sends, as a JSON object. Unary and server-streaming methods take
@@ -70,7 +70,7 @@ impl Session {
                 Ok(message) => {
                     send_request(&mut requests, message, takes_many).await;
                 }
-                Err(detail) => return fail(socket, &ApiError::bad_request(detail)).await,
+                Err(error) => return fail(socket, &ApiError::from(error)).await,
             }
         }
 
@@ -95,14 +95,15 @@ impl Session {
                         .and_then(|fields| body::to_message(&method.input(), fields));
                     match message {
                         Ok(message) => send_request(&mut requests, message, takes_many).await,
-                        Err(detail) => return fail(socket, &ApiError::bad_request(detail)).await,
+                        Err(error) => return fail(socket, &ApiError::from(error)).await,
                     }
                 }
                 response = responses_rx.recv() => match response {
                     Some(Ok(message)) => {
                         let json = match body::to_json(&message) {
                             Ok(json) => json,
-                            Err(detail) => {
+                            Err(error) => {
+                                let detail = error.to_string();
                                 let error = ApiError { id: service.clone(), status: StatusCode::BAD_GATEWAY, detail };
                                 return fail(socket, &error).await;
                             }
