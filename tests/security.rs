@@ -142,14 +142,7 @@ fn a_tenant_cannot_run_commands_or_server_paths() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
     server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s3cret", "bob"]);
-    let login = http_send(
-        &server.http,
-        "POST",
-        "/auth/token",
-        &[("Micro-Namespace", "foo"), ("Content-Type", "application/json")],
-        br#"{"id":"bob","secret":"s3cret"}"#,
-    );
-    let bearer = format!("Bearer {}", token_of(&login));
+    let bearer = bearer(&server, "foo", "bob", "s3cret");
     let create = |options: &str| {
         let body = format!(r#"{{"resource":{{"service":{{"name":"pwn"}}}},"options":{options}}}"#);
         http_send(
@@ -193,6 +186,25 @@ fn a_tenant_cannot_run_commands_or_server_paths() {
     assert!(common::stderr(&cli).to_lowercase().contains("only an admin"), "{}", common::stderr(&cli));
     let status = server.ok(&["status"]);
     assert!(!status.contains("pwn") && !status.contains("running"), "nothing was created: {status}");
+}
+
+/// `Bearer <token>` of account `id` of `namespace`, logged in through the gateway.
+fn bearer(server: &Server, namespace: &str, id: &str, secret: &str) -> String {
+    let body = serde_json::json!({ "id": id, "secret": secret }).to_string();
+    let login = http_send(
+        &server.http,
+        "POST",
+        "/auth/token",
+        &[("Micro-Namespace", namespace), ("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    format!("Bearer {}", token_of(&login))
+}
+
+/// A gRPC channel to the server's :8081.
+fn grpc_channel(runtime: &tokio::runtime::Runtime, server: &Server) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc)).unwrap();
+    runtime.block_on(endpoint.connect()).unwrap()
 }
 
 fn no_grant(reply: &HttpReply) {
@@ -307,6 +319,19 @@ struct Spy {
 }
 
 impl Spy {
+    /// Serves a new spy on loopback; returns it and its address.
+    fn start(runtime: &tokio::runtime::Runtime) -> (Self, String) {
+        let spy = Spy::default();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(micro_proto::debug::debug_server::DebugServer::new(spy.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (spy, address)
+    }
+
     fn record<T>(&self, request: &tonic::Request<T>) {
         let token = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
         self.seen.lock().unwrap().push(token);
@@ -356,31 +381,12 @@ fn a_user_service_never_sees_the_callers_token() {
 
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
-    let login = http_send(
-        &server.http,
-        "POST",
-        "/auth/token",
-        &[("Content-Type", "application/json")],
-        br#"{"id":"admin","secret":"micro"}"#,
-    );
-    let admin = format!("Bearer {}", token_of(&login));
+    let admin = bearer(&server, "micro", "admin", "micro");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let spy = Spy::default();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let spy_address = listener.local_addr().unwrap().to_string();
-    let service = micro_proto::debug::debug_server::DebugServer::new(spy.clone());
-    runtime.spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (spy, spy_address) = Spy::start(&runtime);
 
-    let channel = runtime
-        .block_on(
-            tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc)).unwrap().connect(),
-        )
-        .unwrap();
+    let channel = grpc_channel(&runtime, &server);
     let registration = Service {
         name: "spy".into(),
         version: "latest".into(),
@@ -486,14 +492,7 @@ fn an_upload_declaring_8_gib_is_refused_and_writes_nothing() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
     server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s3cret", "bob"]);
-    let login = http_send(
-        &server.http,
-        "POST",
-        "/auth/token",
-        &[("Micro-Namespace", "foo"), ("Content-Type", "application/json")],
-        br#"{"id":"bob","secret":"s3cret"}"#,
-    );
-    let bearer = format!("Bearer {}", token_of(&login));
+    let bearer = bearer(&server, "foo", "bob", "s3cret");
 
     // The PAX record `size=8589934592` for the next entry, then that entry with size 0 in its
     // own header, then 64 KiB of its "data" and no end: the server must judge by the PAX size.
@@ -522,12 +521,8 @@ fn an_upload_declaring_8_gib_is_refused_and_writes_nothing() {
     assert!(upload.len() < 4096, "a small upload: {} bytes", upload.len());
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let channel = grpc_channel(&runtime, &server);
     let outcome = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
         let service = RuntimeService { name: "bomb".into(), version: "latest".into(), ..Default::default() };
         let messages = vec![
             UploadRequest { service: Some(service), data: Vec::new() },
@@ -571,39 +566,18 @@ fn every_path_gives_the_same_answer_for_each_account_and_namespace() {
 
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
-    let login = |namespace: &str, body: &[u8]| {
-        let reply = http_send(
-            &server.http,
-            "POST",
-            "/auth/token",
-            &[("Micro-Namespace", namespace), ("Content-Type", "application/json")],
-            body,
-        );
-        format!("Bearer {}", token_of(&reply))
-    };
     server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "a1", "alice"]);
     server.ok(&["auth", "create", "account", "--namespace", "bar", "--secret", "b1", "bob"]);
     let accounts: [(&str, Option<String>); 4] = [
         ("anonymous", None),
-        ("admin", Some(login("micro", br#"{"id":"admin","secret":"micro"}"#))),
-        ("alice@foo", Some(login("foo", br#"{"id":"alice","secret":"a1"}"#))),
-        ("bob@bar", Some(login("bar", br#"{"id":"bob","secret":"b1"}"#))),
+        ("admin", Some(bearer(&server, "micro", "admin", "micro"))),
+        ("alice@foo", Some(bearer(&server, "foo", "alice", "a1"))),
+        ("bob@bar", Some(bearer(&server, "bar", "bob", "b1"))),
     ];
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let spy = Spy::default();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let spy_address = listener.local_addr().unwrap().to_string();
-    runtime.spawn(
-        tonic::transport::Server::builder()
-            .add_service(micro_proto::debug::debug_server::DebugServer::new(spy.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let channel = runtime
-        .block_on(
-            tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc)).unwrap().connect(),
-        )
-        .unwrap();
+    let (spy, spy_address) = Spy::start(&runtime);
+    let channel = grpc_channel(&runtime, &server);
     let admin = accounts[1].1.clone().unwrap();
     for namespace in ["foo", "bar"] {
         let registration = Service {

@@ -59,24 +59,6 @@ fn path(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
 
-/// A TLS client trusting only `ca`, offering `alpn`.
-fn tls_client(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-    Arc::new(config)
-}
-
 /// Completes a TLS handshake with `addr` (as host `127.0.0.1`) and returns the stream.
 fn tls_connect(
     addr: &str,
@@ -95,7 +77,7 @@ fn tls_connect(
 
 /// An HTTP/1.1 GET over TLS; returns (status code, body).
 fn https_get(addr: &str, ca: &Path, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut stream = tls_connect(addr, tls_client(ca, &[b"http/1.1"]));
+    let mut stream = tls_connect(addr, common::tls_client(ca, &[b"http/1.1"]));
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -156,9 +138,9 @@ fn a_tls_server_is_driven_like_a_local_one() {
     assert_eq!(server.ok(&["-e", "tls", "store", "read", "greeting"]).trim(), "hello over TLS");
 
     // The gateway serves HTTPS: HTTP/2 by ALPN, and HTTP/1.1.
-    let h2 = tls_connect(&server.http, tls_client(&pki.ca, &[b"h2", b"http/1.1"]));
+    let h2 = tls_connect(&server.http, common::tls_client(&pki.ca, &[b"h2", b"http/1.1"]));
     assert_eq!(h2.conn.alpn_protocol(), Some(&b"h2"[..]), "the gateway prefers h2");
-    let grpc = tls_connect(&server.grpc, tls_client(&pki.ca, &[b"h2"]));
+    let grpc = tls_connect(&server.grpc, common::tls_client(&pki.ca, &[b"h2"]));
     assert_eq!(grpc.conn.alpn_protocol(), Some(&b"h2"[..]), "gRPC negotiates h2");
     let (status, body) = https_get(&server.http, &pki.ca, "/", &[]);
     assert_eq!(status, 200, "{body}");

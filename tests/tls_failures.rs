@@ -11,7 +11,6 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Server, stderr};
@@ -253,24 +252,6 @@ fn one_address_cannot_hold_every_handshake_slot() {
     drop(silent);
 }
 
-/// A rustls client configuration trusting only `ca`, offering h2 and HTTP/1.1.
-fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
 /// A complete TLS handshake with `addr` as host `127.0.0.1`, trusting `ca`; the error's debug
 /// text when it fails.
 fn tls_handshake(addr: &str, ca: &Path) -> Result<(), String> {
@@ -292,7 +273,8 @@ fn connect_from(from: &str, addr: &str) -> TcpStream {
 
 fn tls_handshake_over(mut socket: TcpStream, ca: &Path) -> Result<(), String> {
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut connection = rustls::ClientConnection::new(client_config(ca), name).unwrap();
+    let mut connection =
+        rustls::ClientConnection::new(common::tls_client(ca, &[b"h2", b"http/1.1"]), name).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     while connection.is_handshaking() {
         connection.complete_io(&mut socket).map_err(|err| format!("{err:?}"))?;
@@ -303,7 +285,8 @@ fn tls_handshake_over(mut socket: TcpStream, ca: &Path) -> Result<(), String> {
 /// The first flight of a TLS client (its ClientHello record).
 fn client_hello(ca: &Path) -> Vec<u8> {
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut connection = rustls::ClientConnection::new(client_config(ca), name).unwrap();
+    let mut connection =
+        rustls::ClientConnection::new(common::tls_client(ca, &[b"h2", b"http/1.1"]), name).unwrap();
     let mut hello = Vec::new();
     connection.write_tls(&mut hello).unwrap();
     assert!(hello.len() > 10, "a ClientHello was written");

@@ -32,12 +32,7 @@ pub async fn build(
         .env("CARGO_TARGET_DIR", target_dir)
         .env_remove("CARGO_BUILD_TARGET_DIR");
     cell.confine_build(&mut command, target_dir)?;
-    let mut child = command.spawn().map_err(|err| {
-        RuntimeError::Build(format!(
-            "cannot run {}: {err}; is the Rust toolchain installed?",
-            cargo.to_string_lossy()
-        ))
-    })?;
+    let mut child = spawn(&mut command, &cargo)?;
     // Dropping this future (the service was deleted mid-build) takes rustc down with cargo.
     let _group = GroupGuard(child.id());
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -83,6 +78,19 @@ pub async fn build(
         })
 }
 
+/// Starts a cargo command; a missing cargo is a build error that says so.
+fn spawn(
+    command: &mut tokio::process::Command,
+    cargo: &std::ffi::OsStr,
+) -> Result<tokio::process::Child, RuntimeError> {
+    command.spawn().map_err(|err| {
+        RuntimeError::Build(format!(
+            "cannot run {}: {err}; is the Rust toolchain installed?",
+            cargo.to_string_lossy()
+        ))
+    })
+}
+
 /// `cargo fetch` of the package in `dir`, output to `log`. It runs from `/`, not from the source:
 /// cargo reads `.cargo/config.toml` from its working dir upwards, and one in the source could
 /// name a `rustc-wrapper` that cargo runs even to fetch, here where the registry is writable.
@@ -90,12 +98,7 @@ async fn fetch(cargo: &std::ffi::OsStr, dir: &Path, cell: &Cell, log: &LogFile) 
     let mut command = crate::supervisor::child_command(cargo, Path::new("/"));
     command.arg("fetch").arg("--manifest-path").arg(dir.join("Cargo.toml"));
     cell.confine_fetch(&mut command)?;
-    let mut child = command.spawn().map_err(|err| {
-        RuntimeError::Build(format!(
-            "cannot run {}: {err}; is the Rust toolchain installed?",
-            cargo.to_string_lossy()
-        ))
-    })?;
+    let mut child = spawn(&mut command, cargo)?;
     let _group = GroupGuard(child.id());
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");

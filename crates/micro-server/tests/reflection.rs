@@ -26,45 +26,36 @@ const SERVED: &[&str] = &[
     "store.Store",
 ];
 
-async fn list_v1(channel: &Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServiceResponse};
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+/// `list_v1` and `list_v1alpha`: the services a reflection version lists, sorted. The two
+/// versions' generated types differ only by module.
+macro_rules! list_services {
+    ($name:ident, $version:ident) => {
+        async fn $name(channel: &Channel) -> Vec<String> {
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$version::{ServerReflectionRequest, ServiceResponse};
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut client = ServerReflectionClient::new(channel.clone());
+            let mut replies =
+                client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
+            let reply = replies.message().await.unwrap().unwrap();
+            let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+                panic!("unexpected reflection reply {reply:?}");
+            };
+            let mut names: Vec<String> =
+                list.service.into_iter().map(|ServiceResponse { name }| name).collect();
+            names.sort();
+            names
+        }
     };
-    let mut client = ServerReflectionClient::new(channel.clone());
-    let mut replies = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
-    let reply = replies.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
-        panic!("unexpected reflection reply {reply:?}");
-    };
-    let mut names: Vec<String> = list.service.into_iter().map(|ServiceResponse { name }| name).collect();
-    names.sort();
-    names
 }
 
-async fn list_v1alpha(channel: &Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServiceResponse};
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut client = ServerReflectionClient::new(channel.clone());
-    let mut replies = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
-    let reply = replies.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
-        panic!("unexpected reflection reply {reply:?}");
-    };
-    let mut names: Vec<String> = list.service.into_iter().map(|ServiceResponse { name }| name).collect();
-    names.sort();
-    names
-}
+list_services!(list_v1, v1);
+list_services!(list_v1alpha, v1alpha);
 
 /// Calls a method no service has on `service`, as the admin: a routed service answers
 /// `Unimplemented` itself (no message); anything else falls through to the proxy, which answers
