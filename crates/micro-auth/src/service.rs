@@ -384,7 +384,9 @@ impl Auth {
         if self.account_by_name(ns, &stored.name).await?.is_some() {
             return Err(AuthError::AlreadyExists(DUPLICATE_NAME));
         }
-        if self.store.list(DATABASE, TABLE, list_prefix(&account_key(ns, ""))).await?.len() >= MAX_ACCOUNTS {
+        let counted =
+            micro_store::ListOptions { limit: MAX_ACCOUNTS as u64, ..list_prefix(&account_key(ns, "")) };
+        if self.store.list(DATABASE, TABLE, counted).await?.len() >= MAX_ACCOUNTS {
             return Err(AuthError::Invalid(format!(
                 "a namespace holds at most {MAX_ACCOUNTS} accounts (MAX_ACCOUNTS)"
             )));

@@ -332,7 +332,8 @@ fn describe(config: &tokio_postgres::Config) -> String {
 }
 
 /// Builds a [`Record`] from a row of `value, metadata, remaining` starting at column `first`.
-/// Rows fetched per query while a read has a byte budget ([`ReadOptions::max_bytes`]).
+/// Rows fetched by the first query of a read with a byte budget ([`ReadOptions::max_bytes`]);
+/// each further query fetches twice as many.
 const BUDGET_PAGE: u64 = 16;
 
 fn record_from(
@@ -397,9 +398,13 @@ impl Store for PostgresStore {
         // values beyond it is ever held.
         let mut records = Vec::new();
         let (mut spent, wanted) = (0u64, if options.limit == 0 { u64::MAX } else { options.limit });
+        let mut page_size = BUDGET_PAGE;
         loop {
             let taken = records.len() as u64;
-            let page = BUDGET_PAGE.min(wanted - taken);
+            let page = page_size.min(wanted - taken);
+            // Small values spend the budget slowly: each page twice the last, so a large read
+            // takes a few queries, not one per BUDGET_PAGE rows.
+            page_size = page_size.saturating_mul(2);
             let offset = options.offset.saturating_add(taken);
             let rows = self.scan(Columns::Records, database, table, prefix, suffix, offset, page).await?;
             let short = (rows.len() as u64) < page;

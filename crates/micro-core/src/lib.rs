@@ -58,6 +58,12 @@ pub struct Context {
 }
 
 impl Account {
+    /// Whether this account may act in `namespace`: the one that issued it, or any for an
+    /// account of [`DEFAULT_NAMESPACE`] (docs/security.md). The edges refuse the rest.
+    pub fn may_act_in(&self, namespace: &str) -> bool {
+        self.issuer == namespace || self.issuer == DEFAULT_NAMESPACE
+    }
+
     /// Whether this is a platform administrator: an account of [`DEFAULT_NAMESPACE`] with the
     /// [`ADMIN_SCOPE`]. Tenants' admins (scope `admin` in another namespace) are not.
     pub fn is_platform_admin(&self) -> bool {

@@ -13,7 +13,7 @@ use micro_events::{Events, PublishOptions, Retention};
 /// The age limit: long enough that the "young" events are nowhere near it.
 const MAX_AGE: Duration = Duration::from_secs(60);
 /// How far short of the limit the expiring events start.
-const MARGIN: Duration = Duration::from_millis(500);
+const MARGIN: Duration = Duration::from_secs(3);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64

@@ -442,15 +442,17 @@ pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, Error> {
 pub fn check_depth(value: &Value) -> Result<(), Error> {
     let mut stack = vec![(value, 1usize)];
     while let Some((value, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(fields) => Box::new(fields.values()),
-            _ => continue,
-        };
+        if !(value.is_array() || value.is_object()) {
+            continue;
+        }
         if depth > MAX_JSON_DEPTH {
             return Err(Error::JsonTooDeep);
         }
-        stack.extend(children.map(|child| (child, depth + 1)));
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|child| (child, depth + 1))),
+            Value::Object(fields) => stack.extend(fields.values().map(|child| (child, depth + 1))),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -470,15 +472,19 @@ pub fn kind_of(value: &Value) -> &'static str {
 /// Builds a message of `desc` from protobuf-JSON fields (proto or lowerCamel names); the error
 /// names the field that does not fit.
 pub fn to_message(desc: &MessageDescriptor, fields: Map<String, Value>) -> Result<DynamicMessage, Error> {
-    // Field by field first, so an error can say which field it is about.
-    for (name, value) in &fields {
+    let whole = Value::Object(fields);
+    let error = match DynamicMessage::deserialize(desc.clone(), &whole) {
+        Ok(message) => return Ok(message),
+        Err(err) => err,
+    };
+    // Field by field only when the whole fails, so the error can say which field it is about.
+    for (name, value) in whole.as_object().into_iter().flatten() {
         field_of(desc, name)?;
         let single = Value::Object([(name.clone(), value.clone())].into_iter().collect());
         DynamicMessage::deserialize(desc.clone(), single)
             .map_err(|err| Error::Field { key: name.clone(), reason: err.to_string() })?;
     }
-    DynamicMessage::deserialize(desc.clone(), Value::Object(fields))
-        .map_err(|err| Error::Message { reason: err.to_string() })
+    Err(Error::Message { reason: error.to_string() })
 }
 
 /// How every edge writes messages: proto field names, defaults left out, 64-bit integers as

@@ -262,19 +262,22 @@ fn room(
     let entry = entries
         .get(&(domain.to_string(), service.name.clone()))
         .and_then(|versions| versions.get(&service.version));
-    let held: usize = entries
-        .iter()
-        .filter(|((d, _), _)| d == domain)
-        .flat_map(|(_, versions)| versions.values())
-        .map(|entry| entry.service.descriptors.len())
-        .sum();
     let replaced = entry.map_or(0, |entry| entry.service.descriptors.len());
-    if held - replaced + service.descriptors.len() > MAX_DESCRIPTOR_BYTES_PER_DOMAIN {
-        return Err(RegistryError::Full(format!(
-            "domain {domain:?} already holds {held} bytes of descriptors; with {} it would pass \
-             MAX_DESCRIPTOR_BYTES_PER_DOMAIN ({MAX_DESCRIPTOR_BYTES_PER_DOMAIN})",
-            service.name
-        )));
+    // Heartbeats re-register the same descriptors: only growth needs the domain's total.
+    if service.descriptors.len() > replaced {
+        let held: usize = entries
+            .iter()
+            .filter(|((d, _), _)| d == domain)
+            .flat_map(|(_, versions)| versions.values())
+            .map(|entry| entry.service.descriptors.len())
+            .sum();
+        if held - replaced + service.descriptors.len() > MAX_DESCRIPTOR_BYTES_PER_DOMAIN {
+            return Err(RegistryError::Full(format!(
+                "domain {domain:?} already holds {held} bytes of descriptors; with {} it would pass \
+                 MAX_DESCRIPTOR_BYTES_PER_DOMAIN ({MAX_DESCRIPTOR_BYTES_PER_DOMAIN})",
+                service.name
+            )));
+        }
     }
     let Some(entry) = entry else {
         let domain_size: usize =

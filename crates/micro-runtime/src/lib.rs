@@ -651,7 +651,7 @@ impl Runtime {
             build: String::new(),
             pid: None,
         };
-        self.persist(&desired).await?;
+        self.inner.persist(&desired).await?;
         let managed = Arc::new(managed(desired, Status::Pending));
         self.inner
             .services
@@ -695,10 +695,6 @@ impl Runtime {
             )));
         }
         Ok(())
-    }
-
-    async fn persist(&self, desired: &Desired) -> Result<(), RuntimeError> {
-        self.inner.persist(desired).await
     }
 
     /// The services of `namespace`, filtered by name and version when given, sorted by name.
@@ -765,7 +761,7 @@ impl Runtime {
         } else if let Some(checkout) = &old.checkout {
             let _ = tokio::fs::remove_dir_all(checkout).await;
         }
-        self.persist(&new).await?;
+        self.inner.persist(&new).await?;
         {
             let mut live = managed.live.lock().expect("live lock");
             live.status = Status::Starting;

@@ -57,7 +57,17 @@ impl LogFile {
 
     /// Appends `line` and a newline; logging failures are reported once through tracing only.
     pub async fn write_line(&self, line: &str) {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
         let mut guard = self.file.lock().await;
+        if guard.as_ref().is_some_and(|(_, len)| *len > 0 && len + bytes.len() as u64 > self.limit) {
+            // Rotate: the file below is opened afresh.
+            *guard = None;
+            if let Err(err) = tokio::fs::rename(&self.path, rotated(&self.path)).await {
+                tracing::warn!(path = %self.path.display(), cause = %err, "cannot rotate the service log");
+            }
+        }
         if guard.is_none() {
             if let Some(parent) = self.path.parent() {
                 let _ = tokio::fs::DirBuilder::new()
@@ -79,18 +89,6 @@ impl LogFile {
                     return;
                 }
             }
-        }
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        if guard.as_ref().is_some_and(|(_, len)| *len > 0 && len + bytes.len() as u64 > self.limit) {
-            // Rotate: the next write opens a fresh file.
-            *guard = None;
-            if let Err(err) = tokio::fs::rename(&self.path, rotated(&self.path)).await {
-                tracing::warn!(path = %self.path.display(), cause = %err, "cannot rotate the service log");
-            }
-            drop(guard);
-            return Box::pin(self.write_line(line)).await;
         }
         if let Some((file, len)) = guard.as_mut() {
             match file.write_all(&bytes).await {

@@ -167,8 +167,10 @@ async fn command_service_runs_logs_and_is_deleted() {
     forbidden(f.runtime.create(&service_account, "", tenant_folder).await, "server's own disk");
     let update = CreateSpec { name: "hello".into(), source: "/etc".into(), ..CreateSpec::default() };
     forbidden(f.runtime.update(&service_account, "", update).await, "server's own disk");
-    assert!(f.runtime.read(&stranger, "", "", "").unwrap().is_empty(), "nothing was created");
-    assert!(f.runtime.read(&stranger, "", "", "").unwrap().is_empty(), "other namespaces see nothing");
+    assert!(
+        f.runtime.read(&stranger, "", "", "").unwrap().is_empty(),
+        "nothing was created; others see nothing"
+    );
     let bad = CreateSpec { name: "../x".into(), ..command_spec("x", dir.path(), script) };
     assert!(matches!(f.runtime.create(&admin(), "", bad).await, Err(RuntimeError::Invalid(_))));
 

@@ -17,8 +17,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use micro_auth::Auth;
-use micro_core::{Account, DEFAULT_NAMESPACE};
+use micro_core::Account;
 
 /// How long a forwarded token is valid.
 pub const FORWARDED_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
@@ -27,8 +28,9 @@ pub const FORWARDED_FROM: &str = "forwarded_from";
 /// Most forwarded tokens cached; past it the cache starts afresh.
 const MAX_CACHED: usize = 1024;
 
-/// (caller token, namespace) → (forwarded token, reused until).
-type Cache = HashMap<(String, String), (String, Instant)>;
+/// Caller token → (namespace, `Bearer <forwarded token>`, reused until), looked up by `&str`
+/// so a cache hit allocates nothing.
+type Cache = HashMap<String, Vec<(String, HeaderValue, Instant)>>;
 
 /// Mints and caches forwarded tokens. Cheap to clone.
 #[derive(Clone)]
@@ -48,45 +50,56 @@ impl Forwarder {
         Self { auth, cache: Arc::default() }
     }
 
-    /// The token to send to a service of `namespace` for a caller presenting `caller_token`,
-    /// verified as `account`; `None` when the call goes on anonymous.
-    pub fn token(&self, caller_token: &str, account: &Account, namespace: &str) -> Option<String> {
-        let scoped = scoped(account, namespace)?;
-        let key = (caller_token.to_string(), namespace.to_string());
-        let now = Instant::now();
-        if let Some((token, fresh_until)) = self.cache.lock().expect("forward cache lock").get(&key)
-            && *fresh_until > now
-        {
-            return Some(token.clone());
+    /// The `authorization` value to send to a service of `namespace` for a caller presenting
+    /// `caller_token`, verified as `account`; `None` when the call goes on anonymous.
+    pub fn bearer(&self, caller_token: &str, account: &Account, namespace: &str) -> Option<HeaderValue> {
+        if !account.may_act_in(namespace) {
+            return None;
         }
-        let token = match self.auth.mint(&scoped, FORWARDED_TOKEN_LIFETIME) {
+        let now = Instant::now();
+        let cached = self.cache.lock().expect("forward cache lock").get(caller_token).and_then(|minted| {
+            minted
+                .iter()
+                .find(|(ns, _, fresh_until)| ns == namespace && *fresh_until > now)
+                .map(|(_, v, _)| v.clone())
+        });
+        if cached.is_some() {
+            return cached;
+        }
+        let token = match self.auth.mint(&scoped(account, namespace), FORWARDED_TOKEN_LIFETIME) {
             Ok(token) => token,
             Err(err) => {
                 tracing::warn!(cause = %err, "cannot sign a forwarded token; the call goes on anonymous");
                 return None;
             }
         };
+        let value = HeaderValue::try_from(format!("Bearer {token}")).ok()?;
         let mut cache = self.cache.lock().expect("forward cache lock");
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
-        cache.insert(key, (token.clone(), now + FORWARDED_TOKEN_LIFETIME / 2));
-        Some(token)
+        let minted = cache.entry(caller_token.to_string()).or_default();
+        minted.retain(|(ns, _, fresh_until)| ns != namespace && *fresh_until > now);
+        minted.push((namespace.to_string(), value.clone(), now + FORWARDED_TOKEN_LIFETIME / 2));
+        Some(value)
+    }
+
+    /// The forwarded token itself ([`Forwarder::bearer`] without `Bearer `), for tests.
+    #[cfg(test)]
+    fn token(&self, caller_token: &str, account: &Account, namespace: &str) -> Option<String> {
+        let value = self.bearer(caller_token, account, namespace)?;
+        value.to_str().ok()?.strip_prefix("Bearer ").map(str::to_string)
     }
 }
 
-/// `account` as issued by `namespace`, if it may act there at all.
-fn scoped(account: &Account, namespace: &str) -> Option<Account> {
-    if account.issuer == namespace {
-        return Some(account.clone());
-    }
-    if account.issuer != DEFAULT_NAMESPACE {
-        return None;
-    }
+/// `account` as issued by `namespace` (where [`Account::may_act_in`] allowed it).
+fn scoped(account: &Account, namespace: &str) -> Account {
     let mut scoped = account.clone();
-    scoped.metadata.insert(FORWARDED_FROM.to_string(), account.issuer.clone());
-    scoped.issuer = namespace.to_string();
-    Some(scoped)
+    if account.issuer != namespace {
+        scoped.metadata.insert(FORWARDED_FROM.to_string(), account.issuer.clone());
+        scoped.issuer = namespace.to_string();
+    }
+    scoped
 }
 
 #[cfg(test)]

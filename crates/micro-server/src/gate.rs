@@ -121,8 +121,7 @@ pub async fn admit(auth: &Auth, headers: &HeaderMap, path: &str) -> Result<Conte
             account.as_ref().map_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string(), |a| a.issuer.clone())
         }
     };
-    let foreign =
-        account.as_ref().is_some_and(|a| a.issuer != micro_core::DEFAULT_NAMESPACE && a.issuer != namespace);
+    let foreign = account.as_ref().is_some_and(|a| !a.may_act_in(&namespace));
     if ALWAYS_PUBLIC.iter().any(|public| path.starts_with(public)) {
         // Logging in to another namespace while holding a token of one's own is fine: the
         // token plays no part there.

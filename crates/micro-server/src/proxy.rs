@@ -107,9 +107,9 @@ impl Proxy {
         let path = request.uri().path().to_string();
         let (prefix, handler) = split_path(&path)
             .ok_or_else(|| Status::unimplemented(format!("malformed gRPC method path {path:?}")))?;
-        let context = request.extensions().get::<Context>().cloned();
-        let domain = context
-            .as_ref()
+        let domain = request
+            .extensions()
+            .get::<Context>()
             .map_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string(), |context| context.namespace.clone());
         let not_found = || Status::unimplemented(format!("service {prefix} not found"));
         let service = self.resolve(&domain, prefix, handler).ok_or_else(not_found)?;
@@ -140,9 +140,8 @@ impl Proxy {
         let forwarded = caller_token
             .as_ref()
             .and_then(|value| value.to_str().ok()?.strip_prefix("Bearer "))
-            .zip(context.as_ref().and_then(|context| context.account.as_ref()))
-            .and_then(|(token, account)| self.inner.forwarder.token(token.trim(), account, &domain))
-            .and_then(|token| http::HeaderValue::from_str(&format!("Bearer {token}")).ok());
+            .zip(parts.extensions.get::<Context>().and_then(|context| context.account.as_ref()))
+            .and_then(|(token, account)| self.inner.forwarder.bearer(token.trim(), account, &domain));
         if let Some(value) = forwarded {
             parts.headers.insert(http::header::AUTHORIZATION, value);
         }

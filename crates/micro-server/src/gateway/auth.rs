@@ -71,10 +71,7 @@ pub fn identify(auth: &Auth, headers: &HeaderMap, api_domain: Option<&str>) -> R
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
         }
     };
-    if let Some(account) = &account
-        && account.issuer != DEFAULT_NAMESPACE
-        && account.issuer != namespace
-    {
+    if let Some(account) = account.as_ref().filter(|account| !account.may_act_in(&namespace)) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("the token was issued by namespace {} and cannot act in {namespace}", account.issuer),

@@ -188,9 +188,9 @@ impl Gateway {
             metadata.remove("authorization");
             let forwarded =
                 caller.token.as_deref().zip(caller.account.as_ref()).and_then(|(token, account)| {
-                    self.inner.forwarder.token(token, account, &caller.namespace)
+                    self.inner.forwarder.bearer(token, account, &caller.namespace)
                 });
-            if let Some(value) = forwarded.and_then(|token| format!("Bearer {token}").parse().ok()) {
+            if let Some(value) = forwarded.and_then(|value| value.as_bytes().try_into().ok()) {
                 metadata.insert("authorization", value);
             }
         }
