@@ -5,9 +5,11 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{HttpReply, Server};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -17,16 +19,13 @@ const FLOOD: usize = 200;
 const FLOODERS: [&str; 2] = ["127.0.0.1", "127.0.0.2"];
 const GOOD_PEER: &str = "127.0.0.3";
 
-/// An answer: status, `Retry-After` when present, body.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    retry_after: Option<String>,
-    body: String,
-}
+/// How long the good login may take before the test calls it starved. The promise is 2 s
+/// (measured 0.17–0.27 s, printed on every run); the bound is far wider so that a slow, loaded
+/// machine cannot fail the test, which is about the login getting through at all.
+const GOOD_LOGIN_BOUND: Duration = Duration::from_secs(30);
 
 /// `POST /auth/token` with `body` to the gateway at `addr`, from local address `from`.
-async fn login_from(addr: SocketAddr, from: &str, body: String) -> Reply {
+async fn login_from(addr: SocketAddr, from: &str, body: String) -> HttpReply {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let mut stream = socket.connect(addr).await.expect("the HTTP listener accepts");
@@ -38,14 +37,7 @@ async fn login_from(addr: SocketAddr, from: &str, body: String) -> Reply {
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let retry_after = head.lines().skip(1).find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("retry-after").then(|| value.trim().to_string())
-    });
-    Reply { status, retry_after, body: body.to_string() }
+    HttpReply::parse(&response)
 }
 
 #[test]
@@ -57,34 +49,52 @@ fn a_login_flood_is_refused_fast_and_a_good_login_still_gets_through() {
     let addr: SocketAddr = server.http.parse().unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (flood, good, good_elapsed, flood_elapsed) = runtime.block_on(async move {
+    // Flood logins answered so far: the good login's place in the flood, for the printout.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (flood, good, good_elapsed, answered_around_good, flood_elapsed) = runtime.block_on(async move {
         let started = Instant::now();
         let mut flood = tokio::task::JoinSet::new();
         for n in 0..FLOOD {
             // Half against one real account (its own limit), half guessing unknown ones.
             let id = if n % 2 == 0 { "bob".to_string() } else { format!("user{n}") };
             let body = format!(r#"{{"id":"{id}","secret":"wrong-{n}"}}"#);
-            flood.spawn(login_from(addr, FLOODERS[n / 2 % FLOODERS.len()], body));
+            let (from, answered) = (FLOODERS[n / 2 % FLOODERS.len()], answered.clone());
+            flood.spawn(async move {
+                let reply = login_from(addr, from, body).await;
+                answered.fetch_add(1, Ordering::SeqCst);
+                reply
+            });
         }
-        // The good login goes once the flood is under way.
-        tokio::task::yield_now().await;
+        // The good login goes once the flood is under way: the server has answered some of it.
+        let first = flood.join_next().await.expect("the flood is not empty").expect("a flood login task");
+        let answered_before = answered.load(Ordering::SeqCst);
         let good_started = Instant::now();
-        let good = login_from(addr, GOOD_PEER, r#"{"id":"admin","secret":"micro"}"#.to_string()).await;
+        let good = tokio::time::timeout(
+            GOOD_LOGIN_BOUND,
+            login_from(addr, GOOD_PEER, r#"{"id":"admin","secret":"micro"}"#.to_string()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the flood starved the good login: no answer within {GOOD_LOGIN_BOUND:?}")
+        });
         let good_elapsed = good_started.elapsed();
-        let flood = flood.join_all().await;
-        (flood, good, good_elapsed, started.elapsed())
+        let answered_after = answered.load(Ordering::SeqCst);
+        let flood: Vec<HttpReply> = std::iter::once(first).chain(flood.join_all().await).collect();
+        (flood, good, good_elapsed, (answered_before, answered_after), started.elapsed())
     });
 
     let count = |status: u16| flood.iter().filter(|reply| reply.status == status).count();
     let (unauthenticated, throttled) = (count(401), count(429));
     println!(
         "{FLOOD} bad logins from {FLOODERS:?} in {flood_elapsed:?}: {unauthenticated} × 401, {throttled} × 429; \
-         the good login from {GOOD_PEER} took {good_elapsed:?}"
+         the good login from {GOOD_PEER} took {good_elapsed:?} (promised: within 2 s), while the flood's \
+         answers went from {} to {} of {FLOOD}",
+        answered_around_good.0, answered_around_good.1
     );
     for reply in &flood {
         assert!(matches!(reply.status, 401 | 429), "a bad login got {reply:?}");
         if reply.status == 429 {
-            let secs: u64 = reply.retry_after.as_deref().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            let secs: u64 = reply.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or_else(|| {
                 panic!("a 429 without a usable Retry-After: {reply:?}");
             });
             assert!(secs >= 1, "{reply:?}");
@@ -101,9 +111,6 @@ fn a_login_flood_is_refused_fast_and_a_good_login_still_gets_through() {
     assert_eq!(good.status, 200, "the good login failed: {good:?}");
     let token: Value = serde_json::from_str(&good.body).unwrap();
     assert!(token["token"]["access_token"].as_str().is_some_and(|t| !t.is_empty()), "{}", good.body);
-    // The bound is the issue's 2 s with a wide margin for slow, loaded machines; the figure
-    // itself is printed above.
-    assert!(good_elapsed < Duration::from_secs(30), "the good login took {good_elapsed:?}");
 
     // An access token is not a secret: exchanging one for tokens is refused like a wrong secret.
     let access = token["token"]["access_token"].as_str().unwrap();

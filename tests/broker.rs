@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
+use common::{Collector, Server};
 
 #[test]
 fn published_messages_reach_a_subscriber_in_order() {
@@ -24,50 +24,23 @@ fn published_messages_reach_a_subscriber_in_order() {
     );
 }
 
-/// A `micro broker subscribe` process whose printed lines are collected as they arrive.
-struct Subscriber {
-    child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+/// A `micro broker subscribe ARGS...` process collecting the lines it prints.
+fn subscriber(home: &std::path::Path, args: &[&str]) -> Collector {
+    Collector::start(home, &[&["broker", "subscribe"], args].concat())
 }
 
-impl Subscriber {
-    fn start(home: &std::path::Path, args: &[&str]) -> Self {
-        use std::io::BufRead;
-        let mut child = common::micro_cmd(home)
-            .args(["broker", "subscribe"])
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("micro broker subscribe starts");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// The `job <n>` numbers it printed.
-    fn jobs(&self) -> Vec<u32> {
-        self.lines().iter().filter_map(|line| line.strip_prefix("job ")?.parse().ok()).collect()
-    }
+/// The `job <n>` numbers `subscriber` printed.
+fn jobs(subscriber: &Collector) -> Vec<u32> {
+    subscriber.lines().iter().filter_map(|line| line.strip_prefix("job ")?.parse().ok()).collect()
 }
 
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Whether `subscriber` printed the end marker.
+fn ended(subscriber: &Collector) -> bool {
+    subscriber.lines().iter().any(|line| line == END)
 }
+
+/// Published after the jobs; a subscriber that printed it has printed every job it will get.
+const END: &str = "end";
 
 /// Two subscriber processes in one queue group share a topic: each message reaches exactly one
 /// of them, taking turns; a plain subscriber beside them still gets every message.
@@ -77,10 +50,10 @@ fn a_queue_group_shares_messages_between_processes() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
     let members = [
-        Subscriber::start(home.path(), &["work", "--queue", "workers"]),
-        Subscriber::start(home.path(), &["work", "--queue", "workers"]),
+        subscriber(home.path(), &["work", "--queue", "workers"]),
+        subscriber(home.path(), &["work", "--queue", "workers"]),
     ];
-    let everything = Subscriber::start(home.path(), &["work"]);
+    let everything = subscriber(home.path(), &["work"]);
     // The broker keeps nothing: probe until every subscriber is attached (each member has had a
     // probe, and so has the plain subscriber).
     let ready = common::eventually(Duration::from_secs(30), || {
@@ -90,23 +63,25 @@ fn a_queue_group_shares_messages_between_processes() {
     assert!(
         ready,
         "the subscribers never attached: {:?}",
-        members.iter().map(Subscriber::lines).collect::<Vec<_>>()
+        members.iter().map(Collector::lines).collect::<Vec<_>>()
     );
 
     for n in 0..JOBS {
         server.ok(&["broker", "publish", "work", "job", &n.to_string()]);
     }
-    let total = || members.iter().map(|member| member.jobs().len()).sum::<usize>();
+    // Each subscriber gets the messages of the topic in publish order, so one that printed an end
+    // marker published after the jobs has printed every delivery of a job it will ever get,
+    // duplicates included. The members share the markers too: publish until each has had one.
     assert!(
-        common::eventually(Duration::from_secs(30), || everything.jobs().len() == JOBS as usize
-            && total() >= JOBS as usize),
-        "every job delivered: {:?} / {:?}",
-        members.iter().map(Subscriber::jobs).collect::<Vec<_>>(),
-        everything.jobs()
+        common::eventually(Duration::from_secs(30), || {
+            server.ok(&["broker", "publish", "work", END]);
+            members.iter().all(ended) && ended(&everything)
+        }),
+        "the end marker never reached every subscriber: {:?} / {:?}",
+        members.iter().map(Collector::lines).collect::<Vec<_>>(),
+        everything.lines()
     );
-    // A second delivery would follow the first at once; a second's quiet is plenty to see one.
-    std::thread::sleep(Duration::from_secs(1));
-    let shares: Vec<Vec<u32>> = members.iter().map(Subscriber::jobs).collect();
+    let shares: Vec<Vec<u32>> = members.iter().map(jobs).collect();
     let mut all = shares.concat();
     all.sort_unstable();
     assert_eq!(all, (0..JOBS).collect::<Vec<_>>(), "each job reached exactly one member: {shares:?}");
@@ -116,7 +91,7 @@ fn a_queue_group_shares_messages_between_processes() {
         "the members take turns: {shares:?}"
     );
     assert_eq!(
-        everything.jobs(),
+        jobs(&everything),
         (0..JOBS).collect::<Vec<_>>(),
         "a plain subscriber gets them all, in order"
     );

@@ -256,33 +256,64 @@ fn deep_inputs_get_400_and_the_server_stays_up() {
     assert_eq!(alive.status, 200, "the server still answers");
 }
 
-/// State is its owner's only: `MICRO_HOME` and `server/` 0700, every file under `server/` 0600
-/// (the signing key, the store and event files), also when an older version left them wider.
+/// State is its owner's only: `MICRO_HOME` and `server/` 0700, every file under `server/` (the
+/// signing key, the store and event files) and `logs/` 0600, `sources/` and `build/` 0700, also
+/// when an older version left them all readable by everyone.
 #[test]
 fn state_files_are_private_and_dumps_hide_passwords() {
     use std::os::unix::fs::PermissionsExt as _;
     let home = tempfile::tempdir().unwrap();
     let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-    // What an older version left: a world-readable key.
-    std::fs::create_dir_all(home.path().join("server")).unwrap();
-    std::fs::set_permissions(home.path().join("server"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Every directory and file under `root`, `root` first.
+    let tree = |root: &std::path::Path| {
+        let (mut dirs, mut files, mut pending) = (Vec::new(), Vec::new(), vec![root.to_path_buf()]);
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() { pending.push(path) } else { files.push(path) }
+            }
+            dirs.push(dir);
+        }
+        (dirs, files)
+    };
+    // A first boot makes the state (the key, the store, the event log) and the CLI's files…
+    let server = Server::start(home.path());
+    server.ok(&["store", "write", "k", "v"]);
+    drop(server);
+    // …which an older version, or a wide umask, left readable by everyone.
+    let (dirs, files) = tree(home.path());
+    for made in ["auth_key", "config_secret_key", "store.redb", "events.redb", "tokens.json"] {
+        assert!(
+            files.iter().any(|file| file.file_name().unwrap() == made),
+            "the first boot made {made}: {files:?}"
+        );
+    }
+    for dir in &dirs {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for file in &files {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let server = Server::start(home.path());
     server.ok(&["store", "write", "k", "v"]);
     assert_eq!(mode(home.path()), 0o700);
-    let mut files = Vec::new();
-    let mut dirs = vec![home.path().join("server")];
-    while let Some(dir) = dirs.pop() {
-        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() { dirs.push(path) } else { files.push(path) }
-        }
-    }
-    for name in ["auth_key", "store.redb", "events.redb"] {
+    let (dirs, files) = tree(&home.path().join("server"));
+    for name in ["auth_key", "config_secret_key", "store.redb", "events.redb"] {
         assert!(files.iter().any(|f| f.file_name().unwrap() == name), "{name} in {files:?}");
     }
-    for file in &files {
+    let logs = home.path().join("logs");
+    let (log_dirs, log_files) = if logs.exists() { tree(&logs) } else { Default::default() };
+    for dir in dirs.iter().chain(&log_dirs) {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    for file in files.iter().chain(&log_files) {
         assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    for dir in ["sources", "build"] {
+        let dir = home.path().join(dir);
+        if dir.exists() {
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        }
     }
     for cli_file in ["config.json", "tokens.json"] {
         assert_eq!(
@@ -553,108 +584,483 @@ fn an_upload_declaring_8_gib_is_refused_and_writes_nothing() {
     assert!(written < 1024 * 1024, "{written} bytes stayed under sources/");
 }
 
-/// The isolation matrix: accounts {anonymous, `micro` admin, a user of foo, a user of bar} ×
-/// paths {a core service over gRPC, a user service through the gRPC proxy, a core service
-/// through the HTTP gateway, a user service through the gateway} × namespaces {foo, bar}. Each
-/// cell has one expected outcome, and the gRPC and HTTP edges give the same one.
+/// The environment variable that makes [`framework_spy_process`] serve instead of returning.
+const SPY_PROCESS: &str = "SECURITY_FRAMEWORK_SPY";
+
+/// A service written with the `micro` framework, as tenants write theirs: `debug.Debug`, whose
+/// `Health` answers with the account the framework judged the caller to be (`id@issuer`, or
+/// `anonymous`) and records it, and whose `Log` returns every record, oldest first.
+#[derive(Clone, Default)]
+struct FrameworkSpy {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl micro_proto::debug::debug_server::Debug for FrameworkSpy {
+    async fn log(
+        &self,
+        _: tonic::Request<micro_proto::debug::LogRequest>,
+    ) -> Result<tonic::Response<micro_proto::debug::LogResponse>, tonic::Status> {
+        let seen = self.seen.lock().unwrap().clone();
+        let records = seen
+            .into_iter()
+            .map(|message| micro_proto::debug::Record { message, ..Default::default() })
+            .collect();
+        Ok(tonic::Response::new(micro_proto::debug::LogResponse { records }))
+    }
+    async fn health(
+        &self,
+        request: tonic::Request<micro_proto::debug::HealthRequest>,
+    ) -> Result<tonic::Response<micro_proto::debug::HealthResponse>, tonic::Status> {
+        let status = micro::auth::account(&request)
+            .map_or_else(|| "anonymous".to_string(), |account| format!("{}@{}", account.id, account.issuer));
+        self.seen.lock().unwrap().push(status.clone());
+        Ok(tonic::Response::new(micro_proto::debug::HealthResponse { status }))
+    }
+    async fn stats(
+        &self,
+        _: tonic::Request<micro_proto::debug::StatsRequest>,
+    ) -> Result<tonic::Response<micro_proto::debug::StatsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+    async fn trace(
+        &self,
+        _: tonic::Request<micro_proto::debug::TraceRequest>,
+    ) -> Result<tonic::Response<micro_proto::debug::TraceResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// The generated server of [`FrameworkSpy`] with the descriptors `micro::build` would have
+/// generated for it (the core protos, `debug` among them), so `micro::Service::handle` takes
+/// it as it takes a tenant's generated server.
+#[derive(Clone)]
+struct FrameworkSpyServer(Generated);
+
+impl tonic::server::NamedService for FrameworkSpyServer {
+    const NAME: &'static str = micro_proto::debug::debug_server::SERVICE_NAME;
+}
+
+impl micro::codegen::Described for FrameworkSpyServer {
+    const FILE_DESCRIPTOR_SET: &'static [u8] = micro_proto::FILE_DESCRIPTOR_SET;
+}
+
+/// What tonic servers take and give.
+type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type Generated = micro_proto::debug::debug_server::DebugServer<FrameworkSpy>;
+
+impl tonic::codegen::Service<HttpRequest> for FrameworkSpyServer {
+    type Response = <Generated as tonic::codegen::Service<HttpRequest>>::Response;
+    type Error = <Generated as tonic::codegen::Service<HttpRequest>>::Error;
+    type Future = <Generated as tonic::codegen::Service<HttpRequest>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        <Generated as tonic::codegen::Service<HttpRequest>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        self.0.call(request)
+    }
+}
+
+/// Not a test of its own: the process [`start_framework_spy`] runs, serving [`FrameworkSpy`]
+/// with `micro::Service` until killed. The framework keeps its connection to the platform
+/// (server, namespace, credentials) process-wide, read once from the `MICRO_*` environment,
+/// so a service of foo and one of bar cannot share the test's process: each gets a process of
+/// its own, this test binary run again for this one function.
+#[test]
+#[ignore = "run by the isolation tests as a framework service's process (SECURITY_FRAMEWORK_SPY set)"]
+fn framework_spy_process() {
+    if std::env::var_os(SPY_PROCESS).is_none() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server =
+        FrameworkSpyServer(micro_proto::debug::debug_server::DebugServer::new(FrameworkSpy::default()));
+    runtime.block_on(micro::Service::new("spy").handle(server).run()).expect("the spy serves");
+}
+
+/// [`FrameworkSpy`] registered as `name` in `namespace` as service account `id` (with `secret`),
+/// in a process of its own (see [`framework_spy_process`]); killed on drop.
+fn start_framework_spy(
+    server: &Server,
+    name: &str,
+    namespace: &str,
+    id: &str,
+    secret: &str,
+) -> common::Service {
+    let mut program = std::process::Command::new(std::env::current_exe().expect("the test binary's path"));
+    program.args(["framework_spy_process", "--exact", "--ignored", "--nocapture"]).env(SPY_PROCESS, "1");
+    common::Service::start_program(
+        program,
+        server,
+        &[
+            ("MICRO_SERVICE_NAME", name),
+            ("MICRO_NAMESPACE", namespace),
+            ("MICRO_AUTH_ID", id),
+            ("MICRO_AUTH_SECRET", secret),
+        ],
+    )
+}
+
+/// Creates service account `id` in `namespace` as the runtime creates one for a service it
+/// runs: type `service`, scope `service` (the CLI makes user accounts only).
+fn create_service_account(
+    runtime: &tokio::runtime::Runtime,
+    channel: &tonic::transport::Channel,
+    admin: &str,
+    namespace: &str,
+    id: &str,
+    secret: &str,
+) {
+    use micro_proto::auth::auth_client::AuthClient;
+    use micro_proto::auth::{GenerateRequest, Options};
+    let request = GenerateRequest {
+        id: id.into(),
+        secret: secret.into(),
+        scopes: vec!["service".into()],
+        r#type: "service".into(),
+        options: Some(Options { namespace: namespace.into() }),
+        ..Default::default()
+    };
+    let request = with(request, &[("authorization", admin), ("micro-namespace", namespace)]);
+    let created = runtime.block_on(AuthClient::new(channel.clone()).generate(request)).unwrap().into_inner();
+    let account = created.account.expect("the created account");
+    assert_eq!((account.r#type.as_str(), account.issuer.as_str()), ("service", namespace), "{account:?}");
+}
+
+/// A gRPC channel to `address` (a service's node).
+fn channel_to(runtime: &tokio::runtime::Runtime, address: &str) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap();
+    runtime.block_on(endpoint.connect()).unwrap()
+}
+
+/// A call's outcome as the matrix names it: `allowed` (by whom, for a user service),
+/// `unauthenticated` (gRPC Unauthenticated, HTTP 401) or `forbidden` (PermissionDenied, 403).
+fn grpc_outcome<T>(result: Result<tonic::Response<T>, tonic::Status>, seen: impl Fn(T) -> String) -> String {
+    match result {
+        Ok(reply) => seen(reply.into_inner()),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => "unauthenticated".into(),
+        Err(status) if status.code() == tonic::Code::PermissionDenied => "forbidden".into(),
+        Err(status) => format!("unexpected {:?}: {}", status.code(), status.message()),
+    }
+}
+
+fn http_outcome(reply: HttpReply, seen: impl Fn(Value) -> String) -> String {
+    match reply.status {
+        200 => seen(serde_json::from_str(&reply.body).unwrap_or_default()),
+        401 => "unauthenticated".into(),
+        403 => "forbidden".into(),
+        other => format!("unexpected {other}: {}", reply.body),
+    }
+}
+
+/// What a user service's handler reported seeing, in a service of `namespace`: `allowed as
+/// <id>` for an account of that namespace or `micro` (the only ones a handler may see), else
+/// the whole `id@issuer` flagged.
+fn seen_in(namespace: &str, status: &str) -> String {
+    match status.rsplit_once('@') {
+        None => format!("allowed as {status}"),
+        Some((id, issuer)) if issuer == namespace || issuer == "micro" => format!("allowed as {id}"),
+        Some(_) => format!("allowed as {status}, an account of another namespace"),
+    }
+}
+
+/// One caller of the matrix.
+struct Caller {
+    /// `id@namespace`, or `anonymous`.
+    label: &'static str,
+    /// The account's id and issuing namespace; `None` for anonymous.
+    account: Option<(&'static str, &'static str)>,
+    /// `Bearer <access token>`.
+    bearer: Option<String>,
+}
+
+impl Caller {
+    /// What a call to a user service in `namespace` must come to: anonymous callers and
+    /// accounts of that namespace or `micro` are let in (by the default rule), and the handler
+    /// sees them as themselves; accounts of another namespace are refused.
+    fn at_user_service(&self, namespace: &str) -> String {
+        match self.account {
+            None => "allowed as anonymous".to_string(),
+            Some((id, issuer)) if issuer == "micro" || issuer == namespace => format!("allowed as {id}"),
+            Some(_) => "forbidden".to_string(),
+        }
+    }
+
+    /// What a call to the store in `namespace` must come to: it needs an account, of that
+    /// namespace or `micro`.
+    fn at_store(&self, namespace: &str) -> String {
+        match self.account {
+            None => "unauthenticated",
+            Some((_, issuer)) if issuer == "micro" || issuer == namespace => "allowed",
+            Some(_) => "forbidden",
+        }
+        .to_string()
+    }
+}
+
+/// The isolation matrix: callers {anonymous, the `micro` admin, a user of foo, a user of bar,
+/// foo's service account} × paths {a core service (store) over gRPC, a user service through the
+/// gRPC proxy, the core service through the HTTP gateway, the user service through the
+/// gateway, the user service's own node called straight, bypassing the server} × namespaces
+/// {foo, bar}. The user services are real `micro` framework services, one registered in each
+/// namespace, reporting the account the framework judged each call to be.
+///
+/// The contract (docs/security.md): an account acts only in the namespace that issued it, unless
+/// it is of `micro`; a token of another namespace is refused (PermissionDenied / 403) on every
+/// path, by the framework at the node too; anonymous callers may call the user service (public
+/// by the default rule) but not the store (Unauthenticated / 401). A handler only ever sees
+/// accounts of its own namespace or `micro`, and exactly the calls allowed reach it.
 #[test]
 fn every_path_gives_the_same_answer_for_each_account_and_namespace() {
     use micro_proto::debug::debug_client::DebugClient;
-    use micro_proto::registry::registry_client::RegistryClient;
-    use micro_proto::registry::{Node, Options, Service};
     use micro_proto::store::store_client::StoreClient;
 
+    const NAMESPACES: [&str; 2] = ["foo", "bar"];
+    const SERVICE_SECRET: &str = "svc-s3cret";
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
     server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "a1", "alice"]);
     server.ok(&["auth", "create", "account", "--namespace", "bar", "--secret", "b1", "bob"]);
-    let accounts: [(&str, Option<String>); 4] = [
-        ("anonymous", None),
-        ("admin", Some(bearer(&server, "micro", "admin", "micro"))),
-        ("alice@foo", Some(bearer(&server, "foo", "alice", "a1"))),
-        ("bob@bar", Some(bearer(&server, "bar", "bob", "b1"))),
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let channel = grpc_channel(&runtime, &server);
+    let admin = bearer(&server, "micro", "admin", "micro");
+    // Each namespace's service runs as a service account of its own namespace (foo's is also
+    // one of the callers), as `micro run` would start it.
+    let spies: Vec<(&str, common::Service)> = NAMESPACES
+        .into_iter()
+        .map(|namespace| {
+            let id = format!("spy-{namespace}");
+            create_service_account(&runtime, &channel, &admin, namespace, &id, SERVICE_SECRET);
+            (namespace, start_framework_spy(&server, "spy", namespace, &id, SERVICE_SECRET))
+        })
+        .collect();
+    let node = |namespace: &str| {
+        let (_, spy) = spies.iter().find(|(ns, _)| *ns == namespace).expect("a spy per namespace");
+        channel_to(&runtime, &spy.address)
+    };
+
+    let callers = [
+        Caller { label: "anonymous", account: None, bearer: None },
+        Caller { label: "admin@micro", account: Some(("admin", "micro")), bearer: Some(admin.clone()) },
+        Caller {
+            label: "alice@foo",
+            account: Some(("alice", "foo")),
+            bearer: Some(bearer(&server, "foo", "alice", "a1")),
+        },
+        Caller {
+            label: "bob@bar",
+            account: Some(("bob", "bar")),
+            bearer: Some(bearer(&server, "bar", "bob", "b1")),
+        },
+        Caller {
+            label: "spy-foo@foo (service account)",
+            account: Some(("spy-foo", "foo")),
+            bearer: Some(bearer(&server, "foo", "spy-foo", SERVICE_SECRET)),
+        },
     ];
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (spy, spy_address) = Spy::start(&runtime);
-    let channel = grpc_channel(&runtime, &server);
-    let admin = accounts[1].1.clone().unwrap();
-    for namespace in ["foo", "bar"] {
-        let registration = Service {
-            name: "spy".into(),
-            version: "latest".into(),
-            nodes: vec![Node {
-                id: format!("spy-{namespace}"),
-                address: spy_address.clone(),
-                ..Node::default()
-            }],
-            descriptors: micro_proto::FILE_DESCRIPTOR_SET.to_vec(),
-            options: Some(Options { ttl: 300, domain: namespace.into() }),
-            ..Service::default()
-        };
-        runtime
-            .block_on(
-                RegistryClient::new(channel.clone())
-                    .register(with(registration, &[("authorization", &admin)])),
-            )
-            .unwrap();
-    }
-
-    let grpc_outcome = |result: Result<(), tonic::Status>| match result {
-        Ok(()) => "allowed",
-        Err(status) if status.code() == tonic::Code::Unauthenticated => "unauthenticated",
-        Err(status) if status.code() == tonic::Code::PermissionDenied => "forbidden",
-        Err(status) => panic!("an unexpected answer: {status:?}"),
-    };
-    let http_outcome = |reply: HttpReply| match reply.status {
-        200 => "allowed",
-        401 => "unauthenticated",
-        403 => "forbidden",
-        other => panic!("an unexpected answer {other}: {}", reply.body),
-    };
-    for (who, token) in &accounts {
-        for namespace in ["foo", "bar"] {
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for caller in &callers {
+        for namespace in NAMESPACES {
             let mut metadata = vec![("micro-namespace", namespace)];
             let mut headers = vec![("Micro-Namespace", namespace), ("Content-Type", "application/json")];
-            if let Some(token) = token {
+            if let Some(token) = &caller.bearer {
                 metadata.push(("authorization", token.as_str()));
                 headers.push(("Authorization", token.as_str()));
             }
-            let core_grpc = grpc_outcome(runtime.block_on(async {
-                let request = with(micro_proto::store::DatabasesRequest {}, &metadata);
-                StoreClient::new(channel.clone()).databases(request).await.map(drop)
-            }));
-            let user_grpc = grpc_outcome(runtime.block_on(async {
-                let request = with(micro_proto::debug::HealthRequest {}, &metadata);
-                DebugClient::new(channel.clone()).health(request).await.map(drop)
-            }));
-            let core_http =
-                http_outcome(http_send(&server.http, "POST", "/store/databases", &headers, b"{}"));
-            let user_http =
-                http_outcome(http_send(&server.http, "POST", "/spy/Debug/Health", &headers, b"{}"));
+            let health = |reply: micro_proto::debug::HealthResponse| seen_in(namespace, &reply.status);
+            let health_json = |reply: Value| {
+                seen_in(namespace, reply["status"].as_str().unwrap_or("no status in the answer"))
+            };
+            let (expected_core, expected_user) =
+                (caller.at_store(namespace), caller.at_user_service(namespace));
+            let outcomes = [
+                (
+                    "core service over gRPC",
+                    expected_core.as_str(),
+                    grpc_outcome(
+                        runtime.block_on(
+                            StoreClient::new(channel.clone())
+                                .databases(with(micro_proto::store::DatabasesRequest {}, &metadata)),
+                        ),
+                        |_| "allowed".to_string(),
+                    ),
+                ),
+                (
+                    "user service through the gRPC proxy",
+                    expected_user.as_str(),
+                    grpc_outcome(
+                        runtime.block_on(
+                            DebugClient::new(channel.clone())
+                                .health(with(micro_proto::debug::HealthRequest {}, &metadata)),
+                        ),
+                        health,
+                    ),
+                ),
+                (
+                    "core service through the gateway",
+                    expected_core.as_str(),
+                    http_outcome(
+                        http_send(&server.http, "POST", "/store/databases", &headers, b"{}"),
+                        |_| "allowed".to_string(),
+                    ),
+                ),
+                (
+                    "user service through the gateway",
+                    expected_user.as_str(),
+                    http_outcome(
+                        http_send(&server.http, "POST", "/spy/Debug/Health", &headers, b"{}"),
+                        health_json,
+                    ),
+                ),
+                (
+                    "user service's node, straight",
+                    expected_user.as_str(),
+                    grpc_outcome(
+                        runtime.block_on(
+                            DebugClient::new(node(namespace))
+                                .health(with(micro_proto::debug::HealthRequest {}, &metadata)),
+                        ),
+                        health,
+                    ),
+                ),
+            ];
 
-            let own = match *who {
-                "alice@foo" => namespace == "foo",
-                "bob@bar" => namespace == "bar",
-                _ => true,
-            };
-            let (core, user) = match (*who, own) {
-                // Public by the default rule, but the store needs an account.
-                ("anonymous", _) => ("unauthenticated", "allowed"),
-                (_, true) => ("allowed", "allowed"),
-                (_, false) => ("forbidden", "forbidden"),
-            };
-            let cell = format!("{who} in {namespace}");
-            assert_eq!((core_grpc, core_http), (core, core), "core service, {cell}");
-            assert_eq!((user_grpc, user_http), (user, user), "user service, {cell}");
+            for (path, expected, got) in outcomes {
+                let mark = if got == expected { "ok" } else { "FAIL" };
+                table.push(format!("{mark:4} {:32} in {namespace}, {path:36}: {got}", caller.label));
+                if got != expected {
+                    failures.push(format!(
+                        "{} in {namespace}, {path}: expected {expected}, got {got}",
+                        caller.label
+                    ));
+                }
+            }
         }
     }
-    // The user service saw exactly the allowed calls, each with an identity of its own namespace.
-    let seen = spy.seen.lock().unwrap().clone();
-    // Anonymous and the admin in both namespaces, each tenant in its own: 6 cells, 2 paths each.
-    assert_eq!(seen.len(), 6 * 2, "{seen:?}");
-    for token in seen.iter().flatten() {
-        let claims = jwt_claims(token.trim_start_matches("Bearer "));
-        assert!(matches!(claims["iss"].as_str(), Some("foo" | "bar")), "{claims}");
+    println!("{}", table.join("\n"));
+
+    // Each handler saw exactly the allowed calls (three paths per allowed cell), each by an
+    // account of its own namespace or `micro`: anonymous, the admin and the callers of its own
+    // namespace.
+    for (namespace, spy) in &spies {
+        let log = runtime
+            .block_on(
+                DebugClient::new(node(namespace)).log(with(micro_proto::debug::LogRequest::default(), &[])),
+            )
+            .map(|reply| {
+                reply.into_inner().records.into_iter().map(|record| record.message).collect::<Vec<_>>()
+            });
+        let seen: Vec<String> = match log {
+            Ok(seen) => seen.iter().map(|status| seen_in(namespace, status)).collect(),
+            Err(status) => {
+                failures.push(format!("the spy of {namespace} did not tell what it saw: {status:?}"));
+                continue;
+            }
+        };
+        let expected: Vec<String> = callers
+            .iter()
+            .map(|caller| caller.at_user_service(namespace))
+            .filter(|outcome| outcome.starts_with("allowed"))
+            .flat_map(|seen| [seen.clone(), seen.clone(), seen])
+            .collect();
+        if seen != expected {
+            failures.push(format!(
+                "the handler in {namespace} saw {seen:?}, not exactly the allowed calls {expected:?}; its log:\n{}",
+                spy.log()
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{} cells break the contract:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Rules bind to the name a service is registered under, not to the proto package a call's
+/// path names. `greeter` in foo serves the `debug` package; a call routed to it by descriptor
+/// (`/debug.Debug/Health` through the proxy) is judged as `service:greeter:Debug.Health`, so a
+/// rule denying `service:greeter:*` refuses it, and a rule granting `service:debug:*` (of
+/// higher priority) does not open it.
+#[test]
+fn rules_bind_to_the_registered_service_name() {
+    use micro_proto::debug::debug_client::DebugClient;
+
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "a1", "alice"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let channel = grpc_channel(&runtime, &server);
+    let admin = bearer(&server, "micro", "admin", "micro");
+    create_service_account(&runtime, &channel, &admin, "foo", "greeter-svc", "g1");
+    let _greeter = start_framework_spy(&server, "greeter", "foo", "greeter-svc", "g1");
+    let alice = bearer(&server, "foo", "alice", "a1");
+
+    let proxied = |token: Option<&str>| {
+        let mut metadata = vec![("micro-namespace", "foo")];
+        metadata.extend(token.map(|token| ("authorization", token)));
+        let request = with(micro_proto::debug::HealthRequest {}, &metadata);
+        grpc_outcome(runtime.block_on(DebugClient::new(channel.clone()).health(request)), |reply| {
+            seen_in("foo", &reply.status)
+        })
+    };
+    let through_gateway = |token: Option<&str>| {
+        let mut headers = vec![("Micro-Namespace", "foo"), ("Content-Type", "application/json")];
+        headers.extend(token.map(|token| ("Authorization", token)));
+        http_outcome(http_send(&server.http, "POST", "/greeter/Debug/Health", &headers, b"{}"), |reply| {
+            seen_in("foo", reply["status"].as_str().unwrap_or("no status in the answer"))
+        })
+    };
+    // Routed by descriptor: no service is registered as `debug`. This first call also has the
+    // framework read foo's rules while they are the default, which it then keeps for RULES_TTL
+    // (30 s): a refusal right after the rules change comes from the server's gate.
+    assert_eq!(proxied(None), "allowed as anonymous");
+    assert_eq!(proxied(Some(&alice)), "allowed as alice");
+
+    server.ok(&[
+        "auth",
+        "create",
+        "rule",
+        "--namespace",
+        "foo",
+        "--resource",
+        "service:greeter:*",
+        "--access",
+        "denied",
+        "--priority",
+        "10",
+        "no-greeter",
+    ]);
+    server.ok(&[
+        "auth",
+        "create",
+        "rule",
+        "--namespace",
+        "foo",
+        "--resource",
+        "service:debug:*",
+        "--access",
+        "granted",
+        "--priority",
+        "20",
+        "debug-package",
+    ]);
+    let outcomes = [
+        ("anonymous through the proxy", proxied(None)),
+        ("alice@foo through the proxy", proxied(Some(&alice))),
+        ("anonymous through the gateway", through_gateway(None)),
+        ("alice@foo through the gateway", through_gateway(Some(&alice))),
+    ];
+    let expected = ["unauthenticated", "forbidden", "unauthenticated", "forbidden"];
+    let failures: Vec<String> = outcomes
+        .iter()
+        .zip(expected)
+        .filter(|((_, got), expected)| got != expected)
+        .map(|((cell, got), expected)| format!("{cell}: expected {expected}, got {got}"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "service:greeter:* denied, service:debug:* granted:\n{}",
+        failures.join("\n")
+    );
 }

@@ -292,8 +292,24 @@ impl Service {
     /// Starts example `name` like [`Self::start_example`], returning once it listens (without
     /// waiting for it to register).
     pub fn spawn_example(name: &str, server: &Server, env: &[(&str, &str)]) -> Self {
-        let mut command = without_micro_env(Command::new(example_bin(name)));
+        Self::spawn_program(Command::new(example_bin(name)), server, env)
+    }
+
+    /// Starts `program` (a command running a service built with the `micro` framework) like
+    /// [`Self::start_example`], and waits until it has registered.
+    pub fn start_program(program: Command, server: &Server, env: &[(&str, &str)]) -> Self {
+        let service = Self::spawn_program(program, server, env);
+        service.wait_for("Registered");
+        service
+    }
+
+    /// Starts `program` against `server` with `env` (over the environment `micro run` would
+    /// give it, without the test runner's `MICRO_*`), returning once it listens.
+    fn spawn_program(program: Command, server: &Server, env: &[(&str, &str)]) -> Self {
+        let mut command = without_micro_env(program);
         command
+            // The lines waited for below are logged at `info`.
+            .env("RUST_LOG", "info")
             .env("MICRO_HOME", &server.home)
             .env("MICRO_SERVER_ADDRESS", &server.grpc)
             .env("MICRO_SERVICE_ADDRESS", "127.0.0.1:0")
@@ -374,6 +390,7 @@ pub fn http_request(
 }
 
 /// An HTTP answer: status, head (status line and headers) and body.
+#[derive(Debug)]
 pub struct HttpReply {
     pub status: u16,
     pub head: String,
@@ -381,6 +398,19 @@ pub struct HttpReply {
 }
 
 impl HttpReply {
+    /// Reads a whole HTTP/1.1 response as the server sent it (status 0 when it is none).
+    pub fn parse(response: &[u8]) -> Self {
+        let response = String::from_utf8_lossy(response);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        HttpReply { status, head: head.to_string(), body }
+    }
+
     /// The value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().skip(1).find_map(|line| {
@@ -409,15 +439,7 @@ pub fn http_send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)],
     let _ = stream.write_all(body);
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    HttpReply { status, head: head.to_string(), body }
+    HttpReply::parse(&response)
 }
 
 fn dechunk(body: &str) -> String {

@@ -21,17 +21,17 @@ use micro_proto::auth::accounts_server::{self, AccountsServer};
 use micro_proto::auth::auth_server::{self, AuthServer};
 use micro_proto::auth::rules_server::{self, RulesServer};
 use micro_proto::auth::{
-    Access as WireAccess, Account as WireAccount, ChangeSecretRequest, ChangeSecretResponse, CreateRequest,
-    CreateResponse, DeleteAccountRequest, DeleteAccountResponse, DeleteRequest, DeleteResponse,
-    GenerateRequest, GenerateResponse, InspectRequest, InspectResponse, ListAccountsRequest,
-    ListAccountsResponse, ListRequest, ListResponse, Options, PublicKeyRequest, PublicKeyResponse,
-    Resource as WireResource, Rule as WireRule, Token as WireToken, TokenRequest, TokenResponse,
+    Account as WireAccount, ChangeSecretRequest, ChangeSecretResponse, CreateRequest, CreateResponse,
+    DeleteAccountRequest, DeleteAccountResponse, DeleteRequest, DeleteResponse, GenerateRequest,
+    GenerateResponse, InspectRequest, InspectResponse, ListAccountsRequest, ListAccountsResponse,
+    ListRequest, ListResponse, Options, PublicKeyRequest, PublicKeyResponse, Rule as WireRule,
+    Token as WireToken, TokenRequest, TokenResponse,
 };
 use micro_store::StoreError;
 use tonic::{Request, Response, Status};
 
 use crate::error::CREDENTIALS_REQUIRED;
-use crate::rules::{Access, Resource, Rule};
+use crate::rules::Rule;
 use crate::{Auth, AuthError, Credentials, NewAccount};
 
 impl From<AuthError> for Status {
@@ -143,39 +143,10 @@ fn wire_account(account: Account, secret: String) -> WireAccount {
     }
 }
 
-fn wire_rule(rule: Rule) -> WireRule {
-    WireRule {
-        id: rule.id,
-        scope: rule.scope,
-        resource: Some(WireResource {
-            name: rule.resource.name,
-            r#type: rule.resource.kind,
-            endpoint: rule.resource.endpoint,
-        }),
-        access: match rule.access {
-            Access::Granted => WireAccess::Granted,
-            Access::Denied => WireAccess::Denied,
-        } as i32,
-        priority: rule.priority,
-    }
-}
-
 #[allow(clippy::result_large_err, reason = "tonic handlers return Status by value")]
 fn domain_rule(rule: Option<WireRule>) -> Result<Rule, Status> {
     let rule = rule.ok_or_else(|| Status::invalid_argument("a rule is required"))?;
-    let resource = rule.resource.ok_or_else(|| Status::invalid_argument("the rule needs a resource"))?;
-    let access = match WireAccess::try_from(rule.access) {
-        Ok(WireAccess::Granted) => Access::Granted,
-        Ok(WireAccess::Denied) => Access::Denied,
-        _ => return Err(Status::invalid_argument("the rule's access must be GRANTED or DENIED")),
-    };
-    Ok(Rule {
-        id: rule.id,
-        scope: rule.scope,
-        resource: Resource { kind: resource.r#type, name: resource.name, endpoint: resource.endpoint },
-        access,
-        priority: rule.priority,
-    })
+    Rule::try_from(rule).map_err(Status::invalid_argument)
 }
 
 #[tonic::async_trait]
@@ -280,6 +251,6 @@ impl rules_server::Rules for RulesService {
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let (_, namespace) = authorized(&request, request.get_ref().options.as_ref())?;
         let rules = self.auth.list_rules(&namespace).await?;
-        Ok(Response::new(ListResponse { rules: rules.into_iter().map(wire_rule).collect() }))
+        Ok(Response::new(ListResponse { rules: rules.into_iter().map(WireRule::from).collect() }))
     }
 }

@@ -4,15 +4,13 @@
 //! the format `openssl genpkey -algorithm ed25519` writes), created with mode 0600 on first
 //! boot and reused afterwards. Only the 32-byte seed matters; the public key is derived.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use micro_access::token::{Claims, Verifier, pem};
 
 use micro_core::Account;
 
@@ -21,53 +19,15 @@ use crate::AuthError;
 /// The key file's name inside the key directory.
 pub const KEY_FILE: &str = "auth_key";
 
-/// How far a verifier tolerates clocks that disagree, in seconds.
-const LEEWAY_SECS: u64 = 5;
-
 /// The DER prefix of a PKCS#8 v1 Ed25519 private key (RFC 8410 §7); the 32-byte seed follows.
 const PKCS8_PREFIX: [u8; 16] =
     [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-/// The DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32-byte public key follows.
-const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-
-/// The claims of an access token. `sub`/`iss`/`exp` are the registered JWT claims; the rest are
-/// the original's custom claims.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Claims {
-    pub sub: String,
-    pub iss: String,
-    pub exp: u64,
-    pub iat: u64,
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-    #[serde(default)]
-    pub name: String,
-}
-
-impl Claims {
-    fn into_account(self) -> Account {
-        let name = if self.name.is_empty() { self.sub.clone() } else { self.name };
-        Account {
-            id: self.sub,
-            name,
-            kind: self.kind,
-            issuer: self.iss,
-            scopes: self.scopes,
-            metadata: self.metadata,
-        }
-    }
-}
 
 /// The key pair that signs and verifies access tokens.
 pub(crate) struct Keys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
-    public: [u8; 32],
-    validation: Validation,
+    /// Checks tokens as every other verifier does (micro-access).
+    verifier: Verifier,
     /// Tokens already verified, so one presented on every call is checked once.
     verified: micro_core::tokens::VerifiedTokens,
 }
@@ -112,23 +72,16 @@ impl Keys {
 
     pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
         let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key().to_bytes();
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         Keys {
             encoding: EncodingKey::from_ed_der(&pkcs8_der(seed)),
-            decoding: DecodingKey::from_ed_der(&public),
-            public,
-            validation,
+            verifier: Verifier::new(public),
             verified: micro_core::tokens::VerifiedTokens::new(),
         }
     }
 
     /// The public key as an SPKI PEM (`-----BEGIN PUBLIC KEY-----`), for verifiers elsewhere.
     pub(crate) fn public_key_pem(&self) -> String {
-        let mut der = SPKI_PREFIX.to_vec();
-        der.extend_from_slice(&self.public);
-        pem("PUBLIC KEY", &der)
+        self.verifier.public_key_pem()
     }
 
     /// Signs an access token for `account` in `issuer`, valid from `iat` until `exp` (unix secs).
@@ -139,42 +92,19 @@ impl Keys {
         iat: u64,
         exp: u64,
     ) -> Result<String, AuthError> {
-        let claims = Claims {
-            sub: account.id.clone(),
-            iss: issuer.to_string(),
-            exp,
-            iat,
-            kind: account.kind.clone(),
-            scopes: account.scopes.clone(),
-            metadata: account.metadata.clone(),
-            name: account.name.clone(),
-        };
+        let claims = Claims::new(account, issuer, iat, exp);
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .map_err(|err| AuthError::Internal(format!("cannot sign a token: {err}")))
     }
 
     /// Verifies `token`'s signature and expiry and returns the account it describes.
     pub(crate) fn inspect(&self, token: &str) -> Result<Account, AuthError> {
-        use jsonwebtoken::errors::ErrorKind;
         let now = now();
         if let Some(account) = self.verified.get(token, now) {
             return Ok(account);
         }
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| {
-                AuthError::InvalidToken(
-                    match err.kind() {
-                        ErrorKind::ExpiredSignature => "expired",
-                        ErrorKind::InvalidSignature => "bad signature",
-                        ErrorKind::InvalidAlgorithm => "unexpected algorithm",
-                        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => "bad claims",
-                        _ => "malformed",
-                    }
-                    .to_string(),
-                )
-            })?;
-        let expires_at = data.claims.exp;
-        let account = data.claims.into_account();
+        let (account, expires_at) =
+            self.verifier.verify(token).map_err(|err| AuthError::InvalidToken(err.to_string()))?;
         self.verified.insert(token, &account, expires_at, now);
         Ok(account)
     }
@@ -182,7 +112,7 @@ impl Keys {
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    u64::try_from(micro_core::time::unix_seconds()).unwrap_or(0)
 }
 
 /// A fresh signing key as a PKCS#8 PEM, the form [`Keys::from_text`] and the key file take.
@@ -196,17 +126,6 @@ fn pkcs8_der(seed: &[u8; 32]) -> Vec<u8> {
     let mut der = PKCS8_PREFIX.to_vec();
     der.extend_from_slice(seed);
     der
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 output is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 fn parse_pem(pem: &str) -> Result<[u8; 32], String> {
@@ -276,6 +195,8 @@ fn warn_if_readable_by_others(path: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn account() -> Account {
@@ -295,11 +216,18 @@ mod tests {
         let from_pem = Keys::from_text(&pem).unwrap();
         let seed = parse_pem(&pem).unwrap();
         let from_seed = Keys::from_text(&format!("  {}\n", STANDARD.encode(seed))).unwrap();
-        assert_eq!(from_pem.public, from_seed.public, "the PEM and its base64 seed are one key");
+        assert_eq!(
+            from_pem.verifier.key(),
+            from_seed.verifier.key(),
+            "the PEM and its base64 seed are one key"
+        );
         let now = now();
         let token = from_pem.issue(&account(), "foo", now, now + 60).unwrap();
         assert_eq!(from_seed.inspect(&token).unwrap(), account(), "either verifies the other's tokens");
-        assert_ne!(Keys::from_text(&generate_pem().unwrap()).unwrap().public, from_pem.public);
+        assert_ne!(
+            Keys::from_text(&generate_pem().unwrap()).unwrap().verifier.key(),
+            from_pem.verifier.key()
+        );
         for bad in [
             "",
             "not base64!",
@@ -336,18 +264,6 @@ mod tests {
     }
 
     #[test]
-    fn unsigned_tokens_are_rejected() {
-        let keys = Keys::from_seed(&[7u8; 32]);
-        let claims = r#"{"sub":"admin","iss":"micro","exp":99999999999,"iat":0,"scopes":["admin"]}"#;
-        let none = format!(
-            "{}.{}.",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims)
-        );
-        assert!(keys.inspect(&none).is_err());
-    }
-
-    #[test]
     fn openssl_keys_are_interchangeable() {
         // `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` of it.
         let private = "-----BEGIN PRIVATE KEY-----\n\
@@ -376,7 +292,7 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let second = Keys::load_or_create(&nested).unwrap();
-        assert_eq!(first.public, second.public, "the second boot reuses the key");
+        assert_eq!(first.verifier.key(), second.verifier.key(), "the second boot reuses the key");
         assert_eq!(std::fs::read_dir(&nested).unwrap().count(), 1, "no temporary files left behind");
         let now = now();
         let token = first.issue(&account(), "foo", now, now + 60).unwrap();

@@ -12,7 +12,8 @@
 //!
 //! Layout:
 //! - [`service`]: [`Auth`], the service over a [`micro_store::Store`], and its store layout;
-//! - [`rules`]: [`Rule`], [`Resource`], [`Verdict`] and the pure rule engine [`rules::verify`];
+//! - [`rules`]: [`Rule`], [`Resource`], [`Verdict`] and the rule engine, re-exported from
+//!   micro-access, the one copy the gate, the gateway and the framework all judge with;
 //! - [`grpc`]: the `auth.Auth`, `auth.Accounts` and `auth.Rules` gRPC services;
 //! - [`error`]: [`AuthError`] and the client-visible messages;
 //! - [`throttle`]: the failed-login limits per account and per peer, with backoff;
@@ -26,15 +27,14 @@ pub mod error;
 pub mod grpc;
 mod keys;
 pub mod peer;
-pub mod rules;
 mod secret;
 pub mod service;
 pub mod throttle;
 
 pub use error::AuthError;
 pub use keys::{KEY_FILE, generate_pem as generate_signing_key};
+pub use micro_access::rules::{self, Access, Resource, Rule, Verdict};
 pub use micro_core::Account;
-pub use rules::{Access, Resource, Rule, Verdict};
 pub use secret::{HASH_THREADS, MAX_QUEUED_HASHES};
 pub use service::{Auth, AuthOptions, Credentials, NewAccount, Token};
 

@@ -36,7 +36,7 @@ use micro_store::{ReadOptions, Record, Store, StoreError};
 use crate::error::*;
 use crate::keys::{Keys, now};
 use crate::peer::PeerKey;
-use crate::rules::{self, Resource, Rule, Verdict};
+use crate::rules::Rule;
 use crate::secret::{Hasher, random_password, random_token, random_uuid, token_digest};
 use crate::throttle::Throttle;
 use crate::{
@@ -320,21 +320,18 @@ impl Auth {
         self.peer_key.forward(metadata, client);
     }
 
-    /// Rule check (docs/compatibility.md §6.5) against the rules of `namespace` (the default public rule
-    /// while it has never had rules). Rule sets are cached for [`RULES_CACHE_TTL`]; a store
-    /// failure or an invalid namespace denies.
-    pub async fn verify(&self, namespace: &str, account: Option<&Account>, resource: &Resource) -> Verdict {
-        let denied = if account.is_some() { Verdict::Forbidden } else { Verdict::Unauthorized };
+    /// The rules of `namespace` that calls acting in it are judged by (docs/compatibility.md
+    /// §6.5; the default public rule while it has never had rules), for
+    /// [`micro_access::admit`]. Rule sets are cached for [`RULES_CACHE_TTL`]. A store failure or
+    /// an invalid namespace gives no rules, which deny every call.
+    pub async fn rules(&self, namespace: &str) -> Arc<Vec<Rule>> {
         if validate_namespace(namespace).is_err() {
-            return denied;
+            return Arc::default();
         }
-        match self.cached_rules(namespace).await {
-            Ok(rules) => rules::verify(&rules, account, resource),
-            Err(err) => {
-                tracing::error!(cause = %err, namespace, "cannot load rules; denying");
-                denied
-            }
-        }
+        self.cached_rules(namespace).await.unwrap_or_else(|err| {
+            tracing::error!(cause = %err, namespace, "cannot load rules; denying");
+            Arc::default()
+        })
     }
 
     // ---- accounts ----
@@ -421,6 +418,35 @@ impl Auth {
         if caller.is_some_and(|caller| caller.id == stored.id && caller.issuer == namespace) {
             return Err(AuthError::CannotDeleteSelf);
         }
+        self.remove_account(namespace, &stored).await
+    }
+
+    /// Deletes the account with id `id` (never one found by name) when `ours` accepts it, which
+    /// revokes its refresh tokens; returns whether it deleted one. One key read, under the write
+    /// lock, so what `ours` judged is what goes: for a caller that made an account and must not
+    /// delete one that merely shares its id, such as the runtime with its service accounts.
+    pub async fn delete_account_if(
+        &self,
+        namespace: &str,
+        id: &str,
+        ours: impl FnOnce(&Account) -> bool,
+    ) -> Result<bool, AuthError> {
+        validate_namespace(namespace)?;
+        if id.is_empty() || id.len() > MAX_ID_BYTES {
+            return Ok(false);
+        }
+        let _guard = self.writes.lock().await;
+        match self.load_account(namespace, id).await? {
+            Some(stored) if ours(&stored.account()) => {
+                self.remove_account(namespace, &stored).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Removes `stored` and its name entry; the caller holds the write lock.
+    async fn remove_account(&self, namespace: &str, stored: &StoredAccount) -> Result<(), AuthError> {
         // Account first: a dangling name entry is ignored by lookups, a nameless account is not.
         self.store.delete(DATABASE, TABLE, &account_key(namespace, &stored.id)).await?;
         if self.read_string(&name_key(namespace, &stored.name)).await?.as_deref() == Some(stored.id.as_str())
@@ -912,5 +938,36 @@ impl Auth {
     pub(crate) fn expired_token(&self, account: &Account) -> String {
         let now = now();
         self.keys.issue(account, &account.issuer, now - 7200, now - 3600).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delete_account_if_goes_by_id_and_asks_first() {
+        let store: Arc<dyn Store> = Arc::new(micro_store::memory::MemoryStore::new());
+        let auth =
+            Auth::for_tests(store, AuthOptions { loopback_only: true, ..AuthOptions::default() }).await;
+        let service = |id: &str, name: &str| NewAccount {
+            id: id.into(),
+            name: name.into(),
+            kind: SERVICE.into(),
+            ..NewAccount::default()
+        };
+        auth.generate("foo", service("svc.a", "")).await.unwrap();
+        auth.generate("foo", service("person", "svc.b")).await.unwrap();
+        let is_service = |account: &Account| account.kind == SERVICE;
+
+        assert!(!auth.delete_account_if("foo", "svc.a", |_| false).await.unwrap(), "refused: kept");
+        assert!(!auth.delete_account_if("foo", "svc.b", is_service).await.unwrap(), "never by name");
+        assert!(!auth.delete_account_if("bar", "svc.a", is_service).await.unwrap(), "other namespace");
+        assert!(!auth.delete_account_if("foo", "", is_service).await.unwrap());
+        assert!(auth.delete_account_if("foo", "svc.a", is_service).await.unwrap());
+        let left: Vec<String> = auth.list_accounts("foo").await.unwrap().into_iter().map(|a| a.id).collect();
+        assert_eq!(left, ["person"]);
+        assert!(!auth.delete_account_if("foo", "svc.a", is_service).await.unwrap(), "already gone");
+        assert!(auth.delete_account_if("Bad Namespace", "svc.a", is_service).await.is_err());
     }
 }

@@ -98,6 +98,14 @@ impl Entry {
         }
     }
 
+    /// Starts a new window when the current one has passed: its failures no longer count.
+    fn roll_window(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.window_start) >= FAILED_LOGIN_WINDOW {
+            self.failures = 0;
+            self.window_start = now;
+        }
+    }
+
     /// Nothing in flight, not blocked, and nothing within the window: forgettable.
     fn idle(&self, now: Instant) -> bool {
         self.in_flight == 0
@@ -147,10 +155,7 @@ impl<K: Hash + Eq + Clone + std::fmt::Debug> Limiter<K> {
             }
             entry.blocked_until = None;
         }
-        if now.saturating_duration_since(entry.window_start) >= FAILED_LOGIN_WINDOW {
-            entry.failures = 0;
-            entry.window_start = now;
-        }
+        entry.roll_window(now);
         if entry.failures + entry.in_flight >= self.max {
             return Err(self.refusal(IN_FLIGHT_RETRY));
         }
@@ -176,10 +181,7 @@ impl<K: Hash + Eq + Clone + std::fmt::Debug> Limiter<K> {
                 entries.remove(key);
             }
             Some(false) => {
-                if now.saturating_duration_since(entry.window_start) >= FAILED_LOGIN_WINDOW {
-                    entry.failures = 0;
-                    entry.window_start = now;
-                }
+                entry.roll_window(now);
                 entry.failures += 1;
                 entry.last_event = now;
                 if entry.failures >= self.max {

@@ -27,6 +27,7 @@ use micro_broker::{
     Broker, BrokerError, MAX_SUBSCRIPTIONS_PER_NAMESPACE, Message, SUBSCRIBER_BUFFER, Subscription,
     validate_message, validate_target,
 };
+use micro_core::task::AbortOnDrop;
 
 use crate::connection::{ConnectError, Connection, OPERATION_TIMEOUT, connect};
 use crate::names;
@@ -51,6 +52,8 @@ impl std::fmt::Debug for Inner {
 
 #[derive(Default)]
 struct Routes {
+    /// Each route with its forwarding task, aborted (which drops, and so unsubscribes, its
+    /// NATS subscription) when the route is removed.
     routes: HashMap<RouteKey, (Arc<Route>, AbortOnDrop)>,
     /// Live subscriptions per namespace.
     subscriptions: HashMap<String, usize>,
@@ -68,16 +71,6 @@ struct Route {
     members: RwLock<Vec<Outlet>>,
     /// Round-robin cursor of a queue route.
     next: AtomicUsize,
-}
-
-/// Aborts the route's forwarding task (which drops, and so unsubscribes, its NATS
-/// subscription) when the route is removed.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 fn unavailable(cause: impl std::fmt::Display) -> BrokerError {
@@ -124,7 +117,7 @@ impl NatsBroker {
             let route = Arc::new(Route { members: RwLock::new(vec![subscriber]), next: AtomicUsize::new(0) });
             let forwarding =
                 tokio::spawn(forward(Arc::downgrade(&self.inner), route.clone(), key.clone(), nats));
-            routes.routes.insert(key.clone(), (route, AbortOnDrop(forwarding.abort_handle())));
+            routes.routes.insert(key.clone(), (route, AbortOnDrop::from(forwarding)));
         } else {
             return Ok(Some(subscriber));
         }

@@ -36,12 +36,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, kv};
 use async_nats::{HeaderMap, HeaderValue};
 use futures::StreamExt;
+use micro_core::task::AbortOnDrop;
 use micro_proto::registry::{Node, Service};
 use micro_registry::{Catalog, Event, MAX_NAME_BYTES, MAX_TTL, Registry, RegistryError, effective_ttl};
 use prost::Message;
@@ -115,15 +116,6 @@ struct Known {
     node: String,
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl std::fmt::Debug for NatsRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsRegistry")
@@ -142,16 +134,10 @@ fn unavailable(cause: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unavailable(cause.to_string())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// When a node expiring at `expires_ms` (unix) leaves reads, on this process's clock; `None`
 /// when it already has.
 fn deadline(expires_ms: u64) -> Option<Instant> {
-    let left = expires_ms.checked_sub(now_ms()).filter(|left| *left > 0)?;
+    let left = expires_ms.checked_sub(micro_core::time::unix_millis()).filter(|left| *left > 0)?;
     Some(Instant::now() + Duration::from_millis(left))
 }
 
@@ -228,7 +214,7 @@ impl NatsRegistry {
             applied: watch::channel(0).0,
         });
         let (loaded, first_load) = oneshot::channel();
-        let watcher = AbortOnDrop(tokio::spawn(keep_current(inner.clone(), loaded)).abort_handle());
+        let watcher = AbortOnDrop::from(tokio::spawn(keep_current(inner.clone(), loaded)));
         let patience = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
         let reason = match tokio::time::timeout(patience, first_load).await {
             Ok(Ok(Ok(()))) => return Ok(Self { inner, _watcher: watcher }),
@@ -514,8 +500,8 @@ impl Registry for NatsRegistry {
         inner.catalog.admit(domain, &service)?;
         inner.ready()?;
         let bucket = inner.bucket()?;
-        let expires_ms =
-            now_ms().saturating_add(u64::try_from(effective_ttl(ttl).as_millis()).unwrap_or(u64::MAX));
+        let expires_ms = micro_core::time::unix_millis()
+            .saturating_add(u64::try_from(effective_ttl(ttl).as_millis()).unwrap_or(u64::MAX));
         let nodes = std::mem::take(&mut service.nodes);
         service.options = None;
         let (_, max_payload) = inner.connection.server();
@@ -664,8 +650,8 @@ mod tests {
     #[test]
     fn deadlines_follow_the_stored_expiry() {
         assert_eq!(deadline(0), None, "long past");
-        assert_eq!(deadline(now_ms().saturating_sub(1)), None, "just past");
-        let later = deadline(now_ms() + 60_000).expect("a minute ahead");
+        assert_eq!(deadline(micro_core::time::unix_millis().saturating_sub(1)), None, "just past");
+        let later = deadline(micro_core::time::unix_millis() + 60_000).expect("a minute ahead");
         let left = later.saturating_duration_since(Instant::now());
         assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60), "{left:?}");
     }

@@ -17,9 +17,7 @@ use crate::tokens::{self, Saved, Tokens};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call may take before the CLI gives up with `Request timed out`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The header the server reads the caller's namespace from.
-pub const NAMESPACE_HEADER: &str = "micro-namespace";
+pub use micro_core::NAMESPACE_HEADER;
 
 /// A connected environment.
 pub struct Client {
@@ -62,12 +60,13 @@ impl Client {
     }
 
     /// The saved login for this env and namespace, refreshed first when it expires within
-    /// [`REFRESH_MARGIN_SECS`](crate::tokens::REFRESH_MARGIN_SECS). A refresh token the server no
-    /// longer accepts (revoked, account deleted) drops the login: the call goes on anonymously.
+    /// [`REFRESH_MARGIN_SECS`](micro_core::cli_files::REFRESH_MARGIN_SECS). A refresh token the
+    /// server no longer accepts (revoked, account deleted) drops the login: the call goes on
+    /// anonymously.
     async fn current_login(&self) -> Result<Option<Saved>> {
         let mut tokens = Tokens::load()?;
         let Some(saved) = tokens.get(&self.env, &self.namespace).cloned() else { return Ok(None) };
-        if !saved.needs_refresh(tokens::now()) {
+        if !saved.needs_refresh(micro_core::time::unix_seconds()) {
             return Ok(Some(saved));
         }
         let mut auth = AuthClient::new(self.channel.clone());
@@ -80,7 +79,7 @@ impl Client {
         match auth.token(self.anonymous_request(request)).await {
             Ok(reply) => {
                 let Some(token) = reply.into_inner().token else { return Ok(None) };
-                let refreshed = Saved::from_token(&token);
+                let refreshed = tokens::from_token(&token);
                 tokens.set(&self.env, &self.namespace, refreshed.clone())?;
                 Ok(Some(refreshed))
             }

@@ -69,7 +69,7 @@ struct Cli {
 enum Command {
     /// Run the platform: auth, config, store, registry and the gateways, in one process
     #[command(help_template = help!("micro server"))]
-    Server(micro_server::Args),
+    Server(Box<micro_server::Args>),
     /// Manage environments: the servers this CLI talks to
     #[command(help_template = help!("micro env"))]
     Env {
@@ -235,7 +235,7 @@ fn run(cli: Cli) -> Result<()> {
         return Err(CliError::new("No command provided to micro. Please refer to 'micro --help'"));
     };
     match command {
-        Command::Server(args) => return server(args),
+        Command::Server(args) => return server(*args),
         Command::New(args) => return new::run(args),
         Command::Version => {
             out(&format!("micro version {}\n", micro_core::VERSION));

@@ -5,7 +5,7 @@ use micro_proto::auth::TokenRequest;
 use micro_proto::auth::auth_client::AuthClient;
 
 use crate::error::{CliError, EXIT_UNAUTHORIZED, Result};
-use crate::tokens::{self, Saved, Tokens};
+use crate::tokens::{self, Tokens};
 use crate::{Global, out, prompt};
 
 #[derive(Args, Debug)]
@@ -55,7 +55,7 @@ pub async fn login(global: &Global, args: LoginArgs) -> Result<()> {
             _ => client.error(status),
         })?;
     let token = reply.into_inner().token.ok_or_else(|| CliError::new("the server returned no token"))?;
-    tokens.set(&client.env, &client.namespace, Saved::from_token(&token))?;
+    tokens.set(&client.env, &client.namespace, tokens::from_token(&token))?;
     out("Successfully logged in.\n");
     Ok(())
 }

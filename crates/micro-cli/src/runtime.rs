@@ -3,16 +3,18 @@
 //!
 //! A local folder is packed and uploaded with `Source.Upload` ([`crate::source`]), a git
 //! repository is passed to the server as is; `Runtime.Create`/`Update` then build and start it.
-//! `run`, `update` and `kill` print nothing on success. On a terminal, `run` and `update` wait for
-//! the build and show its progress on stderr, ending with the outcome; elsewhere (scripts, CI)
-//! they return once the server has accepted the service.
+//! `run`, `update` and `kill` print nothing on success. On a terminal, `run` and `update` say on
+//! stderr how much of a local folder they upload, then wait for the build and show its progress
+//! on stderr, ending with the outcome; elsewhere (scripts, CI) they return once the server has
+//! accepted the service.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use micro_core::time;
 use micro_proto::runtime::runtime_client::RuntimeClient;
 use micro_proto::runtime::source_client::SourceClient;
 use micro_proto::runtime::{
@@ -193,7 +195,9 @@ fn credential_for(host: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option
         })
 }
 
-/// Packs a local source (on a blocking thread: it walks and compresses the tree).
+/// Packs a local source (on a blocking thread: it walks and compresses the tree). Ignore-file
+/// patterns that were not applied are always shown on stderr; the size of the upload only on a
+/// terminal, like the build's progress, so scripts see stderr only for what went wrong.
 async fn prepare(source: Source) -> Result<Prepared> {
     let tarball = match &source.location {
         Location::Local { root, .. } => {
@@ -201,7 +205,13 @@ async fn prepare(source: Source) -> Result<Prepared> {
             let packed = tokio::task::spawn_blocking(move || source::pack(&root))
                 .await
                 .map_err(|err| CliError::new(format!("packing the source failed: {err}")))??;
-            Some(packed)
+            for warning in &packed.warnings {
+                eprintln!("Warning: {warning}");
+            }
+            if std::io::stderr().is_terminal() {
+                eprintln!("{}", packed.summary(&source.name));
+            }
+            Some(packed.bytes)
         }
         Location::Git { .. } => None,
     };
@@ -382,7 +392,7 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<()> {
     services.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     out(&match args.output {
         Output::Json => status_json(&services),
-        Output::Table => status_table(&services, unix_now()),
+        Output::Table => status_table(&services, time::unix_seconds()),
     });
     Ok(())
 }
@@ -556,7 +566,7 @@ fn status_table(services: &[Service], now: i64) -> String {
             "" => "n/a".to_string(),
             build => build.chars().take(7).collect(),
         };
-        let updated = parse_rfc3339(metadata(service, "started")).map_or_else(
+        let updated = time::parse_rfc3339(metadata(service, "started")).map_or_else(
             || "n/a".to_string(),
             |started| format!("{} ago", format_elapsed((now - started).max(0).unsigned_abs())),
         );
@@ -625,68 +635,6 @@ fn format_elapsed(secs: u64) -> String {
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(0))
-}
-
-/// Seconds since the Unix epoch of an RFC 3339 time (`2026-11-23T16:05:40Z`,
-/// `2026-11-23T17:05:40.123+01:00`); `None` when `text` is not one.
-fn parse_rfc3339(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = text.get(range)?;
-        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
-    };
-    let bytes = text.as_bytes();
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if bytes[13] != b':' || bytes[16] != b':' {
-        return None;
-    }
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut rest = &text[19..];
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &fraction[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (hours, minutes) = rest[1..].split_once(':')?;
-            if hours.len() != 2 || minutes.len() != 2 {
-                return None;
-            }
-            sign * (hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60)
-        }
-    };
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,19 +665,8 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_times_parse_to_unix_seconds() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2026-11-23T16:05:40Z"), Some(1_795_449_940));
-        assert_eq!(parse_rfc3339("2026-11-23T17:05:40.123456+01:00"), Some(1_795_449_940));
-        assert_eq!(parse_rfc3339("2000-02-29T00:00:00-00:30"), Some(951_784_200));
-        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-11-23T16:05:40", "2026-11-23T16:05:40+1"] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn status_table_matches_the_reference() {
-        let now = parse_rfc3339("2026-11-23T16:05:59Z").unwrap();
+        let now = time::parse_rfc3339("2026-11-23T16:05:59Z").unwrap();
         let services = [
             service("helloworld", "running", &[("build", "0123456789abcdef")]),
             service("crasher", "error", &[("error", "exit status 3"), ("started", ""), ("source", "")]),

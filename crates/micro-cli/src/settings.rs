@@ -1,54 +1,22 @@
 //! The CLI's own settings: `$MICRO_HOME/config.json` (or `-c FILE`), holding the selected
-//! environment, user-added environments and the namespace chosen per environment.
+//! environment, user-added environments, the namespace chosen per environment and user settings.
+//! The file's format, its defaults and the rule for a file that cannot be read live in
+//! [`micro_core::cli_files`], shared with the `micro` framework; this module is what the CLI's
+//! commands may change in it.
 //!
-//! The built-in `local` environment is always present and cannot be removed. Writes go to a
-//! temporary file renamed over the old one, so an interrupted command never leaves half a file.
+//! The built-in `local` environment is always present and cannot be changed or removed. Writes
+//! go to a temporary file renamed over the old one, so an interrupted command never leaves half a
+//! file.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use micro_core::cli_files::{self, Config};
+pub use micro_core::cli_files::{Env, LOCAL_ENV};
 
 use crate::error::{CliError, Result};
 
-/// The environment used when none was selected.
-pub const LOCAL_ENV: &str = "local";
-/// Where the built-in `local` environment points: `micro server`'s default proxy address.
-pub const LOCAL_ADDRESS: &str = "127.0.0.1:8081";
-const LOCAL_DESCRIPTION: &str = "Local running Micro Server";
-
 /// Longest environment name accepted by `micro env add`.
 pub const MAX_ENV_NAME_BYTES: usize = 64;
-
-/// One environment: a name for a server's proxy address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Env {
-    pub name: String,
-    /// `host:port` of the server's gRPC proxy; empty when added without one.
-    #[serde(default)]
-    pub proxy_address: String,
-    #[serde(default)]
-    pub description: String,
-    /// Connect with TLS (`micro env add --tls`, or the address is on port 443).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub tls: bool,
-    /// A CA certificate file (PEM) trusted besides the system's authorities; absolute path.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub ca: String,
-}
-
-impl Env {
-    /// Whether the CLI connects to this environment with TLS: when added with `--tls` (or
-    /// `--ca`), or when its address is on port 443 ([`micro_core::tls::default_tls`]).
-    pub fn uses_tls(&self) -> bool {
-        self.tls || (!self.proxy_address.is_empty() && micro_core::tls::default_tls(&self.proxy_address))
-    }
-
-    /// The extra CA to trust, if one was given.
-    pub fn ca_path(&self) -> Option<&Path> {
-        (!self.ca.is_empty()).then(|| Path::new(&self.ca))
-    }
-}
 
 /// How `micro env add` connects to an environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,62 +27,38 @@ pub struct Transport {
     pub ca: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct File {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    env: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    envs: BTreeMap<String, Env>,
-    /// The namespace to act in, per environment (default `micro`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    namespaces: BTreeMap<String, String>,
-    /// Anything a newer CLI wrote, kept as is.
-    #[serde(flatten)]
-    other: serde_json::Map<String, serde_json::Value>,
-}
-
 /// The loaded settings file.
 #[derive(Debug)]
 pub struct Settings {
     path: PathBuf,
-    file: File,
+    file: Config,
 }
 
 impl Settings {
     /// The default location: `$MICRO_HOME/config.json`.
     pub fn default_path() -> PathBuf {
-        micro_core::home::dir().join("config.json")
+        cli_files::config_path(&micro_core::home::dir())
     }
 
-    /// Loads `path`; a missing file is an empty configuration.
+    /// Loads `path`; a missing file is an empty configuration, one that cannot be read or
+    /// parsed an error (and is left as it is).
     pub fn load(path: &Path) -> Result<Self> {
-        let file = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
-                CliError::new(format!(
-                    "cannot read {}: it is not valid settings JSON ({err})",
-                    path.display()
-                ))
-            })?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => File::default(),
-            Err(err) => return Err(CliError::new(format!("cannot read {}: {err}", path.display()))),
-        };
+        let file = cli_files::read_config(path).map_err(|err| CliError::new(err.to_string()))?;
         Ok(Self { path: path.to_path_buf(), file })
     }
 
     /// Every environment, built-ins included, sorted by name.
     pub fn envs(&self) -> Vec<Env> {
-        let mut envs = self.file.envs.clone();
-        envs.insert(LOCAL_ENV.to_string(), local());
-        envs.into_values().collect()
+        self.file.envs()
     }
 
     pub fn env(&self, name: &str) -> Option<Env> {
-        if name == LOCAL_ENV { Some(local()) } else { self.file.envs.get(name).cloned() }
+        self.file.env(name)
     }
 
     /// The saved selection, `local` when none was made.
     pub fn selected(&self) -> &str {
-        self.file.env.as_deref().unwrap_or(LOCAL_ENV)
+        self.file.selected()
     }
 
     pub fn select(&mut self, name: &str) -> Result<()> {
@@ -178,7 +122,7 @@ impl Settings {
 
     /// The namespace commands act in against `env`.
     pub fn namespace(&self, env: &str) -> String {
-        self.file.namespaces.get(env).cloned().unwrap_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string())
+        self.file.namespace(env)
     }
 
     /// Makes `namespace` the one commands act in against `env`.
@@ -214,7 +158,7 @@ impl Settings {
                 "invalid key {path:?}: use dotted names, e.g. git.credentials.github"
             )));
         }
-        if ["env", "envs", "namespaces"].contains(&parts[0]) {
+        if Config::MANAGED_KEYS.contains(&parts[0]) {
             return Err(CliError::new(format!(
                 "{:?} is managed by `micro env` and `micro user namespace`",
                 parts[0]
@@ -239,20 +183,7 @@ impl Settings {
 
     /// Writes the file readable by its owner only (it holds git credentials), atomically.
     fn save(&self) -> Result<()> {
-        let mut json = serde_json::to_vec_pretty(&self.file).expect("settings always serialise");
-        json.push(b'\n');
-        micro_core::home::write_private(&self.path, &json)
-            .map_err(|err| CliError::new(format!("cannot write {}: {err}", self.path.display())))
-    }
-}
-
-fn local() -> Env {
-    Env {
-        name: LOCAL_ENV.to_string(),
-        proxy_address: LOCAL_ADDRESS.to_string(),
-        description: LOCAL_DESCRIPTION.to_string(),
-        tls: false,
-        ca: String::new(),
+        cli_files::write_config(&self.path, &self.file).map_err(|err| CliError::new(err.to_string()))
     }
 }
 
@@ -294,7 +225,7 @@ mod tests {
         let path = dir.path().join("config.json");
         let mut settings = Settings::load(&path).unwrap();
         assert_eq!(settings.selected(), LOCAL_ENV);
-        assert_eq!(settings.envs(), [local()]);
+        assert_eq!(settings.envs(), [Env::local()]);
 
         settings.add("staging", "10.0.0.1:8081", &Transport::default()).unwrap();
         settings.select("staging").unwrap();
@@ -386,5 +317,52 @@ mod tests {
         assert!(Settings::load(&dir.path().join("missing.json")).is_ok());
         std::fs::write(&path, "not json").unwrap();
         assert!(Settings::load(&path).is_err());
+    }
+
+    /// What the CLI writes; crates/micro/src/login.rs reads the same text.
+    const WRITTEN: &str = r#"{
+  "env": "staging",
+  "envs": {
+    "prod": {
+      "name": "prod",
+      "proxy_address": "proxy.example.com:443",
+      "description": "",
+      "tls": true
+    },
+    "staging": {
+      "name": "staging",
+      "proxy_address": "10.0.0.1:8081",
+      "description": ""
+    }
+  },
+  "namespaces": {
+    "staging": "foo"
+  },
+  "git": {
+    "baseurl": "github.com/x"
+  }
+}
+"#;
+
+    #[test]
+    fn the_file_layout_is_stable_and_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let mut settings = Settings::load(&path).unwrap();
+        settings.add("staging", "10.0.0.1:8081", &Transport::default()).unwrap();
+        settings.add("prod", "proxy.example.com:443", &Transport::default()).unwrap();
+        settings.select("staging").unwrap();
+        settings.set_namespace("staging", "foo").unwrap();
+        settings.set_user("git.baseurl", "github.com/x").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), WRITTEN);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+
+        std::fs::write(&path, "{\"env\":").unwrap();
+        let err = Settings::load(&path).unwrap_err();
+        assert!(
+            err.message.starts_with("Cannot read ") && err.message.ends_with("fix or remove it"),
+            "{err:?}"
+        );
     }
 }

@@ -14,21 +14,25 @@ use std::path::{Component, Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use ignore::WalkBuilder;
 
 use crate::error::{CliError, Result};
 
 /// The version of a service run without `@ref`, and the ref of a git repository's default branch.
-pub const DEFAULT_VERSION: &str = "latest";
-/// Most bytes of files a local source may hold, before compression; `target/` and `.git/` are not
-/// packed and do not count.
+pub use micro_core::names::DEFAULT_VERSION;
+/// Most bytes of files a local source may hold, before compression; `target/`, `.git/` and ignored
+/// files are not packed and do not count.
 pub const MAX_SOURCE_BYTES: u64 = 64 * 1024 * 1024;
 /// Size of each `Source.Upload` message.
 pub const CHUNK_BYTES: usize = 64 * 1024;
-/// Longest service name accepted.
-const MAX_NAME_BYTES: usize = 64;
-/// Longest version (git ref) accepted.
-const MAX_VERSION_BYTES: usize = 128;
-/// Folders never packed: version control, and dependencies and caches tools recreate.
+/// micro's own ignore file, beside `.gitignore` and `.ignore`: what git keeps but the server need
+/// not get (docs/runtime.md#what-is-uploaded).
+pub const MICRO_IGNORE_FILE: &str = ".microignore";
+/// Files of the packed root uploaded even when an ignore file names them: the manifest is what the
+/// server builds, and the lock file pins the versions built here (libraries often git-ignore it).
+const ALWAYS_PACKED: &[&str] = &["Cargo.toml", "Cargo.lock"];
+/// Folders never packed, whatever the ignore files say: version control, and dependencies and
+/// caches tools recreate.
 const SKIPPED_DIRS: &[&str] = &[".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv"];
 /// The git grammar, for error messages.
 const GIT_GRAMMAR: &str = "host/org/repo[/folder][@ref]";
@@ -186,35 +190,15 @@ impl Source {
     }
 }
 
-/// Checks a service name given with `--name` or derived from a source.
+/// Checks a service name given with `--name` or derived from a source, by the runtime's own
+/// rule ([`micro_core::names`]), so what the server would refuse is refused before uploading.
 pub fn validate_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(CliError::new(format!(
-            "invalid service name {name:?}: use up to {MAX_NAME_BYTES} letters, digits, '-', '_' and '.'"
-        )))
-    }
+    micro_core::names::validate_name(name).map_err(|err| CliError::new(err.to_string()))
 }
 
-/// Checks a version (a git ref for git sources).
+/// Checks a version (a git ref for git sources) by the runtime's rule, as [`validate_name`].
 pub fn validate_version(version: &str) -> Result<()> {
-    let valid = !version.is_empty()
-        && version.len() <= MAX_VERSION_BYTES
-        && !version.contains("..")
-        && !version.starts_with(['-', '/'])
-        && !version.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\');
-    if valid {
-        Ok(())
-    } else {
-        Err(CliError::new(format!(
-            "invalid version {version:?}: give a branch, tag or commit without spaces or '..'"
-        )))
-    }
+    micro_core::names::validate_version(version).map_err(|err| CliError::new(err.to_string()))
 }
 
 /// The folder packed for service folder `folder` (canonical): see the module docs.
@@ -306,24 +290,169 @@ pub fn display_to_path(token: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Packs `root` as a gzip'd tarball: every file and folder below it with its mode and mtime (the
-/// server's cargo build compares mtimes), except [`SKIPPED_DIRS`] and Cargo `target/` folders.
-/// Symbolic links are kept as links when they point inside `root`; a link out of it is refused,
-/// a dangling one skipped. Fails past [`MAX_SOURCE_BYTES`].
-pub fn pack(root: &Path) -> Result<Vec<u8>> {
+/// Packs `root` as a gzip'd tarball (docs/runtime.md#what-is-uploaded): every file and folder
+/// below it with its mode and mtime (the server's cargo build compares mtimes), in sorted order
+/// so the same tree gives the same bytes, except
+/// - what `.gitignore`, `.ignore` and `.microignore` files exclude (git's pattern rules, `!`
+///   re-includes; `.microignore` wins over `.ignore`, which wins over `.gitignore`), read in
+///   `root` and below whether or not it is a git repository, and, when `root` lies inside one, in
+///   the folders from that repository's root down (as git reads them: none from further up, and
+///   no user-wide `core.excludesFile`, so the upload depends on the tree alone);
+/// - [`SKIPPED_DIRS`] and Cargo `target/` folders, whatever the ignore files say.
+///
+/// [`ALWAYS_PACKED`] files are packed even when an ignore file names them. Hidden files are
+/// packed unless ignored (`.cargo/config.toml` is source). Symbolic links are kept as links when
+/// they point inside `root`; a link out of it is refused unless ignored, a dangling one skipped.
+/// Fails past [`MAX_SOURCE_BYTES`] of files packed.
+pub fn pack(root: &Path) -> Result<Tarball> {
     let root = root
         .canonicalize()
         .map_err(|err| CliError::new(format!("cannot read folder {}: {err}", root.display())))?;
+    let (paths, warnings) = walk(&root)?;
     let mut packer = Packer {
         root: root.clone(),
         tar: tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default())),
         bytes: 0,
+        files: 0,
     };
     packer.tar.follow_symlinks(false);
-    packer.dir(&root)?;
+    for relative in &paths {
+        packer.entry(relative)?;
+    }
+    let files = packer.files;
     let fail = |err: std::io::Error| CliError::new(format!("cannot pack {}: {err}", root.display()));
     let gzip = packer.tar.into_inner().map_err(fail)?;
-    gzip.finish().map_err(fail)
+    Ok(Tarball { bytes: gzip.finish().map_err(fail)?, files, warnings })
+}
+
+/// A packed local source.
+#[derive(Debug)]
+pub struct Tarball {
+    /// The gzip'd tar, as uploaded.
+    pub bytes: Vec<u8>,
+    /// Files and symbolic links packed; folders do not count.
+    pub files: usize,
+    /// Ignore-file patterns that could not be parsed, one line each: the rest of those files
+    /// still applies, so the upload goes on and the user is told.
+    pub warnings: Vec<String>,
+}
+
+impl Tarball {
+    /// The line shown before uploading: `Uploading helloworld (12.3 KiB compressed, 41 files)`.
+    pub fn summary(&self, name: &str) -> String {
+        let files = match self.files {
+            1 => "1 file".to_string(),
+            n => format!("{n} files"),
+        };
+        format!("Uploading {name} ({} compressed, {files})", human_size(self.bytes.len()))
+    }
+}
+
+/// `bytes` in B, KiB, MiB or GiB with one decimal.
+fn human_size(bytes: usize) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // Precision lost past 2^52 bytes does not show at one decimal.
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The paths to pack, relative to `root` (canonical) and sorted, and the warnings of
+/// [`Tarball::warnings`]; see [`pack`] for what is left out.
+fn walk(root: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    // The walk starts at the enclosing repository's root so that its ignore files above `root`
+    // apply with git's precedence (a deeper file wins); `parents(false)` reads none above that.
+    let start = root.ancestors().find(|dir| dir.join(".git").exists()).unwrap_or(root);
+    let wanted_root = root.to_path_buf();
+    let mut walker = WalkBuilder::new(start);
+    walker
+        .standard_filters(true)
+        .hidden(false)
+        .parents(false)
+        .require_git(false)
+        .git_global(false)
+        .follow_links(false)
+        .add_custom_ignore_filename(MICRO_IGNORE_FILE)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .filter_entry(move |entry| wanted(&wanted_root, entry));
+
+    let mut paths = Vec::new();
+    let mut warnings = Vec::new();
+    let mut reached_root = false;
+    for entry in walker.build() {
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Without a depth the error is about an ignore file above the start, which is unused.
+            Err(err) if err.depth().is_none() => continue,
+            Err(err) => return Err(CliError::new(format!("cannot pack {}: {err}", root.display()))),
+        };
+        if let Some(err) = entry.error() {
+            if has_io_error(err) {
+                // An ignore file that cannot be read might have excluded a secret: stop.
+                return Err(CliError::new(format!("cannot read an ignore file: {err}")));
+            }
+            warnings
+                .extend(err.to_string().lines().map(|line| format!("{line} (the pattern is not applied)")));
+        }
+        match entry.path().strip_prefix(root) {
+            Ok(relative) if relative.as_os_str().is_empty() => reached_root = true,
+            Ok(relative) => paths.push(relative.to_path_buf()),
+            Err(_) => {} // a folder on the way down from the repository's root
+        }
+    }
+    if !reached_root {
+        return Err(CliError::new(format!(
+            "{} is excluded by an ignore file of the repository in {}: nothing to upload",
+            root.display(),
+            start.display()
+        )));
+    }
+    for name in ALWAYS_PACKED {
+        let path = PathBuf::from(name);
+        if !paths.contains(&path) && fs::symlink_metadata(root.join(name)).is_ok() {
+            paths.push(path);
+        }
+    }
+    // Component-wise order: the walk's own (each folder sorted, parents first), extras in place.
+    paths.sort();
+    Ok((paths, warnings))
+}
+
+/// Whether the walk keeps and enters `entry`: the folders from the walk's start down to `root`,
+/// and everything in `root` but [`SKIPPED_DIRS`] and Cargo `target/` folders (one beside a
+/// `Cargo.toml` or holding a `CACHEDIR.TAG`; a module folder `src/target/` is source).
+fn wanted(root: &Path, entry: &ignore::DirEntry) -> bool {
+    let path = entry.path();
+    if !path.starts_with(root) {
+        return root.starts_with(path);
+    }
+    if path == root || !entry.file_type().is_some_and(|kind| kind.is_dir()) {
+        return true;
+    }
+    let name = entry.file_name().to_string_lossy();
+    let cargo_target = name == "target"
+        && (path.parent().is_some_and(|parent| parent.join("Cargo.toml").is_file())
+            || path.join("CACHEDIR.TAG").exists());
+    !SKIPPED_DIRS.contains(&name.as_ref()) && !cargo_target
+}
+
+/// Whether `err` (about reading ignore files) includes failing to read one.
+fn has_io_error(err: &ignore::Error) -> bool {
+    match err {
+        ignore::Error::Io(_) => true,
+        ignore::Error::Partial(errs) => errs.iter().any(has_io_error),
+        ignore::Error::WithLineNumber { err, .. }
+        | ignore::Error::WithPath { err, .. }
+        | ignore::Error::WithDepth { err, .. } => has_io_error(err),
+        _ => false,
+    }
 }
 
 struct Packer {
@@ -331,48 +460,34 @@ struct Packer {
     tar: tar::Builder<GzEncoder<Vec<u8>>>,
     /// Bytes of files packed so far.
     bytes: u64,
+    /// Files and links packed so far.
+    files: usize,
 }
 
 impl Packer {
-    fn dir(&mut self, dir: &Path) -> Result<()> {
-        let read_fail = |path: &Path, err: std::io::Error| {
-            CliError::new(format!("cannot read {}: {err}", path.display()))
-        };
-        let mut entries = fs::read_dir(dir)
-            .map_err(|err| read_fail(dir, err))?
-            .map(|entry| entry.map(|entry| entry.path()))
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|err| read_fail(dir, err))?;
-        entries.sort();
-        let is_crate = dir.join("Cargo.toml").is_file();
-        for path in entries {
-            let meta = fs::symlink_metadata(&path).map_err(|err| read_fail(&path, err))?;
-            let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-            let relative = path.strip_prefix(&self.root).expect("walked from the root").to_path_buf();
-            let file_type = meta.file_type();
-            if file_type.is_dir() {
-                let cargo_target = name == "target" && (is_crate || path.join("CACHEDIR.TAG").exists());
-                if SKIPPED_DIRS.contains(&name.as_str()) || cargo_target {
-                    continue;
-                }
-                self.tar.append_dir(&relative, &path).map_err(|err| self.fail(err))?;
-                self.dir(&path)?;
-            } else if file_type.is_file() {
-                self.bytes += meta.len();
-                if self.bytes > MAX_SOURCE_BYTES {
-                    return Err(CliError::new(format!(
-                        "the source in {} is larger than {} MiB (not counting target/ and .git/): \
-                         remove large files or run a smaller folder",
-                        self.root.display(),
-                        MAX_SOURCE_BYTES / 1024 / 1024
-                    )));
-                }
-                let mut file = File::open(&path).map_err(|err| read_fail(&path, err))?;
-                self.tar.append_file(&relative, &mut file).map_err(|err| self.fail(err))?;
-            } else if file_type.is_symlink() {
-                self.link(&path, &relative)?;
+    /// Appends the folder, file or link at `relative`; sockets, pipes and devices are not source.
+    fn entry(&mut self, relative: &Path) -> Result<()> {
+        let path = self.root.join(relative);
+        let read_fail = |err: std::io::Error| CliError::new(format!("cannot read {}: {err}", path.display()));
+        let meta = fs::symlink_metadata(&path).map_err(read_fail)?;
+        let file_type = meta.file_type();
+        if file_type.is_dir() {
+            self.tar.append_dir(relative, &path).map_err(|err| self.fail(err))?;
+        } else if file_type.is_file() {
+            self.bytes += meta.len();
+            if self.bytes > MAX_SOURCE_BYTES {
+                return Err(CliError::new(format!(
+                    "the source in {} is larger than {} MiB (not counting target/, .git/ and ignored \
+                     files): list large files in {MICRO_IGNORE_FILE} or run a smaller folder",
+                    self.root.display(),
+                    MAX_SOURCE_BYTES / 1024 / 1024
+                )));
             }
-            // Sockets, pipes and devices are not source.
+            let mut file = File::open(&path).map_err(read_fail)?;
+            self.tar.append_file(relative, &mut file).map_err(|err| self.fail(err))?;
+            self.files += 1;
+        } else if file_type.is_symlink() {
+            self.link(&path, relative)?;
         }
         Ok(())
     }
@@ -401,7 +516,9 @@ impl Packer {
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_size(0);
         header.set_mode(0o777);
-        self.tar.append_link(&mut header, relative, &link).map_err(|err| self.fail(err))
+        self.tar.append_link(&mut header, relative, &link).map_err(|err| self.fail(err))?;
+        self.files += 1;
+        Ok(())
     }
 
     fn fail(&self, err: std::io::Error) -> CliError {
@@ -530,14 +647,20 @@ mod tests {
     }
 
     #[test]
-    fn names_and_versions_are_validated() {
+    fn names_and_versions_are_refused_as_the_runtime_refuses_them() {
+        // The rule itself is tested in micro_core::names; here: the CLI refuses with the
+        // runtime's sentence (capitalised, as the CLI shows every message, the server's too).
+        let same = |cli: CliError, core: micro_core::names::InvalidName| {
+            let core = core.to_string();
+            assert_eq!(cli.to_string(), format!("{}{}", core[..1].to_uppercase(), &core[1..]));
+        };
         assert!(validate_name("foo-bar_1.v2").is_ok());
-        for bad in ["", "../x", "a b", ".hidden", "-flag", &"x".repeat(65)] {
-            assert!(validate_name(bad).is_err(), "{bad:?}");
+        for bad in ["", "../x", "a b", ".hidden", "-flag", "Upper", &"x".repeat(65)] {
+            same(validate_name(bad).unwrap_err(), micro_core::names::validate_name(bad).unwrap_err());
         }
         assert!(validate_version("feature/x").is_ok());
-        for bad in ["", "a b", "a..b", "-x"] {
-            assert!(validate_version(bad).is_err(), "{bad:?}");
+        for bad in ["", "a b", "a..b", "-x", &"v".repeat(65)] {
+            same(validate_version(bad).unwrap_err(), micro_core::names::validate_version(bad).unwrap_err());
         }
     }
 
@@ -574,18 +697,20 @@ mod tests {
         symlink("src/main.rs", root.join("main-link.rs")).unwrap();
         symlink("missing", root.join("dangling")).unwrap();
 
-        let entries = unpack(&pack(&root).unwrap());
+        let packed = pack(&root).unwrap();
+        let entries = unpack(&packed.bytes);
         let names: Vec<&str> = entries.iter().map(|(path, _, _)| path.trim_end_matches('/')).collect();
         assert_eq!(
             names,
             ["Cargo.toml", "main-link.rs", "run.sh", "src", "src/main.rs", "src/target", "src/target/mod.rs"]
         );
+        assert_eq!(packed.files, 5, "four files and a link; folders do not count");
+        assert_eq!(pack(&root).unwrap().bytes, packed.bytes, "the same tree packs to the same bytes");
         let link = entries.iter().find(|(path, _, _)| path == "main-link.rs").unwrap();
         assert_eq!((link.1, link.2.as_str()), (tar::EntryType::Symlink, "src/main.rs"));
         assert_eq!(entries.iter().find(|(path, _, _)| path == "src/main.rs").unwrap().2, "fn main() {}\n");
 
-        let tarball = pack(&root).unwrap();
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&tarball[..]));
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&packed.bytes[..]));
         let script = archive
             .entries()
             .unwrap()
@@ -599,6 +724,124 @@ mod tests {
         symlink(&outside, root.join("src/escape")).unwrap();
         let err = pack(&root).unwrap_err();
         assert!(err.message.starts_with("Refusing to upload") && err.message.contains("outside"), "{err}");
+    }
+
+    /// The paths in `tarball`, folders with a trailing `/`.
+    fn paths(tarball: &[u8]) -> Vec<String> {
+        let path = |(path, kind, _): (String, tar::EntryType, String)| match kind.is_dir() {
+            true => format!("{}/", path.trim_end_matches('/')),
+            false => path,
+        };
+        unpack(tarball).into_iter().map(path).collect()
+    }
+
+    #[test]
+    fn ignore_files_decide_what_is_packed_even_outside_git() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("svc");
+        write(&root.join("Cargo.toml"), "[package]\n");
+        write(&root.join("Cargo.lock"), "# pinned\n");
+        write(&root.join("src/main.rs"), "fn main() {}\n");
+        write(&root.join("src/generated.rs"), "// made by build.rs, wanted by the server\n");
+        write(
+            &root.join(".gitignore"),
+            "*.log\n!keep.log\nbuild/\n.env\nCargo.lock\ngenerated.rs\nbad[z-a]\n",
+        );
+        write(&root.join(".ignore"), "scratch.txt\n");
+        write(&root.join(".microignore"), "data/\n!generated.rs\n");
+        write(&root.join("debug.log"), "noise");
+        write(&root.join("keep.log"), "wanted");
+        write(&root.join("build/out.bin"), "output");
+        write(&root.join(".env"), "SECRET=1");
+        write(&root.join(".cargo/config.toml"), "[build]\n");
+        write(&root.join("scratch.txt"), "notes");
+        write(&root.join("data/big.csv"), "1,2,3");
+        write(&root.join("docs/.gitignore"), "local.txt\n");
+        write(&root.join("docs/local.txt"), "only in docs");
+        write(&root.join("local.txt"), "at the root");
+
+        let packed = pack(&root).unwrap();
+        assert_eq!(
+            paths(&packed.bytes),
+            [
+                ".cargo/",
+                ".cargo/config.toml",
+                ".gitignore",
+                ".ignore",
+                ".microignore",
+                "Cargo.lock",
+                "Cargo.toml",
+                "docs/",
+                "docs/.gitignore",
+                "keep.log",
+                "local.txt",
+                "src/",
+                "src/generated.rs",
+                "src/main.rs",
+            ],
+            "ignored: *.log but the negated keep.log, build/, .env (hidden files are not skipped as \
+             such), .ignore's scratch.txt, .microignore's data/ (and its !generated.rs wins over \
+             .gitignore), docs/local.txt by the nested .gitignore; Cargo.lock is always packed"
+        );
+        assert_eq!(packed.files, 11);
+        assert_eq!(packed.warnings.len(), 1, "{:?}", packed.warnings);
+        assert!(packed.warnings[0].contains("bad["), "the bad line is named: {:?}", packed.warnings);
+        assert!(packed.summary("svc").starts_with("Uploading svc ("), "{}", packed.summary("svc"));
+        assert!(packed.summary("svc").ends_with(" compressed, 11 files)"), "{}", packed.summary("svc"));
+
+        // The byte cap counts what is packed: an ignored file past it does not count.
+        let huge = File::create(root.join("huge.log")).unwrap();
+        huge.set_len(MAX_SOURCE_BYTES + 1).unwrap(); // sparse: nothing is written
+        assert!(pack(&root).is_ok(), "huge.log is ignored");
+        fs::rename(root.join("huge.log"), root.join("huge.bin")).unwrap();
+        let err = pack(&root).unwrap_err();
+        assert!(
+            err.message.contains("is larger than 64 MiB") && err.message.contains(".microignore"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_repositorys_ignore_files_apply_from_its_root_and_none_above_it() {
+        let temp = tempfile::tempdir().unwrap();
+        write(&temp.path().join(".gitignore"), "*\n"); // above the repository: not read
+        let repo = temp.path().join("repo");
+        write(&repo.join(".git/HEAD"), "ref: refs/heads/main\n");
+        write(&repo.join(".git/info/exclude"), "notes.md\n");
+        write(&repo.join(".gitignore"), "*.secret\n/services/app/out/\nskipped/\n");
+        write(&repo.join("services/.ignore"), "*.tmp\n");
+        let app = repo.join("services/app");
+        write(&app.join("Cargo.toml"), "[package]\n\n[workspace]\n");
+        write(&app.join("src/main.rs"), "fn main() {}\n");
+        write(&app.join("key.secret"), "k");
+        write(&app.join("out/x"), "x");
+        write(&app.join("src/out/mod.rs"), "// not /services/app/out/: anchored at the repository root\n");
+        write(&app.join("notes.md"), "n");
+        write(&app.join("a.tmp"), "t");
+
+        assert_eq!(
+            paths(&pack(&app).unwrap().bytes),
+            ["Cargo.toml", "src/", "src/main.rs", "src/out/", "src/out/mod.rs"]
+        );
+
+        write(&repo.join("services/skipped/run.sh"), "echo hi\n");
+        let err = pack(&repo.join("services/skipped")).unwrap_err();
+        assert!(
+            err.message.contains("is excluded by an ignore file") && err.message.contains("repo"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn upload_sizes_read_as_people_write_them() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(12_600), "12.3 KiB");
+        assert_eq!(human_size(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(human_size(3 << 40), "3072.0 GiB");
+        let one = Tarball { bytes: vec![0; 2048], files: 1, warnings: Vec::new() };
+        assert_eq!(one.summary("helloworld"), "Uploading helloworld (2.0 KiB compressed, 1 file)");
     }
 
     #[test]

@@ -148,20 +148,17 @@ pub async fn run(global: &Global, command: StoreCommand) -> Result<()> {
             };
             // The server returns a capped page per call (docs/security.md): page on until done.
             let scan = args.prefix || args.suffix;
+            let paging = Paging { offset: options.offset, limit: options.limit };
             let mut records = Vec::new();
             loop {
-                let taken = records.len() as u64;
-                let page = ReadOptions {
-                    offset: options.offset.saturating_add(taken),
-                    limit: if options.limit == 0 { 0 } else { options.limit - taken },
-                    ..options.clone()
-                };
+                let (offset, limit) = paging.next(records.len());
+                let page = ReadOptions { offset, limit, ..options.clone() };
                 let request = client.request(ReadRequest { key: args.key.clone(), options: Some(page) });
                 let got =
                     store.read(request).await.map_err(|status| client.error(status))?.into_inner().records;
-                let done = !scan || got.is_empty();
+                let got_none = got.is_empty();
                 records.extend(got);
-                if done || (options.limit > 0 && records.len() as u64 >= options.limit) {
+                if !scan || paging.done(got_none, records.len()) {
                     break;
                 }
             }
@@ -203,23 +200,19 @@ pub async fn run(global: &Global, command: StoreCommand) -> Result<()> {
                 limit: args.limit,
                 offset: args.offset,
             };
+            let paging = Paging { offset: options.offset, limit: options.limit };
             let mut keys = Vec::new();
             loop {
-                let taken = keys.len() as u64;
-                let page = ListOptions {
-                    offset: options.offset.saturating_add(taken),
-                    limit: if options.limit == 0 { 0 } else { options.limit - taken },
-                    ..options.clone()
-                };
+                let (offset, limit) = paging.next(keys.len());
+                let page = ListOptions { offset, limit, ..options.clone() };
                 let request = client.request(ListRequest { options: Some(page) });
                 let mut stream =
                     store.list(request).await.map_err(|status| client.error(status))?.into_inner();
-                let mut got = 0;
+                let before = keys.len();
                 while let Some(page) = stream.message().await.map_err(|status| client.error(status))? {
-                    got += page.keys.len();
                     keys.extend(page.keys);
                 }
-                if got == 0 || (options.limit > 0 && keys.len() as u64 >= options.limit) {
+                if paging.done(keys.len() == before, keys.len()) {
                     break;
                 }
             }
@@ -243,6 +236,29 @@ pub async fn run(global: &Global, command: StoreCommand) -> Result<()> {
         StoreCommand::Unknown(_) => unreachable!("handled before connecting"),
     }
     Ok(())
+}
+
+/// What the user asked of a read or list that the server answers a capped page at a time
+/// (docs/security.md): skip `offset`, then at most `limit` (0: all).
+#[derive(Clone, Copy, Debug)]
+struct Paging {
+    offset: u64,
+    limit: u64,
+}
+
+impl Paging {
+    /// The offset and limit of the next page, `taken` items in.
+    fn next(self, taken: usize) -> (u64, u64) {
+        let taken = taken as u64;
+        // `done` ends the paging once `taken` reaches the limit, so this never goes below zero.
+        let limit = if self.limit == 0 { 0 } else { self.limit - taken };
+        (self.offset.saturating_add(taken), limit)
+    }
+
+    /// Whether paging ends: the last page brought nothing, or `taken` items fill the limit.
+    fn done(self, got_none: bool, taken: usize) -> bool {
+        got_none || (self.limit > 0 && taken as u64 >= self.limit)
+    }
 }
 
 fn lines(items: &[String]) -> String {
@@ -328,6 +344,20 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(45)), "45s");
         assert_eq!(go_duration(Duration::from_millis(100)), "1s", "a live record never shows 0s");
         assert_eq!(go_duration(Duration::from_secs(3723)), "1h2m3s");
+    }
+
+    #[test]
+    fn pages_continue_where_the_last_ended_until_the_limit_or_an_empty_page() {
+        let limited = Paging { offset: 10, limit: 250 };
+        assert_eq!(limited.next(0), (10, 250));
+        assert_eq!(limited.next(100), (110, 150), "the rest of the limit, after what came");
+        assert!(!limited.done(false, 100));
+        assert!(limited.done(false, 250), "the limit is filled");
+        assert!(limited.done(true, 100), "an empty page ends it");
+        let all = Paging { offset: 0, limit: 0 };
+        assert_eq!(all.next(1000), (1000, 0), "no limit stays no limit");
+        assert!(!all.done(false, usize::MAX));
+        assert_eq!(Paging { offset: u64::MAX, limit: 0 }.next(5), (u64::MAX, 0));
     }
 
     #[test]

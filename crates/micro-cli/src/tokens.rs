@@ -1,85 +1,64 @@
 //! Saved logins: `$MICRO_HOME/tokens.json` (0600), one entry per environment and namespace,
-//! holding the access token, the refresh token that replaces it, and who it belongs to.
+//! holding the access token, the refresh token that replaces it, and who it belongs to. The
+//! file's format and the rule for a file that cannot be read (an error, never overwritten) live
+//! in [`micro_core::cli_files`], shared with the `micro` framework, which refreshes the same
+//! logins for services started by hand.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use micro_core::cli_files;
+pub use micro_core::cli_files::Login as Saved;
 
 use crate::error::{CliError, Result};
 
-/// Refresh an access token that expires within this many seconds before using it.
-pub const REFRESH_MARGIN_SECS: i64 = 60;
 /// Lifetime the CLI asks for when it logs in or refreshes (seconds).
 pub const TOKEN_EXPIRY_SECS: i64 = 600;
 
-/// One login.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Saved {
-    pub access_token: String,
-    pub refresh_token: String,
-    /// Unix seconds when the access token expires.
-    pub expiry: i64,
-    /// The account's id and name, from the token's claims.
-    pub account_id: String,
-    pub account_name: String,
-}
-
-impl Saved {
-    /// Builds an entry from a token the server issued, reading the account from its claims.
-    pub fn from_token(token: &micro_proto::auth::Token) -> Self {
-        let claims = claims(&token.access_token).unwrap_or_default();
-        let text =
-            |key: &str| claims.get(key).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
-        let account_id = text("sub");
-        let name = text("name");
-        Self {
-            access_token: token.access_token.clone(),
-            refresh_token: token.refresh_token.clone(),
-            expiry: token.expiry,
-            account_name: if name.is_empty() { account_id.clone() } else { name },
-            account_id,
-        }
-    }
-
-    pub fn needs_refresh(&self, now: i64) -> bool {
-        self.expiry - now < REFRESH_MARGIN_SECS
+/// The login a token the server issued stands for, with the account read from its claims.
+pub fn from_token(token: &micro_proto::auth::Token) -> Saved {
+    let claims = claims(&token.access_token).unwrap_or_default();
+    let text =
+        |key: &str| claims.get(key).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+    let account_id = text("sub");
+    let name = text("name");
+    Saved {
+        access_token: token.access_token.clone(),
+        refresh_token: token.refresh_token.clone(),
+        expiry: token.expiry,
+        account_name: if name.is_empty() { account_id.clone() } else { name },
+        account_id,
     }
 }
 
 /// The saved logins file.
 pub struct Tokens {
     path: PathBuf,
-    entries: BTreeMap<String, Saved>,
-}
-
-fn key(env: &str, namespace: &str) -> String {
-    format!("{env}/{namespace}")
+    file: cli_files::Tokens,
 }
 
 impl Tokens {
+    /// Loads `$MICRO_HOME/tokens.json`; missing is no logins, unreadable or corrupt an error.
     pub fn load() -> Result<Self> {
-        let path = micro_core::home::dir().join("tokens.json");
-        let entries = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(err) => return Err(CliError::new(format!("cannot read {}: {err}", path.display()))),
-        };
-        Ok(Self { path, entries })
+        Self::open(cli_files::tokens_path(&micro_core::home::dir()))
+    }
+
+    fn open(path: PathBuf) -> Result<Self> {
+        let file = cli_files::read_tokens(&path).map_err(|err| CliError::new(err.to_string()))?;
+        Ok(Self { path, file })
     }
 
     pub fn get(&self, env: &str, namespace: &str) -> Option<&Saved> {
-        self.entries.get(&key(env, namespace))
+        self.file.get(env, namespace)
     }
 
     pub fn set(&mut self, env: &str, namespace: &str, saved: Saved) -> Result<()> {
-        self.entries.insert(key(env, namespace), saved);
+        self.file.set(env, namespace, saved);
         self.save()
     }
 
     /// Forgets the login for `env`/`namespace`; true when there was one.
     pub fn remove(&mut self, env: &str, namespace: &str) -> Result<bool> {
-        let removed = self.entries.remove(&key(env, namespace)).is_some();
+        let removed = self.file.remove(env, namespace);
         if removed {
             self.save()?;
         }
@@ -88,17 +67,12 @@ impl Tokens {
 
     /// Forgets every login for `env` (when the environment is deleted).
     pub fn remove_env(&mut self, env: &str) -> Result<()> {
-        let prefix = format!("{env}/");
-        let before = self.entries.len();
-        self.entries.retain(|key, _| !key.starts_with(&prefix));
-        if self.entries.len() != before { self.save() } else { Ok(()) }
+        if self.file.remove_env(env) { self.save() } else { Ok(()) }
     }
 
     /// Writes the file readable by its owner only, replacing it atomically.
     fn save(&self) -> Result<()> {
-        let json = serde_json::to_vec_pretty(&self.entries).expect("tokens always serialise");
-        micro_core::home::write_private(&self.path, &json)
-            .map_err(|err| CliError::new(format!("cannot write {}: {err}", self.path.display())))
+        cli_files::write_tokens(&self.path, &self.file).map_err(|err| CliError::new(err.to_string()))
     }
 }
 
@@ -109,11 +83,6 @@ pub fn claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>>
     let bytes =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     serde_json::from_slice(&bytes).ok()
-}
-
-pub fn now() -> i64 {
-    let elapsed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -131,10 +100,81 @@ mod tests {
             created: 1,
             expiry: 100,
         };
-        let saved = Saved::from_token(&token);
+        let saved = from_token(&token);
         assert_eq!((saved.account_id.as_str(), saved.account_name.as_str()), ("id1", "bob"));
         assert!(saved.needs_refresh(50));
         assert!(!saved.needs_refresh(39));
         assert!(claims("not-a-jwt").is_none());
+    }
+
+    fn saved(token: &str) -> Saved {
+        Saved {
+            access_token: token.into(),
+            refresh_token: "r".into(),
+            expiry: 100,
+            account_id: "id1".into(),
+            account_name: "bob".into(),
+        }
+    }
+
+    /// What the CLI writes; crates/micro/src/login.rs reads the same text.
+    const WRITTEN: &str = r#"{
+  "local/micro": {
+    "access_token": "a",
+    "refresh_token": "r",
+    "expiry": 100,
+    "account_id": "id1",
+    "account_name": "bob"
+  },
+  "other/micro": {
+    "access_token": "o",
+    "refresh_token": "r",
+    "expiry": 100,
+    "account_id": "id1",
+    "account_name": "bob"
+  }
+}
+"#;
+
+    #[test]
+    fn logins_persist_per_env_and_namespace() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let mut tokens = Tokens::open(path.clone()).unwrap();
+        assert!(tokens.get("local", "micro").is_none());
+        tokens.set("local", "micro", saved("a")).unwrap();
+        tokens.set("other", "micro", saved("o")).unwrap();
+        tokens.set("staging", "foo", saved("s")).unwrap();
+        tokens.set("staging", "bar", saved("s")).unwrap();
+        assert!(tokens.remove("staging", "bar").unwrap());
+        assert!(!tokens.remove("staging", "bar").unwrap());
+        let tokens = Tokens::open(path.clone()).unwrap();
+        assert_eq!(tokens.get("staging", "foo"), Some(&saved("s")));
+        assert_eq!(tokens.get("staging", "micro"), None);
+        Tokens::open(path.clone()).unwrap().remove_env("staging").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), WRITTEN);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_and_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        std::fs::write(&path, "{\"local/micro\": {").unwrap();
+        let Err(err) = Tokens::open(path.clone()) else { panic!("a corrupt file must not load") };
+        assert!(
+            err.message.starts_with("Cannot read ") && err.message.ends_with("fix or remove it"),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"local/micro\": {", "nothing overwrote it");
+
+        // Entries this version cannot read, and unknown members, survive a save.
+        std::fs::write(&path, r#"{"x/micro":{"token":"t"},"local/micro":{"access_token":"a","refresh_token":"r","expiry":1,"new":true}}"#).unwrap();
+        let mut tokens = Tokens::open(path.clone()).unwrap();
+        assert_eq!(tokens.get("local", "micro").unwrap().account_id, "", "missing account fields default");
+        tokens.set("staging", "micro", saved("s")).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!((&json["x/micro"]["token"], &json["local/micro"]["new"]), (&"t".into(), &true.into()));
     }
 }

@@ -2,20 +2,28 @@
 //!
 //! - [`Context`]: who is calling and in which namespace, resolved once at the edge.
 //! - [`home`]: where state lives (`MICRO_HOME`, default `~/.micro`).
+//! - [`cli_files`]: the CLI's `config.json` and `tokens.json`, read by the CLI and the framework.
 //! - [`batch`]: the waiting line of a group commit (event log, store file).
 //! - [`duration`]: Go-style durations (`1s`, `1m30s`, `250ms`) as the original CLI accepted.
+//! - [`names`]: the one rule for service names and versions (runtime and CLI alike).
+//! - [`service_env`]: the `MICRO_*` variables the runtime sets for a service and `micro` reads.
 //! - [`shutdown`]: the signal future servers drain on.
+//! - [`task`]: [`task::AbortOnDrop`], which ends a background task with its owner.
 //! - [`tls`]: how the CLI and services reach a server over TLS (port 443 rule, trusted roots).
 //! - [`tokens`]: verified access tokens, so the server's gate and services verify each once.
-//! - [`time`]: RFC 3339 timestamps (UTC) without a date-time dependency.
+//! - [`time`]: unix seconds and milliseconds now, RFC 3339 formatting and parsing.
 //! - [`workers`]: dedicated threads for blocking work (store reads, password hashing).
 //!
 //! Not a dumping ground: anything used by one crate only lives in that crate.
 
 pub mod batch;
+pub mod cli_files;
 pub mod duration;
 pub mod home;
+pub mod names;
+pub mod service_env;
 pub mod shutdown;
+pub mod task;
 pub mod time;
 pub mod tls;
 pub mod tokens;
@@ -26,6 +34,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The namespace of the platform's administrators and core services.
 pub const DEFAULT_NAMESPACE: &str = "micro";
+
+/// The header (gRPC metadata key) naming the namespace a call acts in (`Micro-Namespace` in
+/// the original): sent by the CLI and services, read by the server's gate and gateway.
+pub const NAMESPACE_HEADER: &str = "micro-namespace";
 
 /// The scope that makes an account of [`DEFAULT_NAMESPACE`] an administrator of the platform
 /// (docs/security.md): the only accounts that may run commands or server-local sources.

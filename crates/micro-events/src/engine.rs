@@ -22,7 +22,8 @@ use micro_core::batch::CommitQueue;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Duration, Instant};
 
-use crate::storage::{Append, NewEvent, Storage, new_id, now_ms};
+use crate::now_ms;
+use crate::storage::{Append, NewEvent, Storage, new_id};
 use crate::{
     Acker, ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, Delivery, Event, EventsError, MAX_IN_FLIGHT,
     MAX_READ_LIMIT, PublishOptions, Published, Result, Retention, Start, validate,

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::engine::Engine;
-use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, now_ms, oldest_kept, over_count};
+use crate::now_ms;
+use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, oldest_kept, over_count};
 use crate::{Event, EventsError, Result, Retention};
 
 const EVENTS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("events");

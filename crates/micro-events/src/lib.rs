@@ -61,7 +61,7 @@ pub fn new_event_id(timestamp_ms: u64) -> String {
 
 /// Now in unix milliseconds, as events are stamped.
 pub fn now_ms() -> u64 {
-    storage::now_ms()
+    micro_core::time::unix_millis()
 }
 
 /// The result of every events operation.

@@ -5,7 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::engine::Engine;
-use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, now_ms, oldest_kept, over_count};
+use crate::now_ms;
+use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, oldest_kept, over_count};
 use crate::{Event, EventsError, Result, Retention};
 
 #[derive(Default)]

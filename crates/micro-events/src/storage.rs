@@ -71,12 +71,6 @@ pub(crate) trait Storage: Send + Sync + 'static {
     fn summary(&self) -> String;
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The oldest timestamp `retention` keeps at `now_ms` (0 = any).
 pub(crate) fn oldest_kept(retention: &Retention, now_ms: u64) -> u64 {
     retention

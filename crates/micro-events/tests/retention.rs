@@ -8,16 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use micro_events::file::FileEvents;
 use micro_events::memory::MemoryEvents;
-use micro_events::{Events, PublishOptions, Retention};
+use micro_events::{Events, PublishOptions, Retention, now_ms};
 
 /// The age limit: long enough that the "young" events are nowhere near it.
 const MAX_AGE: Duration = Duration::from_secs(60);
 /// How far short of the limit the expiring events start.
 const MARGIN: Duration = Duration::from_secs(3);
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
 
 async fn sweeps_only_what_aged_out(events: Arc<dyn Events>) {
     // Stamped just inside the limit, so the publish keeps them; they pass it within MARGIN.

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use micro_proto::registry::{Node, Result as WatchResult, Service};
 use tokio::sync::broadcast;
@@ -245,7 +245,7 @@ impl Catalog {
     }
 
     fn emit(&self, domain: &str, action: &str, service: Service) {
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let timestamp = micro_core::time::unix_seconds();
         let result = WatchResult { action: action.to_string(), service: Some(service), timestamp };
         // No watchers is fine.
         let _ = self.events.send(Event { domain: domain.to_string(), result });

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::RuntimeError;
+use crate::error::RuntimeError;
 use crate::logs::{LogFile, pump};
 use crate::sandbox::Cell;
 
@@ -24,9 +24,9 @@ pub async fn build(
     prefer: &str,
 ) -> Result<PathBuf, RuntimeError> {
     let cargo = std::env::var_os("CARGO").filter(|c| !c.is_empty()).unwrap_or_else(|| "cargo".into());
-    tokio::fs::create_dir_all(target_dir).await.map_err(crate::internal)?;
+    tokio::fs::create_dir_all(target_dir).await.map_err(crate::error::internal)?;
     fetch(&cargo, dir, cell, log).await?;
-    let mut command = crate::supervisor::child_command(&cargo, dir);
+    let mut command = crate::sandbox::child_command(&cargo, dir);
     command
         .args(["build", "--release", "--offline", "--message-format=json-render-diagnostics"])
         .env("CARGO_TARGET_DIR", target_dir)
@@ -95,7 +95,7 @@ fn spawn(
 /// cargo reads `.cargo/config.toml` from its working dir upwards, and one in the source could
 /// name a `rustc-wrapper` that cargo runs even to fetch, here where the registry is writable.
 async fn fetch(cargo: &std::ffi::OsStr, dir: &Path, cell: &Cell, log: &LogFile) -> Result<(), RuntimeError> {
-    let mut command = crate::supervisor::child_command(cargo, Path::new("/"));
+    let mut command = crate::sandbox::child_command(cargo, Path::new("/"));
     command.arg("fetch").arg("--manifest-path").arg(dir.join("Cargo.toml"));
     cell.confine_fetch(&mut command)?;
     let mut child = spawn(&mut command, cargo)?;
@@ -144,9 +144,10 @@ pub async fn copy_executable(built: &Path, target_dir: &Path, dest: &Path) -> Re
         if !inside || !file.metadata().is_ok_and(|m| m.is_file()) {
             return Err(refuse());
         }
-        let mut out = std::fs::File::create(&dest).map_err(crate::internal)?;
-        std::io::copy(&mut file, &mut out).map_err(crate::internal)?;
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).map_err(crate::internal)
+        let mut out = std::fs::File::create(&dest).map_err(crate::error::internal)?;
+        std::io::copy(&mut file, &mut out).map_err(crate::error::internal)?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
+            .map_err(crate::error::internal)
     })
     .await
     .map_err(|err| RuntimeError::Internal(format!("copy task failed: {err}")))?

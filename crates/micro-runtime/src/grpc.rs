@@ -16,7 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{CreateSpec, Runtime, RuntimeError, ServiceInfo};
+use crate::error::RuntimeError;
+use crate::service::{CreateSpec, Runtime};
+use crate::state::ServiceInfo;
 
 /// The gRPC face of a [`Runtime`].
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! from builds, rotated by size; read back as the last N lines, optionally followed.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -142,10 +142,6 @@ async fn emit(line: &mut Vec<u8>, truncated: &mut bool, log: &LogFile, on_line: 
     *truncated = false;
 }
 
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
-}
-
 /// The last `count` lines of `path`, and the file length they were read up to.
 pub async fn tail(path: &Path, count: usize) -> std::io::Result<(Vec<LogLine>, u64)> {
     let mut file = tokio::fs::File::open(path).await?;
@@ -155,7 +151,7 @@ pub async fn tail(path: &Path, count: usize) -> std::io::Result<(Vec<LogLine>, u
         .modified()
         .ok()
         .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
-        .map_or_else(now, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        .map_or_else(micro_core::time::unix_seconds, |d| i64::try_from(d.as_secs()).unwrap_or(0));
     let window = u64::try_from(count.saturating_mul(MAX_LOG_LINE_BYTES + 16))
         .unwrap_or(u64::MAX)
         .min(MAX_LOG_READ_BYTES);
@@ -209,7 +205,7 @@ pub async fn follow(
         while let Some(i) = partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = partial.drain(..=i).collect();
             let message = String::from_utf8_lossy(&line[..line.len() - 1]).to_string();
-            if tx.send(LogLine { timestamp: now(), message }).await.is_err() {
+            if tx.send(LogLine { timestamp: micro_core::time::unix_seconds(), message }).await.is_err() {
                 return;
             }
         }

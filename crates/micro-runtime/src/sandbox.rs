@@ -29,8 +29,9 @@
 //! argv; one reviewed `unsafe` block is the smaller cost.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
-use crate::RuntimeError;
+use crate::error::RuntimeError;
 
 /// How the runtime confines the processes it starts; decided once at boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,7 +374,7 @@ impl Cell {
         // `rules` starts with `own()`, so `uncovered(&rules)` below covers what `admit` checks.
         self.sandbox.admit_namespace(&self.namespace)?;
         let tmp = self.tmp();
-        std::fs::create_dir_all(&tmp).map_err(crate::internal)?;
+        std::fs::create_dir_all(&tmp).map_err(crate::error::internal)?;
         command.env("TMPDIR", &tmp);
         let Sandbox::Landlock { abi } = self.sandbox else { return Ok(()) };
         self.uncovered(&rules)?;
@@ -399,6 +400,27 @@ fn resolve(program: &Path, dir: &Path) -> Option<PathBuf> {
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|entry| dir.join(entry).join(program)).find(|path| path.is_file())
+}
+
+/// A child process of the runtime (a build or a service) in `dir`: its own process group, so a
+/// stop reaches everything it started; output piped to its log; killed if the runtime drops it;
+/// and none of the server's own `MICRO_*` settings (addresses, admin password, a `MICRO_HOME`
+/// with a developer login), which are not the child's business.
+pub(crate) fn child_command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MICRO_") {
+            command.env_remove(key);
+        }
+    }
+    command
 }
 
 #[cfg(target_os = "linux")]
@@ -514,7 +536,7 @@ mod tests {
 
     /// Runs `script` with `sh -c` as the service of `cell` and returns its stdout.
     async fn run(cell: &Cell, dir: &Path, script: &str) -> Result<String, RuntimeError> {
-        let mut command = crate::supervisor::child_command("sh", dir);
+        let mut command = child_command("sh", dir);
         command.args(["-c", script]);
         cell.confine_service(&mut command, Path::new("sh"), dir)?;
         let output = command.output().await.unwrap();

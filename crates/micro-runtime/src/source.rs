@@ -3,14 +3,16 @@
 //! every path inside the source.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use crate::RuntimeError;
+use micro_core::names;
+
+use crate::error::RuntimeError;
 
 /// Largest uploaded (compressed) source tarball.
 pub const MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
@@ -26,33 +28,19 @@ pub const MAX_EXTENSION_BYTES: u64 = 64 * 1024;
 pub const UPLOAD_GRACE: Duration = Duration::from_secs(60 * 60);
 /// How often the runtime sweeps unused uploads (see [`UPLOAD_GRACE`]).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10 * 60);
-/// Longest service name or version.
-pub const MAX_NAME_BYTES: usize = 64;
-
 /// The scheme of uploaded source ids.
 pub const UPLOAD_SCHEME: &str = "source://";
 
-/// Checks a service name or version: 1–[`MAX_NAME_BYTES`] of `[a-z0-9._-]` (upper case allowed in
-/// versions, which are often git refs), starting with a letter or digit.
-pub fn validate_name(what: &str, value: &str) -> Result<(), RuntimeError> {
-    let allowed = |b: u8| {
-        b.is_ascii_lowercase()
-            || b.is_ascii_digit()
-            || matches!(b, b'.' | b'_' | b'-')
-            || (what == "version" && (b.is_ascii_uppercase() || b == b'/'))
-    };
-    let ok = !value.is_empty()
-        && value.len() <= MAX_NAME_BYTES
-        && value.as_bytes()[0].is_ascii_alphanumeric()
-        && value.bytes().all(allowed)
-        && !value.contains("..");
-    if ok {
-        Ok(())
-    } else {
-        Err(RuntimeError::Invalid(format!(
-            "invalid {what} {value:?}: use 1-{MAX_NAME_BYTES} lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )))
-    }
+/// `bytes` in lower-case hex (upload digests, build ids).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `len` random bytes in hex: names of temporary files and checkouts under `sources/`.
+pub(crate) fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    hex(&bytes)
 }
 
 /// A version as a file-name component (`feature/x` → `feature_x`). Not one-to-one (`x/y` and
@@ -113,8 +101,8 @@ impl UploadId {
             (Some(n), Some(v), Some(i)) => (n, v, i),
             _ => return Err(invalid()),
         };
-        validate_name("name", name)?;
-        validate_name("version", version)?;
+        names::validate_name(name)?;
+        names::validate_version(version)?;
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid());
         }
@@ -649,10 +637,24 @@ fn safe_entry_path(path: &Path) -> Result<PathBuf, RuntimeError> {
     Ok(clean)
 }
 
+/// Whether the upload whose folder is `dir` ([`UploadId::dir`], named by the digest of its
+/// archive) is unpacked there already, so that uploading the same source again need not unpack
+/// it: then `dir` is marked fresh, and the sweep gives it a whole grace period again. A folder
+/// under that name is always whole: an upload is unpacked aside and renamed into place, and
+/// [`sweep_sources`] moves a folder aside before it removes it. The caller holds the lock the
+/// sweep takes, so the folder cannot go in between.
+pub fn reuse_unpacked(dir: &Path) -> Result<bool, RuntimeError> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    std::fs::File::open(dir).and_then(|folder| folder.set_modified(SystemTime::now())).map_err(storage)?;
+    Ok(true)
+}
+
 /// Removes what uploads left under `sources` that no service uses: folders under
-/// `sources/<namespace>/` (unpacked uploads, git checkouts, interrupted unpacks) not named in
-/// `in_use` (as `<namespace>/<folder>`) and last modified more than `grace` ago, and
-/// interrupted `.upload-*` files. Returns how many it removed.
+/// `sources/<namespace>/` (unpacked uploads, git checkouts, interrupted unpacks and removals)
+/// not named in `in_use` (as `<namespace>/<folder>`) and last modified more than `grace` ago,
+/// and interrupted `.upload-*` files. Returns how many it removed.
 pub fn sweep_sources(sources: &Path, in_use: &HashSet<PathBuf>, grace: Duration) -> usize {
     let now = SystemTime::now();
     let stale = |path: &Path| {
@@ -680,13 +682,30 @@ pub fn sweep_sources(sources: &Path, in_use: &HashSet<PathBuf>, grace: Duration)
             if in_use.contains(&relative) || !folder.file_type().is_ok_and(|kind| kind.is_dir()) {
                 continue;
             }
-            if stale(&folder.path()) && std::fs::remove_dir_all(folder.path()).is_ok() {
+            if stale(&folder.path()) && remove_folder(&path, &folder.file_name()) {
                 tracing::info!(source = %relative.display(), "removed an upload no service uses");
                 removed += 1;
             }
         }
     }
     removed
+}
+
+/// Removes the folder `name` in `parent`, first moving it aside (to `.removing-<name>`) unless
+/// its name starts with a dot (staging, leftovers): a removal cut short then never leaves part
+/// of a folder under its own name, where [`reuse_unpacked`] would take it for whole.
+fn remove_folder(parent: &Path, name: &OsStr) -> bool {
+    let mut folder = parent.join(name);
+    if !name.as_encoded_bytes().starts_with(b".") {
+        let mut aside = OsString::from(".removing-");
+        aside.push(name);
+        let aside = parent.join(aside);
+        if std::fs::rename(&folder, &aside).is_err() {
+            return false;
+        }
+        folder = aside;
+    }
+    std::fs::remove_dir_all(folder).is_ok()
 }
 
 /// A git source: `host/org/repo[/sub][@ref]`, `https://…`, or `file:///path/repo.git[/sub][@ref]`.
@@ -1184,6 +1203,36 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_unpacked_before_is_reused_and_a_swept_one_is_not() {
+        let sources = tempfile::tempdir().unwrap();
+        let id = UploadId::parse("source://app:latest:0123456789abcdef").unwrap();
+        let dir = id.dir(sources.path(), "micro");
+        assert!(!reuse_unpacked(&dir).unwrap(), "nothing unpacked yet");
+
+        // Unpacked aside and renamed into place, as an upload does.
+        let source = archive(|b| raw_file(b, "src/main.rs", b"fn main() {}"));
+        let staging = sources.path().join("micro/.unpacking-1");
+        unpack(source.path(), &staging).unwrap();
+        std::fs::rename(&staging, &dir).unwrap();
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::open(&dir).unwrap().set_modified(past).unwrap();
+        assert!(reuse_unpacked(&dir).unwrap());
+        let modified = std::fs::metadata(&dir).unwrap().modified().unwrap();
+        assert!(modified > past + Duration::from_secs(3000), "marked fresh for the sweep");
+        assert_eq!(std::fs::read(dir.join("src/main.rs")).unwrap(), b"fn main() {}");
+
+        // The sweep moves a folder aside before removing it, and removes what an interrupted
+        // removal left aside; nothing stays under the upload's name.
+        std::fs::File::open(&dir).unwrap().set_modified(past).unwrap();
+        let leftover = sources.path().join("micro/.removing-old-latest-00");
+        std::fs::create_dir_all(leftover.join("src")).unwrap();
+        std::fs::File::open(&leftover).unwrap().set_modified(past).unwrap();
+        assert_eq!(sweep_sources(sources.path(), &HashSet::new(), Duration::from_secs(60)), 2);
+        assert_eq!(std::fs::read_dir(sources.path().join("micro")).unwrap().count(), 0);
+        assert!(!reuse_unpacked(&dir).unwrap(), "a swept upload is unpacked again");
+    }
+
+    #[test]
     fn service_keys_differ_for_every_pair() {
         assert_eq!(service_key("greeter", "latest"), "greeter.latest");
         assert_eq!(service_key("greeter", "feature/x"), "greeter.feature_2fx");
@@ -1229,14 +1278,7 @@ mod tests {
     }
 
     #[test]
-    fn names_ids_and_entrypoints() {
-        for good in ["helloworld", "a", "my-svc_2.0"] {
-            validate_name("name", good).unwrap();
-        }
-        for bad in ["", "-a", "A", "a/b", "a b", "..", &"a".repeat(65)] {
-            assert!(validate_name("name", bad).is_err(), "{bad:?}");
-        }
-        validate_name("version", "feature/x").unwrap();
+    fn ids_and_entrypoints() {
         let id = UploadId::parse("source://helloworld:latest:abc123").unwrap();
         assert_eq!(id.to_source(), "source://helloworld:latest:abc123");
         assert!(UploadId::parse("source://../x:latest:abc").is_err());

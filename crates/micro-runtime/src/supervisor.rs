@@ -1,36 +1,118 @@
-//! One task per service: fetch the source, build, run the process in its own process group,
-//! restart it on crash with exponential backoff, stop it (SIGTERM, grace, SIGKILL) when told.
+//! Process handling: one supervisor task per service, which fetches the source, builds it, runs
+//! the process in its own process group (in the sandbox, with the `MICRO_*` environment and an
+//! account of its own), restarts it on crash with exponential backoff, and stops it (SIGTERM,
+//! grace, SIGKILL) when told. Uses the state ([`crate::state`]), never the `Runtime` API.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use micro_core::time;
+use micro_core::{service_env, time};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sha2::Digest;
 use tokio::io::BufReader;
 use tokio::sync::watch;
 
+use crate::error::{RuntimeError, internal};
 use crate::logs::{LogFile, pump};
-use crate::sandbox::Cell;
-use crate::source::{self, GitSource, UploadId};
-use crate::{
-    Desired, Inner, Managed, RuntimeError, Status, account_id, binary_dir, delete_service_account, hex,
-    service_account,
-};
+use crate::sandbox::{self, Cell};
+use crate::source::{self, GitSource, UploadId, hex};
+use crate::state::{Desired, Inner, Managed, Run, Status};
 
 /// How long after `Listening on` a service that never logs `Registered` counts as running.
 const REGISTER_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts a new supervisor for `managed` (replacing none: callers stop the old one first).
+/// A restore racing a delete, or a shutdown, starts nothing.
+pub(crate) async fn launch(
+    inner: &Arc<Inner>,
+    managed: Arc<Managed>,
+    secrets: Option<BTreeMap<String, String>>,
+    refetch: bool,
+) {
+    let mut run = managed.run.lock().await;
+    let current = {
+        let desired = managed.desired();
+        inner
+            .lookup(&desired.namespace, &desired.name, &desired.version)
+            .is_some_and(|m| Arc::ptr_eq(&m, &managed))
+    };
+    if inner.closed.load(Ordering::SeqCst) || run.is_some() || !current {
+        return;
+    }
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(supervise(
+        inner.clone(),
+        managed.clone(),
+        stopped,
+        secrets.unwrap_or_default(),
+        refetch,
+    ));
+    *run = Some(Run { stop, task });
+}
+
+/// Metadata keys marking an account as the one the runtime made for a service version.
+const ACCOUNT_SERVICE: &str = "runtime.service";
+const ACCOUNT_VERSION: &str = "runtime.version";
+
+/// The id (and name) of a service's account in its namespace: `svc.<name>.<version>` with the
+/// version escaped by [`source::service_key`], so no two (name, version) pairs share one.
+pub(crate) fn account_id(name: &str, version: &str) -> String {
+    format!("svc.{}", source::service_key(name, version))
+}
+
+/// The account the supervisor creates for each launch of a service: of kind `service`, and
+/// marked as the runtime's own by its metadata, which [`delete_service_account`] checks.
+fn service_account(name: &str, version: &str) -> micro_auth::NewAccount {
+    micro_auth::NewAccount {
+        id: account_id(name, version),
+        kind: micro_auth::service::SERVICE.to_string(),
+        scopes: vec!["service".to_string()],
+        metadata: [
+            (ACCOUNT_SERVICE.to_string(), name.to_string()),
+            (ACCOUNT_VERSION.to_string(), version.to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// Deletes the account the runtime made for a service version, if there is one: only the
+/// account with its id that is of kind `service` and whose metadata names this service and
+/// version; never an account that merely shares the id or the name, such as a person's.
+pub(crate) async fn delete_service_account(
+    auth: &micro_auth::Auth,
+    namespace: &str,
+    name: &str,
+    version: &str,
+) {
+    let id = account_id(name, version);
+    let ours = |account: &micro_core::Account| {
+        account.kind == micro_auth::service::SERVICE
+            && account.metadata.get(ACCOUNT_SERVICE).map(String::as_str) == Some(name)
+            && account.metadata.get(ACCOUNT_VERSION).map(String::as_str) == Some(version)
+    };
+    if let Err(err) = auth.delete_account_if(namespace, &id, ours).await {
+        tracing::warn!(namespace, name, version, cause = %err, "cannot delete a service's account");
+    }
+}
+
+/// The private copy of a service version's binary: `build/services/<ns>/<name>.<version>`
+/// ([`source::service_key`], one folder per pair).
+pub(crate) fn binary_dir(home: &Path, namespace: &str, name: &str, version: &str) -> PathBuf {
+    home.join("build").join("services").join(namespace).join(source::service_key(name, version))
+}
 
 /// Resolves once the supervisor is told to stop (or its handle is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-pub(crate) async fn supervise(
+async fn supervise(
     inner: Arc<Inner>,
     managed: Arc<Managed>,
     mut stop: watch::Receiver<bool>,
@@ -70,13 +152,13 @@ pub(crate) async fn supervise(
     };
     let server = inner.server_address.lock().expect("address lock").clone();
     let mut env: Vec<(String, String)> = vec![
-        ("MICRO_SERVICE_NAME".into(), desired.name.clone()),
-        ("MICRO_SERVICE_VERSION".into(), desired.version.clone()),
-        ("MICRO_SERVER_ADDRESS".into(), server),
-        ("MICRO_NAMESPACE".into(), desired.namespace.clone()),
-        ("MICRO_AUTH_ID".into(), id),
-        ("MICRO_AUTH_SECRET".into(), secret),
-        ("MICRO_SERVICE_ADDRESS".into(), "127.0.0.1:0".into()),
+        (service_env::SERVICE_NAME.into(), desired.name.clone()),
+        (service_env::SERVICE_VERSION.into(), desired.version.clone()),
+        (service_env::SERVER_ADDRESS.into(), server),
+        (service_env::NAMESPACE.into(), desired.namespace.clone()),
+        (service_env::AUTH_ID.into(), id),
+        (service_env::AUTH_SECRET.into(), secret),
+        (service_env::SERVICE_ADDRESS.into(), "127.0.0.1:0".into()),
     ];
     for entry in &desired.env {
         if let Some((key, value)) = entry.split_once('=') {
@@ -179,7 +261,7 @@ async fn prepare(
         Some(root) => root.join(&entry),
         None => {
             let dir = cell.data.join(&entry);
-            tokio::fs::create_dir_all(&dir).await.map_err(crate::internal)?;
+            tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
             dir
         }
     };
@@ -209,12 +291,12 @@ async fn prepare(
     let built = crate::cargo::build(&dir, &target_dir, &cell, log, &desired.name).await?;
     // A private copy: another build of the namespace may replace the binary in its target dir.
     let bin_dir = own.join("bin");
-    tokio::fs::create_dir_all(&bin_dir).await.map_err(crate::internal)?;
+    tokio::fs::create_dir_all(&bin_dir).await.map_err(internal)?;
     let file_name = built.file_name().map_or_else(|| "service".into(), |n| n.to_os_string());
     let staged = bin_dir.join(".staged");
     crate::cargo::copy_executable(&built, &target_dir, &staged).await?;
     let binary = bin_dir.join(file_name);
-    tokio::fs::rename(&staged, &binary).await.map_err(crate::internal)?;
+    tokio::fs::rename(&staged, &binary).await.map_err(internal)?;
     log.write_line("micro: build finished").await;
     Ok(Prepared { program: binary, args: desired.args.clone(), dir, cell })
 }
@@ -252,7 +334,7 @@ async fn fetch(
                     "{}-{}-git-{}",
                     desired.name,
                     source::file_safe(&desired.version),
-                    crate::random_hex(6)
+                    source::random_hex(6)
                 ));
                 let token = secrets.get("GIT_CREDENTIALS").map(String::as_str);
                 let commit = git.clone_into(&checkout, token).await?;
@@ -313,7 +395,7 @@ async fn run_once(
     startup_grace: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Outcome {
-    let mut command = child_command(program, dir);
+    let mut command = sandbox::child_command(program, dir);
     command.args(args);
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     if let Err(err) = cell.confine_service(&mut command, program, dir) {
@@ -421,27 +503,6 @@ async fn run_once(
     outcome
 }
 
-/// A child process of the runtime (a build or a service) in `dir`: its own process group, so a
-/// stop reaches everything it started; output piped to its log; killed if the runtime drops it;
-/// and none of the server's own `MICRO_*` settings (addresses, admin password, a `MICRO_HOME`
-/// with a developer login), which are not the child's business.
-pub(crate) fn child_command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("MICRO_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
 fn mark_running(managed: &Managed) {
     let mut live = managed.live.lock().expect("live lock");
     if live.status == Status::Starting {
@@ -461,9 +522,9 @@ async fn reap_orphan(desired: &Desired, grace: Duration) {
     let Some(pid) = desired.pid else { return };
     let Ok(environ) = tokio::fs::read(format!("/proc/{pid}/environ")).await else { return };
     let ours = |needle: String| environ.split(|&b| b == 0).any(|entry| entry == needle.as_bytes());
-    if !(ours(format!("MICRO_SERVICE_NAME={}", desired.name))
-        && ours(format!("MICRO_SERVICE_VERSION={}", desired.version))
-        && ours(format!("MICRO_NAMESPACE={}", desired.namespace)))
+    if !(ours(format!("{}={}", service_env::SERVICE_NAME, desired.name))
+        && ours(format!("{}={}", service_env::SERVICE_VERSION, desired.version))
+        && ours(format!("{}={}", service_env::NAMESPACE, desired.namespace)))
     {
         return;
     }

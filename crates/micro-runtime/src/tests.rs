@@ -10,6 +10,9 @@ use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 
 use super::*;
+use crate::source::UploadId;
+use crate::state::{DATABASE, store_key};
+use crate::supervisor::{account_id, binary_dir};
 
 struct Fixture {
     runtime: Runtime,

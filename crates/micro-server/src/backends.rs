@@ -4,8 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use micro_core::task::AbortOnDrop;
 
-use crate::config::{AuthConfig, BrokerConfig, EventsConfig, RegistryConfig, StoreConfig, is_nats_url};
+use crate::config::{
+    AuthConfig, BrokerConfig, EventsConfig, RegistryConfig, RuntimeConfig, Secret, StoreConfig, is_nats_url,
+};
 
 /// Opens the store backend `config` names; `server_dir` is `MICRO_HOME/server`.
 pub async fn store(config: &StoreConfig, server_dir: &Path) -> anyhow::Result<Arc<dyn micro_store::Store>> {
@@ -41,7 +44,8 @@ pub fn store_is_shared(config: &StoreConfig) -> bool {
 }
 
 /// Where the server's secrets (the JWT signing key, the config secret key) come from, in
-/// order: the environment variable, when set; else, on a store servers share, the store's
+/// order: the setting (`--auth-key`/`MICRO_AUTH_KEY`, `--config-secret-key`/
+/// `MICRO_CONFIG_SECRET_KEY`), when given; else, on a store servers share, the store's
 /// internal database (created by the first server to boot, read by the others); else a file
 /// in `server_dir`, created (0600) on first boot.
 pub struct Secrets<'a> {
@@ -82,14 +86,13 @@ impl Secrets<'_> {
         anyhow::bail!("cannot agree on the shared {name} with the other servers of this store")
     }
 
-    /// The key config secrets are sealed with: `MICRO_CONFIG_SECRET_KEY` (base64 of 32 bytes),
-    /// else shared through the store, else `server_dir/config_secret_key`.
-    pub async fn config_secret_key(&self) -> anyhow::Result<micro_config::SecretKey> {
-        if let Ok(encoded) = std::env::var("MICRO_CONFIG_SECRET_KEY")
-            && !encoded.is_empty()
-        {
-            return micro_config::SecretKey::from_base64(&encoded)
-                .context("MICRO_CONFIG_SECRET_KEY must be the base64 encoding of 32 random bytes");
+    /// The key config secrets are sealed with: `given` (the config's `config_secret_key`, base64
+    /// of 32 bytes), else shared through the store, else `server_dir/config_secret_key`.
+    pub async fn config_secret_key(&self, given: Option<&Secret>) -> anyhow::Result<micro_config::SecretKey> {
+        if let Some(encoded) = given {
+            return micro_config::SecretKey::from_base64(encoded.expose()).context(
+                "the config secret key (MICRO_CONFIG_SECRET_KEY) must be the base64 of 32 random bytes",
+            );
         }
         if self.shared {
             let generate = || Ok(micro_config::SecretKey::generate()?.to_base64());
@@ -102,23 +105,23 @@ impl Secrets<'_> {
             .with_context(|| format!("cannot load the config secret key {}", path.display()))
     }
 
-    /// Opens auth over `store` with the signing key from `MICRO_AUTH_KEY` (a PKCS#8 PEM or the
-    /// base64 of the 32-byte Ed25519 seed), else shared through the store, else the file
-    /// `server_dir/auth_key`. The default admin's password comes from
-    /// `MICRO_AUTH_ADMIN_PASSWORD`, else is `micro` while every listener is on loopback, else
-    /// is generated and logged once.
+    /// Opens auth over `store` with the signing key `config.key` (a PKCS#8 PEM or the base64 of
+    /// the 32-byte Ed25519 seed), else shared through the store, else the file
+    /// `server_dir/auth_key`. The default admin's password is `config.admin_password`, else
+    /// `micro` while every listener is on loopback, else generated and logged once.
     pub async fn auth(
         &self,
         store: Arc<dyn micro_store::Store>,
         config: &AuthConfig,
         loopback_only: bool,
     ) -> anyhow::Result<Arc<micro_auth::Auth>> {
-        let admin_password = std::env::var("MICRO_AUTH_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+        let admin_password = config.admin_password.as_ref().map(|password| password.expose().to_string());
         let options =
             micro_auth::AuthOptions { disable_admin: config.disable_admin, admin_password, loopback_only };
-        let given = std::env::var("MICRO_AUTH_KEY").ok().filter(|key| !key.is_empty());
-        let auth = if let Some(key) = given {
-            micro_auth::Auth::open_with_key(store, &key, options).await.context("MICRO_AUTH_KEY")?
+        let auth = if let Some(key) = &config.key {
+            micro_auth::Auth::open_with_key(store, key.expose(), options)
+                .await
+                .context("the auth key (MICRO_AUTH_KEY)")?
         } else if self.shared {
             let generate = || Ok(micro_auth::generate_signing_key()?);
             let key = self.shared("auth_key", generate).await?;
@@ -143,7 +146,7 @@ impl Secrets<'_> {
 }
 
 /// Opens the local runtime over `store`: sources, builds and logs under `home`; persisted
-/// services are loaded here and started by [`crate::Platform::serve`]. `MICRO_BUILD_DIR`
+/// services are loaded here and started by [`crate::Platform::serve`]. `config.build_dir`
 /// moves the per-namespace cargo target dirs (default `home/build/targets/<namespace>`), e.g. to
 /// keep them warm across test homes.
 ///
@@ -156,6 +159,7 @@ pub async fn runtime(
     store: Arc<dyn micro_store::Store>,
     auth: Arc<micro_auth::Auth>,
     home: &Path,
+    config: &RuntimeConfig,
     shared: bool,
     sandbox: micro_runtime::Sandbox,
 ) -> anyhow::Result<micro_runtime::Runtime> {
@@ -172,8 +176,8 @@ pub async fn runtime(
         options.table = format!("{}-{id}", micro_runtime::TABLE);
         tracing::info!(server_id = %id, table = %options.table, "runtime state of this server");
     }
-    if let Some(dir) = std::env::var_os("MICRO_BUILD_DIR").filter(|dir| !dir.is_empty()) {
-        options.target_dir = dir.into();
+    if !config.build_dir.is_empty() {
+        options.target_dir = config.build_dir.clone().into();
     }
     let builds = options.target_dir.clone();
     let runtime =
@@ -234,7 +238,7 @@ pub async fn events(
             }
         }
     });
-    Ok((events, Some(AbortOnDrop(sweeper))))
+    Ok((events, Some(AbortOnDrop::from(sweeper))))
 }
 
 #[cfg(feature = "nats")]
@@ -302,15 +306,6 @@ async fn nats_registry(
     _builtins: Vec<micro_proto::registry::Service>,
 ) -> anyhow::Result<Arc<dyn micro_registry::Registry>> {
     anyhow::bail!("the nats registry backend is not compiled into this build: rebuild with --features nats")
-}
-
-/// Stops a background task when dropped.
-pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -1,42 +1,109 @@
-//! The one auth gate on :8081 (docs/compatibility.md §6.5): every call's `authorization: Bearer <jwt>` is
-//! turned into an account, its `micro-namespace` into the namespace it acts in, and the rules of
-//! the account's namespace (or, for anonymous calls, of the namespace named) decide whether the
-//! call may go on. Core services then receive a [`Context`] and apply namespace authorisation
-//! (docs/compatibility.md §6.6) to the data they touch.
+//! The one auth gate on :8081 (docs/security.md): every call is admitted or refused by the
+//! admission decision of micro-access ([`micro_access::admit`]), the same the HTTP gateway and
+//! every framework service apply. Admitted calls carry their [`Context`] to the core services,
+//! which apply namespace authorisation (docs/compatibility.md §6.6) to the data they touch, or
+//! to the [`proxy`](crate::proxy).
 //!
-//! A few calls are always let through, because nobody could log in or probe the server otherwise:
-//! `Auth.Token`, `Auth.Inspect`, `Auth.PublicKey`, health checks and reflection.
+//! The resource a rule names is the registered service: for a core service its package
+//! (`/store.Store/Read` → `service:store:Store.Read`); for a user service the service the proxy
+//! routes the path to, which may be named other than the path's package (`/hello.Greeter/Call`
+//! served by `greeter` is `service:greeter:Greeter.Call`). The gate asks the proxy once and hands
+//! the routed service on in the request's extensions ([`Routed`]), so the proxy does not look it
+//! up again.
+//!
+//! A few calls are always let through ([`micro_access::admission::always_public`]), because
+//! nobody could log in or probe the server otherwise.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use http::HeaderMap;
-use micro_auth::{Auth, Resource, Verdict};
+use micro_access::admission::{self, Refusal};
+use micro_access::{Resource, admit};
+use micro_auth::Auth;
 use micro_core::Context;
+use micro_proto::registry::Service as Registered;
 use tonic::Status;
 
-/// Metadata key naming the namespace a call acts in (`Micro-Namespace` in the original).
-pub const NAMESPACE_HEADER: &str = "micro-namespace";
+use crate::proxy::Proxy;
 
-/// gRPC services callable by anyone, whatever the rules say.
-const ALWAYS_PUBLIC: &[&str] = &[
-    "/auth.Auth/Token",
-    "/auth.Auth/Inspect",
-    "/auth.Auth/PublicKey",
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.",
-];
+/// The registered service the gate judged a proxied call against, for the proxy to call.
+#[derive(Debug, Clone)]
+pub struct Routed(pub Registered);
 
-/// The tower layer that puts [`AuthGate`] in front of every service.
+/// Decides each call on :8081.
+#[derive(Clone)]
+pub struct Gate {
+    auth: Arc<Auth>,
+    /// The gRPC names (`store.Store`) of the services served here; every other path is proxied.
+    core: Arc<HashSet<&'static str>>,
+    proxy: Option<Proxy>,
+}
+
+/// What the gate admitted: the context the call runs with and, for a proxied call, the
+/// registered service it goes to.
+#[derive(Debug)]
+pub struct Admitted {
+    pub context: Context,
+    pub routed: Option<Routed>,
+}
+
+impl Gate {
+    /// A gate in front of the services named `core` (served here) and `proxy` (all others).
+    pub fn new(auth: Arc<Auth>, core: &[&'static str], proxy: Option<Proxy>) -> Self {
+        Self { auth, core: Arc::new(core.iter().copied().collect()), proxy }
+    }
+
+    /// Decides one call: what it runs with, or the status it is refused with.
+    #[allow(clippy::result_large_err, reason = "tonic statuses are returned by value")]
+    pub async fn admit(&self, headers: &HeaderMap, path: &str) -> Result<Admitted, Status> {
+        let account = match admission::bearer(headers)? {
+            Some(token) => Some(self.auth.inspect(token).map_err(|_| Refusal::InvalidToken)?),
+            None => None,
+        };
+        let namespace = admission::namespace(headers, None, account.as_ref())?;
+        let mut context = Context { namespace, account };
+        if admission::always_public(path) {
+            // Logging in to another namespace while holding a token of one's own is fine: the
+            // token plays no part there.
+            if admission::check_namespace(&context.namespace, context.account.as_ref()).is_err() {
+                context.account = None;
+            }
+            return Ok(Admitted { context, routed: None });
+        }
+        admission::check_namespace(&context.namespace, context.account.as_ref())?;
+        // Every service here and every registered one is named: a path without a package names
+        // none.
+        let (prefix, endpoint) = admission::method_of(path)
+            .filter(|(prefix, _)| !prefix.is_empty())
+            .ok_or_else(|| Status::unimplemented(format!("malformed gRPC method path {path:?}")))?;
+        let qualified = path[1..].split('/').next().unwrap_or_default();
+        let routed = match &self.proxy {
+            Some(proxy) if !self.core.contains(qualified) => {
+                let handler = &qualified[prefix.len() + 1..];
+                proxy.route(&context.namespace, prefix, handler).map(Routed)
+            }
+            _ => None,
+        };
+        let service = routed.as_ref().map_or(prefix, |routed| routed.0.name.as_str());
+        let resource = Resource::new("service", service, endpoint);
+        let rules = self.auth.rules(&context.namespace).await;
+        admit(&context.namespace, context.account.as_ref(), &rules, &resource)?;
+        Ok(Admitted { context, routed })
+    }
+}
+
+/// The tower layer that puts the [`Gate`] in front of every service.
 #[derive(Clone)]
 pub struct AuthLayer {
-    auth: Arc<Auth>,
+    gate: Gate,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Auth>) -> Self {
-        Self { auth }
+    pub fn new(gate: Gate) -> Self {
+        Self { gate }
     }
 }
 
@@ -44,15 +111,16 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthGate<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthGate { inner, auth: self.auth.clone() }
+        AuthGate { inner, gate: self.gate.clone() }
     }
 }
 
-/// Admits or refuses each call; admitted calls carry their [`Context`] in the extensions.
+/// Admits or refuses each call; admitted calls carry their [`Context`] (and a proxied call its
+/// [`Routed`] service) in the extensions.
 #[derive(Clone)]
 pub struct AuthGate<S> {
     inner: S,
-    auth: Arc<Auth>,
+    gate: Gate,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -78,11 +146,14 @@ where
         // The ready service handles this call; a fresh clone takes its place for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let auth = self.auth.clone();
+        let gate = self.gate.clone();
         Box::pin(async move {
-            match admit(&auth, request.headers(), request.uri().path()).await {
-                Ok(context) => {
+            match gate.admit(request.headers(), request.uri().path()).await {
+                Ok(Admitted { context, routed }) => {
                     request.extensions_mut().insert(context);
+                    if let Some(routed) = routed {
+                        request.extensions_mut().insert(routed);
+                    }
                     inner.call(request).await
                 }
                 Err(status) => Ok(status.into_http()),
@@ -91,100 +162,25 @@ where
     }
 }
 
-/// Decides one call: the context it runs with, or the status it is refused with.
-#[allow(clippy::result_large_err, reason = "tonic statuses are returned by value")]
-pub async fn admit(auth: &Auth, headers: &HeaderMap, path: &str) -> Result<Context, Status> {
-    let account = match headers.get(http::header::AUTHORIZATION) {
-        None => None,
-        Some(value) => {
-            let token =
-                value.to_str().ok().and_then(|value| value.strip_prefix("Bearer ")).ok_or_else(|| {
-                    Status::unauthenticated("invalid authorization header. expected Bearer schema")
-                })?;
-            let account = auth.inspect(token.trim()).map_err(|_| {
-                Status::unauthenticated(
-                    "the access token is invalid or has expired: log in again with `micro login`",
-                )
-            })?;
-            Some(account)
-        }
-    };
-    let namespace = match headers.get(NAMESPACE_HEADER) {
-        Some(value) => {
-            let value = value
-                .to_str()
-                .map_err(|_| Status::invalid_argument("the micro-namespace header must be ASCII"))?;
-            micro_core::validate_namespace(value).map_err(|err| Status::invalid_argument(err.to_string()))?;
-            value.to_string()
-        }
-        None => {
-            account.as_ref().map_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string(), |a| a.issuer.clone())
-        }
-    };
-    let foreign = account.as_ref().is_some_and(|a| !a.may_act_in(&namespace));
-    if ALWAYS_PUBLIC.iter().any(|public| path.starts_with(public)) {
-        // Logging in to another namespace while holding a token of one's own is fine: the
-        // token plays no part there.
-        let account = if foreign { None } else { account };
-        return Ok(Context { namespace, account });
-    }
-    if let Some(account) = account.as_ref().filter(|_| foreign) {
-        // As the HTTP gateway does: an account acts only in the namespace that issued it
-        // (accounts of `micro` in every one), whatever a service would make of it.
-        return Err(Status::permission_denied(format!(
-            "the token was issued by namespace {} and cannot act in {namespace}",
-            account.issuer
-        )));
-    }
-    let context = Context { namespace, account };
-
-    let (service, endpoint) = resource_of(path)?;
-    let resource =
-        Resource { kind: "service".to_string(), name: service.clone(), endpoint: endpoint.clone() };
-    // An account is judged by its own namespace's rules; an anonymous caller by the rules of the
-    // namespace it names.
-    let rules =
-        context.account.as_ref().map_or(context.namespace.as_str(), |account| account.issuer.as_str());
-    match auth.verify(rules, context.account.as_ref(), &resource).await {
-        Verdict::Allowed => Ok(context),
-        Verdict::Unauthorized => {
-            Err(Status::unauthenticated(format!("Unauthorized call made to {service}:{endpoint}")))
-        }
-        Verdict::Forbidden => {
-            let id = context.account.as_ref().map_or("", |account| account.id.as_str());
-            Err(Status::permission_denied(format!("Forbidden call made to {service}:{endpoint} by {id}")))
-        }
-    }
-}
-
-/// `/store.Store/Read` → (`store`, `Store.Read`): everything before the last `.` of the first
-/// path segment is the service, the rest the handler (docs/compatibility.md §3.1).
-#[allow(clippy::result_large_err, reason = "tonic statuses are returned by value")]
-pub fn resource_of(path: &str) -> Result<(String, String), Status> {
-    let malformed = || Status::unimplemented(format!("malformed gRPC method path {path:?}"));
-    let (qualified, method) =
-        path.strip_prefix('/').and_then(|rest| rest.split_once('/')).ok_or_else(malformed)?;
-    let (service, handler) = qualified.rsplit_once('.').ok_or_else(malformed)?;
-    if service.is_empty() || handler.is_empty() || method.is_empty() || method.contains('/') {
-        return Err(malformed());
-    }
-    Ok((service.to_string(), format!("{handler}.{method}")))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use micro_auth::{Access, AuthOptions, Rule};
-    use micro_core::Account;
+    use micro_core::{Account, NAMESPACE_HEADER};
     use tonic::Code;
 
     use super::*;
 
-    async fn open(dir: &std::path::Path) -> Auth {
+    async fn open(dir: &std::path::Path) -> Arc<Auth> {
         let store = Arc::new(micro_store::memory::MemoryStore::new());
         let options = AuthOptions { disable_admin: true, admin_password: None, loopback_only: true };
-        Auth::open(store, dir, options).await.unwrap()
+        Arc::new(Auth::open(store, dir, options).await.unwrap())
+    }
+
+    /// The gate's decision without a proxy: the context, or the refusal.
+    async fn admit(auth: &Arc<Auth>, headers: &HeaderMap, path: &str) -> Result<Context, Status> {
+        Gate::new(auth.clone(), &[], None).admit(headers, path).await.map(|admitted| admitted.context)
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -278,15 +274,5 @@ mod tests {
             (Code::PermissionDenied, "Forbidden call made to store:Store.Read by bob")
         );
         assert!(admit(&auth, &headers(&[("authorization", &token)]), "/config.Config/Get").await.is_ok());
-    }
-
-    #[test]
-    fn resources_come_from_method_paths() {
-        let ok = |path: &str| resource_of(path).unwrap();
-        assert_eq!(ok("/store.Store/Read"), ("store".to_string(), "Store.Read".to_string()));
-        assert_eq!(ok("/go.micro.srv.foo.Foo/Bar"), ("go.micro.srv.foo".to_string(), "Foo.Bar".to_string()));
-        for bad in ["", "/", "/Store/Read", "/store.Store/", "store.Store/Read", "/.Store/Read", "/a.B/c/d"] {
-            assert_eq!(resource_of(bad).unwrap_err().code(), tonic::Code::Unimplemented, "{bad:?}");
-        }
     }
 }

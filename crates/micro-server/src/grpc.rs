@@ -14,7 +14,7 @@ use tonic::transport::Server;
 use tonic::transport::server::Connected;
 use tonic_reflection::server::{v1, v1alpha};
 
-use crate::gate::AuthLayer;
+use crate::gate::{AuthLayer, Gate};
 use crate::nodes::Nodes;
 use crate::proxy::Proxy;
 
@@ -36,7 +36,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    Service::new(core).await?.serve(nodelay(TcpListenerStream::new(listener)), shutdown).await
+    Service::new(core, Nodes::new()).await?.serve(nodelay(TcpListenerStream::new(listener)), shutdown).await
 }
 
 /// What :8081 serves — the gate in front of the core services, reflection, health and the proxy —
@@ -45,17 +45,13 @@ pub async fn serve(
 #[derive(Clone)]
 pub struct Service {
     routes: Routes,
-    auth: Arc<micro_auth::Auth>,
+    gate: Gate,
 }
 
 impl Service {
-    pub async fn new(core: Core) -> anyhow::Result<Self> {
-        build(core, Nodes::new()).await
-    }
-
-    /// As [`Service::new`], with the proxy choosing nodes from `nodes`, the pool the HTTP
+    /// The services of `core`, with the proxy choosing nodes from `nodes`, the pool the HTTP
     /// gateway shares (one round robin, one view of unreachable nodes).
-    pub async fn with_nodes(core: Core, nodes: Nodes) -> anyhow::Result<Self> {
+    pub async fn new(core: Core, nodes: Nodes) -> anyhow::Result<Self> {
         build(core, nodes).await
     }
 
@@ -71,7 +67,7 @@ impl Service {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         Server::builder()
-            .layer(AuthLayer::new(self.auth))
+            .layer(AuthLayer::new(self.gate))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
@@ -107,15 +103,16 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
     for name in &served.names {
         health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
     }
-    let Served { routes, .. } = served;
+    let Served { routes, names } = served;
     // Whatever no core service claims goes to the proxy; the gate runs in front of both.
-    let proxy = Proxy::with_nodes(registry, crate::forward::Forwarder::new(auth.clone()), nodes);
+    let proxy = Proxy::new(registry, crate::forward::Forwarder::new(auth.clone()), nodes);
+    let gate = Gate::new(auth, &names, Some(proxy.clone()));
     let router = routes.routes().into_axum_router().fallback(move |request: axum::extract::Request| {
         let proxy = proxy.clone();
         async move { proxy.forward(request).await }
     });
 
-    Ok(Service { routes: Routes::from(router), auth })
+    Ok(Service { routes: Routes::from(router), gate })
 }
 
 /// The routes of :8081 and the name of every service on them, so that reflection lists what is

@@ -27,7 +27,6 @@ pub mod proxy;
 pub mod registry;
 pub mod tls;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -43,50 +42,15 @@ pub use config::Config;
 /// How often nodes whose registry TTL passed are dropped (reads never show them either way).
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Flags of `micro server`.
+/// Flags of `micro server`: the settings of the config tree ([`config::Overrides`], each with its
+/// `MICRO_*` variable), then those that only steer this run.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Args {
-    /// gRPC address for core services and the proxy [env: MICRO_PROXY_ADDRESS] [default: 127.0.0.1:8081]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub proxy_address: Option<String>,
-    /// HTTP API gateway address [env: MICRO_API_ADDRESS] [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub api_address: Option<String>,
-    /// Serve namespace NAME at NAME.DOMAIN on the API gateway [env: MICRO_API_DOMAIN]
-    #[arg(long, value_name = "DOMAIN")]
-    pub api_domain: Option<String>,
-    /// Store backend: file, memory or a postgres:// URL [env: MICRO_STORE] [default: file]
-    #[arg(long, value_name = "BACKEND")]
-    pub store: Option<String>,
-    /// Events backend: file, memory or a nats:// URL (JetStream) [env: MICRO_EVENTS] [default: file]
-    #[arg(long, value_name = "BACKEND")]
-    pub events: Option<String>,
-    /// Broker backend: memory or a nats:// URL [env: MICRO_BROKER] [default: memory]
-    #[arg(long, value_name = "BACKEND")]
-    pub broker: Option<String>,
-    /// Registry backend: memory or a nats:// URL (JetStream KV) [env: MICRO_REGISTRY] [default: memory]
-    #[arg(long, value_name = "BACKEND")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub settings: config::Overrides,
     /// Server config file [default: $MICRO_HOME/micro.toml when it exists]
     #[arg(long = "config", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
-    /// Serve TLS on the gRPC and HTTP listeners with this PEM certificate chain [env: MICRO_TLS_CERT]
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<String>,
-    /// The PEM private key of --tls-cert [env: MICRO_TLS_KEY]
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<String>,
-    /// Do not create the default admin account [env: MICRO_AUTH_DISABLE_ADMIN]
-    #[arg(long)]
-    pub disable_admin: bool,
-    /// Let pages of this origin (https://app.example.com) call the HTTP gateway with
-    /// credentials; repeatable [env: MICRO_CORS_ORIGINS, comma-separated] [default: none]
-    #[arg(long = "cors-origin", value_name = "ORIGIN")]
-    pub cors_origins: Vec<String>,
-    /// Answer HTTP requests for this host name on a loopback bind (others get 421); repeatable
-    /// [env: MICRO_ALLOWED_HOSTS, comma-separated]
-    #[arg(long = "allowed-host", value_name = "NAME")]
-    pub allowed_hosts: Vec<String>,
     /// Run builds and services without the Landlock sandbox, with the server's own access to
     /// every file (docs/security.md); without it, a kernel with no Landlock runs only services
     /// of the micro namespace
@@ -98,24 +62,14 @@ pub struct Args {
 }
 
 /// Runs `micro server` until SIGINT/SIGTERM: loads config, opens backends, binds, serves, drains.
+///
+/// Every setting arrives through `args` (clap read the flags and their `MICRO_*` variables);
+/// the environment is read directly only for `MICRO_HOME` ([`micro_core::home::dir`]) and
+/// `MICRO_LOG` (the log filter), which the CLI and services share and which are needed before
+/// any config exists.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let home = micro_core::home::dir();
-    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("MICRO_")).collect();
-    let overrides = config::Overrides {
-        proxy_address: args.proxy_address.clone(),
-        api_address: args.api_address.clone(),
-        api_domain: args.api_domain.clone(),
-        store: args.store.clone(),
-        events: args.events.clone(),
-        broker: args.broker.clone(),
-        registry: args.registry.clone(),
-        disable_admin: args.disable_admin,
-        tls_cert: args.tls_cert.clone(),
-        tls_key: args.tls_key.clone(),
-        cors_origins: args.cors_origins.clone(),
-        allowed_hosts: args.allowed_hosts.clone(),
-    };
-    let config = Config::load(&home, args.config_file.as_deref(), &env, &overrides)?;
+    let config = Config::load(&home, args.config_file.as_deref(), &args.settings)?;
     if args.dump_config {
         print!("{}", config.to_toml());
         return Ok(());
@@ -173,7 +127,7 @@ pub struct Platform {
     broker: Arc<dyn micro_broker::Broker>,
     events: Arc<dyn micro_events::Events>,
     /// Applies retention to the embedded event log; `None` when the backend does it itself.
-    _events_sweeper: Option<backends::AbortOnDrop>,
+    _events_sweeper: Option<micro_core::task::AbortOnDrop>,
     /// `--api-domain`, empty when unset.
     api_domain: String,
     /// `--cors-origin`s and `--allowed-host`s of the HTTP gateway.
@@ -222,7 +176,7 @@ impl Platform {
 
         let shared = backends::store_is_shared(&config.store);
         let secrets = backends::Secrets { store: &*store, shared, server_dir: &server_dir };
-        let secret_key = secrets.config_secret_key().await?;
+        let secret_key = secrets.config_secret_key(config.config_secret_key.as_ref()).await?;
         let config_service = Arc::new(micro_config::Config::new(store.clone(), secret_key));
         info!(documents = "store database micro, table config", "config");
 
@@ -233,7 +187,8 @@ impl Platform {
 
         let reaper = micro_registry::spawn_reaper(registry.clone(), REAP_INTERVAL);
 
-        let runtime = backends::runtime(store.clone(), auth.clone(), home, shared, sandbox).await?;
+        let runtime =
+            backends::runtime(store.clone(), auth.clone(), home, &config.runtime, shared, sandbox).await?;
         restrict_state(home, &server_dir)?;
 
         Ok(Self {
@@ -331,14 +286,12 @@ impl Platform {
         };
         // One node pool for the proxy and the gateway.
         let nodes = nodes::Nodes::new();
-        let service = grpc::Service::with_nodes(core, nodes.clone()).await?;
+        let service = grpc::Service::new(core, nodes.clone()).await?;
         let api_domain = Some(self.api_domain.clone()).filter(|domain| !domain.is_empty());
         let http_ip = http.local_addr()?.ip();
         // Only a loopback bind is guarded by name: there, any other name is a rebinding page.
-        let host_check = http_ip.is_loopback().then(|| gateway::browser::HostCheck {
-            bind: Some(http_ip),
-            api_domain: api_domain.clone(),
-            allowed: self.allowed_hosts.clone(),
+        let host_check = http_ip.is_loopback().then(|| {
+            gateway::browser::HostCheck::new(Some(http_ip), api_domain.clone(), self.allowed_hosts.clone())
         });
         let gateway = gateway::Gateway::new(
             self.registry.clone(),
@@ -348,7 +301,7 @@ impl Platform {
                 api_domain,
                 cors_origins: self.cors_origins.clone(),
                 host_check,
-                nodes: Some(nodes),
+                nodes,
                 ..gateway::Options::default()
             },
         );

@@ -241,10 +241,21 @@ impl Plan {
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, AttemptError<E>>>,
     {
+        self.run_to_last(|channel, _last| attempt(channel)).await
+    }
+
+    /// [`Plan::run`], telling `attempt` whether it is the `last`: no node is tried after it, so
+    /// it may take by move what the attempts before it had to copy.
+    pub async fn run_to_last<T, E, F, Fut>(&self, mut attempt: F) -> Result<T, CallError<E>>
+    where
+        F: FnMut(Channel, bool) -> Fut,
+        Fut: Future<Output = Result<T, AttemptError<E>>>,
+    {
         let mut unreached = Vec::new();
         for (index, address) in self.addresses.iter().enumerate() {
+            let last = index + 1 == self.addresses.len();
             let outcome = match self.nodes.channel(address) {
-                Ok(channel) => attempt(channel).await,
+                Ok(channel) => attempt(channel, last).await,
                 Err(cause) => Err(AttemptError::NotReached(cause)),
             };
             let was_skipped = index >= self.reachable;
@@ -624,6 +635,17 @@ mod tests {
             .unwrap_err();
         assert_eq!(attempts, 1);
         assert_eq!(failed.to_string(), "node 127.0.0.1:2 failed during the call: broke mid-call");
+
+        // Only the attempt at the last node is told it is the last.
+        let plan = nodes.plan("micro", "lasts", addresses());
+        let mut lasts = Vec::new();
+        plan.run_to_last(|_channel, last| {
+            lasts.push(last);
+            async { Err::<(), AttemptError<()>>(AttemptError::NotReached("refused".into())) }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(lasts, [false, false, true]);
 
         // Nobody reachable: each node named with why, an address that is none among them.
         let plan = nodes.plan("micro", "down", strings(&["127.0.0.1:4", "not an address"]));

@@ -21,7 +21,9 @@
 //! it); when none answers the call fails with `UNAVAILABLE`. An unknown service is
 //! `UNIMPLEMENTED` with `service <prefix> not found`, as a proper gRPC response.
 //!
-//! Auth rules see the resource `service:<prefix>:<Handler.Method>` (the gate runs on the path).
+//! Auth rules see the resource `service:<registered name>:<Handler.Method>`: the gate routes the
+//! call through [`Proxy::route`] before it judges it and hands the service on ([`Routed`]), so a
+//! rule on `greeter` covers `/hello.Greeter/Call` and a rule on `hello` does not.
 //!
 //! The caller's `authorization` never reaches the node: it is replaced by a token scoped to the
 //! callee's namespace ([`crate::forward`]), or dropped for an anonymous caller.
@@ -40,6 +42,7 @@ use tonic::body::Body;
 use tracing::warn;
 
 use crate::forward::Forwarder;
+use crate::gate::Routed;
 use crate::nodes::{AttemptError, CallError, Nodes, Once, error_chain};
 
 /// Most proxies one call may pass through: a node registered at a proxy's own address (or two
@@ -78,12 +81,8 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(registry: Arc<dyn Registry>, forwarder: Forwarder) -> Self {
-        Self::with_nodes(registry, forwarder, Nodes::new())
-    }
-
     /// A proxy choosing nodes through `nodes`, a pool it may share with the gateway.
-    pub fn with_nodes(registry: Arc<dyn Registry>, forwarder: Forwarder, nodes: Nodes) -> Self {
+    pub fn new(registry: Arc<dyn Registry>, forwarder: Forwarder, nodes: Nodes) -> Self {
         Self { inner: Arc::new(Inner { registry, forwarder, nodes, by_descriptor: Mutex::default() }) }
     }
 
@@ -99,7 +98,7 @@ impl Proxy {
         }
     }
 
-    async fn try_forward<B>(&self, request: Request<B>) -> Result<Response<Body>, Status>
+    async fn try_forward<B>(&self, mut request: Request<B>) -> Result<Response<Body>, Status>
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<tonic::codegen::StdError>,
@@ -112,7 +111,10 @@ impl Proxy {
             .get::<Context>()
             .map_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string(), |context| context.namespace.clone());
         let not_found = || Status::unimplemented(format!("service {prefix} not found"));
-        let service = self.resolve(&domain, prefix, handler).ok_or_else(not_found)?;
+        let service = match request.extensions_mut().remove::<Routed>() {
+            Some(Routed(service)) => service,
+            None => self.route(&domain, prefix, handler).ok_or_else(not_found)?,
+        };
         if service.nodes.is_empty() {
             // A core service name with a handler this process does not host.
             return Err(not_found());
@@ -178,8 +180,9 @@ impl Proxy {
         })
     }
 
-    /// The registered service a call for `<prefix>.<handler>` goes to (see the module docs).
-    fn resolve(&self, domain: &str, prefix: &str, handler: &str) -> Option<Service> {
+    /// The registered service a call for `<prefix>.<handler>` in `domain` goes to (see the module
+    /// docs), with its nodes.
+    pub fn route(&self, domain: &str, prefix: &str, handler: &str) -> Option<Service> {
         let registry = &self.inner.registry;
         if let Some(nodes) = registry.nodes(domain, prefix) {
             // Nodes only: cloning whole entries (descriptors) per call halved proxy throughput.

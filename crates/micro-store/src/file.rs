@@ -330,7 +330,7 @@ impl Writer {
     /// changed something. The outer error fails the whole batch (nothing committed); an inner
     /// one fails that op alone, which then changed nothing.
     fn apply(&self, db: &Database, ops: Vec<Op>) -> Result<Vec<Result<bool>>> {
-        let now = time::now_ms();
+        let now = micro_core::time::unix_millis();
         let tx = begin_write(db)?;
         let results = {
             let mut tables = OpenTables {
@@ -436,7 +436,7 @@ fn scan(
     filter: Filter<'_>,
     mut visit: impl FnMut(&str, &[u8]) -> Result<bool>,
 ) -> Result<()> {
-    let now = time::now_ms();
+    let now = micro_core::time::unix_millis();
     let tx = db.begin_read().map_err(storage)?;
     let records = tx.open_table(RECORDS).map_err(storage)?;
     for entry in records.range((database, table, filter.prefix)..).map_err(storage)? {
@@ -468,7 +468,7 @@ impl Store for FileStore {
         validate::read(database, table, key, &options)?;
         let (database, table, key) = (database.to_string(), table.to_string(), key.to_string());
         self.read_only(move |db| {
-            let now = time::now_ms();
+            let now = micro_core::time::unix_millis();
             if !options.prefix && !options.suffix {
                 let tx = db.begin_read().map_err(storage)?;
                 let records = tx.open_table(RECORDS).map_err(storage)?;
@@ -573,7 +573,7 @@ impl Store for FileStore {
     }
 
     async fn sweep_expired(&self) -> Result<u64> {
-        let now = time::now_ms();
+        let now = micro_core::time::unix_millis();
         let mut removed = 0u64;
         loop {
             let (batch_removed, more) = self.blocking(move |db| sweep_batch(db, now)).await?;
@@ -768,7 +768,7 @@ mod tests {
     async fn sweep_runs_in_batches() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::open(&dir.path().join("store.redb")).unwrap();
-        let expired = time::now_ms() - 1;
+        let expired = micro_core::time::unix_millis() - 1;
         // Seed more than one batch of already-expired records in one transaction (one fsync,
         // not thousands): the write path cannot create records that are expired on arrival.
         let db = store.db.clone();

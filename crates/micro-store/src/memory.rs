@@ -77,7 +77,7 @@ impl MemoryStore {
         filter: Filter<'_>,
         mut visit: impl FnMut(&str, &Stored) -> bool,
     ) {
-        let now = time::now_ms();
+        let now = micro_core::time::unix_millis();
         let databases = self.read_lock();
         let Some(records) = databases.get(database).and_then(|tables| tables.get(table)) else {
             return;
@@ -104,7 +104,7 @@ impl Store for MemoryStore {
     ) -> Result<Vec<Record>> {
         validate::read(database, table, key, &options)?;
         if !options.prefix && !options.suffix {
-            let now = time::now_ms();
+            let now = micro_core::time::unix_millis();
             let databases = self.read_lock();
             let stored = databases
                 .get(database)
@@ -115,7 +115,7 @@ impl Store for MemoryStore {
             return Ok(vec![stored.to_record(key, now)]);
         }
 
-        let now = time::now_ms();
+        let now = micro_core::time::unix_millis();
         let mut pager = Pager::for_read(&options);
         let mut found = Vec::new();
         self.scan(database, table, Filter::read(key, &options), |key, stored| {
@@ -134,7 +134,7 @@ impl Store for MemoryStore {
         let stored = Stored {
             value: record.value,
             metadata: record.metadata,
-            expires_at: time::expires_at(record.expiry, time::now_ms()),
+            expires_at: time::expires_at(record.expiry, micro_core::time::unix_millis()),
         };
         self.write_lock()
             .entry(database.to_string())
@@ -147,7 +147,7 @@ impl Store for MemoryStore {
 
     async fn create(&self, database: &str, table: &str, record: Record) -> Result<bool> {
         validate::write(database, table, &record)?;
-        let now = time::now_ms();
+        let now = micro_core::time::unix_millis();
         let mut data = self.write_lock();
         let records = data.entry(database.to_string()).or_default().entry(table.to_string()).or_default();
         if records.get(&record.key).is_some_and(|stored| time::is_live(stored.expires_at, now)) {
@@ -196,7 +196,7 @@ impl Store for MemoryStore {
     async fn sweep_expired(&self) -> Result<u64> {
         #[cfg(test)]
         self.sweeps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let now = time::now_ms();
+        let now = micro_core::time::unix_millis();
         let mut removed = 0u64;
         for records in self.write_lock().values_mut().flat_map(|tables| tables.values_mut()) {
             let before = records.len();

@@ -1,16 +1,8 @@
 //! Expiry arithmetic shared by the backends: absolute expiry is unix milliseconds, so it means
-//! the same after a restart and across server instances sharing a database.
+//! the same after a restart and across server instances sharing a database. Now is
+//! [`micro_core::time::unix_millis`].
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Now, in unix milliseconds. A clock before 1970 reads as 0 (everything with a TTL then
-/// looks live until the clock is fixed, rather than everything looking expired).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+use std::time::Duration;
 
 /// The absolute expiry of a record written at `now` with time to live `ttl`; `None` when it
 /// never expires. A sub-millisecond TTL rounds up to 1 ms so it still expires; a TTL too long
@@ -48,6 +40,5 @@ mod tests {
         assert!(!is_live(Some(1_150), 1_150), "expired at the instant itself");
         assert_eq!(remaining(Some(1_150), 1_000), Some(Duration::from_millis(150)));
         assert_eq!(remaining(None, 1_000), None);
-        assert!(now_ms() > 1_600_000_000_000, "the clock reads unix milliseconds");
     }
 }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use micro_core::service_env;
+
 use crate::{Error, Result};
 
 /// The micro server's gRPC address when nothing else names one.
@@ -11,7 +13,7 @@ pub const DEFAULT_SERVER_ADDRESS: &str = "127.0.0.1:8081";
 /// Where a service listens when `MICRO_SERVICE_ADDRESS` is unset: loopback, any free port.
 pub const DEFAULT_SERVICE_ADDRESS: &str = "127.0.0.1:0";
 /// The version a service registers when `MICRO_SERVICE_VERSION` is unset.
-pub const DEFAULT_VERSION: &str = "latest";
+pub const DEFAULT_VERSION: &str = micro_core::names::DEFAULT_VERSION;
 /// How long the registry keeps a node that stopped heartbeating (docs/compatibility.md §10).
 pub const DEFAULT_REGISTER_TTL: Duration = Duration::from_secs(90);
 /// How often a service re-registers (docs/compatibility.md §10).
@@ -63,20 +65,17 @@ impl Env {
                 },
             }
         };
-        let namespace = get("MICRO_NAMESPACE");
+        let namespace = get(service_env::NAMESPACE);
         if let Some(namespace) = &namespace {
             micro_core::validate_namespace(namespace)
-                .map_err(|err| Error::Config(format!("MICRO_NAMESPACE: {err}")))?;
+                .map_err(|err| Error::Config(format!("{}: {err}", service_env::NAMESPACE)))?;
         }
-        let credentials = match (get("MICRO_AUTH_ID"), get("MICRO_AUTH_SECRET")) {
+        let (id, secret) = (service_env::AUTH_ID, service_env::AUTH_SECRET);
+        let credentials = match (get(id), get(secret)) {
             (Some(id), Some(secret)) => Some((id, secret)),
             (None, None) => None,
-            (Some(_), None) => {
-                return Err(Error::Config("MICRO_AUTH_ID is set but MICRO_AUTH_SECRET is not".into()));
-            }
-            (None, Some(_)) => {
-                return Err(Error::Config("MICRO_AUTH_SECRET is set but MICRO_AUTH_ID is not".into()));
-            }
+            (Some(_), None) => return Err(Error::Config(format!("{id} is set but {secret} is not"))),
+            (None, Some(_)) => return Err(Error::Config(format!("{secret} is set but {id} is not"))),
         };
         let register_ttl = duration("MICRO_REGISTER_TTL", DEFAULT_REGISTER_TTL)?;
         let register_interval = duration("MICRO_REGISTER_INTERVAL", DEFAULT_REGISTER_INTERVAL)?;
@@ -86,15 +85,15 @@ impl Env {
                  or the registry forgets the service between heartbeats"
             )));
         }
-        let name = get("MICRO_SERVICE_NAME");
+        let name = get(service_env::SERVICE_NAME);
         if let Some(name) = &name {
             validate_name(name)?;
         }
         Ok(Self {
             name,
-            version: get("MICRO_SERVICE_VERSION").unwrap_or_else(|| DEFAULT_VERSION.to_string()),
-            address: get("MICRO_SERVICE_ADDRESS").unwrap_or_else(|| DEFAULT_SERVICE_ADDRESS.to_string()),
-            server: get("MICRO_SERVER_ADDRESS").or_else(|| get("MICRO_PROXY")),
+            version: get(service_env::SERVICE_VERSION).unwrap_or_else(|| DEFAULT_VERSION.to_string()),
+            address: get(service_env::SERVICE_ADDRESS).unwrap_or_else(|| DEFAULT_SERVICE_ADDRESS.to_string()),
+            server: get(service_env::SERVER_ADDRESS).or_else(|| get("MICRO_PROXY")),
             tls_ca: get("MICRO_TLS_CA").map(PathBuf::from),
             namespace,
             credentials,

@@ -1,32 +1,19 @@
 //! The developer's CLI login, borrowed by a service started by hand (`cargo run`): the files
-//! `micro env` and `micro login` keep under `MICRO_HOME` (see micro-cli's `settings.rs` and
-//! `tokens.rs`, whose formats these mirror).
+//! `micro env` and `micro login` keep under `MICRO_HOME`, read and written through
+//! [`micro_core::cli_files`], which defines their format for the CLI and the framework alike.
 //!
-//! - `config.json`: `env` (selected environment, default `local`), `envs.<name>.proxy_address`
-//!   (with `tls` and `ca` when the CLI reaches it over TLS), `namespaces.<env>` (default `micro`). The `local` environment is built in: `127.0.0.1:8081`.
-//! - `tokens.json` (0600): `"<env>/<namespace>"` → `{access_token, refresh_token, expiry,
-//!   account_id, account_name}`.
+//! - `config.json`: the selected environment (default `local`, built in at `127.0.0.1:8081`),
+//!   each environment's address and TLS settings, the namespace per environment (default
+//!   `micro`).
+//! - `tokens.json` (0600): `"<env>/<namespace>"` → the login, refreshed here and saved back.
+//!
+//! A file that cannot be read means "no login" here (a service never fails to start over the
+//! developer's CLI state) and is never written over ([`cli_files`'s rule](micro_core::cli_files)).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-const LOCAL_ENV: &str = "local";
-const LOCAL_ADDRESS: &str = "127.0.0.1:8081";
-
-/// One saved login, as `tokens.json` holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Saved {
-    pub access_token: String,
-    pub refresh_token: String,
-    /// Unix seconds.
-    pub expiry: i64,
-    #[serde(default)]
-    pub account_id: String,
-    #[serde(default)]
-    pub account_name: String,
-}
+use micro_core::cli_files;
+pub(crate) use micro_core::cli_files::Login as Saved;
 
 /// What the CLI files say about the environment a service should use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +21,7 @@ pub(crate) struct CliEnv {
     pub env: String,
     /// The environment's server address; empty when the environment has none.
     pub proxy_address: String,
-    /// Whether the CLI reaches it with TLS (`micro env add --tls`, or port 443).
+    /// Whether the CLI reaches it with TLS ([`cli_files::Env::uses_tls`]).
     pub tls: bool,
     /// The CA file `micro env add --ca` stored for it.
     pub ca: Option<PathBuf>,
@@ -43,73 +30,41 @@ pub(crate) struct CliEnv {
     pub login: Option<Saved>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct SettingsFile {
-    #[serde(default)]
-    env: Option<String>,
-    #[serde(default)]
-    envs: BTreeMap<String, EnvEntry>,
-    #[serde(default)]
-    namespaces: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct EnvEntry {
-    #[serde(default)]
-    proxy_address: String,
-    #[serde(default)]
-    tls: bool,
-    #[serde(default)]
-    ca: String,
-}
-
 /// Reads the CLI files under `home`. `env` overrides the selected environment (`MICRO_ENV`),
 /// `namespace` the environment's namespace (`MICRO_NAMESPACE`). Missing or unreadable files
-/// mean "no login" — a service never fails to start over the developer's CLI state.
+/// mean "no login".
 pub(crate) fn load(home: &Path, env: Option<&str>, namespace: Option<&str>) -> CliEnv {
-    let mut settings: SettingsFile = read_json(&home.join("config.json")).unwrap_or_default();
-    let env = env.map(str::to_string).or(settings.env.clone()).unwrap_or_else(|| LOCAL_ENV.to_string());
-    let entry = if env == LOCAL_ENV {
-        EnvEntry { proxy_address: LOCAL_ADDRESS.to_string(), ..EnvEntry::default() }
-    } else {
-        settings.envs.remove(&env).unwrap_or_default()
+    let config = cli_files::read_config(&cli_files::config_path(home)).unwrap_or_else(|err| {
+        tracing::warn!(cause = %err, "ignoring an unreadable micro CLI file");
+        cli_files::Config::default()
+    });
+    let env = env.map_or_else(|| config.selected().to_string(), str::to_string);
+    let entry = config.env(&env).unwrap_or_default();
+    let namespace = namespace.map_or_else(|| config.namespace(&env), str::to_string);
+    let login = match cli_files::read_tokens(&cli_files::tokens_path(home)) {
+        Ok(tokens) => tokens.get(&env, &namespace).cloned(),
+        Err(err) => {
+            tracing::warn!(cause = %err, "ignoring an unreadable micro CLI file");
+            None
+        }
     };
-    let proxy_address = entry.proxy_address;
-    // The CLI's rule (micro-cli settings.rs): a stored `tls`, or an address on port 443.
-    let tls = !proxy_address.is_empty() && (entry.tls || micro_core::tls::default_tls(&proxy_address));
-    let ca = (!entry.ca.is_empty()).then(|| PathBuf::from(entry.ca));
-    let namespace = namespace
-        .map(str::to_string)
-        .or_else(|| settings.namespaces.get(&env).cloned())
-        .unwrap_or_else(|| micro_core::DEFAULT_NAMESPACE.to_string());
-    let tokens: BTreeMap<String, Saved> = read_json(&tokens_path(home)).unwrap_or_default();
-    let login = tokens.get(&format!("{env}/{namespace}")).cloned();
-    CliEnv { env, proxy_address, tls, ca, namespace, login }
+    CliEnv {
+        tls: entry.uses_tls(),
+        ca: entry.ca_path().map(Path::to_path_buf),
+        proxy_address: entry.proxy_address,
+        env,
+        namespace,
+        login,
+    }
 }
 
 /// Saves a refreshed login back, so the CLI keeps working after the refresh token rotated.
-/// Other entries are kept as they are; the file is replaced atomically, readable by its owner only.
-pub(crate) fn save(home: &Path, env: &str, namespace: &str, saved: &Saved) -> std::io::Result<()> {
-    let path = tokens_path(home);
-    let mut entries: serde_json::Map<String, serde_json::Value> = read_json(&path).unwrap_or_default();
-    entries.insert(format!("{env}/{namespace}"), serde_json::to_value(saved).map_err(std::io::Error::other)?);
-    let json = serde_json::to_vec_pretty(&entries).map_err(std::io::Error::other)?;
-    micro_core::home::write_private(&path, &json)
-}
-
-fn tokens_path(home: &Path) -> PathBuf {
-    home.join("tokens.json")
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    let bytes = std::fs::read(path).ok()?;
-    match serde_json::from_slice(&bytes) {
-        Ok(value) => Some(value),
-        Err(err) => {
-            tracing::warn!(path = %path.display(), cause = %err, "ignoring an unreadable micro CLI file");
-            None
-        }
-    }
+/// Every other entry is kept as it is; a file that cannot be read is left alone (an error).
+pub(crate) fn save(home: &Path, env: &str, namespace: &str, saved: &Saved) -> Result<(), cli_files::Error> {
+    let path = cli_files::tokens_path(home);
+    let mut tokens = cli_files::read_tokens(&path)?;
+    tokens.set(env, namespace, saved.clone());
+    cli_files::write_tokens(&path, &tokens)
 }
 
 #[cfg(test)]
@@ -173,12 +128,80 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_files_mean_no_login() {
+    fn unreadable_files_mean_no_login_and_are_not_overwritten() {
         let home = tempfile::tempdir().unwrap();
         std::fs::write(home.path().join("config.json"), "not json").unwrap();
         std::fs::write(home.path().join("tokens.json"), "[]").unwrap();
         let cli = load(home.path(), None, None);
         assert_eq!(cli.env, "local");
         assert_eq!(cli.login, None);
+        assert!(save(home.path(), "local", "micro", &saved("tok")).is_err());
+        assert_eq!(std::fs::read_to_string(home.path().join("tokens.json")).unwrap(), "[]");
+    }
+
+    /// Exactly what the CLI writes (pinned by micro-cli's settings.rs and tokens.rs tests).
+    const CLI_CONFIG: &str = r#"{
+  "env": "staging",
+  "envs": {
+    "prod": {
+      "name": "prod",
+      "proxy_address": "proxy.example.com:443",
+      "description": "",
+      "tls": true
+    },
+    "staging": {
+      "name": "staging",
+      "proxy_address": "10.0.0.1:8081",
+      "description": ""
+    }
+  },
+  "namespaces": {
+    "staging": "foo"
+  },
+  "git": {
+    "baseurl": "github.com/x"
+  }
+}
+"#;
+    const CLI_TOKENS: &str = r#"{
+  "local/micro": {
+    "access_token": "a",
+    "refresh_token": "r",
+    "expiry": 100,
+    "account_id": "id1",
+    "account_name": "bob"
+  },
+  "other/micro": {
+    "access_token": "o",
+    "refresh_token": "r",
+    "expiry": 100,
+    "account_id": "id1",
+    "account_name": "bob"
+  }
+}
+"#;
+
+    #[test]
+    fn reads_what_the_cli_wrote_and_saves_without_losing_the_rest() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("config.json"), CLI_CONFIG).unwrap();
+        std::fs::write(home.path().join("tokens.json"), CLI_TOKENS).unwrap();
+        let staging = load(home.path(), None, None);
+        assert_eq!((staging.env.as_str(), staging.namespace.as_str()), ("staging", "foo"));
+        assert_eq!(
+            (staging.proxy_address.as_str(), staging.tls, staging.login),
+            ("10.0.0.1:8081", false, None)
+        );
+        assert!(load(home.path(), Some("prod"), None).tls);
+        let local = load(home.path(), Some("local"), None).login.unwrap();
+        assert_eq!((local.access_token.as_str(), local.account_name.as_str()), ("a", "bob"));
+
+        let refreshed = Saved { access_token: "a2".into(), expiry: 200, ..local };
+        save(home.path(), "local", "micro", &refreshed).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(home.path().join("tokens.json")).unwrap(),
+            CLI_TOKENS.replacen("\"a\"", "\"a2\"", 1).replacen("100", "200", 1),
+            "the same layout, the other login untouched"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use micro_core::task::AbortOnDrop;
 use micro_proto::registry::registry_client::RegistryClient;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -280,19 +281,19 @@ impl Service {
             registered.clone(),
         ));
         // The heartbeat and the subscribers die with this function, however it ends.
-        let _heartbeat = AbortOnDrop(heartbeat);
+        let heartbeat = AbortOnDrop::from(heartbeat);
         let _subscribers: Vec<AbortOnDrop> = self
             .subscribers
             .into_iter()
             .map(|subscriber| {
-                AbortOnDrop(tokio::spawn(subscribe(subscriber, name.clone(), registered.subscribe())))
+                AbortOnDrop::from(tokio::spawn(subscribe(subscriber, name.clone(), registered.subscribe())))
             })
             .collect();
         let _consumers: Vec<AbortOnDrop> = self
             .consumers
             .into_iter()
             .map(|consumer| {
-                AbortOnDrop(tokio::spawn(consume(consumer, name.clone(), registered.subscribe())))
+                AbortOnDrop::from(tokio::spawn(consume(consumer, name.clone(), registered.subscribe())))
             })
             .collect();
 
@@ -308,7 +309,8 @@ impl Service {
         }
 
         tracing::info!(service = %name, "Stopping: deregistering and draining calls");
-        _heartbeat.0.abort();
+        // No heartbeat may re-register the node after it deregisters.
+        drop(heartbeat);
         for name in &names {
             health.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
         }
@@ -426,15 +428,6 @@ fn nodelay(
         }
         accepted
     })
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The environment's value unless it is the default and the builder set one.

@@ -30,8 +30,7 @@ use crate::login::{self, CliEnv, Saved};
 pub(crate) const REFRESH_MARGIN_SECS: i64 = 60;
 /// The lifetime services ask for (docs/compatibility.md §6.3: services use 10-minute tokens).
 pub(crate) const TOKEN_EXPIRY_SECS: i64 = 600;
-/// The metadata key naming the namespace a call acts in.
-pub(crate) const NAMESPACE_HEADER: &str = "micro-namespace";
+pub(crate) use micro_core::NAMESPACE_HEADER;
 
 /// Where the credentials come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,10 +340,9 @@ impl Session {
     }
 }
 
-/// Unix seconds now.
+/// Unix seconds now ([`micro_core::time::unix_seconds`]).
 pub(crate) fn now() -> i64 {
-    let elapsed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+    micro_core::time::unix_seconds()
 }
 
 #[cfg(test)]

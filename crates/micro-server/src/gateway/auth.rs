@@ -1,14 +1,16 @@
-//! Who is calling and in which namespace (docs/compatibility.md §4.5), and whether the namespace's rules
-//! let them reach the endpoint. The same decisions as the :8081 gate ([`crate::gate`]), with
-//! HTTP's extra sources: the `micro-token` cookie and the API domain's subdomains.
+//! Who is calling and in which namespace (docs/compatibility.md §4.5), and whether the namespace's
+//! rules let them reach the endpoint: the admission decision of micro-access, as on the :8081
+//! gate ([`crate::gate`]), with HTTP's extra sources: the `micro-token` cookie and the API
+//! domain's subdomains.
 
-use axum::http::{HeaderMap, StatusCode, header};
-use micro_auth::{Auth, Resource, Verdict};
-use micro_core::{Account, DEFAULT_NAMESPACE};
+use axum::http::{HeaderMap, header};
+use micro_access::Resource;
+use micro_access::admission::{self, Refusal};
+use micro_auth::Auth;
+use micro_core::Account;
 
 use super::errors::ApiError;
 use super::resolve::Route;
-use crate::gate::NAMESPACE_HEADER;
 
 /// The cookie the web dashboard keeps the access token in.
 pub const TOKEN_COOKIE: &str = "micro-token";
@@ -31,75 +33,37 @@ pub struct Caller {
 /// Resolves the caller: the token from `Authorization: Bearer`, or the `micro-token` cookie when
 /// the request proves it comes from a page of ours (the `X-CSRF-Token` header equals the
 /// `micro-csrf` cookie; otherwise the cookie is ignored, on every method, since any method can
-/// reach any endpoint);
-/// the namespace from `Micro-Namespace`, else the subdomain of `api_domain` the request was
-/// sent to, else the token's issuer, else `micro`. A token issued by a namespace other than
-/// `micro` may act only in its own namespace.
+/// reach any endpoint); the namespace from `Micro-Namespace`, else the subdomain of `api_domain`
+/// the request was sent to, else the token's issuer, else `micro`
+/// ([`micro_access::admission::namespace`]). A token issued by a namespace other than `micro`
+/// may act only in its own namespace.
 pub fn identify(auth: &Auth, headers: &HeaderMap, api_domain: Option<&str>) -> Result<Caller, ApiError> {
-    let unauthorized = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, detail);
-    let token = match headers.get(header::AUTHORIZATION) {
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .map(|token| token.trim().to_string())
-                .ok_or_else(|| unauthorized("invalid authorization header. expected Bearer schema"))?,
-        ),
+    let token = match admission::bearer(headers).map_err(refused)? {
+        Some(token) => Some(token.to_string()),
         None => cookie(headers, TOKEN_COOKIE).filter(|_| csrf_checked(headers)),
     };
     let account = match &token {
-        Some(token) => Some(
-            auth.inspect(token)
-                .map_err(|_| unauthorized("the access token is invalid or has expired: log in again"))?,
-        ),
+        Some(token) => Some(auth.inspect(token).map_err(|_| refused(Refusal::InvalidToken))?),
         None => None,
     };
-    let namespace = match headers.get(NAMESPACE_HEADER) {
-        Some(value) => {
-            let value = value
-                .to_str()
-                .map_err(|_| ApiError::bad_request("the Micro-Namespace header must be ASCII"))?;
-            micro_core::validate_namespace(value).map_err(|err| ApiError::bad_request(err.to_string()))?;
-            value.to_string()
-        }
-        None => {
-            let host = headers.get(header::HOST).and_then(|host| host.to_str().ok());
-            let from_host = host.zip(api_domain).and_then(|(host, domain)| namespace_from_host(host, domain));
-            from_host
-                .or_else(|| account.as_ref().map(|account| account.issuer.clone()))
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
-        }
-    };
-    if let Some(account) = account.as_ref().filter(|account| !account.may_act_in(&namespace)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("the token was issued by namespace {} and cannot act in {namespace}", account.issuer),
-        ));
-    }
+    let host = headers.get(header::HOST).and_then(|host| host.to_str().ok());
+    let from_host = host.zip(api_domain).and_then(|(host, domain)| namespace_from_host(host, domain));
+    let namespace = admission::namespace(headers, from_host, account.as_ref()).map_err(refused)?;
+    admission::check_namespace(&namespace, account.as_ref()).map_err(refused)?;
     Ok(Caller { namespace, account, token })
 }
 
-/// The rule check: an account is judged by its own namespace's rules, an anonymous caller by
-/// the rules of the namespace it names (as on :8081).
+/// The rule check ([`micro_access::admit`]) against the rules of the namespace the caller acts
+/// in, for the registered service the route names.
 pub async fn authorize(auth: &Auth, caller: &Caller, route: &Route) -> Result<(), ApiError> {
-    let endpoint = route.endpoint();
-    let resource = Resource::new("service", route.service.clone(), endpoint.clone());
-    let rules = caller.account.as_ref().map_or(caller.namespace.as_str(), |account| account.issuer.as_str());
-    match auth.verify(rules, caller.account.as_ref(), &resource).await {
-        Verdict::Allowed => Ok(()),
-        Verdict::Unauthorized => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!("Unauthorized call made to {}:{endpoint}", route.service),
-        )),
-        Verdict::Forbidden => {
-            let id = caller.account.as_ref().map_or("", |account| account.id.as_str());
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!("Forbidden call made to {}:{endpoint} by {id}", route.service),
-            ))
-        }
-    }
+    let resource = Resource::new("service", route.service.clone(), route.endpoint());
+    let rules = auth.rules(&caller.namespace).await;
+    micro_access::admit(&caller.namespace, caller.account.as_ref(), &rules, &resource).map_err(refused)
+}
+
+/// A refusal as the gateway answers it: its HTTP status, its sentence.
+fn refused(refusal: Refusal) -> ApiError {
+    ApiError::new(refusal.http_status(), refusal.to_string())
 }
 
 /// `foo.example.com` under `example.com` → `foo`; deeper subdomains are joined in reverse with

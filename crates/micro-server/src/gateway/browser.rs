@@ -25,7 +25,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::ApiError;
 use super::auth::CSRF_HEADER;
-use crate::gate::NAMESPACE_HEADER;
+use micro_core::NAMESPACE_HEADER;
 
 /// How long a browser may cache a granted preflight.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -68,18 +68,31 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// Which `Host` names a loopback-bound listener answers (docs/security.md).
+/// Which `Host` names a loopback-bound listener answers (docs/security.md). The default answers
+/// loopback names only.
 #[derive(Debug, Clone, Default)]
 pub struct HostCheck {
     /// The address the listener is bound to (always accepted as a host).
-    pub bind: Option<IpAddr>,
-    /// With `example.com`, the domain and its subdomains are accepted.
-    pub api_domain: Option<String>,
+    bind: Option<IpAddr>,
+    /// With `example.com`, the domain and its subdomains are accepted: lowercase, without
+    /// leading or trailing dots.
+    api_domain: Option<String>,
     /// Configured names (`--allowed-host`), lowercase, accepted exactly.
-    pub allowed: Vec<String>,
+    allowed: Vec<String>,
 }
 
 impl HostCheck {
+    /// Answers loopback names, `bind`, `api_domain` and its subdomains, and the `allowed`
+    /// names; each name is compared without case and without a trailing dot.
+    pub fn new(bind: Option<IpAddr>, api_domain: Option<String>, allowed: Vec<String>) -> Self {
+        Self {
+            bind,
+            // Normalised once here rather than for every request.
+            api_domain: api_domain.map(|domain| domain.trim_matches('.').to_ascii_lowercase()),
+            allowed: allowed.iter().map(|host| host.trim_end_matches('.').to_ascii_lowercase()).collect(),
+        }
+    }
+
     /// Whether a request naming `host` (with or without a port) is answered.
     pub fn allows(&self, host: &str) -> bool {
         let name = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
@@ -90,11 +103,10 @@ impl HostCheck {
         if let Ok(ip) = literal.parse::<IpAddr>() {
             return ip.is_loopback() || Some(ip) == self.bind;
         }
-        if let Some(domain) = &self.api_domain {
-            let domain = domain.trim_matches('.').to_ascii_lowercase();
-            if name == domain || name.strip_suffix(&domain).is_some_and(|rest| rest.ends_with('.')) {
-                return true;
-            }
+        if let Some(domain) = &self.api_domain
+            && (name == *domain || name.strip_suffix(domain.as_str()).is_some_and(|rest| rest.ends_with('.')))
+        {
+            return true;
         }
         self.allowed.contains(&name)
     }
@@ -219,11 +231,11 @@ mod tests {
 
     #[test]
     fn loopback_names_the_bind_address_and_configured_hosts_pass() {
-        let check = HostCheck {
-            bind: Some("127.0.0.2".parse().unwrap()),
-            api_domain: Some("example.com".into()),
-            allowed: vec!["micro.internal".into()],
-        };
+        let check = HostCheck::new(
+            Some("127.0.0.2".parse().unwrap()),
+            Some(".Example.COM.".into()),
+            vec!["micro.internal.".into()],
+        );
         for host in [
             "localhost",
             "localhost:8080",

@@ -11,6 +11,7 @@ use std::str::FromStr as _;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use micro_proto::dynamic::DynamicCodec;
 use micro_proto::registry::Service;
 use micro_registry::Registry;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
@@ -22,8 +23,8 @@ use tonic::metadata::MetadataMap;
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::resolve::{Route, find_method, grpc_path};
-use crate::gate::NAMESPACE_HEADER;
-use crate::nodes::{AttemptError, CallError, Nodes, Plan, Tracked};
+use crate::nodes::{AttemptError, CallError, Lease, Nodes, Once, Plan, Tracked};
+use micro_core::NAMESPACE_HEADER;
 
 /// Most decoded descriptor sets kept.
 const MAX_POOLS: usize = 64;
@@ -85,23 +86,75 @@ pub struct Target {
     pub core: bool,
 }
 
+/// The request message(s) of one call, as each node tried gets them ([`Target::call`]).
+pub trait Outgoing {
+    /// What one attempt sends.
+    type Message;
+    /// The message(s) for one attempt; `last`: no node is tried after it.
+    fn attempt(&mut self, last: bool) -> Self::Message;
+}
+
+/// A value sent whole to each node tried (a unary or server-streaming request, the metadata):
+/// each attempt but the last gets a copy, the last takes it, so a call with one node copies
+/// nothing.
+pub struct Resent<T>(Option<T>);
+
+impl<T> Resent<T> {
+    pub fn new(value: T) -> Self {
+        Self(Some(value))
+    }
+}
+
+impl<T: Clone> Outgoing for Resent<T> {
+    type Message = T;
+
+    fn attempt(&mut self, last: bool) -> T {
+        let value = if last { self.0.take() } else { self.0.clone() };
+        value.expect("no attempt follows the last")
+    }
+}
+
+/// A stream of requests (a websocket's), which only the first node to read it gets: a node never
+/// reached leaves it, unread, to the next.
+impl<S> Outgoing for Once<S> {
+    type Message = Lease<S>;
+
+    fn attempt(&mut self, _last: bool) -> Lease<S> {
+        self.lease()
+    }
+}
+
 impl Target {
-    /// Makes a call with `call`, given a client to one node after another (see [`Plan::run`]):
-    /// it is made again at the next node only when the node was never reached (could not be
-    /// connected before it read any of the request or answered), never once the node may have
-    /// the call. `call` must send the whole request each time.
-    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ApiError>
+    /// Makes the call of `metadata` and `message` with `send` (given a client to one node, the
+    /// request, the path and the response codec) at one node after another (see
+    /// [`Plan::run`]): it is made again at the next node only when the node was never reached
+    /// (could not be connected before it read any of the request or answered), never once the
+    /// node may have the call.
+    pub async fn call<O, T, F, Fut>(
+        &self,
+        metadata: MetadataMap,
+        mut message: O,
+        mut send: F,
+    ) -> Result<T, ApiError>
     where
-        F: FnMut(Grpc<Tracked>) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
+        O: Outgoing,
+        F: FnMut(Grpc<Tracked>, tonic::Request<O::Message>, PathAndQuery, DynamicCodec) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        let mut metadata = Resent::new(metadata);
         let answered = self
             .plan
-            .run(|channel| {
+            .run_to_last(|channel, last| {
                 let (tracked, reach) = Tracked::new(channel);
-                let answer = call(Grpc::new(tracked));
+                let request = tonic::Request::from_parts(
+                    metadata.attempt(last),
+                    tonic::Extensions::default(),
+                    message.attempt(last),
+                );
+                let codec = DynamicCodec::new(self.method.output());
+                let answer = send(Grpc::new(tracked), request, self.path.clone(), codec);
                 async move {
-                    answer.await.map_err(|status| match reach.unreached() {
+                    answer.await.map(tonic::Response::into_inner).map_err(|status| match reach.unreached() {
                         Some(cause) => AttemptError::NotReached(cause),
                         None => AttemptError::Failed(status),
                     })
@@ -130,12 +183,8 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(registry: Arc<dyn Registry>, core_address: Option<SocketAddr>) -> Self {
-        Self::with_nodes(registry, core_address, Nodes::new())
-    }
-
     /// A connector choosing nodes through `nodes`, a pool it may share with the proxy.
-    pub fn with_nodes(registry: Arc<dyn Registry>, core_address: Option<SocketAddr>, nodes: Nodes) -> Self {
+    pub fn new(registry: Arc<dyn Registry>, core_address: Option<SocketAddr>, nodes: Nodes) -> Self {
         Self { registry, core_address, nodes, pools: Mutex::new(HashMap::new()) }
     }
 
@@ -148,7 +197,8 @@ impl Connector {
             return Err(ApiError::not_found(format!("service {} not found", route.service)));
         }
         let mut described = false;
-        let mut candidates: Vec<(MethodDescriptor, String, bool)> = Vec::new();
+        // (address, method, core) of every node of every version that has the endpoint.
+        let mut candidates: Vec<(String, MethodDescriptor, bool)> = Vec::new();
         for version in &versions {
             if version.descriptors.is_empty() {
                 continue;
@@ -163,7 +213,7 @@ impl Connector {
             if let Some(method) = find_method(&pool, route) {
                 let core = is_core(version);
                 for address in self.addresses(version) {
-                    candidates.push((method.clone(), address, core));
+                    candidates.push((address, method.clone(), core));
                 }
             }
         }
@@ -183,20 +233,20 @@ impl Connector {
                 route.service
             )));
         }
-        let addresses = candidates.iter().map(|(_, address, _)| address.clone()).collect();
+        let addresses = candidates.iter().map(|(address, ..)| address.clone()).collect();
         let mut plan = self.nodes.plan(namespace, &route.service, addresses);
-        let candidate = |address: &str| {
-            candidates
-                .iter()
-                .find(|(_, candidate, _)| candidate == address)
-                .expect("planned from the candidates")
-        };
-        let (method, _, core) = candidate(&plan.addresses()[0]).clone();
-        let full_name = method.full_name().to_string();
+        // How each address declares the endpoint: as the first version listing it does.
+        let mut declared: HashMap<&str, (&MethodDescriptor, bool)> = HashMap::with_capacity(candidates.len());
+        for (address, method, core) in &candidates {
+            declared.entry(address.as_str()).or_insert((method, *core));
+        }
+        let declaration = |address: &str| *declared.get(address).expect("planned from the candidates");
+        let (method, core) = declaration(&plan.addresses()[0]);
+        let method = method.clone();
         // Versions that declare the endpoint differently are not tried for this call.
         plan.retain(|address| {
-            let (other, _, other_core) = candidate(address);
-            other.full_name() == full_name && *other_core == core
+            let (other, other_core) = declaration(address);
+            other.full_name() == method.full_name() && other_core == core
         });
         let path = PathAndQuery::from_str(&grpc_path(&method)).map_err(|_| {
             ApiError::bad_request(format!("endpoint {} has no valid gRPC path", route.endpoint()))
@@ -318,6 +368,15 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_resent_request_is_copied_for_every_attempt_but_the_last() {
+        let mut resent = Resent::new(vec![1, 2]);
+        assert_eq!(resent.attempt(false), [1, 2]);
+        assert_eq!(resent.attempt(false), [1, 2]);
+        assert_eq!(resent.attempt(true), [1, 2]);
+        assert!(resent.0.is_none(), "the last attempt took it");
+    }
+
     #[tokio::test]
     async fn nodes_are_chosen_round_robin_and_core_services_go_to_the_core_address() {
         let registry = Arc::new(MemoryRegistry::new(crate::registry::builtins()));
@@ -335,7 +394,7 @@ mod tests {
         };
         registry.register("micro", service, Duration::from_secs(60)).unwrap();
         let core: SocketAddr = "127.0.0.1:8081".parse().unwrap();
-        let connector = Connector::new(registry, Some(core));
+        let connector = Connector::new(registry, Some(core), Nodes::new());
         let route = |path: &str| super::super::resolve::resolve(path).unwrap();
 
         let first = connector.target("micro", &route("/teststore/blob-store/read")).unwrap();

@@ -37,6 +37,12 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, detail)
     }
 
+    /// An answer of `service` that cannot be shown as JSON (`error` says why): a 502, the
+    /// service answered but the gateway cannot pass the answer on.
+    pub fn unshowable_answer(service: &str, error: &super::body::Error) -> Self {
+        Self { id: service.to_string(), status: StatusCode::BAD_GATEWAY, detail: error.to_string() }
+    }
+
     /// A failed call to `service`, mapped from its gRPC status. A service that answers with a
     /// micro error JSON (`{"id","code","detail","status"}`) as the status message keeps its
     /// own id, code and detail, as the original's clients did.

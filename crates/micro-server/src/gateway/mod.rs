@@ -36,7 +36,6 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use micro_auth::Auth;
-use micro_proto::dynamic::DynamicCodec;
 use micro_registry::Registry;
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
@@ -44,7 +43,7 @@ use tracing::{Instrument as _, debug, info_span, warn};
 
 pub use errors::ApiError;
 
-use self::call::{Connector, Target};
+use self::call::{Connector, Resent, Target};
 use self::resolve::Route;
 use crate::forward::Forwarder;
 
@@ -76,9 +75,9 @@ pub struct Options {
     pub cors_origins: Vec<String>,
     /// `Some` on a loopback bind: the `Host` names answered; others get 421.
     pub host_check: Option<browser::HostCheck>,
-    /// The node pool to share with the gRPC proxy (one round robin, one view of dead nodes);
-    /// `None`: a pool of the gateway's own.
-    pub nodes: Option<crate::nodes::Nodes>,
+    /// The node pool, shared with the gRPC proxy (one round robin, one view of dead nodes);
+    /// by default a pool of the gateway's own.
+    pub nodes: crate::nodes::Nodes,
 }
 
 impl Default for Options {
@@ -90,7 +89,7 @@ impl Default for Options {
             timeout: DEFAULT_TIMEOUT,
             cors_origins: Vec::new(),
             host_check: None,
-            nodes: None,
+            nodes: crate::nodes::Nodes::new(),
         }
     }
 }
@@ -110,10 +109,7 @@ struct Inner {
 
 impl Gateway {
     pub fn new(registry: Arc<dyn Registry>, auth: Arc<Auth>, options: Options) -> Self {
-        let connector = match &options.nodes {
-            Some(nodes) => Connector::with_nodes(registry, options.core_address, nodes.clone()),
-            None => Connector::new(registry, options.core_address),
-        };
+        let connector = Connector::new(registry, options.core_address, options.nodes.clone());
         let forwarder = Forwarder::new(auth.clone());
         Self { inner: Arc::new(Inner { auth, forwarder, connector, options }) }
     }
@@ -238,11 +234,8 @@ impl Gateway {
             response.headers_mut().insert(header::CONTENT_TYPE, value);
             return Ok(response);
         }
-        let json = body::to_json(&response).map_err(|error| ApiError {
-            id: target.service.clone(),
-            status: StatusCode::BAD_GATEWAY,
-            detail: error.to_string(),
-        })?;
+        let json =
+            body::to_json(&response).map_err(|error| ApiError::unshowable_answer(&target.service, &error))?;
         Ok(json_response(json))
     }
 }
@@ -334,13 +327,10 @@ fn request_message(
 
 async fn unary(target: &Target, request: tonic::Request<DynamicMessage>) -> Result<DynamicMessage, ApiError> {
     let (metadata, _, message) = request.into_parts();
+    // Sent whole to each node tried: only a node that never got it is tried after.
     target
-        .call(|mut grpc| {
-            // Sent whole to each node tried: only a node that never got it is tried after.
-            let request =
-                tonic::Request::from_parts(metadata.clone(), tonic::Extensions::default(), message.clone());
-            let (path, codec) = (target.path.clone(), DynamicCodec::new(target.method.output()));
-            async move { grpc.unary(request, path, codec).await.map(tonic::Response::into_inner) }
+        .call(metadata, Resent::new(message), |mut grpc, request, path, codec| async move {
+            grpc.unary(request, path, codec).await
         })
         .await
 }
@@ -350,11 +340,8 @@ async fn unary(target: &Target, request: tonic::Request<DynamicMessage>) -> Resu
 async fn stream(target: Target, request: tonic::Request<DynamicMessage>) -> Result<Response, ApiError> {
     let (metadata, _, message) = request.into_parts();
     let responses = target
-        .call(|mut grpc| {
-            let request =
-                tonic::Request::from_parts(metadata.clone(), tonic::Extensions::default(), message.clone());
-            let (path, codec) = (target.path.clone(), DynamicCodec::new(target.method.output()));
-            async move { grpc.server_streaming(request, path, codec).await.map(tonic::Response::into_inner) }
+        .call(metadata, Resent::new(message), |mut grpc, request, path, codec| async move {
+            grpc.server_streaming(request, path, codec).await
         })
         .await?;
     let service = target.service.clone();
@@ -367,10 +354,7 @@ async fn stream(target: Target, request: tonic::Request<DynamicMessage>) -> Resu
                 Ok(json) => json,
                 Err(error) => {
                     *failed = true;
-                    let detail = error.to_string();
-                    ApiError { id: service.clone(), status: StatusCode::BAD_GATEWAY, detail }
-                        .body()
-                        .into_bytes()
+                    ApiError::unshowable_answer(&service, &error).body().into_bytes()
                 }
             },
             Err(status) => {

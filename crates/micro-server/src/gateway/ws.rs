@@ -7,9 +7,8 @@
 //! is sent as the error JSON, and the socket is then closed.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use axum::http::StatusCode;
 use futures::StreamExt as _;
-use micro_proto::dynamic::DynamicCodec;
+use micro_core::task::AbortOnDrop;
 use prost_reflect::DynamicMessage;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -30,15 +29,6 @@ pub struct Session {
     pub metadata: MetadataMap,
     /// The request given in the query, sent first.
     pub initial: Option<Map<String, Value>>,
-}
-
-/// Aborts the call task when the session ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Session {
@@ -62,7 +52,8 @@ impl Session {
                 }
             })
         };
-        let _call = AbortOnDrop(call);
+        // The call task ends with the session, however the session ends.
+        let _call = AbortOnDrop::from(call);
 
         let mut requests = Some(requests_tx);
         if let Some(fields) = initial {
@@ -103,9 +94,7 @@ impl Session {
                         let json = match body::to_json(&message) {
                             Ok(json) => json,
                             Err(error) => {
-                                let detail = error.to_string();
-                                let error = ApiError { id: service.clone(), status: StatusCode::BAD_GATEWAY, detail };
-                                return fail(socket, &error).await;
+                                return fail(socket, &ApiError::unshowable_answer(&service, &error)).await;
                             }
                         };
                         let text = String::from_utf8(json).expect("serde_json writes UTF-8");
@@ -151,11 +140,8 @@ async fn call(
     // Unary and server-streaming servers read one message from the stream: the same bytes on
     // the wire as a unary call.
     let mut answers = target
-        .call(|mut grpc| {
-            let request =
-                tonic::Request::from_parts(metadata.clone(), tonic::Extensions::default(), requests.lease());
-            let (path, codec) = (target.path.clone(), DynamicCodec::new(target.method.output()));
-            async move { grpc.streaming(request, path, codec).await.map(tonic::Response::into_inner) }
+        .call(metadata, requests, |mut grpc, request, path, codec| async move {
+            grpc.streaming(request, path, codec).await
         })
         .await?;
     while let Some(answer) = answers.next().await {

@@ -1,4 +1,5 @@
-//! Access rules and the pure rule engine (docs/compatibility.md §6.5).
+//! Access rules and the pure rule engine (docs/compatibility.md §6.5), the one copy every edge
+//! judges with.
 //!
 //! A [`Rule`] grants or denies a scope access to a [`Resource`] pattern. [`verify`] picks the
 //! rules matching a resource, orders them by priority and lets the first decisive one answer.
@@ -71,6 +72,48 @@ impl Rule {
             access: Access::Granted,
             priority: 0,
         }
+    }
+}
+
+impl From<Rule> for micro_proto::auth::Rule {
+    fn from(rule: Rule) -> Self {
+        use micro_proto::auth::Access as Wire;
+        micro_proto::auth::Rule {
+            id: rule.id,
+            scope: rule.scope,
+            resource: Some(micro_proto::auth::Resource {
+                name: rule.resource.name,
+                r#type: rule.resource.kind,
+                endpoint: rule.resource.endpoint,
+            }),
+            access: match rule.access {
+                Access::Granted => Wire::Granted,
+                Access::Denied => Wire::Denied,
+            } as i32,
+            priority: rule.priority,
+        }
+    }
+}
+
+impl TryFrom<micro_proto::auth::Rule> for Rule {
+    /// Why the wire rule is no rule, as a sentence for the caller.
+    type Error = &'static str;
+
+    fn try_from(rule: micro_proto::auth::Rule) -> Result<Self, Self::Error> {
+        use micro_proto::auth::Access as Wire;
+        let resource = rule.resource.ok_or("the rule needs a resource")?;
+        let access = match Wire::try_from(rule.access) {
+            Ok(Wire::Granted) => Access::Granted,
+            Ok(Wire::Denied) => Access::Denied,
+            _ => return Err("the rule's access must be GRANTED or DENIED"),
+        };
+        Ok(Rule {
+            id: rule.id,
+            scope: rule.scope,
+            resource: Resource { kind: resource.r#type, name: resource.name, endpoint: resource.endpoint },
+            access,
+            priority: rule.priority,
+        })
     }
 }
 
@@ -167,6 +210,17 @@ mod tests {
 
     fn res(kind: &str, name: &str, endpoint: &str) -> Resource {
         Resource::new(kind, name, endpoint)
+    }
+
+    #[test]
+    fn rules_cross_the_wire_unchanged() {
+        let rule = rule("r", "admin", "service:foo:Foo.Call", Access::Denied, -3);
+        let wire = micro_proto::auth::Rule::from(rule.clone());
+        assert_eq!(Rule::try_from(wire.clone()), Ok(rule));
+        let unknown = micro_proto::auth::Rule { access: 0, ..wire.clone() };
+        assert_eq!(Rule::try_from(unknown), Err("the rule's access must be GRANTED or DENIED"));
+        let bare = micro_proto::auth::Rule { resource: None, ..wire };
+        assert_eq!(Rule::try_from(bare), Err("the rule needs a resource"));
     }
 
     #[test]

@@ -1,0 +1,17 @@
+//! The `MICRO_*` environment the runtime gives every service it starts and the framework
+//! (`micro::Service`) reads: one spelling for both sides (docs/runtime.md).
+
+/// The service's name; overrides the name the code gives.
+pub const SERVICE_NAME: &str = "MICRO_SERVICE_NAME";
+/// The service's version (`latest` when unset).
+pub const SERVICE_VERSION: &str = "MICRO_SERVICE_VERSION";
+/// Where the service listens (`127.0.0.1:0` when unset: loopback, any free port).
+pub const SERVICE_ADDRESS: &str = "MICRO_SERVICE_ADDRESS";
+/// The micro server's gRPC address.
+pub const SERVER_ADDRESS: &str = "MICRO_SERVER_ADDRESS";
+/// The namespace the service acts in.
+pub const NAMESPACE: &str = "MICRO_NAMESPACE";
+/// The id of the service's account; set together with [`AUTH_SECRET`].
+pub const AUTH_ID: &str = "MICRO_AUTH_ID";
+/// The secret of the service's account, exchanged for tokens at start.
+pub const AUTH_SECRET: &str = "MICRO_AUTH_SECRET";
