@@ -104,20 +104,11 @@ impl Env {
     }
 }
 
-/// A service name: 1–128 of `[A-Za-z0-9._-]`, starting with a letter or digit. It becomes a
-/// registry key, a resource name in rules and part of account ids.
+/// A service name, by the runtime's rule (`micro_core::names`, docs/runtime.md): it becomes a
+/// registry key, a resource name in rules and part of account ids, so a service started by hand
+/// takes no name the runtime would refuse.
 pub(crate) fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "invalid service name {name:?}: use letters, digits, '-', '_' or '.', starting with a letter or digit"
-        )))
-    }
+    micro_core::names::validate_name(name).map_err(|err| Error::Config(err.to_string()))
 }
 
 #[cfg(test)]
@@ -186,5 +177,8 @@ mod tests {
         assert!(message(&[("MICRO_NAMESPACE", "Bad!")]).contains("MICRO_NAMESPACE"));
         assert!(message(&[("MICRO_AUTH_ID", "x")]).contains("MICRO_AUTH_SECRET is not"));
         assert!(message(&[("MICRO_SERVICE_NAME", "../x")]).contains("invalid service name"));
+        // The runtime's rule, not a looser one of the framework's own.
+        assert!(message(&[("MICRO_SERVICE_NAME", "Upper")]).contains("invalid service name"));
+        assert!(message(&[("MICRO_SERVICE_NAME", &"x".repeat(65))]).contains("invalid service name"));
     }
 }
