@@ -107,6 +107,12 @@ fn a_new_service_runs_updates_and_is_killed() {
     assert!(listed(&server, "helloworld"));
     let logs = server.ok(&["logs", "helloworld"]);
     assert!(logs.contains("Listening on"), "{logs}");
+    // `--since` is honoured by the server: every line of a service started minutes ago is
+    // within the last hour.
+    let recent = server.ok(&["logs", "--since", "1h", "helloworld"]);
+    assert!(recent.contains("Listening on"), "--since 1h: {recent}\ndefault: {logs}");
+    let build = server.ok(&["logs", "--build", "helloworld"]);
+    assert!(build.contains("Compiling helloworld v0.1.0") && build.contains("Finished"), "{build}");
     let json = server.ok(&["status", "--output", "json"]);
     let services: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(services[0]["name"], "helloworld", "{json}");
@@ -125,6 +131,8 @@ fn a_new_service_runs_updates_and_is_killed() {
         server.ok(&["logs", "-n", "50", "helloworld"])
     );
 
+    a_broken_build_shows_rustcs_errors(&server, home.path(), work.path());
+
     assert_eq!(server.ok(&["kill", "helloworld"]), "", "kill prints nothing");
     assert!(status_line(&server, "helloworld").is_none(), "{}", server.ok(&["status"]));
     assert!(
@@ -133,6 +141,83 @@ fn a_new_service_runs_updates_and_is_killed() {
     );
     let again = server.micro(&["kill", "helloworld"]);
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+}
+
+/// A copy of the running helloworld with a type error in its source (its dependencies are
+/// compiled already, so only its own crate builds, and fails): the service shows the error,
+/// `micro logs --build` prints rustc's rendering, and the `Build.Read` stream ends with the build.
+fn a_broken_build_shows_rustcs_errors(server: &Server, home: &Path, work: &Path) {
+    let broken = work.join("broken");
+    copy_tree(&work.join("helloworld"), &broken);
+    let manifest = std::fs::read_to_string(broken.join("Cargo.toml")).unwrap();
+    std::fs::write(broken.join("Cargo.toml"), manifest.replace("name = \"helloworld\"", "name = \"broken\""))
+        .unwrap();
+    let main = std::fs::read_to_string(broken.join("src/main.rs")).unwrap();
+    std::fs::write(
+        broken.join("src/main.rs"),
+        format!("{main}\nfn broken() -> u32 {{\n    \"not a number\"\n}}\n"),
+    )
+    .unwrap();
+    assert_eq!(server.ok_at(work, &["run", "./broken"]), "", "run prints nothing off a terminal");
+    let failed = poll(BUILD_DEADLINE, Duration::from_millis(500), || {
+        status_line(server, "broken").is_some_and(|line| line.contains(" error "))
+    });
+    assert!(failed, "the broken build never failed: {}\n{}", server.ok(&["status"]), server.log());
+    let line = status_line(server, "broken").unwrap();
+    assert!(line.contains("cargo build failed") && line.contains("micro logs --build broken"), "{line}");
+
+    let build = server.ok(&["logs", "--build", "broken"]);
+    assert!(build.contains("Compiling broken v0.1.0"), "{build}");
+    assert!(build.contains("error[E0308]: mismatched types"), "rustc's rendering: {build}");
+    assert!(build.contains("src/main.rs"), "with its location: {build}");
+
+    // The same through the generated client: the stream carries the log and ends.
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("tokens.json")).unwrap()).unwrap();
+    let token = tokens["e2e/micro"]["access_token"].as_str().expect("the harness logged in").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let streamed = runtime.block_on(async {
+        use micro_proto::runtime::build_client::BuildClient;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut request = tonic::Request::new(micro_proto::runtime::Service {
+            name: "broken".into(),
+            version: "latest".into(),
+            metadata: [("namespace".to_string(), "micro".to_string())].into(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let mut stream = BuildClient::new(channel).read(request).await.unwrap().into_inner();
+        let mut data = Vec::new();
+        loop {
+            let next = tokio::time::timeout(SCRIPT_DEADLINE, stream.message()).await;
+            match next.expect("the stream of an ended build ends") {
+                Ok(Some(chunk)) => data.extend(chunk.data),
+                Ok(None) => break,
+                Err(status) => panic!("Build.Read failed: {status:?}"),
+            }
+        }
+        String::from_utf8(data).unwrap()
+    });
+    assert_eq!(streamed, build, "micro logs --build prints what Build.Read streams");
+    assert_eq!(server.ok(&["kill", "broken"]), "");
+}
+
+/// Copies the files of `from` (no symbolic links) to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
 
 /// A service that exits with an error shows `error` with the message, is restarted with backoff,
@@ -206,6 +291,10 @@ fn a_crashing_service_shows_its_error_and_is_restarted() {
     let missing = server.micro(&["logs", "nosuchservice"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("Logs not found for service nosuchservice"), "{}", stderr(&missing));
+    // A service run with a command is never built.
+    let unbuilt = server.micro(&["logs", "--build", "crasher"]);
+    assert_eq!(unbuilt.status.code(), Some(1), "{}", stderr(&unbuilt));
+    assert!(stderr(&unbuilt).contains("has not been built"), "{}", stderr(&unbuilt));
 
     server.ok(&["kill", "crasher"]);
     assert!(status_line(&server, "crasher").is_none());

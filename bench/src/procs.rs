@@ -151,6 +151,8 @@ impl Server {
             Command::new(micro)
                 .env("MICRO_HOME", home)
                 .args(["server", "--proxy-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0"])
+                // The dashboard too: not on :8082, which another server may hold.
+                .args(["--web-address", "127.0.0.1:0"])
                 .args(extra),
         )?;
         // The address is ephemeral, so the log line naming it comes first; then the health

@@ -14,6 +14,11 @@ use std::time::Duration;
 /// dependencies of user services are compiled once per checkout, not once per test.
 pub const SERVICE_BUILD_DIR: &str = "target/service-build";
 
+/// Where servers started by tests install the framework's source their builds depend on
+/// (relative to the workspace root): one for all of them, as cargo compiles a path dependency
+/// once per path, so the SDK's crates in [`SERVICE_BUILD_DIR`] stay compiled across test homes.
+pub const SERVICE_SDK_DIR: &str = "target/service-sdk";
+
 /// How long a server gets to print its listening addresses before a test fails.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -21,10 +26,12 @@ pub fn micro_bin() -> &'static str {
     env!("CARGO_BIN_EXE_micro")
 }
 
-/// A `micro` command with `MICRO_HOME` set and no inherited micro settings.
+/// A `micro` command with `MICRO_HOME` set and no inherited micro settings. A server it starts
+/// serves its web dashboard on an ephemeral port (`MICRO_WEB_ADDRESS`), not on :8082, so tests
+/// running side by side do not compete for that port.
 pub fn micro_cmd(home: &Path) -> Command {
     let mut cmd = without_micro_env(Command::new(micro_bin()));
-    cmd.env("MICRO_HOME", home).stdin(Stdio::null());
+    cmd.env("MICRO_HOME", home).env("MICRO_WEB_ADDRESS", "127.0.0.1:0").stdin(Stdio::null());
     cmd
 }
 
@@ -73,6 +80,8 @@ pub struct Server {
     home: PathBuf,
     pub grpc: String,
     pub http: String,
+    /// The web dashboard's address; `None` when started with `--web-address off`.
+    pub web: Option<String>,
     log: Arc<Mutex<String>>,
 }
 
@@ -90,6 +99,7 @@ impl Server {
     pub fn start_with(home: &Path, extra: &[&str]) -> Self {
         let mut command = micro_cmd(home);
         command.env("MICRO_BUILD_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join(SERVICE_BUILD_DIR));
+        command.env("MICRO_SDK_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join(SERVICE_SDK_DIR));
         command.arg("server");
         if !extra.contains(&"--proxy-address") {
             command.args(["--proxy-address", "127.0.0.1:0"]);
@@ -105,13 +115,15 @@ impl Server {
             .expect("micro server starts");
         let (log, rx) = capture_stderr(&mut child);
 
-        let (mut grpc, mut http) = (None, None);
+        let (mut grpc, mut http, mut web) = (None, None, None);
+        let web_off = extra.windows(2).any(|pair| pair[0] == "--web-address" && pair[1] == "off");
         let deadline = std::time::Instant::now() + READY_DEADLINE;
-        while grpc.is_none() || http.is_none() {
+        while grpc.is_none() || http.is_none() || (web.is_none() && !web_off) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains("gRPC listening") => grpc = addr_field(&line),
                 Ok(line) if line.contains("HTTP listening") => http = addr_field(&line),
+                Ok(line) if line.contains("web listening") => web = addr_field(&line),
                 Ok(_) => {}
                 Err(_) => {
                     let _ = child.kill();
@@ -125,6 +137,7 @@ impl Server {
             home: home.to_path_buf(),
             grpc: grpc.expect("loop ends once set"),
             http: http.expect("loop ends once set"),
+            web,
             log,
         };
         // Point the CLI at this server, replacing any env left by an earlier server in `home`.

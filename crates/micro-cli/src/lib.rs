@@ -25,6 +25,8 @@ mod store;
 mod table;
 mod tokens;
 mod user;
+mod watch;
+mod web;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -136,6 +138,9 @@ enum Command {
     /// Rebuild and restart a running service from its source
     #[command(help_template = help!("micro update"))]
     Update(runtime::UpdateArgs),
+    /// Run a service from its folder and rebuild it on every change (`micro run --watch`)
+    #[command(help_template = help!("micro dev"))]
+    Dev(watch::DevArgs),
     /// Stop a service started with `micro run` and remove it
     #[command(help_template = help!("micro kill"))]
     Kill(runtime::KillArgs),
@@ -145,6 +150,9 @@ enum Command {
     /// Print a service's logs; -f keeps following them
     #[command(help_template = help!("micro logs"))]
     Logs(runtime::LogsArgs),
+    /// Print the web dashboard's URL and open it in a browser
+    #[command(help_template = help!("micro web"))]
+    Web(web::WebArgs),
     /// Print the version
     #[command(help_template = help!("micro version"))]
     Version,
@@ -261,9 +269,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stream(args) => block_on(call::run(&global, args)),
         Command::Run(args) => block_on(runtime::run(&global, args)),
         Command::Update(args) => block_on(runtime::update(&global, args)),
+        Command::Dev(args) => block_on(watch::run(&global, args.into())),
         Command::Kill(args) => block_on(runtime::kill(&global, args)),
         Command::Status(args) => block_on(runtime::status(&global, args)),
         Command::Logs(args) => block_on(runtime::logs(&global, args)),
+        Command::Web(args) => web::run(&global, args),
         Command::Server(_) | Command::New(_) | Command::Version | Command::External(_) => {
             unreachable!("handled above")
         }

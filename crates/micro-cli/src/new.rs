@@ -88,23 +88,34 @@ fn validate(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// How the generated project depends on the `micro` crate.
+/// How the generated project depends on the `micro` crate: the framework's source embedded in
+/// this binary (`micro_sdk`), installed under `MICRO_SDK_DIR` (else `$MICRO_HOME/sdk`), at this
+/// binary's version. A server builds the project against its own copy whatever path is written
+/// here (docs/runtime.md, "The framework travels with the server").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MicroDependency {
-    /// This repository's `crates/micro`, when it is there (developing micro itself).
-    Path(PathBuf),
-    /// The published crate.
-    Version(String),
+pub struct MicroDependency {
+    /// The version required, this binary's: `micro_sdk::VERSION`.
+    pub version: String,
+    /// The installed `crates/micro` of the SDK.
+    pub path: PathBuf,
 }
 
 impl MicroDependency {
-    /// The checkout this CLI was built from, else the crates.io release of this version.
-    pub fn detect() -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../micro");
-        match path.join("Cargo.toml").is_file().then(|| path.canonicalize()) {
-            Some(Ok(path)) => Self::Path(path),
-            _ => Self::Version(env!("CARGO_PKG_VERSION").to_string()),
-        }
+    /// Installs this binary's SDK (a no-op when it is there) and depends on its `micro`.
+    pub fn install() -> Result<Self> {
+        let root = std::env::var_os("MICRO_SDK_DIR")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| micro_core::home::sdk_dir(&micro_core::home::dir()));
+        Self::install_into(&root)
+    }
+
+    /// Installs this binary's SDK below `root` and depends on its `micro`.
+    pub fn install_into(root: &Path) -> Result<Self> {
+        let sdk = micro_sdk::install(root).map_err(|err| {
+            CliError::new(format!("cannot install the micro SDK into {}: {err}", root.display()))
+        })?;
+        Ok(Self { version: micro_sdk::VERSION.to_string(), path: micro_sdk::crate_dir(&sdk, "micro") })
     }
 
     fn toml(&self, features: &[&str]) -> String {
@@ -114,11 +125,11 @@ impl MicroDependency {
             let list: Vec<String> = features.iter().map(|f| format!("{f:?}")).collect();
             format!(", features = [{}]", list.join(", "))
         };
-        match self {
-            Self::Path(path) => format!("{{ path = {}{features} }}", toml_string(&path.to_string_lossy())),
-            Self::Version(version) if features.is_empty() => format!("{version:?}"),
-            Self::Version(version) => format!("{{ version = {version:?}{features} }}"),
-        }
+        format!(
+            "{{ version = {}, path = {}{features} }}",
+            toml_string(&self.version),
+            toml_string(&self.path.to_string_lossy())
+        )
     }
 }
 
@@ -181,10 +192,9 @@ pub fn create(dir: &Path, names: &Names, micro: &MicroDependency) -> Result<Vec<
         std::fs::write(&path, content).map_err(|err| fail(&path, err))?;
     }
     let mut created: Vec<String> = files.into_iter().map(|(relative, _)| relative).collect();
-    // Against a checkout, start from its lockfile: the dependency versions micro is tested with,
+    // Start from the SDK's lockfile: the dependency versions this micro was tested with, likely
     // already downloaded (and, in a shared target dir, already compiled).
-    if let MicroDependency::Path(micro) = micro
-        && let Some(lock) = micro.parent().and_then(Path::parent).map(|root| root.join("Cargo.lock"))
+    if let Some(lock) = micro.path.parent().and_then(Path::parent).map(|root| root.join("Cargo.lock"))
         && lock.is_file()
     {
         let target = dir.join("Cargo.lock");
@@ -204,7 +214,7 @@ pub fn run(args: NewArgs) -> Result<()> {
         ));
     }
     crate::out(&format!("Creating service {}\n\n", names.name));
-    let created = create(&dir, &names, &MicroDependency::detect())?;
+    let created = create(&dir, &names, &MicroDependency::install()?)?;
     let mut listing = String::from(".\n");
     for (i, file) in created.iter().enumerate() {
         let branch = if i + 1 == created.len() { "└──" } else { "├──" };
@@ -257,7 +267,8 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().join("foo-bar");
         let names = Names::new("foo-bar").unwrap();
-        let micro = MicroDependency::Path(PathBuf::from("/src/micro/crates/micro"));
+        let micro =
+            MicroDependency { version: "0.1.0".into(), path: PathBuf::from("/sdk/0.1.0/crates/micro") };
         let created = create(&dir, &names, &micro).unwrap();
         assert_eq!(
             created,
@@ -275,8 +286,16 @@ mod tests {
         let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
         let cargo = read("Cargo.toml");
         assert!(cargo.contains("name = \"foo-bar\""));
-        assert!(cargo.contains("micro = { path = \"/src/micro/crates/micro\" }"));
-        assert!(cargo.contains("micro = { path = \"/src/micro/crates/micro\", features = [\"build\"] }"));
+        assert!(
+            cargo.contains("micro = { version = \"0.1.0\", path = \"/sdk/0.1.0/crates/micro\" }"),
+            "{cargo}"
+        );
+        assert!(
+            cargo.contains(
+                "micro = { version = \"0.1.0\", path = \"/sdk/0.1.0/crates/micro\", features = [\"build\"] }"
+            ),
+            "{cargo}"
+        );
         assert!(cargo.contains("\n[workspace]\n"), "the project is not swallowed by an enclosing workspace");
         assert!(read("build.rs").contains("micro::build::compile(\"proto/foo-bar.proto\")"));
         let proto = read("proto/foo-bar.proto");
@@ -297,14 +316,25 @@ mod tests {
     }
 
     #[test]
-    fn the_published_crate_is_used_outside_this_repository() {
-        let version = MicroDependency::Version("0.1.0".into());
-        assert_eq!(version.toml(&[]), "\"0.1.0\"");
-        assert_eq!(version.toml(&["build"]), "{ version = \"0.1.0\", features = [\"build\"] }");
-        assert!(
-            matches!(MicroDependency::detect(), MicroDependency::Path(path) if path.ends_with("crates/micro"))
+    fn the_project_depends_on_the_installed_sdk() {
+        let sdk = tempfile::tempdir().unwrap();
+        let micro = MicroDependency::install_into(sdk.path()).unwrap();
+        assert_eq!(micro.version, micro_sdk::VERSION);
+        assert_eq!(micro.path, sdk.path().join(micro_sdk::VERSION).join("crates/micro"));
+        assert!(micro.path.join("Cargo.toml").is_file(), "the SDK is installed");
+        let path = toml_string(&micro.path.to_string_lossy());
+        assert_eq!(micro.toml(&[]), format!("{{ version = \"{}\", path = {path} }}", micro_sdk::VERSION));
+        assert_eq!(
+            micro.toml(&["build"]),
+            format!("{{ version = \"{}\", path = {path}, features = [\"build\"] }}", micro_sdk::VERSION)
         );
         assert_eq!(toml_string("a\"b\\c"), r#""a\"b\\c""#);
+
+        // A project created against it starts from the SDK's lock file.
+        let dir = sdk.path().join("project");
+        let created = create(&dir, &Names::new("foo").unwrap(), &micro).unwrap();
+        assert_eq!(created.last().map(String::as_str), Some("Cargo.lock"));
+        assert!(dir.join("Cargo.lock").is_file());
     }
 
     /// `examples/helloworld` is what `micro new helloworld` makes; keep them the same.
@@ -312,7 +342,9 @@ mod tests {
     fn the_helloworld_example_is_the_template() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/helloworld");
         let names = Names::new("helloworld").unwrap();
-        for (file, content) in files(&names, &MicroDependency::Version("0.1.0".into())) {
+        let micro =
+            MicroDependency { version: "0.1.0".into(), path: PathBuf::from("/sdk/0.1.0/crates/micro") };
+        for (file, content) in files(&names, &micro) {
             if file == "Cargo.toml" {
                 continue; // the example takes its dependencies from the workspace
             }

@@ -4,9 +4,11 @@
 //! A local folder is packed and uploaded with `Source.Upload` ([`crate::source`]), a git
 //! repository is passed to the server as is; `Runtime.Create`/`Update` then build and start it.
 //! `run`, `update` and `kill` print nothing on success. On a terminal, `run` and `update` say on
-//! stderr how much of a local folder they upload, then wait for the build and show its progress
-//! on stderr, ending with the outcome; elsewhere (scripts, CI) they return once the server has
-//! accepted the service.
+//! stderr how much of a local folder they upload, then follow the build (`Build.Read`: cargo's
+//! current status line and how many crates it compiled) and wait for the service to run, ending
+//! with the outcome, or with cargo's own errors when the build fails; elsewhere (scripts, CI)
+//! they return once the server has accepted the service. `micro logs --build` prints the last
+//! build's output.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use micro_core::time;
+use micro_proto::runtime::build_client::BuildClient;
 use micro_proto::runtime::runtime_client::RuntimeClient;
 use micro_proto::runtime::source_client::SourceClient;
 use micro_proto::runtime::{
@@ -35,33 +38,53 @@ use crate::{Global, out};
 const DEFAULT_LOG_LINES: u32 = 15;
 /// How often a terminal `run`/`update` asks the server how the build is going.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Most lines of cargo's errors a failed `run`/`update` prints (the rest: `micro logs --build`).
+const DIAGNOSTIC_LINES: usize = 60;
+/// The words cargo starts its status lines with (right-aligned: `   Compiling tokio v1.54.0`).
+const CARGO_STATUS: &[&str] = &[
+    "Adding",
+    "Blocking",
+    "Building",
+    "Checking",
+    "Compiling",
+    "Downloaded",
+    "Downloading",
+    "Fresh",
+    "Finished",
+    "Locking",
+    "Updating",
+];
 /// The secret the server's git checkout reads a token from.
 const GIT_CREDENTIALS: &str = "GIT_CREDENTIALS";
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct RunArgs {
     /// A service's folder (./helloworld, ., ../x) or a git repository (host/org/repo[/folder],
     /// file:///path/repo.git), optionally with @ref: a branch, tag or commit, shown as VERSION
     #[arg(value_name = "SOURCE")]
-    source: String,
+    pub(crate) source: String,
     /// Name of the service [default: the folder's or repository's name]
     #[arg(long)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Command to run instead of the built binary, e.g. "python3 app.py" (split on spaces)
     #[arg(long, allow_hyphen_values = true)]
-    command: Option<String>,
+    pub(crate) command: Option<String>,
     /// Arguments for the command (split on spaces)
     #[arg(long, allow_hyphen_values = true)]
-    args: Option<String>,
+    pub(crate) args: Option<String>,
     /// Environment variables for the service: K=V[,K=V]; may be repeated
     #[arg(long = "env_vars", alias = "env-vars", value_name = "K=V[,K=V]")]
-    env_vars: Vec<String>,
+    pub(crate) env_vars: Vec<String>,
     /// Type of the service, recorded by the runtime
     #[arg(long = "type", value_name = "TYPE")]
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// Container image, for runtimes that run containers
     #[arg(long)]
-    image: Option<String>,
+    pub(crate) image: Option<String>,
+    /// Keep watching the folder: on every change, upload it again and swap in the rebuilt
+    /// service without a failed call (what `micro dev` does); Ctrl-C stops watching
+    #[arg(long)]
+    pub(crate) watch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +138,10 @@ pub struct LogsArgs {
     /// Output format: the messages, or one JSON record per line
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: LogFormat,
+    /// Print the output of the service's last build (cargo's progress and errors) instead,
+    /// following it while the build runs; NAME may be name@version
+    #[arg(long, conflicts_with_all = ["lines", "since", "output"])]
+    build: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -126,6 +153,13 @@ pub enum LogFormat {
 
 fn parse_since(input: &str) -> std::result::Result<Duration, String> {
     micro_core::duration::parse(input).map_err(|err| err.to_string())
+}
+
+/// `--since` as `LogsRequest.since`: whole seconds, a part of one counting as one (so `500ms`
+/// is a window, not none).
+fn since_seconds(since: Duration) -> i64 {
+    let seconds = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
 /// What `run` and `update` were asked to start, ready to send.
@@ -250,13 +284,32 @@ fn entrypoint(source: &Source) -> String {
     }
 }
 
-/// `micro run <source>[@ref]`.
+/// `micro run <source>[@ref]`; with `--watch`, [`crate::watch::run`].
 pub async fn run(global: &Global, args: RunArgs) -> Result<()> {
+    if args.watch {
+        return crate::watch::run(global, args).await;
+    }
+    let planned = plan(global, &args).await?;
+    let (name, version) = create(&planned).await?;
+    follow_progress(&planned.client, &name, &version).await
+}
+
+/// A `micro run` resolved: the server, the parsed source and what to create it with.
+pub(crate) struct Planned {
+    pub(crate) client: Client,
+    pub(crate) source: Source,
+    /// The argument as given, for messages.
+    pub(crate) arg: String,
+    options: CreateOptions,
+}
+
+/// Parses `micro run`'s source and options and connects to the server.
+pub(crate) async fn plan(global: &Global, args: &RunArgs) -> Result<Planned> {
     let context = Context::load(global)?;
     let mut source = context.parse(&args.source)?;
-    if let Some(name) = args.name {
-        validate_name(&name)?;
-        source.name = name;
+    if let Some(name) = &args.name {
+        validate_name(name)?;
+        source.name = name.clone();
     }
     let env = parse_env_vars(&args.env_vars)?;
     let mut secrets = HashMap::new();
@@ -269,30 +322,76 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<()> {
         command: split_words(args.command.as_deref()),
         args: split_words(args.args.as_deref()),
         env,
-        r#type: args.kind.unwrap_or_default(),
-        image: args.image.unwrap_or_default(),
+        r#type: args.kind.clone().unwrap_or_default(),
+        image: args.image.clone().unwrap_or_default(),
         secrets,
         entrypoint: entrypoint(&source),
         ..Default::default()
     };
     let client = context.connect().await?;
-    let prepared = prepare(source).await?;
-    let service = service_for(&client, prepared).await?;
+    Ok(Planned { client, source, arg: args.source.clone(), options })
+}
+
+/// Uploads a local source and creates the service (`Runtime.Create`); its name and version.
+pub(crate) async fn create(planned: &Planned) -> Result<(String, String)> {
+    let client = &planned.client;
+    let prepared = prepare(planned.source.clone()).await?;
+    let service = service_for(client, prepared).await?;
     let (name, version) = (service.name.clone(), service.version.clone());
     let request = CreateRequest {
         resource: Some(Resource { service: Some(service), ..Default::default() }),
-        options: Some(CreateOptions { namespace: client.namespace.clone(), ..options }),
+        options: Some(CreateOptions { namespace: client.namespace.clone(), ..planned.options.clone() }),
     };
     let mut runtime = RuntimeClient::new(client.channel.clone());
     runtime.create(client.request(request)).await.map_err(|status| match status.code() {
         Code::AlreadyExists => CliError::new(format!(
             "service {name} {version} already exists: rebuild it with `micro update {}` or stop it with \
              `micro kill {name}`",
-            args.source
+            planned.arg
         )),
         _ => client.error(status),
     })?;
-    follow_progress(&client, &name, &version).await
+    Ok((name, version))
+}
+
+/// Uploads `source` again and rebuilds the service from it (`Runtime.Update`), as `micro update`
+/// does; returns once the server has accepted the update.
+pub(crate) async fn upload_and_update(client: &Client, source: Source) -> Result<()> {
+    let entrypoint = entrypoint(&source);
+    let prepared = prepare(source).await?;
+    let service = service_for(client, prepared).await?;
+    let request = UpdateRequest {
+        resource: Some(Resource { service: Some(service), ..Default::default() }),
+        options: Some(UpdateOptions { namespace: client.namespace.clone(), entrypoint }),
+    };
+    let mut runtime = RuntimeClient::new(client.channel.clone());
+    runtime.update(client.request(request)).await.map_err(|status| client.error(status))?;
+    Ok(())
+}
+
+/// The service `name` at `version`, when the runtime has it.
+pub(crate) async fn find(client: &Client, name: &str, version: &str) -> Result<Option<Service>> {
+    let services = read(client, name, version).await?;
+    Ok(services.into_iter().find(|service| service.name == name && service.version == version))
+}
+
+/// The last `count` lines of `name`'s log (`Runtime.Logs`), oldest first.
+pub(crate) async fn log_tail(client: &Client, name: &str, count: u32) -> Result<Vec<String>> {
+    let mut runtime = RuntimeClient::new(client.channel.clone());
+    let request = LogsRequest {
+        service: name.to_string(),
+        stream: false,
+        count: i64::from(count),
+        since: 0,
+        options: Some(LogsOptions { namespace: client.namespace.clone() }),
+    };
+    let mut stream =
+        runtime.logs(client.request(request)).await.map_err(|status| client.error(status))?.into_inner();
+    let mut lines = Vec::new();
+    while let Some(record) = stream.message().await.map_err(|status| client.error(status))? {
+        lines.push(record.message.trim_end_matches(['\n', '\r']).to_string());
+    }
+    Ok(lines)
 }
 
 /// `micro update <source>`: a folder or repository as for `run`; a bare name of a service that
@@ -397,8 +496,11 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
-/// `micro logs [-f] [-n N] [-o json] <name>`.
+/// `micro logs [-f] [-n N] [-o json] [--since D] <name>`; `micro logs --build <name>`.
 pub async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
+    if args.build {
+        return build_logs(global, &args.name).await;
+    }
     let name = service_name(split_version(&args.name).0);
     validate_name(&name)?;
     let client = global.connect().await?;
@@ -407,7 +509,7 @@ pub async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
         service: name.clone(),
         stream: args.follow,
         count: i64::from(args.lines),
-        since: args.since.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX)),
+        since: args.since.map_or(0, since_seconds),
         options: Some(LogsOptions { namespace: client.namespace.clone() }),
     };
     let not_found = |status: tonic::Status| match status.code() {
@@ -437,9 +539,318 @@ async fn read(client: &Client, name: &str, version: &str) -> Result<Vec<Service>
     }
 }
 
-/// On a terminal, shows the service's status on stderr until it runs, fails or stops; elsewhere
-/// returns at once. A failure is the command's error.
+/// `micro logs --build <name>[@version]`: the output of the service's last build as the server
+/// kept it, followed while that build runs (`Build.Read`).
+async fn build_logs(global: &Global, arg: &str) -> Result<()> {
+    let (name, version) = split_version(arg);
+    let name = service_name(name);
+    validate_name(&name)?;
+    if let Some(version) = version {
+        validate_version(version)?;
+    }
+    let client = global.connect().await?;
+    let error = |status: tonic::Status| build_error(&client, status);
+    let mut stream = BuildClient::new(client.channel.clone())
+        .read(client.request(build_request(&client, &name, version.unwrap_or_default())))
+        .await
+        .map_err(error)?
+        .into_inner();
+    while let Some(chunk) = stream.message().await.map_err(error)? {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(&chunk.data).and_then(|()| stdout.flush());
+    }
+    Ok(())
+}
+
+/// The `Build.Read` request for a service version of the client's namespace.
+fn build_request(client: &Client, name: &str, version: &str) -> Service {
+    Service {
+        name: name.to_string(),
+        version: version.to_string(),
+        metadata: HashMap::from([("namespace".to_string(), client.namespace.clone())]),
+        ..Default::default()
+    }
+}
+
+/// A failed `Build.Read` as the CLI says it: the server's own words for a build it does not
+/// have (it says why), a server that keeps no builds, or what any other call failing gets.
+fn build_error(client: &Client, status: tonic::Status) -> CliError {
+    match status.code() {
+        Code::NotFound if !status.message().is_empty() => CliError::new(status.message()),
+        Code::Unimplemented => {
+            CliError::new("this server keeps no build output (it has no runtime.Build): see `micro logs`")
+        }
+        _ => client.error(status),
+    }
+}
+
+/// On a terminal, shows how the service gets on, on stderr, until it runs, fails or stops:
+/// while it builds, the build itself (`Build.Read`: cargo's current status line and the crates
+/// compiled so far); a failed build prints cargo's errors. Elsewhere returns at once. A failure
+/// is the command's error. A server without `Build.Read` gets the status alone
+/// ([`poll_progress`]).
 async fn follow_progress(client: &Client, name: &str, version: &str) -> Result<()> {
+    if !std::io::stderr().is_terminal() {
+        return Ok(());
+    }
+    let mut progress = BuildProgress::new(name, version);
+    // Whether the build of the current pending/building phase was followed already.
+    let mut followed = false;
+    loop {
+        let services = read(client, name, version).await?;
+        let Some(service) = services.iter().find(|s| s.name == name && s.version == version) else {
+            progress.clear();
+            return Ok(());
+        };
+        match Phase::of(service) {
+            Phase::Done(status) => {
+                progress.finish(&format!("{name} {version} {status}"));
+                return Ok(());
+            }
+            Phase::Failed(error) => {
+                progress.clear();
+                return Err(failure(client, name, version, &error).await);
+            }
+            Phase::Busy(status) => {
+                let building = status == "pending" || status == "building";
+                progress.status(&status);
+                if !building {
+                    followed = false;
+                } else if !followed {
+                    followed = true;
+                    match follow_build(client, name, version, &mut progress).await {
+                        Ok(()) => continue,
+                        Err(status) if status.code() == Code::Unimplemented => {
+                            progress.clear();
+                            return poll_progress(client, name, version).await;
+                        }
+                        // Nothing to build (a command), or the service went: the status says.
+                        Err(status) if status.code() == Code::NotFound => continue,
+                        Err(status) => {
+                            progress.clear();
+                            return Err(client.error(status));
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Where a service being run or updated is, as [`follow_progress`] shows it.
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    /// Still on its way: `pending`, `building`, `starting`, … (an update's own phase while the
+    /// old process serves).
+    Busy(String),
+    /// `running` or `stopped`.
+    Done(String),
+    /// Failed, with the service's error (or the update's).
+    Failed(String),
+}
+
+impl Phase {
+    fn of(service: &Service) -> Self {
+        // A zero-downtime update keeps the service running: its own progress is metadata
+        // `update` (`building`, `starting`, `failed` with `update_error`).
+        match metadata(service, "update") {
+            "building" | "starting" => return Phase::Busy(metadata(service, "update").to_string()),
+            "failed" => {
+                return Phase::Failed(format!(
+                    "the update failed, the running version keeps serving: {}",
+                    metadata(service, "update_error")
+                ));
+            }
+            _ => {}
+        }
+        match service_status(service) {
+            status @ ("running" | "stopped") => Phase::Done(status.to_string()),
+            "error" => Phase::Failed(
+                service.metadata.get("error").map_or("unknown error", String::as_str).to_string(),
+            ),
+            status => Phase::Busy(status.to_string()),
+        }
+    }
+}
+
+/// The error of a run or update that failed with `error`: a failed build first prints cargo's
+/// errors from the build log (on stderr), whose error message already names `micro logs --build`.
+async fn failure(client: &Client, name: &str, version: &str, error: &str) -> CliError {
+    if !(error.contains("cargo build failed") || error.contains("cargo fetch failed")) {
+        return CliError::new(format!("service {name} {version} failed: {error}. See `micro logs {name}`"));
+    }
+    if let Ok(log) = read_build_log(client, name, version).await {
+        let shown = diagnostics(&log, name);
+        if !shown.is_empty() {
+            eprintln!("{shown}");
+        }
+    }
+    CliError::new(format!("service {name} {version} failed: {error}"))
+}
+
+/// The whole log of the last build (it has ended).
+async fn read_build_log(
+    client: &Client,
+    name: &str,
+    version: &str,
+) -> std::result::Result<String, tonic::Status> {
+    let mut stream = BuildClient::new(client.channel.clone())
+        .read(client.request(build_request(client, name, version)))
+        .await?
+        .into_inner();
+    let mut log = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        log.extend_from_slice(&chunk.data);
+    }
+    Ok(String::from_utf8_lossy(&log).into_owned())
+}
+
+/// Follows the build of the service (`Build.Read`) until it ends, showing each status line.
+async fn follow_build(
+    client: &Client,
+    name: &str,
+    version: &str,
+    progress: &mut BuildProgress,
+) -> std::result::Result<(), tonic::Status> {
+    let mut stream = BuildClient::new(client.channel.clone())
+        .read(client.request(build_request(client, name, version)))
+        .await?
+        .into_inner();
+    progress.build_started();
+    let mut partial: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        partial.extend_from_slice(&chunk.data);
+        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            progress.line(String::from_utf8_lossy(&line).trim_end());
+        }
+    }
+    Ok(())
+}
+
+/// The word a cargo status line starts with (`   Compiling tokio v1.54.0` → `Compiling`).
+fn cargo_status(line: &str) -> Option<&str> {
+    let (word, rest) = line.trim_start().split_once(' ')?;
+    (CARGO_STATUS.contains(&word) && !rest.trim().is_empty()).then_some(word)
+}
+
+/// What of a failed build's log to show: cargo's rendered diagnostics, from the first error (else
+/// the first warning) on, without cargo's status lines and micro's own; at most
+/// [`DIAGNOSTIC_LINES`] lines, then how many more `micro logs --build` has.
+fn diagnostics(log: &str, name: &str) -> String {
+    let lines: Vec<&str> =
+        log.lines().filter(|line| cargo_status(line).is_none() && !line.starts_with("micro: ")).collect();
+    let start = lines
+        .iter()
+        .position(|line| line.starts_with("error"))
+        .or_else(|| lines.iter().position(|line| line.starts_with("warning")))
+        .unwrap_or(0);
+    let mut shown: Vec<&str> = lines[start..].to_vec();
+    while shown.last().is_some_and(|line| line.trim().is_empty()) {
+        shown.pop();
+    }
+    let more = shown.len().saturating_sub(DIAGNOSTIC_LINES);
+    shown.truncate(DIAGNOSTIC_LINES);
+    let mut text = shown.join("\n");
+    if more > 0 {
+        text.push_str(&format!("\n… {more} more lines: `micro logs --build {name}`"));
+    }
+    text
+}
+
+/// The spinner of a terminal `run`/`update` on stderr: `⠙ greeter latest: building 1m5s · 57
+/// crates compiled · Compiling tokio v1.54.0`.
+struct BuildProgress {
+    bar: indicatif::ProgressBar,
+    name: String,
+    version: String,
+    status: String,
+    /// Crates compiled in the build followed, and cargo's last status line.
+    compiled: usize,
+    current: String,
+}
+
+impl BuildProgress {
+    fn new(name: &str, version: &str) -> Self {
+        let style = indicatif::ProgressStyle::with_template("{spinner} {prefix} {since}{wide_msg}")
+            .expect("the template is valid")
+            .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+            .with_key("since", |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{}", format_elapsed(state.elapsed().as_secs()));
+            });
+        let bar = indicatif::ProgressBar::new_spinner().with_style(style);
+        let progress = Self {
+            bar,
+            name: name.to_string(),
+            version: version.to_string(),
+            status: String::from("pending"),
+            compiled: 0,
+            current: String::new(),
+        };
+        progress.show();
+        progress.bar.enable_steady_tick(Duration::from_millis(100));
+        progress
+    }
+
+    /// The service's status; past the build, cargo's last line goes (the count stays).
+    fn status(&mut self, status: &str) {
+        if self.status != status {
+            self.status = status.to_string();
+            if !matches!(status, "pending" | "building") {
+                self.current.clear();
+            }
+            self.show();
+        }
+    }
+
+    /// A build's output begins (again: each build is counted from the start).
+    fn build_started(&mut self) {
+        self.status = String::from("building");
+        self.compiled = 0;
+        self.current.clear();
+        self.show();
+    }
+
+    /// One line of the build's output: a cargo status line is shown, `Compiling` counted.
+    fn line(&mut self, line: &str) {
+        if let Some(word) = cargo_status(line) {
+            if word == "Compiling" {
+                self.compiled += 1;
+            }
+            self.current = line.trim().to_string();
+            self.show();
+        }
+    }
+
+    fn show(&self) {
+        self.bar.set_prefix(format!("{} {}: {}", self.name, self.version, self.status));
+        let mut message = String::new();
+        if self.compiled > 0 {
+            let crates = if self.compiled == 1 { "crate" } else { "crates" };
+            message.push_str(&format!(" · {} {crates} compiled", self.compiled));
+        }
+        if !self.current.is_empty() {
+            message.push_str(&format!(" · {}", self.current));
+        }
+        self.bar.set_message(message);
+    }
+
+    /// Replaces the spinner with `outcome` and how long it took.
+    fn finish(&self, outcome: &str) {
+        let elapsed = format_elapsed(self.bar.elapsed().as_secs());
+        self.bar.finish_and_clear();
+        eprintln!("{outcome} ({elapsed})");
+    }
+
+    fn clear(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Shows the service's status on stderr until it runs, fails or stops: how a terminal `run` or
+/// `update` follows a server without `Build.Read`.
+async fn poll_progress(client: &Client, name: &str, version: &str) -> Result<()> {
     let mut stderr = std::io::stderr();
     if !stderr.is_terminal() {
         return Ok(());
@@ -578,6 +989,14 @@ fn status_table(services: &[Service], now: i64) -> String {
         if status == "error" {
             meta.push_str(&format!(", error={}", metadata(service, "error")));
         }
+        // An update of a running service (docs/runtime.md#zero-downtime-update): its phase, and
+        // why it failed while the old version keeps serving.
+        if let Some(update) = service.metadata.get("update").filter(|update| !update.is_empty()) {
+            meta.push_str(&format!(", update={update}"));
+            if update == "failed" {
+                meta.push_str(&format!(", update_error={}", metadata(service, "update_error")));
+            }
+        }
         rows.push(vec![
             service.name.clone(),
             service.version.clone(),
@@ -681,6 +1100,24 @@ mod tests {
         ];
         assert_eq!(table.lines().collect::<Vec<_>>(), expected);
         assert_eq!(status_table(&[], now), "");
+        let updating = [
+            service("a", "running", &[("update", "building")]),
+            service(
+                "b",
+                "running",
+                &[("update", "failed"), ("update_error", "build failed: cargo build failed")],
+            ),
+        ];
+        let table = status_table(&updating, now);
+        let rows: Vec<&str> = table.lines().skip(1).map(|line| line.rsplit("  ").next().unwrap()).collect();
+        assert_eq!(
+            rows,
+            [
+                "owner=admin, group=micro, update=building",
+                "owner=admin, group=micro, update=failed, update_error=build failed: cargo build failed"
+            ],
+            "{table}"
+        );
 
         let json: serde_json::Value = serde_json::from_str(&status_json(&sorted)).unwrap();
         assert_eq!(json[1]["source"], "./helloworld");
@@ -716,6 +1153,80 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(format_record(&record, LogFormat::Json).trim()).unwrap();
         assert_eq!((json["timestamp"].as_i64(), json["message"].as_str()), (Some(7), Some("Listening on x")));
+    }
+
+    #[test]
+    fn since_is_whole_seconds_rounded_up() {
+        assert_eq!(since_seconds(Duration::from_secs(3600)), 3600);
+        assert_eq!(since_seconds(Duration::from_millis(500)), 1, "a part of a second is a window");
+        assert_eq!(since_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(since_seconds(Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn cargo_status_lines_are_told_from_diagnostics() {
+        assert_eq!(cargo_status("   Compiling tokio v1.54.0"), Some("Compiling"));
+        assert_eq!(cargo_status("  Downloaded serde v1.0.228"), Some("Downloaded"));
+        assert_eq!(
+            cargo_status("    Finished `release` profile [optimized] target(s) in 3.1s"),
+            Some("Finished")
+        );
+        assert_eq!(cargo_status("error[E0308]: mismatched types"), None);
+        assert_eq!(cargo_status("Compiling"), None, "a word alone is no status line");
+        assert_eq!(cargo_status("  |"), None);
+
+        let mut progress = BuildProgress::new("greeter", "latest");
+        progress.build_started();
+        for line in
+            ["    Updating crates.io index", "   Compiling a v1.0.0", "   Compiling b v2.0.0", "warning: x"]
+        {
+            progress.line(line);
+        }
+        assert_eq!((progress.compiled, progress.current.as_str()), (2, "Compiling b v2.0.0"));
+        progress.build_started();
+        assert_eq!((progress.compiled, progress.current.as_str()), (0, ""), "each build counts afresh");
+        progress.clear();
+    }
+
+    #[test]
+    fn a_failed_build_shows_cargos_errors_without_its_progress() {
+        let log = "    Updating crates.io index\n   Compiling broken v0.1.0 (/src)\n\
+                   warning: unused variable: `x`\n\
+                   error[E0308]: mismatched types\n --> src/main.rs:2:18\n  |\n\
+                   2 |     let x: i32 = \"text\";\n  |            ---   ^^^^^^ expected `i32`, found `&str`\n\n\
+                   error: could not compile `broken` (bin \"broken\") due to 1 previous error\n\
+                   micro: cargo build failed (exit status: 101)\n";
+        let shown = diagnostics(log, "broken");
+        assert!(shown.starts_with("error[E0308]: mismatched types\n --> src/main.rs:2:18"), "{shown}");
+        assert!(shown.ends_with("due to 1 previous error"), "{shown}");
+        assert!(!shown.contains("Compiling") && !shown.contains("micro:"), "{shown}");
+
+        // Without an error, from the first warning; without either, all of it.
+        assert_eq!(diagnostics("   Compiling a v1.0.0\nwarning: w\nmore\n", "a"), "warning: w\nmore");
+        assert_eq!(diagnostics("something odd\n", "a"), "something odd");
+        // Long: the first lines, then where the rest is.
+        let long: String = (0..100).map(|i| format!("error: e{i}\n")).collect();
+        let shown = diagnostics(&long, "svc");
+        assert_eq!(shown.lines().count(), DIAGNOSTIC_LINES + 1);
+        assert!(shown.ends_with("… 40 more lines: `micro logs --build svc`"), "{shown}");
+    }
+
+    #[test]
+    fn phases_follow_the_status_and_an_update_in_progress() {
+        let phase = |status: &str, extra: &[(&str, &str)]| Phase::of(&service("svc", status, extra));
+        assert_eq!(phase("building", &[]), Phase::Busy("building".into()));
+        assert_eq!(phase("running", &[]), Phase::Done("running".into()));
+        assert_eq!(phase("stopped", &[]), Phase::Done("stopped".into()));
+        assert_eq!(phase("error", &[("error", "boom")]), Phase::Failed("boom".into()));
+        // A zero-downtime update: the service keeps running while its update builds and starts.
+        assert_eq!(phase("running", &[("update", "building")]), Phase::Busy("building".into()));
+        assert_eq!(phase("running", &[("update", "starting")]), Phase::Busy("starting".into()));
+        let Phase::Failed(error) =
+            phase("running", &[("update", "failed"), ("update_error", "build failed: x")])
+        else {
+            panic!("a failed update fails the command");
+        };
+        assert!(error.contains("keeps serving") && error.ends_with("build failed: x"), "{error}");
     }
 
     #[test]

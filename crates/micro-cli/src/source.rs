@@ -325,6 +325,16 @@ pub fn pack(root: &Path) -> Result<Tarball> {
     Ok(Tarball { bytes: gzip.finish().map_err(fail)?, files, warnings })
 }
 
+/// What [`pack`] would upload from `root`, files and folders, relative to `root` and sorted:
+/// the same walk with the same ignore rules, for `micro run --watch` to tell a change that
+/// matters from one in `target/`, `.git/` or an ignored path.
+pub fn packed_paths(root: &Path) -> Result<Vec<PathBuf>> {
+    let root = root
+        .canonicalize()
+        .map_err(|err| CliError::new(format!("cannot read folder {}: {err}", root.display())))?;
+    Ok(walk(&root)?.0)
+}
+
 /// A packed local source.
 #[derive(Debug)]
 pub struct Tarball {

@@ -23,6 +23,13 @@ pub fn dir() -> PathBuf {
     }
 }
 
+/// Where the framework's source is installed for builds (docs/runtime.md, "The framework
+/// travels with the server"): `<home>/sdk`, one `<version>/` below it per binary's version.
+/// The server's `--sdk-dir` and `micro new`'s `MICRO_SDK_DIR` move it.
+pub fn sdk_dir(home: &Path) -> PathBuf {
+    home.join("sdk")
+}
+
 /// Creates `dir` (and missing parents) and narrows it to [`PRIVATE_DIR_MODE`], also when it
 /// already existed with a wider mode.
 pub fn private_dir(dir: &Path) -> io::Result<()> {

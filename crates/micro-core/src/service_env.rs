@@ -15,3 +15,9 @@ pub const NAMESPACE: &str = "MICRO_NAMESPACE";
 pub const AUTH_ID: &str = "MICRO_AUTH_ID";
 /// The secret of the service's account, exchanged for tokens at start.
 pub const AUTH_SECRET: &str = "MICRO_AUTH_SECRET";
+/// A fresh id the runtime gives each process it starts. The framework puts it in the metadata of
+/// the node it registers ([`LAUNCH_METADATA`]), so the runtime can tell when *this* process, not
+/// an older one of the same service, is registered and ready for calls (docs/runtime.md).
+pub const LAUNCH_ID: &str = "MICRO_LAUNCH_ID";
+/// The registry node metadata key that carries [`LAUNCH_ID`].
+pub const LAUNCH_METADATA: &str = "launch";

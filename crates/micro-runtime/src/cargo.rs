@@ -1,17 +1,20 @@
-//! The build of a service: `cargo fetch`, then `cargo build --release --offline` into its
-//! namespace's target dir, each in the service's sandbox (src/sandbox.rs); and the copy of the
-//! executable out of a target dir the tenant's code could write.
+//! The build of a service: its manifests pointed at this server's SDK (src/manifest.rs), then
+//! `cargo fetch` and `cargo build --release --offline` into its namespace's target dir, each in
+//! the service's sandbox (src/sandbox.rs); and the copy of the executable out of a target dir the
+//! tenant's code could write.
 
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::error::RuntimeError;
-use crate::logs::{LogFile, pump};
+use crate::logs::{BuildLog, LogFile, pump_build};
 use crate::sandbox::Cell;
 
-/// Builds the package in `dir` with `CARGO_TARGET_DIR=target_dir`, cargo's diagnostics going to
-/// `log`, and returns the path of its executable (the bin named `prefer` when there are several).
+/// Builds the package in `dir` with `CARGO_TARGET_DIR=target_dir`, cargo's output (its status
+/// lines and rendered diagnostics) going to `log` and to the build log at `build_log` (emptied
+/// first, locked while the build runs: [`BuildLog`]), and returns the path of its executable
+/// (the bin named `prefer`, the service's name, when there are several).
 ///
 /// Two steps: `cargo fetch` downloads the dependencies with the registry writable (no code of
 /// the tenant runs there), then `cargo build --offline` runs build scripts and proc macros with
@@ -21,11 +24,14 @@ pub async fn build(
     target_dir: &Path,
     cell: &Cell,
     log: &LogFile,
+    build_log: &Path,
     prefer: &str,
 ) -> Result<PathBuf, RuntimeError> {
     let cargo = std::env::var_os("CARGO").filter(|c| !c.is_empty()).unwrap_or_else(|| "cargo".into());
     tokio::fs::create_dir_all(target_dir).await.map_err(crate::error::internal)?;
-    fetch(&cargo, dir, cell, log).await?;
+    use_sdk(dir, cell, log).await?;
+    let build_log = BuildLog::begin(build_log.to_path_buf()).await;
+    fetch(&cargo, dir, cell, log, &build_log, prefer).await?;
     let mut command = crate::sandbox::child_command(&cargo, dir);
     command
         .args(["build", "--release", "--offline", "--message-format=json-render-diagnostics"])
@@ -40,7 +46,7 @@ pub async fn build(
     let manifest = dir.join("Cargo.toml");
     let manifest = std::fs::canonicalize(&manifest).unwrap_or(manifest);
 
-    let diagnostics = pump(BufReader::new(stderr), log, |_| {});
+    let diagnostics = pump_build(BufReader::new(stderr), log, &build_log);
     let artifacts = async {
         let mut found: Vec<(String, PathBuf, bool)> = Vec::new();
         let mut lines = BufReader::new(stdout).lines();
@@ -60,9 +66,7 @@ pub async fn build(
     let status =
         child.wait().await.map_err(|err| RuntimeError::Build(format!("cargo build failed: {err}")))?;
     if !status.success() {
-        return Err(RuntimeError::Build(format!(
-            "cargo build failed ({status}): see `micro logs` for the errors"
-        )));
+        return Err(failed(&build_log, format!("cargo build failed ({status})"), prefer).await);
     }
     let ours: Vec<_> = found.iter().filter(|(_, _, ours)| *ours).collect();
     let candidates = if ours.is_empty() { found.iter().collect() } else { ours };
@@ -78,11 +82,45 @@ pub async fn build(
         })
 }
 
+/// Installs this binary's SDK (a no-op when it is there) and points the source's manifests at
+/// it. Only the server's own copies are rewritten (an upload, a git checkout, below
+/// `MICRO_HOME/sources`); an admin's server-local folder builds as it is.
+async fn use_sdk(dir: &Path, cell: &Cell, log: &LogFile) -> Result<(), RuntimeError> {
+    let tree = cell.source.clone().unwrap_or_else(|| dir.to_path_buf());
+    let sdk_dir = cell.sdk.clone();
+    let owned = tree.starts_with(cell.home.join("sources"));
+    let done = tokio::task::spawn_blocking(move || {
+        let sdk = micro_sdk::install(&sdk_dir).map_err(|err| {
+            RuntimeError::Internal(format!("cannot install the micro SDK into {}: {err}", sdk_dir.display()))
+        })?;
+        if !owned {
+            return Ok(None);
+        }
+        crate::manifest::rewrite(&tree, &sdk, micro_sdk::VERSION).map(Some)
+    })
+    .await
+    .map_err(|err| RuntimeError::Internal(format!("SDK task failed: {err}")))??;
+    match done {
+        Some(crate::manifest::Rewritten::OwnFramework(name)) => {
+            log.write_line(&format!(
+                "micro: the source defines {name} itself, so it builds with its own copy of the framework"
+            ))
+            .await
+        }
+        Some(crate::manifest::Rewritten::Manifests(changed)) if !changed.is_empty() => {
+            log.write_line(&format!("micro: building with micro {} of this server", micro_sdk::VERSION)).await
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Starts a cargo command; a missing cargo is a build error that says so.
 fn spawn(
     command: &mut tokio::process::Command,
     cargo: &std::ffi::OsStr,
 ) -> Result<tokio::process::Child, RuntimeError> {
+    plain_output(command);
     command.spawn().map_err(|err| {
         RuntimeError::Build(format!(
             "cannot run {}: {err}; is the Rust toolchain installed?",
@@ -91,10 +129,35 @@ fn spawn(
     })
 }
 
-/// `cargo fetch` of the package in `dir`, output to `log`. It runs from `/`, not from the source:
-/// cargo reads `.cargo/config.toml` from its working dir upwards, and one in the source could
-/// name a `rustc-wrapper` that cargo runs even to fetch, here where the registry is writable.
-async fn fetch(cargo: &std::ffi::OsStr, dir: &Path, cell: &Cell, log: &LogFile) -> Result<(), RuntimeError> {
+/// Cargo's output as the logs keep it, whatever the server's environment says: its status lines
+/// (`Compiling foo v0.1.0`, printed whether or not stderr is a terminal, and what `micro run`
+/// shows as progress), rendered diagnostics without colour codes, and no progress bar.
+fn plain_output(command: &mut tokio::process::Command) {
+    command
+        .env("CARGO_TERM_COLOR", "never")
+        .env("CARGO_TERM_PROGRESS_WHEN", "never")
+        .env_remove("CARGO_TERM_QUIET");
+}
+
+/// A failed step of the build: `what` (with cargo's exit status), also as the build log's last
+/// line; the message names the command that shows cargo's errors.
+async fn failed(build_log: &BuildLog, what: String, name: &str) -> RuntimeError {
+    build_log.write_line(&format!("micro: {what}")).await;
+    RuntimeError::Build(format!("{what}: see `micro logs --build {name}` for the errors"))
+}
+
+/// `cargo fetch` of the package in `dir` (service `name`), output to `log` and `build_log`. It
+/// runs from `/`, not from the source: cargo reads `.cargo/config.toml` from its working dir
+/// upwards, and one in the source could name a `rustc-wrapper` that cargo runs even to fetch,
+/// here where the registry is writable.
+async fn fetch(
+    cargo: &std::ffi::OsStr,
+    dir: &Path,
+    cell: &Cell,
+    log: &LogFile,
+    build_log: &BuildLog,
+    name: &str,
+) -> Result<(), RuntimeError> {
     let mut command = crate::sandbox::child_command(cargo, Path::new("/"));
     command.arg("fetch").arg("--manifest-path").arg(dir.join("Cargo.toml"));
     cell.confine_fetch(&mut command)?;
@@ -102,13 +165,14 @@ async fn fetch(cargo: &std::ffi::OsStr, dir: &Path, cell: &Cell, log: &LogFile) 
     let _group = GroupGuard(child.id());
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    tokio::join!(pump(BufReader::new(stdout), log, |_| {}), pump(BufReader::new(stderr), log, |_| {}));
+    tokio::join!(
+        pump_build(BufReader::new(stdout), log, build_log),
+        pump_build(BufReader::new(stderr), log, build_log)
+    );
     let status =
         child.wait().await.map_err(|err| RuntimeError::Build(format!("cargo fetch failed: {err}")))?;
     if !status.success() {
-        return Err(RuntimeError::Build(format!(
-            "cargo fetch failed ({status}): see `micro logs` for the errors"
-        )));
+        return Err(failed(build_log, format!("cargo fetch failed ({status})"), name).await);
     }
     Ok(())
 }

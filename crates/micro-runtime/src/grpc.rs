@@ -1,16 +1,19 @@
-//! The `runtime.Runtime` and `runtime.Source` gRPC services (docs/compatibility.md §3.8) over a [`Runtime`].
+//! The `runtime.Runtime`, `runtime.Source` and `runtime.Build` gRPC services
+//! (docs/compatibility.md §3.8) over a [`Runtime`].
 //!
-//! The namespace of a request is `options.namespace` when set, else the caller's; the caller
-//! must be allowed in it (docs/compatibility.md §6.6).
+//! The namespace of a request is `options.namespace` when set (for `Build.Read`, whose request is
+//! a `Service`, its metadata `namespace`), else the caller's; the caller must be allowed in it
+//! (docs/compatibility.md §6.6).
 
 use std::pin::Pin;
 
 use micro_core::Context;
+use micro_proto::runtime::build_server::{self, BuildServer};
 use micro_proto::runtime::runtime_server::{self, RuntimeServer};
 use micro_proto::runtime::source_server::{self, SourceServer};
 use micro_proto::runtime::{
-    CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, LogRecord, LogsRequest, ReadRequest,
-    ReadResponse, Service, UpdateRequest, UpdateResponse, UploadRequest, UploadResponse,
+    BuildReadResponse, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, LogRecord, LogsRequest,
+    ReadRequest, ReadResponse, Service, UpdateRequest, UpdateResponse, UploadRequest, UploadResponse,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -26,10 +29,12 @@ pub struct RuntimeService {
     runtime: Runtime,
 }
 
-/// The ready-to-mount tonic servers: `runtime.Runtime` and `runtime.Source`.
-pub fn servers(runtime: Runtime) -> (RuntimeServer<RuntimeService>, SourceServer<RuntimeService>) {
+/// The ready-to-mount tonic servers: `runtime.Runtime`, `runtime.Source` and `runtime.Build`.
+pub fn servers(
+    runtime: Runtime,
+) -> (RuntimeServer<RuntimeService>, SourceServer<RuntimeService>, BuildServer<RuntimeService>) {
     let service = RuntimeService { runtime };
-    (RuntimeServer::new(service.clone()), SourceServer::new(service))
+    (RuntimeServer::new(service.clone()), SourceServer::new(service.clone()), BuildServer::new(service))
 }
 
 impl From<RuntimeError> for Status {
@@ -130,8 +135,10 @@ impl runtime_server::Runtime for RuntimeService {
         let context = context(&request);
         let request = request.into_inner();
         let namespace = request.options.map(|o| o.namespace).unwrap_or_default();
-        let lines =
-            self.runtime.logs(&context, &namespace, &request.service, request.count, request.stream).await?;
+        let lines = self
+            .runtime
+            .logs_since(&context, &namespace, &request.service, request.count, request.since, request.stream)
+            .await?;
         let service = request.service;
         let stream = ReceiverStream::new(lines).map(move |line| {
             Ok(LogRecord {
@@ -168,5 +175,28 @@ impl source_server::Source for RuntimeService {
         tokio::pin!(chunks);
         let id = self.runtime.upload(&context, &service.name, &service.version, chunks).await?;
         Ok(Response::new(UploadResponse { id }))
+    }
+}
+
+/// The stream type of `Build.Read`.
+pub type BuildStream = Pin<Box<dyn Stream<Item = Result<BuildReadResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl build_server::Build for RuntimeService {
+    type ReadStream = BuildStream;
+
+    /// The output of the service version's last build, followed while that build runs
+    /// ([`Runtime::build_output`]).
+    async fn read(&self, request: Request<Service>) -> Result<Response<Self::ReadStream>, Status> {
+        let context = context(&request);
+        let service = request.into_inner();
+        if service.name.is_empty() {
+            return Err(Status::invalid_argument("blank resource: the service has no name"));
+        }
+        let namespace = service.metadata.get("namespace").map(String::as_str).unwrap_or_default();
+        let chunks = self.runtime.build_output(&context, namespace, &service.name, &service.version).await?;
+        let stream = ReceiverStream::new(chunks)
+            .map(|chunk| chunk.map(|data| BuildReadResponse { data }).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

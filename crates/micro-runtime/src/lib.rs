@@ -9,6 +9,8 @@
 //!   its own process group, restarts it on crash with exponential backoff, stops it with
 //!   SIGTERM then SIGKILL; and the account each launch runs as.
 //! - [`source`]: uploaded tarballs (`source://…`, unpacked safely), git sources, path checks.
+//! - `manifest`: points every dependency of a source on the framework at the SDK this binary
+//!   installed (`micro_sdk`), checking the version asked for.
 //! - `cargo`: `cargo fetch`, then `cargo build --release --offline` into the namespace's
 //!   target dir under `MICRO_HOME/build/targets`.
 //! - `sandbox`: the Landlock box of every build and service process.
@@ -27,6 +29,7 @@ mod cargo;
 mod error;
 pub mod grpc;
 pub mod logs;
+mod manifest;
 mod options;
 mod sandbox;
 mod service;
@@ -41,11 +44,12 @@ pub use micro_core::names::MAX_NAME_BYTES;
 pub use crate::error::RuntimeError;
 pub use crate::logs::MAX_LOG_LINE_BYTES;
 pub use crate::options::{
-    BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_RESET, RuntimeOptions, STARTUP_GRACE, STOP_GRACE, TABLE,
+    BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_RESET, Launch, READY_TIMEOUT, ReadyProbe, RuntimeOptions,
+    STARTUP_GRACE, STOP_GRACE, TABLE,
 };
 pub use crate::sandbox::Sandbox;
 pub use crate::service::{
     CreateSpec, DEFAULT_VERSION, MAX_ENV_BYTES, MAX_ENV_ENTRIES, MAX_SERVICES, Runtime,
 };
 pub use crate::source::{MAX_UPLOAD_BYTES, SWEEP_INTERVAL, UPLOAD_GRACE};
-pub use crate::state::{CONCURRENT_BUILDS, ServiceInfo, Status};
+pub use crate::state::{CONCURRENT_BUILDS, ServiceInfo, Status, UpdatePhase};

@@ -201,9 +201,6 @@ impl Rules {
         if let Some(cargo) = toolchain.cargo_root {
             rules.add(cargo, Grant::Read);
         }
-        for path in micro_checkout() {
-            rules.add(path, Grant::Read);
-        }
         rules
     }
 
@@ -216,28 +213,6 @@ impl Rules {
             home.starts_with(&path).then_some(path)
         })
     }
-}
-
-/// The sources of the micro checkout this server was built from, when it is on this machine:
-/// `micro new` then makes services depend on its `crates/micro` by path
-/// (crates/micro-cli/src/new.rs, `MicroDependency::detect`), and cargo reads that workspace.
-/// Every top-level entry but `target/` (build output, other namespaces' among it) and hidden
-/// ones (`.git`, perhaps a `MICRO_HOME`).
-fn micro_checkout() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if !root.join("crates/micro/Cargo.toml").is_file() {
-        return Vec::new();
-    }
-    let Ok(entries) = std::fs::read_dir(&root) else { return Vec::new() };
-    entries
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            !name.starts_with('.') && name != "target"
-        })
-        .map(|entry| entry.path())
-        .collect()
 }
 
 /// Where the server's Rust toolchain lives (the processes it starts inherit its environment).
@@ -279,6 +254,9 @@ pub(crate) struct Cell {
     /// The service's own data dir, read-write: the working dir of a service without a source;
     /// `tmp/` in it is every process's `TMPDIR`.
     pub data: PathBuf,
+    /// Where this binary's SDK is installed (`RuntimeOptions::sdk_dir`): its `<version>/` is
+    /// readable by fetches and builds, which depend on it (src/manifest.rs).
+    pub sdk: PathBuf,
 }
 
 impl Cell {
@@ -317,6 +295,7 @@ impl Cell {
     /// registry it downloads into, and the registry credentials.
     pub fn confine_fetch(&self, command: &mut tokio::process::Command) -> Result<(), RuntimeError> {
         let mut rules = self.own();
+        rules.add(self.installed_sdk(), Grant::Read);
         if let Some(cargo_home) = Toolchain::from_env().cargo_home {
             for dir in ["registry", "git"] {
                 let _ = std::fs::create_dir_all(cargo_home.join(dir));
@@ -335,13 +314,15 @@ impl Cell {
         self.confine(command, rules)
     }
 
-    /// `cargo build --offline`: the source, the namespace's target dir, the registry read-only.
+    /// `cargo build --offline`: the source, the namespace's target dir, the SDK and the registry
+    /// read-only.
     pub fn confine_build(
         &self,
         command: &mut tokio::process::Command,
         target_dir: &Path,
     ) -> Result<(), RuntimeError> {
         let mut rules = self.own();
+        rules.add(self.installed_sdk(), Grant::Read);
         rules.add(target_dir, Grant::Write);
         self.confine(command, rules)
     }
@@ -358,6 +339,11 @@ impl Cell {
             rules.add(program, Grant::Read);
         }
         self.confine(command, rules)
+    }
+
+    /// This binary's installed SDK, `<sdk>/<version>`.
+    fn installed_sdk(&self) -> PathBuf {
+        self.sdk.join(micro_sdk::VERSION)
     }
 
     /// The base rules and the service's own dirs.
@@ -530,6 +516,7 @@ mod tests {
             home: home.path().to_path_buf(),
             source: Some(source.clone()),
             data,
+            sdk: home.path().join("sdk"),
         };
         Layout { home, source, cell }
     }
@@ -613,5 +600,36 @@ mod tests {
         let err = run(&wide.cell, &wide.source, "echo ran").await.unwrap_err();
         assert!(matches!(&err, RuntimeError::Invalid(m) if m.contains("MICRO_HOME")), "{err:?}");
         assert_eq!(wide.cell.admit().unwrap_err(), err, "refused before anything runs");
+    }
+
+    /// The installed SDK is readable by builds (which depend on it) and by nothing else; an SDK
+    /// dir around `MICRO_HOME` would open the server's state, and is refused like a source.
+    #[tokio::test]
+    async fn builds_read_the_sdk_and_services_do_not() {
+        let sandbox = Sandbox::detect();
+        let Sandbox::Landlock { .. } = sandbox else {
+            eprintln!("skipped: this kernel has no Landlock");
+            return;
+        };
+        let mut layout = layout("foo", sandbox);
+        let sdk = micro_sdk::install(&layout.cell.sdk).unwrap();
+        let manifest = micro_sdk::crate_dir(&sdk, "micro").join("Cargo.toml");
+        let script = attempt("sdk read", &format!("cat {}", manifest.display()));
+        let target = layout.home.path().join("build/targets/foo");
+        std::fs::create_dir_all(&target).unwrap();
+        let mut build = child_command("sh", &layout.source);
+        build.args(["-c", &script]);
+        layout.cell.confine_build(&mut build, &target).unwrap();
+        let output = build.output().await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "sdk read: allowed\n");
+        assert_eq!(run(&layout.cell, &layout.source, &script).await.unwrap(), "sdk read: denied\n");
+
+        let outer = tempfile::tempdir().unwrap();
+        layout.cell.sdk = outer.path().to_path_buf();
+        layout.cell.home = outer.path().join(micro_sdk::VERSION).join("home");
+        std::fs::create_dir_all(&layout.cell.home).unwrap();
+        let mut build = child_command("sh", &layout.source);
+        let err = layout.cell.confine_build(&mut build, &target).unwrap_err();
+        assert!(matches!(&err, RuntimeError::Invalid(m) if m.contains("MICRO_HOME")), "{err:?}");
     }
 }

@@ -149,6 +149,10 @@ impl Runtime {
             self.inner.services.lock().expect("services lock").values().cloned().collect();
         let mut runs = Vec::new();
         for managed in &all {
+            if let Some(staging) = managed.staging.lock().await.take() {
+                let _ = staging.stop.send(true);
+                runs.push(staging.task);
+            }
             if let Some(run) = managed.run.lock().await.take() {
                 let _ = run.stop.send(true);
                 runs.push(run.task);
@@ -311,6 +315,7 @@ impl Runtime {
             checkout: None,
             build: String::new(),
             pid: None,
+            spare_pid: None,
         };
         self.inner.persist(&desired).await?;
         let managed = Arc::new(Managed::new(desired, Status::Pending));
@@ -384,6 +389,14 @@ impl Runtime {
     }
 
     /// Re-fetches the source (a new `source` when given), rebuilds and restarts a service.
+    ///
+    /// A running service is updated without downtime: the new version is built while the old
+    /// process serves, started beside it, and the old process is stopped only once the new one
+    /// is ready (metadata `update` shows the progress; a failed build or a new process that is
+    /// never ready leaves the old one serving, with `update=failed` and `update_error`). The
+    /// desired state changes when the new process takes over. A service that is not running
+    /// (building, crashed, stopped) is stopped and rebuilt. A newer update replaces one in
+    /// progress.
     pub async fn update(
         &self,
         context: &Context,
@@ -401,10 +414,8 @@ impl Runtime {
             .inner
             .lookup(&namespace, &spec.name, &version)
             .ok_or_else(|| RuntimeError::NotFound(format!("service {} not found", spec.name)))?;
-        managed.stop().await;
-        let (old, new) = {
-            let mut desired = managed.desired.lock().expect("desired lock");
-            let old = desired.clone();
+        managed.stop_staging().await;
+        let apply = |desired: &mut Desired| {
             if !spec.source.is_empty() {
                 desired.source = spec.source.clone();
                 desired.metadata.insert("source".into(), spec.source.clone());
@@ -416,6 +427,22 @@ impl Runtime {
                 desired.entrypoint = spec.entrypoint.clone();
             }
             desired.checkout = None;
+        };
+        let serving = {
+            let live = managed.live.lock().expect("live lock");
+            live.status == Status::Running && live.pid.is_some()
+        } && managed.run.lock().await.is_some();
+        if serving {
+            let mut staged = managed.desired();
+            apply(&mut staged);
+            supervisor::stage(&self.inner, managed, staged, spec.secrets).await;
+            return Ok(());
+        }
+        managed.stop().await;
+        let (old, new) = {
+            let mut desired = managed.desired.lock().expect("desired lock");
+            let old = desired.clone();
+            apply(&mut desired);
             (old, desired.clone())
         };
         if old.source != new.source {
@@ -429,6 +456,8 @@ impl Runtime {
             live.status = Status::Starting;
             live.error.clear();
             live.restarts = 0;
+            live.update = None;
+            live.update_error.clear();
         }
         supervisor::launch(&self.inner, managed, Some(spec.secrets), true).await;
         Ok(())
@@ -461,6 +490,8 @@ impl Runtime {
         supervisor::delete_service_account(&self.inner.auth, &namespace, name, version).await;
         self.remove_owned_source(&desired).await;
         let _ = tokio::fs::remove_dir_all(self.binary_dir(&namespace, name, version)).await;
+        let build_log = logs::build_path(&self.inner.options.home, &namespace, name, version);
+        let _ = tokio::fs::remove_file(build_log).await;
         let still_named = self
             .inner
             .services
@@ -479,15 +510,7 @@ impl Runtime {
 
     /// Removes what the runtime itself put under `sources/` for `desired` (never a user's folder).
     async fn remove_owned_source(&self, desired: &Desired) {
-        if let Some(checkout) = &desired.checkout {
-            let _ = tokio::fs::remove_dir_all(checkout).await;
-        }
-        if let Ok(id) = UploadId::parse(&desired.source) {
-            let _ = tokio::fs::remove_dir_all(
-                id.dir(&self.inner.options.home.join("sources"), &desired.namespace),
-            )
-            .await;
-        }
+        supervisor::remove_owned_source(&self.inner, desired).await;
     }
 
     /// The last `count` lines (0 = [`DEFAULT_LOG_COUNT`]) of a service's log; with `follow`,
@@ -498,6 +521,21 @@ impl Runtime {
         namespace: &str,
         name: &str,
         count: i64,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<LogLine>, RuntimeError> {
+        self.logs_since(context, namespace, name, count, 0, follow).await
+    }
+
+    /// [`Runtime::logs`] within a time window (`Runtime.Logs` with `since`): lines written more
+    /// than `since` seconds ago are skipped (none when `since` is 0 or less), and `count` is the
+    /// last lines within the window. Followed lines are new, so always within it.
+    pub async fn logs_since(
+        &self,
+        context: &Context,
+        namespace: &str,
+        name: &str,
+        count: i64,
+        since: i64,
         follow: bool,
     ) -> Result<mpsc::Receiver<LogLine>, RuntimeError> {
         let namespace = scope(context, namespace)?;
@@ -515,7 +553,8 @@ impl Runtime {
             Ok(0) | Err(_) => DEFAULT_LOG_COUNT,
             Ok(n) => n.min(MAX_LOG_COUNT),
         };
-        let (lines, offset) = match logs::tail(&path, count).await {
+        let not_before = (since > 0).then(|| time::unix_seconds().saturating_sub(since));
+        let (lines, offset) = match logs::tail(&path, count, not_before).await {
             Ok(found) => found,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && known => (Vec::new(), 0),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
@@ -528,6 +567,52 @@ impl Runtime {
         if follow {
             tokio::spawn(logs::follow(path, offset, tx, self.inner.streams_closed.subscribe()));
         }
+        Ok(rx)
+    }
+
+    /// The output of the last build of a service version (`Build.Read`), in chunks: the build
+    /// log whole and, while that build runs, what it writes, until it ends. A service still to
+    /// be built (pending, building, or an update being built beside the running process) is
+    /// waited for until its build begins, so a read right after `Create` or `Update` gets that
+    /// build. A blank version is `latest`, or the only version of the name. Not found: an unknown
+    /// service, or one never built (run with a command), as the stream's error.
+    pub async fn build_output(
+        &self,
+        context: &Context,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<mpsc::Receiver<Result<Vec<u8>, RuntimeError>>, RuntimeError> {
+        let namespace = scope(context, namespace)?;
+        let version = self.resolve_version(&namespace, name, version);
+        let unknown = || {
+            RuntimeError::NotFound(format!(
+                "no build of service {name} {version}: there is no such service (`micro status` lists them)"
+            ))
+        };
+        names::validate_name(name).map_err(|_| unknown())?;
+        names::validate_version(&version).map_err(|_| unknown())?;
+        if self.inner.lookup(&namespace, name, &version).is_none() {
+            return Err(unknown());
+        }
+        let path = logs::build_path(&self.inner.options.home, &namespace, name, &version);
+        let never = RuntimeError::NotFound(format!(
+            "no build of service {name} {version}: it has not been built (a service run with --command never is)"
+        ));
+        let (tx, rx) = mpsc::channel(16);
+        let inner = self.inner.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let mut closed = inner.streams_closed.subscribe();
+            while !logs::build_running(&path) && build_ahead(&inner, &namespace, &name, &version) {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    _ = closed.wait_for(|closed| *closed) => return,
+                    () = tokio::time::sleep(logs::FOLLOW_INTERVAL) => {}
+                }
+            }
+            logs::read_build(&path, &tx, closed, || never).await;
+        });
         Ok(rx)
     }
 
@@ -546,8 +631,28 @@ impl Runtime {
 }
 
 /// Metadata keys the runtime owns; callers' values for them are dropped.
-const RESERVED_METADATA: &[&str] =
-    &["status", "owner", "group", "started", "build", "restarts", "error", "sandbox"];
+const RESERVED_METADATA: &[&str] = &[
+    "status",
+    "owner",
+    "group",
+    "started",
+    "build",
+    "restarts",
+    "error",
+    "sandbox",
+    "update",
+    "update_error",
+];
+
+/// Whether a service is still to be built: pending or building (fetching, waiting for its turn,
+/// building), or an update of it being built beside the running process (metadata `update`).
+fn build_ahead(inner: &Inner, namespace: &str, name: &str, version: &str) -> bool {
+    inner.lookup(namespace, name, version).is_some_and(|managed| {
+        let info = managed.info();
+        matches!(info.status, Status::Pending | Status::Building)
+            || info.metadata.get("update").is_some_and(|update| update == "building")
+    })
+}
 
 /// The namespace a request acts in (`requested`, else the caller's), after authorisation.
 fn scope(context: &Context, requested: &str) -> Result<String, RuntimeError> {

@@ -102,6 +102,11 @@ pub(crate) struct Desired {
     /// shutdown) can stop it before starting the service again.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// A second process group of this service that may be running during an update: the new
+    /// process being readied beside the old one, then the old one being stopped. A restore
+    /// stops it too, so a server killed mid-update comes back with one running version.
+    #[serde(default)]
+    pub spare_pid: Option<u32>,
 }
 
 impl Desired {
@@ -115,6 +120,30 @@ pub(crate) fn store_key(namespace: &str, name: &str, version: &str) -> String {
     format!("service/{namespace}/{name}/{version}")
 }
 
+/// Where a zero-downtime update (built and started beside the running process) is: shown as
+/// metadata `update`, while the service keeps its status (docs/runtime.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdatePhase {
+    /// The new version is being fetched and built; the old process serves.
+    Building,
+    /// The new process runs and the runtime waits until it is ready; the old process serves.
+    Starting,
+    /// The build failed or the new process never got ready: the old process still serves, the
+    /// reason is metadata `update_error`.
+    Failed,
+}
+
+impl UpdatePhase {
+    /// The value of metadata `update`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdatePhase::Building => "building",
+            UpdatePhase::Starting => "starting",
+            UpdatePhase::Failed => "failed",
+        }
+    }
+}
+
 /// What is live about a service (not persisted).
 #[derive(Debug, Clone)]
 pub(crate) struct Live {
@@ -123,6 +152,10 @@ pub(crate) struct Live {
     pub started: String,
     pub restarts: u32,
     pub pid: Option<u32>,
+    /// A zero-downtime update in progress, or the last one, failed (none once one succeeded).
+    pub update: Option<UpdatePhase>,
+    /// Why the last update failed.
+    pub update_error: String,
 }
 
 /// A service's (namespace, name, version).
@@ -133,12 +166,17 @@ pub(crate) struct Managed {
     pub desired: Mutex<Desired>,
     pub live: Mutex<Live>,
     pub run: tokio::sync::Mutex<Option<Run>>,
+    /// A zero-downtime update being built and readied beside `run` (`Runtime::update`).
+    pub staging: tokio::sync::Mutex<Option<Run>>,
 }
 
 /// A running supervisor: told to stop through `stop`, awaited through `task`.
 pub(crate) struct Run {
     pub stop: watch::Sender<bool>,
     pub task: tokio::task::JoinHandle<()>,
+    /// Whether this supervisor owns the service's observed state (status, pid): false for the
+    /// new process of an update until it is ready, and for the old one once it is replaced.
+    pub current: Arc<AtomicBool>,
 }
 
 impl Managed {
@@ -151,8 +189,11 @@ impl Managed {
                 started: String::new(),
                 restarts: 0,
                 pid: None,
+                update: None,
+                update_error: String::new(),
             }),
             run: tokio::sync::Mutex::new(None),
+            staging: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -166,8 +207,19 @@ impl Managed {
         self.desired.lock().expect("desired state lock is never poisoned").clone()
     }
 
-    /// Stops the running supervisor (and its process), waiting for it to finish.
+    /// Stops an update being staged (and its new process), waiting for it to finish.
+    pub async fn stop_staging(&self) {
+        let staging = self.staging.lock().await.take();
+        if let Some(staging) = staging {
+            let _ = staging.stop.send(true);
+            let _ = staging.task.await;
+        }
+    }
+
+    /// Stops the running supervisor (and its process) and any update being staged, waiting
+    /// for them to finish.
     pub async fn stop(&self) {
+        self.stop_staging().await;
         let run = self.run.lock().await.take();
         if let Some(run) = run {
             let _ = run.stop.send(true);
@@ -192,6 +244,12 @@ impl Managed {
         metadata.insert("restarts".into(), live.restarts.to_string());
         if !live.error.is_empty() {
             metadata.insert("error".into(), live.error);
+        }
+        if let Some(update) = live.update {
+            metadata.insert("update".into(), update.as_str().into());
+        }
+        if !live.update_error.is_empty() {
+            metadata.insert("update_error".into(), live.update_error);
         }
         ServiceInfo {
             namespace: desired.namespace,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use micro_core::{service_env, time};
@@ -15,13 +15,14 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sha2::Digest;
 use tokio::io::BufReader;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{RuntimeError, internal};
 use crate::logs::{LogFile, pump};
+use crate::options::Launch;
 use crate::sandbox::{self, Cell};
 use crate::source::{self, GitSource, UploadId, hex};
-use crate::state::{Desired, Inner, Managed, Run, Status};
+use crate::state::{Desired, Inner, Managed, Run, Status, UpdatePhase};
 
 /// How long after `Listening on` a service that never logs `Registered` counts as running.
 const REGISTER_GRACE: Duration = Duration::from_secs(1);
@@ -35,24 +36,223 @@ pub(crate) async fn launch(
     refetch: bool,
 ) {
     let mut run = managed.run.lock().await;
-    let current = {
-        let desired = managed.desired();
-        inner
-            .lookup(&desired.namespace, &desired.name, &desired.version)
-            .is_some_and(|m| Arc::ptr_eq(&m, &managed))
-    };
-    if inner.closed.load(Ordering::SeqCst) || run.is_some() || !current {
+    if inner.closed.load(Ordering::SeqCst) || run.is_some() || !is_listed(inner, &managed) {
         return;
     }
     let (stop, stopped) = watch::channel(false);
+    let current = Arc::new(AtomicBool::new(true));
     let task = tokio::spawn(supervise(
         inner.clone(),
         managed.clone(),
         stopped,
         secrets.unwrap_or_default(),
         refetch,
+        current.clone(),
     ));
-    *run = Some(Run { stop, task });
+    *run = Some(Run { stop, task, current });
+}
+
+/// Whether `managed` is still the runtime's entry for its service (not deleted meanwhile).
+fn is_listed(inner: &Inner, managed: &Arc<Managed>) -> bool {
+    let desired = managed.desired();
+    inner
+        .lookup(&desired.namespace, &desired.name, &desired.version)
+        .is_some_and(|m| Arc::ptr_eq(&m, managed))
+}
+
+/// Starts a zero-downtime update of `managed` to `staged` beside its running supervisor
+/// (callers stop any update being staged first): fetch and build `staged`, start the new
+/// process, wait until it is ready, then make it the service's and stop the old process. A
+/// failed build or a new process that never gets ready leaves the old one running, with
+/// metadata `update=failed` and `update_error`. The desired state changes only when the new
+/// process takes over.
+pub(crate) async fn stage(
+    inner: &Arc<Inner>,
+    managed: Arc<Managed>,
+    staged: Desired,
+    secrets: BTreeMap<String, String>,
+) {
+    let mut staging = managed.staging.lock().await;
+    if inner.closed.load(Ordering::SeqCst) || staging.is_some() || !is_listed(inner, &managed) {
+        return;
+    }
+    {
+        let mut live = managed.live.lock().expect("live lock");
+        live.update = Some(UpdatePhase::Building);
+        live.update_error.clear();
+    }
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(update_beside(inner.clone(), managed.clone(), staged, secrets, stopped));
+    *staging = Some(Run { stop, task, current: Arc::new(AtomicBool::new(false)) });
+}
+
+fn log_file(inner: &Inner, desired: &Desired) -> LogFile {
+    LogFile::new(
+        inner.options.home.join("logs").join(&desired.namespace).join(format!("{}.log", desired.name)),
+    )
+}
+
+fn set_update(managed: &Managed, phase: Option<UpdatePhase>, error: &str) {
+    let mut live = managed.live.lock().expect("live lock");
+    live.update = phase;
+    live.update_error = error.to_string();
+}
+
+/// The task [`stage`] starts.
+async fn update_beside(
+    inner: Arc<Inner>,
+    managed: Arc<Managed>,
+    staged: Desired,
+    secrets: BTreeMap<String, String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let log = log_file(&inner, &staged);
+    let began = Instant::now();
+    log.write_line(&format!(
+        "micro: updating {} {}: the running process serves until the new one is ready",
+        staged.name, staged.version
+    ))
+    .await;
+    let slot = std::sync::Mutex::new(staged);
+    let prepared = tokio::select! {
+        prepared = prepare(&inner, &managed, &slot, true, &log, &secrets, true) => prepared,
+        () = stopped(&mut stop) => {
+            discard_checkout(&managed, &slot.into_inner().expect("desired lock")).await;
+            return;
+        }
+    };
+    let staged = slot.into_inner().expect("desired lock is never poisoned");
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            let message = format!("build failed: {err}");
+            tracing::warn!(namespace = %staged.namespace, name = %staged.name, cause = %err, "update failed to build; the running version keeps serving");
+            log.write_line(&format!("micro: update failed: {message}; the running version keeps serving"))
+                .await;
+            set_update(&managed, Some(UpdatePhase::Failed), &message);
+            discard_checkout(&managed, &staged).await;
+            return;
+        }
+    };
+    let built = began.elapsed();
+    set_update(&managed, Some(UpdatePhase::Starting), "");
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (candidate_stop, candidate_stopped) = watch::channel(false);
+    let current = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(serve(
+        inner.clone(),
+        managed.clone(),
+        staged.clone(),
+        prepared,
+        candidate_stopped,
+        current.clone(),
+        Some(ready_tx),
+    ));
+    let candidate = Run { stop: candidate_stop, task, current };
+    let ready = tokio::select! {
+        ready = ready_rx => ready.unwrap_or_else(|_| Err("the new process ended before it was ready".into())),
+        () = stopped(&mut stop) => {
+            let _ = candidate.stop.send(true);
+            let _ = candidate.task.await;
+            set_spare(&inner, &managed, None).await;
+            discard_checkout(&managed, &staged).await;
+            return;
+        }
+    };
+    let pid = match ready {
+        Ok(pid) => pid,
+        Err(message) => {
+            let _ = candidate.stop.send(true);
+            let _ = candidate.task.await;
+            set_spare(&inner, &managed, None).await;
+            tracing::warn!(namespace = %staged.namespace, name = %staged.name, error = %message, "update failed to start; the running version keeps serving");
+            log.write_line(&format!("micro: update failed: {message}; the running version keeps serving"))
+                .await;
+            set_update(&managed, Some(UpdatePhase::Failed), &message);
+            discard_checkout(&managed, &staged).await;
+            return;
+        }
+    };
+
+    // Ready: the new process becomes the service's, then the old one stops.
+    let swap = Instant::now();
+    let (old, previous) = {
+        let mut run = managed.run.lock().await;
+        let old = run.take();
+        if let Some(old) = &old {
+            old.current.store(false, Ordering::SeqCst);
+        }
+        let old_pid = {
+            let mut live = managed.live.lock().expect("live lock");
+            let old_pid = live.pid;
+            live.pid = Some(pid);
+            live.status = Status::Running;
+            live.error.clear();
+            live.restarts = 0;
+            live.started = time::rfc3339_now();
+            live.update = None;
+            live.update_error.clear();
+            old_pid
+        };
+        let (previous, desired) = {
+            let mut desired = managed.desired.lock().expect("desired lock");
+            let previous = desired.clone();
+            *desired = Desired { pid: Some(pid), spare_pid: old_pid, ..staged };
+            (previous, desired.clone())
+        };
+        persist(&inner, &desired).await;
+        candidate.current.store(true, Ordering::SeqCst);
+        *run = Some(candidate);
+        (old, previous)
+    };
+    log.write_line(&format!("micro: the new version is ready (pid {pid}); stopping the old one")).await;
+    if let Some(old) = old {
+        let _ = old.stop.send(true);
+        let _ = old.task.await;
+    }
+    set_spare(&inner, &managed, None).await;
+    let desired = managed.desired();
+    if previous.checkout.is_some() && previous.checkout != desired.checkout {
+        remove_owned_source(&inner, &Desired { source: String::new(), ..previous.clone() }).await;
+    }
+    if previous.source != desired.source {
+        remove_owned_source(&inner, &Desired { checkout: None, ..previous }).await;
+    }
+    tracing::info!(namespace = %desired.namespace, name = %desired.name, build = ?built, swap = ?swap.elapsed(), "service updated");
+}
+
+/// Records (or clears) the second process group of a service ([`Desired::spare_pid`]).
+async fn set_spare(inner: &Inner, managed: &Managed, pid: Option<u32>) {
+    let desired = {
+        let mut desired = managed.desired.lock().expect("desired lock");
+        if desired.spare_pid == pid {
+            return;
+        }
+        desired.spare_pid = pid;
+        desired.clone()
+    };
+    persist(inner, &desired).await;
+}
+
+/// Removes the git checkout an update made when the update does not take over.
+async fn discard_checkout(managed: &Managed, staged: &Desired) {
+    if let Some(checkout) = &staged.checkout
+        && managed.desired().checkout.as_ref() != Some(checkout)
+    {
+        let _ = tokio::fs::remove_dir_all(checkout).await;
+    }
+}
+
+/// Removes what the runtime itself put under `sources/` for `desired` (never a user's folder):
+/// its git checkout and its unpacked upload.
+pub(crate) async fn remove_owned_source(inner: &Inner, desired: &Desired) {
+    if let Some(checkout) = &desired.checkout {
+        let _ = tokio::fs::remove_dir_all(checkout).await;
+    }
+    if let Ok(id) = UploadId::parse(&desired.source) {
+        let _ =
+            tokio::fs::remove_dir_all(id.dir(&inner.options.home.join("sources"), &desired.namespace)).await;
+    }
 }
 
 /// Metadata keys marking an account as the one the runtime made for a service version.
@@ -118,27 +318,50 @@ async fn supervise(
     mut stop: watch::Receiver<bool>,
     secrets: BTreeMap<String, String>,
     refetch: bool,
+    current: Arc<AtomicBool>,
 ) {
     let desired = managed.desired();
-    let log = LogFile::new(
-        inner.options.home.join("logs").join(&desired.namespace).join(format!("{}.log", desired.name)),
-    );
+    let log = log_file(&inner, &desired);
     let prepared = tokio::select! {
-        prepared = prepare(&inner, &managed, &log, &secrets, refetch) => prepared,
+        prepared = prepare(&inner, &managed, &managed.desired, false, &log, &secrets, refetch) => prepared,
         () = stopped(&mut stop) => {
-            managed.set_status(Status::Stopped, "");
+            set_status(&managed, &current, Status::Stopped, "");
             return;
         }
     };
-    let Prepared { program, args, dir, cell } = match prepared {
-        Ok(prepared) => prepared,
+    match prepared {
+        Ok(prepared) => serve(inner, managed.clone(), managed.desired(), prepared, stop, current, None).await,
         Err(err) => {
             tracing::warn!(namespace = %desired.namespace, name = %desired.name, cause = %err, "service failed to build");
             log.write_line(&format!("micro: {err}")).await;
-            managed.set_status(Status::Error, &err.to_string());
-            return;
+            set_status(&managed, &current, Status::Error, &err.to_string());
         }
-    };
+    }
+}
+
+/// Sets the service's status, when `current` says this supervisor owns it.
+fn set_status(managed: &Managed, current: &AtomicBool, status: Status, error: &str) {
+    if current.load(Ordering::SeqCst) {
+        managed.set_status(status, error);
+    }
+}
+
+/// Runs a prepared service (`desired` as built) under its account, restarting it on crash,
+/// until told to stop. With `ready` (the new process of an update), the first run tells it
+/// the process's pid once the process is ready, or why not; a first run that never gets ready
+/// ends the supervisor.
+async fn serve(
+    inner: Arc<Inner>,
+    managed: Arc<Managed>,
+    desired: Desired,
+    prepared: Prepared,
+    mut stop: watch::Receiver<bool>,
+    current: Arc<AtomicBool>,
+    mut ready: Option<oneshot::Sender<Result<u32, String>>>,
+) {
+    let log = log_file(&inner, &desired);
+    let Prepared { program, args, dir, cell } = prepared;
+    let candidate = ready.is_some();
     // A fresh account per launch: its secret is never stored by the runtime.
     let id = account_id(&desired.name, &desired.version);
     delete_service_account(&inner.auth, &desired.namespace, &desired.name, &desired.version).await;
@@ -146,9 +369,20 @@ async fn supervise(
     let secret = match inner.auth.generate(&desired.namespace, new).await {
         Ok((_, secret)) => secret,
         Err(err) => {
-            managed.set_status(Status::Error, &format!("cannot create the service account: {err}"));
+            let message = format!("cannot create the service account: {err}");
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(Err(message));
+            } else {
+                set_status(&managed, &current, Status::Error, &message);
+            }
             return;
         }
+    };
+    let launch = Launch {
+        namespace: desired.namespace.clone(),
+        name: desired.name.clone(),
+        version: desired.version.clone(),
+        id: source::random_hex(8),
     };
     let server = inner.server_address.lock().expect("address lock").clone();
     let mut env: Vec<(String, String)> = vec![
@@ -159,6 +393,7 @@ async fn supervise(
         (service_env::AUTH_ID.into(), id),
         (service_env::AUTH_SECRET.into(), secret),
         (service_env::SERVICE_ADDRESS.into(), "127.0.0.1:0".into()),
+        (service_env::LAUNCH_ID.into(), launch.id.clone()),
     ];
     for entry in &desired.env {
         if let Some((key, value)) = entry.split_once('=') {
@@ -166,34 +401,41 @@ async fn supervise(
         }
     }
 
-    reap_orphan(&desired, inner.options.stop_grace).await;
+    if !candidate {
+        reap_orphan(&desired, desired.pid, inner.options.stop_grace).await;
+        reap_orphan(&desired, desired.spare_pid, inner.options.stop_grace).await;
+        if desired.spare_pid.is_some() {
+            set_spare(&inner, &managed, None).await;
+        }
+    }
     let options = &inner.options;
     let mut backoff = options.backoff_initial;
     loop {
-        managed.set_status(Status::Starting, "");
+        set_status(&managed, &current, Status::Starting, "");
         let began = Instant::now();
         let outcome = run_once(
             &inner,
             &managed,
+            &current,
             &log,
-            &program,
-            &args,
-            &dir,
-            &cell,
-            &env,
-            options.stop_grace,
-            options.startup_grace,
+            Spawn { program: &program, args: &args, dir: &dir, cell: &cell, env: &env, launch: &launch },
+            &mut ready,
             &mut stop,
         )
         .await;
+        if candidate && ready.is_some() {
+            // The first run of an update's new process ended before it was ready: the update
+            // failed (`run_once` said why); the old process keeps serving.
+            return;
+        }
         match outcome {
             Outcome::Stopped => {
-                managed.set_status(Status::Stopped, "");
+                set_status(&managed, &current, Status::Stopped, "");
                 return;
             }
             Outcome::Exited(message) if message.is_empty() => {
                 log.write_line("micro: the service exited").await;
-                managed.set_status(Status::Stopped, "");
+                set_status(&managed, &current, Status::Stopped, "");
                 return;
             }
             Outcome::Exited(message) => {
@@ -202,7 +444,7 @@ async fn supervise(
                 }
                 tracing::warn!(namespace = %desired.namespace, name = %desired.name, error = %message, retry_in = ?backoff, "service crashed");
                 log.write_line(&format!("micro: {message}; restarting in {}s", backoff.as_secs_f32())).await;
-                {
+                if current.load(Ordering::SeqCst) {
                     let mut live = managed.live.lock().expect("live lock");
                     live.status = Status::Error;
                     live.error = message;
@@ -231,15 +473,22 @@ struct Prepared {
 }
 
 /// Fetches the source and builds it (in the sandbox): what to run, and where.
+///
+/// `slot` is the desired state being prepared: the service's own, or (`staged`) the one of an
+/// update built beside the running process, which neither changes the service's status nor is
+/// persisted here.
 async fn prepare(
     inner: &Inner,
     managed: &Managed,
+    slot: &std::sync::Mutex<Desired>,
+    staged: bool,
     log: &LogFile,
     secrets: &BTreeMap<String, String>,
     refetch: bool,
 ) -> Result<Prepared, RuntimeError> {
-    let root = fetch(inner, managed, &managed.desired(), secrets, refetch).await?;
-    let desired = managed.desired();
+    let snapshot = slot.lock().expect("desired lock").clone();
+    let root = fetch(inner, managed, slot, staged, &snapshot, secrets, refetch).await?;
+    let desired = slot.lock().expect("desired lock").clone();
     // The service's own dir (deleted with the service): `bin/` holds its binary, `data/` is
     // where it may write (and its working dir when it has no source).
     let own = binary_dir(&inner.options.home, &desired.namespace, &desired.name, &desired.version);
@@ -253,9 +502,10 @@ async fn prepare(
             _ => root.clone(),
         }),
         data: own.join("data"),
+        sdk: inner.options.sdk_dir.clone(),
     };
     let sandbox = cell.admit()?;
-    managed.desired.lock().expect("desired lock").metadata.insert("sandbox".into(), sandbox.into());
+    slot.lock().expect("desired lock").metadata.insert("sandbox".into(), sandbox.into());
     let entry = source::validate_relative("entrypoint", &desired.entrypoint)?;
     let dir = match &root {
         Some(root) => root.join(&entry),
@@ -282,13 +532,17 @@ async fn prepare(
             if desired.entrypoint.is_empty() { "the source" } else { desired.entrypoint.as_str() }
         )));
     }
-    managed.set_status(Status::Building, "");
+    if !staged {
+        managed.set_status(Status::Building, "");
+    }
     let _permit =
         inner.builds.acquire().await.map_err(|_| RuntimeError::Internal("the runtime is closing".into()))?;
     log.write_line(&format!("micro: building {} {}", desired.name, desired.version)).await;
     // One target dir per namespace: a tenant's build can write only its own.
     let target_dir = inner.options.target_dir.join(&desired.namespace);
-    let built = crate::cargo::build(&dir, &target_dir, &cell, log, &desired.name).await?;
+    let build_log =
+        crate::logs::build_path(&inner.options.home, &desired.namespace, &desired.name, &desired.version);
+    let built = crate::cargo::build(&dir, &target_dir, &cell, log, &build_log, &desired.name).await?;
     // A private copy: another build of the namespace may replace the binary in its target dir.
     let bin_dir = own.join("bin");
     tokio::fs::create_dir_all(&bin_dir).await.map_err(internal)?;
@@ -303,9 +557,12 @@ async fn prepare(
 
 /// The root folder of the service's source (none for a bare command), fetching git sources
 /// when needed.
+#[allow(clippy::too_many_arguments, reason = "prepare's arguments, passed on")]
 async fn fetch(
     inner: &Inner,
     managed: &Managed,
+    slot: &std::sync::Mutex<Desired>,
+    staged: bool,
     desired: &Desired,
     secrets: &BTreeMap<String, String>,
     refetch: bool,
@@ -329,7 +586,9 @@ async fn fetch(
                 (checkout.join(&git.folder), desired.build.clone())
             }
             _ => {
-                managed.set_status(Status::Building, "");
+                if !staged {
+                    managed.set_status(Status::Building, "");
+                }
                 let checkout = sources.join(&desired.namespace).join(format!(
                     "{}-{}-git-{}",
                     desired.name,
@@ -346,7 +605,7 @@ async fn fetch(
                         git.folder, git.url
                     )));
                 }
-                managed.desired.lock().expect("desired lock").checkout = Some(checkout);
+                slot.lock().expect("desired lock").checkout = Some(checkout);
                 (folder, commit.chars().take(12).collect())
             }
         }
@@ -360,11 +619,13 @@ async fn fetch(
     };
     // Persisted so a restore reuses the checkout and shows the same build.
     let desired = {
-        let mut d = managed.desired.lock().expect("desired lock");
+        let mut d = slot.lock().expect("desired lock");
         d.build = build;
         d.clone()
     };
-    persist(inner, &desired).await;
+    if !staged {
+        persist(inner, &desired).await;
+    }
     Ok(Some(root))
 }
 
@@ -381,51 +642,98 @@ enum Outcome {
     Exited(String),
 }
 
-#[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename the arguments")]
+/// What one run starts: the program, its arguments, folder, sandbox and environment, and the
+/// launch the environment names.
+struct Spawn<'a> {
+    program: &'a Path,
+    args: &'a [String],
+    dir: &'a Path,
+    cell: &'a Cell,
+    env: &'a [(String, String)],
+    launch: &'a Launch,
+}
+
+/// How a run's wait ended.
+enum Ended {
+    Exited(std::io::Result<ExitStatus>),
+    Stop,
+    NotReady,
+}
+
+/// How often an update's new process is probed for readiness.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// Longest one readiness probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs the process once, until it exits or the supervisor is told to stop. The service's
+/// observed state (status, pid) is written only while `current`. With `ready` (the first run
+/// of an update's new process), tells it the pid once the process is ready, or why it never
+/// got ready (it exited, or [`RuntimeOptions::ready_timeout`](crate::RuntimeOptions) passed:
+/// then the process is stopped).
 async fn run_once(
     inner: &Inner,
     managed: &Managed,
+    current: &AtomicBool,
     log: &LogFile,
-    program: &Path,
-    args: &[String],
-    dir: &Path,
-    cell: &Cell,
-    env: &[(String, String)],
-    grace: Duration,
-    startup_grace: Duration,
+    spawn: Spawn<'_>,
+    ready: &mut Option<oneshot::Sender<Result<u32, String>>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Outcome {
+    let Spawn { program, args, dir, cell, env, launch } = spawn;
+    let options = &inner.options;
+    let is_current = || current.load(Ordering::SeqCst);
     let mut command = sandbox::child_command(program, dir);
     command.args(args);
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let fail_ready = |ready: &mut Option<oneshot::Sender<Result<u32, String>>>, message: String| {
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Err(message.clone()));
+        }
+        Outcome::Exited(message)
+    };
     if let Err(err) = cell.confine_service(&mut command, program, dir) {
-        return Outcome::Exited(err.to_string());
+        return fail_ready(ready, err.to_string());
     }
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(err) => return Outcome::Exited(format!("cannot start {}: {err}", program.display())),
+        Err(err) => return fail_ready(ready, format!("cannot start {}: {err}", program.display())),
     };
     let pid = child.id();
-    {
-        let mut live = managed.live.lock().expect("live lock");
-        live.pid = pid;
-        live.started = time::rfc3339_now();
+    if is_current() {
+        {
+            let mut live = managed.live.lock().expect("live lock");
+            live.pid = pid;
+            live.started = time::rfc3339_now();
+        }
+        let desired = {
+            let mut desired = managed.desired.lock().expect("desired lock");
+            desired.pid = pid;
+            desired.clone()
+        };
+        persist(inner, &desired).await;
+    } else if ready.is_some() {
+        // Recorded so a server killed mid-update stops this process too when it comes back.
+        set_spare(inner, managed, pid).await;
     }
-    let desired = {
-        let mut desired = managed.desired.lock().expect("desired lock");
-        desired.pid = pid;
-        desired.clone()
-    };
-    persist(inner, &desired).await;
     // The last line on stderr (else stdout) explains a crash best.
     let last_lines = std::sync::Mutex::new((String::new(), String::new()));
     // `Registered` (the framework's line once the registry lists it) means running; a service
     // that only says `Listening on` is running shortly after; one that says neither, after
-    // `startup_grace`.
+    // `startup_grace`. A line with `launch=<its MICRO_LAUNCH_ID>` (the framework's
+    // `Listening on`) marks a micro service: an update waits until the probe finds it ready.
     let listening = tokio::sync::Notify::new();
+    let registered = AtomicBool::new(false);
+    let framework = AtomicBool::new(false);
+    let launch_mark = format!("launch={}", launch.id);
     let mark = |line: &str, is_stderr: bool| {
+        if line.contains(&launch_mark) {
+            framework.store(true, Ordering::SeqCst);
+        }
         if line.contains("Registered") {
-            mark_running(managed);
+            registered.store(true, Ordering::SeqCst);
+            if is_current() {
+                mark_running(managed);
+            }
         } else if line.contains("Listening on") {
             listening.notify_one();
         }
@@ -445,36 +753,78 @@ async fn run_once(
     };
     tokio::pin!(pumps);
     let mut pumps_done = false;
-    let startup = tokio::time::sleep(startup_grace);
+    let startup = tokio::time::sleep(options.startup_grace);
     tokio::pin!(startup);
     let mut started = false;
+    let ready_by = tokio::time::sleep(options.ready_timeout);
+    tokio::pin!(ready_by);
+    let mut probes = tokio::time::interval(PROBE_EVERY);
+    probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let send_ready = |ready: &mut Option<oneshot::Sender<Result<u32, String>>>| {
+        if let (Some(sender), Some(pid)) = (ready.take(), pid) {
+            let _ = sender.send(Ok(pid));
+        }
+    };
 
-    let exit: Option<std::io::Result<ExitStatus>> = loop {
+    let ended = loop {
         tokio::select! {
-            status = child.wait() => break Some(status),
-            () = stopped(stop) => break None,
+            status = child.wait() => break Ended::Exited(status),
+            () = stopped(stop) => break Ended::Stop,
             () = &mut pumps, if !pumps_done => pumps_done = true,
             () = &mut startup, if !started => {
                 started = true;
-                mark_running(managed);
+                if is_current() {
+                    mark_running(managed);
+                }
+                // Not a micro service: alive and quiet (or listening) for the grace, as today.
+                if !framework.load(Ordering::SeqCst) {
+                    send_ready(ready);
+                }
             }
             () = listening.notified(), if !started => {
                 startup.as_mut().reset(tokio::time::Instant::now() + REGISTER_GRACE);
             }
+            // Always polled while waiting (the flags change inside the pumps, which never
+            // wake this loop by themselves).
+            _ = probes.tick(), if ready.is_some() => {
+                // A micro service is ready once the probe finds it registered and answering;
+                // without a probe, or for a process that only logs `Registered`, that line.
+                let is_ready = match (&options.ready, framework.load(Ordering::SeqCst)) {
+                    (Some(probe), true) => tokio::time::timeout(PROBE_TIMEOUT, probe.ready(launch.clone()))
+                        .await
+                        .unwrap_or(false),
+                    _ => registered.load(Ordering::SeqCst),
+                };
+                if is_ready {
+                    send_ready(ready);
+                }
+            }
+            () = &mut ready_by, if ready.is_some() => break Ended::NotReady,
         }
     };
-    let outcome = match exit {
-        None => {
-            managed.set_status(Status::Stopping, "");
+    let outcome = match ended {
+        Ended::Stop | Ended::NotReady => {
+            if matches!(ended, Ended::NotReady) {
+                let _ = fail_ready(
+                    ready,
+                    format!(
+                        "the new process was not ready (registered and answering health checks) within {}s",
+                        options.ready_timeout.as_secs_f32()
+                    ),
+                );
+            }
+            if is_current() {
+                managed.set_status(Status::Stopping, "");
+            }
             signal_group(pid, Signal::SIGTERM);
-            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            if tokio::time::timeout(options.stop_grace, child.wait()).await.is_err() {
                 signal_group(pid, Signal::SIGKILL);
                 let _ = child.wait().await;
             }
             Outcome::Stopped
         }
-        Some(Ok(status)) if status.success() => Outcome::Exited(String::new()),
-        Some(Ok(status)) => {
+        Ended::Exited(Ok(status)) if status.success() => Outcome::Exited(String::new()),
+        Ended::Exited(Ok(status)) => {
             let mut message = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
                 (Some(code), _) => format!("exited with code {code}"),
                 (None, Some(signal)) => format!("killed by signal {signal}"),
@@ -492,14 +842,26 @@ async fn run_once(
             }
             Outcome::Exited(message)
         }
-        Some(Err(err)) => Outcome::Exited(format!("lost track of the process: {err}")),
+        Ended::Exited(Err(err)) => Outcome::Exited(format!("lost track of the process: {err}")),
     };
+    if ready.is_some() {
+        let message = match &outcome {
+            Outcome::Exited(message) if message.is_empty() => {
+                "the new process exited before it was ready".into()
+            }
+            Outcome::Exited(message) => format!("the new process {message}"),
+            Outcome::Stopped => "the update was cancelled".into(),
+        };
+        let _ = fail_ready(ready, message);
+    }
     // Whatever the leader left behind in its group goes with it.
     signal_group(pid, Signal::SIGKILL);
     if !pumps_done {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut pumps).await;
     }
-    managed.live.lock().expect("live lock").pid = None;
+    if is_current() {
+        managed.live.lock().expect("live lock").pid = None;
+    }
     outcome
 }
 
@@ -518,8 +880,8 @@ fn signal_group(pid: Option<u32>, signal: Signal) {
 
 /// Stops the process group a previous server left running (it was killed before it could stop
 /// its services), if that pid still is this service's process: pids get reused.
-async fn reap_orphan(desired: &Desired, grace: Duration) {
-    let Some(pid) = desired.pid else { return };
+async fn reap_orphan(desired: &Desired, pid: Option<u32>, grace: Duration) {
+    let Some(pid) = pid else { return };
     let Ok(environ) = tokio::fs::read(format!("/proc/{pid}/environ")).await else { return };
     let ours = |needle: String| environ.split(|&b| b == 0).any(|entry| entry == needle.as_bytes());
     if !(ours(format!("{}={}", service_env::SERVICE_NAME, desired.name))

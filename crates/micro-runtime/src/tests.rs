@@ -416,6 +416,82 @@ async fn cargo_service_is_built_and_run() {
     f.runtime.shutdown().await;
 }
 
+/// Everything a `Build.Read` stream sends until it ends, as text (an error as `ERR <message>`).
+async fn collect_build(mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, RuntimeError>>) -> String {
+    let mut text = String::new();
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(err) => text.push_str(&format!("ERR {err}")),
+        }
+    }
+    text
+}
+
+/// A build's output is kept per service version (`Build.Read`): read right after `create`, the
+/// stream waits for the build to begin, follows it and ends with it; the log holds cargo's status
+/// lines and rustc's rendered error, and the service's error names `micro logs --build`. A
+/// command service has no build, an unknown service none either, another namespace reads none,
+/// and `delete` removes it.
+#[tokio::test]
+async fn build_output_is_kept_followed_and_read_back() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("broken");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        "[package]\nname = \"broken\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(krate.join("src/main.rs"), "fn main() {\n    let x: i32 = \"text\";\n}\n").unwrap();
+    let spec =
+        CreateSpec { name: "broken".into(), source: krate.to_string_lossy().into(), ..CreateSpec::default() };
+    f.runtime.create(&admin(), "", spec).await.unwrap();
+    let stream = f.runtime.build_output(&admin(), "", "broken", "").await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(120), collect_build(stream))
+        .await
+        .expect("the stream ends when the build does");
+    assert!(output.contains("Compiling broken v0.1.0"), "cargo's status lines: {output}");
+    assert!(output.contains("error[E0308]: mismatched types"), "rustc's rendering: {output}");
+    assert!(!output.contains('\u{1b}'), "no colour codes: {output:?}");
+    assert!(output.trim_end().ends_with("micro: cargo build failed (exit status: 101)"), "{output}");
+    let info = wait_for(&f.runtime, "broken", "failed", |i| i.status == Status::Error).await;
+    assert!(info.metadata["error"].contains("see `micro logs --build broken`"), "{info:?}");
+    let logged = log_lines(&f.runtime, "broken").await;
+    assert!(logged.iter().any(|l| l.contains("error[E0308]")), "the service log has it too: {logged:?}");
+
+    // Ended: read back whole, at once.
+    let again = f.runtime.build_output(&admin(), "", "broken", "latest").await.unwrap();
+    assert_eq!(collect_build(again).await, output);
+    let path = f.home.path().join("logs/micro/build/broken.latest.log");
+    assert!(path.is_file(), "{}", path.display());
+
+    // Another namespace reads no build of micro's.
+    let stranger = Context::with_account(
+        "foo",
+        micro_core::Account { id: "bob".into(), issuer: "foo".into(), ..Default::default() },
+    );
+    let denied = f.runtime.build_output(&stranger, "micro", "broken", "").await;
+    assert!(matches!(denied, Err(RuntimeError::Denied(_))), "{denied:?}");
+
+    // Unknown: not found at once. A command service: not found once it has started.
+    let unknown = f.runtime.build_output(&admin(), "", "nosuch", "").await;
+    assert!(
+        matches!(&unknown, Err(RuntimeError::NotFound(m)) if m.contains("no such service")),
+        "{unknown:?}"
+    );
+    let script = tempfile::tempdir().unwrap();
+    f.runtime.create(&admin(), "", command_spec("script", script.path(), "echo hi; sleep 30")).await.unwrap();
+    let stream = f.runtime.build_output(&admin(), "", "script", "").await.unwrap();
+    let never = tokio::time::timeout(Duration::from_secs(60), collect_build(stream)).await.unwrap();
+    assert!(never.starts_with("ERR ") && never.contains("has not been built"), "{never}");
+
+    f.runtime.delete(&admin(), "", "broken", "").await.unwrap();
+    assert!(!path.exists(), "delete removes the build log");
+    f.runtime.shutdown().await;
+}
+
 /// Every service of the micro namespace, once each is running (or in error, for `failing`).
 async fn wait_all(runtime: &Runtime, count: usize, failing: &[&str]) -> Vec<ServiceInfo> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -613,4 +689,159 @@ async fn state_goes_to_the_runtimes_own_table_and_comes_back() {
     let reopened = Runtime::open(f.store.clone(), f.auth.clone(), own).await.unwrap();
     assert_eq!(reopened.read(&admin(), "", "mine", "").unwrap().len(), 1, "read back after a restart");
     assert!(f.runtime.read(&admin(), "", "mine", "").unwrap().is_empty(), "the other runtime never saw it");
+}
+
+/// A runtime whose readiness probe says yes once `gate` exists (and counts its questions).
+async fn runtime_with_probe(
+    f: &Fixture,
+    gate: std::path::PathBuf,
+    asked: Arc<std::sync::atomic::AtomicUsize>,
+    ready_timeout: Duration,
+) -> Runtime {
+    let probe = ReadyProbe::new(move |launch: Launch| {
+        let (gate, asked) = (gate.clone(), asked.clone());
+        async move {
+            assert_eq!(launch.name, "swap");
+            asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            gate.exists()
+        }
+    });
+    let own = RuntimeOptions {
+        table: "runtime-probed".into(),
+        ready: Some(probe),
+        ready_timeout,
+        ..options(f.home.path())
+    };
+    let runtime = Runtime::open(f.store.clone(), f.auth.clone(), own).await.unwrap();
+    runtime.start("127.0.0.1:1");
+    runtime
+}
+
+/// A service that says it is a micro service (`launch=`, as the framework's `Listening on`
+/// does) and records each of its launches in `launches/`.
+const LAUNCHING: &str =
+    "echo \"Listening on x launch=$MICRO_LAUNCH_ID\"; mkdir -p launches; touch launches/$$; exec sleep 60";
+
+fn launches(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("launches")).map_or(0, Iterator::count)
+}
+
+fn persisted(record: &[micro_store::Record]) -> serde_json::Value {
+    serde_json::from_slice(&record[0].value).unwrap()
+}
+
+#[tokio::test]
+async fn an_update_swaps_pids_only_once_the_new_process_is_ready() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runtime = runtime_with_probe(&f, gate.clone(), asked.clone(), Duration::from_secs(60)).await;
+    let spec = command_spec("swap", dir.path(), LAUNCHING);
+    runtime.create(&admin(), "", spec.clone()).await.unwrap();
+    // The first launch has nothing to replace: it runs once it has listened a moment.
+    wait_for(&runtime, "swap", "running", |i| i.status == Status::Running).await;
+    let old = runtime.pid("micro", "swap", "latest").unwrap();
+
+    runtime.update(&admin(), "", spec.clone()).await.unwrap();
+    let info = runtime.read(&admin(), "", "swap", "").unwrap().remove(0);
+    assert_eq!(info.status, Status::Running, "an update never marks a running service down: {info:?}");
+    assert!(info.metadata.contains_key("update"), "{info:?}");
+    // The new process runs beside the old one, which keeps serving until the new one is ready.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while launches(dir.path()) < 2 || asked.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no second launch: {:?}",
+            log_lines(&runtime, "swap").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = runtime.read(&admin(), "", "swap", "").unwrap().remove(0);
+    assert_eq!(info.metadata["update"], "starting", "{info:?}");
+    assert_eq!(info.status, Status::Running);
+    assert_eq!(runtime.pid("micro", "swap", "latest"), Some(old), "the old process is still the service's");
+    assert!(group_alive(old), "the old process serves until the new one is ready");
+
+    std::fs::write(&gate, "").unwrap();
+    let info = wait_for(&runtime, "swap", "swapped", |i| !i.metadata.contains_key("update")).await;
+    assert_eq!(info.status, Status::Running, "{info:?}");
+    let new = runtime.pid("micro", "swap", "latest").unwrap();
+    assert_ne!(new, old);
+    wait_gone(old).await;
+    assert!(group_alive(new));
+    let key = store_key("micro", "swap", "latest");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let desired =
+            persisted(&f.store.read(DATABASE, "runtime-probed", &key, Default::default()).await.unwrap());
+        if desired["pid"] == new && desired["spare_pid"].is_null() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "persisted: {desired}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = log_lines(&runtime, "swap").await;
+    assert!(lines.iter().any(|l| l.contains("the new version is ready")), "{lines:?}");
+
+    // Kill still stops everything.
+    runtime.delete(&admin(), "", "swap", "").await.unwrap();
+    wait_gone(new).await;
+}
+
+#[tokio::test]
+async fn a_failed_update_keeps_the_old_process_serving() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let never = dir.path().join("never");
+    let runtime = runtime_with_probe(&f, never, asked, Duration::from_millis(1500)).await;
+    let spec = command_spec("swap", dir.path(), LAUNCHING);
+    runtime.create(&admin(), "", spec.clone()).await.unwrap();
+    wait_for(&runtime, "swap", "running", |i| i.status == Status::Running).await;
+    let old = runtime.pid("micro", "swap", "latest").unwrap();
+
+    // The build fails (here: its entrypoint is missing): nothing new starts, the old one serves.
+    let broken = CreateSpec { entrypoint: "missing".into(), ..spec.clone() };
+    runtime.update(&admin(), "", broken).await.unwrap();
+    let info = wait_for(&runtime, "swap", "failed", |i| {
+        i.metadata.get("update").map(String::as_str) == Some("failed")
+    })
+    .await;
+    assert_eq!(info.status, Status::Running, "{info:?}");
+    assert!(info.metadata["update_error"].contains("entrypoint missing not found"), "{info:?}");
+    assert!(!info.metadata.contains_key("error"), "the service itself is fine: {info:?}");
+    assert_eq!(runtime.pid("micro", "swap", "latest"), Some(old));
+    assert!(group_alive(old));
+    assert_eq!(launches(dir.path()), 1);
+    let lines = log_lines(&runtime, "swap").await;
+    assert!(lines.iter().any(|l| l.contains("update failed") && l.contains("keeps serving")), "{lines:?}");
+
+    // A new process that is never ready is stopped after the ready timeout; the old one stays.
+    runtime.update(&admin(), "", spec.clone()).await.unwrap();
+    let info = wait_for(&runtime, "swap", "failed", |i| {
+        i.metadata.get("update").map(String::as_str) == Some("failed")
+    })
+    .await;
+    assert!(info.metadata["update_error"].contains("not ready"), "{info:?}");
+    assert_eq!(launches(dir.path()), 2, "the new process was started");
+    assert_eq!(runtime.pid("micro", "swap", "latest"), Some(old));
+    assert!(group_alive(old));
+    let candidate: u32 = std::fs::read_dir(dir.path().join("launches"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .find(|pid| *pid != old)
+        .unwrap();
+    wait_gone(candidate).await;
+    let desired = persisted(
+        &f.store
+            .read(DATABASE, "runtime-probed", &store_key("micro", "swap", "latest"), Default::default())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(desired["pid"], old, "{desired}");
+    assert!(desired["spare_pid"].is_null(), "{desired}");
+    assert_eq!(desired["entrypoint"], "", "the desired state is the running version's: {desired}");
+    runtime.shutdown().await;
+    wait_gone(old).await;
 }

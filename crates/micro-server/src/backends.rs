@@ -148,7 +148,8 @@ impl Secrets<'_> {
 /// Opens the local runtime over `store`: sources, builds and logs under `home`; persisted
 /// services are loaded here and started by [`crate::Platform::serve`]. `config.build_dir`
 /// moves the per-namespace cargo target dirs (default `home/build/targets/<namespace>`), e.g. to
-/// keep them warm across test homes.
+/// keep them warm across test homes; `config.sdk_dir` moves the framework's source every build
+/// uses (default `home/sdk`).
 ///
 /// On a `shared` store the desired state goes to a table of this server's own
 /// (`runtime-<server id>`, the id kept in `home/server/server_id`), so every server restores
@@ -162,9 +163,11 @@ pub async fn runtime(
     config: &RuntimeConfig,
     shared: bool,
     sandbox: micro_runtime::Sandbox,
+    registry: Arc<dyn micro_registry::Registry>,
 ) -> anyhow::Result<micro_runtime::Runtime> {
     let mut options = micro_runtime::RuntimeOptions::new(home);
     options.sandbox = sandbox;
+    options.ready = Some(ready_probe(registry));
     match sandbox {
         micro_runtime::Sandbox::Landlock { .. } => {
             tracing::info!(sandbox = %sandbox.summary(), "runtime sandbox")
@@ -179,11 +182,42 @@ pub async fn runtime(
     if !config.build_dir.is_empty() {
         options.target_dir = config.build_dir.clone().into();
     }
+    if !config.sdk_dir.is_empty() {
+        options.sdk_dir = config.sdk_dir.clone().into();
+    }
     let builds = options.target_dir.clone();
     let runtime =
         micro_runtime::Runtime::open(store, auth, options).await.context("cannot load the runtime state")?;
     tracing::info!(sources = %home.join("sources").display(), builds = %builds.display(), "runtime (local processes)");
     Ok(runtime)
+}
+
+/// The runtime's readiness probe (docs/runtime.md, zero-downtime update): a launch is ready
+/// when `registry` lists a node of its service in its namespace whose metadata `launch` is the
+/// launch's id, and that node answers a gRPC health check.
+fn ready_probe(registry: Arc<dyn micro_registry::Registry>) -> micro_runtime::ReadyProbe {
+    micro_runtime::ReadyProbe::new(move |launch: micro_runtime::Launch| {
+        let node = registry.nodes(&launch.namespace, &launch.name).and_then(|nodes| {
+            nodes
+                .into_iter()
+                .find(|node| node.metadata.get(micro_core::service_env::LAUNCH_METADATA) == Some(&launch.id))
+        });
+        async move {
+            let Some(node) = node else { return false };
+            let Ok(channel) =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", crate::nodes::address(&node)))
+            else {
+                return false;
+            };
+            let Ok(channel) = channel.connect().await else { return false };
+            let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+            matches!(
+                tonic_health::pb::health_client::HealthClient::new(channel).check(request).await,
+                Ok(response) if response.get_ref().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            )
+        }
+    })
 }
 
 /// This server's id: random, created once in `server_dir/server_id`.

@@ -39,6 +39,8 @@ pub struct Config {
     pub proxy_address: String,
     /// HTTP API gateway address.
     pub api_address: String,
+    /// The web dashboard's address (docs/web.md); `off` serves none.
+    pub web_address: String,
     /// With `example.com`, the gateway serves namespace `foo` at `foo.example.com`; empty: off.
     pub api_domain: String,
     /// How long in-flight requests get to finish after SIGINT/SIGTERM (Go duration).
@@ -128,6 +130,10 @@ pub struct RuntimeConfig {
     /// Where the per-namespace cargo target dirs go (`<build_dir>/<namespace>`); empty:
     /// `$MICRO_HOME/build/targets`. The end-to-end tests share one to keep builds warm.
     pub build_dir: String,
+    /// Where the framework's source is installed, which every build uses
+    /// (`<sdk_dir>/<version>/crates/micro`); empty: `$MICRO_HOME/sdk`. The end-to-end tests
+    /// share one, so its crates compile once.
+    pub sdk_dir: String,
 }
 
 /// Which store backend holds store, config (and later auth) data.
@@ -182,6 +188,9 @@ impl Default for RegistryConfig {
     }
 }
 
+/// The `web_address` that serves no dashboard.
+pub const WEB_OFF: &str = "off";
+
 /// A NATS URL (`nats://` or `tls://`, comma-separated for a cluster)?
 pub fn is_nats_url(value: &str) -> bool {
     value.starts_with("nats://") || value.starts_with("tls://")
@@ -192,6 +201,7 @@ impl Default for Config {
         Self {
             proxy_address: "127.0.0.1:8081".into(),
             api_address: "127.0.0.1:8080".into(),
+            web_address: "127.0.0.1:8082".into(),
             api_domain: String::new(),
             shutdown_grace: "10s".into(),
             cors_origins: Vec::new(),
@@ -231,6 +241,9 @@ pub struct Overrides {
     /// HTTP API gateway address [default: 127.0.0.1:8080]
     #[arg(long, env = "MICRO_API_ADDRESS", value_name = "HOST:PORT")]
     pub api_address: Option<String>,
+    /// Web dashboard address, or `off` [default: 127.0.0.1:8082]
+    #[arg(long, env = "MICRO_WEB_ADDRESS", value_name = "HOST:PORT|off")]
+    pub web_address: Option<String>,
     /// Serve namespace NAME at NAME.DOMAIN on the API gateway
     #[arg(long, env = "MICRO_API_DOMAIN", value_name = "DOMAIN")]
     pub api_domain: Option<String>,
@@ -288,6 +301,9 @@ pub struct Overrides {
     /// Where the per-namespace cargo target dirs go [default: $MICRO_HOME/build/targets]
     #[arg(long, env = "MICRO_BUILD_DIR", value_name = "DIR")]
     pub build_dir: Option<String>,
+    /// Where the framework's source every build uses is installed [default: $MICRO_HOME/sdk]
+    #[arg(long, env = "MICRO_SDK_DIR", value_name = "DIR")]
+    pub sdk_dir: Option<String>,
 }
 
 impl Config {
@@ -317,6 +333,7 @@ impl Config {
         };
         layer(&mut config.proxy_address, &given.proxy_address);
         layer(&mut config.api_address, &given.api_address);
+        layer(&mut config.web_address, &given.web_address);
         layer(&mut config.api_domain, &given.api_domain);
         layer(&mut config.store.backend, &given.store);
         layer(&mut config.events.backend, &given.events);
@@ -325,6 +342,7 @@ impl Config {
         layer(&mut config.tls.cert, &given.tls_cert);
         layer(&mut config.tls.key, &given.tls_key);
         layer(&mut config.runtime.build_dir, &given.build_dir);
+        layer(&mut config.runtime.sdk_dir, &given.sdk_dir);
         // A given list replaces the file's (`a, b` in a variable: items are trimmed).
         let list = |target: &mut Vec<String>, values: &[String]| {
             let items: Vec<String> =
@@ -353,6 +371,9 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         validate_address("proxy_address", &self.proxy_address)?;
         validate_address("api_address", &self.api_address)?;
+        if let Some(web) = self.web() {
+            validate_address("web_address", web)?;
+        }
         validate_domain("api_domain", &self.api_domain)?;
         for origin in &self.cors_origins {
             crate::gateway::browser::validate_origin(origin)
@@ -422,6 +443,11 @@ impl Config {
                 message: format!("{other:?} is not a store backend: use file, memory or a postgres:// URL"),
             }),
         }
+    }
+
+    /// The web dashboard's address; `None` when `web_address` is `off`.
+    pub fn web(&self) -> Option<&str> {
+        Some(self.web_address.as_str()).filter(|address| !address.eq_ignore_ascii_case(WEB_OFF))
     }
 
     /// The shutdown grace period.
@@ -554,6 +580,7 @@ mod tests {
             cors_origins: vec!["https://a.example".into(), " http://localhost:3000".into()],
             allowed_hosts: vec!["Micro.Lan.".into(), String::new()],
             build_dir: Some("/tmp/targets".into()),
+            sdk_dir: Some("/tmp/sdk".into()),
             ..Default::default()
         };
         let overridden = Config::load(home.path(), None, &overrides).unwrap();
@@ -572,6 +599,7 @@ mod tests {
         assert_eq!(overridden.cors_origins, ["https://a.example", "http://localhost:3000"]);
         assert_eq!(overridden.allowed_hosts, ["micro.lan"]);
         assert_eq!(overridden.runtime.build_dir, "/tmp/targets");
+        assert_eq!(overridden.runtime.sdk_dir, "/tmp/sdk");
 
         let dumped = overridden.to_toml();
         let reparsed: Config = toml::from_str(&dumped).unwrap();
@@ -633,6 +661,7 @@ cert = "file-cert.pem"
 key = "file-key.pem"
 [runtime]
 build_dir = "/file/targets"
+sdk_dir = "/file/sdk"
 "#,
         )
         .unwrap();
@@ -653,6 +682,7 @@ build_dir = "/file/targets"
             ("MICRO_AUTH_KEY", "env-auth-key"),
             ("MICRO_CONFIG_SECRET_KEY", "env-config-key"),
             ("MICRO_BUILD_DIR", "/env/targets"),
+            ("MICRO_SDK_DIR", "/env/sdk"),
         ];
         let from_env = load_in_child(home.path(), &vars, &[]);
         let config = from_env.config.unwrap();
@@ -668,6 +698,7 @@ build_dir = "/file/targets"
         assert_eq!(config.allowed_hosts, ["micro.lan", "other.lan"]);
         assert!(!config.auth.disable_admin, "false in the environment beats true in the file");
         assert_eq!(config.runtime.build_dir, "/env/targets");
+        assert_eq!(config.runtime.sdk_dir, "/env/sdk");
         assert_eq!(
             from_env.secrets.each_ref().map(Option::as_deref),
             [Some("env-admin-password"), Some("env-auth-key"), Some("env-config-key")]
@@ -698,6 +729,7 @@ build_dir = "/file/targets"
             "--auth-key=flag-auth-key",
             "--config-secret-key=flag-config-key",
             "--build-dir=/flag/targets",
+            "--sdk-dir=/flag/sdk",
         ];
         let from_flags = load_in_child(home.path(), &vars, &flags);
         let config = from_flags.config.unwrap();
@@ -713,6 +745,7 @@ build_dir = "/file/targets"
         assert_eq!(config.allowed_hosts, ["flag.lan"]);
         assert!(config.auth.disable_admin);
         assert_eq!(config.runtime.build_dir, "/flag/targets");
+        assert_eq!(config.runtime.sdk_dir, "/flag/sdk");
         assert_eq!(
             from_flags.secrets.each_ref().map(Option::as_deref),
             [Some("flag-admin-password"), Some("flag-auth-key"), Some("flag-config-key")]
@@ -845,5 +878,25 @@ build_dir = "/file/targets"
         let missing = home.path().join("nope.toml");
         let err = Config::load(home.path(), Some(&missing), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("nope.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_web_dashboard_is_on_8082_or_off() {
+        let home = tempfile::tempdir().unwrap();
+        let load = |web: &str| {
+            let overrides = Overrides { web_address: Some(web.into()), ..Default::default() };
+            Config::load(home.path(), None, &overrides)
+        };
+        assert_eq!(Config::default().web(), Some("127.0.0.1:8082"));
+        assert_eq!(load("127.0.0.1:0").unwrap().web(), Some("127.0.0.1:0"));
+        assert_eq!(load("off").unwrap().web(), None);
+        assert_eq!(load("OFF").unwrap().web(), None);
+        let err = load("8082").unwrap_err();
+        assert!(err.to_string().starts_with("invalid web_address:"), "{err}");
+        std::fs::write(home.path().join("micro.toml"), "web_address = \"off\"\n").unwrap();
+        let config = Config::load(home.path(), None, &Overrides::default()).unwrap();
+        assert_eq!(config.web(), None);
+        let reparsed: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(reparsed.web_address, "off");
     }
 }

@@ -81,7 +81,7 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let (auth_service, accounts_service, rules_service) = micro_auth::grpc::services(auth.clone());
-    let (runtime_service, source_service) = micro_runtime::grpc::servers(runtime);
+    let (runtime_service, source_service, build_service) = micro_runtime::grpc::servers(runtime);
 
     let mut served = Served::default();
     served
@@ -94,6 +94,7 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
         .add(rules_service)
         .add(runtime_service)
         .add(source_service)
+        .add(build_service)
         .add(micro_broker::grpc::server(broker))
         .add(micro_events::grpc::stream_server(events.clone()))
         .add(micro_events::grpc::store_server(events));
@@ -143,7 +144,7 @@ impl Served {
 
 /// gRPC reflection, v1 and v1alpha, listing the services in `served` and the two reflection
 /// services themselves. The descriptor set holds every proto under `proto/`, also services no
-/// core service implements (`debug.Debug`, `store.BlobStore`, `runtime.Build`): their types still
+/// core service implements (`debug.Debug`, `store.BlobStore`): their types still
 /// resolve by name, but `ListServices` names only what a call can reach here. A caller would
 /// otherwise see them listed and get `Unimplemented` from the proxy.
 fn reflection(

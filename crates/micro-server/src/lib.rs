@@ -11,6 +11,7 @@
 //!   namespace, never the caller's own).
 //! - [`gateway`]: the HTTP API gateway — path → service endpoint, JSON ↔ protobuf, CORS.
 //! - [`http`]: the :8080 listener: fixed routes and the gateway.
+//! - [`web`]: the :8082 listener: the web dashboard, calling through the gateway.
 //! - [`tls`]: the certificate and key (`--tls-cert`/`--tls-key`) and TLS listeners for both.
 //! - [`Platform`]: the running set of core services, served by [`Platform::serve`] on listeners
 //!   the caller bound, until a shutdown future resolves (tests bind `127.0.0.1:0`).
@@ -26,6 +27,7 @@ pub mod nodes;
 pub mod proxy;
 pub mod registry;
 pub mod tls;
+pub mod web;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -84,13 +86,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let grpc = bind(&config.proxy_address, "--proxy-address").await?;
     let http = bind(&config.api_address, "--api-address").await?;
-    let loopback_only = [&grpc, &http].iter().all(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
+    let web = match config.web() {
+        Some(address) => Some(bind(address, "--web-address (or --web-address off)").await?),
+        None => None,
+    };
+    let loopback_only = [Some(&grpc), Some(&http), web.as_ref()]
+        .iter()
+        .flatten()
+        .all(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
     let sandbox = if args.unsandboxed_runtime {
         micro_runtime::Sandbox::Disabled
     } else {
         micro_runtime::Sandbox::detect()
     };
-    let platform = Platform::open_with_sandbox(&home, &config, loopback_only, sandbox).await?.with_tls(tls);
+    let platform = Platform::open_with_sandbox(&home, &config, loopback_only, sandbox)
+        .await?
+        .with_tls(tls)
+        .with_web(web);
     platform.serve(grpc, http, micro_core::shutdown::signal(), config.grace()?).await
 }
 
@@ -135,6 +147,8 @@ pub struct Platform {
     allowed_hosts: Vec<String>,
     /// When set, both listeners serve TLS (see [`Platform::with_tls`]).
     tls: Option<tls::Tls>,
+    /// The web dashboard's listener, when it is on (see [`Platform::with_web`]).
+    web: Option<TcpListener>,
     _sweeper: micro_store::Sweeper,
     _reaper: micro_registry::Reaper,
 }
@@ -187,8 +201,16 @@ impl Platform {
 
         let reaper = micro_registry::spawn_reaper(registry.clone(), REAP_INTERVAL);
 
-        let runtime =
-            backends::runtime(store.clone(), auth.clone(), home, &config.runtime, shared, sandbox).await?;
+        let runtime = backends::runtime(
+            store.clone(),
+            auth.clone(),
+            home,
+            &config.runtime,
+            shared,
+            sandbox,
+            registry.clone(),
+        )
+        .await?;
         restrict_state(home, &server_dir)?;
 
         Ok(Self {
@@ -205,6 +227,7 @@ impl Platform {
             cors_origins: config.cors_origins.clone(),
             allowed_hosts: config.allowed_hosts.clone(),
             tls: None,
+            web: None,
             _sweeper: sweeper,
             _reaper: reaper,
         })
@@ -217,6 +240,13 @@ impl Platform {
     /// a certificate valid for a loopback name; it has the same auth gate as the public one.
     pub fn with_tls(mut self, tls: Option<tls::Tls>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Also serves the web dashboard ([`web`]) on `listener` (none when `None`), over TLS when
+    /// the other listeners serve TLS.
+    pub fn with_web(mut self, listener: Option<TcpListener>) -> Self {
+        self.web = listener;
         self
     }
 
@@ -256,7 +286,7 @@ impl Platform {
     }
 
     async fn serve_inner(
-        self,
+        mut self,
         grpc: TcpListener,
         local: Option<TcpListener>,
         http: TcpListener,
@@ -305,8 +335,26 @@ impl Platform {
                 ..gateway::Options::default()
             },
         );
+        let dashboard = match self.web.take() {
+            Some(listener) => {
+                let web_ip = listener.local_addr()?.ip();
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let options = web::Options {
+                    api_url: format!("{scheme}://{}", loopback_if_unspecified(http_addr)),
+                    proxy_url: format!("{scheme}://{}", loopback_if_unspecified(grpc_addr)),
+                    secure: self.tls.is_some(),
+                    host_check: web_ip.is_loopback().then(|| {
+                        gateway::browser::HostCheck::new(Some(web_ip), None, self.allowed_hosts.clone())
+                    }),
+                };
+                let web = web::Web::new(gateway.clone(), self.registry.clone(), self.auth.clone(), options);
+                Some((listener, web::router(web)))
+            }
+            None => None,
+        };
         let router = http::router(gateway);
         let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        let mut web_log = None;
         match &self.tls {
             None => {
                 let grpc = grpc::nodelay(TcpListenerStream::new(grpc));
@@ -315,12 +363,27 @@ impl Platform {
                     grpc::set_nodelay(tcp)
                 });
                 tasks.push(("HTTP", tokio::spawn(http::serve(router, http, stopped()))));
+                if let Some((listener, router)) = dashboard {
+                    let web_addr = listener.local_addr()?;
+                    let listener =
+                        axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                            grpc::set_nodelay(tcp)
+                        });
+                    tasks.push(("web", tokio::spawn(http::serve(router, listener, stopped()))));
+                    web_log = Some((web_addr, "http"));
+                }
             }
             Some(tls) => {
                 let grpc = tls.incoming(grpc, tls::GRPC_ALPN);
                 tasks.push(("gRPC", tokio::spawn(service.clone().serve(grpc, stopped()))));
                 let http = tls.incoming(http, tls::HTTP_ALPN);
                 tasks.push(("HTTP", tokio::spawn(http::serve(router, http, stopped()))));
+                if let Some((listener, router)) = dashboard {
+                    let web_addr = listener.local_addr()?;
+                    let listener = tls.incoming(listener, tls::HTTP_ALPN);
+                    tasks.push(("web", tokio::spawn(http::serve(router, listener, stopped()))));
+                    web_log = Some((web_addr, "https"));
+                }
                 info!(cert = %tls.cert_path().display(), "TLS on: gRPC (h2) and HTTP (h2, http/1.1) serve TLS");
             }
         }
@@ -331,6 +394,9 @@ impl Platform {
         }
         info!(addr = %grpc_addr, "gRPC listening");
         info!(addr = %http_addr, "HTTP listening");
+        if let Some((address, scheme)) = web_log {
+            web_listening(address, scheme);
+        }
         info!(home = %self.home.display(), "micro server ready");
 
         let names: Vec<&str> = tasks.iter().map(|(name, _)| *name).collect();
@@ -363,6 +429,16 @@ impl Platform {
                 Ok(())
             }
         }
+    }
+}
+
+/// Logs the dashboard's address and URL; a dashboard reachable beyond loopback without TLS
+/// is worth a warning (passwords and session cookies would cross the network in clear).
+fn web_listening(address: std::net::SocketAddr, scheme: &str) {
+    let url = format!("{scheme}://{}", loopback_if_unspecified(address));
+    info!(addr = %address, %url, "web listening");
+    if !address.ip().is_loopback() && scheme == "http" {
+        warn!(addr = %address, "the web dashboard is reachable beyond loopback without TLS: logins cross the network in clear (docs/web.md)");
     }
 }
 

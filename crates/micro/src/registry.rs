@@ -31,6 +31,9 @@ pub(crate) struct Registration {
     pub ttl: Duration,
     pub endpoints: Vec<Endpoint>,
     pub descriptors: Vec<u8>,
+    /// The runtime's id of this process (`MICRO_LAUNCH_ID`), put in the node's metadata
+    /// (`launch`) so the runtime knows when this very process is registered.
+    pub launch: Option<String>,
 }
 
 impl Registration {
@@ -54,16 +57,20 @@ impl Registration {
             ttl,
             endpoints,
             descriptors: set.encode_to_vec(),
+            launch: None,
         }
     }
 
     /// The `registry.Service` to register (and, without endpoints, to deregister).
     pub fn service(&self) -> Service {
-        let metadata =
+        let mut metadata: HashMap<String, String> =
             [("transport", "grpc"), ("protocol", "grpc"), ("server", "grpc"), ("registry", "service")]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
+        if let Some(launch) = &self.launch {
+            metadata.insert(micro_core::service_env::LAUNCH_METADATA.to_string(), launch.clone());
+        }
         let port = self.address.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or_default();
         Service {
             name: self.name.clone(),
@@ -455,6 +462,9 @@ mod tests {
         );
         assert_eq!((node.address.as_str(), node.port), ("127.0.0.1:4321", 4321));
         assert_eq!(node.metadata.get("transport").map(String::as_str), Some("grpc"));
+        assert_eq!(node.metadata.get("launch"), None, "started by hand: no launch id");
+        let launched = Registration { launch: Some("0123abcd".into()), ..registration.clone() }.service();
+        assert_eq!(launched.nodes[0].metadata.get("launch").map(String::as_str), Some("0123abcd"));
         assert_eq!(service.options, Some(Options { ttl: 90, domain: "foo".into() }));
         assert_eq!(FileDescriptorSet::decode(service.descriptors.as_slice()).unwrap().file.len(), 1);
         assert_eq!(merged(&handlers).file.len(), 1, "shared files are kept once");

@@ -228,7 +228,10 @@ impl Service {
         let local =
             listener.local_addr().map_err(|source| Error::Bind { address: "listener".into(), source })?;
         let advertised = advertised(local);
-        tracing::info!(service = %name, %version, address = %local, "Listening on {local}");
+        // `launch=` (the runtime's id of this process) tells the runtime this is a micro service
+        // that registers: an update waits for it to be registered (docs/runtime.md).
+        let launch = std::env::var(micro_core::service_env::LAUNCH_ID).unwrap_or_default();
+        tracing::info!(service = %name, %version, address = %local, launch = %launch.trim(), "Listening on {local}");
 
         let names: Vec<&'static str> = self.handlers.iter().map(|handler| handler.name).collect();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -265,7 +268,7 @@ impl Service {
             });
         let mut server = tokio::spawn(server);
 
-        let registration = Registration::new(
+        let mut registration = Registration::new(
             &name,
             &version,
             advertised,
@@ -273,6 +276,12 @@ impl Service {
             env.register_ttl,
             &self.handlers,
         );
+        // Started by the runtime: the node says which launch it is, so an update waits for this
+        // very process to be registered before it stops the previous one (docs/runtime.md).
+        registration.launch = std::env::var(micro_core::service_env::LAUNCH_ID)
+            .ok()
+            .map(|launch| launch.trim().to_string())
+            .filter(|launch| !launch.is_empty());
         let registered = watch::Sender::new(false);
         let heartbeat = tokio::spawn(heartbeat(
             platform.clone(),

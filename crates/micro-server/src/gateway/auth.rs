@@ -86,7 +86,7 @@ pub fn namespace_from_host(host: &str, api_domain: &str) -> Option<String> {
 }
 
 /// Whether the request carries the CSRF header, equal to the CSRF cookie.
-fn csrf_checked(headers: &HeaderMap) -> bool {
+pub(crate) fn csrf_checked(headers: &HeaderMap) -> bool {
     let sent = headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok());
     match (sent, cookie(headers, CSRF_COOKIE)) {
         (Some(sent), Some(kept)) => !sent.is_empty() && sent.as_bytes() == kept.as_bytes(),
@@ -95,7 +95,7 @@ fn csrf_checked(headers: &HeaderMap) -> bool {
 }
 
 /// The value of cookie `name`, if the request carries it.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

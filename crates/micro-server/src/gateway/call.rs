@@ -50,6 +50,8 @@ const SKIPPED_HEADERS: &[&str] = &[
     // The browser's cookies (a session token among them) are the browser's business, never a
     // service's or a broker subscriber's.
     "cookie",
+    // It proves a cookie session came from the dashboard's page; it is no service's business.
+    super::auth::CSRF_HEADER,
     NAMESPACE_HEADER,
     // Who the client is, for the login limits: only the gateway says so (see `forward_client`).
     micro_auth::peer::CLIENT_IP_HEADER,

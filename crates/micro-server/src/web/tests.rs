@@ -1,0 +1,590 @@
+//! The dashboard in process: its cookies, the CSRF proof on every `/api/` request, the login
+//! (the CLI's sentence on a wrong password), pages per namespace, assets, and the description
+//! of a message with every kind of field.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::Response;
+use micro_auth::{Auth, AuthOptions, NewAccount};
+use micro_proto::registry::{Node, Service};
+use micro_registry::MemoryRegistry;
+use prost_reflect::DescriptorPool;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use super::session::CSRF_HEADER;
+use super::*;
+
+const HOST: &str = "127.0.0.1:8082";
+
+struct Harness {
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+/// A dashboard over a registry with the core services, `helloworld`-like `greeter` in `micro`
+/// and `private` in `foo`; accounts `admin`/`micro` of `micro` and `bob`/`s3cret` of `foo`.
+async fn harness() -> Harness {
+    let registry = Arc::new(MemoryRegistry::new(crate::registry::builtins()));
+    let node = |id: &str| Node { id: id.into(), address: "127.0.0.1:1".into(), ..Default::default() };
+    let greeter = Service {
+        name: "greeter".into(),
+        version: "latest".into(),
+        metadata: [("team".to_string(), "<core>".to_string())].into(),
+        nodes: vec![node("greeter-1")],
+        descriptors: kinds_pool().encode_to_vec(),
+        ..Default::default()
+    };
+    registry.register("micro", greeter, Duration::from_secs(60)).unwrap();
+    let private = Service {
+        name: "private".into(),
+        version: "v1".into(),
+        nodes: vec![node("private-1")],
+        descriptors: kinds_pool().encode_to_vec(),
+        ..Default::default()
+    };
+    registry.register("foo", private, Duration::from_secs(60)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(micro_store::memory::MemoryStore::new());
+    let options =
+        AuthOptions { disable_admin: false, admin_password: Some("micro".into()), loopback_only: true };
+    let auth = Arc::new(Auth::open(store, dir.path(), options).await.unwrap());
+    let bob = NewAccount { id: "bob".into(), secret: "s3cret".into(), ..Default::default() };
+    auth.generate("foo", bob).await.unwrap();
+    let gateway = Gateway::new(registry.clone(), auth.clone(), crate::gateway::Options::default());
+    let options = Options {
+        api_url: "http://127.0.0.1:8080".into(),
+        proxy_url: "http://127.0.0.1:8081".into(),
+        secure: false,
+        host_check: Some(browser::HostCheck::new(Some("127.0.0.1".parse().unwrap()), None, Vec::new())),
+    };
+    let router = router(Web::new(gateway, registry, auth, options));
+    Harness { router, _dir: dir }
+}
+
+/// A browser's cookie jar, reduced to what these tests need.
+#[derive(Default, Clone)]
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn take(&mut self, response: &Response) {
+        for value in response.headers().get_all(header::SET_COOKIE) {
+            let text = value.to_str().unwrap();
+            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            self.0.retain(|(kept, _)| kept != name);
+            if !attributes.contains("Max-Age=0") {
+                self.0.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(kept, _)| kept == name).map(|(_, value)| value.as_str())
+    }
+
+    fn header(&self) -> String {
+        self.0.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("; ")
+    }
+}
+
+impl Harness {
+    async fn send(&self, request: Request<Body>) -> Response {
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
+    fn request(method: Method, uri: &str, jar: &Jar) -> axum::http::request::Builder {
+        let builder = Request::builder().method(method).uri(uri).header(header::HOST, HOST);
+        if jar.0.is_empty() { builder } else { builder.header(header::COOKIE, jar.header()) }
+    }
+
+    /// Opens the login page (which gives the CSRF cookie) and logs in; returns the jar and the
+    /// login's answer.
+    async fn login(&self, user: &str, password: &str, namespace: &str) -> (Jar, Response) {
+        let mut jar = Jar::default();
+        let page = self.send(Self::request(Method::GET, "/login", &jar).body(Body::empty()).unwrap()).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        jar.take(&page);
+        let csrf = jar.get(CSRF_COOKIE).expect("the login page sets the CSRF cookie").to_string();
+        let body = json!({"username": user, "password": password, "namespace": namespace}).to_string();
+        let response = self
+            .send(
+                Self::request(Method::POST, "/api/login", &jar)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(CSRF_HEADER, &csrf)
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await;
+        jar.take(&response);
+        (jar, response)
+    }
+
+    async fn page(&self, uri: &str, jar: &Jar) -> (StatusCode, String, Response) {
+        let response = self.send(Self::request(Method::GET, uri, jar).body(Body::empty()).unwrap()).await;
+        let status = response.status();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned(), Response::from_parts(parts, Body::empty()))
+    }
+}
+
+async fn json_body(response: Response) -> Value {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
+}
+
+#[test]
+fn cookies_are_http_only_strict_and_scoped_to_the_site() {
+    let cookie = session::set_cookie(TOKEN_COOKIE, "tok", Some(SESSION_TTL), false);
+    assert_eq!(cookie, "micro-token=tok; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600");
+    let secure = session::set_cookie(CSRF_COOKIE, "abc", None, true);
+    assert_eq!(secure, "micro-csrf=abc; Path=/; HttpOnly; SameSite=Strict; Secure");
+    let cleared = session::clear_cookie(TOKEN_COOKIE, false);
+    assert_eq!(cleared, "micro-token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let (a, b) = (session::new_csrf(), session::new_csrf());
+    assert_eq!(a.len(), 64);
+    assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn login_sets_the_session_cookies_and_logout_clears_them() {
+    let harness = harness().await;
+    let (jar, response) = harness.login("admin", "micro", "micro").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookies: Vec<String> = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    for cookie in &cookies {
+        assert!(cookie.contains("; Path=/; HttpOnly; SameSite=Strict"), "{cookie}");
+    }
+    assert!(cookies[0].starts_with("micro-token=ey") && cookies[0].ends_with("Max-Age=3600"), "{cookies:?}");
+    let body = json_body(response).await;
+    assert_eq!((body["account"].as_str(), body["namespace"].as_str()), (Some("admin"), Some("micro")));
+
+    // The CSRF token was replaced at login: the old one proves nothing any more.
+    let csrf = jar.get(CSRF_COOKIE).unwrap().to_string();
+    let (status, html, _) = harness.page("/services", &jar).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&format!(r#"<meta name="csrf-token" content="{csrf}">"#)), "{html}");
+
+    let logout = |csrf: Option<&str>| {
+        let builder = Harness::request(Method::POST, "/api/logout", &jar);
+        let builder = match csrf {
+            Some(csrf) => builder.header(CSRF_HEADER, csrf),
+            None => builder,
+        };
+        builder.body(Body::empty()).unwrap()
+    };
+    for forged in [None, Some("wrong")] {
+        let response = harness.send(logout(forged)).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{forged:?}");
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+    }
+    let response = harness.send(logout(Some(&csrf))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut after = jar.clone();
+    after.take(&response);
+    assert!(after.0.is_empty(), "both cookies are cleared: {:?}", after.0);
+    let (status, _, response) = harness.page("/services", &after).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/login");
+}
+
+#[tokio::test]
+async fn every_api_post_needs_the_csrf_header() {
+    let harness = harness().await;
+    let (jar, _) = harness.login("admin", "micro", "micro").await;
+    let csrf = jar.get(CSRF_COOKIE).unwrap().to_string();
+    for (uri, body) in [
+        ("/api/login", r#"{"username":"admin","password":"micro"}"#),
+        ("/api/logout", ""),
+        ("/api/call/greeter/Kinds/Do", "{}"),
+    ] {
+        for forged in [None, Some("not-the-cookie")] {
+            let builder =
+                Harness::request(Method::POST, uri, &jar).header(header::CONTENT_TYPE, "application/json");
+            let builder = match forged {
+                Some(value) => builder.header(CSRF_HEADER, value),
+                None => builder,
+            };
+            let response = harness.send(builder.body(Body::from(body)).unwrap()).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{uri} with {forged:?}");
+            assert!(response.headers().get(header::SET_COOKIE).is_none(), "{uri}");
+            let error = json_body(response).await;
+            assert!(error["Detail"].as_str().unwrap().contains("X-CSRF-Token"), "{error}");
+        }
+    }
+    // A page of another origin cannot send the header: its preflight gets no grant.
+    let preflight = Harness::request(Method::OPTIONS, "/api/call/greeter/Kinds/Do", &jar)
+        .header(header::ORIGIN, "http://127.0.0.1:9999")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "x-csrf-token,content-type")
+        .body(Body::empty())
+        .unwrap();
+    let response = harness.send(preflight).await;
+    assert!(response.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    assert!(response.headers().get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+    // The describe API, a read, wants the proof too (it is only ever fetched by our page).
+    let describe =
+        Harness::request(Method::GET, "/api/describe/greeter/Kinds.Do", &jar).body(Body::empty()).unwrap();
+    assert_eq!(harness.send(describe).await.status(), StatusCode::FORBIDDEN);
+    let describe = Harness::request(Method::GET, "/api/describe/greeter/Kinds.Do", &jar)
+        .header(CSRF_HEADER, &csrf)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(harness.send(describe).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_wrong_password_gets_the_sentence_of_micro_login() {
+    let harness = harness().await;
+    let (jar, response) = harness.login("admin", "wrong", "micro").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(jar.get(TOKEN_COOKIE).is_none());
+    let error = json_body(response).await;
+    assert_eq!(error["Detail"], "Invalid credentials: check the username and password for namespace micro");
+    let (_, response) = harness.login("bob", "s3cret", "micro").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "bob is an account of foo, not micro");
+    let (_, response) = harness.login("", "", "micro").await;
+    assert_eq!(json_body(response).await["Detail"], "a username and a password are required");
+}
+
+#[tokio::test]
+async fn pages_show_the_namespace_of_the_session_only() {
+    let harness = harness().await;
+    let (status, _, response) = harness.page("/services", &Jar::default()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "no session: to the login page");
+    assert_eq!(response.headers()[header::LOCATION], "/login");
+
+    let (admin, _) = harness.login("admin", "micro", "micro").await;
+    let (status, html, response) = harness.page("/services", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_SECURITY_POLICY], PAGE_CSP);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
+    for service in ["auth", "config", "events", "registry", "runtime", "store", "greeter"] {
+        assert!(html.contains(&format!(r#"data-service="{service}""#)), "{service} listed: {html}");
+    }
+    assert!(!html.contains("private"), "foo's service is not in micro: {html}");
+    assert!(html.contains(r#"href="/services/store/Store.Read""#), "{html}");
+    assert!(
+        html.contains(r#"href="/services/greeter/Kinds.Watch">Kinds.Watch</a> <small>server stream</small>"#)
+    );
+    assert!(!html.contains("<script>") && !html.contains(" style="), "no inline script or style");
+
+    // A micro admin may look into foo; the service page escapes what services registered.
+    let (status, html, _) = harness.page("/services?namespace=foo", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(r#"data-service="private""#) && !html.contains(r#"data-service="greeter""#),
+        "{html}"
+    );
+    let (status, html, _) = harness.page("/services/greeter", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<dd>&lt;core&gt;</dd>") && html.contains("greeter-1"), "{html}");
+
+    let (bob, response) = harness.login("bob", "s3cret", "foo").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, html, _) = harness.page("/services", &bob).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"data-service="private""#) && !html.contains("greeter"), "{html}");
+    assert!(!html.contains(r#"name="namespace""#), "a tenant has no namespace switch");
+    let (status, html, _) = harness.page("/services?namespace=micro", &bob).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("the token was issued by namespace foo and cannot act in micro"), "{html}");
+    assert!(!html.contains("greeter"), "{html}");
+    let (status, _, _) = harness.page("/services/private/Kinds.Do", &bob).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, html, _) = harness.page("/services/private/Kinds.Nope", &bob).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("endpoint Kinds.Nope not found on service private"), "{html}");
+}
+
+#[tokio::test]
+async fn a_rebinding_host_gets_421_and_assets_are_cached_and_gzipped() {
+    let harness = harness().await;
+    let rebound = Request::builder()
+        .uri("/login")
+        .header(header::HOST, "evil.example:8082")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(harness.send(rebound).await.status(), StatusCode::MISDIRECTED_REQUEST);
+
+    let uri = format!("/assets/app.js?v={}", assets::version());
+    let gz = Harness::request(Method::GET, &uri, &Jar::default())
+        .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .body(Body::empty())
+        .unwrap();
+    let response = harness.send(gz).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+    let etag = response.headers()[header::ETAG].clone();
+    let zipped = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut plain).unwrap();
+    assert_eq!(plain, include_str!("assets/app.js"));
+
+    let css = Harness::request(Method::GET, "/assets/app.css", &Jar::default())
+        .header(header::ACCEPT_ENCODING, "gzip;q=0")
+        .body(Body::empty())
+        .unwrap();
+    let response = harness.send(css).await;
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/css; charset=utf-8");
+    assert!(response.headers().get(header::CONTENT_ENCODING).is_none(), "gzip;q=0 refuses gzip");
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache", "unversioned: revalidate");
+    let again = Harness::request(Method::GET, "/assets/app.css", &Jar::default())
+        .header(header::IF_NONE_MATCH, etag)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(harness.send(again).await.status(), StatusCode::NOT_MODIFIED);
+    let missing =
+        Harness::request(Method::GET, "/assets/nope.js", &Jar::default()).body(Body::empty()).unwrap();
+    assert_eq!(harness.send(missing).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn text_from_services_is_escaped() {
+    assert_eq!(pages::esc(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    assert_eq!(pages::url_part("a b/c.d"), "a%20b%2Fc.d");
+}
+
+#[test]
+fn paths_and_commands_of_endpoints() {
+    let pool = kinds_pool();
+    let method = pool.get_service_by_name("kinds.Kinds").unwrap().methods().next().unwrap();
+    assert_eq!(describe::gateway_path("greeter", &method), "/greeter/Kinds/Do");
+    assert_eq!(describe::gateway_path("foo.bar", &method), "/foo/bar/Kinds/Do");
+    let resolved = crate::gateway::resolve::resolve("/foo/bar/Kinds/Do").unwrap();
+    assert_eq!((resolved.service.as_str(), resolved.endpoint()), ("foo.bar", "Kinds.Do".to_string()));
+    assert_eq!(describe::cli_command("helloworld", "Helloworld.Call"), "call");
+    assert_eq!(describe::cli_command("store", "BlobStore.Read"), "blob-store read");
+    assert_eq!(describe::cli_command("registry", "Registry.GetService"), "get-service");
+
+    let core = DescriptorPool::decode(micro_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let store = crate::registry::builtins().into_iter().find(|service| service.name == "store").unwrap();
+    let endpoints: Vec<String> = describe::endpoints("store", &store, &core).into_keys().collect();
+    assert!(
+        endpoints.contains(&"Store.Read".to_string()) && endpoints.contains(&"BlobStore.Write".to_string())
+    );
+    assert!(
+        endpoints.iter().all(|e| e.starts_with("Store.") || e.starts_with("BlobStore.")),
+        "{endpoints:?}"
+    );
+}
+
+/// The form of a request with every kind of field: scalars (64-bit as strings in the form),
+/// an enum, nested, repeated and map fields, bytes, well-known types, oneofs, proto3
+/// `optional`, and a message that contains itself.
+#[test]
+fn the_description_of_a_message_with_every_kind_of_field() {
+    let pool = kinds_pool();
+    let method = pool.get_service_by_name("kinds.Kinds").unwrap().methods().next().unwrap();
+    let description = Value::Object(describe::describe(&method));
+    assert_eq!(description["input"], "kinds.Everything");
+    assert_eq!(description["output"], "kinds.Inner");
+    assert_eq!(description["grpc_path"], "/kinds.Kinds/Do");
+    assert_eq!(description["proto_file"], "kinds.proto");
+    assert_eq!(description["server_streaming"], false);
+    let fields = description["messages"]["kinds.Everything"]["fields"].as_array().unwrap();
+    let field = |name: &str| {
+        let mut field = fields.iter().find(|field| field["name"] == name).unwrap().clone();
+        field.as_object_mut().unwrap().remove("json_name");
+        field
+    };
+    for (name, kind) in [
+        ("s", "string"),
+        ("i32", "int32"),
+        ("i64", "int64"),
+        ("u32", "uint32"),
+        ("u64", "uint64"),
+        ("si32", "sint32"),
+        ("si64", "sint64"),
+        ("f32", "fixed32"),
+        ("f64", "fixed64"),
+        ("sf32", "sfixed32"),
+        ("sf64", "sfixed64"),
+        ("b", "bool"),
+        ("fl", "float"),
+        ("d", "double"),
+        ("by", "bytes"),
+        ("at", "timestamp"),
+        ("wait", "duration"),
+        ("mask", "field_mask"),
+        ("extra", "json"),
+    ] {
+        assert_eq!(field(name), json!({"name": name, "kind": kind}), "{name}");
+    }
+    assert_eq!(field("color"), json!({"name": "color", "kind": "enum", "type": "kinds.Color"}));
+    assert_eq!(field("inner"), json!({"name": "inner", "kind": "message", "type": "kinds.Inner"}));
+    assert_eq!(field("tags"), json!({"name": "tags", "kind": "string", "repeated": true}));
+    assert_eq!(
+        field("items"),
+        json!({"name": "items", "kind": "message", "type": "kinds.Inner", "repeated": true})
+    );
+    assert_eq!(
+        field("labels"),
+        json!({"name": "labels", "kind": "map", "map": {"key": {"kind": "string"}, "value": {"kind": "string"}}})
+    );
+    assert_eq!(
+        field("by_id"),
+        json!({"name": "by_id", "kind": "map",
+               "map": {"key": {"kind": "int64"}, "value": {"kind": "message", "type": "kinds.Inner"}}})
+    );
+    assert_eq!(field("nick"), json!({"name": "nick", "kind": "string", "wrapper": true}));
+    assert_eq!(field("a"), json!({"name": "a", "kind": "string", "oneof": "choice"}));
+    assert_eq!(field("b2"), json!({"name": "b2", "kind": "int32", "oneof": "choice"}));
+    assert_eq!(field("maybe"), json!({"name": "maybe", "kind": "string", "optional": true}));
+    assert_eq!(field("again"), json!({"name": "again", "kind": "message", "type": "kinds.Everything"}));
+    assert_eq!(fields.iter().find(|field| field["name"] == "by_id").unwrap()["json_name"], "byId");
+
+    let messages = description["messages"].as_object().unwrap();
+    let mut names: Vec<&String> = messages.keys().collect();
+    names.sort();
+    assert_eq!(names, ["kinds.Everything", "kinds.Inner"], "each message once, the recursive one too");
+    assert_eq!(
+        description["enums"]["kinds.Color"],
+        json!([{"name": "RED", "number": 0}, {"name": "GREEN", "number": 1}])
+    );
+
+    let watch = pool.get_service_by_name("kinds.Kinds").unwrap().methods().nth(1).unwrap();
+    assert_eq!(describe::describe(&watch)["server_streaming"], true);
+}
+
+/// `kinds.proto`: a message with every kind of field, for the tests above.
+fn kinds_pool() -> DescriptorPool {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{
+        DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+        FileDescriptorProto, MessageOptions, MethodDescriptorProto, OneofDescriptorProto,
+        ServiceDescriptorProto,
+    };
+    let field = |name: &str, number: i32, kind: Type, type_name: &str| FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(Label::Optional as i32),
+        r#type: Some(kind as i32),
+        type_name: (!type_name.is_empty()).then(|| type_name.to_string()),
+        json_name: None,
+        ..Default::default()
+    };
+    let repeated = |mut field: FieldDescriptorProto| {
+        field.label = Some(Label::Repeated as i32);
+        field
+    };
+    let in_oneof = |mut field: FieldDescriptorProto, index: i32| {
+        field.oneof_index = Some(index);
+        field
+    };
+    let entry = |name: &str, key: Type, value: Type, value_type: &str| DescriptorProto {
+        name: Some(name.into()),
+        field: vec![field("key", 1, key, ""), field("value", 2, value, value_type)],
+        options: Some(MessageOptions { map_entry: Some(true), ..Default::default() }),
+        ..Default::default()
+    };
+    let message = Type::Message;
+    let mut maybe = in_oneof(field("maybe", 28, Type::String, ""), 1);
+    maybe.proto3_optional = Some(true);
+    let everything = DescriptorProto {
+        name: Some("Everything".into()),
+        field: vec![
+            field("s", 1, Type::String, ""),
+            field("i32", 2, Type::Int32, ""),
+            field("i64", 3, Type::Int64, ""),
+            field("u32", 4, Type::Uint32, ""),
+            field("u64", 5, Type::Uint64, ""),
+            field("si32", 6, Type::Sint32, ""),
+            field("si64", 7, Type::Sint64, ""),
+            field("f32", 8, Type::Fixed32, ""),
+            field("f64", 9, Type::Fixed64, ""),
+            field("sf32", 10, Type::Sfixed32, ""),
+            field("sf64", 11, Type::Sfixed64, ""),
+            field("b", 12, Type::Bool, ""),
+            field("fl", 13, Type::Float, ""),
+            field("d", 14, Type::Double, ""),
+            field("by", 15, Type::Bytes, ""),
+            field("color", 16, Type::Enum, ".kinds.Color"),
+            field("inner", 17, message, ".kinds.Inner"),
+            repeated(field("tags", 18, Type::String, "")),
+            repeated(field("labels", 19, message, ".kinds.Everything.LabelsEntry")),
+            field("at", 20, message, ".google.protobuf.Timestamp"),
+            field("wait", 21, message, ".google.protobuf.Duration"),
+            field("nick", 22, message, ".google.protobuf.StringValue"),
+            field("extra", 23, message, ".google.protobuf.Struct"),
+            repeated(field("items", 24, message, ".kinds.Inner")),
+            repeated(field("by_id", 25, message, ".kinds.Everything.ByIdEntry")),
+            in_oneof(field("a", 26, Type::String, ""), 0),
+            in_oneof(field("b2", 27, Type::Int32, ""), 0),
+            maybe,
+            field("again", 29, message, ".kinds.Everything"),
+            field("mask", 30, message, ".google.protobuf.FieldMask"),
+        ],
+        nested_type: vec![
+            entry("LabelsEntry", Type::String, Type::String, ""),
+            entry("ByIdEntry", Type::Int64, message, ".kinds.Inner"),
+        ],
+        oneof_decl: vec![
+            OneofDescriptorProto { name: Some("choice".into()), ..Default::default() },
+            OneofDescriptorProto { name: Some("_maybe".into()), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    let inner = DescriptorProto {
+        name: Some("Inner".into()),
+        field: vec![field("name", 1, Type::String, "")],
+        ..Default::default()
+    };
+    let color = EnumDescriptorProto {
+        name: Some("Color".into()),
+        value: vec![
+            EnumValueDescriptorProto { name: Some("RED".into()), number: Some(0), ..Default::default() },
+            EnumValueDescriptorProto { name: Some("GREEN".into()), number: Some(1), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    let method = |name: &str, input: &str, output: &str, server_streaming: bool| MethodDescriptorProto {
+        name: Some(name.into()),
+        input_type: Some(input.into()),
+        output_type: Some(output.into()),
+        server_streaming: Some(server_streaming),
+        ..Default::default()
+    };
+    let file = FileDescriptorProto {
+        name: Some("kinds.proto".into()),
+        package: Some("kinds".into()),
+        syntax: Some("proto3".into()),
+        dependency: [
+            "google/protobuf/timestamp.proto",
+            "google/protobuf/duration.proto",
+            "google/protobuf/wrappers.proto",
+            "google/protobuf/struct.proto",
+            "google/protobuf/field_mask.proto",
+        ]
+        .map(str::to_string)
+        .to_vec(),
+        message_type: vec![everything, inner],
+        enum_type: vec![color],
+        service: vec![ServiceDescriptorProto {
+            name: Some("Kinds".into()),
+            method: vec![
+                method("Do", ".kinds.Everything", ".kinds.Inner", false),
+                method("Watch", ".kinds.Inner", ".kinds.Inner", true),
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut pool = DescriptorPool::global();
+    pool.add_file_descriptor_proto(file).unwrap();
+    pool
+}

@@ -1,0 +1,567 @@
+//! The web dashboard (docs/web.md) in a real browser: headless Chromium driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`, which scripts/test installs) against the real
+//! binary. It logs in, finds helloworld, calls `Helloworld.Call` and `Helloworld.Stream`
+//! through the generated forms, fills nested, repeated and map fields, runs the "copy as"
+//! commands, logs in as a tenant, and lets a page of another origin try to drive it.
+//!
+//! Without Chromium the test is skipped with a loud line, except in CI (`CI` set), where a
+//! missing browser is a failure. `MICRO_WEB_SCREENSHOTS=1` writes the screenshots it takes into
+//! docs/web/ (otherwise into a temp dir), and it prints the first-load bytes and the time from
+//! navigation to a usable form.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Server, Service, eventually, stderr, stdout};
+use serde_json::{Value, json};
+
+/// How long the browser gets for anything the test waits for.
+const WAIT: Duration = Duration::from_secs(20);
+/// The key of a WebDriver element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// One HTTP/1.1 exchange with chromedriver: (status, body). The body is read by its
+/// `Content-Length`: chromedriver says `Connection: close` but keeps the socket open.
+fn wire(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(address).expect("chromedriver accepts");
+    // A command that hangs fails the test rather than holding it for ever.
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let mut length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The path `variable` names (when it is a file), else the first of `names` found in `PATH` or
+/// `/usr/bin`.
+fn find_program(variable: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable).filter(|path| !path.is_empty()) {
+        return Some(PathBuf::from(path)).filter(|path| path.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]).collect();
+    names.iter().flat_map(|name| dirs.iter().map(move |dir| dir.join(name))).find(|path| path.is_file())
+}
+
+/// Chromium and its WebDriver, or `None` (after saying so, loudly) when this run may skip.
+fn chromium() -> Option<(PathBuf, PathBuf)> {
+    let browser = find_program("MICRO_TEST_CHROMIUM", &["chromium", "chromium-browser", "google-chrome"]);
+    let driver = find_program("MICRO_TEST_CHROMEDRIVER", &["chromedriver"]);
+    match (browser, driver) {
+        (Some(browser), Some(driver)) => Some((browser, driver)),
+        (browser, driver) => {
+            let missing = match (browser, driver) {
+                (None, None) => "chromium and chromedriver",
+                (None, _) => "chromium",
+                _ => "chromedriver",
+            };
+            assert!(
+                !common::in_ci(),
+                "tests/web.rs: {missing} not found, and CI must run the browser test \
+                 (scripts/test installs Debian's chromium and chromium-driver)"
+            );
+            eprintln!(
+                "\n*** SKIPPED tests/web.rs: {missing} not found (apt-get install chromium chromium-driver, \
+                 or run scripts/test, which installs them) ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// A chromedriver process with one headless Chromium session; both end on drop.
+struct Browser {
+    driver: Child,
+    address: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start(chromium: &Path, chromedriver: &Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let address = format!("127.0.0.1:{port}");
+        let ready = eventually(WAIT, || {
+            std::net::TcpStream::connect(&address).is_ok() && {
+                let (_, body) = wire(&address, "GET", "/status", b"");
+                serde_json::from_str::<Value>(&body).is_ok_and(|status| status["value"]["ready"] == true)
+            }
+        });
+        assert!(ready, "chromedriver on {address} never became ready");
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--window-size=1200,860",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+        }}});
+        let mut browser = Browser { driver, address, session: String::new(), _profile: profile };
+        let created = browser.post("/session", capabilities);
+        browser.session = created["sessionId"].as_str().expect("a session id").to_string();
+        browser
+    }
+
+    /// One WebDriver command; its `value`, or a panic naming the error.
+    fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = if path.starts_with("/session/") || path == "/session" {
+            path.to_string()
+        } else {
+            format!("/session/{}{path}", self.session)
+        };
+        let body = body.map(|body| body.to_string()).unwrap_or_default();
+        let (status, reply) = wire(&self.address, method, &path, body.as_bytes());
+        let value: Value =
+            serde_json::from_str(&reply).unwrap_or_else(|err| panic!("{method} {path}: {err}: {reply}"));
+        assert!(status == 200, "{method} {path} ({status}): {}", value["value"]);
+        value["value"].clone()
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        self.command("POST", path, Some(body))
+    }
+
+    fn goto(&self, url: &str) {
+        self.post("/url", json!({ "url": url }));
+    }
+
+    fn url(&self) -> String {
+        self.command("GET", "/url", None).as_str().unwrap_or_default().to_string()
+    }
+
+    fn all(&self, css: &str) -> Vec<String> {
+        let found = self.post("/elements", json!({"using": "css selector", "value": css}));
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|element| element[ELEMENT].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The first element `css` selects, waiting for it to appear.
+    fn wait(&self, css: &str) -> String {
+        let mut found = None;
+        let appeared = eventually(WAIT, || {
+            found = self.all(css).into_iter().next();
+            found.is_some()
+        });
+        assert!(
+            appeared,
+            "no {css} on {} within {WAIT:?}; the page shows:\n{}",
+            self.url(),
+            self.body_text()
+        );
+        found.unwrap()
+    }
+
+    /// Waits until the text of `css`'s first element contains `needle`; returns the text.
+    fn wait_text(&self, css: &str, needle: &str) -> String {
+        let mut text = String::new();
+        let shown = eventually(WAIT, || {
+            text = self.all(css).first().map(|element| self.text(element)).unwrap_or_default();
+            text.contains(needle)
+        });
+        assert!(shown, "{css} never showed {needle:?}; it shows {text:?}; the page:\n{}", self.body_text());
+        text
+    }
+
+    fn text(&self, element: &str) -> String {
+        self.command("GET", &format!("/element/{element}/text"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn body_text(&self) -> String {
+        self.all("body").first().map(|body| self.text(body)).unwrap_or_default()
+    }
+
+    fn click(&self, element: &str) {
+        self.post(&format!("/element/{element}/click"), json!({}));
+    }
+
+    fn type_into(&self, element: &str, text: &str) {
+        self.post(&format!("/element/{element}/clear"), json!({}));
+        self.post(&format!("/element/{element}/value"), json!({ "text": text }));
+    }
+
+    fn exec(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({ "script": script, "args": [] }))
+    }
+
+    /// Runs an async script (it gets a `done` callback as its last argument).
+    fn exec_async(&self, script: &str) -> Value {
+        self.post("/execute/async", json!({ "script": script, "args": [] }))
+    }
+
+    fn screenshot(&self, path: &Path) {
+        use base64::Engine as _;
+        let png = self.command("GET", "/screenshot", None);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Empties the HTTP cache (Chrome DevTools, through chromedriver), for a cold first load.
+    fn clear_cache(&self) {
+        self.post("/goog/cdp/execute", json!({"cmd": "Network.clearBrowserCache", "params": {}}));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = wire(&self.address, "DELETE", &format!("/session/{}", self.session), b"");
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// A one-page site on another port: a page that tries to drive the dashboard (and the gateway,
+/// where the dashboard's cookies go too) and writes what it got into `#out`.
+struct Attacker {
+    address: String,
+}
+
+impl Attacker {
+    fn start(dashboard: &str, gateway: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let page = format!(
+            r#"<!doctype html><html><body><pre id="out">running</pre><script>
+const D = "http://{dashboard}", G = "http://{gateway}";
+const write = JSON.stringify({{record: {{key: "pwned", value: "eA=="}}}});
+async function attempt(name, url, init) {{
+  try {{
+    const response = await fetch(url, Object.assign({{credentials: "include"}}, init));
+    if (response.type === "opaque") return [name, "opaque"];
+    return [name, "read " + response.status + " " + (await response.text()).slice(0, 200)];
+  }} catch (err) {{
+    return [name, "blocked"];
+  }}
+}}
+(async () => {{
+  const results = [];
+  results.push(await attempt("read the services page", D + "/services", {{}}));
+  results.push(await attempt("call with a simple request", D + "/api/call/store/Store/Write",
+    {{method: "POST", headers: {{"Content-Type": "text/plain"}}, body: write}}));
+  results.push(await attempt("call blind (no-cors)", D + "/api/call/store/Store/Write",
+    {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}}, body: write}}));
+  results.push(await attempt("call as JSON with a guessed CSRF token", D + "/api/call/store/Store/Write",
+    {{method: "POST", headers: {{"Content-Type": "application/json", "X-CSRF-Token": "guess"}}, body: write}}));
+  results.push(await attempt("log out blind (no-cors)", D + "/api/logout", {{method: "POST", mode: "no-cors"}}));
+  results.push(await attempt("log in blind (no-cors)", D + "/api/login",
+    {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}},
+      body: JSON.stringify({{username: "admin", password: "micro"}})}}));
+  results.push(await attempt("the gateway with the dashboard's cookie (no-cors)", G + "/store/Store/Write",
+    {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}}, body: write}}));
+  results.push(await attempt("the gateway, reading", G + "/store/Store/Databases", {{method: "POST"}}));
+  document.getElementById("out").textContent = JSON.stringify(results);
+  document.body.dataset.done = "1";
+}})();
+</script></body></html>"#
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                // The request head, up to its blank line.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+            }
+        });
+        Attacker { address }
+    }
+}
+
+/// Where the screenshots go: docs/web/ with `MICRO_WEB_SCREENSHOTS=1`, else a temp dir.
+fn screenshot_dir(temp: &Path) -> PathBuf {
+    if std::env::var("MICRO_WEB_SCREENSHOTS").is_ok_and(|value| value == "1") {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/web");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    } else {
+        temp.to_path_buf()
+    }
+}
+
+/// Runs `command` in bash with the test server's `MICRO_HOME` and `micro` on `PATH`; its stdout.
+fn shell(server_home: &Path, command: &str) -> String {
+    let bin_dir = Path::new(common::micro_bin()).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(command)
+        .env("MICRO_HOME", server_home)
+        .env("PATH", path)
+        .env_remove("MICRO_ENV")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{command}: {}", stderr(&output));
+    stdout(&output)
+}
+
+#[test]
+fn the_dashboard_in_a_real_browser() {
+    let Some((chromium, chromedriver)) = chromium() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let dashboard = server.web.clone().expect("the dashboard listens");
+    let base = format!("http://{dashboard}");
+    server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s3cret", "bob"]);
+    let _hello = Service::start_helloworld(&server, &[]);
+    let _tenant = Service::start_helloworld(
+        &server,
+        &[
+            ("MICRO_NAMESPACE", "foo"),
+            ("MICRO_SERVICE_NAME", "greeter"),
+            ("MICRO_AUTH_ID", "bob"),
+            ("MICRO_AUTH_SECRET", "s3cret"),
+        ],
+    );
+    let shots = tempfile::tempdir().unwrap();
+    let shots = screenshot_dir(shots.path());
+    let browser = Browser::start(&chromium, &chromedriver);
+
+    // The first load, with an empty cache: the login page and its script and stylesheet.
+    browser.goto(&format!("{base}/"));
+    browser.wait("form#login");
+    assert!(browser.url().ends_with("/login"), "{}", browser.url());
+    let first_load = browser.exec(
+        "const nav = performance.getEntriesByType('navigation')[0];
+         const resources = performance.getEntriesByType('resource');
+         return {bytes: nav.transferSize + resources.reduce((sum, r) => sum + r.transferSize, 0),
+                 decoded: nav.decodedBodySize + resources.reduce((sum, r) => sum + r.decodedBodySize, 0),
+                 files: 1 + resources.length};",
+    );
+
+    // A wrong password: the sentence of `micro login`.
+    browser.type_into(&browser.wait("#username"), "admin");
+    browser.type_into(&browser.wait("#password"), "wrong");
+    browser.click(&browser.wait("form#login button[type=submit]"));
+    browser.wait_text(
+        "#login-error",
+        "Invalid credentials: check the username and password for namespace micro",
+    );
+    browser.type_into(&browser.wait("#password"), "micro");
+    browser.screenshot(&shots.join("login.png"));
+    browser.click(&browser.wait("form#login button[type=submit]"));
+
+    // Services: helloworld and the core services, not the tenant's.
+    browser.wait(r#"#services tr[data-service="helloworld"]"#);
+    for core in ["auth", "config", "events", "registry", "runtime", "store", "broker"] {
+        assert!(!browser.all(&format!(r#"tr[data-service="{core}"]"#)).is_empty(), "{core} listed");
+    }
+    assert!(browser.all(r#"tr[data-service="greeter"]"#).is_empty(), "foo's greeter is not in micro");
+    browser.screenshot(&shots.join("services.png"));
+
+    // The service page: its node and version.
+    browser.click(&browser.wait(r#"tr[data-service="helloworld"] a.service"#));
+    browser.wait_text("h1", "helloworld");
+    browser.wait_text("table.nodes", &_hello.address);
+
+    // Helloworld.Call through the generated form.
+    browser.click(&browser.wait(r#"a[href="/services/helloworld/Helloworld.Call"]"#));
+    browser.wait(r#"body[data-ready="form"]"#);
+    browser.type_into(&browser.wait(r#"input[name="name"]"#), "Dashboard");
+    browser.click(&browser.wait("#send"));
+    browser.wait_text("#status", "200");
+    let answer = browser.wait_text("#response", "Hello Dashboard");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer, json!({"msg": "Hello Dashboard"}));
+    let latency = browser.text(&browser.wait("#latency"));
+    assert!(latency.ends_with(" ms"), "{latency}");
+
+    // Copy as: the curl and micro commands do the same from a terminal.
+    browser.click(&browser.wait(r#"button[data-copy="curl"]"#));
+    let curl = browser.wait_text("#command", "curl");
+    assert!(curl.contains(&format!("'http://{}/helloworld/Helloworld/Call'", server.http)), "{curl}");
+    let reply: Value = serde_json::from_str(&shell(home.path(), &curl)).unwrap();
+    assert_eq!(reply, json!({"msg": "Hello Dashboard"}), "{curl}");
+    browser.click(&browser.wait(r#"button[data-copy="micro"]"#));
+    let micro = browser.wait_text("#command", "micro helloworld");
+    assert_eq!(micro, "micro helloworld call --name=Dashboard");
+    assert!(shell(home.path(), &micro).contains("Hello Dashboard"), "{micro}");
+    browser.click(&browser.wait(r#"button[data-copy="buf"]"#));
+    let buf = browser.wait_text("#command", "buf curl");
+    assert!(
+        buf.contains("--schema 'helloworld.proto'")
+            && buf.ends_with(&format!("'http://{}/helloworld.Helloworld/Call'", server.grpc)),
+        "{buf}"
+    );
+    browser.screenshot(&shots.join("endpoint.png"));
+
+    // Helloworld.Stream: every message, as it comes.
+    browser.goto(&format!("{base}/services/helloworld/Helloworld.Stream"));
+    browser.wait(r#"body[data-ready="form"]"#);
+    browser.type_into(&browser.wait(r#"input[name="count"]"#), "3");
+    browser.click(&browser.wait("#send"));
+    browser.wait_text("#count", "3 messages");
+    let messages: Vec<String> = browser.all("#messages li").iter().map(|li| browser.text(li)).collect();
+    assert_eq!(messages, [r#"{}"#, r#"{"count":"1"}"#, r#"{"count":"2"}"#]);
+    // The raw JSON editor holds what the form holds, and is what is sent while open.
+    browser.click(&browser.wait("#tab-json"));
+    let editor = browser.wait("#request-json");
+    let shown = browser.exec("return document.getElementById('request-json').value;");
+    assert_eq!(serde_json::from_str::<Value>(shown.as_str().unwrap()).unwrap(), json!({"count": "3"}));
+    browser.type_into(&editor, r#"{"count": "2"}"#);
+    browser.click(&browser.wait("#send"));
+    browser.wait_text("#count", "2 messages");
+
+    // Nested, repeated and map fields: create an account through auth's Generate form.
+    browser.goto(&format!("{base}/services/auth/Auth.Generate"));
+    browser.wait(r#"body[data-ready="form"]"#);
+    browser.type_into(&browser.wait(r#"input[name="id"]"#), "carol");
+    browser.type_into(&browser.wait(r#"input[name="secret"]"#), "c4rol-secret");
+    browser.click(&browser.wait(r#"fieldset[data-path="scopes"] button.add"#));
+    browser.type_into(&browser.wait(r#"input[name="scopes[0]"]"#), "reader");
+    browser.click(&browser.wait(r#"fieldset[data-path="metadata"] button.add"#));
+    browser.type_into(&browser.wait(r#"input[name="metadata[0].key"]"#), "team");
+    browser.type_into(&browser.wait(r#"input[name="metadata[0].value"]"#), "web");
+    browser.click(&browser.wait(r#"details[data-path="options"] > summary"#));
+    browser.type_into(&browser.wait(r#"input[name="options.namespace"]"#), "micro");
+    browser.click(&browser.wait("#send"));
+    browser.wait_text("#status", "200");
+    browser.wait_text("#response", "carol");
+    browser.screenshot(&shots.join("form.png"));
+    let accounts = server.ok(&["auth", "list", "accounts"]);
+    let carol =
+        accounts.lines().find(|line| line.starts_with("carol")).unwrap_or_else(|| panic!("{accounts}"));
+    assert!(carol.contains("reader") && carol.contains("team=web"), "{carol}");
+
+    // Navigation to a usable form, with an empty cache: the endpoint page, its script, its
+    // stylesheet and the request's description.
+    browser.clear_cache();
+    browser.goto(&format!("{base}/services/helloworld/Helloworld.Call"));
+    browser.wait(r#"body[data-ready="form"]"#);
+    let endpoint_load = browser.exec(
+        "const nav = performance.getEntriesByType('navigation')[0];
+         const resources = performance.getEntriesByType('resource');
+         return {bytes: nav.transferSize + resources.reduce((sum, r) => sum + r.transferSize, 0),
+                 files: 1 + resources.length,
+                 ready: performance.getEntriesByName('micro:form-ready')[0].startTime};",
+    );
+    println!(
+        "web: first load (login page, empty cache): {} bytes transferred ({} decoded) in {} files",
+        first_load["bytes"], first_load["decoded"], first_load["files"]
+    );
+    println!(
+        "web: endpoint page, empty cache: {} bytes transferred in {} files; navigation to a usable form: {:.1} ms",
+        endpoint_load["bytes"],
+        endpoint_load["files"],
+        endpoint_load["ready"].as_f64().unwrap_or_default()
+    );
+
+    // A page of another origin (another port of the same host, so the same site: the cookies
+    // go along) gets no answer it can read and changes nothing.
+    let attacker = Attacker::start(&dashboard, &server.http);
+    browser.goto(&format!("http://{}/", attacker.address));
+    browser.wait(r#"body[data-done="1"]"#);
+    let results: Vec<(String, String)> =
+        serde_json::from_str(&browser.text(&browser.wait("#out"))).expect("the attacker's results");
+    assert_eq!(results.len(), 8, "{results:?}");
+    for (attempt, outcome) in &results {
+        assert!(outcome == "blocked" || outcome == "opaque", "{attempt}: {outcome}");
+    }
+    let read = server.micro(&["store", "read", "pwned"]);
+    assert!(!read.status.success(), "the attacker wrote nothing: {}", stdout(&read));
+    browser.goto(&format!("{base}/services"));
+    browser.wait(r#"#services tr[data-service="helloworld"]"#);
+
+    // A tenant logs in to foo and sees foo only.
+    browser.click(&browser.wait("#logout"));
+    browser.wait("form#login");
+    browser.type_into(&browser.wait("#username"), "bob");
+    browser.type_into(&browser.wait("#password"), "s3cret");
+    browser.type_into(&browser.wait("#namespace"), "foo");
+    browser.click(&browser.wait("form#login button[type=submit]"));
+    browser.wait(r#"#services tr[data-service="greeter"]"#);
+    assert!(browser.all(r#"tr[data-service="helloworld"]"#).is_empty(), "micro's helloworld is not in foo");
+    browser.goto(&format!("{base}/services?namespace=micro"));
+    browser.wait_text("main", "the token was issued by namespace foo and cannot act in micro");
+    assert!(browser.all(r#"tr[data-service="helloworld"]"#).is_empty());
+    // Its own service answers through the form, in foo.
+    browser.goto(&format!("{base}/services/greeter/Helloworld.Call"));
+    browser.wait(r#"body[data-ready="form"]"#);
+    browser.type_into(&browser.wait(r#"input[name="name"]"#), "Bob");
+    browser.click(&browser.wait("#send"));
+    browser.wait_text("#response", "Hello Bob");
+    // The API refuses foo's session in micro, as the gateway does.
+    let refused = browser.exec_async(
+        "const done = arguments[arguments.length - 1];
+         const csrf = document.querySelector('meta[name=csrf-token]').content;
+         fetch('/api/call/helloworld/Helloworld/Call', {method: 'POST', body: '{}',
+           headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf, 'Micro-Namespace': 'micro'}})
+           .then(async r => done([r.status, await r.text()]));",
+    );
+    assert_eq!(refused[0], 403, "{refused}");
+    assert!(refused[1].as_str().unwrap().contains("cannot act in micro"), "{refused}");
+
+    // `micro web` prints the dashboard's URL (and opens nothing without a terminal).
+    let printed =
+        common::micro_cmd(home.path()).env("MICRO_WEB_ADDRESS", &dashboard).args(["web"]).output().unwrap();
+    assert_eq!(stdout(&printed).trim(), base, "{}", stderr(&printed));
+    let default =
+        common::micro_cmd(home.path()).env_remove("MICRO_WEB_ADDRESS").args(["web"]).output().unwrap();
+    let grpc_host = server.grpc.rsplit_once(':').unwrap().0;
+    assert_eq!(stdout(&default).trim(), format!("http://{grpc_host}:8082"), "{}", stderr(&default));
+
+    // Switched off, there is no dashboard.
+    let quiet = tempfile::tempdir().unwrap();
+    let off = Server::start_with(quiet.path(), &["--web-address", "off"]);
+    assert!(off.web.is_none() && !off.log().contains("web listening"), "{}", off.log());
+}
