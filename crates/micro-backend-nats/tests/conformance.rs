@@ -292,7 +292,18 @@ async fn survives_a_nats_restart() {
         delivery = micro_events::conformance::next(&mut consumer).await;
     }
     assert_eq!(delivery.event.payload, b"after", "the consumer resumed by itself");
-    broker.publish("micro", "restart", micro_broker::Message::new("after")).await.unwrap();
+    // The broker notices the reconnection on its own: publishing may fail a little longer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match broker.publish("micro", "restart", micro_broker::Message::new("after")).await {
+            Ok(()) => break,
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                assert!(matches!(err, micro_broker::BrokerError::Unavailable(_)), "{err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("broker publishing did not resume: {err}"),
+        }
+    }
     loop {
         let message =
             tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await.unwrap().unwrap();
