@@ -6,27 +6,13 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, micro_cmd, stderr, stdout};
+use common::{Server, micro_cmd, poll, stderr, stdout};
 
 /// How long the one build of a service may take (its dependencies are usually compiled
 /// already, in the shared build dir).
 const BUILD_DEADLINE: Duration = Duration::from_secs(600);
-
-/// Polls `condition` every `interval` until it holds or `within` has passed.
-fn poll(within: Duration, interval: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(interval);
-    }
-}
 
 /// Whether `micro status` shows `name` in status `error`.
 fn failed(server: &Server, name: &str) -> bool {

@@ -10,9 +10,12 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Server, http_request};
+
+/// How often the watch test looks again.
+const POLL: Duration = Duration::from_millis(200);
 
 /// How long the first build may take (the dependencies are usually compiled already, in the
 /// shared build dir; cold, they take minutes).
@@ -33,8 +36,9 @@ impl Watcher {
 
     /// Waits until the watcher's output holds `count` lines containing `needle`.
     fn wait_for(&self, needle: &str, count: usize, within: Duration) -> String {
-        let found =
-            poll(within, || self.output().lines().filter(|line| line.contains(needle)).count() >= count);
+        let found = common::poll(within, POLL, || {
+            self.output().lines().filter(|line| line.contains(needle)).count() >= count
+        });
         assert!(found, "no {count}× {needle:?} from the watcher:\n{}", self.output());
         self.output()
     }
@@ -44,20 +48,6 @@ impl Drop for Watcher {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Polls `condition` every 200 ms until it holds or `within` has passed.
-fn poll(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -144,7 +134,7 @@ fn watch_mode_reloads_every_edit_without_a_failed_call() {
     let served = |greeting: &str| greet(&server, "Jane").is_ok_and(|msg| msg == format!("{greeting} Jane"));
     // Stops waiting as soon as the watcher reports a failed first build.
     assert!(
-        poll(FIRST_BUILD_DEADLINE, || served("Hello")
+        common::poll(FIRST_BUILD_DEADLINE, POLL, || served("Hello")
             || watcher.output().contains("Build of helloworld failed"))
             && served("Hello"),
         "helloworld never answered; watcher:\n{}\nlogs:\n{}",
@@ -177,14 +167,17 @@ fn watch_mode_reloads_every_edit_without_a_failed_call() {
             }
         })
     };
-    assert!(poll(Duration::from_secs(30), || calls.load(Ordering::SeqCst) > 0), "the client never called");
+    assert!(
+        common::poll(Duration::from_secs(30), POLL, || calls.load(Ordering::SeqCst) > 0),
+        "the client never called"
+    );
 
     let greetings = ["Hello", "Hi", "Hey", "Howdy"];
     for (reload, pair) in greetings.windows(2).enumerate() {
         let calls_before = calls.load(Ordering::SeqCst);
         edit_greeting(&handler, pair[0], pair[1]);
         assert!(
-            poll(RELOAD_DEADLINE, || served(pair[1])),
+            common::poll(RELOAD_DEADLINE, POLL, || served(pair[1])),
             "{} was never served; watcher:\n{}\nlogs:\n{}",
             pair[1],
             watcher.output(),

@@ -12,26 +12,12 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Server, stderr, stdout};
+use common::{Server, poll, stderr, stdout};
 
 /// How long the cargo build of a fresh `micro new` service may take (dependencies cold).
 const BUILD_DEADLINE: Duration = Duration::from_secs(600);
 /// How long a script service may take to reach a state.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Polls `condition` every `interval` until it holds or `within` has passed.
-fn poll(within: Duration, interval: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(interval);
-    }
-}
 
 /// The `micro status` line of `name`, if it is listed.
 fn status_line(server: &Server, name: &str) -> Option<String> {

@@ -377,7 +377,13 @@ impl Drop for Service {
 }
 
 /// Polls `condition` every 20 ms until it holds or `within` has passed; returns whether it held.
-pub fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub fn eventually(within: Duration, condition: impl FnMut() -> bool) -> bool {
+    poll(within, Duration::from_millis(20), condition)
+}
+
+/// Polls `condition` every `interval` until it holds or `within` has passed; returns whether
+/// it held.
+pub fn poll(within: Duration, interval: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + within;
     loop {
         if condition() {
@@ -386,7 +392,7 @@ pub fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool
         if std::time::Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(interval);
     }
 }
 

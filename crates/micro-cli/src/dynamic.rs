@@ -125,7 +125,7 @@ impl Catalog {
         Ok(Self {
             name: name.to_string(),
             version: service.version.clone(),
-            endpoints: endpoints(name, service, &pool),
+            endpoints: micro_proto::dynamic::endpoints(name, service, &pool),
         })
     }
 
@@ -202,38 +202,6 @@ impl Catalog {
             self.name
         )))
     }
-}
-
-/// The endpoints of `service` we can encode: those it registered that its descriptors describe;
-/// when it registered none, the gRPC services of the package named after it (the core
-/// services), else every service in its descriptors.
-fn endpoints(name: &str, service: &Service, pool: &DescriptorPool) -> BTreeMap<String, MethodDescriptor> {
-    let all = || {
-        pool.services()
-            .flat_map(|handler| handler.methods().collect::<Vec<_>>())
-            .map(|method| (format!("{}.{}", method.parent_service().name(), method.name()), method))
-    };
-    let mut endpoints = BTreeMap::new();
-    if !service.endpoints.is_empty() {
-        for (endpoint, method) in all() {
-            let registered = service.endpoints.iter().any(|e| e.name == endpoint);
-            // Where two packages declare the same `Handler.Method`, the service's own wins.
-            let own = method.parent_service().package_name() == name;
-            if registered && (own || !endpoints.contains_key(&endpoint)) {
-                endpoints.insert(endpoint, method);
-            }
-        }
-        return endpoints;
-    }
-    let own: BTreeMap<_, _> =
-        all().filter(|(_, method)| method.parent_service().package_name() == name).collect();
-    if !own.is_empty() {
-        return own;
-    }
-    for (endpoint, method) in all() {
-        endpoints.entry(endpoint).or_insert(method);
-    }
-    endpoints
 }
 
 /// Command-line words and flags, split.

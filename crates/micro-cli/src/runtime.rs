@@ -938,7 +938,7 @@ fn parse_env_vars(values: &[String]) -> Result<Vec<String>> {
 }
 
 /// A service's status name: metadata `status`, else the numeric field.
-fn service_status(service: &Service) -> &str {
+pub(crate) fn service_status(service: &Service) -> &str {
     if let Some(status) = service.metadata.get("status").filter(|status| !status.is_empty()) {
         return status;
     }
@@ -954,7 +954,7 @@ fn service_status(service: &Service) -> &str {
     }
 }
 
-fn metadata<'a>(service: &'a Service, key: &str) -> &'a str {
+pub(crate) fn metadata<'a>(service: &'a Service, key: &str) -> &'a str {
     service.metadata.get(key).map(String::as_str).unwrap_or_default()
 }
 

@@ -185,15 +185,15 @@ async fn outcome(client: &Client, name: &str, version: &str, began: Instant) -> 
     let mut built: Option<Instant> = None;
     loop {
         let Some(service) = runtime::find(client, name, version).await? else { return Ok(Outcome::Gone) };
-        let (status, update) = (status(&service), meta(&service, "update"));
+        let (status, update) = (runtime::service_status(&service), runtime::metadata(&service, "update"));
         let building =
             update == "building" || (update.is_empty() && matches!(status, "pending" | "building"));
         if !building && built.is_none() {
             built = Some(Instant::now());
         }
         let error = || {
-            let error = meta(&service, "update_error");
-            let error = if error.is_empty() { meta(&service, "error") } else { error };
+            let error = runtime::metadata(&service, "update_error");
+            let error = if error.is_empty() { runtime::metadata(&service, "error") } else { error };
             if error.is_empty() { "unknown error".to_string() } else { error.to_string() }
         };
         match (update, status) {
@@ -327,27 +327,6 @@ fn describe(changed: &[PathBuf]) -> String {
     match changed.len() {
         n if n > SHOWN => format!("{} and {} more", names.join(", "), n - SHOWN),
         _ => names.join(", "),
-    }
-}
-
-fn meta<'a>(service: &'a Service, key: &str) -> &'a str {
-    service.metadata.get(key).map(String::as_str).unwrap_or_default()
-}
-
-/// The service's status name: metadata `status`, else the numeric field.
-fn status(service: &Service) -> &str {
-    match meta(service, "status") {
-        "" => match service.status {
-            1 => "pending",
-            2 => "building",
-            3 => "starting",
-            4 => "running",
-            5 => "stopping",
-            6 => "stopped",
-            7 => "error",
-            _ => "unknown",
-        },
-        status => status,
     }
 }
 

@@ -20,46 +20,10 @@
 //! each a type as above; `oneof` names the oneof a field is part of, `optional: true` a proto3
 //! `optional` field.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
-use micro_proto::registry::Service;
-use prost_reflect::{
-    DescriptorPool, EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
-};
+use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor};
 use serde_json::{Map, Value, json};
-
-/// The endpoints of `service` (registered as `name`) the dashboard can call, `Handler.Method`
-/// → descriptor, by the rule `micro <service>` uses: those it registered that its descriptors
-/// describe; when it registered none, the gRPC services of the package named after it (the core
-/// services, whose descriptor set holds every core proto), else every service in its descriptors.
-pub fn endpoints(name: &str, service: &Service, pool: &DescriptorPool) -> BTreeMap<String, MethodDescriptor> {
-    let all = || {
-        pool.services()
-            .flat_map(|handler| handler.methods().collect::<Vec<_>>())
-            .map(|method| (format!("{}.{}", method.parent_service().name(), method.name()), method))
-    };
-    let mut endpoints = BTreeMap::new();
-    if !service.endpoints.is_empty() {
-        for (endpoint, method) in all() {
-            let registered = service.endpoints.iter().any(|e| e.name == endpoint);
-            // Where two packages declare the same `Handler.Method`, the service's own wins.
-            let own = method.parent_service().package_name() == name;
-            if registered && (own || !endpoints.contains_key(&endpoint)) {
-                endpoints.insert(endpoint, method);
-            }
-        }
-        return endpoints;
-    }
-    let own: BTreeMap<_, _> =
-        all().filter(|(_, method)| method.parent_service().package_name() == name).collect();
-    if !own.is_empty() {
-        return own;
-    }
-    for (endpoint, method) in all() {
-        endpoints.entry(endpoint).or_insert(method);
-    }
-    endpoints
-}
 
 /// The gateway path that reaches `method` of service `name` (docs/compatibility.md §4.2):
 /// the service's dotted name as segments, then handler and method,

@@ -292,7 +292,7 @@ impl Web {
             .rev()
             .find(|version| !version.descriptors.is_empty())
             .and_then(|version| Some((version, self.pool(&version.descriptors)?)))
-            .map(|(version, pool)| describe::endpoints(name, version, &pool))
+            .map(|(version, pool)| micro_proto::dynamic::endpoints(name, version, &pool))
             .unwrap_or_default()
     }
 

@@ -373,7 +373,8 @@ fn paths_and_commands_of_endpoints() {
 
     let core = DescriptorPool::decode(micro_proto::FILE_DESCRIPTOR_SET).unwrap();
     let store = crate::registry::builtins().into_iter().find(|service| service.name == "store").unwrap();
-    let endpoints: Vec<String> = describe::endpoints("store", &store, &core).into_keys().collect();
+    let endpoints: Vec<String> =
+        micro_proto::dynamic::endpoints("store", &store, &core).into_keys().collect();
     assert!(
         endpoints.contains(&"Store.Read".to_string()) && endpoints.contains(&"BlobStore.Write".to_string())
     );
