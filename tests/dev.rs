@@ -122,4 +122,30 @@ fn the_runtime_builds_against_its_own_sdk() {
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join(common::SERVICE_SDK_DIR);
     assert!(shared.join(env!("CARGO_PKG_VERSION")).join(".digest").is_file(), "the server installed its SDK");
     server.ok(&["kill", "hello"]);
+
+    // A project that needs another major version of micro is refused before cargo runs, and
+    // the build log says why.
+    let made = micro_cmd(home.path()).current_dir(work.path()).args(["new", "old"]).output().unwrap();
+    assert!(made.status.success(), "micro new: {}", stderr(&made));
+    let manifest_path = work.path().join("old/Cargo.toml");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let pinned = format!("version = \"{}\"", env!("CARGO_PKG_VERSION"));
+    let newer: Vec<String> = manifest
+        .lines()
+        .map(|line| {
+            if line.starts_with("micro = ") {
+                line.replace(&pinned, "version = \"9\"")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    let newer = newer.join("\n");
+    assert_eq!(newer.matches("version = \"9\"").count(), 2, "{newer}");
+    std::fs::write(&manifest_path, newer + "\n").unwrap();
+    assert_eq!(server.ok_at(work.path(), &["run", "./old"]), "");
+    poll(BUILD_DEADLINE, Duration::from_millis(200), || failed(&server, "old"));
+    let build = server.ok(&["logs", "--build", "old"]);
+    assert!(build.contains("this project needs micro 9; this server provides micro"), "{build}");
+    server.ok(&["kill", "old"]);
 }

@@ -78,7 +78,7 @@ fn bad_names_are_refused() {
 
 /// The generated project builds on its own (not as part of this workspace), in release mode as
 /// `micro run` builds it. Its dependencies are compiled into `target/service-build`, which the
-/// runtime tests then reuse as the server's build dir; `micro new` copies the checkout's lock file,
+/// runtime tests then reuse as the server's build dir; `micro new` copies the SDK's lock file,
 /// so both builds resolve the versions this repository is tested with.
 #[test]
 fn the_generated_service_builds() {
@@ -87,7 +87,7 @@ fn the_generated_service_builds() {
     let output = new_in(temp.path(), &["foo-bar"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let project = temp.path().join("foo-bar");
-    assert!(project.join("Cargo.lock").is_file(), "a checkout's lock file is copied");
+    assert!(project.join("Cargo.lock").is_file(), "the SDK's lock file is copied");
 
     let build = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet"])

@@ -1,6 +1,8 @@
 //! `cargo run --release -p micro-bench -- runtime`: how long `micro run` takes from source to the
 //! first successful call, cold (no dependency compiled yet) and warm (a second service reusing
-//! the shared build dir), each next to a plain `cargo build --release` of the same kind of crate.
+//! the shared build dir), each next to a plain `cargo build --release` of the same kind of crate;
+//! and, under `micro run --watch`, how long an edit of the handler takes to be served, next to an
+//! incremental `cargo build --release` of the same edit.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,12 +12,49 @@ use anyhow::{Context as _, bail};
 
 /// How long a build plus start may take before the bench gives up.
 const DEADLINE: Duration = Duration::from_secs(1800);
+/// The greetings the handler is edited through, one reload each after the first.
+const GREETINGS: [&str; 4] = ["Hello", "Hi", "Hey", "Howdy"];
+/// The budget: an edit is served within this much of an incremental `cargo build` of it.
+const WATCH_OVERHEAD_TARGET_S: f64 = 1.0;
 
 pub struct Figures {
     pub cold_run: Duration,
     pub warm_run: Duration,
     pub cold_cargo: Duration,
     pub warm_cargo: Duration,
+    /// Edit to the new greeting served, one per reload under `micro run --watch`.
+    pub reloads: Vec<Duration>,
+    /// `cargo build --release` of the same edits, in a target dir that built the crate before.
+    pub rebuilds: Vec<Duration>,
+}
+
+/// The median of `durations` (the middle one; the upper of the two middle ones).
+fn median(durations: &[Duration]) -> Duration {
+    let mut sorted = durations.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+impl Figures {
+    pub fn reload(&self) -> Duration {
+        median(&self.reloads)
+    }
+
+    pub fn rebuild(&self) -> Duration {
+        median(&self.rebuilds)
+    }
+}
+
+/// Replaces greeting `from` with `to` in the handler `micro new` wrote in `project`.
+fn edit_greeting(project: &Path, from: &str, to: &str) -> anyhow::Result<()> {
+    let handler = project.join("src/handler.rs");
+    let text = std::fs::read_to_string(&handler)?;
+    let (old, new) = (format!("\"{from} {{name}}\""), format!("\"{to} {{name}}\""));
+    if !text.contains(&old) {
+        bail!("{} has no {old}", handler.display());
+    }
+    std::fs::write(&handler, text.replace(&old, &new))?;
+    Ok(())
 }
 
 pub async fn measure(micro: &Path, home: &Path) -> anyhow::Result<Figures> {
@@ -70,17 +109,110 @@ pub async fn measure(micro: &Path, home: &Path) -> anyhow::Result<Figures> {
     eprintln!("cargo build --release, cold: {cold_cargo:?}");
     let warm_cargo = cargo_build("warmplain")?;
     eprintln!("cargo build --release, warm: {warm_cargo:?}");
-    Ok(Figures { cold_run, warm_run, cold_cargo, warm_cargo })
+
+    // The same edits built by hand: an incremental build of the crate built just before.
+    let mut rebuilds = Vec::new();
+    for pair in GREETINGS.windows(2) {
+        edit_greeting(&work.join("warmplain"), pair[0], pair[1])?;
+        let started = Instant::now();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet"])
+            .current_dir(work.join("warmplain"))
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .context("cargo")?;
+        if !status.success() {
+            bail!("cargo build --release of an edit failed");
+        }
+        rebuilds.push(started.elapsed());
+        eprintln!("cargo build --release of an edit: {:?}", started.elapsed());
+    }
+
+    let reloads = watch_reloads(micro, home, &work, "watchservice")?;
+    Ok(Figures { cold_run, warm_run, cold_cargo, warm_cargo, reloads, rebuilds })
+}
+
+/// `micro run --watch` of a new service: once it answers, each edit of its greeting is timed
+/// from the file written to the first call that answers with the new greeting.
+fn watch_reloads(micro: &Path, home: &Path, work: &Path, name: &str) -> anyhow::Result<Vec<Duration>> {
+    let call = |greeting: &str| -> anyhow::Result<bool> {
+        let output = Command::new(micro)
+            .env("MICRO_HOME", home)
+            .current_dir(work)
+            .args([name, "--name=bench"])
+            .output()?;
+        Ok(output.status.success()
+            && String::from_utf8_lossy(&output.stdout).contains(&format!("{greeting} bench")))
+    };
+    let status =
+        Command::new(micro).env("MICRO_HOME", home).current_dir(work).args(["new", name]).output()?;
+    if !status.status.success() {
+        bail!("micro new {name}: {}", String::from_utf8_lossy(&status.stderr));
+    }
+    let output_path = home.join(format!("{name}.watch.log"));
+    let mut watcher = Command::new(micro)
+        .env("MICRO_HOME", home)
+        .current_dir(work)
+        .args(["run", "--watch", &format!("./{name}")])
+        .stdout(std::fs::File::create(&output_path)?)
+        .stderr(std::fs::File::create(home.join(format!("{name}.watch.err")))?)
+        .spawn()
+        .context("micro run --watch")?;
+    let watched = (|| -> anyhow::Result<Vec<Duration>> {
+        let output = || {
+            std::fs::read_to_string(&output_path).unwrap_or_default()
+                + &std::fs::read_to_string(home.join(format!("{name}.watch.err"))).unwrap_or_default()
+        };
+        let wait = |what: &str, until: &dyn Fn() -> anyhow::Result<bool>| -> anyhow::Result<()> {
+            let started = Instant::now();
+            while !until()? {
+                if started.elapsed() > DEADLINE {
+                    bail!("{what} never happened; the watcher said:\n{}", output());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        };
+        wait("the first answer", &|| call(GREETINGS[0]))?;
+        wait("the watch", &|| Ok(output().contains("Watching ")))?;
+        let mut reloads = Vec::new();
+        for (reload, pair) in GREETINGS.windows(2).enumerate() {
+            edit_greeting(&work.join(name), pair[0], pair[1])?;
+            let started = Instant::now();
+            wait("the new greeting", &|| call(pair[1]))?;
+            reloads.push(started.elapsed());
+            eprintln!("micro run --watch, edit to new response: {:?}", started.elapsed());
+            // The swap is done (the old process stopped) before the next edit.
+            wait("the reload", &|| Ok(output().matches("Reloaded ").count() > reload))?;
+        }
+        Ok(reloads)
+    })();
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let _ = Command::new(micro).env("MICRO_HOME", home).current_dir(work).args(["kill", name]).output();
+    watched
 }
 
 /// The cold and warm `micro run` times against plain cargo builds.
 pub fn figures(figures: &Figures) -> Vec<crate::report::Figure> {
-    use crate::report::Figure;
+    use crate::report::{Figure, Target};
     vec![
         Figure::new("micro run → first call, cold", "s", figures.cold_run.as_secs_f64())
             .against("cargo build --release, cold", figures.cold_cargo.as_secs_f64()),
         Figure::new("micro run → first call, warm", "s", figures.warm_run.as_secs_f64())
             .against("cargo build --release, warm", figures.warm_cargo.as_secs_f64()),
+        Figure::new(
+            "micro run --watch: edit → new response (median of 3)",
+            "s",
+            figures.reload().as_secs_f64(),
+        )
+        .against("cargo build --release of the edit", figures.rebuild().as_secs_f64()),
+        Figure::new(
+            "micro run --watch: edit → new response, over cargo build",
+            "s",
+            figures.reload().as_secs_f64() - figures.rebuild().as_secs_f64(),
+        )
+        .target(Target::AtMost(WATCH_OVERHEAD_TARGET_S)),
     ]
 }
 
@@ -95,13 +227,29 @@ pub fn render(figures: &Figures) -> String {
          | | `micro run` → first call | `cargo build --release` | overhead |\n\
          |---|---:|---:|---:|\n\
          | cold (no dependency built) | {} | {} | {} |\n\
-         | warm (second service) | {} | {} | {} |\n",
+         | warm (second service) | {} | {} | {} |\n\n\
+         Under `micro run --watch` (a third new service): the handler's greeting edited {edits} times, each \
+         timed from the file written to the first `micro <name> --name=bench` answering with the new \
+         greeting (a call every 50 ms), against `cargo build --release` of the same edits in the plain \
+         crate's reused target dir. Target: within {target} s of the build.\n\n\
+         | | each edit | median |\n\
+         |---|---:|---:|\n\
+         | `micro run --watch`: edit → new response | {reloads} | {reload} |\n\
+         | `cargo build --release` of the edit | {rebuilds} | {rebuild} |\n\
+         | overhead | | {overhead:+.2} s |\n",
         secs(figures.cold_run),
         secs(figures.cold_cargo),
         secs(figures.cold_run.saturating_sub(figures.cold_cargo)),
         secs(figures.warm_run),
         secs(figures.warm_cargo),
         secs(figures.warm_run.saturating_sub(figures.warm_cargo)),
+        edits = figures.reloads.len(),
+        target = WATCH_OVERHEAD_TARGET_S,
+        reloads = figures.reloads.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(", "),
+        reload = secs(figures.reload()),
+        rebuilds = figures.rebuilds.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(", "),
+        rebuild = secs(figures.rebuild()),
+        overhead = figures.reload().as_secs_f64() - figures.rebuild().as_secs_f64(),
     )
 }
 

@@ -29,8 +29,12 @@ pub async fn build(
 ) -> Result<PathBuf, RuntimeError> {
     let cargo = std::env::var_os("CARGO").filter(|c| !c.is_empty()).unwrap_or_else(|| "cargo".into());
     tokio::fs::create_dir_all(target_dir).await.map_err(crate::error::internal)?;
-    use_sdk(dir, cell, log).await?;
     let build_log = BuildLog::begin(build_log.to_path_buf()).await;
+    if let Err(err) = use_sdk(dir, cell, log, &build_log).await {
+        // Before cargo runs, so `micro logs --build` says why (a version mismatch) too.
+        build_log.write_line(&format!("micro: {err}")).await;
+        return Err(err);
+    }
     fetch(&cargo, dir, cell, log, &build_log, prefer).await?;
     let mut command = crate::sandbox::child_command(&cargo, dir);
     command
@@ -85,7 +89,7 @@ pub async fn build(
 /// Installs this binary's SDK (a no-op when it is there) and points the source's manifests at
 /// it. Only the server's own copies are rewritten (an upload, a git checkout, below
 /// `MICRO_HOME/sources`); an admin's server-local folder builds as it is.
-async fn use_sdk(dir: &Path, cell: &Cell, log: &LogFile) -> Result<(), RuntimeError> {
+async fn use_sdk(dir: &Path, cell: &Cell, log: &LogFile, build_log: &BuildLog) -> Result<(), RuntimeError> {
     let tree = cell.source.clone().unwrap_or_else(|| dir.to_path_buf());
     let sdk_dir = cell.sdk.clone();
     let owned = tree.starts_with(cell.home.join("sources"));
@@ -100,18 +104,19 @@ async fn use_sdk(dir: &Path, cell: &Cell, log: &LogFile) -> Result<(), RuntimeEr
     })
     .await
     .map_err(|err| RuntimeError::Internal(format!("SDK task failed: {err}")))??;
-    match done {
+    let line = match done {
         Some(crate::manifest::Rewritten::OwnFramework(name)) => {
-            log.write_line(&format!(
+            format!(
                 "micro: the source defines {name} itself, so it builds with its own copy of the framework"
-            ))
-            .await
+            )
         }
         Some(crate::manifest::Rewritten::Manifests(changed)) if !changed.is_empty() => {
-            log.write_line(&format!("micro: building with micro {} of this server", micro_sdk::VERSION)).await
+            format!("micro: building with micro {} of this server", micro_sdk::VERSION)
         }
-        _ => {}
-    }
+        _ => return Ok(()),
+    };
+    log.write_line(&line).await;
+    build_log.write_line(&line).await;
     Ok(())
 }
 

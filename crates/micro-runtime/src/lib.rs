@@ -7,15 +7,17 @@
 //!   open) and observed state (status, restarts, pid).
 //! - `supervisor`: process handling: one supervisor task per service runs its child process in
 //!   its own process group, restarts it on crash with exponential backoff, stops it with
-//!   SIGTERM then SIGKILL; and the account each launch runs as.
+//!   SIGTERM then SIGKILL; builds and starts an update beside the running process and swaps
+//!   them once the new one is ready; and the account each launch runs as.
 //! - [`source`]: uploaded tarballs (`source://…`, unpacked safely), git sources, path checks.
 //! - `manifest`: points every dependency of a source on the framework at the SDK this binary
 //!   installed (`micro_sdk`), checking the version asked for.
 //! - `cargo`: `cargo fetch`, then `cargo build --release --offline` into the namespace's
 //!   target dir under `MICRO_HOME/build/targets`.
 //! - `sandbox`: the Landlock box of every build and service process.
-//! - [`logs`]: the per-service log file under `MICRO_HOME/logs/<ns>/<name>.log`.
-//! - [`grpc`]: the `runtime.Runtime` and `runtime.Source` services.
+//! - [`logs`]: the per-service log file under `MICRO_HOME/logs/<ns>/<name>.log`, and the
+//!   per-version build log under `MICRO_HOME/logs/<ns>/build/`.
+//! - [`grpc`]: the `runtime.Runtime`, `runtime.Source` and `runtime.Build` services.
 //! - `options` and `error`: [`RuntimeOptions`] and [`RuntimeError`].
 //!
 //! Modules depend one way: `grpc` → `service` → `supervisor` → `state`, each also using the

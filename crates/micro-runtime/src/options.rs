@@ -9,8 +9,10 @@ use std::time::Duration;
 use crate::sandbox::Sandbox;
 use crate::source::{SWEEP_INTERVAL, UPLOAD_GRACE};
 
-/// How long a stopped service gets between SIGTERM and SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopped service gets between SIGTERM and SIGKILL: longer than the framework's
+/// own shutdown (leave 3 s, then drain in-flight calls 10 s; `crates/micro/src/service.rs`),
+/// so a micro service stopped by an update or a kill finishes its calls.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
 /// First delay before restarting a crashed service; doubled per crash up to [`BACKOFF_MAX`].
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);

@@ -487,7 +487,7 @@ impl Runtime {
             name.to_string(),
             version.to_string(),
         ));
-        supervisor::delete_service_account(&self.inner.auth, &namespace, name, version).await;
+        supervisor::delete_service_accounts(&self.inner.auth, &namespace, name, version, None).await;
         self.remove_owned_source(&desired).await;
         let _ = tokio::fs::remove_dir_all(self.binary_dir(&namespace, name, version)).await;
         let build_log = logs::build_path(&self.inner.options.home, &namespace, name, version);

@@ -135,8 +135,10 @@ async fn update_beside(
         }
     };
     let built = began.elapsed();
+    let prepared_program = prepared.program.clone();
     set_update(&managed, Some(UpdatePhase::Starting), "");
     let (ready_tx, ready_rx) = oneshot::channel();
+    let launch = source::random_hex(8);
     let (candidate_stop, candidate_stopped) = watch::channel(false);
     let current = Arc::new(AtomicBool::new(false));
     let task = tokio::spawn(serve(
@@ -146,15 +148,17 @@ async fn update_beside(
         prepared,
         candidate_stopped,
         current.clone(),
-        Some(ready_tx),
+        Some(Candidate { ready: ready_tx, launch: launch.clone() }),
     ));
     let candidate = Run { stop: candidate_stop, task, current };
+    let program = prepared_program;
     let ready = tokio::select! {
         ready = ready_rx => ready.unwrap_or_else(|_| Err("the new process ended before it was ready".into())),
         () = stopped(&mut stop) => {
             let _ = candidate.stop.send(true);
             let _ = candidate.task.await;
             set_spare(&inner, &managed, None).await;
+            discard_candidate(&inner, &staged, &program, &launch).await;
             discard_checkout(&managed, &staged).await;
             return;
         }
@@ -168,6 +172,7 @@ async fn update_beside(
             tracing::warn!(namespace = %staged.namespace, name = %staged.name, error = %message, "update failed to start; the running version keeps serving");
             log.write_line(&format!("micro: update failed: {message}; the running version keeps serving"))
                 .await;
+            discard_candidate(&inner, &staged, &program, &launch).await;
             set_update(&managed, Some(UpdatePhase::Failed), &message);
             discard_checkout(&managed, &staged).await;
             return;
@@ -212,6 +217,11 @@ async fn update_beside(
     }
     set_spare(&inner, &managed, None).await;
     let desired = managed.desired();
+    // The old process's account and binary go with it.
+    let account = candidate_account_id(&desired.name, &desired.version, &launch);
+    delete_service_accounts(&inner.auth, &desired.namespace, &desired.name, &desired.version, Some(&account))
+        .await;
+    prune_binaries(&inner, &desired, &program).await;
     if previous.checkout.is_some() && previous.checkout != desired.checkout {
         remove_owned_source(&inner, &Desired { source: String::new(), ..previous.clone() }).await;
     }
@@ -265,11 +275,19 @@ pub(crate) fn account_id(name: &str, version: &str) -> String {
     format!("svc.{}", source::service_key(name, version))
 }
 
-/// The account the supervisor creates for each launch of a service: of kind `service`, and
-/// marked as the runtime's own by its metadata, which [`delete_service_account`] checks.
-fn service_account(name: &str, version: &str) -> micro_auth::NewAccount {
+/// The id of the account of an update's new process, made while the old process still runs
+/// under its own: `svc.<name>.<version>~<launch>`. `~` never occurs in an escaped version, so
+/// it names no other pair's account.
+fn candidate_account_id(name: &str, version: &str, launch: &str) -> String {
+    format!("{}~{launch}", account_id(name, version))
+}
+
+/// The account the supervisor creates for a launch of a service, with id `id`: of kind
+/// `service`, and marked as the runtime's own by its metadata, which
+/// [`delete_service_accounts`] checks.
+fn service_account(id: String, name: &str, version: &str) -> micro_auth::NewAccount {
     micro_auth::NewAccount {
-        id: account_id(name, version),
+        id,
         kind: micro_auth::service::SERVICE.to_string(),
         scopes: vec!["service".to_string()],
         metadata: [
@@ -281,23 +299,44 @@ fn service_account(name: &str, version: &str) -> micro_auth::NewAccount {
     }
 }
 
-/// Deletes the account the runtime made for a service version, if there is one: only the
-/// account with its id that is of kind `service` and whose metadata names this service and
-/// version; never an account that merely shares the id or the name, such as a person's.
-pub(crate) async fn delete_service_account(
+/// Whether `account` is one the runtime made for service `name` at `version`: of kind
+/// `service` with metadata naming both, never an account that merely shares the id or the
+/// name, such as a person's.
+fn is_service_account(account: &micro_core::Account, name: &str, version: &str) -> bool {
+    account.kind == micro_auth::service::SERVICE
+        && account.metadata.get(ACCOUNT_SERVICE).map(String::as_str) == Some(name)
+        && account.metadata.get(ACCOUNT_VERSION).map(String::as_str) == Some(version)
+}
+
+/// Deletes the accounts the runtime made for a service version ([`is_service_account`]),
+/// but the one with id `keep`: the plain one and those of updates' new processes.
+pub(crate) async fn delete_service_accounts(
     auth: &micro_auth::Auth,
     namespace: &str,
     name: &str,
     version: &str,
+    keep: Option<&str>,
 ) {
-    let id = account_id(name, version);
-    let ours = |account: &micro_core::Account| {
-        account.kind == micro_auth::service::SERVICE
-            && account.metadata.get(ACCOUNT_SERVICE).map(String::as_str) == Some(name)
-            && account.metadata.get(ACCOUNT_VERSION).map(String::as_str) == Some(version)
+    let plain = account_id(name, version);
+    let candidates = format!("{plain}~");
+    let ids = match auth.list_accounts(namespace).await {
+        Ok(accounts) => accounts
+            .into_iter()
+            .filter(|account| account.id == plain || account.id.starts_with(&candidates))
+            .filter(|account| Some(account.id.as_str()) != keep)
+            .map(|account| account.id)
+            .collect(),
+        Err(err) => {
+            tracing::warn!(namespace, name, version, cause = %err, "cannot list a service's accounts");
+            Vec::new()
+        }
     };
-    if let Err(err) = auth.delete_account_if(namespace, &id, ours).await {
-        tracing::warn!(namespace, name, version, cause = %err, "cannot delete a service's account");
+    for id in ids {
+        if let Err(err) =
+            auth.delete_account_if(namespace, &id, |account| is_service_account(account, name, version)).await
+        {
+            tracing::warn!(namespace, name, version, cause = %err, "cannot delete a service's account");
+        }
     }
 }
 
@@ -330,7 +369,11 @@ async fn supervise(
         }
     };
     match prepared {
-        Ok(prepared) => serve(inner, managed.clone(), managed.desired(), prepared, stop, current, None).await,
+        Ok(prepared) => {
+            let desired = managed.desired();
+            prune_binaries(&inner, &desired, &prepared.program).await;
+            serve(inner, managed.clone(), desired, prepared, stop, current, None).await;
+        }
         Err(err) => {
             tracing::warn!(namespace = %desired.namespace, name = %desired.name, cause = %err, "service failed to build");
             log.write_line(&format!("micro: {err}")).await;
@@ -357,15 +400,31 @@ async fn serve(
     prepared: Prepared,
     mut stop: watch::Receiver<bool>,
     current: Arc<AtomicBool>,
-    mut ready: Option<oneshot::Sender<Result<u32, String>>>,
+    candidate: Option<Candidate>,
 ) {
     let log = log_file(&inner, &desired);
     let Prepared { program, args, dir, cell } = prepared;
+    let (mut ready, launch_id) = match candidate {
+        Some(Candidate { ready, launch }) => (Some(ready), launch),
+        None => (None, source::random_hex(8)),
+    };
     let candidate = ready.is_some();
-    // A fresh account per launch: its secret is never stored by the runtime.
-    let id = account_id(&desired.name, &desired.version);
-    delete_service_account(&inner.auth, &desired.namespace, &desired.name, &desired.version).await;
-    let new = service_account(&desired.name, &desired.version);
+    let launch = Launch {
+        namespace: desired.namespace.clone(),
+        name: desired.name.clone(),
+        version: desired.version.clone(),
+        id: launch_id,
+    };
+    // A fresh account per launch: its secret is never stored by the runtime. An update's new
+    // process gets one of its own, so the old process keeps its credentials while it serves
+    // (and for good when the update fails).
+    let id = if candidate {
+        candidate_account_id(&desired.name, &desired.version, &launch.id)
+    } else {
+        delete_service_accounts(&inner.auth, &desired.namespace, &desired.name, &desired.version, None).await;
+        account_id(&desired.name, &desired.version)
+    };
+    let new = service_account(id.clone(), &desired.name, &desired.version);
     let secret = match inner.auth.generate(&desired.namespace, new).await {
         Ok((_, secret)) => secret,
         Err(err) => {
@@ -378,19 +437,13 @@ async fn serve(
             return;
         }
     };
-    let launch = Launch {
-        namespace: desired.namespace.clone(),
-        name: desired.name.clone(),
-        version: desired.version.clone(),
-        id: source::random_hex(8),
-    };
     let server = inner.server_address.lock().expect("address lock").clone();
     let mut env: Vec<(String, String)> = vec![
         (service_env::SERVICE_NAME.into(), desired.name.clone()),
         (service_env::SERVICE_VERSION.into(), desired.version.clone()),
         (service_env::SERVER_ADDRESS.into(), server),
         (service_env::NAMESPACE.into(), desired.namespace.clone()),
-        (service_env::AUTH_ID.into(), id),
+        (service_env::AUTH_ID.into(), id.clone()),
         (service_env::AUTH_SECRET.into(), secret),
         (service_env::SERVICE_ADDRESS.into(), "127.0.0.1:0".into()),
         (service_env::LAUNCH_ID.into(), launch.id.clone()),
@@ -423,11 +476,6 @@ async fn serve(
             &mut stop,
         )
         .await;
-        if candidate && ready.is_some() {
-            // The first run of an update's new process ended before it was ready: the update
-            // failed (`run_once` said why); the old process keeps serving.
-            return;
-        }
         match outcome {
             Outcome::Stopped => {
                 set_status(&managed, &current, Status::Stopped, "");
@@ -461,6 +509,12 @@ async fn serve(
             }
         }
     }
+}
+
+/// The new process of an update: told ready (its pid) or why not, and its launch id.
+struct Candidate {
+    ready: oneshot::Sender<Result<u32, String>>,
+    launch: String,
 }
 
 /// What a service runs: its program and arguments, the folder to run in, and the sandbox of
@@ -544,15 +598,61 @@ async fn prepare(
         crate::logs::build_path(&inner.options.home, &desired.namespace, &desired.name, &desired.version);
     let built = crate::cargo::build(&dir, &target_dir, &cell, log, &build_log, &desired.name).await?;
     // A private copy: another build of the namespace may replace the binary in its target dir.
-    let bin_dir = own.join("bin");
-    tokio::fs::create_dir_all(&bin_dir).await.map_err(internal)?;
+    // Each build gets a folder of its own (`bin/<build>/<name>`), so the binary of a running
+    // process (which a crash restarts) is never replaced by an update's, which may never take
+    // over; [`prune_binaries`] removes the folders no process runs from.
+    let build_dir = own.join("bin").join(source::random_hex(8));
+    tokio::fs::create_dir_all(&build_dir).await.map_err(internal)?;
     let file_name = built.file_name().map_or_else(|| "service".into(), |n| n.to_os_string());
-    let staged = bin_dir.join(".staged");
+    let staged = build_dir.join(".staged");
     crate::cargo::copy_executable(&built, &target_dir, &staged).await?;
-    let binary = bin_dir.join(file_name);
+    let binary = build_dir.join(file_name);
     tokio::fs::rename(&staged, &binary).await.map_err(internal)?;
     log.write_line("micro: build finished").await;
     Ok(Prepared { program: binary, args: desired.args.clone(), dir, cell })
+}
+
+/// The build folder of `program` (`bin/<build>/` of service version `desired`), or `None` for a
+/// program that is not a build's (a `--command`).
+fn build_folder(inner: &Inner, desired: &Desired, program: &Path) -> Option<(PathBuf, PathBuf)> {
+    let bin_dir =
+        binary_dir(&inner.options.home, &desired.namespace, &desired.name, &desired.version).join("bin");
+    let folder = program.parent().filter(|dir| dir.parent() == Some(bin_dir.as_path()))?.to_path_buf();
+    Some((bin_dir, folder))
+}
+
+/// Removes what an update's new process that did not take over leaves: the build folder of
+/// its `program` and the account of its `launch`. The old process keeps its own of both.
+async fn discard_candidate(inner: &Inner, desired: &Desired, program: &Path, launch: &str) {
+    if let Some((_, folder)) = build_folder(inner, desired, program) {
+        let _ = tokio::fs::remove_dir_all(folder).await;
+    }
+    let id = candidate_account_id(&desired.name, &desired.version, launch);
+    let ours = |account: &micro_core::Account| is_service_account(account, &desired.name, &desired.version);
+    if let Err(err) = inner.auth.delete_account_if(&desired.namespace, &id, ours).await {
+        tracing::warn!(namespace = %desired.namespace, name = %desired.name, cause = %err, "cannot delete an update's account");
+    }
+}
+
+/// Removes every build folder of service version `desired` but the one of `program`: called
+/// once `program` is the only binary of the version that runs (or that a crash restarts). A
+/// `program` that is not a build's (a `--command`) removes nothing.
+async fn prune_binaries(inner: &Inner, desired: &Desired, program: &Path) {
+    let Some((bin_dir, keep)) = build_folder(inner, desired, program) else { return };
+    let Ok(mut entries) = tokio::fs::read_dir(&bin_dir).await else { return };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        if path == keep {
+            continue;
+        }
+        let removed = match entry.file_type().await {
+            Ok(kind) if kind.is_dir() => tokio::fs::remove_dir_all(&path).await,
+            _ => tokio::fs::remove_file(&path).await,
+        };
+        if let Err(err) = removed {
+            tracing::warn!(path = %path.display(), cause = %err, "cannot remove an old service binary");
+        }
+    }
 }
 
 /// The root folder of the service's source (none for a bare command), fetching git sources

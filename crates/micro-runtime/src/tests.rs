@@ -406,6 +406,13 @@ async fn cargo_service_is_built_and_run() {
     )
     .unwrap();
     let first = f.runtime.pid("micro", "tiny", "latest").unwrap();
+    let bin = f.home.path().join("build/services/micro/tiny.latest/bin");
+    let builds = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&bin).unwrap().map(|entry| entry.unwrap().path()).collect()
+    };
+    let before = builds();
+    assert_eq!(before.len(), 1, "one folder per build: {before:?}");
+    assert!(before[0].join("tiny").is_file(), "{before:?}");
     f.runtime.update(&admin(), "", CreateSpec { source: String::new(), ..spec }).await.unwrap();
     wait_gone(first).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -413,6 +420,12 @@ async fn cargo_service_is_built_and_run() {
         assert!(tokio::time::Instant::now() < deadline, "{:?}", log_lines(&f.runtime, "tiny").await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The update's binary went to a folder of its own (the old process's was never replaced
+    // while it ran), and the old folder goes once the old process is stopped.
+    wait_for(&f.runtime, "tiny", "swapped", |i| !i.metadata.contains_key("update")).await;
+    let after = builds();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before);
     f.runtime.shutdown().await;
 }
 
@@ -719,11 +732,32 @@ async fn runtime_with_probe(
 
 /// A service that says it is a micro service (`launch=`, as the framework's `Listening on`
 /// does) and records each of its launches in `launches/`.
-const LAUNCHING: &str =
-    "echo \"Listening on x launch=$MICRO_LAUNCH_ID\"; mkdir -p launches; touch launches/$$; exec sleep 60";
+const LAUNCHING: &str = "echo \"Listening on x launch=$MICRO_LAUNCH_ID\"; mkdir -p launches; \
+     echo \"$MICRO_AUTH_ID $MICRO_AUTH_SECRET\" > launches/$$; exec sleep 60";
 
 fn launches(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("launches")).map_or(0, Iterator::count)
+}
+
+/// The account id and secret the process `pid` of [`LAUNCHING`] was started with.
+fn credentials(dir: &Path, pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(dir.join("launches").join(pid.to_string())).unwrap();
+    let (id, secret) = text.trim().split_once(' ').unwrap();
+    (id.to_string(), secret.to_string())
+}
+
+/// Whether `(id, secret)` still logs in to namespace micro.
+async fn logs_in(f: &Fixture, (id, secret): &(String, String)) -> bool {
+    let credentials = micro_auth::Credentials::Secret { id: id.clone(), secret: secret.clone() };
+    f.auth.token("micro", credentials, None).await.is_ok()
+}
+
+/// The ids of the accounts in namespace micro, sorted.
+async fn account_ids(f: &Fixture) -> Vec<String> {
+    let mut ids: Vec<String> =
+        f.auth.list_accounts("micro").await.unwrap().into_iter().map(|a| a.id).collect();
+    ids.sort();
+    ids
 }
 
 fn persisted(record: &[micro_store::Record]) -> serde_json::Value {
@@ -762,6 +796,10 @@ async fn an_update_swaps_pids_only_once_the_new_process_is_ready() {
     assert_eq!(info.status, Status::Running);
     assert_eq!(runtime.pid("micro", "swap", "latest"), Some(old), "the old process is still the service's");
     assert!(group_alive(old), "the old process serves until the new one is ready");
+    // Each process has an account of its own: the old one's still logs in.
+    let old_account = credentials(dir.path(), old);
+    assert_eq!(old_account.0, "svc.swap.latest");
+    assert!(logs_in(&f, &old_account).await, "the old process keeps its credentials during the update");
 
     std::fs::write(&gate, "").unwrap();
     let info = wait_for(&runtime, "swap", "swapped", |i| !i.metadata.contains_key("update")).await;
@@ -770,6 +808,11 @@ async fn an_update_swaps_pids_only_once_the_new_process_is_ready() {
     assert_ne!(new, old);
     wait_gone(old).await;
     assert!(group_alive(new));
+    let new_account = credentials(dir.path(), new);
+    assert!(new_account.0.starts_with("svc.swap.latest~"), "{new_account:?}");
+    assert!(logs_in(&f, &new_account).await);
+    assert!(!logs_in(&f, &old_account).await, "the old process's account went with it");
+    assert_eq!(account_ids(&f).await.iter().filter(|id| id.starts_with("svc.")).count(), 1);
     let key = store_key("micro", "swap", "latest");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -784,9 +827,10 @@ async fn an_update_swaps_pids_only_once_the_new_process_is_ready() {
     let lines = log_lines(&runtime, "swap").await;
     assert!(lines.iter().any(|l| l.contains("the new version is ready")), "{lines:?}");
 
-    // Kill still stops everything.
+    // Kill still stops everything, and deletes the account.
     runtime.delete(&admin(), "", "swap", "").await.unwrap();
     wait_gone(new).await;
+    assert!(!account_ids(&f).await.iter().any(|id| id.starts_with("svc.")), "{:?}", account_ids(&f).await);
 }
 
 #[tokio::test]
@@ -833,6 +877,15 @@ async fn a_failed_update_keeps_the_old_process_serving() {
         .find(|pid| *pid != old)
         .unwrap();
     wait_gone(candidate).await;
+    // The old process still logs in; the failed one's account is gone.
+    assert!(logs_in(&f, &credentials(dir.path(), old)).await, "a failed update leaves the old credentials");
+    assert!(!logs_in(&f, &credentials(dir.path(), candidate)).await);
+    let ids = account_ids(&f).await;
+    assert_eq!(
+        ids.iter().filter(|id| id.starts_with("svc.")).collect::<Vec<_>>(),
+        ["svc.swap.latest"],
+        "{ids:?}"
+    );
     let desired = persisted(
         &f.store
             .read(DATABASE, "runtime-probed", &store_key("micro", "swap", "latest"), Default::default())

@@ -24,8 +24,9 @@ use crate::platform::Platform;
 use crate::registry::{Handler, Registration};
 use crate::{Error, Result};
 
-/// How long leaving (deregistering, deleting a borrowed account) may take on shutdown.
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long leaving (deregistering, deleting a borrowed account) may take on shutdown. Leave
+/// plus drain stay within the runtime's 15 s between SIGTERM and SIGKILL (its `STOP_GRACE`).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long in-flight calls get to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Service::consume`] waits before giving a failed event back.
