@@ -565,3 +565,220 @@ fn the_dashboard_in_a_real_browser() {
     let off = Server::start_with(quiet.path(), &["--web-address", "off"]);
     assert!(off.web.is_none() && !off.log().contains("web listening"), "{}", off.log());
 }
+
+/// Logs in to `namespace` on the dashboard at `base` and waits for the services page.
+fn log_in(browser: &Browser, base: &str, username: &str, password: &str, namespace: &str) {
+    browser.goto(&format!("{base}/login"));
+    browser.type_into(&browser.wait("#username"), username);
+    browser.type_into(&browser.wait("#password"), password);
+    browser.type_into(&browser.wait("#namespace"), namespace);
+    browser.click(&browser.wait("form#login button[type=submit]"));
+    browser.wait("#services");
+}
+
+/// The texts of every element `css` selects, read in one script (a list that grows as it is
+/// read would make element references stale).
+fn texts(browser: &Browser, css: &str) -> Vec<String> {
+    let script = format!(
+        "return Array.from(document.querySelectorAll({})).map(node => node.textContent);",
+        serde_json::to_string(css).unwrap()
+    );
+    let found = browser.exec(&script);
+    found.as_array().unwrap().iter().map(|text| text.as_str().unwrap_or_default().to_string()).collect()
+}
+
+/// Waits until the text of an element `css` selects contains `needle`, reading the texts in one
+/// script: for what the page renders again while it is read.
+fn wait_texts(browser: &Browser, css: &str, needle: &str) {
+    let shown = eventually(WAIT, || texts(browser, css).iter().any(|text| text.contains(needle)));
+    assert!(shown, "{css} never showed {needle:?}; the page:\n{}", browser.body_text());
+}
+
+/// Waits (up to `within`) until `css` selects something.
+fn wait_long(browser: &Browser, css: &str, within: Duration, what: impl Fn() -> String) {
+    let appeared = eventually(within, || !browser.all(css).is_empty());
+    assert!(appeared, "no {css} within {within:?}; the page shows:\n{}\n{}", browser.body_text(), what());
+}
+
+/// The Runtime, Store and Config pages in a real browser: a service run from a git URL through
+/// the page, its logs followed until a new line arrives, then killed from the page; a store key
+/// written in the browser and read with `micro store read`; a config secret set in the browser
+/// and shown masked until revealed.
+#[test]
+fn the_runtime_store_and_config_pages_in_a_real_browser() {
+    let Some((chromium, chromedriver)) = chromium() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let base = format!("http://{}", server.web.clone().expect("the dashboard listens"));
+    let shots = tempfile::tempdir().unwrap();
+    let shots = screenshot_dir(shots.path());
+
+    // A service in a bare git repository: a script that counts, one line a second.
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("ticker");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("run.sh"), "i=0\nwhile true; do i=$((i+1)); echo \"tick $i\"; sleep 1; done\n")
+        .unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        let output = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(output.status.success(), "git {args:?}: {}", stderr(&output));
+    };
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "ticker"]);
+    git(work.path(), &["clone", "-q", "--bare", "ticker", "ticker.git"]);
+    let url = format!("file://{}", work.path().join("ticker.git").display());
+
+    let browser = Browser::start(&chromium, &chromedriver);
+    log_in(&browser, &base, "admin", "micro", "micro");
+
+    // Runtime: run the repository from the page, as `micro run URL --command "sh run.sh"`.
+    browser.click(&browser.wait(r#".top nav a[href="/runtime"]"#));
+    browser.wait(r#"body[data-ready="runtime"]"#);
+    browser.wait_text("#status tbody", "No services");
+    browser.type_into(&browser.wait("#run-source"), &url);
+    browser.type_into(&browser.wait("#run-command"), "sh run.sh");
+    browser.click(&browser.wait("#run-form button[type=submit]"));
+    browser.wait_text("#run-done", "ticker latest accepted");
+    // The table refreshes itself until the service runs.
+    let running = r#"#status tr[data-service="ticker"][data-status="running"]"#;
+    wait_long(&browser, running, Duration::from_secs(60), || server.ok(&["status"]));
+    let row = texts(&browser, r#"#status tr[data-service="ticker"] td"#);
+    assert_eq!(row[..4], ["ticker", "latest", url.as_str(), "running"], "{row:?}");
+    assert!(row[7].starts_with("owner=admin, group=micro"), "{row:?}");
+    let status = server.ok(&["status"]);
+    assert!(status.lines().any(|line| line.starts_with("ticker") && line.contains(" running ")), "{status}");
+    // Running it again gets the sentence of `micro run`.
+    browser.type_into(&browser.wait("#run-source"), &url);
+    browser.click(&browser.wait("#run-form button[type=submit]"));
+    browser.wait_text(
+        "#run-error",
+        &format!("service ticker latest already exists: rebuild it with `micro update {url}`"),
+    );
+
+    // Its logs, followed: a line that was not there when following began arrives.
+    browser.click(&browser.wait(r#"#status tr[data-service="ticker"] button[data-action="logs"]"#));
+    browser.wait_text("#logs-state", "following");
+    browser.wait_text("#logs", "tick ");
+    let ticks = |lines: &[String]| -> Vec<u64> {
+        lines.iter().filter_map(|line| line.strip_prefix("tick ")?.parse().ok()).collect()
+    };
+    let first = ticks(&texts(&browser, "#logs li")).into_iter().max().expect("a tick");
+    let newer = eventually(WAIT, || ticks(&texts(&browser, "#logs li")).into_iter().max() > Some(first));
+    assert!(newer, "no line after tick {first} arrived: {:?}", texts(&browser, "#logs li"));
+    browser.screenshot(&shots.join("runtime.png"));
+
+    // Kill from the page, after saying yes.
+    browser.click(&browser.wait(r#"#status tr[data-service="ticker"] button[data-action="kill"]"#));
+    browser.wait_text("#confirm", "Kill ticker latest?");
+    browser.click(&browser.wait("#confirm-no"));
+    assert!(browser.all("#confirm").is_empty(), "the dialog closes");
+    assert!(server.ok(&["status"]).contains("ticker"), "cancelled: still there");
+    browser.click(&browser.wait(r#"#status tr[data-service="ticker"] button[data-action="kill"]"#));
+    browser.click(&browser.wait("#confirm-yes"));
+    browser.wait_text("#status tbody", "No services");
+    assert!(!server.ok(&["status"]).contains("ticker"), "{}", server.ok(&["status"]));
+
+    // Store: a key written in the browser is what `micro store read` reads.
+    server.ok(&["store", "write", "cli-key", "from the CLI"]);
+    browser.click(&browser.wait(r#".top nav a[href="/store"]"#));
+    browser.wait(r#"body[data-ready="store"]"#);
+    browser.wait(r#"#keys tr[data-key="cli-key"]"#);
+    browser.type_into(&browser.wait("#write-key"), "web-key");
+    browser.type_into(&browser.wait("#write-value"), "written in <the> browser");
+    browser.type_into(&browser.wait("#write-expiry"), "1h");
+    browser.click(&browser.wait("#store-write button[type=submit]"));
+    browser.wait_text("#write-done", "wrote web-key");
+    browser.wait_text("#record-value", "written in <the> browser");
+    let ttl = browser.text(&browser.wait("#record-ttl"));
+    assert!(ttl == "1h0m0s" || (ttl.starts_with("59m") && ttl.ends_with('s')), "the TTL shown: {ttl}");
+    assert_eq!(server.ok(&["store", "read", "web-key"]), "written in <the> browser\n");
+    // Prefix search, and reading a key the CLI wrote.
+    browser.type_into(&browser.wait("#store-prefix"), "cli");
+    browser.click(&browser.wait("#store-scope button[type=submit]"));
+    let only_cli = eventually(WAIT, || texts(&browser, "#keys tbody tr") == ["cli-key"]);
+    assert!(only_cli, "{:?}", texts(&browser, "#keys tbody tr"));
+    browser.click(&browser.wait(r#"#keys tr[data-key="cli-key"] a"#));
+    browser.wait_text("#record-value", "from the CLI");
+    assert_eq!(browser.text(&browser.wait("#record-ttl")), "None");
+    browser.screenshot(&shots.join("store.png"));
+    // Delete, after saying yes.
+    browser.click(&browser.wait("#record-delete"));
+    browser.click(&browser.wait("#confirm-yes"));
+    browser.wait_text("#keys tbody", "No keys");
+    assert!(!server.micro(&["store", "read", "cli-key"]).status.success(), "deleted");
+
+    // Config: a secret set in the browser is masked on the page until revealed.
+    browser.click(&browser.wait(r#".top nav a[href="/config"]"#));
+    browser.wait(r#"body[data-ready="config"]"#);
+    browser.type_into(&browser.wait("#set-path"), "web.greeting");
+    browser.type_into(&browser.wait("#set-value"), "hello");
+    browser.click(&browser.wait("#config-set button[type=submit]"));
+    wait_texts(&browser, r#"#config-tree tr[data-path="web.greeting"]"#, "hello");
+    browser.type_into(&browser.wait("#set-path"), "web.password");
+    browser.type_into(&browser.wait("#set-value"), "hunter2");
+    browser.click(&browser.wait("#set-secret"));
+    browser.click(&browser.wait("#config-set button[type=submit]"));
+    wait_texts(&browser, r#"#config-tree tr[data-path="web.password"] .masked"#, "[secret]");
+    assert!(!browser.body_text().contains("hunter2"), "masked: {}", browser.body_text());
+    assert_eq!(server.ok(&["config", "get", "web.password"]), "[secret]\n");
+    assert_eq!(server.ok(&["config", "get", "web.password", "--secret"]), "hunter2\n");
+    browser.screenshot(&shots.join("config.png"));
+    browser.click(&browser.wait("#config-reveal"));
+    wait_texts(&browser, r#"#config-tree tr[data-path="web.password"]"#, "hunter2");
+    browser.click(&browser.wait("#config-reveal"));
+    browser.wait(r#"#config-tree tr[data-path="web.password"] .masked"#);
+    assert!(!browser.body_text().contains("hunter2"), "hidden again");
+
+    // Events: published in the browser, read with the CLI; published with the CLI, read in
+    // the browser from an offset.
+    browser.click(&browser.wait(r#".top nav a[href="/events"]"#));
+    browser.wait(r#"body[data-ready="events"]"#);
+    browser.type_into(&browser.wait("#events-topic"), "orders");
+    browser.type_into(&browser.wait("#events-payload"), "not json");
+    browser.click(&browser.wait("#events-publish button[type=submit]"));
+    browser.wait_text("#events-error", "The payload is not valid JSON");
+    browser.type_into(&browser.wait("#events-payload"), r#"{"n": 1}"#);
+    browser.click(&browser.wait("#events-publish button[type=submit]"));
+    browser.wait_text("#events-done", "published to orders");
+    let read = server.ok(&["events", "read", "orders"]);
+    let event: Value = serde_json::from_str(read.lines().next().unwrap_or_default()).unwrap();
+    assert_eq!(event["payload"], json!({"n": 1}), "{read}");
+    server.ok(&["events", "publish", "orders", r#"{"n": 2}"#]);
+    browser.type_into(&browser.wait("#events-offset"), "1");
+    browser.click(&browser.wait("#events-read button[type=submit]"));
+    let only_second = eventually(WAIT, || {
+        let shown = texts(&browser, "#events-list li");
+        shown.len() == 1 && shown[0].contains(r#""payload":{"n":2}"#)
+    });
+    assert!(only_second, "{:?}", texts(&browser, "#events-list li"));
+
+    // The broker, live: what is published while the page listens arrives (it keeps nothing,
+    // so publish until the subscription is there).
+    browser.type_into(&browser.wait("#broker-topic"), "chat");
+    browser.click(&browser.wait("#broker-subscribe button[type=submit]"));
+    browser.wait(r#"#events[data-subscribed="chat"]"#);
+    let mut sent = 0;
+    let arrived = eventually(WAIT, || {
+        server.ok(&["broker", "publish", "chat", &format!("hello {sent}")]);
+        sent += 1;
+        !texts(&browser, "#broker-list li").is_empty()
+    });
+    assert!(arrived, "no message arrived");
+    assert!(
+        texts(&browser, "#broker-list li")[0].starts_with("hello "),
+        "{:?}",
+        texts(&browser, "#broker-list li")
+    );
+    browser.type_into(&browser.wait("#broker-body"), "from the page");
+    browser.click(&browser.wait("#broker-publish button[type=submit]"));
+    wait_texts(&browser, "#broker-list li", "from the page");
+    browser.screenshot(&shots.join("events.png"));
+    browser.click(&browser.wait("#broker-stop"));
+    browser.wait_text("#broker-state", "stopped");
+}

@@ -1,5 +1,5 @@
-//! The dashboard's static files, embedded in the binary (`assets/`): one script, one
-//! stylesheet. No framework, no bundler: what is in the folder is what the browser gets.
+//! The dashboard's static files, embedded in the binary (`assets/`): the script every page
+//! loads (`app.js`), one per group of pages (`runtime.js`, `data.js`), one stylesheet. No framework, no bundler: what is in the folder is what the browser gets.
 //!
 //! Each is served with its content type, gzipped (once, on first use) when the browser accepts
 //! gzip, with an `ETag`. Pages link them as `/assets/NAME?v=VERSION`, a hash of every asset,
@@ -25,6 +25,16 @@ const ASSETS: &[Asset] = &[
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("assets/app.js"),
+    },
+    Asset {
+        name: "runtime.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("assets/runtime.js"),
+    },
+    Asset {
+        name: "data.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("assets/data.js"),
     },
     Asset {
         name: "app.css",

@@ -13,13 +13,18 @@
 //!   stream comes back as one JSON object per line, which the page shows as it arrives.
 //! - Forms are built in the browser from `GET /api/describe/{service}/{endpoint}`
 //!   ([`describe`]), a JSON description of the request message.
+//! - The Runtime, Store, Config and Events pages ([`runtime`], [`data`]) are frames filled by
+//!   their scripts through the same `/api/call` path: the core services' own endpoints, with the
+//!   gateway's admission for every call; the frame is shown after the decision for its first read.
 //! - The browser boundary is the gateway's ([`crate::gateway::browser`]): no CORS grant, the
 //!   `Host` check on a loopback bind, the security headers; the pages' CSP allows only this
 //!   origin's script and style. Every `/api/` request must carry the CSRF header.
 
 pub mod assets;
+pub mod data;
 pub mod describe;
 pub mod pages;
+pub mod runtime;
 pub mod session;
 
 #[cfg(test)]
@@ -115,6 +120,8 @@ pub fn router(web: Web) -> Router {
         .route("/services", get(services_page))
         .route("/services/{service}", get(service_page))
         .route("/services/{service}/{endpoint}", get(endpoint_page))
+        .merge(runtime::routes())
+        .merge(data::routes())
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/describe/{service}/{endpoint}", get(describe_endpoint))
@@ -231,6 +238,18 @@ impl Web {
         namespace: Option<String>,
         read: &str,
     ) -> Result<Viewer, Response> {
+        self.viewer_of(headers, namespace, registry_route(read)).await
+    }
+
+    /// The viewer of a page in `namespace` that shows what `route` answers: as [`Self::viewer`],
+    /// with the admission decision the gateway makes for `route` (the pages of the runtime,
+    /// the store and config read their data through `/api/call`, which decides again per call).
+    async fn viewer_of(
+        &self,
+        headers: &HeaderMap,
+        namespace: Option<String>,
+        route: Route,
+    ) -> Result<Viewer, Response> {
         let Some(session) = session::session(&self.inner.auth, headers) else {
             let expired = session::csrf_cookie(headers).is_some()
                 && crate::gateway::auth::cookie(headers, TOKEN_COOKIE).is_some();
@@ -240,7 +259,7 @@ impl Web {
         let namespace =
             namespace.filter(|ns| !ns.is_empty()).unwrap_or_else(|| session.account.issuer.clone());
         let viewer = Viewer { session, namespace, csrf, new_csrf };
-        if let Err(error) = self.admit(&viewer.session, &viewer.namespace, read).await {
+        if let Err(error) = self.admit_route(&viewer.session, &viewer.namespace, route).await {
             let own = Viewer { namespace: viewer.session.account.issuer.clone(), ..viewer };
             let html = pages::error(
                 &own.frame(),
@@ -256,6 +275,12 @@ impl Web {
     /// `Registry.<read>`: the namespace must be valid and the account's to act in, and the
     /// namespace's rules must let it, as for the same call through the gateway.
     async fn admit(&self, session: &Session, namespace: &str, read: &str) -> Result<(), ApiError> {
+        self.admit_route(session, namespace, registry_route(read)).await
+    }
+
+    /// The admission decision for `session` calling `route` in `namespace`, as the gateway
+    /// makes it for the same call (`crate::gateway::auth::authorize`).
+    async fn admit_route(&self, session: &Session, namespace: &str, route: Route) -> Result<(), ApiError> {
         micro_core::validate_namespace(namespace).map_err(|err| ApiError::bad_request(err.to_string()))?;
         admission::check_namespace(namespace, Some(&session.account))
             .map_err(|refusal| ApiError::new(refusal.http_status(), refusal.to_string()))?;
@@ -264,7 +289,6 @@ impl Web {
             account: Some(session.account.clone()),
             token: Some(session.token.clone()),
         };
-        let route = Route { service: "registry".into(), handler: "Registry".into(), method: read.into() };
         crate::gateway::auth::authorize(&self.inner.auth, &caller, &route).await
     }
 
@@ -318,6 +342,11 @@ impl Web {
                 .collect(),
         }
     }
+}
+
+/// `registry.Registry/<method>`: what the services pages read.
+fn registry_route(method: &str) -> Route {
+    Route { service: "registry".into(), handler: "Registry".into(), method: method.into() }
 }
 
 /// A core service: listed without nodes, served by this server itself.

@@ -57,23 +57,50 @@ impl Frame<'_> {
     }
 }
 
+/// The top bar's links: path and label.
+const NAV: &[(&str, &str)] = &[
+    ("/services", "Services"),
+    ("/runtime", "Runtime"),
+    ("/store", "Store"),
+    ("/config", "Config"),
+    ("/events", "Events"),
+];
+
 /// The page around `main`: head (stylesheet, script, CSRF token), the top bar, `main`.
 pub fn layout(frame: &Frame<'_>, title: &str, page: &str, main: &str) -> String {
+    layout_with(frame, title, page, main, None)
+}
+
+/// [`layout`] with `script`, an embedded asset of this page's own, loaded after `app.js`
+/// (both `defer`: they run in order, so it may use what `app.js` exports as `window.micro`).
+pub fn layout_with(frame: &Frame<'_>, title: &str, page: &str, main: &str, script: Option<&str>) -> String {
     let version = assets::version();
+    let script = script
+        .map(|name| format!(r#"<script src="/assets/{}?v={version}" defer></script>"#, esc(name)))
+        .unwrap_or_default();
     let mut top = String::new();
     if let Some(account) = frame.account {
         let switch = if account.issuer == micro_core::DEFAULT_NAMESPACE {
+            // Switching stays on the page of the top bar one is on.
+            let action =
+                NAV.iter().map(|(path, _)| *path).find(|path| page_of(path) == page).unwrap_or("/services");
             format!(
-                r#"<form class="namespace" method="get" action="/services"><label>namespace <input name="namespace" value="{}" size="12" spellcheck="false"></label><button type="submit">Switch</button></form>"#,
+                r#"<form class="namespace" method="get" action="{action}"><label>namespace <input name="namespace" value="{}" size="12" spellcheck="false"></label><button type="submit">Switch</button></form>"#,
                 esc(frame.namespace)
             )
         } else {
             format!(r#"<span class="namespace">namespace <b>{}</b></span>"#, esc(frame.namespace))
         };
+        let links: String = NAV
+            .iter()
+            .map(|(path, label)| {
+                let current = if page_of(path) == page_group(page) { r#" aria-current="page""# } else { "" };
+                format!(r#"<a href="{}"{current}>{label}</a>"#, esc(&frame.link(path)))
+            })
+            .collect();
         let _ = write!(
             top,
-            r#"<nav><a href="{services}">Services</a></nav>{switch}<span class="who" title="account">{id}</span><button id="logout" type="button">Log out</button>"#,
-            services = esc(&frame.link("/services")),
+            r#"<nav>{links}</nav>{switch}<span class="who" title="account">{id}</span><button id="logout" type="button">Log out</button>"#,
             id = esc(&account.id),
         );
     }
@@ -87,6 +114,7 @@ pub fn layout(frame: &Frame<'_>, title: &str, page: &str, main: &str) -> String 
 <title>{title} · micro</title>
 <link rel="stylesheet" href="/assets/app.css?v={version}">
 <script src="/assets/app.js?v={version}" defer></script>
+{script}
 </head>
 <body data-page="{page}" data-namespace="{namespace}">
 <header class="top"><a class="brand" href="/">micro</a>{top}</header>
@@ -101,6 +129,19 @@ pub fn layout(frame: &Frame<'_>, title: &str, page: &str, main: &str) -> String 
         page = esc(page),
         namespace = esc(frame.namespace),
     )
+}
+
+/// The page name a top-bar path leads to (`/runtime` → `runtime`).
+fn page_of(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+/// The top-bar entry a page belongs to: the service and endpoint pages are under Services.
+fn page_group(page: &str) -> &str {
+    match page {
+        "service" | "endpoint" => "services",
+        page => page,
+    }
 }
 
 /// The login form; `message` is shown above it (an expired session).

@@ -353,6 +353,100 @@ async fn a_rebinding_host_gets_421_and_assets_are_cached_and_gzipped() {
     assert_eq!(harness.send(missing).await.status(), StatusCode::NOT_FOUND);
 }
 
+/// The Runtime, Store and Config pages: shown after the gateway's admission decision for what
+/// they read, in the session's namespace only; their frames escape what the URL brings; they
+/// load their own script; every state change they make needs the CSRF proof.
+#[tokio::test]
+async fn runtime_store_and_config_pages_are_per_namespace_and_escaped() {
+    let harness = harness().await;
+    for page in ["/runtime", "/store", "/config", "/events"] {
+        let (status, _, response) = harness.page(page, &Jar::default()).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{page}: no session, to the login page");
+        assert_eq!(response.headers()[header::LOCATION], "/login");
+    }
+
+    let (admin, _) = harness.login("admin", "micro", "micro").await;
+    for (page, script, marker) in [
+        ("/runtime", "runtime.js", r#"<section id="runtime" class="panel" data-poll="2000">"#),
+        ("/store", "data.js", r#"<section id="store""#),
+        ("/config", "data.js", r#"<section id="config""#),
+        ("/events", "data.js", r#"<section id="broker""#),
+    ] {
+        let (status, html, response) = harness.page(page, &admin).await;
+        assert_eq!(status, StatusCode::OK, "{page}: {html}");
+        assert_eq!(response.headers()[header::CONTENT_SECURITY_POLICY], PAGE_CSP);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(html.contains(marker), "{page}: {html}");
+        let src = format!(r#"<script src="/assets/{script}?v={}" defer></script>"#, assets::version());
+        assert!(html.contains(&src), "{page} loads {script}: {html}");
+        assert!(html.contains(&format!(r#"<a href="{page}" aria-current="page">"#)), "{page}: {html}");
+        assert!(!html.contains("<script>") && !html.contains(" style="), "{page}: no inline script or style");
+        let (status, _, _) = harness.page(&format!("/assets/{script}"), &Jar::default()).await;
+        assert_eq!(status, StatusCode::OK, "{script} is embedded");
+    }
+    // A micro admin may open another namespace's pages; the switch stays on the page.
+    let (status, html, _) = harness.page("/runtime?namespace=foo", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"data-namespace="foo""#) && html.contains(r#"action="/runtime""#), "{html}");
+    assert!(html.contains(r#"href="/store?namespace=foo""#), "the top bar keeps the namespace: {html}");
+
+    // What the URL brings is escaped in the frame.
+    let (status, html, _) = harness
+        .page("/store?database=%3Cscript%3Ealert(1)%3C%2Fscript%3E&table=%22t%22&prefix=a%27b", &admin)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains("<script>alert(1)"), "{html}");
+    assert!(html.contains(r#"data-database="&lt;script&gt;alert(1)&lt;/script&gt;""#), "{html}");
+    assert!(html.contains(r#"data-table="&quot;t&quot;""#) && html.contains(r#"value="a&#39;b""#), "{html}");
+    let (_, html, _) = harness.page("/events?topic=%3Cb%3E", &admin).await;
+    assert!(html.contains(r#"id="events-topic" value="&lt;b&gt;""#) && !html.contains("<b>"), "{html}");
+    let long = format!("/store?prefix={}", "x".repeat(300));
+    assert_eq!(harness.page(&long, &admin).await.0, StatusCode::BAD_REQUEST);
+
+    // A tenant sees its own namespace's pages, never another's.
+    let (bob, _) = harness.login("bob", "s3cret", "foo").await;
+    for page in ["/runtime", "/store", "/config", "/events"] {
+        let (status, html, _) = harness.page(page, &bob).await;
+        assert_eq!(status, StatusCode::OK, "{page}: {html}");
+        assert!(html.contains(r#"data-namespace="foo""#), "{page}: {html}");
+        assert!(!html.contains(r#"name="namespace""#), "{page}: a tenant has no namespace switch");
+        let (status, html, _) = harness.page(&format!("{page}?namespace=micro"), &bob).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+        assert!(
+            html.contains("the token was issued by namespace foo and cannot act in micro"),
+            "{page}: {html}"
+        );
+        assert!(!html.contains(r#"data-namespace="micro""#), "{page}: {html}");
+    }
+
+    // Every change these pages make is a call through /api/call: refused without the proof.
+    let csrf = admin.get(CSRF_COOKIE).unwrap().to_string();
+    for (path, body) in [
+        ("/api/call/runtime/Runtime/Delete", r#"{"resource":{"service":{"name":"x"}}}"#),
+        ("/api/call/runtime/Runtime/Update", r#"{"resource":{"service":{"name":"x"}}}"#),
+        ("/api/call/runtime/Runtime/Create", r#"{"resource":{"service":{"name":"x","source":"a.b/c/d"}}}"#),
+        ("/api/call/store/Store/Write", r#"{"record":{"key":"k","value":"eA=="}}"#),
+        ("/api/call/store/Store/Delete", r#"{"key":"k"}"#),
+        ("/api/call/config/Config/Set", r#"{"path":"a","value":{"data":"1"}}"#),
+        ("/api/call/config/Config/Delete", r#"{"path":"a"}"#),
+        ("/api/call/events/Stream/Publish", r#"{"topic":"t","payload":"e30="}"#),
+        ("/api/call/broker/Broker/Publish", r#"{"topic":"t","message":{"body":"eA=="}}"#),
+    ] {
+        for forged in [None, Some("guess"), Some(&csrf[..csrf.len() - 1])] {
+            let builder =
+                Harness::request(Method::POST, path, &admin).header(header::CONTENT_TYPE, "application/json");
+            let builder = match forged {
+                Some(value) => builder.header(CSRF_HEADER, value),
+                None => builder,
+            };
+            let response = harness.send(builder.body(Body::from(body)).unwrap()).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} with {forged:?}");
+            let error = json_body(response).await;
+            assert_eq!(error["Id"], WEB_ID, "refused by the dashboard before the gateway: {error}");
+        }
+    }
+}
+
 #[test]
 fn text_from_services_is_escaped() {
     assert_eq!(pages::esc(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");

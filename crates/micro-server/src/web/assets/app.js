@@ -526,14 +526,33 @@
     }
   }
 
-  /** A server stream: one JSON object per line, each shown as it arrives; a line that is the
-   * gateway's error JSON ends it. */
-  async function readStream(response, list, count, first) {
+  /** Calls `onLine(text)` for each line of `response`'s body as it arrives (a server stream:
+   * one JSON object per line); the last line may lack its newline. */
+  async function readLines(response, onLine) {
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffered = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      let newline;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        onLine(buffered.slice(0, newline));
+        buffered = buffered.slice(newline + 1);
+      }
+    }
+    onLine(buffered + decoder.decode());
+  }
+
+  /** Whether `value` is the gateway's error JSON (a stream ends with one when it fails). */
+  const isError = (value) => value && typeof value === 'object' && 'Id' in value && 'Code' in value && 'Detail' in value;
+
+  /** A server stream: one JSON object per line, each shown as it arrives; a line that is the
+   * gateway's error JSON ends it. */
+  async function readStream(response, list, count, first) {
     let seen = 0;
-    const show = (line) => {
+    await readLines(response, (line) => {
       if (!line.trim()) return;
       let value;
       try {
@@ -541,25 +560,78 @@
       } catch {
         value = line;
       }
-      const failed = value && typeof value === 'object' && 'Id' in value && 'Code' in value && 'Detail' in value;
       if (seen === 0) first();
       seen += 1;
-      list.append(el('li', { class: failed ? 'error' : 'message' }, el('code', { text: JSON.stringify(value) })));
+      list.append(el('li', { class: isError(value) ? 'error' : 'message' }, el('code', { text: JSON.stringify(value) })));
       count.textContent = `${seen} message${seen === 1 ? '' : 's'}`;
-    };
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffered += decoder.decode(value, { stream: true });
-      let newline;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        show(buffered.slice(0, newline));
-        buffered = buffered.slice(newline + 1);
-      }
-    }
-    show(buffered + decoder.decode());
+    });
     if (seen === 0) count.textContent = 'no messages';
   }
+
+  /**
+   * Calls a service endpoint through `/api/call` (the gateway's own path), e.g.
+   * `call('store/Store/Read', {key})`: its JSON answer, or an Error whose `status` is the HTTP
+   * status and whose message is the gateway's `Detail`. With `onLine`, a server stream: each
+   * message is passed to it as it arrives, and a failure mid-stream throws.
+   */
+  async function call(path, body, { onLine, signal } = {}) {
+    const response = await fetch(`/api/call/${path}`, {
+      method: 'POST',
+      headers: apiHeaders({ 'Content-Type': 'application/json' }),
+      body: JSON.stringify(body || {}),
+      credentials: 'same-origin',
+      signal,
+    });
+    if (await expired(response)) throw Object.assign(new Error('the session has expired'), { status: 401 });
+    if (!response.ok) throw Object.assign(new Error(await detailOf(response)), { status: response.status });
+    if (!onLine) {
+      const text = await response.text();
+      return text ? JSON.parse(text) : {};
+    }
+    let failure = null;
+    await readLines(response, (line) => {
+      if (!line.trim() || failure) return;
+      const value = JSON.parse(line);
+      if (isError(value)) failure = Object.assign(new Error(value.Detail), { status: value.Code });
+      else onLine(value);
+    });
+    if (failure) throw failure;
+    return null;
+  }
+
+  /** Asks for a yes in a modal dialog of the page (`confirm()` would block the page and
+   * cannot be styled): resolves to whether `action` was clicked. */
+  function ask(question, action) {
+    return new Promise((resolve) => {
+      const dialog = el('dialog', { class: 'confirm', id: 'confirm' });
+      const finish = (yes) => {
+        dialog.close();
+        dialog.remove();
+        resolve(yes);
+      };
+      dialog.append(
+        el('p', { text: question }),
+        el(
+          'div',
+          { class: 'actions' },
+          el('button', { type: 'button', class: 'danger', id: 'confirm-yes', text: action, onclick: () => finish(true) }),
+          el('button', { type: 'button', id: 'confirm-no', text: 'Cancel', onclick: () => finish(false) }),
+        ),
+      );
+      dialog.addEventListener('cancel', () => finish(false));
+      document.body.append(dialog);
+      dialog.showModal();
+    });
+  }
+
+  /** Shows `message` in element `node` (hidden when empty). */
+  function say(node, message) {
+    node.textContent = message || '';
+    node.hidden = !message;
+  }
+
+  // What the pages' own scripts (runtime.js, data.js) use.
+  window.micro = Object.freeze({ el, call, ask, say, namespace });
 
   setupLogin();
   setupLogout();
