@@ -16,7 +16,9 @@ pub mod error;
 mod events;
 mod login;
 mod new;
+mod openapi;
 mod prompt;
+mod proto;
 mod runtime;
 mod services;
 mod settings;
@@ -129,6 +131,12 @@ enum Command {
     /// List the services running in the current namespace
     #[command(help_template = help!("micro services"))]
     Services,
+    /// Print the OpenAPI 3.1 document of the HTTP API of the namespace's services (or of one)
+    #[command(help_template = help!("micro openapi"))]
+    Openapi(openapi::OpenapiArgs),
+    /// Write a service's .proto files, rebuilt from its registered descriptors, into a folder
+    #[command(help_template = help!("micro proto"))]
+    Proto(proto::ProtoArgs),
     /// Create a new service: a Rust project in ./<name> that builds and runs as is
     #[command(help_template = help!("micro new"))]
     New(new::NewArgs),
@@ -258,6 +266,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Store { command } => block_on(store::run(&global, command)),
         Command::Config { command } => block_on(config::run(&global, command)),
         Command::Services => block_on(services::run(&global)),
+        Command::Openapi(args) => block_on(openapi::run(&global, args)),
+        Command::Proto(args) => block_on(proto::run(&global, args)),
         Command::Broker { command } => block_on(broker::run(&global, command)),
         Command::Events { command } => block_on(events::run(&global, command)),
         Command::Login(args) => block_on(login::login(&global, args)),

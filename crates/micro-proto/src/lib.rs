@@ -6,7 +6,9 @@
 //!
 //! Beside them, hand-written: [`dynamic`], the gRPC codec for messages known only from
 //! descriptors, and [`json`], the one mapping of text (query strings, CLI flags) and JSON to
-//! messages and back that the gateway and the CLI share.
+//! messages and back that the gateway and the CLI share; [`openapi`], the OpenAPI 3.1 schemas of
+//! that mapping, for the gateway's `/openapi.json` and `micro openapi`; [`proto_file`], `.proto`
+//! source rebuilt from descriptors, for `micro proto`.
 
 #![allow(clippy::all, missing_docs, reason = "generated code")]
 
@@ -16,6 +18,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 pub mod dynamic;
 mod ext;
 pub mod json;
+pub mod openapi;
+pub mod proto_file;
 
 pub mod auth {
     tonic::include_proto!("auth");

@@ -11,13 +11,15 @@
 //! the next ([`call::Target::call`]). Every failure is an
 //! [`ApiError`] ([`errors`]), the original's JSON error with a matching status. Around
 //! everything, [`browser`] keeps web pages out: CORS only for configured origins, `Host`
-//! checked on loopback binds, security headers (docs/security.md).
+//! checked on loopback binds, security headers (docs/security.md). `GET /openapi.json` and
+//! `GET /{service}/openapi.json` answer the OpenAPI document of these paths ([`openapi`]).
 
 pub mod auth;
 pub mod body;
 pub mod browser;
 pub mod call;
 pub mod errors;
+pub mod openapi;
 pub mod resolve;
 pub mod ws;
 
@@ -128,6 +130,21 @@ enum Mode {
 
 /// The handler of every path but the fixed routes.
 pub async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
+    if let Some(only) = openapi::requested(request.method(), request.uri().path()) {
+        let span = info_span!(
+            "openapi",
+            service = only.as_deref().unwrap_or(""),
+            namespace = tracing::field::Empty,
+        );
+        return async move {
+            gateway.openapi(only, request).await.unwrap_or_else(|error| {
+                debug!(status = error.status.as_u16(), detail = %error.detail, "document refused");
+                error.into_response()
+            })
+        }
+        .instrument(span)
+        .await;
+    }
     let route = resolve::resolve(request.uri().path());
     let span = info_span!(
         "api",

@@ -104,6 +104,45 @@ pub fn find_method(pool: &DescriptorPool, route: &Route) -> Option<MethodDescrip
     matching(true).or_else(|| matching(false))
 }
 
+/// The paths that reach `method` of the registered service `service` (whose descriptors are
+/// `pool`), derived from the table above rather than a second copy of it: the shortest of the
+/// table's forms (`/{service}/{method}`, `/{service}/{handler}/{method}`, the service's dotted
+/// parts as segments) that [`resolve`] and [`find_method`] lead back to `method`, then the Call
+/// shortcut `/{service}` when it leads there too (flagged `true`). Handler and method are
+/// written lowerCamel (`/registry/listServices`). Empty when no path of those forms reaches the
+/// method (another handler of the same name wins it).
+pub fn paths_of(pool: &DescriptorPool, service: &str, method: &MethodDescriptor) -> Vec<(String, bool)> {
+    let handler = lower_first(method.parent_service().name());
+    let name = lower_first(method.name());
+    let reaches = |path: &str| {
+        resolve(path)
+            .filter(|route| route.service == service)
+            .and_then(|route| find_method(pool, &route))
+            .is_some_and(|found| found.full_name() == method.full_name())
+    };
+    let candidates = [
+        format!("/{service}/{name}"),
+        format!("/{service}/{handler}/{name}"),
+        format!("/{}/{handler}/{name}", service.replace('.', "/")),
+    ];
+    let mut paths: Vec<(String, bool)> =
+        candidates.into_iter().find(|path| reaches(path)).map(|path| (path, false)).into_iter().collect();
+    let shortcut = format!("/{service}");
+    if !paths.is_empty() && reaches(&shortcut) {
+        paths.push((shortcut, true));
+    }
+    paths
+}
+
+/// `ListServices` → `listServices`.
+fn lower_first(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// The gRPC path of `method`: `/<package>.<Service>/<Method>`, which tonic servers dispatch on
 /// (and Go services, which dispatch on the endpoint alone, accept too).
 pub fn grpc_path(method: &MethodDescriptor) -> String {
@@ -158,6 +197,67 @@ mod tests {
         assert_eq!(title_case("fooBar"), "FooBar");
         assert_eq!(title_case("a--b"), "AB");
         assert_eq!(route("x", "A.B").unwrap().endpoint(), "A.B");
+    }
+
+    #[test]
+    fn the_paths_of_a_method_resolve_back_to_it() {
+        let pool = DescriptorPool::decode(micro_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let method = |name: &str| {
+            let (service, method) = name.rsplit_once('.').unwrap();
+            pool.get_service_by_name(service).unwrap().methods().find(|m| m.name() == method).unwrap()
+        };
+        let paths = |service: &str, name: &str| paths_of(&pool, service, &method(name));
+        let one = |path: &str| vec![(path.to_string(), false)];
+        assert_eq!(paths("store", "store.Store.Read"), one("/store/read"));
+        assert_eq!(paths("registry", "registry.Registry.ListServices"), one("/registry/listServices"));
+        assert_eq!(paths("store", "store.BlobStore.Read"), one("/store/blobStore/read"));
+        assert_eq!(paths("auth", "auth.Accounts.List"), one("/auth/accounts/list"));
+        // A dotted or versioned service name: its parts as segments where that is what resolves.
+        assert_eq!(paths("v1.store", "store.BlobStore.Read"), one("/v1.store/blobStore/read"));
+        // Outside its own package a handler name is ambiguous: `/v1.store/store/read` reaches
+        // events.Store.Read, so no path is listed for store.Store.Read there.
+        assert_eq!(paths("v1.store", "store.Store.Read"), []);
+        assert_eq!(paths("foo.bar", "store.BlobStore.Read"), one("/foo.bar/blobStore/read"));
+        // Every path of a service named `v1` with a handler reads as a version: none reaches it.
+        assert_eq!(paths("v1", "store.Store.Read"), []);
+        for (service, name) in
+            [("a.b.c", "auth.Rules.Create"), ("my-svc", "config.Config.Get"), ("v2.x", "store.Store.List")]
+        {
+            for (path, _) in paths(service, name) {
+                let route = resolve(&path).unwrap();
+                assert_eq!(route.service, service, "{path}");
+                assert_eq!(find_method(&pool, &route).unwrap().full_name(), name, "{path}");
+            }
+            assert!(!paths(service, name).is_empty(), "{service} {name}");
+        }
+        // The Call shortcut: a handler named after the service with a Call method.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("h.proto"),
+            "syntax = \"proto3\"; package helloworld; message M {} \
+             service Helloworld { rpc Call(M) returns (M); rpc Stream(M) returns (stream M); }",
+        )
+        .unwrap();
+        let set = protox::compile([dir.path().join("h.proto")], [dir.path()]).unwrap();
+        let hello = DescriptorPool::decode(prost::Message::encode_to_vec(&set).as_slice()).unwrap();
+        let method = |name: &str| {
+            hello
+                .get_service_by_name("helloworld.Helloworld")
+                .unwrap()
+                .methods()
+                .find(|m| m.name() == name)
+                .unwrap()
+        };
+        assert_eq!(
+            paths_of(&hello, "helloworld", &method("Call")),
+            [("/helloworld/call".to_string(), false), ("/helloworld".to_string(), true)]
+        );
+        assert_eq!(paths_of(&hello, "helloworld", &method("Stream")), one("/helloworld/stream"));
+        assert_eq!(
+            paths_of(&hello, "greeter", &method("Call")),
+            one("/greeter/helloworld/call"),
+            "no shortcut: another handler"
+        );
     }
 
     #[test]
