@@ -782,3 +782,78 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     browser.click(&browser.wait("#broker-stop"));
     browser.wait_text("#broker-state", "stopped");
 }
+
+/// The Accounts and rules page in a real browser: an account created in the browser is what
+/// `micro auth list accounts` lists, a rule created there is what `micro auth list rules` lists,
+/// and both are deleted from the page after saying yes.
+#[test]
+fn the_accounts_page_in_a_real_browser() {
+    let Some((chromium, chromedriver)) = chromium() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let base = format!("http://{}", server.web.clone().expect("the dashboard listens"));
+    let shots = tempfile::tempdir().unwrap();
+    let shots = screenshot_dir(shots.path());
+    let browser = Browser::start(&chromium, &chromedriver);
+    log_in(&browser, &base, "admin", "micro", "micro");
+
+    browser.click(&browser.wait(r#".top nav a[href="/accounts"]"#));
+    browser.wait(r#"body[data-ready="accounts"]"#);
+    wait_texts(&browser, r#"#accounts-table tr[data-account="admin"]"#, "admin");
+    wait_texts(&browser, r#"#rules-table tr[data-rule="default"]"#, "<public>");
+
+    // An account, as `micro auth create account web-user --secret ... --scopes dev,ops`.
+    browser.type_into(&browser.wait("#account-id"), "web-user");
+    browser.type_into(&browser.wait("#account-secret"), "web-s3cret");
+    browser.type_into(&browser.wait("#account-scopes"), "dev, ops");
+    browser.click(&browser.wait("#account-create button[type=submit]"));
+    browser.wait_text("#account-done", "Account created: web-user");
+    wait_texts(&browser, r#"#accounts-table tr[data-account="web-user"]"#, "dev, ops");
+    let row = texts(&browser, r#"#accounts-table tr[data-account="web-user"] td"#);
+    assert_eq!(row[..6], ["web-user", "web-user", "user", "dev, ops", "micro", "n/a"], "{row:?}");
+    let accounts = server.ok(&["auth", "list", "accounts"]);
+    assert!(
+        accounts.lines().any(|line| line.starts_with("web-user") && line.contains("dev, ops")),
+        "{accounts}"
+    );
+
+    // A rule, as `micro auth create rule web-rule --scope dev --resource service:store:*
+    // --access denied --priority 7`.
+    browser.type_into(&browser.wait("#rule-id"), "web-rule");
+    browser.type_into(&browser.wait("#rule-scope"), "dev");
+    browser.type_into(&browser.wait("#rule-name"), "store");
+    browser.click(&browser.wait(r#"#rule-access option[value="DENIED"]"#));
+    browser.type_into(&browser.wait("#rule-priority"), "7");
+    browser.click(&browser.wait("#rule-create button[type=submit]"));
+    browser.wait_text("#rule-done", "Rule created");
+    wait_texts(&browser, r#"#rules-table tr[data-rule="web-rule"]"#, "service:store:*");
+    let row = texts(&browser, r#"#rules-table tr[data-rule="web-rule"] td"#);
+    assert_eq!(row[..5], ["web-rule", "dev", "DENIED", "service:store:*", "7"], "{row:?}");
+    let rules = server.ok(&["auth", "list", "rules"]);
+    let listed = rules.lines().find(|line| line.starts_with("web-rule")).unwrap_or_default();
+    let listed: Vec<&str> = listed.split_whitespace().collect();
+    assert_eq!(listed, ["web-rule", "dev", "DENIED", "service:store:*", "7"], "{rules}");
+    browser.screenshot(&shots.join("accounts.png"));
+
+    // Deleted from the page, after saying yes.
+    browser.click(&browser.wait(r#"#rules-table tr[data-rule="web-rule"] button[data-action="delete"]"#));
+    browser.wait_text("#confirm", "Delete rule web-rule?");
+    browser.click(&browser.wait("#confirm-no"));
+    assert!(browser.all("#confirm").is_empty(), "the dialog closes");
+    assert!(server.ok(&["auth", "list", "rules"]).contains("web-rule"), "cancelled: still there");
+    browser.click(&browser.wait(r#"#rules-table tr[data-rule="web-rule"] button[data-action="delete"]"#));
+    browser.click(&browser.wait("#confirm-yes"));
+    browser.wait_text("#rule-done", "Rule deleted");
+    let gone = eventually(WAIT, || browser.all(r#"#rules-table tr[data-rule="web-rule"]"#).is_empty());
+    assert!(gone, "{:?}", texts(&browser, "#rules-table tbody tr"));
+    assert!(!server.ok(&["auth", "list", "rules"]).contains("web-rule"));
+
+    browser
+        .click(&browser.wait(r#"#accounts-table tr[data-account="web-user"] button[data-action="delete"]"#));
+    browser.wait_text("#confirm", "Delete account web-user?");
+    browser.click(&browser.wait("#confirm-yes"));
+    let gone = eventually(WAIT, || browser.all(r#"#accounts-table tr[data-account="web-user"]"#).is_empty());
+    assert!(gone, "{:?}", texts(&browser, "#accounts-table tbody tr"));
+    assert!(!server.ok(&["auth", "list", "accounts"]).contains("web-user"));
+    browser.wait(r#"#accounts-table tr[data-account="admin"]"#);
+}

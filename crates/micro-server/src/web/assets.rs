@@ -1,5 +1,6 @@
 //! The dashboard's static files, embedded in the binary (`assets/`): the script every page
-//! loads (`app.js`), one per group of pages (`runtime.js`, `data.js`), one stylesheet. No framework, no bundler: what is in the folder is what the browser gets.
+//! loads (`app.js`), one per group of pages (`runtime.js`, `data.js`, `admin.js`), one
+//! stylesheet. No framework, no bundler: what is in the folder is what the browser gets.
 //!
 //! Each is served with its content type, gzipped (once, on first use) when the browser accepts
 //! gzip, with an `ETag`. Pages link them as `/assets/NAME?v=VERSION`, a hash of every asset,
@@ -35,6 +36,11 @@ const ASSETS: &[Asset] = &[
         name: "data.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("assets/data.js"),
+    },
+    Asset {
+        name: "admin.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("assets/admin.js"),
     },
     Asset {
         name: "app.css",

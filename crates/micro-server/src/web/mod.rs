@@ -13,13 +13,15 @@
 //!   stream comes back as one JSON object per line, which the page shows as it arrives.
 //! - Forms are built in the browser from `GET /api/describe/{service}/{endpoint}`
 //!   ([`describe`]), a JSON description of the request message.
-//! - The Runtime, Store, Config and Events pages ([`runtime`], [`data`]) are frames filled by
-//!   their scripts through the same `/api/call` path: the core services' own endpoints, with the
-//!   gateway's admission for every call; the frame is shown after the decision for its first read.
+//! - The Runtime, Store, Config, Events and Accounts pages ([`runtime`], [`data`], [`admin`])
+//!   are frames filled by their scripts through the same `/api/call` path: the core services'
+//!   own endpoints, with the gateway's admission for every call; the frame is shown after the
+//!   decision for its first read.
 //! - The browser boundary is the gateway's ([`crate::gateway::browser`]): no CORS grant, the
 //!   `Host` check on a loopback bind, the security headers; the pages' CSP allows only this
 //!   origin's script and style. Every `/api/` request must carry the CSRF header.
 
+pub mod admin;
 pub mod assets;
 pub mod data;
 pub mod describe;
@@ -122,6 +124,7 @@ pub fn router(web: Web) -> Router {
         .route("/services/{service}/{endpoint}", get(endpoint_page))
         .merge(runtime::routes())
         .merge(data::routes())
+        .merge(admin::routes())
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/describe/{service}/{endpoint}", get(describe_endpoint))

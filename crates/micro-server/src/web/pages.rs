@@ -66,6 +66,15 @@ const NAV: &[(&str, &str)] = &[
     ("/events", "Events"),
 ];
 
+/// The top bar's link to the Accounts and rules page, shown to accounts that
+/// [`super::admin::shows_link`] says may use it.
+const ADMIN_NAV: (&str, &str) = ("/accounts", "Accounts");
+
+/// The top bar's links for `account`.
+fn nav(account: &Account) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    NAV.iter().chain(super::admin::shows_link(account).then_some(&ADMIN_NAV))
+}
+
 /// The page around `main`: head (stylesheet, script, CSRF token), the top bar, `main`.
 pub fn layout(frame: &Frame<'_>, title: &str, page: &str, main: &str) -> String {
     layout_with(frame, title, page, main, None)
@@ -83,7 +92,7 @@ pub fn layout_with(frame: &Frame<'_>, title: &str, page: &str, main: &str, scrip
         let switch = if account.issuer == micro_core::DEFAULT_NAMESPACE {
             // Switching stays on the page of the top bar one is on.
             let action =
-                NAV.iter().map(|(path, _)| *path).find(|path| page_of(path) == page).unwrap_or("/services");
+                nav(account).map(|(path, _)| *path).find(|path| page_of(path) == page).unwrap_or("/services");
             format!(
                 r#"<form class="namespace" method="get" action="{action}"><label>namespace <input name="namespace" value="{}" size="12" spellcheck="false"></label><button type="submit">Switch</button></form>"#,
                 esc(frame.namespace)
@@ -91,8 +100,7 @@ pub fn layout_with(frame: &Frame<'_>, title: &str, page: &str, main: &str, scrip
         } else {
             format!(r#"<span class="namespace">namespace <b>{}</b></span>"#, esc(frame.namespace))
         };
-        let links: String = NAV
-            .iter()
+        let links: String = nav(account)
             .map(|(path, label)| {
                 let current = if page_of(path) == page_group(page) { r#" aria-current="page""# } else { "" };
                 format!(r#"<a href="{}"{current}>{label}</a>"#, esc(&frame.link(path)))

@@ -22,6 +22,7 @@ const HOST: &str = "127.0.0.1:8082";
 
 struct Harness {
     router: Router,
+    auth: Arc<Auth>,
     _dir: tempfile::TempDir,
 }
 
@@ -62,8 +63,8 @@ async fn harness() -> Harness {
         secure: false,
         host_check: Some(browser::HostCheck::new(Some("127.0.0.1".parse().unwrap()), None, Vec::new())),
     };
-    let router = router(Web::new(gateway, registry, auth, options));
-    Harness { router, _dir: dir }
+    let router = router(Web::new(gateway, registry, auth.clone(), options));
+    Harness { router, auth, _dir: dir }
 }
 
 /// A browser's cookie jar, reduced to what these tests need.
@@ -445,6 +446,108 @@ async fn runtime_store_and_config_pages_are_per_namespace_and_escaped() {
             assert_eq!(error["Id"], WEB_ID, "refused by the dashboard before the gateway: {error}");
         }
     }
+}
+
+/// The Accounts and rules page: a session is required; the frame is shown after the gateway's
+/// decision for `auth.Accounts/List`, so a tenant its namespace's rules keep out of the auth
+/// service gets the gateway's sentence; the top bar links to it for admins only; the accounts
+/// it lists never reach the HTML (the script writes them as text); every change it makes needs
+/// the CSRF proof.
+#[tokio::test]
+async fn the_accounts_page_is_for_those_the_rules_let_in() {
+    use micro_access::rules::{Access, Resource, Rule};
+    let harness = harness().await;
+    let (status, _, response) = harness.page("/accounts", &Jar::default()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "no session: to the login page");
+    assert_eq!(response.headers()[header::LOCATION], "/login");
+
+    let marked = NewAccount {
+        id: "carol".into(),
+        secret: "pa55word".into(),
+        metadata: [("note".to_string(), "<img src=x onerror=alert(1)>".to_string())].into(),
+        ..Default::default()
+    };
+    harness.auth.generate("foo", marked).await.unwrap();
+
+    let (admin, _) = harness.login("admin", "micro", "micro").await;
+    let (status, html, response) = harness.page("/accounts", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(response.headers()[header::CONTENT_SECURITY_POLICY], PAGE_CSP);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let src = format!(r#"<script src="/assets/admin.js?v={}" defer></script>"#, assets::version());
+    assert!(html.contains(&src), "{html}");
+    assert!(html.contains(r#"<a href="/accounts" aria-current="page">Accounts</a>"#), "{html}");
+    assert!(html.contains(r#"<section id="accounts""#) && html.contains(r#"<section id="rules""#), "{html}");
+    assert!(!html.contains("<script>") && !html.contains(" style="), "no inline script or style");
+    let (status, _, _) = harness.page("/assets/admin.js", &Jar::default()).await;
+    assert_eq!(status, StatusCode::OK, "admin.js is embedded");
+    // A micro admin may open foo's; the switch stays on the page; no account is in the HTML.
+    let (status, html, _) = harness.page("/accounts?namespace=foo", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"data-namespace="foo""#) && html.contains(r#"action="/accounts""#), "{html}");
+    assert!(!html.contains("carol") && !html.contains("<img"), "{html}");
+    // What the URL brings is escaped in the refusal.
+    let (status, html, _) = harness.page("/accounts?namespace=%3Cb%3Ex", &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!html.contains("<b>x") && html.contains("&lt;b&gt;x"), "{html}");
+
+    // foo's rules keep everyone but admins out of the auth service.
+    let rule = |id: &str, scope: &str, resource: Resource, access, priority| Rule {
+        id: id.into(),
+        scope: scope.into(),
+        resource,
+        access,
+        priority,
+    };
+    for rule in [
+        rule("admins", "admin", Resource::new("service", "auth", "*"), Access::Granted, 10),
+        rule("no-auth", "*", Resource::new("service", "auth", "*"), Access::Denied, 5),
+    ] {
+        harness.auth.create_rule("foo", rule).await.unwrap();
+    }
+    let (bob, _) = harness.login("bob", "s3cret", "foo").await;
+    let (status, html, _) = harness.page("/services", &bob).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains(r#"href="/accounts""#), "no link without the admin scope: {html}");
+    let (status, html, _) = harness.page("/accounts", &bob).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
+    assert!(html.contains("Forbidden call made to auth:Accounts.List by bob"), "{html}");
+    assert!(!html.contains("admin.js"), "{html}");
+    let (status, html, _) = harness.page("/accounts?namespace=micro", &bob).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("the token was issued by namespace foo and cannot act in micro"), "{html}");
+    // The admin still may.
+    let (status, _, _) = harness.page("/accounts?namespace=foo", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Every change the page makes is a call through /api/call: refused without the proof.
+    let csrf = admin.get(CSRF_COOKIE).unwrap().to_string();
+    let rules = harness.auth.rules("foo").await;
+    for (path, body) in [
+        ("/api/call/auth/Auth/Generate", r#"{"id":"x","secret":"y"}"#),
+        ("/api/call/auth/Accounts/Delete", r#"{"id":"carol"}"#),
+        (
+            "/api/call/auth/Rules/Create",
+            r#"{"rule":{"id":"r","resource":{"type":"*","name":"*","endpoint":"*"},"access":"GRANTED"}}"#,
+        ),
+        ("/api/call/auth/Rules/Delete", r#"{"id":"public"}"#),
+    ] {
+        for forged in [None, Some("guess"), Some(&csrf[..csrf.len() - 1])] {
+            let builder = Harness::request(Method::POST, path, &admin)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("Micro-Namespace", "foo");
+            let builder = match forged {
+                Some(value) => builder.header(CSRF_HEADER, value),
+                None => builder,
+            };
+            let response = harness.send(builder.body(Body::from(body)).unwrap()).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} with {forged:?}");
+            let error = json_body(response).await;
+            assert_eq!(error["Id"], WEB_ID, "refused by the dashboard before the gateway: {error}");
+        }
+    }
+    assert!(harness.auth.list_accounts("foo").await.unwrap().iter().any(|account| account.id == "carol"));
+    assert_eq!(harness.auth.rules("foo").await, rules, "nothing changed");
 }
 
 #[test]
