@@ -141,3 +141,141 @@ fn the_retention_sweeper_removes_only_events_past_retention() {
         "sequences never repeat"
     );
 }
+
+/// Dead letters end to end (docs/events.md#dead-letters): a consumer that always fails an
+/// event with retry limit 3 gets it 4 times (the first delivery and 3 retries), then it is a
+/// dead letter; a permanent nack dead-letters at once. `micro events dead` lists them (kept
+/// across `kill -9`), `release` hands one back to the group once, `drop` removes the rest, and
+/// bad input is refused with nothing changed.
+#[test]
+fn dead_letters_are_listed_released_and_dropped() {
+    use micro_proto::events::stream_client::StreamClient;
+    use micro_proto::events::{AckRequest, ConsumeRequest, NackRequest};
+
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    for n in 1..=3 {
+        server.ok(&["events", "publish", "orders", &format!(r#"{{"n":{n}}}"#)]);
+    }
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.path().join("tokens.json")).unwrap()).unwrap();
+    let admin = format!("Bearer {}", tokens["e2e/micro"]["access_token"].as_str().unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (retried, permanent) = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = StreamClient::new(channel);
+        fn authorized<T>(admin: &str, message: T) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            request.metadata_mut().insert("authorization", admin.parse().unwrap());
+            request
+        }
+        let consume = ConsumeRequest {
+            group: "billing".into(),
+            topic: "orders".into(),
+            auto_ack: false,
+            ack_wait: 30_000_000_000,
+            retry_limit: 3,
+            sequence: 1,
+            ..Default::default()
+        };
+        let mut stream = client.consume(authorized(&admin, consume)).await.unwrap().into_inner();
+        let nack = |id: &str, permanent: bool, reason: &str| NackRequest {
+            id: id.into(),
+            topic: "orders".into(),
+            group: "billing".into(),
+            permanent,
+            reason: reason.into(),
+        };
+        // The server streams ahead, so events 2 and 3 may come between event 1's redeliveries.
+        let (mut deliveries, mut first, mut second, mut acked) = (0, String::new(), String::new(), false);
+        while deliveries < 4 || second.is_empty() || !acked {
+            let event = stream.message().await.unwrap().unwrap();
+            match event.sequence {
+                1 => {
+                    deliveries += 1;
+                    assert!(deliveries <= 4, "retry limit 3 allows 4 deliveries");
+                    let reason = format!("boom {deliveries}");
+                    client.nack(authorized(&admin, nack(&event.id, false, &reason))).await.unwrap();
+                    first = event.id;
+                }
+                2 => {
+                    client.nack(authorized(&admin, nack(&event.id, true, "malformed order"))).await.unwrap();
+                    second = event.id;
+                }
+                _ => {
+                    let ack = AckRequest {
+                        id: event.id,
+                        success: true,
+                        topic: "orders".into(),
+                        group: "billing".into(),
+                    };
+                    client.ack(authorized(&admin, ack)).await.unwrap();
+                    acked = true;
+                }
+            }
+        }
+        (first, second)
+    });
+
+    let table = server.ok(&["events", "dead", "orders", "--group", "billing"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID") && lines[0].contains("ATTEMPTS") && lines[0].ends_with("LAST ERROR"));
+    assert!(lines[1].starts_with(&retried) && lines[1].ends_with("boom 4"), "{table}");
+    assert!(lines[2].starts_with(&permanent) && lines[2].ends_with("malformed order"), "{table}");
+    let dead = |server: &Server| -> Vec<serde_json::Value> {
+        let json = server.ok(&["events", "dead", "orders", "--group", "billing", "--output", "json"]);
+        json.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    };
+    let listed = dead(&server);
+    assert_eq!(
+        listed
+            .iter()
+            .map(|d| (d["id"].as_str().unwrap(), d["attempts"].as_u64().unwrap()))
+            .collect::<Vec<_>>(),
+        [(retried.as_str(), 4), (permanent.as_str(), 1)],
+        "retry limit 3 = 4 deliveries; a permanent nack = 1"
+    );
+    assert_eq!(listed[0]["event"]["payload"]["n"], 1);
+
+    // Bad input: a clear error, nothing changed.
+    let bad = server.micro(&["events", "release", "orders", "--group", "billing"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(common::stderr(&bad).trim(), "Name the dead letters to release by event id, or give --all");
+    let bad = server.micro(&["events", "drop", "orders", "--group", "billing", "--all", &retried]);
+    assert_eq!(common::stderr(&bad).trim(), "Give event ids or --all, not both");
+    let bad = server.micro(&["events", "release", "orders", "--group", "billing", &retried, "nope"]);
+    assert!(!bad.status.success());
+    assert_eq!(common::stderr(&bad).trim(), "Not dead letters of group billing: nope");
+    let bad = server.micro(&["events", "dead", "orders", "--group", "bad group"]);
+    assert!(common::stderr(&bad).contains("Invalid group"), "{}", common::stderr(&bad));
+    assert_eq!(dead(&server).len(), 2, "bad input changed nothing");
+
+    let server = {
+        assert!(!server.signal(9).success());
+        Server::start(home.path())
+    };
+    assert_eq!(dead(&server).len(), 2, "dead letters kept across kill -9");
+
+    assert_eq!(
+        server.ok(&["events", "release", "orders", "--group", "billing", &retried]),
+        format!("{retried}\n")
+    );
+    let again = server.ok(&["events", "consume", "orders", "--group", "billing", "--count", "1"]);
+    assert_eq!(sequences(&again), [1], "the released event goes back to its group");
+    assert_eq!(dead(&server).len(), 1);
+    assert_eq!(
+        server.ok(&["events", "drop", "orders", "--group", "billing", "--all"]),
+        format!("{permanent}\n")
+    );
+    assert!(dead(&server).is_empty());
+    assert_eq!(
+        server.ok(&["events", "dead", "orders", "--group", "billing"]).lines().count(),
+        1,
+        "just the header"
+    );
+}

@@ -14,6 +14,14 @@
 //! go to, so a delivery can be settled through it or through [`micro_events::Events::ack`] by
 //! id. When a member is dropped, the deliveries it still had are NAKed, so JetStream hands
 //! them to another member at once rather than after their ack wait.
+//!
+//! Dead letters (docs/events.md#dead-letters): a delivery nacked as permanent, or whose last
+//! allowed delivery is nacked or runs out of ack wait, is stored as a dead letter of a named
+//! group and then acked (a consumer without a group drops it with a warning). A member of a
+//! named group also pulls its group's released events (`events`' work-queue stream), one at a
+//! time with `no_wait`, whenever it joins, a release is announced on the group's wake-up
+//! subject, its pull of new events expires, or it just got a released event; such a request is
+//! answered on `<inbox>.r<n>`, so its statuses never count as the open pull's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,13 +30,17 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::{StatusCode, Subject};
 use futures::{FutureExt, StreamExt};
-use micro_events::{Acker, ConsumeOptions, Consumer, Delivery, EventsError, MAX_IN_FLIGHT, Result, Start};
+use micro_events::{
+    Acker, ConsumeOptions, Consumer, DeadLetter, Delivery, Event, EventsError, MAX_IN_FLIGHT, Nack, Result,
+    Start,
+};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::connection::{Connection, OPERATION_TIMEOUT};
-use crate::events::{Inner, Topic, event_of, unavailable};
+use crate::connection::OPERATION_TIMEOUT;
+use crate::events::{Inner, SEQUENCE_HEADER, Topic, event_of, unavailable};
+use crate::names;
 
 /// How long a pull request waits on the server for a message.
 pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(10);
@@ -43,10 +55,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 static MEMBERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// How a delivery is settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Settle {
     Ack,
-    Nack,
+    Nack(Nack),
 }
 
 /// Deliveries awaiting an ack, by event id, of this process's members of one group.
@@ -70,6 +82,12 @@ struct Entry {
     /// When JetStream gives up waiting for the ack of this delivery.
     deadline: Instant,
     ack_wait: Duration,
+    /// What a dead letter of it holds: the event, when this process first and last delivered
+    /// it (unix ms), and the latest nack reason.
+    event: Event,
+    first_ms: u64,
+    last_ms: u64,
+    error: String,
 }
 
 impl InFlight {
@@ -91,8 +109,16 @@ impl InFlight {
         self.entries().contains_key(id)
     }
 
-    fn insert(&self, id: String, entry: Entry) {
+    fn insert(&self, id: String, mut entry: Entry) {
         let mut entries = self.entries();
+        // A redelivery keeps what the earlier delivery learnt (its table entry stays after a
+        // nack until the redelivery replaces it).
+        if let Some(earlier) = entries.get(&id).filter(|earlier| earlier.sequence == entry.sequence) {
+            entry.first_ms = entry.first_ms.min(earlier.first_ms);
+            if entry.error.is_empty() {
+                entry.error.clone_from(&earlier.error);
+            }
+        }
         if entries.len() >= 4 * MAX_IN_FLIGHT {
             // Deliveries whose ack wait ran out long ago went to a member of another process.
             let now = Instant::now();
@@ -101,20 +127,43 @@ impl InFlight {
         entries.insert(id, entry);
     }
 
-    fn dropped(&self, id: &str, entry: &Entry) {
-        tracing::warn!(
-            namespace = %self.namespace,
-            topic = %self.topic,
-            group = %self.group,
-            id,
-            deliveries = entry.attempt,
-            "event not acknowledged within its retry limit; dropped"
-        );
+    /// Gives up on delivery `id`: stores a named group's dead letter (a failure leaves it
+    /// unsettled, so it is redelivered or given up on again), then acks it, so JetStream
+    /// neither redelivers it nor keeps it in the released work queue.
+    async fn give_up(&self, events: &Inner, id: &str, entry: &Entry) -> Result<()> {
+        if self.group.is_empty() {
+            tracing::warn!(
+                namespace = %self.namespace, topic = %self.topic, id, deliveries = entry.attempt,
+                error = %entry.error, "{}", micro_events::given_up(entry.last, false)
+            );
+        } else {
+            let dead = DeadLetter {
+                event: entry.event.clone(),
+                attempts: entry.attempt,
+                error: entry.error.clone(),
+                first_delivery_ms: entry.first_ms,
+                last_delivery_ms: entry.last_ms,
+            };
+            events.add_dead_letter(&self.namespace, &self.topic, &self.group, &dead).await?;
+            tracing::warn!(
+                namespace = %self.namespace, topic = %self.topic, group = %self.group, id,
+                deliveries = entry.attempt, error = %entry.error, "{}", micro_events::given_up(entry.last, true)
+            );
+        }
+        let client = events.connection.client();
+        let acked =
+            tokio::time::timeout(OPERATION_TIMEOUT, client.request(entry.reply.clone(), "+ACK".into()));
+        if !matches!(acked.await, Ok(Ok(_))) {
+            tracing::debug!(
+                id,
+                "no answer to the ack of an event given up on; JetStream may deliver it again"
+            );
+        }
+        Ok(())
     }
 
-    /// Forgets (and reports) `member`'s last-chance deliveries whose ack wait ran out:
-    /// JetStream will not deliver them again.
-    fn expire(&self, member: u64) {
+    /// Takes `member`'s last-chance deliveries whose ack wait ran out, to be given up on.
+    fn expire(&self, member: u64) -> Vec<(String, Entry)> {
         let now = Instant::now();
         let mut entries = self.entries();
         let expired: Vec<String> = entries
@@ -122,11 +171,7 @@ impl InFlight {
             .filter(|(_, entry)| entry.member == member && entry.last && entry.deadline <= now)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in expired {
-            if let Some(entry) = entries.remove(&id) {
-                self.dropped(&id, &entry);
-            }
-        }
+        expired.into_iter().filter_map(|id| entries.remove(&id).map(|entry| (id, entry))).collect()
     }
 
     /// Removes `member`'s deliveries, returning where to NAK them, in sequence order (JetStream
@@ -141,21 +186,36 @@ impl InFlight {
     }
 
     /// Acks or nacks delivery `id`: [`EventsError::NotFound`] when it is not awaiting one.
-    pub(crate) async fn settle(&self, connection: &Connection, id: &str, settle: Settle) -> Result<()> {
+    pub(crate) async fn settle(&self, events: &Inner, id: &str, settle: Settle) -> Result<()> {
+        let connection = &events.connection;
         connection.ready().map_err(unavailable)?;
-        let entry = {
+        let (entry, expired, give_up) = {
             let mut entries = self.entries();
-            let entry = entries.get(id).cloned().ok_or(EventsError::NotFound)?;
-            if entry.last && entry.deadline <= Instant::now() {
+            let mut entry = entries.get(id).cloned().ok_or(EventsError::NotFound)?;
+            // Its last delivery ran out of ack wait: given up on, whatever this says.
+            let expired = entry.last && entry.deadline <= Instant::now();
+            let give_up = match &settle {
+                Settle::Ack => false,
+                Settle::Nack(nack) => {
+                    entry.error = nack.kept_reason();
+                    nack.permanent || entry.last
+                }
+            };
+            if settle == Settle::Ack || give_up || expired {
                 entries.remove(id);
-                self.dropped(id, &entry);
-                return Err(EventsError::NotFound);
+            } else if let Some(kept) = entries.get_mut(id) {
+                kept.error.clone_from(&entry.error);
             }
-            if settle == Settle::Ack || entry.last {
-                entries.remove(id);
-            }
-            entry
+            (entry, expired, give_up)
         };
+        if expired || give_up {
+            if let Err(err) = self.give_up(events, id, &entry).await {
+                // Still unsettled: put it back, so a retry (or its ack wait) gives it up again.
+                self.entries().entry(id.to_string()).or_insert(entry);
+                return Err(err);
+            }
+            return if expired { Err(EventsError::NotFound) } else { Ok(()) };
+        }
         let client = connection.client();
         match settle {
             Settle::Ack => {
@@ -177,13 +237,10 @@ impl InFlight {
                     }
                 }
             }
-            Settle::Nack => {
+            Settle::Nack(_) => {
                 client.publish(entry.reply.clone(), "-NAK".into()).await.map_err(|err| {
                     unavailable(format!("nack {id} on NATS at {}: {err}", connection.url()))
                 })?;
-                if entry.last {
-                    self.dropped(id, &entry);
-                }
                 Ok(())
             }
         }
@@ -193,17 +250,17 @@ impl InFlight {
 /// Settles deliveries through their group's table.
 struct MemberAcker {
     in_flight: Arc<InFlight>,
-    connection: Connection,
+    events: Arc<Inner>,
 }
 
 #[async_trait::async_trait]
 impl Acker for MemberAcker {
     async fn ack(&self, id: &str) -> Result<()> {
-        self.in_flight.settle(&self.connection, id, Settle::Ack).await
+        self.in_flight.settle(&self.events, id, Settle::Ack).await
     }
 
-    async fn nack(&self, id: &str) -> Result<()> {
-        self.in_flight.settle(&self.connection, id, Settle::Nack).await
+    async fn nack(&self, id: &str, nack: Nack) -> Result<()> {
+        self.in_flight.settle(&self.events, id, Settle::Nack(nack)).await
     }
 }
 
@@ -223,7 +280,22 @@ pub(crate) async fn join(events: Arc<Inner>, topic: Arc<Topic>, options: Consume
         .await
         .map_err(|err| unavailable(format!("subscribe on NATS at {}: {err}", connection.url())))?;
     let acker: Option<Arc<dyn Acker>> = (!options.auto_ack)
-        .then(|| Arc::new(MemberAcker { in_flight: in_flight.clone(), connection: connection.clone() }) as _);
+        .then(|| Arc::new(MemberAcker { in_flight: in_flight.clone(), events: events.clone() }) as _);
+    // A named group's members listen for releases of its dead letters.
+    let notify = match &options.group {
+        Some(group) => Some(
+            connection
+                .client()
+                .subscribe(names::released_notify(&topic.namespace, &topic.name, group))
+                .await
+                .map_err(|err| unavailable(format!("subscribe on NATS at {}: {err}", connection.url())))?,
+        ),
+        None => None,
+    };
+    let released_stream = names::released_stream(&topic.namespace, &topic.name);
+    let released_pull = options.group.as_ref().map(|group| {
+        format!("$JS.API.CONSUMER.MSG.NEXT.{released_stream}.{}", names::released_consumer(group))
+    });
     let member = Member {
         id: MEMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         pull_subject: format!("$JS.API.CONSUMER.MSG.NEXT.{}.{consumer}", topic.stream),
@@ -246,6 +318,10 @@ pub(crate) async fn join(events: Arc<Inner>, topic: Arc<Topic>, options: Consume
         acker,
         backoff: MIN_BACKOFF,
         resume: None,
+        released_stream,
+        released_pull,
+        check_released: true,
+        notify,
     };
     tracing::debug!(member = member.id, consumer = %member.consumer, stream = %member.topic.stream, "consumer joined");
     Ok(Consumer::new(futures::stream::unfold(Some(member), |member| async move {
@@ -282,12 +358,28 @@ struct Member {
     /// The sequence after the last one delivered: where a consumer lost with the server's
     /// state is re-created.
     resume: Option<u64>,
+    /// The stream of released dead letters of the topic.
+    released_stream: String,
+    /// Where a named group's member asks for one released event; `None` without a group.
+    released_pull: Option<String>,
+    /// Ask for a released event before waiting.
+    check_released: bool,
+    /// Announcements of releases to the group; `None` without a group.
+    notify: Option<async_nats::Subscriber>,
 }
 
 impl Member {
     async fn next(&mut self) -> Result<Delivery> {
         loop {
-            self.in_flight.expire(self.id);
+            for (id, entry) in self.in_flight.expire(self.id) {
+                if let Err(err) = self.in_flight.give_up(&self.events, &id, &entry).await {
+                    tracing::error!(cause = %err, id, "cannot store a dead letter; the event is lost to its group");
+                }
+            }
+            if self.check_released {
+                self.check_released = false;
+                self.pull_released().await?;
+            }
             let now = Instant::now();
             if self.outstanding.is_none_or(|deadline| deadline <= now) {
                 self.pull().await?;
@@ -295,7 +387,14 @@ impl Member {
             let deadline = self.outstanding.unwrap_or(now);
             let subscriber =
                 self.subscriber.as_mut().ok_or_else(|| EventsError::Internal("member closed".into()))?;
+            let notified = async {
+                match self.notify.as_mut() {
+                    Some(notify) => notify.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                Some(_) = notified => self.check_released = true,
                 received = subscriber.next() => {
                     let Some(message) = received else {
                         return Err(unavailable(format!("the connection to NATS at {} closed", self.events.connection.url())));
@@ -304,7 +403,10 @@ impl Member {
                         return Ok(delivery);
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => self.outstanding = None,
+                () = tokio::time::sleep_until(deadline) => {
+                    self.outstanding = None;
+                    self.check_released = true;
+                }
                 changed = self.connects.changed() => {
                     if changed.is_err() {
                         return Err(unavailable("the NATS connection is gone"));
@@ -332,15 +434,36 @@ impl Member {
         Ok(())
     }
 
+    /// Asks the group's released events for one, without waiting (see the module docs).
+    async fn pull_released(&mut self) -> Result<()> {
+        let Some(subject) = self.released_pull.clone() else { return Ok(()) };
+        self.request += 1;
+        let reply = format!("{}.r{}", self.inbox, self.request);
+        let body = json!({ "batch": 1, "no_wait": true }).to_string();
+        let connection = &self.events.connection;
+        connection
+            .client()
+            .publish_with_reply(subject, reply, body.into())
+            .await
+            .map_err(|err| unavailable(format!("pull from NATS at {}: {err}", connection.url())))
+    }
+
     /// Handles what arrived on the inbox: a delivery, or a status about a pull request.
     async fn receive(&mut self, message: async_nats::Message) -> Result<Option<Delivery>> {
         let status = message.status.unwrap_or(StatusCode::OK);
         if status == StatusCode::OK {
-            // A delivery carries its stream subject, not the request's reply subject, so it
-            // cannot be matched to a request; with one request open at a time it answers that.
-            self.outstanding = None;
-            self.backoff = MIN_BACKOFF;
-            return self.deliver(message).await.map(Some);
+            let (delivery, released) = self.deliver(message).await?;
+            if released {
+                // There may be more.
+                self.check_released = true;
+            } else {
+                // A delivery carries its stream subject, not the request's reply subject, so
+                // it cannot be matched to a request; with one pull of new events open at a
+                // time it answers that one.
+                self.outstanding = None;
+                self.backoff = MIN_BACKOFF;
+            }
+            return Ok(Some(delivery));
         }
         // Statuses come on the reply subject of the request they are about.
         let current = message.subject.as_str().rsplit('.').next().and_then(|n| n.parse::<u64>().ok())
@@ -351,7 +474,9 @@ impl Member {
         self.outstanding = None;
         let description = message.description.unwrap_or_default().to_ascii_lowercase();
         if status == StatusCode::TIMEOUT || description.contains("no messages") {
-            // The request expired empty: the next turn of the loop renews it.
+            // The request expired empty: the next turn of the loop renews it, after a look for
+            // released events (in case an announcement was missed).
+            self.check_released = true;
         } else if status == StatusCode::NO_RESPONDERS
             || description.contains("deleted")
             || description.contains("not found")
@@ -385,7 +510,8 @@ impl Member {
         }
     }
 
-    async fn deliver(&mut self, message: async_nats::Message) -> Result<Delivery> {
+    /// The delivery `message` holds, and whether it is a released event.
+    async fn deliver(&mut self, message: async_nats::Message) -> Result<(Delivery, bool)> {
         let Some(reply) = message.reply.clone() else {
             return Err(EventsError::Internal("a JetStream delivery without an ack subject".into()));
         };
@@ -394,11 +520,19 @@ impl Member {
             EventsError::Internal(format!("unreadable JetStream ack subject {reply}: {err}"))
         })?;
         let attempt = u32::try_from(info.delivered).unwrap_or(u32::MAX);
-        let sequence = info.stream_sequence;
+        let released = info.stream == self.released_stream;
+        let sequence = if released {
+            let header = message.headers.as_ref().and_then(|headers| headers.get_last(SEQUENCE_HEADER));
+            header.and_then(|value| value.as_str().parse().ok()).unwrap_or(0)
+        } else {
+            info.stream_sequence
+        };
         let stored_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let event =
             event_of(&self.topic.name, sequence, message.headers.as_ref(), &message.payload, stored_ms);
-        self.resume = Some(self.resume.unwrap_or(0).max(sequence + 1));
+        if !released {
+            self.resume = Some(self.resume.unwrap_or(0).max(sequence + 1));
+        }
         let connection = &self.events.connection;
         if self.options.auto_ack {
             connection
@@ -406,8 +540,9 @@ impl Member {
                 .publish(reply, "+ACK".into())
                 .await
                 .map_err(|err| unavailable(format!("ack on NATS at {}: {err}", connection.url())))?;
-            return Ok(Delivery::new(event, attempt, None));
+            return Ok((Delivery::new(event, attempt, None), released));
         }
+        let now_ms = micro_events::now_ms();
         let entry = Entry {
             reply,
             member: self.id,
@@ -416,9 +551,13 @@ impl Member {
             last: self.options.retry_limit.is_some_and(|limit| attempt > limit),
             deadline: Instant::now() + self.options.ack_wait,
             ack_wait: self.options.ack_wait,
+            event: event.clone(),
+            first_ms: now_ms,
+            last_ms: now_ms,
+            error: String::new(),
         };
         self.in_flight.insert(event.id.clone(), entry);
-        Ok(Delivery::new(event, attempt, self.acker.clone()))
+        Ok((Delivery::new(event, attempt, self.acker.clone()), released))
     }
 }
 

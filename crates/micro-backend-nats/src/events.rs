@@ -21,6 +21,17 @@
 //!   dropped. Every member pulls one message at a time and only when asked for its next
 //!   delivery, so members of one group share events as the embedded engine's do (see
 //!   `consumer`).
+//! - **Dead letters** (docs/events.md#dead-letters) of a topic's groups live in one more stream
+//!   per topic (`micro-dead~…`, a subject per group, at most [`micro_events::MAX_DEAD_LETTERS`]
+//!   messages per subject, the oldest discarded first): each message is the event (payload and
+//!   headers as above) plus `Micro-Sequence`, `Micro-Attempts`, `Micro-Error`,
+//!   `Micro-First-Delivery` and `Micro-Last-Delivery`. A member gives an event up by storing its
+//!   dead letter, then acking it on its group's consumer. A release copies the dead letters to
+//!   the topic's work-queue stream of released events (`micro-released~…`, a subject and a
+//!   durable consumer `r~<group>` per group), deletes them from the dead letters, and wakes the
+//!   group's members with a core NATS message; members pull released events ahead of new ones
+//!   (see `consumer`). Copy-then-delete: a crash between the two leaves an event both released
+//!   and dead (at least once). First-delivery times are those this process saw.
 //! - **Start** `Newest` = deliver policy `new`; `Sequence(n)` = by start sequence `n`;
 //!   `Time(ms)` = by start sequence of the first event whose `Micro-Timestamp` is at or after
 //!   `ms`, found by binary search over the stream (timestamps never decrease along it, and
@@ -58,8 +69,8 @@ use async_nats::jetstream::{self, ErrorCode, consumer};
 use async_nats::{HeaderMap, HeaderValue};
 use futures::StreamExt;
 use micro_events::{
-    ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, Event, Events, EventsError, MAX_READ_LIMIT, PublishOptions,
-    Published, Result, Retention, Start, validate,
+    ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, DeadLetter, Event, Events, EventsError, MAX_DEAD_LETTERS,
+    MAX_READ_LIMIT, Nack, PublishOptions, Published, Result, Retention, Selection, Start, validate,
 };
 use serde_json::json;
 
@@ -73,6 +84,13 @@ pub(crate) const ID_HEADER: &str = "Micro-Event-Id";
 pub(crate) const TIMESTAMP_HEADER: &str = "Micro-Timestamp";
 /// Prefix of the headers holding metadata, one per entry.
 pub(crate) const METADATA_PREFIX: &str = "Micro-Meta-";
+/// Header of a dead letter or released event holding the event's sequence in its topic.
+pub(crate) const SEQUENCE_HEADER: &str = "Micro-Sequence";
+/// Headers of a dead letter: attempts, last error (percent-encoded), delivery times (unix ms).
+const ATTEMPTS_HEADER: &str = "Micro-Attempts";
+const ERROR_HEADER: &str = "Micro-Error";
+const FIRST_DELIVERY_HEADER: &str = "Micro-First-Delivery";
+const LAST_DELIVERY_HEADER: &str = "Micro-Last-Delivery";
 /// Publishes one topic may lose to publishers elsewhere before giving up.
 const MAX_PUBLISH_CONFLICTS: usize = 100;
 /// Direct gets a read keeps in flight.
@@ -124,6 +142,9 @@ pub(crate) struct Topic {
     pub(crate) subject: String,
     /// The stream is known to exist with our config.
     ready: std::sync::atomic::AtomicBool,
+    /// The dead-letter and released-events streams are known to exist.
+    dead_ready: std::sync::atomic::AtomicBool,
+    released_ready: std::sync::atomic::AtomicBool,
     /// The sequence and timestamp of the stream's last event, as far as this process knows;
     /// `None` = ask the server. Held by a publish from start to end.
     tail: tokio::sync::Mutex<Option<Tail>>,
@@ -218,6 +239,8 @@ impl Inner {
                     stream: names::stream(namespace, topic),
                     subject: names::events_subject(namespace, topic),
                     ready: std::sync::atomic::AtomicBool::new(false),
+                    dead_ready: std::sync::atomic::AtomicBool::new(false),
+                    released_ready: std::sync::atomic::AtomicBool::new(false),
                     tail: tokio::sync::Mutex::new(None),
                 })
             })
@@ -291,6 +314,216 @@ impl Inner {
         }
         topic.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Creates `topic`'s dead-letter stream (or, with `released`, its released-events stream)
+    /// unless this process already did; an existing one is kept as it is.
+    async fn ensure_side_stream(&self, topic: &Topic, released: bool) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let (ready, config) = if released {
+            let config = stream::Config {
+                name: names::released_stream(&topic.namespace, &topic.name),
+                description: Some(format!(
+                    "micro events released from dead letters: namespace {}, topic {}",
+                    topic.namespace, topic.name
+                )),
+                subjects: vec![names::released_subject(&topic.namespace, &topic.name, "*")],
+                retention: RetentionPolicy::WorkQueue,
+                ..stream::Config::default()
+            };
+            (&topic.released_ready, config)
+        } else {
+            let config = stream::Config {
+                name: names::dead_stream(&topic.namespace, &topic.name),
+                description: Some(format!(
+                    "micro events dead letters: namespace {}, topic {}",
+                    topic.namespace, topic.name
+                )),
+                subjects: vec![names::dead_subject(&topic.namespace, &topic.name, "*")],
+                retention: RetentionPolicy::Limits,
+                max_messages_per_subject: i64::try_from(MAX_DEAD_LETTERS).unwrap_or(i64::MAX),
+                ..stream::Config::default()
+            };
+            (&topic.dead_ready, config)
+        };
+        if ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let config = stream::Config {
+            storage: StorageType::File,
+            discard: DiscardPolicy::Old,
+            num_replicas: self.options.replicas,
+            allow_direct: true,
+            ..config
+        };
+        let body = serde_json::to_value(&config).map_err(|err| EventsError::Internal(err.to_string()))?;
+        let created: std::result::Result<stream::Info, _> =
+            self.api(format!("STREAM.CREATE.{}", config.name), &body).await?;
+        match created {
+            Ok(_) => {}
+            Err(err) if err.error_code() == ErrorCode::STREAM_NAME_EXIST => {}
+            Err(err) => return Err(unavailable(format!("create stream {}: {err}", config.name))),
+        }
+        ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stores `dead` as a dead letter of `group` (acknowledged by JetStream before this returns).
+    pub(crate) async fn add_dead_letter(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        dead: &DeadLetter,
+    ) -> Result<()> {
+        let topic = self.topic(namespace, topic);
+        self.ensure_side_stream(&topic, false).await?;
+        let event = &dead.event;
+        let mut headers = event_headers(&event.id, event.timestamp_ms, &event.metadata);
+        headers.insert(SEQUENCE_HEADER, event.sequence.to_string().as_str());
+        headers.insert(ATTEMPTS_HEADER, dead.attempts.to_string().as_str());
+        if !dead.error.is_empty() {
+            headers.insert(ERROR_HEADER, names::encode_header_value(&dead.error).as_str());
+        }
+        headers.insert(FIRST_DELIVERY_HEADER, dead.first_delivery_ms.to_string().as_str());
+        headers.insert(LAST_DELIVERY_HEADER, dead.last_delivery_ms.to_string().as_str());
+        let subject = names::dead_subject(namespace, &topic.name, group);
+        let stored = match self.js.publish_with_headers(subject, headers, event.payload.clone().into()).await
+        {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        stored.map_err(|err| {
+            topic.dead_ready.store(false, std::sync::atomic::Ordering::Release);
+            unavailable(format!("store a dead letter of {group} on {}: {err}", self.connection.url()))
+        })
+    }
+
+    /// `group`'s dead letters in sequence order, each with the stream sequences holding it
+    /// (more than one if it was dead-lettered twice; the latest copy counts).
+    async fn list_dead(&self, topic: &Topic, group: &str) -> Result<Vec<(Vec<u64>, DeadLetter)>> {
+        let name = names::dead_stream(&topic.namespace, &topic.name);
+        let info: std::result::Result<stream::Info, _> =
+            self.api(format!("STREAM.INFO.{name}"), &json!({})).await?;
+        match info {
+            Ok(_) => {}
+            Err(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => return Ok(Vec::new()),
+            Err(err) => return Err(unavailable(format!("stream info {name}: {err}"))),
+        }
+        let stream = self.js.get_stream_no_info(&name).await.map_err(unavailable)?;
+        let subject = names::dead_subject(&topic.namespace, &topic.name, group);
+        let mut by_id: HashMap<String, (Vec<u64>, DeadLetter)> = HashMap::new();
+        let mut from = 1;
+        loop {
+            match stream.direct_get_next_for_subject(subject.clone(), Some(from)).await {
+                Ok(message) => {
+                    from = message.sequence + 1;
+                    let dead = dead_of(&topic.name, &message);
+                    let entry =
+                        by_id.entry(dead.event.id.clone()).or_insert_with(|| (Vec::new(), dead.clone()));
+                    entry.0.push(message.sequence);
+                    entry.1 = dead;
+                }
+                Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => break,
+                Err(err) => {
+                    return Err(unavailable(format!("read dead letters of {group} in {name}: {err}")));
+                }
+            }
+        }
+        let mut found: Vec<_> = by_id.into_values().collect();
+        found.sort_by_key(|(_, dead)| dead.event.sequence);
+        Ok(found)
+    }
+
+    /// Creates `group`'s consumer of released events if missing, with the group's ack wait.
+    async fn ensure_released_consumer(&self, topic: &Topic, group: &str) -> Result<()> {
+        let stream_name = names::released_stream(&topic.namespace, &topic.name);
+        let name = names::released_consumer(group);
+        let main: std::result::Result<consumer::Info, _> = self
+            .api(format!("CONSUMER.INFO.{}.{}", topic.stream, names::group_consumer(group)), &json!({}))
+            .await?;
+        let ack_wait = main.map_or(micro_events::DEFAULT_ACK_WAIT, |info| info.config.ack_wait);
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            name: Some(name.clone()),
+            description: Some(format!("micro events released dead letters of group {group}")),
+            filter_subject: names::released_subject(&topic.namespace, &topic.name, group),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait,
+            // Members count attempts against their own retry limit and ack what they give up.
+            max_deliver: -1,
+            max_ack_pending: i64::try_from(micro_events::MAX_IN_FLIGHT).unwrap_or(i64::MAX),
+            ..consumer::pull::Config::default()
+        };
+        let config: consumer::Config = consumer::IntoConsumerConfig::into_consumer_config(config);
+        let body = json!({ "stream_name": stream_name, "config": config, "action": "create" });
+        let created: std::result::Result<consumer::Info, _> =
+            self.api(format!("CONSUMER.CREATE.{stream_name}.{name}"), &body).await?;
+        match created {
+            Ok(_) => Ok(()),
+            Err(err) if is_exists(&err) => Ok(()),
+            Err(err) => Err(unavailable(format!("create consumer {name} on {stream_name}: {err}"))),
+        }
+    }
+
+    /// Removes the selected dead letters of `group`; with `release`, first hands them to the
+    /// group's released events and then wakes its members.
+    async fn take_dead_letters(
+        &self,
+        topic: &Topic,
+        group: &str,
+        which: &Selection,
+        release: bool,
+    ) -> Result<Vec<String>> {
+        let listed = self.list_dead(topic, group).await?;
+        let letters: Vec<DeadLetter> = listed.iter().map(|(_, dead)| dead.clone()).collect();
+        let chosen = validate::selected(&letters, which, group)?;
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        if release {
+            self.ensure_side_stream(topic, true).await?;
+            self.ensure_released_consumer(topic, group).await?;
+            let subject = names::released_subject(&topic.namespace, &topic.name, group);
+            for &n in &chosen {
+                let event = &letters[n].event;
+                let mut headers = event_headers(&event.id, event.timestamp_ms, &event.metadata);
+                headers.insert(SEQUENCE_HEADER, event.sequence.to_string().as_str());
+                let stored = match self
+                    .js
+                    .publish_with_headers(subject.clone(), headers, event.payload.clone().into())
+                    .await
+                {
+                    Ok(ack) => ack.await.map(|_| ()),
+                    Err(err) => Err(err),
+                };
+                stored.map_err(|err| {
+                    topic.released_ready.store(false, std::sync::atomic::Ordering::Release);
+                    unavailable(format!("release {} on {}: {err}", event.id, self.connection.url()))
+                })?;
+            }
+        }
+        let name = names::dead_stream(&topic.namespace, &topic.name);
+        let stream = self.js.get_stream_no_info(&name).await.map_err(unavailable)?;
+        for &n in &chosen {
+            for &sequence in &listed[n].0 {
+                match stream.delete_message(sequence).await {
+                    Ok(_) => {}
+                    // Deleted meanwhile (another release or drop, or the per-group limit).
+                    Err(err)
+                        if matches!(err.kind(), jetstream::stream::DeleteMessageErrorKind::JetStream(_)) => {}
+                    Err(err) => return Err(unavailable(format!("delete a dead letter from {name}: {err}"))),
+                }
+            }
+        }
+        if release {
+            let notify = names::released_notify(&topic.namespace, &topic.name, group);
+            // Best effort: members also look for released events whenever their pull expires.
+            let _ = self.connection.client().publish(notify, bytes::Bytes::new()).await;
+        }
+        tracing::info!(namespace = %topic.namespace, topic = %topic.name, group, count = chosen.len(), release, "dead letters taken");
+        Ok(chosen.into_iter().map(|n| letters[n].event.id.clone()).collect())
     }
 
     /// The stream's state, `None` when it does not exist.
@@ -625,6 +858,21 @@ pub(crate) fn event_of(
     Event { id, topic: topic.to_string(), metadata, payload: payload.to_vec(), timestamp_ms, sequence }
 }
 
+/// The dead letter a message of a dead-letter stream holds.
+fn dead_of(topic: &str, message: &jetstream::message::StreamMessage) -> DeadLetter {
+    let stored_ms = u64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let header = |name: &str| message.headers.get_last(name).map(HeaderValue::as_str);
+    let number = |name: &str| header(name).and_then(|value| value.parse::<u64>().ok());
+    let sequence = number(SEQUENCE_HEADER).unwrap_or(0);
+    DeadLetter {
+        event: event_of(topic, sequence, Some(&message.headers), &message.payload, stored_ms),
+        attempts: number(ATTEMPTS_HEADER).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        error: header(ERROR_HEADER).map(names::decode_header_value).unwrap_or_default(),
+        first_delivery_ms: number(FIRST_DELIVERY_HEADER).unwrap_or(stored_ms),
+        last_delivery_ms: number(LAST_DELIVERY_HEADER).unwrap_or(stored_ms),
+    }
+}
+
 fn event_of_stored(topic: &str, message: jetstream::message::StreamMessage) -> Event {
     let stored_ms = u64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
     event_of(topic, message.sequence, Some(&message.headers), &message.payload, stored_ms)
@@ -666,15 +914,54 @@ impl Events for NatsEvents {
         validate::topic(topic)?;
         let in_flight =
             self.inner.find_in_flight(namespace, topic, group, id).ok_or(EventsError::NotFound)?;
-        in_flight.settle(&self.inner.connection, id, member::Settle::Ack).await
+        in_flight.settle(&self.inner, id, member::Settle::Ack).await
     }
 
-    async fn nack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()> {
+    async fn nack_with(&self, namespace: &str, topic: &str, group: &str, id: &str, nack: Nack) -> Result<()> {
         validate::namespace(namespace)?;
         validate::topic(topic)?;
         let in_flight =
             self.inner.find_in_flight(namespace, topic, group, id).ok_or(EventsError::NotFound)?;
-        in_flight.settle(&self.inner.connection, id, member::Settle::Nack).await
+        in_flight.settle(&self.inner, id, member::Settle::Nack(nack)).await
+    }
+
+    async fn dead_letters(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<DeadLetter>> {
+        validate::dead_letters(namespace, topic, group)?;
+        self.inner.ready()?;
+        let topic = self.inner.topic(namespace, topic);
+        let listed =
+            bounded(&self.inner.connection, "list dead letters", self.inner.list_dead(&topic, group)).await?;
+        Ok(listed.into_iter().map(|(_, dead)| dead).collect())
+    }
+
+    async fn release(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        which: &Selection,
+    ) -> Result<Vec<String>> {
+        validate::dead_letters(namespace, topic, group)?;
+        validate::selection(which)?;
+        self.inner.ready()?;
+        let topic = self.inner.topic(namespace, topic);
+        let releasing = self.inner.take_dead_letters(&topic, group, which, true);
+        bounded(&self.inner.connection, "release dead letters", releasing).await
+    }
+
+    async fn drop_dead_letters(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        which: &Selection,
+    ) -> Result<Vec<String>> {
+        validate::dead_letters(namespace, topic, group)?;
+        validate::selection(which)?;
+        self.inner.ready()?;
+        let topic = self.inner.topic(namespace, topic);
+        let dropping = self.inner.take_dead_letters(&topic, group, which, false);
+        bounded(&self.inner.connection, "drop dead letters", dropping).await
     }
 
     /// Nothing to do: JetStream applies each stream's `max_age` and `max_msgs` itself.

@@ -11,6 +11,9 @@
 //! | ... their stream | `micro-events~foo~orders~created` |
 //! | named group `billing.v1` | durable consumer `g~billing~v1` |
 //! | a consumer without a group | consumer `p~<random>`, deleted when it goes away |
+//! | dead letters of group `billing` on topic `orders` in `foo` | subject `micro.dead.foo.orders.billing` in stream `micro-dead~foo~orders` |
+//! | events released from them back to the group | subject `micro.released.foo.orders.billing` in stream `micro-released~foo~orders`, consumer `r~billing` |
+//! | "events were released" wake-up for the group's members | core subject `micro.notify.released.foo.orders.billing` |
 //! | broker topic `orders.created` in `foo` | subject `micro.broker.foo.orders~created` |
 //! | queue group `workers.eu` | NATS queue group `workers~eu` |
 //! | node `hw-1` of service `helloworld` version `1.0` in namespace `foo` | KV key `foo.helloworld.1_2E0.hw-1` in bucket `micro-registry` |
@@ -50,6 +53,36 @@ pub(crate) fn stream(namespace: &str, topic: &str) -> String {
 /// The durable consumer of a named group.
 pub(crate) fn group_consumer(group: &str) -> String {
     bounded(format!("g~{}", token(group)))
+}
+
+/// The stream holding the dead letters of every group of `topic` in `namespace`.
+pub(crate) fn dead_stream(namespace: &str, topic: &str) -> String {
+    bounded(format!("micro-dead~{namespace}~{}", token(topic)))
+}
+
+/// The subject of `group`'s dead letters (all groups of the topic: `group` = `*`).
+pub(crate) fn dead_subject(namespace: &str, topic: &str, group: &str) -> String {
+    format!("micro.dead.{namespace}.{}.{}", token(topic), token(group))
+}
+
+/// The stream holding events released from dead letters, of every group of the topic.
+pub(crate) fn released_stream(namespace: &str, topic: &str) -> String {
+    bounded(format!("micro-released~{namespace}~{}", token(topic)))
+}
+
+/// The subject of the events released to `group` (all groups: `group` = `*`).
+pub(crate) fn released_subject(namespace: &str, topic: &str, group: &str) -> String {
+    format!("micro.released.{namespace}.{}.{}", token(topic), token(group))
+}
+
+/// The consumer `group`'s members pull released events from.
+pub(crate) fn released_consumer(group: &str) -> String {
+    bounded(format!("r~{}", token(group)))
+}
+
+/// The core NATS subject a release is announced on, waking `group`'s members.
+pub(crate) fn released_notify(namespace: &str, topic: &str, group: &str) -> String {
+    format!("micro.notify.released.{namespace}.{}.{}", token(topic), token(group))
 }
 
 /// A fresh name for the consumer of a consumer without a group.
@@ -190,6 +223,23 @@ mod tests {
         assert_ne!(one, two, "long names stay distinct through their hash");
         assert_eq!(group_consumer(&long).len(), MAX_NAME_BYTES);
         for name in [one, group_consumer(&long), stream("foo", ".a..b.")] {
+            assert!(!name.contains(['.', '*', '>', ' ', '/']), "{name}");
+        }
+
+        // Dead letters and released events: their own streams and subjects, one token per group,
+        // never overlapping the topic's events or each other.
+        assert_eq!(
+            dead_subject("foo", "orders.created", "billing.v1"),
+            "micro.dead.foo.orders~created.billing~v1"
+        );
+        assert_eq!(dead_stream("foo", "orders"), "micro-dead~foo~orders");
+        assert_eq!(released_subject("foo", "orders", "*"), "micro.released.foo.orders.*");
+        assert_eq!(released_stream("foo", "orders"), "micro-released~foo~orders");
+        assert_eq!(released_consumer("billing.v1"), "r~billing~v1");
+        assert_eq!(released_notify("foo", "orders", "b"), "micro.notify.released.foo.orders.b");
+        assert_eq!(released_consumer(&long).len(), MAX_NAME_BYTES);
+        for name in [dead_stream("micro", &long), released_stream("micro", &long)] {
+            assert_eq!(name.len(), MAX_NAME_BYTES);
             assert!(!name.contains(['.', '*', '>', ' ', '/']), "{name}");
         }
     }

@@ -1,9 +1,13 @@
-//! `micro events publish|consume|read`: the durable event streams of the current namespace.
+//! `micro events publish|consume|read|dead|release|drop`: the durable event streams of the
+//! current namespace, and the dead letters of their consumer groups (docs/events.md#dead-letters).
 
 use clap::Subcommand;
 use micro_proto::events::store_client::StoreClient;
 use micro_proto::events::stream_client::StreamClient;
-use micro_proto::events::{AckRequest, ConsumeRequest, Event, PublishRequest, ReadRequest};
+use micro_proto::events::{
+    AckRequest, ConsumeRequest, DeadLetter, DeadLettersRequest, DropDeadLettersRequest, Event,
+    PublishRequest, ReadRequest, ReleaseRequest,
+};
 
 use crate::error::{CliError, Result};
 use crate::{Global, out, unrecognized_subcommand};
@@ -42,8 +46,109 @@ pub enum EventsCommand {
         #[arg(long, default_value_t = 0)]
         offset: u64,
     },
+    /// List a consumer group's dead letters: events it gave up on
+    Dead {
+        topic: String,
+        /// The consumer group
+        #[arg(long)]
+        group: String,
+        /// Output format: a table, or one JSON object per line
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Hand dead letters back to their group: each is delivered once more, attempts reset
+    Release {
+        topic: String,
+        /// The consumer group
+        #[arg(long)]
+        group: String,
+        /// Event ids of dead letters to release
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+        /// Release every dead letter of the group
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove dead letters for good
+    Drop {
+        topic: String,
+        /// The consumer group
+        #[arg(long)]
+        group: String,
+        /// Event ids of dead letters to remove
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+        /// Remove every dead letter of the group
+        #[arg(long)]
+        all: bool,
+    },
     #[command(external_subcommand)]
     Unknown(Vec<String>),
+}
+
+/// How `micro events dead` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Checks a release or drop names dead letters: ids, or `--all`, not both.
+fn selection(verb: &str, ids: &[String], all: bool) -> Result<()> {
+    match (all, ids.is_empty()) {
+        (true, false) => Err(CliError::new("Give event ids or --all, not both")),
+        (false, true) => {
+            Err(CliError::new(format!("Name the dead letters to {verb} by event id, or give --all")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Unix milliseconds as RFC 3339, to the second; `-` for none.
+fn time(ms: i64) -> String {
+    u64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map_or_else(|| "-".to_string(), |ms| micro_core::time::rfc3339(ms / 1000))
+}
+
+fn render_dead(dead: &[DeadLetter], output: Output) -> String {
+    match output {
+        Output::Json => dead
+            .iter()
+            .map(|letter| {
+                let event = letter.event.clone().unwrap_or_default();
+                let json = serde_json::json!({
+                    "id": event.id,
+                    "sequence": event.sequence,
+                    "attempts": letter.attempts,
+                    "error": letter.error,
+                    "first_delivery": time(letter.first_delivery_ms),
+                    "last_delivery": time(letter.last_delivery_ms),
+                    "event": serde_json::from_str::<serde_json::Value>(render(&event).trim()).unwrap_or_default(),
+                });
+                format!("{json}\n")
+            })
+            .collect(),
+        Output::Table => {
+            let mut rows = vec![["ID", "SEQUENCE", "ATTEMPTS", "FIRST DELIVERY", "LAST DELIVERY", "LAST ERROR"]
+                .map(String::from)
+                .to_vec()];
+            rows.extend(dead.iter().map(|letter| {
+                let event = letter.event.clone().unwrap_or_default();
+                vec![
+                    event.id,
+                    event.sequence.to_string(),
+                    letter.attempts.to_string(),
+                    time(letter.first_delivery_ms),
+                    time(letter.last_delivery_ms),
+                    letter.error.lines().next().unwrap_or("").to_string(),
+                ]
+            }));
+            crate::table::render(&rows)
+        }
+    }
 }
 
 /// How long the server waits for this command to ack an event it was sent before giving it to
@@ -92,6 +197,8 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<()> {
         EventsCommand::Consume { offset, .. } => {
             start(offset.as_deref())?;
         }
+        EventsCommand::Release { ids, all, .. } => selection("release", ids, *all)?,
+        EventsCommand::Drop { ids, all, .. } => selection("drop", ids, *all)?,
         _ => {}
     }
     let client = global.connect().await?;
@@ -157,6 +264,27 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<()> {
                 .map_err(|status| client.error(status))?;
             out(&reply.into_inner().events.iter().map(render).collect::<String>());
         }
+        EventsCommand::Dead { topic, group, output } => {
+            let reply = StreamClient::new(client.channel.clone())
+                .dead_letters(client.request(DeadLettersRequest { topic, group }))
+                .await
+                .map_err(|status| client.error(status))?;
+            out(&render_dead(&reply.into_inner().dead_letters, output));
+        }
+        EventsCommand::Release { topic, group, ids, all } => {
+            let reply = StreamClient::new(client.channel.clone())
+                .release(client.request(ReleaseRequest { topic, group, ids, all }))
+                .await
+                .map_err(|status| client.error(status))?;
+            out(&reply.into_inner().ids.iter().map(|id| format!("{id}\n")).collect::<String>());
+        }
+        EventsCommand::Drop { topic, group, ids, all } => {
+            let reply = StreamClient::new(client.channel.clone())
+                .drop_dead_letters(client.request(DropDeadLettersRequest { topic, group, ids, all }))
+                .await
+                .map_err(|status| client.error(status))?;
+            out(&reply.into_inner().ids.iter().map(|id| format!("{id}\n")).collect::<String>());
+        }
         EventsCommand::Unknown(_) => unreachable!("handled before connecting"),
     }
     Ok(())
@@ -175,6 +303,35 @@ mod tests {
         assert_eq!(sequence, 0);
         assert!(since > 0);
         assert!(start(Some("yesterday")).unwrap_err().message.contains("Invalid offset"));
+    }
+
+    #[test]
+    fn dead_letters_render_and_selections_are_checked() {
+        let dead = DeadLetter {
+            event: Some(Event {
+                id: "e1".into(),
+                sequence: 7,
+                payload: b"{}".to_vec(),
+                ..Default::default()
+            }),
+            attempts: 4,
+            error: "boom\nsecond line".into(),
+            first_delivery_ms: 1_700_000_000_000,
+            last_delivery_ms: 1_700_000_001_000,
+        };
+        let table = render_dead(std::slice::from_ref(&dead), Output::Table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("ID  SEQUENCE  ATTEMPTS"), "{table}");
+        assert!(lines[1].starts_with("e1  7         4         2023-11-14T22:13:20Z"), "{table}");
+        assert!(lines[1].ends_with("boom"), "the first line of the error: {table}");
+        let json: serde_json::Value =
+            serde_json::from_str(render_dead(&[dead], Output::Json).trim()).unwrap();
+        assert_eq!((json["id"].as_str(), json["attempts"].as_u64()), (Some("e1"), Some(4)));
+        assert_eq!(json["event"]["sequence"], 7);
+
+        assert!(selection("release", &[], false).unwrap_err().message.contains("or give --all"));
+        assert!(selection("drop", &["a".into()], true).unwrap_err().message.contains("not both"));
+        assert!(selection("drop", &["a".into()], false).is_ok() && selection("drop", &[], true).is_ok());
     }
 
     #[test]

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::{
-    ConsumeOptions, Consumer, Delivery, Events, EventsError, MAX_EVENT_BYTES, PublishOptions, Start,
+    ConsumeOptions, Consumer, Delivery, Events, EventsError, MAX_DEAD_LETTERS, MAX_EVENT_BYTES, Nack,
+    PublishOptions, Selection, Start,
 };
 
 /// The ack wait of the manual-ack cases: short, since they wait it out.
@@ -53,6 +54,9 @@ pub async fn run_all(events: std::sync::Arc<dyn Events>) {
     concurrent_members(events, &topic("concurrent")).await;
     concurrent_publishers(events, &topic("publishers")).await;
     validation(events, &topic("validation")).await;
+    retry_limit_dead_letters_and_release(events, &topic("dead")).await;
+    permanent_nack_and_drop(events, &topic("permanent")).await;
+    dead_letter_limit(events, &topic("deadlimit")).await;
 }
 
 /// A name no earlier run in this or another process used.
@@ -136,7 +140,13 @@ pub async fn ack_wait_redelivery(events: &dyn Events, topic: &str) {
     assert_eq!((second.event.id.as_str(), second.attempt), (id.as_str(), 2), "redelivered with the same id");
     assert!(delivered.elapsed() >= ACK_WAIT, "not redelivered before the ack wait ran out");
     nothing_within(&mut consumer, ACK_WAIT * 2, "retry limit 1 allows exactly 2 deliveries").await;
-    assert_eq!(second.ack().await, Err(EventsError::NotFound), "a dropped event cannot be acked");
+    assert_eq!(second.ack().await, Err(EventsError::NotFound), "a given-up event cannot be acked");
+    let dead = events.dead_letters("micro", topic, "g").await.unwrap();
+    assert_eq!(
+        dead.iter().map(|d| (d.event.id.as_str(), d.attempts, d.error.as_str())).collect::<Vec<_>>(),
+        [(id.as_str(), 2, "")],
+        "an unacked event past its retry limit is a dead letter; no nack, so no error"
+    );
 
     let (acked, _) = publish(events, "micro", topic, b"acked").await;
     let delivery = next(&mut consumer).await;
@@ -425,4 +435,156 @@ pub async fn validation(events: &dyn Events, topic: &str) {
     assert!(invalid(events.consume("micro", topic, zero_wait).await.map(|_| ())));
     assert!(invalid(events.consume("micro", topic, from_start("bad group")).await.map(|_| ())));
     assert!(invalid(events.read("micro", "bad/topic", 0, 0).await));
+}
+
+/// Retry limit 3 means three redeliveries after the first delivery (`Some(n)` = at most `n + 1`
+/// deliveries): a consumer that always fails gets the event exactly 4 times (attempts 1 to 4),
+/// and the 4th nack makes it a dead letter with 4 attempts, the last nack's reason and its
+/// delivery times. The group moves on past it. `release` hands it back: a fixed consumer gets
+/// it exactly once, as attempt 1, with the same id.
+pub async fn retry_limit_dead_letters_and_release(events: &dyn Events, topic: &str) {
+    let (id, sequence) = publish(events, "micro", topic, b"poison").await;
+    let before = crate::now_ms();
+    // Nacks, not ack waits, drive the retries: a delivery within `next` proves the nack did.
+    let options = ConsumeOptions { ack_wait: PATIENCE * 6, ..manual("dl", Some(3)) };
+    let mut failing = events.consume("micro", topic, options.clone()).await.unwrap();
+    for attempt in 1..=4 {
+        let delivery = next(&mut failing).await;
+        assert_eq!((delivery.event.id.as_str(), delivery.attempt), (id.as_str(), attempt));
+        delivery.nack_with(Nack::retry(format!("failure {attempt}"))).await.unwrap();
+    }
+    let dead = events.dead_letters("micro", topic, "dl").await.unwrap();
+    assert_eq!(dead.len(), 1, "dead-lettered once the 4th nack returned: {dead:?}");
+    let letter = &dead[0];
+    assert_eq!(
+        (letter.event.id.as_str(), letter.event.sequence, letter.event.payload.as_slice()),
+        (id.as_str(), sequence, b"poison".as_slice())
+    );
+    assert_eq!((letter.attempts, letter.error.as_str()), (4, "failure 4"), "retry limit 3 = 4 deliveries");
+    assert!(
+        before <= letter.first_delivery_ms
+            && letter.first_delivery_ms <= letter.last_delivery_ms
+            && letter.last_delivery_ms <= crate::now_ms(),
+        "delivery times: {letter:?}"
+    );
+    assert!(events.dead_letters("foo", topic, "dl").await.unwrap().is_empty(), "namespaces are isolated");
+    assert!(events.dead_letters("micro", topic, "other").await.unwrap().is_empty(), "per group");
+
+    let (after, _) = publish(events, "micro", topic, b"after").await;
+    let delivery = next(&mut failing).await;
+    assert_eq!((delivery.event.id.as_str(), delivery.attempt), (after.as_str(), 1), "the group moved on");
+    delivery.ack().await.unwrap();
+    nothing_within(&mut failing, QUIET, "a dead letter is not delivered again").await;
+    drop(failing);
+
+    assert_eq!(
+        events.release("micro", topic, "dl", &Selection::Ids(vec![id.clone()])).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
+    assert!(events.dead_letters("micro", topic, "dl").await.unwrap().is_empty(), "released: no longer dead");
+    let mut fixed = events.consume("micro", topic, options).await.unwrap();
+    let delivery = next(&mut fixed).await;
+    assert_eq!(
+        (delivery.event.id.as_str(), delivery.event.sequence, delivery.attempt),
+        (id.as_str(), sequence, 1),
+        "released with its attempt count reset"
+    );
+    delivery.ack().await.unwrap();
+    nothing_within(&mut fixed, QUIET, "a released event comes back exactly once").await;
+    assert!(events.dead_letters("micro", topic, "dl").await.unwrap().is_empty());
+
+    // A member already waiting is woken by a release, promptly.
+    let (late, _) = publish(events, "micro", topic, b"late").await;
+    next(&mut fixed).await.nack_with(Nack::permanent("not yet")).await.unwrap();
+    let waiting = tokio::time::timeout(PATIENCE, fixed.next());
+    let releasing = async {
+        tokio::time::sleep(QUIET).await;
+        let released = tokio::time::Instant::now();
+        (events.release("micro", topic, "dl", &Selection::All).await.unwrap(), released)
+    };
+    let (delivery, (ids, released)) = tokio::join!(waiting, releasing);
+    let delivery = delivery.expect("woken by the release").unwrap().unwrap();
+    assert_eq!((ids, delivery.event.id.as_str(), delivery.attempt), (vec![late.clone()], late.as_str(), 1));
+    assert!(released.elapsed() < PROMPT, "woken promptly, not by a poll interval");
+    delivery.ack().await.unwrap();
+    nothing_within(&mut fixed, QUIET, "once").await;
+}
+
+/// A permanent nack dead-letters at once (listed as soon as the nack returns), whatever the
+/// retry limit; `drop` removes dead letters for good. Bad input is refused and changes
+/// nothing. A consumer without a group has no dead letters: its permanent nack drops the event.
+pub async fn permanent_nack_and_drop(events: &dyn Events, topic: &str) {
+    let (id, _) = publish(events, "micro", topic, b"malformed").await;
+    let (good, _) = publish(events, "micro", topic, b"good").await;
+    let options = ConsumeOptions { ack_wait: PATIENCE * 6, ..manual("perm", None) };
+    let mut consumer = events.consume("micro", topic, options).await.unwrap();
+    let delivery = next(&mut consumer).await;
+    assert_eq!(delivery.event.id, id);
+    delivery.nack_with(Nack::permanent("cannot parse")).await.unwrap();
+    let dead = events.dead_letters("micro", topic, "perm").await.unwrap();
+    assert_eq!(
+        dead.iter().map(|d| (d.event.id.as_str(), d.attempts, d.error.as_str())).collect::<Vec<_>>(),
+        [(id.as_str(), 1, "cannot parse")]
+    );
+    assert_eq!(delivery.ack().await, Err(EventsError::NotFound), "a dead letter is settled for the group");
+    let delivery = next(&mut consumer).await;
+    assert_eq!((delivery.event.id.as_str(), delivery.attempt), (good.as_str(), 1));
+    delivery.ack().await.unwrap();
+
+    let ids = |ids: &[&str]| Selection::Ids(ids.iter().map(|id| (*id).to_string()).collect());
+    assert!(invalid(events.drop_dead_letters("micro", topic, "perm", &ids(&["nope", &id])).await));
+    assert!(invalid(events.release("micro", topic, "perm", &ids(&[])).await));
+    assert!(invalid(events.release("micro", topic, "perm", &ids(&[&good])).await), "not a dead letter");
+    assert!(invalid(events.dead_letters("micro", topic, "").await), "dead letters need a named group");
+    assert!(invalid(events.dead_letters("micro", "bad topic", "perm").await));
+    assert_eq!(
+        events.dead_letters("micro", topic, "perm").await.unwrap().len(),
+        1,
+        "bad input changed nothing"
+    );
+
+    assert_eq!(
+        events.drop_dead_letters("micro", topic, "perm", &ids(&[&id])).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
+    assert!(events.dead_letters("micro", topic, "perm").await.unwrap().is_empty(), "dropped");
+    assert!(events.release("micro", topic, "perm", &Selection::All).await.unwrap().is_empty());
+    nothing_within(&mut consumer, QUIET, "a dropped dead letter never comes back").await;
+
+    let private = ConsumeOptions { group: None, ..manual("unused", None) };
+    let mut alone = events
+        .consume("micro", topic, ConsumeOptions { start: Start::Sequence(1), ..private })
+        .await
+        .unwrap();
+    let delivery = next(&mut alone).await;
+    delivery.nack_with(Nack::permanent("no group")).await.unwrap();
+    let delivery = next(&mut alone).await;
+    assert_eq!(delivery.event.id, good, "a consumer without a group drops a permanently nacked event");
+}
+
+/// A group keeps at most [`MAX_DEAD_LETTERS`]; one more removes the oldest. `drop` of all
+/// empties the list.
+pub async fn dead_letter_limit(events: &dyn Events, topic: &str) {
+    let total = MAX_DEAD_LETTERS as u64 + 1;
+    let mut ids = Vec::new();
+    for n in 1..=total {
+        ids.push(publish(events, "micro", topic, &n.to_be_bytes()).await.0);
+    }
+    let options = ConsumeOptions { ack_wait: PATIENCE * 6, ..manual("full", None) };
+    let mut consumer = events.consume("micro", topic, options).await.unwrap();
+    for n in 1..=total {
+        let delivery = next(&mut consumer).await;
+        assert_eq!(delivery.event.sequence, n);
+        delivery.nack_with(Nack::permanent("full")).await.unwrap();
+    }
+    let dead = events.dead_letters("micro", topic, "full").await.unwrap();
+    assert_eq!(dead.len(), MAX_DEAD_LETTERS, "at most MAX_DEAD_LETTERS per group");
+    assert_eq!(
+        dead.iter().map(|d| d.event.sequence).collect::<Vec<_>>(),
+        (2..=total).collect::<Vec<_>>(),
+        "the oldest made room, the rest in sequence order"
+    );
+    let dropped = events.drop_dead_letters("micro", topic, "full", &Selection::All).await.unwrap();
+    assert_eq!(dropped, ids[1..].to_vec());
+    assert!(events.dead_letters("micro", topic, "full").await.unwrap().is_empty());
 }

@@ -5,9 +5,11 @@
 //! consumers that gave none.
 //!
 //! A [`Group`] is pull-based: a consumer asking for its next delivery takes, in this order,
-//! an in-flight event whose ack wait ran out (lowest sequence first; dropped with a warning
-//! once its retry limit is spent), else the next event of the log (read ahead in batches of
-//! [`FETCH_BATCH`]). Nothing is taken from the log while the group has [`MAX_IN_FLIGHT`]
+//! an in-flight event whose ack wait ran out (lowest sequence first; once its retry limit is
+//! spent, moved to a named group's dead letters, or dropped with a warning for a private
+//! group), else an event released from the dead letters, else the next event of the log (read
+//! ahead in batches of [`FETCH_BATCH`]). A released event's sequence is behind the group's
+//! position, so it does not hold the position back; storage keeps it until it is settled. Nothing is taken from the log while the group has [`MAX_IN_FLIGHT`]
 //! unacked events. The group's position ("settled") is the sequence before its earliest
 //! event not yet settled — in flight, read ahead, or not fetched — and is saved whenever it
 //! moves, by at most one writer at a time; acks that arrive during a save are covered by the
@@ -25,8 +27,9 @@ use tokio::time::{Duration, Instant};
 use crate::now_ms;
 use crate::storage::{Append, NewEvent, Storage, new_id};
 use crate::{
-    Acker, ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, Delivery, Event, EventsError, MAX_IN_FLIGHT,
-    MAX_READ_LIMIT, PublishOptions, Published, Result, Retention, Start, validate,
+    Acker, ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, DeadLetter, Delivery, Event, EventsError,
+    MAX_DEAD_LETTERS, MAX_IN_FLIGHT, MAX_READ_LIMIT, Nack, PublishOptions, Published, Result, Retention,
+    Selection, Start, validate,
 };
 
 /// Events a group reads ahead from the log in one go.
@@ -228,11 +231,15 @@ impl Engine {
         start: Start,
     ) -> Result<Arc<Group>> {
         let (ns, tp, gr) = (namespace.to_string(), topic.to_string(), name.cloned());
-        let (next, settled) = blocking(&self.storage, move |storage| {
+        let (next, settled, released) = blocking(&self.storage, move |storage| {
+            let released = match &gr {
+                Some(group) => storage.released(&ns, &tp, group)?,
+                None => Vec::new(),
+            };
             if let Some(group) = &gr
                 && let Some(settled) = storage.load_cursor(&ns, &tp, group)?
             {
-                return Ok((settled + 1, settled));
+                return Ok((settled + 1, settled, released));
             }
             let next = match start {
                 Start::Newest => storage.bounds(&ns, &tp)?.last + 1,
@@ -244,7 +251,7 @@ impl Engine {
                 // on to a later "newest" after a restart.
                 storage.save_cursor(&ns, &tp, group, next - 1, true)?;
             }
-            Ok((next, next - 1))
+            Ok((next, next - 1, released))
         })
         .await?;
         Ok(Arc::new(Group {
@@ -255,6 +262,7 @@ impl Engine {
             state: tokio::sync::Mutex::new(GroupState {
                 next_fetch: next,
                 buffer: VecDeque::new(),
+                released: released.into(),
                 in_flight: BTreeMap::new(),
                 ids: HashMap::new(),
             }),
@@ -287,8 +295,55 @@ impl Engine {
         self.find_group(namespace, topic, group, id).await?.settle(id).await
     }
 
-    pub(crate) async fn nack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()> {
-        self.find_group(namespace, topic, group, id).await?.reject(id).await
+    pub(crate) async fn nack_with(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        id: &str,
+        nack: Nack,
+    ) -> Result<()> {
+        self.find_group(namespace, topic, group, id).await?.reject(id, &nack).await
+    }
+
+    pub(crate) async fn dead_letters(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+    ) -> Result<Vec<DeadLetter>> {
+        validate::dead_letters(namespace, topic, group)?;
+        let (ns, tp, gr) = (namespace.to_string(), topic.to_string(), group.to_string());
+        blocking(&self.storage, move |storage| storage.dead_letters(&ns, &tp, &gr)).await
+    }
+
+    /// Removes the selected dead letters; with `release`, hands them back to the group: stored
+    /// as released, and queued in the group if it is open here (else it loads them on open).
+    pub(crate) async fn take_dead_letters(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        which: &Selection,
+        release: bool,
+    ) -> Result<Vec<String>> {
+        validate::dead_letters(namespace, topic, group)?;
+        validate::selection(which)?;
+        let state = self.topic(namespace, topic);
+        // Held across the storage step so a group opening meanwhile loads the released events
+        // either from storage or from here, never both.
+        let groups = state.groups.lock().await;
+        let (ns, tp, gr, which) =
+            (namespace.to_string(), topic.to_string(), group.to_string(), which.clone());
+        let taken =
+            blocking(&self.storage, move |storage| storage.take_dead_letters(&ns, &tp, &gr, &which, release))
+                .await?;
+        if release && let Some(open) = groups.get(group) {
+            open.state.lock().await.released.extend(taken.iter().map(|dead| dead.event.clone()));
+            open.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        tracing::info!(namespace, topic, group, count = taken.len(), release, "dead letters taken");
+        Ok(taken.into_iter().map(|dead| dead.event.id).collect())
     }
 
     pub(crate) async fn sweep(&self) -> Result<u64> {
@@ -309,6 +364,37 @@ struct InFlight {
     deadline: Instant,
     ack_wait: Duration,
     retry_limit: Option<u32>,
+    /// Unix milliseconds of the first and the latest delivery.
+    first_ms: u64,
+    last_ms: u64,
+    /// The reason of the latest nack that gave one.
+    error: String,
+    /// Released from the dead letters: behind the group's position, kept by storage until
+    /// settled.
+    released: bool,
+}
+
+impl InFlight {
+    fn new(event: Event, consumer: u64, options: &ConsumeOptions, now: Instant, released: bool) -> Self {
+        let now_ms = now_ms();
+        Self {
+            event,
+            consumer,
+            deliveries: 1,
+            deadline: now + options.ack_wait,
+            ack_wait: options.ack_wait,
+            retry_limit: options.retry_limit,
+            first_ms: now_ms,
+            last_ms: now_ms,
+            error: String::new(),
+            released,
+        }
+    }
+
+    /// The retry limit allows no further delivery.
+    fn exhausted(&self) -> bool {
+        self.retry_limit.is_some_and(|limit| self.deliveries > limit)
+    }
 }
 
 struct GroupState {
@@ -316,6 +402,8 @@ struct GroupState {
     next_fetch: u64,
     /// Read ahead, not yet delivered.
     buffer: VecDeque<Event>,
+    /// Released from the dead letters, not yet delivered; they go before the log's events.
+    released: VecDeque<Event>,
     /// Delivered, awaiting an ack, by sequence.
     in_flight: BTreeMap<u64, InFlight>,
     /// Event id → sequence of `in_flight`.
@@ -329,7 +417,7 @@ impl GroupState {
         if let Some(event) = self.buffer.front() {
             earliest = earliest.min(event.sequence);
         }
-        if let Some((&sequence, _)) = self.in_flight.first_key_value() {
+        if let Some((&sequence, _)) = self.in_flight.iter().find(|(_, entry)| !entry.released) {
             earliest = earliest.min(sequence);
         }
         earliest.saturating_sub(1)
@@ -376,30 +464,33 @@ impl Group {
         let mut moved = false;
         while let Some(sequence) = state.in_flight.iter().find(|(_, f)| f.deadline <= now).map(|(s, _)| *s) {
             let Some(entry) = state.in_flight.get_mut(&sequence) else { break };
-            if entry.retry_limit.is_some_and(|limit| entry.deliveries > limit) {
-                let deliveries = entry.deliveries;
-                if let Some(entry) = state.in_flight.remove(&sequence) {
-                    state.ids.remove(&entry.event.id);
-                    tracing::warn!(
-                        namespace = %self.namespace,
-                        topic = %self.topic,
-                        group = self.name.as_deref().unwrap_or(""),
-                        id = %entry.event.id,
-                        sequence,
-                        deliveries,
-                        "event not acknowledged within its retry limit; dropped"
-                    );
-                }
+            if entry.exhausted() {
+                self.give_up(&mut state, sequence).await?;
                 moved = true;
                 continue;
             }
             entry.deliveries += 1;
             entry.deadline = now + entry.ack_wait;
             entry.consumer = consumer;
+            entry.last_ms = now_ms();
             return Ok(Take::Got(entry.event.clone(), entry.deliveries, usize::from(moved)));
         }
         if !options.auto_ack && state.in_flight.len() >= MAX_IN_FLIGHT {
             return Ok(Take::Wait(state.next_deadline()));
+        }
+        while let Some(event) = state.released.pop_front() {
+            if state.ids.contains_key(&event.id) || state.in_flight.contains_key(&event.sequence) {
+                continue; // delivered already, as released or from the log
+            }
+            if options.auto_ack {
+                self.settle_released(event.sequence).await?;
+                return Ok(Take::Got(event, 1, usize::from(moved)));
+            }
+            state.ids.insert(event.id.clone(), event.sequence);
+            state
+                .in_flight
+                .insert(event.sequence, InFlight::new(event.clone(), consumer, options, now, true));
+            return Ok(Take::Got(event, 1, usize::from(moved)));
         }
         if state.buffer.is_empty() {
             let (ns, topic, from) = (self.namespace.clone(), self.topic.clone(), state.next_fetch);
@@ -419,17 +510,9 @@ impl Group {
             }
             Some(event) => {
                 state.ids.insert(event.id.clone(), event.sequence);
-                state.in_flight.insert(
-                    event.sequence,
-                    InFlight {
-                        event: event.clone(),
-                        consumer,
-                        deliveries: 1,
-                        deadline: now + options.ack_wait,
-                        ack_wait: options.ack_wait,
-                        retry_limit: options.retry_limit,
-                    },
-                );
+                state
+                    .in_flight
+                    .insert(event.sequence, InFlight::new(event.clone(), consumer, options, now, false));
                 Ok(Take::Got(event, 1, usize::from(moved)))
             }
             None => Ok(Take::Wait(state.next_deadline())),
@@ -469,22 +552,81 @@ impl Group {
         let needed = {
             let mut state = self.state.lock().await;
             let sequence = state.ids.remove(id).ok_or(EventsError::NotFound)?;
-            state.in_flight.remove(&sequence);
+            if state.in_flight.remove(&sequence).is_some_and(|entry| entry.released) {
+                self.settle_released(sequence).await?;
+            }
             state.settled()
         };
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
         self.persist(Some(needed), true).await
     }
 
-    async fn reject(&self, id: &str) -> Result<()> {
-        {
+    /// Forgets a released event the group settled.
+    async fn settle_released(&self, sequence: u64) -> Result<()> {
+        let Some(name) = &self.name else { return Ok(()) };
+        let (ns, topic, group) = (self.namespace.clone(), self.topic.clone(), name.clone());
+        blocking(&self.storage, move |storage| storage.settle_released(&ns, &topic, &group, sequence)).await
+    }
+
+    async fn reject(&self, id: &str, nack: &Nack) -> Result<()> {
+        let needed = {
             let mut state = self.state.lock().await;
             let sequence = *state.ids.get(id).ok_or(EventsError::NotFound)?;
-            if let Some(entry) = state.in_flight.get_mut(&sequence) {
+            let Some(entry) = state.in_flight.get_mut(&sequence) else { return Err(EventsError::NotFound) };
+            entry.error = nack.kept_reason();
+            if nack.permanent || entry.exhausted() {
+                // Given up on now: the dead letter is stored before the nack returns.
+                self.give_up(&mut state, sequence).await?;
+                Some(state.settled())
+            } else {
                 entry.deadline = Instant::now();
+                None
             }
-        }
+        };
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        match needed {
+            Some(needed) => self.persist(Some(needed), true).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Gives up on in-flight `sequence`: a named group's dead letter (stored durably first,
+    /// so a failure leaves it in flight), a private group's warning.
+    async fn give_up(&self, state: &mut GroupState, sequence: u64) -> Result<()> {
+        let Some(entry) = state.in_flight.get(&sequence) else { return Ok(()) };
+        let group = self.name.as_deref().unwrap_or("");
+        if let Some(name) = &self.name {
+            let dead = DeadLetter {
+                event: entry.event.clone(),
+                attempts: entry.deliveries,
+                error: entry.error.clone(),
+                first_delivery_ms: entry.first_ms,
+                last_delivery_ms: entry.last_ms,
+            };
+            let (ns, topic, name) = (self.namespace.clone(), self.topic.clone(), name.clone());
+            let removed = blocking(&self.storage, move |storage| {
+                storage.add_dead_letter(&ns, &topic, &name, &dead, MAX_DEAD_LETTERS)
+            })
+            .await?;
+            tracing::warn!(
+                namespace = %self.namespace, topic = %self.topic, group, id = %entry.event.id, sequence,
+                deliveries = entry.deliveries, error = %entry.error, "{}", crate::given_up(entry.exhausted(), true)
+            );
+            if !removed.is_empty() {
+                tracing::warn!(
+                    namespace = %self.namespace, topic = %self.topic, group, removed = ?removed,
+                    limit = MAX_DEAD_LETTERS, "dead letters over the limit; the oldest removed"
+                );
+            }
+        } else {
+            tracing::warn!(
+                namespace = %self.namespace, topic = %self.topic, id = %entry.event.id, sequence,
+                deliveries = entry.deliveries, error = %entry.error, "{}", crate::given_up(entry.exhausted(), false)
+            );
+        }
+        if let Some(entry) = state.in_flight.remove(&sequence) {
+            state.ids.remove(&entry.event.id);
+        }
         Ok(())
     }
 }
@@ -551,8 +693,8 @@ impl Acker for GroupAcker {
         self.0.settle(id).await
     }
 
-    async fn nack(&self, id: &str) -> Result<()> {
-        self.0.reject(id).await
+    async fn nack(&self, id: &str, nack: Nack) -> Result<()> {
+        self.0.reject(id, &nack).await
     }
 }
 
@@ -649,8 +791,44 @@ macro_rules! delegate_events {
                 self.engine.ack(namespace, topic, group, id).await
             }
 
-            async fn nack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> $crate::Result<()> {
-                self.engine.nack(namespace, topic, group, id).await
+            async fn nack_with(
+                &self,
+                namespace: &str,
+                topic: &str,
+                group: &str,
+                id: &str,
+                nack: $crate::Nack,
+            ) -> $crate::Result<()> {
+                self.engine.nack_with(namespace, topic, group, id, nack).await
+            }
+
+            async fn dead_letters(
+                &self,
+                namespace: &str,
+                topic: &str,
+                group: &str,
+            ) -> $crate::Result<Vec<$crate::DeadLetter>> {
+                self.engine.dead_letters(namespace, topic, group).await
+            }
+
+            async fn release(
+                &self,
+                namespace: &str,
+                topic: &str,
+                group: &str,
+                which: &$crate::Selection,
+            ) -> $crate::Result<Vec<String>> {
+                self.engine.take_dead_letters(namespace, topic, group, which, true).await
+            }
+
+            async fn drop_dead_letters(
+                &self,
+                namespace: &str,
+                topic: &str,
+                group: &str,
+                which: &$crate::Selection,
+            ) -> $crate::Result<Vec<String>> {
+                self.engine.take_dead_letters(namespace, topic, group, which, false).await
             }
 
             async fn sweep(&self) -> $crate::Result<u64> {

@@ -6,7 +6,11 @@
 //!   metadata, payload, timestamp), so a topic is one ordered range;
 //! - `topics`: `(namespace, topic)` → `(last sequence, last timestamp ms)`, kept after
 //!   retention removed the events, so sequences never repeat;
-//! - `cursors`: `(namespace, topic, group)` → the group's settled position.
+//! - `cursors`: `(namespace, topic, group)` → the group's settled position;
+//! - `dead`: `(namespace, topic, group, sequence)` → a dead letter of the group (the event,
+//!   attempts, last error, delivery times; a private protobuf message);
+//! - `released`: `(namespace, topic, group, sequence)` → an event released from the dead
+//!   letters back to the group, until the group settles it (so a restart delivers it still).
 //!
 //! Every redb call runs on tokio's blocking pool (the engine's `spawn_blocking`).
 
@@ -20,11 +24,13 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDe
 use crate::engine::Engine;
 use crate::now_ms;
 use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, oldest_kept, over_count};
-use crate::{Event, EventsError, Result, Retention};
+use crate::{DeadLetter, Event, EventsError, Result, Retention, Selection, validate};
 
 const EVENTS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("events");
 const TOPICS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("topics");
 const CURSORS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("cursors");
+const DEAD: TableDefinition<(&str, &str, &str, u64), &[u8]> = TableDefinition::new("dead");
+const RELEASED: TableDefinition<(&str, &str, &str, u64), &[u8]> = TableDefinition::new("released");
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct StoredEvent {
@@ -36,6 +42,58 @@ struct StoredEvent {
     payload: Vec<u8>,
     #[prost(uint64, tag = "4")]
     timestamp_ms: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredDeadLetter {
+    #[prost(message, optional, tag = "1")]
+    event: Option<StoredEvent>,
+    #[prost(uint32, tag = "2")]
+    attempts: u32,
+    #[prost(string, tag = "3")]
+    error: String,
+    #[prost(uint64, tag = "4")]
+    first_delivery_ms: u64,
+    #[prost(uint64, tag = "5")]
+    last_delivery_ms: u64,
+}
+
+fn stored_event(event: &Event) -> StoredEvent {
+    StoredEvent {
+        id: event.id.clone(),
+        metadata: event.metadata.clone(),
+        payload: event.payload.clone(),
+        timestamp_ms: event.timestamp_ms,
+    }
+}
+
+fn encode_dead(dead: &DeadLetter) -> Vec<u8> {
+    prost::Message::encode_to_vec(&StoredDeadLetter {
+        event: Some(stored_event(&dead.event)),
+        attempts: dead.attempts,
+        error: dead.error.clone(),
+        first_delivery_ms: dead.first_delivery_ms,
+        last_delivery_ms: dead.last_delivery_ms,
+    })
+}
+
+fn decode_dead(bytes: &[u8], topic: &str, sequence: u64) -> Result<DeadLetter> {
+    let stored: StoredDeadLetter = prost::Message::decode(bytes).map_err(|err| corrupt(&err))?;
+    let event = stored.event.unwrap_or_default();
+    Ok(DeadLetter {
+        event: Event {
+            id: event.id,
+            topic: topic.to_string(),
+            metadata: event.metadata,
+            payload: event.payload,
+            timestamp_ms: event.timestamp_ms,
+            sequence,
+        },
+        attempts: stored.attempts,
+        error: stored.error,
+        first_delivery_ms: stored.first_delivery_ms,
+        last_delivery_ms: stored.last_delivery_ms,
+    })
 }
 
 /// The timestamp of a [`StoredEvent`] alone, decoded without copying the payload.
@@ -149,6 +207,8 @@ impl FileStorage {
         tx.open_table(EVENTS).map_err(storage)?;
         tx.open_table(TOPICS).map_err(storage)?;
         tx.open_table(CURSORS).map_err(storage)?;
+        tx.open_table(DEAD).map_err(storage)?;
+        tx.open_table(RELEASED).map_err(storage)?;
         tx.commit().map_err(storage)?;
         Ok(Self { db, path: path.to_path_buf(), deferred: AtomicBool::new(false) })
     }
@@ -315,6 +375,116 @@ impl Storage for FileStorage {
         Ok(removed)
     }
 
+    fn add_dead_letter(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        dead: &DeadLetter,
+        max: usize,
+    ) -> Result<Vec<u64>> {
+        let tx = begin_write(&self.db)?;
+        let mut removed = Vec::new();
+        {
+            let sequence = dead.event.sequence;
+            let mut released = tx.open_table(RELEASED).map_err(storage)?;
+            released.remove((namespace, topic, group, sequence)).map_err(storage)?;
+            let mut letters = tx.open_table(DEAD).map_err(storage)?;
+            letters
+                .insert((namespace, topic, group, sequence), encode_dead(dead).as_slice())
+                .map_err(storage)?;
+            let range = (namespace, topic, group, 0)..=(namespace, topic, group, u64::MAX);
+            let count = letters.range(range.clone()).map_err(storage)?.count();
+            for entry in letters.range(range).map_err(storage)?.take(count.saturating_sub(max)) {
+                removed.push(entry.map_err(storage)?.0.value().3);
+            }
+            for sequence in &removed {
+                letters.remove((namespace, topic, group, *sequence)).map_err(storage)?;
+            }
+        }
+        self.commit(tx, true)?;
+        Ok(removed)
+    }
+
+    fn dead_letters(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<DeadLetter>> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let letters = tx.open_table(DEAD).map_err(storage)?;
+        let mut found = Vec::new();
+        for entry in letters
+            .range((namespace, topic, group, 0)..=(namespace, topic, group, u64::MAX))
+            .map_err(storage)?
+        {
+            let (key, bytes) = entry.map_err(storage)?;
+            found.push(decode_dead(bytes.value(), topic, key.value().3)?);
+        }
+        Ok(found)
+    }
+
+    fn take_dead_letters(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        which: &Selection,
+        release: bool,
+    ) -> Result<Vec<DeadLetter>> {
+        // redb has one writer at a time: reading inside the write transaction keeps the
+        // selection and the removal one step.
+        let tx = begin_write(&self.db)?;
+        let chosen = {
+            let mut letters = tx.open_table(DEAD).map_err(storage)?;
+            let mut all = Vec::new();
+            for entry in letters
+                .range((namespace, topic, group, 0)..=(namespace, topic, group, u64::MAX))
+                .map_err(storage)?
+            {
+                let (key, bytes) = entry.map_err(storage)?;
+                all.push(decode_dead(bytes.value(), topic, key.value().3)?);
+            }
+            let chosen: Vec<DeadLetter> =
+                validate::selected(&all, which, group)?.into_iter().map(|n| all[n].clone()).collect();
+            let mut released = tx.open_table(RELEASED).map_err(storage)?;
+            for dead in &chosen {
+                let key = (namespace, topic, group, dead.event.sequence);
+                letters.remove(key).map_err(storage)?;
+                if release {
+                    let bytes = prost::Message::encode_to_vec(&stored_event(&dead.event));
+                    released.insert(key, bytes.as_slice()).map_err(storage)?;
+                }
+            }
+            chosen
+        };
+        if chosen.is_empty() {
+            tx.abort().map_err(storage)?;
+        } else {
+            self.commit(tx, true)?;
+        }
+        Ok(chosen)
+    }
+
+    fn released(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<Event>> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let released = tx.open_table(RELEASED).map_err(storage)?;
+        let mut found = Vec::new();
+        for entry in released
+            .range((namespace, topic, group, 0)..=(namespace, topic, group, u64::MAX))
+            .map_err(storage)?
+        {
+            let (key, bytes) = entry.map_err(storage)?;
+            found.push(decode(bytes.value(), topic, key.value().3)?);
+        }
+        Ok(found)
+    }
+
+    fn settle_released(&self, namespace: &str, topic: &str, group: &str, sequence: u64) -> Result<()> {
+        let tx = begin_write(&self.db)?;
+        tx.open_table(RELEASED)
+            .map_err(storage)?
+            .remove((namespace, topic, group, sequence))
+            .map_err(storage)?;
+        self.commit(tx, true)
+    }
+
     fn summary(&self) -> String {
         format!("file {}", self.path.display())
     }
@@ -436,6 +606,52 @@ mod tests {
             .unwrap();
         assert_eq!(next(&mut late).await.event.sequence, 11, "newest was fixed when the group was created");
         nothing_within(&mut late, Duration::from_millis(50), "nothing after 11").await;
+    }
+
+    /// Dead letters survive a restart, and so does a release the group has not settled yet:
+    /// the reopened group delivers the released event once, then nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reopen_keeps_dead_letters_and_releases() {
+        use crate::{Nack, Selection};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let long = ConsumeOptions { ack_wait: Duration::from_secs(60), ..manual("g", None) };
+        let mut ids = Vec::new();
+        {
+            let events = FileEvents::open(&path).unwrap();
+            for n in 1..=2u8 {
+                ids.push(events.publish("micro", "t", vec![n], PublishOptions::default()).await.unwrap().id);
+            }
+            let mut consumer = events.consume("micro", "t", long.clone()).await.unwrap();
+            for _ in 1..=2 {
+                next(&mut consumer).await.nack_with(Nack::permanent("boom")).await.unwrap();
+            }
+        }
+        {
+            let events = FileEvents::open(&path).unwrap();
+            let dead = events.dead_letters("micro", "t", "g").await.unwrap();
+            assert_eq!(
+                dead.iter().map(|d| (d.event.id.clone(), d.error.as_str())).collect::<Vec<_>>(),
+                [(ids[0].clone(), "boom"), (ids[1].clone(), "boom")],
+                "dead letters kept across a restart"
+            );
+            let released = events.release("micro", "t", "g", &Selection::Ids(vec![ids[1].clone()])).await;
+            assert_eq!(released.unwrap(), [ids[1].clone()]);
+        }
+        let events = FileEvents::open(&path).unwrap();
+        assert_eq!(events.dead_letters("micro", "t", "g").await.unwrap().len(), 1);
+        let mut consumer = events.consume("micro", "t", long).await.unwrap();
+        let delivery = next(&mut consumer).await;
+        assert_eq!(
+            (delivery.event.id.as_str(), delivery.attempt),
+            (ids[1].as_str(), 1),
+            "the release survived"
+        );
+        delivery.ack().await.unwrap();
+        nothing_within(&mut consumer, Duration::from_millis(200), "settled: not delivered again").await;
+        drop(consumer);
+        let mut consumer = events.consume("micro", "t", manual("g", None)).await.unwrap();
+        nothing_within(&mut consumer, Duration::from_millis(200), "nor after reopening the group").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

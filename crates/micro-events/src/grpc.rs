@@ -8,7 +8,11 @@
 //!   that time, else at the newest event. `retry_limit` < 0 = unlimited. With `auto_ack`
 //!   false, `ack_wait` (nanoseconds) must be positive and the client settles each event with
 //!   `Ack`/`Nack` naming its id, topic and group (empty group = the caller's private
-//!   consumers of the topic).
+//!   consumers of the topic). `Nack` with `permanent` moves the event to the group's dead
+//!   letters at once; `reason` is kept as the dead letter's error.
+//! - **Dead letters.** `DeadLetters`, `Release` and `DropDeadLetters` act on a named group of
+//!   the caller's namespace, with the same check as every other call; a release or drop names
+//!   ids or sets `all` (not both).
 //! - **Errors** become [`Status`] in one place, `From<EventsError> for Status`.
 
 use std::pin::Pin;
@@ -20,12 +24,14 @@ use micro_core::Context;
 use micro_proto::events::store_server::{self, StoreServer};
 use micro_proto::events::stream_server::{self, StreamServer};
 use micro_proto::events::{
-    AckRequest, AckResponse, ConsumeRequest, Event as WireEvent, NackRequest, NackResponse, PublishRequest,
-    PublishResponse, ReadRequest, ReadResponse, WriteRequest, WriteResponse,
+    AckRequest, AckResponse, ConsumeRequest, DeadLetter as WireDeadLetter, DeadLettersRequest,
+    DeadLettersResponse, DropDeadLettersRequest, DropDeadLettersResponse, Event as WireEvent, NackRequest,
+    NackResponse, PublishRequest, PublishResponse, ReadRequest, ReadResponse, ReleaseRequest,
+    ReleaseResponse, WriteRequest, WriteResponse,
 };
 use tonic::{Request, Response, Status};
 
-use crate::{ConsumeOptions, Event, Events, EventsError, PublishOptions, Start};
+use crate::{ConsumeOptions, DeadLetter, Event, Events, EventsError, Nack, PublishOptions, Selection, Start};
 
 /// The gRPC face of an [`Events`] backend, serving both `events.Stream` and `events.Store`.
 #[derive(Clone)]
@@ -94,6 +100,25 @@ fn to_wire(event: Event) -> WireEvent {
     }
 }
 
+fn dead_to_wire(dead: DeadLetter) -> WireDeadLetter {
+    WireDeadLetter {
+        event: Some(to_wire(dead.event)),
+        attempts: dead.attempts,
+        error: dead.error,
+        first_delivery_ms: i64::try_from(dead.first_delivery_ms).unwrap_or(i64::MAX),
+        last_delivery_ms: i64::try_from(dead.last_delivery_ms).unwrap_or(i64::MAX),
+    }
+}
+
+/// The dead letters a release or drop names: ids, or all, not both.
+fn selection(ids: Vec<String>, all: bool) -> Result<Selection, EventsError> {
+    match (all, ids.is_empty()) {
+        (true, false) => Err(EventsError::Invalid("give event ids or all, not both".into())),
+        (true, true) => Ok(Selection::All),
+        (false, _) => Ok(Selection::Ids(ids)),
+    }
+}
+
 /// The consume options a request asks for.
 fn consume_options(request: &ConsumeRequest) -> ConsumeOptions {
     let start = if request.sequence > 0 {
@@ -157,8 +182,38 @@ impl stream_server::Stream for EventsService {
     async fn nack(&self, request: Request<NackRequest>) -> Result<Response<NackResponse>, Status> {
         let namespace = namespace(&request)?;
         let request = request.into_inner();
-        self.events.nack(&namespace, &request.topic, &request.group, &request.id).await?;
+        let nack = Nack { permanent: request.permanent, reason: request.reason };
+        self.events.nack_with(&namespace, &request.topic, &request.group, &request.id, nack).await?;
         Ok(Response::new(NackResponse {}))
+    }
+
+    async fn dead_letters(
+        &self,
+        request: Request<DeadLettersRequest>,
+    ) -> Result<Response<DeadLettersResponse>, Status> {
+        let namespace = namespace(&request)?;
+        let request = request.into_inner();
+        let dead = self.events.dead_letters(&namespace, &request.topic, &request.group).await?;
+        Ok(Response::new(DeadLettersResponse { dead_letters: dead.into_iter().map(dead_to_wire).collect() }))
+    }
+
+    async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {
+        let namespace = namespace(&request)?;
+        let request = request.into_inner();
+        let which = selection(request.ids, request.all)?;
+        let ids = self.events.release(&namespace, &request.topic, &request.group, &which).await?;
+        Ok(Response::new(ReleaseResponse { ids }))
+    }
+
+    async fn drop_dead_letters(
+        &self,
+        request: Request<DropDeadLettersRequest>,
+    ) -> Result<Response<DropDeadLettersResponse>, Status> {
+        let namespace = namespace(&request)?;
+        let request = request.into_inner();
+        let which = selection(request.ids, request.all)?;
+        let ids = self.events.drop_dead_letters(&namespace, &request.topic, &request.group, &which).await?;
+        Ok(Response::new(DropDeadLettersResponse { ids }))
     }
 }
 
@@ -238,7 +293,12 @@ mod tests {
         assert_eq!((first.sequence, first.payload.clone()), (1, vec![0]));
         assert!(first.timestamp_ms > 0 && first.timestamp == first.timestamp_ms / 1000);
         // Nack: the same event comes back at once, ahead of event 2.
-        let nack = NackRequest { id: first.id.clone(), topic: "orders".into(), group: "g".into() };
+        let nack = NackRequest {
+            id: first.id.clone(),
+            topic: "orders".into(),
+            group: "g".into(),
+            ..Default::default()
+        };
         service.nack(request("micro", nack)).await.unwrap();
         let again = stream.next().await.unwrap().unwrap();
         assert_eq!(again.id, first.id);
@@ -247,7 +307,8 @@ mod tests {
         service.ack(request("micro", ack.clone())).await.unwrap();
         let twice = service.ack(request("micro", ack)).await.unwrap_err();
         assert_eq!(twice.code(), tonic::Code::NotFound);
-        assert_eq!(stream.next().await.unwrap().unwrap().sequence, 2);
+        let second = stream.next().await.unwrap().unwrap();
+        assert_eq!(second.sequence, 2);
 
         let read = service
             .read(request("micro", ReadRequest { topic: "orders".into(), limit: 2, offset: 1 }))
@@ -264,5 +325,70 @@ mod tests {
 
         let write = service.write(request("micro", WriteRequest::default())).await.unwrap_err();
         assert_eq!(write.code(), tonic::Code::Unimplemented);
+
+        // A permanent nack with a reason dead-letters event 2 at once; only micro sees it.
+        let nack = NackRequest {
+            id: second.id.clone(),
+            topic: "orders".into(),
+            group: "g".into(),
+            permanent: true,
+            reason: "bad order".into(),
+        };
+        service.nack(request("micro", nack)).await.unwrap();
+        let list = DeadLettersRequest { topic: "orders".into(), group: "g".into() };
+        let dead =
+            service.dead_letters(request("micro", list.clone())).await.unwrap().into_inner().dead_letters;
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].event.as_ref().unwrap().id.as_str(), dead[0].attempts, dead[0].error.as_str()),
+            (second.id.as_str(), 1, "bad order")
+        );
+        assert!(
+            service
+                .dead_letters(request("foo", list.clone()))
+                .await
+                .unwrap()
+                .into_inner()
+                .dead_letters
+                .is_empty()
+        );
+        let anonymous = service.dead_letters(Request::new(list.clone())).await.unwrap_err();
+        assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+        let both = ReleaseRequest {
+            topic: "orders".into(),
+            group: "g".into(),
+            ids: vec![second.id.clone()],
+            all: true,
+        };
+        assert_eq!(
+            service.release(request("micro", both)).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let unknown = DropDeadLettersRequest {
+            topic: "orders".into(),
+            group: "g".into(),
+            ids: vec!["nope".into()],
+            all: false,
+        };
+        let unknown = service.drop_dead_letters(request("micro", unknown)).await.unwrap_err();
+        assert_eq!(
+            (unknown.code(), unknown.message()),
+            (tonic::Code::InvalidArgument, "not dead letters of group g: nope")
+        );
+        let in_foo = ReleaseRequest { topic: "orders".into(), group: "g".into(), ids: Vec::new(), all: true };
+        assert!(
+            service.release(request("foo", in_foo)).await.unwrap().into_inner().ids.is_empty(),
+            "foo cannot release micro's"
+        );
+        let all = ReleaseRequest { topic: "orders".into(), group: "g".into(), ids: Vec::new(), all: true };
+        assert_eq!(
+            service.release(request("micro", all)).await.unwrap().into_inner().ids,
+            std::slice::from_ref(&second.id)
+        );
+        let again = stream.next().await.unwrap().unwrap();
+        assert_eq!((again.id, again.sequence), (second.id, 2), "released back to the group");
+        assert!(
+            service.dead_letters(request("micro", list)).await.unwrap().into_inner().dead_letters.is_empty()
+        );
     }
 }

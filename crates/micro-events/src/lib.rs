@@ -6,8 +6,8 @@
 //!
 //! Layout:
 //! - this file: the domain types ([`Event`], [`PublishOptions`], [`ConsumeOptions`],
-//!   [`Start`], [`Retention`], [`Delivery`], [`Consumer`]), [`EventsError`], the [`Events`]
-//!   trait and the limits;
+//!   [`Start`], [`Retention`], [`Delivery`], [`Consumer`], [`Nack`], [`DeadLetter`],
+//!   [`Selection`]), [`EventsError`], the [`Events`] trait and the limits;
 //! - [`validate`]: the input limits every backend enforces, in one place;
 //! - `engine`: consumer groups (cursor, in-flight table, redelivery) over a `storage::Storage`
 //!   log, shared by the embedded backends;
@@ -52,11 +52,29 @@ pub const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Ack wait when none is given.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// Dead letters one group keeps (docs/events.md#dead-letters): a group at the limit makes room
+/// for a new one by removing its oldest (lowest sequence on the embedded backends, earliest
+/// dead-lettered on NATS), with a warning in the server log.
+pub const MAX_DEAD_LETTERS: usize = 1000;
+/// Longest nack reason kept; a longer one is cut at a character boundary.
+pub const MAX_REASON_BYTES: usize = 4096;
 
 /// A new event id for an event stamped `timestamp_ms`: unique, sorting roughly by time. Every
 /// backend names its events this way.
 pub fn new_event_id(timestamp_ms: u64) -> String {
     storage::new_id(timestamp_ms)
+}
+
+/// What the server log says when a group gives an event up: its retry limit ran out
+/// (`exhausted`) or it was nacked as permanent; kept as a dead letter (`grouped`) or, for a
+/// consumer without a group, dropped. Every backend logs these words.
+pub fn given_up(exhausted: bool, grouped: bool) -> &'static str {
+    match (exhausted, grouped) {
+        (true, true) => "event not acknowledged within its retry limit; dropped to the group's dead letters",
+        (true, false) => "event not acknowledged within its retry limit; dropped",
+        (false, true) => "event nacked as permanent; dropped to the group's dead letters",
+        (false, false) => "event nacked as permanent; dropped",
+    }
 }
 
 /// Now in unix milliseconds, as events are stamped.
@@ -123,8 +141,9 @@ pub struct ConsumeOptions {
     pub auto_ack: bool,
     /// With manual ack: an event not acked within this time is delivered again.
     pub ack_wait: Duration,
-    /// With manual ack: redeliveries before an event is given up on (logged and dropped);
-    /// `Some(n)` = at most `n + 1` deliveries, `None` = unlimited.
+    /// With manual ack: redeliveries before an event is given up on (moved to a named group's
+    /// dead letters; logged and dropped for a consumer without a group); `Some(n)` = at most
+    /// `n + 1` deliveries, `None` = unlimited.
     pub retry_limit: Option<u32>,
 }
 
@@ -175,11 +194,65 @@ pub enum EventsError {
     Internal(String),
 }
 
+/// How a consumer rejects a delivered event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nack {
+    /// Do not retry: the event goes to the group's dead letters at once (a consumer without a
+    /// group drops it with a warning).
+    pub permanent: bool,
+    /// Why the consumer failed; kept as the dead letter's error, cut to [`MAX_REASON_BYTES`].
+    pub reason: String,
+}
+
+impl Nack {
+    /// A permanent nack: dead-letter the event at once, with `reason`.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self { permanent: true, reason: reason.into() }
+    }
+
+    /// A nack to be retried (within the retry limit), with `reason`.
+    pub fn retry(reason: impl Into<String>) -> Self {
+        Self { permanent: false, reason: reason.into() }
+    }
+
+    /// The reason as kept: at most [`MAX_REASON_BYTES`], cut at a character boundary.
+    pub fn kept_reason(&self) -> String {
+        let mut end = self.reason.len().min(MAX_REASON_BYTES);
+        while !self.reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.reason[..end].to_string()
+    }
+}
+
+/// An event a named group gave up on: its retry limit ran out, or a consumer nacked it as
+/// permanent. Kept until released or dropped (docs/events.md#dead-letters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub event: Event,
+    /// Deliveries to the group before it was given up on.
+    pub attempts: u32,
+    /// The reason of the last nack that gave one; empty otherwise.
+    pub error: String,
+    /// Unix milliseconds of the first and the last delivery.
+    pub first_delivery_ms: u64,
+    pub last_delivery_ms: u64,
+}
+
+/// Which dead letters a release or drop acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every dead letter of the group.
+    All,
+    /// These event ids; every one must be a dead letter of the group, else nothing changes.
+    Ids(Vec<String>),
+}
+
 /// Settles one delivered event; implemented by each backend.
 #[async_trait]
 pub trait Acker: Send + Sync {
     async fn ack(&self, id: &str) -> Result<()>;
-    async fn nack(&self, id: &str) -> Result<()>;
+    async fn nack(&self, id: &str, nack: Nack) -> Result<()>;
 }
 
 /// One delivery of an event to a consumer.
@@ -220,8 +293,15 @@ impl Delivery {
     /// Rejects the event: it is delivered again at once, subject to the retry limit. A no-op
     /// with auto-ack.
     pub async fn nack(&self) -> Result<()> {
+        self.nack_with(Nack::default()).await
+    }
+
+    /// Rejects the event as `nack` says: retried (within the retry limit) or, when permanent,
+    /// moved to the group's dead letters at once; the reason is kept as the last error. A
+    /// no-op with auto-ack.
+    pub async fn nack_with(&self, nack: Nack) -> Result<()> {
         match &self.acker {
-            Some(acker) => acker.nack(&self.event.id).await,
+            Some(acker) => acker.nack(&self.event.id, nack).await,
             None => Ok(()),
         }
     }
@@ -273,12 +353,22 @@ impl Stream for Consumer {
 /// - **Groups.** Every event reaches every group; within a group each event goes to one
 ///   member at a time. With auto-ack it is delivered once; with manual ack it stays in flight
 ///   until acked, and is delivered again (same id, any member) after `ack_wait` or at once on
-///   a nack, up to `retry_limit` times, then dropped with a warning. When a consumer is
+///   a nack, up to `retry_limit` times. When a consumer is
 ///   dropped, the events in flight to it become deliverable to the other members at once.
 ///   A named group's position (everything up to the first unsettled event) is persisted:
 ///   durably before an ack returns, lazily for auto-ack deliveries (a crash may deliver a
 ///   few auto-acked events again); a group reopened later resumes there, and events settled
 ///   beyond an unsettled one may be delivered again after a restart (at least once).
+/// - **Dead letters.** A named group's event whose retry limit runs out (the nack or ack wait
+///   of its last allowed delivery), or that is nacked as [`Nack::permanent`], becomes one of
+///   the group's dead letters (settled for the group) with its attempts, last reason and
+///   delivery times, stored as durably as events; a consumer without a group drops it with a
+///   warning instead. A group keeps at most [`MAX_DEAD_LETTERS`], removing its oldest to make
+///   room. [`release`](Events::release) hands dead letters back to the group, each delivered
+///   once more (attempt 1, same id, retry limit applying afresh), ahead of new events;
+///   [`drop_dead_letters`](Events::drop_dead_letters) removes them. A selection naming an id
+///   that is not a dead letter of the group fails with [`EventsError::Invalid`] and changes
+///   nothing.
 /// - **Retention.** Events beyond [`Retention`] are removed oldest first; a group whose next
 ///   event was removed continues with the oldest one left.
 /// - **Validation.** Every backend applies [`validate`] and rejects bad input with
@@ -306,7 +396,36 @@ pub trait Events: Send + Sync + 'static {
     async fn ack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()>;
 
     /// Rejects event `id` delivered to `group`, as [`Delivery::nack`].
-    async fn nack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()>;
+    async fn nack(&self, namespace: &str, topic: &str, group: &str, id: &str) -> Result<()> {
+        self.nack_with(namespace, topic, group, id, Nack::default()).await
+    }
+
+    /// Rejects event `id` delivered to `group`, as [`Delivery::nack_with`]; returns once a
+    /// permanent (or last allowed) nack's dead letter is stored.
+    async fn nack_with(&self, namespace: &str, topic: &str, group: &str, id: &str, nack: Nack) -> Result<()>;
+
+    /// The dead letters of named `group` on `topic`, in sequence order (at most
+    /// [`MAX_DEAD_LETTERS`]); empty for a group that has none or does not exist.
+    async fn dead_letters(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<DeadLetter>>;
+
+    /// Hands the selected dead letters back to `group` (each delivered once more, attempt 1);
+    /// returns their ids in sequence order.
+    async fn release(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        which: &Selection,
+    ) -> Result<Vec<String>>;
+
+    /// Removes the selected dead letters; returns their ids in sequence order.
+    async fn drop_dead_letters(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        which: &Selection,
+    ) -> Result<Vec<String>>;
 
     /// Applies retention to every topic; returns how many events were removed.
     async fn sweep(&self) -> Result<u64>;

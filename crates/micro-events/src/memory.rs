@@ -1,13 +1,13 @@
 //! [`MemoryEvents`]: the log in memory, under one lock. Lost when dropped; for tests and
 //! `--events memory`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::engine::Engine;
 use crate::now_ms;
 use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, oldest_kept, over_count};
-use crate::{Event, EventsError, Result, Retention};
+use crate::{DeadLetter, Event, EventsError, Result, Retention, Selection, validate};
 
 #[derive(Default)]
 struct Topic {
@@ -40,6 +40,8 @@ impl Topic {
 struct Log {
     topics: HashMap<(String, String), Topic>,
     cursors: HashMap<(String, String, String), u64>,
+    dead: HashMap<(String, String, String), BTreeMap<u64, DeadLetter>>,
+    released: HashMap<(String, String, String), BTreeMap<u64, Event>>,
 }
 
 #[derive(Default)]
@@ -55,6 +57,10 @@ impl MemoryStorage {
 
 fn key(namespace: &str, topic: &str) -> (String, String) {
     (namespace.to_string(), topic.to_string())
+}
+
+fn group_key(namespace: &str, topic: &str, group: &str) -> (String, String, String) {
+    (namespace.to_string(), topic.to_string(), group.to_string())
 }
 
 impl Storage for MemoryStorage {
@@ -118,6 +124,79 @@ impl Storage for MemoryStorage {
     ) -> Result<()> {
         let mut log = self.lock()?;
         log.cursors.insert((namespace.to_string(), topic.to_string(), group.to_string()), settled);
+        Ok(())
+    }
+
+    fn add_dead_letter(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        dead: &DeadLetter,
+        max: usize,
+    ) -> Result<Vec<u64>> {
+        let mut log = self.lock()?;
+        let key = group_key(namespace, topic, group);
+        if let Some(released) = log.released.get_mut(&key) {
+            released.remove(&dead.event.sequence);
+        }
+        let letters = log.dead.entry(key).or_default();
+        letters.insert(dead.event.sequence, dead.clone());
+        let mut removed = Vec::new();
+        while letters.len() > max {
+            removed.extend(letters.pop_first().map(|(sequence, _)| sequence));
+        }
+        Ok(removed)
+    }
+
+    fn dead_letters(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<DeadLetter>> {
+        let log = self.lock()?;
+        Ok(log
+            .dead
+            .get(&group_key(namespace, topic, group))
+            .map_or(Vec::new(), |d| d.values().cloned().collect()))
+    }
+
+    fn take_dead_letters(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        which: &Selection,
+        release: bool,
+    ) -> Result<Vec<DeadLetter>> {
+        let mut log = self.lock()?;
+        let key = group_key(namespace, topic, group);
+        let all: Vec<DeadLetter> = log.dead.get(&key).map_or(Vec::new(), |d| d.values().cloned().collect());
+        let chosen: Vec<DeadLetter> =
+            validate::selected(&all, which, group)?.into_iter().map(|n| all[n].clone()).collect();
+        if let Some(letters) = log.dead.get_mut(&key) {
+            for dead in &chosen {
+                letters.remove(&dead.event.sequence);
+            }
+        }
+        if release {
+            let released = log.released.entry(key).or_default();
+            for dead in &chosen {
+                released.insert(dead.event.sequence, dead.event.clone());
+            }
+        }
+        Ok(chosen)
+    }
+
+    fn released(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<Event>> {
+        let log = self.lock()?;
+        Ok(log
+            .released
+            .get(&group_key(namespace, topic, group))
+            .map_or(Vec::new(), |r| r.values().cloned().collect()))
+    }
+
+    fn settle_released(&self, namespace: &str, topic: &str, group: &str, sequence: u64) -> Result<()> {
+        let mut log = self.lock()?;
+        if let Some(released) = log.released.get_mut(&group_key(namespace, topic, group)) {
+            released.remove(&sequence);
+        }
         Ok(())
     }
 

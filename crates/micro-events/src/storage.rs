@@ -1,5 +1,6 @@
 //! The log under the embedded backends: per `(namespace, topic)` an append-only run of events
-//! numbered from 1, plus the persisted group positions. Synchronous; the engine calls it on
+//! numbered from 1, plus the persisted group positions, each named group's dead letters and
+//! the events released from them back to the group (docs/events.md#dead-letters). Synchronous; the engine calls it on
 //! the blocking pool.
 //!
 //! Retention only ever removes a topic's oldest events, so a topic's stored sequences are
@@ -8,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Event, Result, Retention};
+use crate::{DeadLetter, Event, Result, Retention, Selection};
 
 /// An event as a publish hands it to the log, before it has a sequence.
 #[derive(Debug, Clone)]
@@ -64,6 +65,39 @@ pub(crate) trait Storage: Send + Sync + 'static {
         settled: u64,
         durable: bool,
     ) -> Result<()>;
+
+    /// Stores `dead` as a dead letter of `group` (replacing one of the same sequence) and
+    /// forgets a released copy of its event, durably. Past `max` dead letters, removes the
+    /// lowest sequences and returns them.
+    fn add_dead_letter(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        dead: &DeadLetter,
+        max: usize,
+    ) -> Result<Vec<u64>>;
+
+    /// The dead letters of `group`, in sequence order.
+    fn dead_letters(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<DeadLetter>>;
+
+    /// Removes the dead letters of `group` that `which` selects (as
+    /// [`crate::validate::selected`]: a bad id changes nothing) and, with `release`, records
+    /// their events as released to the group, in one durable commit. Returns them.
+    fn take_dead_letters(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        which: &Selection,
+        release: bool,
+    ) -> Result<Vec<DeadLetter>>;
+
+    /// The events released to `group` and not yet settled, in sequence order.
+    fn released(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<Event>>;
+
+    /// Forgets a released event once the group settled it, durably.
+    fn settle_released(&self, namespace: &str, topic: &str, group: &str, sequence: u64) -> Result<()>;
 
     /// Applies `retention` to every topic; returns the events removed.
     fn sweep(&self, retention: &Retention) -> Result<u64>;

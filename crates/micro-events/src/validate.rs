@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{ConsumeOptions, EventsError, Result};
+use crate::{ConsumeOptions, DeadLetter, EventsError, Result, Selection};
 
 /// Largest event payload.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -97,6 +97,43 @@ pub fn consume(namespace: &str, topic: &str, options: &ConsumeOptions) -> Result
         return Err(invalid("invalid AckWait passed, should be positive integer".into()));
     }
     Ok(())
+}
+
+/// A dead-letter request: a namespace, a topic and a named group.
+pub fn dead_letters(namespace: &str, topic: &str, group: &str) -> Result<()> {
+    self::namespace(namespace)?;
+    self::topic(topic)?;
+    if group.is_empty() {
+        return Err(invalid("missing group: dead letters belong to a named group".into()));
+    }
+    self::group(group)
+}
+
+/// A selection before anything is looked up: ids, or all.
+pub fn selection(which: &Selection) -> Result<()> {
+    match which {
+        Selection::Ids(ids) if ids.is_empty() => {
+            Err(invalid("no dead letters named: give event ids, or all".into()))
+        }
+        Selection::Ids(ids) if ids.iter().any(String::is_empty) => {
+            Err(invalid("an event id is empty".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The positions in `dead` (a group's dead letters) that `which` selects, in `dead`'s order;
+/// [`EventsError::Invalid`] naming every id that is not among them. Every backend selects
+/// through this, so a release or drop with a bad id changes nothing anywhere.
+pub fn selected(dead: &[DeadLetter], which: &Selection, group: &str) -> Result<Vec<usize>> {
+    selection(which)?;
+    let Selection::Ids(ids) = which else { return Ok((0..dead.len()).collect()) };
+    let missing: Vec<&str> =
+        ids.iter().filter(|id| !dead.iter().any(|d| &d.event.id == *id)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(invalid(format!("not dead letters of group {group}: {}", missing.join(", "))));
+    }
+    Ok((0..dead.len()).filter(|&n| ids.contains(&dead[n].event.id)).collect())
 }
 
 #[cfg(test)]

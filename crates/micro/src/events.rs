@@ -24,13 +24,17 @@
 //! Events are stored durably and delivered in publish order per topic. A consumer stream ends
 //! with an error when the connection to the server fails; consuming again resumes a named
 //! group where it was (unacked events are delivered again).
+//!
+//! An event a named group gives up on — its retry limit ran out, or it was nacked with
+//! [`Failure::Permanent`] — goes to the group's dead letters, where `micro events dead`,
+//! `release` and `drop` find it (docs/events.md#dead-letters).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use micro_proto::events::stream_client::StreamClient;
-use micro_proto::events::{AckRequest, ConsumeRequest, Event as WireEvent, PublishRequest};
+use micro_proto::events::{AckRequest, ConsumeRequest, Event as WireEvent, NackRequest, PublishRequest};
 use tonic::Streaming;
 
 use crate::Result;
@@ -141,7 +145,8 @@ impl ConsumeOptions {
         self
     }
 
-    /// At most `retries` redeliveries of an event, then it is given up on (default: unlimited).
+    /// At most `retries` redeliveries of an event (so at most `retries + 1` deliveries), then
+    /// it is given up on: moved to a named group's dead letters (default: unlimited).
     pub fn retry_limit(mut self, retries: u32) -> Self {
         self.retry_limit = Some(retries);
         self
@@ -222,6 +227,68 @@ impl Consumer {
     }
 }
 
+/// Why handling an event failed, and whether to try again: the error of a
+/// [`Service::consume`](crate::Service::consume) handler, and what [`Event::nack_with`] sends.
+///
+/// ```
+/// use micro::events::{Event, Failure};
+///
+/// async fn handle(event: Event) -> Result<(), Failure> {
+///     // Malformed input never gets better: straight to the dead letters.
+///     let order: serde_json::Value = event.json().map_err(Failure::permanent)?;
+///     // Anything else is retried, within the retry limit.
+///     if order["total"].is_null() {
+///         return Err(Failure::retry("the price service is down"));
+///     }
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Deliver the event again (within the retry limit); the reason is kept as its last error.
+    Retry(String),
+    /// Do not retry: the event goes to the group's dead letters at once, with this reason.
+    Permanent(String),
+}
+
+impl Failure {
+    /// A failure worth retrying, for `reason`.
+    pub fn retry(reason: impl std::fmt::Display) -> Self {
+        Self::Retry(reason.to_string())
+    }
+
+    /// A failure retrying cannot fix, for `reason`.
+    pub fn permanent(reason: impl std::fmt::Display) -> Self {
+        Self::Permanent(reason.to_string())
+    }
+
+    /// The reason given.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Retry(reason) | Self::Permanent(reason) => reason,
+        }
+    }
+
+    /// `err` as a failure: itself if it is one, else a retry with its message.
+    pub(crate) fn of<E: std::fmt::Display + 'static>(err: E) -> Self {
+        match (&err as &dyn std::any::Any).downcast_ref::<Failure>() {
+            Some(failure) => failure.clone(),
+            None => Self::Retry(err.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Retry(reason) => write!(f, "{reason}"),
+            Self::Permanent(reason) => write!(f, "{reason} (permanent)"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// How a manually acked event is settled.
 #[derive(Debug, Clone)]
 struct Settle {
@@ -259,6 +326,28 @@ impl Event {
     /// A no-op with auto-ack.
     pub async fn nack(&self) -> Result<()> {
         self.settle(false).await
+    }
+
+    /// Gives the event back as `failure` says: delivered again (within the retry limit), or
+    /// moved to the group's dead letters at once when permanent; the reason is kept as the
+    /// dead letter's last error. A no-op with auto-ack.
+    pub async fn nack_with(&self, failure: &Failure) -> Result<()> {
+        let Some(settle) = &self.settle else { return Ok(()) };
+        let platform = Platform::global()?;
+        let request = NackRequest {
+            id: self.id.clone(),
+            topic: self.topic.clone(),
+            group: settle.group.clone(),
+            permanent: matches!(failure, Failure::Permanent(_)),
+            reason: failure.reason().to_string(),
+        };
+        settle
+            .client
+            .clone()
+            .nack(platform.request(request).await)
+            .await
+            .map_err(|status| platform.error(status))?;
+        Ok(())
     }
 
     async fn settle(&self, success: bool) -> Result<()> {
@@ -301,5 +390,13 @@ mod tests {
         let then = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let timed = ConsumeOptions::default().start(Start::Time(then)).request("t");
         assert_eq!((timed.sequence, timed.offset), (0, 1_700_000_000));
+    }
+
+    #[test]
+    fn handler_errors_become_failures() {
+        assert_eq!(Failure::of("timeout".to_string()), Failure::Retry("timeout".into()));
+        assert_eq!(Failure::of(Failure::permanent("bad")), Failure::Permanent("bad".into()));
+        assert_eq!(Failure::permanent("bad").to_string(), "bad (permanent)");
+        assert_eq!(Failure::retry("slow").reason(), "slow");
     }
 }

@@ -19,7 +19,7 @@ use crate::auth::{GateLayer, Guard};
 use crate::broker::{self, Message};
 use crate::codegen::Described;
 use crate::env::{self, Env};
-use crate::events::{self, ConsumeOptions, Event};
+use crate::events::{self, ConsumeOptions, Event, Failure};
 use crate::platform::Platform;
 use crate::registry::{Handler, Registration};
 use crate::{Error, Result};
@@ -71,8 +71,8 @@ pub struct Service {
 /// Handles one broker message.
 type MessageHandler = dyn Fn(Message) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
-/// Handles one event; `Err` gives it back to be delivered again.
-type EventHandler = dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync;
+/// Handles one event; `Err` gives it back to be delivered again, or dead-letters it.
+type EventHandler = dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>> + Send + Sync;
 
 /// A broker topic and what handles its messages.
 struct Subscriber {
@@ -171,7 +171,10 @@ impl Service {
 
     /// Calls `handler` with each event of `topic` while the service runs: `Ok` acks it, `Err`
     /// (logged) gives it back, after a second's pause, to be delivered again (set a retry limit
-    /// in `options` to give up on an event that never succeeds). Without a group in `options` the group is
+    /// in `options` to give up on an event that never succeeds: it then goes to the group's
+    /// dead letters). An error that is a [`Failure::Permanent`] (return `Result<(), Failure>`)
+    /// sends the event to the dead letters at once, with its reason; any other error's message
+    /// is kept as the reason of a retry. Without a group in `options` the group is
     /// the service name, so the service's instances share the events and its position is kept
     /// across restarts. Events are handled one at a time; the consumer is renewed (with
     /// backoff) if the connection to the server breaks, and unacked events come back.
@@ -194,12 +197,12 @@ impl Service {
     where
         F: Fn(Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display,
+        E: std::fmt::Display + 'static,
     {
         let handler = Arc::new(move |event| {
             let handled = handler(event);
-            Box::pin(async move { handled.await.map_err(|err| err.to_string()) })
-                as Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+            Box::pin(async move { handled.await.map_err(Failure::of) })
+                as Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>
         });
         self.consumers.push(EventConsumer { topic: topic.into(), options, handler });
         self
@@ -405,12 +408,16 @@ async fn consume(mut consumer: EventConsumer, service: String, mut registered: w
                     };
                     let settled = match (consumer.handler)(event.clone()).await {
                         Ok(()) => event.ack().await,
-                        Err(cause) => {
-                            tracing::warn!(%topic, id = %event.id, %cause, "event handler failed; the event will be delivered again");
+                        Err(failure @ Failure::Permanent(_)) => {
+                            tracing::warn!(%topic, id = %event.id, cause = failure.reason(), "event handler failed permanently; the event goes to the group's dead letters");
+                            event.nack_with(&failure).await
+                        }
+                        Err(failure) => {
+                            tracing::warn!(%topic, id = %event.id, cause = failure.reason(), "event handler failed; the event will be delivered again");
                             // A pause before giving it back, so an event that always fails is
                             // retried once a second, not in a busy loop.
                             tokio::time::sleep(NACK_DELAY).await;
-                            event.nack().await
+                            event.nack_with(&failure).await
                         }
                     };
                     if let Err(err) = settled {
