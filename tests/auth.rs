@@ -189,6 +189,40 @@ fn no_well_known_admin_password_off_loopback() {
     assert_eq!(rejected.status.code(), Some(2), "--disable-admin creates no admin");
 }
 
+/// Several CLI processes finding the same login about to expire at once (a watcher beside
+/// calls in a loop): one refreshes it, the others use what it saved; none is refused or drops
+/// the login.
+#[test]
+fn concurrent_refreshes_of_one_login_all_succeed() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    server.ok(&["store", "write", "k", "v"]);
+    let path = home.path().join("tokens.json");
+    for round in 0..3 {
+        let mut tokens: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        tokens["e2e/micro"]["expiry"] = serde_json::json!(0);
+        std::fs::write(&path, serde_json::to_vec(&tokens).unwrap()).unwrap();
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                common::micro_cmd(home.path())
+                    .args(["store", "read", "k"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for call in calls {
+            let output = call.wait_with_output().unwrap();
+            assert!(output.status.success(), "round {round}: {}", stderr(&output));
+            assert_eq!(stdout(&output), "v\n");
+            assert!(!stderr(&output).contains("expired"), "round {round}: {}", stderr(&output));
+        }
+        let tokens: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(tokens["e2e/micro"]["expiry"].as_i64().unwrap() > 0, "the login is kept, refreshed");
+    }
+}
+
 #[test]
 fn expiring_tokens_are_refreshed_and_refresh_tokens_rotate() {
     let home = tempfile::tempdir().unwrap();

@@ -64,6 +64,15 @@ impl Client {
     /// server no longer accepts (revoked, account deleted) drops the login: the call goes on
     /// anonymously.
     async fn current_login(&self) -> Result<Option<Saved>> {
+        let tokens = Tokens::load()?;
+        let Some(saved) = tokens.get(&self.env, &self.namespace).cloned() else { return Ok(None) };
+        if !saved.needs_refresh(micro_core::time::unix_seconds()) {
+            return Ok(Some(saved));
+        }
+        // One refresh at a time: a refresh token is used up by its refresh, so a second CLI
+        // process (or `micro run --watch` beside `micro <service>` calls) refreshing the same
+        // login would be refused and drop it. Whoever waited reads what the first one saved.
+        let _lock = Tokens::lock().await?;
         let mut tokens = Tokens::load()?;
         let Some(saved) = tokens.get(&self.env, &self.namespace).cloned() else { return Ok(None) };
         if !saved.needs_refresh(micro_core::time::unix_seconds()) {

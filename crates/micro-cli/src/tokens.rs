@@ -42,6 +42,16 @@ impl Tokens {
         Self::open(cli_files::tokens_path(&micro_core::home::dir()))
     }
 
+    /// Waits for the lock one refresh of a saved login holds ([`cli_files::lock_tokens`]);
+    /// held until the returned file is dropped.
+    pub async fn lock() -> Result<std::fs::File> {
+        let path = cli_files::tokens_path(&micro_core::home::dir());
+        tokio::task::spawn_blocking(move || cli_files::lock_tokens(&path))
+            .await
+            .map_err(|err| CliError::new(format!("cannot lock the saved logins: {err}")))?
+            .map_err(|err| CliError::new(err.to_string()))
+    }
+
     fn open(path: PathBuf) -> Result<Self> {
         let file = cli_files::read_tokens(&path).map_err(|err| CliError::new(err.to_string()))?;
         Ok(Self { path, file })

@@ -11,7 +11,9 @@
 //!   (`access_token`, `refresh_token`, `expiry`, `account_id`, `account_name`).
 //!
 //! Both are pretty-printed JSON written with [`home::write_private`]: atomically, readable by
-//! their owner only (config.json may hold git credentials, tokens.json holds logins).
+//! their owner only (config.json may hold git credentials, tokens.json holds logins). A refresh
+//! of a saved login holds `tokens.json.lock` ([`lock_tokens`]) from reading the login to saving
+//! the new one.
 //!
 //! # A file that cannot be read
 //!
@@ -307,6 +309,32 @@ pub fn read_tokens(path: &Path) -> Result<Tokens, Error> {
 /// Replaces `path` with `tokens`, atomically, readable by its owner only.
 pub fn write_tokens(path: &Path, tokens: &Tokens) -> Result<(), Error> {
     write(path, tokens)
+}
+
+/// Waits for and takes the lock of the tokens file at `path` (an advisory lock on
+/// `<path>.lock`, released when the returned file is dropped or the process dies). Whoever
+/// refreshes a saved login holds it from reading the login to saving the new one: a refresh
+/// token is used up by its refresh, so two processes refreshing the same login at once would
+/// leave one of them with a token the server refuses.
+pub fn lock_tokens(path: &Path) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let lock = path.with_file_name(format!(
+        "{}.lock",
+        path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let unwritable = |source| Error::Unwritable { path: lock.clone(), source };
+    if let Some(parent) = lock.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(unwritable)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(home::PRIVATE_FILE_MODE)
+        .open(&lock)
+        .map_err(unwritable)?;
+    file.lock().map_err(unwritable)?;
+    Ok(file)
 }
 
 fn read<T: DeserializeOwned + Default>(path: &Path) -> Result<T, Error> {
