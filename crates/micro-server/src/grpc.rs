@@ -1,4 +1,5 @@
-//! The :8081 listener: the auth gate in front of every core service, gRPC reflection,
+//! The :8081 listener: the auth gate in front of every core service, gRPC reflection
+//! ([`crate::reflection`], core and registered services),
 //! `grpc.health.v1`, and the [`proxy`](crate::proxy) for every other service.
 
 use std::future::Future;
@@ -12,11 +13,11 @@ use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::Server;
 use tonic::transport::server::Connected;
-use tonic_reflection::server::{v1, v1alpha};
 
 use crate::gate::{AuthLayer, Gate};
 use crate::nodes::Nodes;
 use crate::proxy::Proxy;
+use crate::reflection::Reflection;
 
 /// The core services one server hosts, each over the backend chosen at boot.
 #[derive(Clone)]
@@ -98,16 +99,23 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
         .add(micro_broker::grpc::server(broker))
         .add(micro_events::grpc::stream_server(events.clone()))
         .add(micro_events::grpc::store_server(events));
-    let (reflection_v1, reflection_v1alpha) = reflection(&served.names)?;
-    served.add(reflection_v1).add(reflection_v1alpha);
+    // Reflection lists what is served here, itself included, and what the caller's namespace
+    // registered; it asks the gate which registered services a caller may see.
+    let mut names = served.names.clone();
+    names.extend([
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+    ]);
+    // Whatever no core service claims goes to the proxy; the gate runs in front of both.
+    let proxy = Proxy::new(registry.clone(), crate::forward::Forwarder::new(auth.clone()), nodes);
+    let gate = Gate::new(auth, &names, Some(proxy.clone()));
+    let reflection = reflection(&served.names, gate.clone(), registry)?;
+    served.add(reflection.v1()).add(reflection.v1alpha());
     // Health reports every service served here, and nothing else.
     for name in &served.names {
         health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
     }
-    let Served { routes, names } = served;
-    // Whatever no core service claims goes to the proxy; the gate runs in front of both.
-    let proxy = Proxy::new(registry, crate::forward::Forwarder::new(auth.clone()), nodes);
-    let gate = Gate::new(auth, &names, Some(proxy.clone()));
+    let Served { routes, .. } = served;
     let router = routes.routes().into_axum_router().fallback(move |request: axum::extract::Request| {
         let proxy = proxy.clone();
         async move { proxy.forward(request).await }
@@ -142,33 +150,19 @@ impl Served {
     }
 }
 
-/// gRPC reflection, v1 and v1alpha, listing the services in `served` and the two reflection
-/// services themselves. The descriptor set holds every proto under `proto/`, also services no
-/// core service implements (`debug.Debug`, `store.BlobStore`): their types still
-/// resolve by name, but `ListServices` names only what a call can reach here. A caller would
-/// otherwise see them listed and get `Unimplemented` from the proxy.
+/// gRPC reflection, v1 and v1alpha ([`crate::reflection`]): the services in `served`, the two
+/// reflection services themselves, and the services registered in the caller's namespace. The
+/// core descriptor set holds every proto under `proto/`, also services no core service
+/// implements (`debug.Debug`, `store.BlobStore`): their types still resolve by name, but
+/// `ListServices` names only what a call can reach here. A caller would otherwise see them
+/// listed and get `Unimplemented` from the proxy.
 fn reflection(
     served: &[&'static str],
-) -> Result<
-    (
-        v1::ServerReflectionServer<impl v1::ServerReflection>,
-        v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>,
-    ),
-    tonic_reflection::server::Error,
-> {
-    let listed = served.iter().copied().chain([
-        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
-        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
-    ]);
-    let builder = || {
-        listed.clone().fold(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(micro_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
-            |builder, name| builder.with_service_name(name),
-        )
-    };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+    gate: Gate,
+    registry: Arc<dyn micro_registry::Registry>,
+) -> Result<Reflection, prost::DecodeError> {
+    let core = [micro_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
+    Reflection::new(&core, served, gate, registry)
 }
 
 /// `incoming` with Nagle's algorithm off on every connection ([`set_nodelay`]).

@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod http;
 pub mod nodes;
 pub mod proxy;
+pub mod reflection;
 pub mod registry;
 pub mod tls;
 pub mod web;

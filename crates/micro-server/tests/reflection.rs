@@ -1,6 +1,7 @@
 //! gRPC reflection on :8081 lists exactly the services the server routes: every listed name
 //! answers on this server, and the protos compiled in but not served (`debug.Debug`,
-//! `store.BlobStore`) are not listed.
+//! `store.BlobStore`) are not listed; a service registered in the caller's namespace is listed
+//! while it is registered.
 
 use std::time::Duration;
 
@@ -125,6 +126,56 @@ async fn reflection_lists_exactly_the_served_services() {
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     assert!(status.message().contains("not found"), "debug.Debug is not served here: {status:?}");
 
+    // A registered service is listed too, by both versions, while it is registered.
+    let mut registry = micro_proto::registry::registry_client::RegistryClient::new(channel.clone());
+    let authorized = |service: &micro_proto::registry::Service| {
+        let mut request = Request::new(service.clone());
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let hello = registered("hello", "Greeter");
+    registry.register(authorized(&hello)).await.unwrap();
+    let mut expected = [SERVED, &["hello.Greeter"]].concat();
+    expected.sort();
+    assert_eq!(list_v1(&channel).await, expected);
+    assert_eq!(list_v1alpha(&channel).await, expected);
+    registry.deregister(authorized(&hello)).await.unwrap();
+    assert_eq!(list_v1(&channel).await, SERVED, "gone once deregistered");
+
     stop.send(()).unwrap();
     served.await.unwrap().unwrap();
+}
+
+/// A registry entry for service `name` declaring the gRPC service `name.handler` (`Call`).
+fn registered(name: &str, handler: &str) -> micro_proto::registry::Service {
+    use prost::Message as _;
+    use prost_types::{DescriptorProto, FileDescriptorProto, MethodDescriptorProto, ServiceDescriptorProto};
+    let file = FileDescriptorProto {
+        name: Some(format!("{name}.proto")),
+        package: Some(name.into()),
+        message_type: vec![DescriptorProto { name: Some("Request".into()), ..Default::default() }],
+        service: vec![ServiceDescriptorProto {
+            name: Some(handler.into()),
+            method: vec![MethodDescriptorProto {
+                name: Some("Call".into()),
+                input_type: Some(format!(".{name}.Request")),
+                output_type: Some(format!(".{name}.Request")),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    };
+    micro_proto::registry::Service {
+        name: name.into(),
+        version: "latest".into(),
+        descriptors: prost_types::FileDescriptorSet { file: vec![file] }.encode_to_vec(),
+        nodes: vec![micro_proto::registry::Node {
+            id: format!("{name}-1"),
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
 }

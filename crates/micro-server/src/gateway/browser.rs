@@ -45,6 +45,18 @@ pub fn cors_layer(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             HeaderName::from_static(NAMESPACE_HEADER),
             HeaderName::from_static(CSRF_HEADER),
+            // What gRPC-Web and Connect clients send (super::grpc_web, super::connect).
+            HeaderName::from_static("x-grpc-web"),
+            HeaderName::from_static("x-user-agent"),
+            HeaderName::from_static("grpc-timeout"),
+            HeaderName::from_static(super::connect::PROTOCOL_VERSION_HEADER),
+            HeaderName::from_static("connect-timeout-ms"),
+        ])
+        // A gRPC-Web answer's outcome is in these headers when it has no trailer frame.
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
         ])
         .max_age(PREFLIGHT_MAX_AGE)
 }

@@ -256,6 +256,17 @@ impl Connector {
         Ok(Target { service: route.service.clone(), method, path, plan, core })
     }
 
+    /// [`Connector::target`] for a request that named the gRPC path itself (gRPC-Web,
+    /// Connect): the endpoint found must have exactly that path, not one that matches it only
+    /// without case or in another package.
+    pub fn target_exact(&self, namespace: &str, route: &Route, path: &str) -> Result<Target, ApiError> {
+        let target = self.target(namespace, route)?;
+        if target.path.path() != path {
+            return Err(ApiError::not_found(format!("method {} not found", path.trim_start_matches('/'))));
+        }
+        Ok(target)
+    }
+
     /// Node addresses of one registered version ([`crate::nodes::address`]); core services are
     /// served on :8081.
     fn addresses(&self, service: &Service) -> Vec<String> {
@@ -296,6 +307,9 @@ pub fn metadata(headers: &HeaderMap, method: &Method, caller: &Caller) -> Metada
         let name_str = name.as_str();
         if SKIPPED_HEADERS.contains(&name_str)
             || name_str.starts_with("grpc-")
+            // gRPC-Web and Connect protocol headers: this gateway speaks them, a service does not.
+            || name_str.starts_with("connect-")
+            || name_str == "x-grpc-web"
             || name_str.starts_with("sec-websocket-")
             || name_str.ends_with("-bin")
         {

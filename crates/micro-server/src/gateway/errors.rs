@@ -75,6 +75,30 @@ impl ApiError {
         Self { id: service.to_string(), status: code, detail }
     }
 
+    /// The gRPC code of this error, for the protocols that answer in gRPC codes (gRPC-Web,
+    /// Connect): [`ApiError::from_status`]'s table read backwards, so a refusal is the same
+    /// refusal on every protocol (401 is `UNAUTHENTICATED`, 403 `PERMISSION_DENIED`, ...).
+    pub fn code(&self) -> Code {
+        match self.status {
+            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
+            StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+            StatusCode::FORBIDDEN => Code::PermissionDenied,
+            StatusCode::NOT_FOUND => Code::NotFound,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+            StatusCode::CONFLICT => Code::AlreadyExists,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+            StatusCode::NOT_IMPLEMENTED => Code::Unimplemented,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+            status if status.is_server_error() => Code::Internal,
+            _ => Code::Unknown,
+        }
+    }
+
+    /// This error as a gRPC status: [`ApiError::code`] and the detail.
+    pub fn to_status(&self) -> Status {
+        Status::new(self.code(), self.detail.clone())
+    }
+
     /// The JSON body, as the original printed it: capitalised Go field names, in Go's order.
     pub fn body(&self) -> String {
         let body = Body {
@@ -180,6 +204,31 @@ mod tests {
         );
         let not_micro = ApiError::from_status("x", &Status::internal("{not json"));
         assert_eq!((not_micro.status.as_u16(), not_micro.detail.as_str()), (500, "{not json"));
+    }
+
+    #[test]
+    fn grpc_codes_survive_the_round_trip_through_http_statuses() {
+        for code in [
+            Code::InvalidArgument,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::NotFound,
+            Code::DeadlineExceeded,
+            Code::AlreadyExists,
+            Code::Unimplemented,
+            Code::Unavailable,
+            Code::ResourceExhausted,
+            Code::Internal,
+        ] {
+            let error = ApiError::from_status("x", &Status::new(code, "why"));
+            assert_eq!(error.code(), code, "{code:?}");
+            assert_eq!(
+                error.to_status().message(),
+                if code == Code::Unavailable { "x is unavailable: why" } else { "why" }
+            );
+        }
+        assert_eq!(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "big").code(), Code::ResourceExhausted);
+        assert_eq!(ApiError::new(StatusCode::MISDIRECTED_REQUEST, "host").code(), Code::Unknown);
     }
 
     #[test]

@@ -11,14 +11,19 @@
 //! the next ([`call::Target::call`]). Every failure is an
 //! [`ApiError`] ([`errors`]), the original's JSON error with a matching status. Around
 //! everything, [`browser`] keeps web pages out: CORS only for configured origins, `Host`
-//! checked on loopback binds, security headers (docs/security.md). `GET /openapi.json` and
-//! `GET /{service}/openapi.json` answer the OpenAPI document of these paths ([`openapi`]).
+//! checked on loopback binds, security headers (docs/security.md). The same calls are served
+//! over gRPC-Web ([`grpc_web`]) and the Connect protocol ([`connect`]) at their gRPC paths
+//! `/{package}.{Service}/{Method}`, admitted by the same `Gateway::admit` (docs/clients.md).
+//! `GET /openapi.json` and `GET /{service}/openapi.json` answer the OpenAPI document of these
+//! paths ([`openapi`]).
 
 pub mod auth;
 pub mod body;
 pub mod browser;
 pub mod call;
+pub mod connect;
 pub mod errors;
+pub mod grpc_web;
 pub mod openapi;
 pub mod resolve;
 pub mod ws;
@@ -122,6 +127,46 @@ impl Gateway {
     }
 }
 
+/// The RPC protocols this port speaks beside its JSON paths, told apart by content type (and
+/// Connect's version header), all at gRPC paths `/{package}.{Service}/{Method}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// gRPC-Web, binary or text, translated to gRPC by tonic-web ([`grpc_web`]).
+    GrpcWeb,
+    /// The Connect protocol ([`connect`]).
+    Connect(connect::Kind),
+}
+
+impl Protocol {
+    /// The protocol of `request` and the method its path names; `None` for requests of the
+    /// JSON paths (any other path, method or content type).
+    fn of(request: &Request) -> Option<(Self, Route)> {
+        if request.method() != Method::POST {
+            return None;
+        }
+        let route = resolve::resolve_grpc(request.uri().path())?;
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .map(|value| value.trim().to_ascii_lowercase())?;
+        let protocol = if grpc_web::is_grpc_web(&content_type) {
+            Self::GrpcWeb
+        } else {
+            Self::Connect(connect::Kind::of(&content_type, request.headers())?)
+        };
+        Some((protocol, route))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::GrpcWeb => "grpc-web",
+            Self::Connect(_) => "connect",
+        }
+    }
+}
+
 /// How a request wants its answer.
 enum Mode {
     Http,
@@ -144,6 +189,20 @@ pub async fn handle(State(gateway): State<Gateway>, request: Request) -> Respons
         }
         .instrument(span)
         .await;
+    }
+    if let Some((protocol, route)) = Protocol::of(&request) {
+        let span = info_span!(
+            "rpc",
+            protocol = protocol.name(),
+            service = route.service.as_str(),
+            endpoint = route.endpoint(),
+            namespace = tracing::field::Empty,
+        );
+        let served = match protocol {
+            Protocol::GrpcWeb => gateway.grpc_web(route, request).instrument(span).await,
+            Protocol::Connect(kind) => gateway.connect(kind, route, request).instrument(span).await,
+        };
+        return served;
     }
     let route = resolve::resolve(request.uri().path());
     let span = info_span!(
@@ -176,10 +235,7 @@ impl Gateway {
         let options = &self.inner.options;
         let route = route.ok_or_else(|| ApiError::not_found("the path names no service"))?;
         let (mut parts, body) = request.into_parts();
-        let caller = auth::identify(&self.inner.auth, &parts.headers, options.api_domain.as_deref())?;
-        tracing::Span::current().record("namespace", caller.namespace.as_str());
-        auth::authorize(&self.inner.auth, &caller, &route).await?;
-        let target = self.inner.connector.target(&caller.namespace, &route)?;
+        let (target, metadata) = self.admit(&route, &parts, None).await?;
         let method = target.method.clone();
 
         let mode = if is_websocket(&parts) {
@@ -194,19 +250,6 @@ impl Gateway {
 
         let query = parts.uri.query().unwrap_or("");
         let query_fields = body::query_fields(&method.input(), query)?;
-        let mut metadata = call::metadata(&parts.headers, &parts.method, &caller);
-        call::forward_client(&self.inner.auth, &mut metadata, &parts.extensions, &target);
-        if !target.core {
-            // A user service gets a token scoped to its namespace, never the caller's own.
-            metadata.remove("authorization");
-            let forwarded =
-                caller.token.as_deref().zip(caller.account.as_ref()).and_then(|(token, account)| {
-                    self.inner.forwarder.bearer(token, account, &caller.namespace)
-                });
-            if let Some(value) = forwarded.and_then(|value| value.as_bytes().try_into().ok()) {
-                metadata.insert("authorization", value);
-            }
-        }
 
         if let Mode::WebSocket(upgrade) = mode {
             let initial = if query_fields.is_empty() { None } else { Some(query_fields) };
@@ -230,21 +273,11 @@ impl Gateway {
         } else {
             request_message(&method, query_fields, &bytes, &parts)?
         };
-        let mut request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), message);
-
         if method.is_server_streaming() {
+            let request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), message);
             return stream(target, request).await;
         }
-        // Sent as `grpc-timeout` for the service to honour; enforced here as well, with a little
-        // slack so that a service's own deadline error wins when it has one.
-        request.set_timeout(options.timeout);
-        let response = tokio::time::timeout(options.timeout + TIMEOUT_SLACK, unary(&target, request))
-            .await
-            .map_err(|_| ApiError {
-                id: target.service.clone(),
-                status: StatusCode::REQUEST_TIMEOUT,
-                detail: format!("{} did not answer within {:?}", target.service, options.timeout),
-            })??;
+        let response = self.unary(&target, metadata, message).await?;
         if proto {
             let mut response = Response::new(Body::from(response.encode_to_vec()));
             let value = HeaderValue::from_str(&content_type).expect("one of PROTO_CONTENT_TYPES, all valid");
@@ -254,6 +287,62 @@ impl Gateway {
         let json =
             body::to_json(&response).map_err(|error| ApiError::unshowable_answer(&target.service, &error))?;
         Ok(json_response(json))
+    }
+}
+
+impl Gateway {
+    /// The admission of one call, the same on every protocol of this port (the JSON paths,
+    /// websockets, gRPC-Web, Connect): who calls and in which namespace, whether the
+    /// namespace's rules let them reach `route`, where the call goes, and the metadata it
+    /// carries (the caller's token for a core service, a forwarded one for a user service).
+    /// `grpc_path`: the request named the method by its gRPC path, which must match exactly.
+    async fn admit(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        grpc_path: Option<&str>,
+    ) -> Result<(Target, tonic::metadata::MetadataMap), ApiError> {
+        let options = &self.inner.options;
+        let caller = auth::identify(&self.inner.auth, &parts.headers, options.api_domain.as_deref())?;
+        tracing::Span::current().record("namespace", caller.namespace.as_str());
+        auth::authorize(&self.inner.auth, &caller, route).await?;
+        let target = match grpc_path {
+            Some(path) => self.inner.connector.target_exact(&caller.namespace, route, path)?,
+            None => self.inner.connector.target(&caller.namespace, route)?,
+        };
+        let mut metadata = call::metadata(&parts.headers, &parts.method, &caller);
+        call::forward_client(&self.inner.auth, &mut metadata, &parts.extensions, &target);
+        if !target.core {
+            // A user service gets a token scoped to its namespace, never the caller's own.
+            metadata.remove("authorization");
+            let forwarded =
+                caller.token.as_deref().zip(caller.account.as_ref()).and_then(|(token, account)| {
+                    self.inner.forwarder.bearer(token, account, &caller.namespace)
+                });
+            if let Some(value) = forwarded.and_then(|value| value.as_bytes().try_into().ok()) {
+                metadata.insert("authorization", value);
+            }
+        }
+        Ok((target, metadata))
+    }
+
+    /// A unary call within the gateway's deadline: sent as `grpc-timeout` for the service to
+    /// honour, and enforced here as well, with a little slack so that a service's own deadline
+    /// error wins when it has one.
+    async fn unary(
+        &self,
+        target: &Target,
+        metadata: tonic::metadata::MetadataMap,
+        message: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        let timeout = self.inner.options.timeout;
+        let mut request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), message);
+        request.set_timeout(timeout);
+        tokio::time::timeout(timeout + TIMEOUT_SLACK, unary(target, request)).await.map_err(|_| ApiError {
+            id: target.service.clone(),
+            status: StatusCode::REQUEST_TIMEOUT,
+            detail: format!("{} did not answer within {:?}", target.service, timeout),
+        })?
     }
 }
 

@@ -63,6 +63,22 @@ fn clean(path: &str) -> Vec<&str> {
     parts
 }
 
+/// Resolves a path of the gRPC form `/{package}.{Service}/{Method}` (gRPC-Web and Connect
+/// requests): the service registered under the proto package, handler and method as written.
+/// `None` for any other shape. The method found must then have exactly this gRPC path
+/// (see [`super::call::Connector::target_exact`]).
+pub fn resolve_grpc(path: &str) -> Option<Route> {
+    let (qualified, method) = path.strip_prefix('/')?.split_once('/')?;
+    let (package, handler) = qualified.rsplit_once('.')?;
+    let name = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let package_ok = package.split('.').all(name);
+    (package_ok && name(handler) && name(method)).then(|| Route {
+        service: package.to_string(),
+        handler: handler.to_string(),
+        method: method.to_string(),
+    })
+}
+
 /// `v` followed by one or more digits.
 fn is_version(part: &str) -> bool {
     part.strip_prefix('v')

@@ -603,3 +603,62 @@ async fn server_streams_over_chunked_http_and_websockets() {
     assert!(ended.is_ok(), "the oversized message ends the session");
     assert_eq!(h.echo.written.lock().unwrap().as_slice(), ["b1", "b2"], "the big message went nowhere");
 }
+
+#[tokio::test]
+async fn connect_and_grpc_web_at_grpc_paths() {
+    let h = Harness::start().await;
+    let unary = [("content-type", "application/json"), ("connect-protocol-version", "1")];
+    let answer = h.send("POST", "/store.Store/Databases", &unary, b"{}").await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.json(), json!({"databases": ["a", "b"]}));
+    let wrong_case = h.send("POST", "/store.store/databases", &unary, b"{}").await;
+    assert_eq!((wrong_case.status, wrong_case.json()["code"].clone()), (404, json!("not_found")));
+    let big = format!(r#"{{"key": "{}"}}"#, "x".repeat(2048));
+    let too_big = h.send("POST", "/store.Store/Read", &unary, big.as_bytes()).await;
+    assert_eq!((too_big.status, too_big.json()["code"].clone()), (429, json!("resource_exhausted")));
+    let bad = h.send("POST", "/store.Store/Read", &unary, br#"{"nope": 1}"#).await;
+    assert_eq!((bad.status, bad.json()["code"].clone()), (400, json!("invalid_argument")));
+
+    // Server streaming: one envelope per message, then the outcome.
+    let stream = [("content-type", "application/connect+json")];
+    let envelopes = |reply: Reply| {
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("application/connect+json"));
+        let mut body = &reply.body[..];
+        let mut out = Vec::new();
+        while !body.is_empty() {
+            let length = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+            out.push((body[0], serde_json::from_slice::<Value>(&body[5..5 + length]).unwrap()));
+            body = &body[5 + length..];
+        }
+        out
+    };
+    let request = |json: &str| connect::envelope(0, json.as_bytes());
+    let listed =
+        envelopes(h.send("POST", "/store.Store/List", &stream, &request(r#"{"options":{"limit":2}}"#)).await);
+    assert_eq!(listed, [(0, json!({"keys": ["k0"]})), (0, json!({"keys": ["k1"]})), (2, json!({}))]);
+    let failed = h
+        .send("POST", "/store.Store/List", &stream, &request(r#"{"options":{"limit":3,"prefix":"fail"}}"#))
+        .await;
+    let failed = envelopes(failed);
+    assert_eq!(failed[1], (2, json!({"error": {"code": "internal", "message": "broke"}})), "{failed:?}");
+    let refused =
+        h.send("POST", "/store.Store/List", &stream, &request(r#"{"options":{"prefix":"refuse"}}"#)).await;
+    assert_eq!(
+        envelopes(refused),
+        [(2, json!({"error": {"code": "invalid_argument", "message": "refused"}}))]
+    );
+    let client_streaming = envelopes(h.send("POST", "/store.BlobStore/Write", &stream, &request("{}")).await);
+    assert_eq!(client_streaming[0].1["error"]["code"], "unimplemented");
+
+    // gRPC-Web: the answer's message frame, then its trailers frame.
+    let web = [("content-type", "application/grpc-web+proto")];
+    let reply = h.send("POST", "/store.Store/Databases", &web, b"\0\0\0\0\0").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(&reply.body[..7], b"\x00\x00\x00\x00\x06\x0a\x01", "databases: [\"a\", \"b\"]");
+    let trailers = String::from_utf8_lossy(&reply.body[11 + 5..]).to_string();
+    assert_eq!(reply.body[11], 0x80, "{trailers}");
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let unknown = h.send("POST", "/store.Store/Nope", &web, b"\0\0\0\0\0").await;
+    assert_eq!(unknown.header("grpc-status"), Some("5"), "NOT_FOUND, trailers-only");
+}
