@@ -57,32 +57,90 @@ fn edit_greeting(project: &Path, from: &str, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn measure(micro: &Path, home: &Path) -> anyhow::Result<Figures> {
-    let work = home.join("work");
-    std::fs::create_dir_all(&work)?;
-    let cli = |args: &[&str]| -> anyhow::Result<std::process::Output> {
-        Ok(Command::new(micro).env("MICRO_HOME", home).current_dir(&work).args(args).output()?)
-    };
-    let ok = |args: &[&str]| -> anyhow::Result<()> {
-        let output = cli(args)?;
+/// `micro` commands against the bench's server, run in `work`.
+struct Cli<'a> {
+    micro: &'a Path,
+    home: &'a Path,
+    work: &'a Path,
+}
+
+impl Cli<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.micro);
+        command.env("MICRO_HOME", self.home).current_dir(self.work).args(args);
+        command
+    }
+
+    fn output(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(self.command(args).output()?)
+    }
+
+    /// Runs a command that must succeed.
+    fn ok(&self, args: &[&str]) -> anyhow::Result<()> {
+        let output = self.output(args)?;
         if !output.status.success() {
             bail!("micro {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         }
         Ok(())
-    };
-    let run_to_first_call = |name: &str| -> anyhow::Result<Duration> {
-        ok(&["new", name])?;
-        let started = Instant::now();
-        ok(&["run", &format!("./{name}")])?;
-        loop {
-            if cli(&[name, "--name=bench"])?.status.success() {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > DEADLINE {
-                bail!("{name} never answered");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// Whether `micro <name> --name=bench` answers with `greeting` (any greeting when `None`).
+    fn answers(&self, name: &str, greeting: Option<&str>) -> anyhow::Result<bool> {
+        let output = self.output(&[name, "--name=bench"])?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(output.status.success()
+            && greeting.is_none_or(|greeting| text.contains(&format!("{greeting} bench"))))
+    }
+}
+
+/// Asks `until` every `interval` until it says yes; gives up after [`DEADLINE`] with `what`
+/// and `context()` in the error.
+fn poll(
+    what: &str,
+    interval: Duration,
+    until: &dyn Fn() -> anyhow::Result<bool>,
+    context: &dyn Fn() -> String,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !until()? {
+        if started.elapsed() > DEADLINE {
+            bail!("{what} never happened{}", context());
         }
+        std::thread::sleep(interval);
+    }
+    Ok(())
+}
+
+/// `cargo build --release --quiet` of the crate in `dir` into `target`, timed.
+fn cargo_build(dir: &Path, target: &Path) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target)
+        .status()
+        .context("cargo")?;
+    if !status.success() {
+        bail!("cargo build --release of {} failed", dir.display());
+    }
+    Ok(started.elapsed())
+}
+
+pub async fn measure(micro: &Path, home: &Path) -> anyhow::Result<Figures> {
+    let work = home.join("work");
+    std::fs::create_dir_all(&work)?;
+    let cli = Cli { micro, home, work: &work };
+    let run_to_first_call = |name: &str| -> anyhow::Result<Duration> {
+        cli.ok(&["new", name])?;
+        let started = Instant::now();
+        cli.ok(&["run", &format!("./{name}")])?;
+        poll(
+            &format!("an answer of {name}"),
+            Duration::from_millis(100),
+            &|| cli.answers(name, None),
+            &String::new,
+        )?;
+        Ok(started.elapsed())
     };
     let cold_run = run_to_first_call("coldservice")?;
     eprintln!("micro run, cold, to first call: {cold_run:?}");
@@ -91,105 +149,61 @@ pub async fn measure(micro: &Path, home: &Path) -> anyhow::Result<Figures> {
 
     // The same crates built by hand, in a target dir of their own.
     let target = home.join("plain-target");
-    let cargo_build = |name: &str| -> anyhow::Result<Duration> {
-        ok(&["new", name])?;
-        let started = Instant::now();
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--quiet"])
-            .current_dir(work.join(name))
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .context("cargo")?;
-        if !status.success() {
-            bail!("cargo build --release of {name} failed");
-        }
-        Ok(started.elapsed())
+    let plain_build = |name: &str| -> anyhow::Result<Duration> {
+        cli.ok(&["new", name])?;
+        cargo_build(&work.join(name), &target)
     };
-    let cold_cargo = cargo_build("coldplain")?;
+    let cold_cargo = plain_build("coldplain")?;
     eprintln!("cargo build --release, cold: {cold_cargo:?}");
-    let warm_cargo = cargo_build("warmplain")?;
+    let warm_cargo = plain_build("warmplain")?;
     eprintln!("cargo build --release, warm: {warm_cargo:?}");
 
     // The same edits built by hand: an incremental build of the crate built just before.
     let mut rebuilds = Vec::new();
     for pair in GREETINGS.windows(2) {
         edit_greeting(&work.join("warmplain"), pair[0], pair[1])?;
-        let started = Instant::now();
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--quiet"])
-            .current_dir(work.join("warmplain"))
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .context("cargo")?;
-        if !status.success() {
-            bail!("cargo build --release of an edit failed");
-        }
-        rebuilds.push(started.elapsed());
-        eprintln!("cargo build --release of an edit: {:?}", started.elapsed());
+        let rebuild = cargo_build(&work.join("warmplain"), &target)?;
+        eprintln!("cargo build --release of an edit: {rebuild:?}");
+        rebuilds.push(rebuild);
     }
 
-    let reloads = watch_reloads(micro, home, &work, "watchservice")?;
+    let reloads = watch_reloads(&cli, "watchservice")?;
     Ok(Figures { cold_run, warm_run, cold_cargo, warm_cargo, reloads, rebuilds })
 }
 
 /// `micro run --watch` of a new service: once it answers, each edit of its greeting is timed
 /// from the file written to the first call that answers with the new greeting.
-fn watch_reloads(micro: &Path, home: &Path, work: &Path, name: &str) -> anyhow::Result<Vec<Duration>> {
-    let call = |greeting: &str| -> anyhow::Result<bool> {
-        let output = Command::new(micro)
-            .env("MICRO_HOME", home)
-            .current_dir(work)
-            .args([name, "--name=bench"])
-            .output()?;
-        Ok(output.status.success()
-            && String::from_utf8_lossy(&output.stdout).contains(&format!("{greeting} bench")))
-    };
-    let status =
-        Command::new(micro).env("MICRO_HOME", home).current_dir(work).args(["new", name]).output()?;
-    if !status.status.success() {
-        bail!("micro new {name}: {}", String::from_utf8_lossy(&status.stderr));
-    }
-    let output_path = home.join(format!("{name}.watch.log"));
-    let mut watcher = Command::new(micro)
-        .env("MICRO_HOME", home)
-        .current_dir(work)
-        .args(["run", "--watch", &format!("./{name}")])
-        .stdout(std::fs::File::create(&output_path)?)
-        .stderr(std::fs::File::create(home.join(format!("{name}.watch.err")))?)
+fn watch_reloads(cli: &Cli<'_>, name: &str) -> anyhow::Result<Vec<Duration>> {
+    cli.ok(&["new", name])?;
+    let output_path = cli.home.join(format!("{name}.watch.log"));
+    let output_file = std::fs::File::create(&output_path)?;
+    let mut watcher = cli
+        .command(&["run", "--watch", &format!("./{name}")])
+        .stdout(output_file.try_clone()?)
+        .stderr(output_file)
         .spawn()
         .context("micro run --watch")?;
     let watched = (|| -> anyhow::Result<Vec<Duration>> {
-        let output = || {
-            std::fs::read_to_string(&output_path).unwrap_or_default()
-                + &std::fs::read_to_string(home.join(format!("{name}.watch.err"))).unwrap_or_default()
-        };
-        let wait = |what: &str, until: &dyn Fn() -> anyhow::Result<bool>| -> anyhow::Result<()> {
-            let started = Instant::now();
-            while !until()? {
-                if started.elapsed() > DEADLINE {
-                    bail!("{what} never happened; the watcher said:\n{}", output());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Ok(())
-        };
-        wait("the first answer", &|| call(GREETINGS[0]))?;
-        wait("the watch", &|| Ok(output().contains("Watching ")))?;
+        let output = || std::fs::read_to_string(&output_path).unwrap_or_default();
+        let said = || format!("; the watcher said:\n{}", output());
+        let every = Duration::from_millis(50);
+        poll("the first answer", every, &|| cli.answers(name, Some(GREETINGS[0])), &said)?;
+        poll("the watch", every, &|| Ok(output().contains("Watching ")), &said)?;
         let mut reloads = Vec::new();
         for (reload, pair) in GREETINGS.windows(2).enumerate() {
-            edit_greeting(&work.join(name), pair[0], pair[1])?;
+            edit_greeting(&cli.work.join(name), pair[0], pair[1])?;
             let started = Instant::now();
-            wait("the new greeting", &|| call(pair[1]))?;
+            poll("the new greeting", every, &|| cli.answers(name, Some(pair[1])), &said)?;
             reloads.push(started.elapsed());
             eprintln!("micro run --watch, edit to new response: {:?}", started.elapsed());
             // The swap is done (the old process stopped) before the next edit.
-            wait("the reload", &|| Ok(output().matches("Reloaded ").count() > reload))?;
+            poll("the reload", every, &|| Ok(output().matches("Reloaded ").count() > reload), &said)?;
         }
         Ok(reloads)
     })();
     let _ = watcher.kill();
     let _ = watcher.wait();
-    let _ = Command::new(micro).env("MICRO_HOME", home).current_dir(work).args(["kill", name]).output();
+    let _ = cli.output(&["kill", name]);
     watched
 }
 

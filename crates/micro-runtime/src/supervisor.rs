@@ -135,7 +135,7 @@ async fn update_beside(
         }
     };
     let built = began.elapsed();
-    let prepared_program = prepared.program.clone();
+    let program = prepared.program.clone();
     set_update(&managed, Some(UpdatePhase::Starting), "");
     let (ready_tx, ready_rx) = oneshot::channel();
     let launch = source::random_hex(8);
@@ -151,7 +151,6 @@ async fn update_beside(
         Some(Candidate { ready: ready_tx, launch: launch.clone() }),
     ));
     let candidate = Run { stop: candidate_stop, task, current };
-    let program = prepared_program;
     let ready = tokio::select! {
         ready = ready_rx => ready.unwrap_or_else(|_| Err("the new process ended before it was ready".into())),
         () = stopped(&mut stop) => {
@@ -408,7 +407,7 @@ async fn serve(
         Some(Candidate { ready, launch }) => (Some(ready), launch),
         None => (None, source::random_hex(8)),
     };
-    let candidate = ready.is_some();
+    let is_candidate = ready.is_some();
     let launch = Launch {
         namespace: desired.namespace.clone(),
         name: desired.name.clone(),
@@ -418,7 +417,7 @@ async fn serve(
     // A fresh account per launch: its secret is never stored by the runtime. An update's new
     // process gets one of its own, so the old process keeps its credentials while it serves
     // (and for good when the update fails).
-    let id = if candidate {
+    let id = if is_candidate {
         candidate_account_id(&desired.name, &desired.version, &launch.id)
     } else {
         delete_service_accounts(&inner.auth, &desired.namespace, &desired.name, &desired.version, None).await;
@@ -454,7 +453,7 @@ async fn serve(
         }
     }
 
-    if !candidate {
+    if !is_candidate {
         reap_orphan(&desired, desired.pid, inner.options.stop_grace).await;
         reap_orphan(&desired, desired.spare_pid, inner.options.stop_grace).await;
         if desired.spare_pid.is_some() {

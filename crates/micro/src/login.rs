@@ -58,6 +58,22 @@ pub(crate) fn load(home: &Path, env: Option<&str>, namespace: Option<&str>) -> C
     }
 }
 
+/// Waits for the lock a refresh of a saved login holds ([`cli_files::lock_tokens`], shared
+/// with the CLI); `None` when it cannot be taken (logged), and the refresh goes on without it.
+pub(crate) async fn lock(home: &Path) -> Option<std::fs::File> {
+    let path = cli_files::tokens_path(home);
+    let locked = tokio::task::spawn_blocking(move || cli_files::lock_tokens(&path))
+        .await
+        .map_err(|err| err.to_string())
+        .and_then(|locked| locked.map_err(|err| err.to_string()));
+    locked.inspect_err(|cause| tracing::warn!(%cause, "cannot lock the micro CLI logins")).ok()
+}
+
+/// The login saved now for `env`/`namespace` (another process may have refreshed it).
+pub(crate) fn saved(home: &Path, env: &str, namespace: &str) -> Option<Saved> {
+    cli_files::read_tokens(&cli_files::tokens_path(home)).ok()?.get(env, namespace).cloned()
+}
+
 /// Saves a refreshed login back, so the CLI keeps working after the refresh token rotated.
 /// Every other entry is kept as it is; a file that cannot be read is left alone (an error).
 pub(crate) fn save(home: &Path, env: &str, namespace: &str, saved: &Saved) -> Result<(), cli_files::Error> {

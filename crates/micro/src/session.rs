@@ -285,6 +285,15 @@ impl Session {
         if saved.expiry - now() >= REFRESH_MARGIN_SECS {
             return Some(saved.access_token);
         }
+        // One refresh at a time with the CLI, from the login as saved now: a refresh token is
+        // used up by its refresh, and the CLI may have refreshed this login since it was read.
+        let _lock = login::lock(&self.home).await;
+        let saved = login::saved(&self.home, &env, &self.namespace).unwrap_or(saved);
+        if saved.expiry - now() >= REFRESH_MARGIN_SECS {
+            let access = saved.access_token.clone();
+            state.login = Some((env, saved));
+            return Some(access);
+        }
         let request = TokenRequest { refresh_token: saved.refresh_token.clone(), ..Default::default() };
         match self.token(auth, request).await {
             Ok(token) => {
