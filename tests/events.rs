@@ -3,6 +3,31 @@
 mod common;
 
 use common::Server;
+use micro_proto::events::stream_client::StreamClient;
+
+/// The `Authorization` header of the harness's admin login (`e2e/micro` in `tokens.json`).
+fn admin(home: &std::path::Path) -> String {
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("tokens.json")).unwrap()).unwrap();
+    format!("Bearer {}", tokens["e2e/micro"]["access_token"].as_str().unwrap())
+}
+
+/// A gRPC client of `events.Stream` on `server`.
+async fn stream_client(server: &Server) -> StreamClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    StreamClient::new(channel)
+}
+
+/// `message` with the `admin` header.
+fn authorized<T>(admin: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", admin.parse().unwrap());
+    request
+}
 
 fn sequences(output: &str) -> Vec<u64> {
     output
@@ -68,15 +93,12 @@ fn events_are_ordered_durable_and_namespaced() {
 #[test]
 fn the_retention_sweeper_removes_only_events_past_retention() {
     use micro_proto::events::PublishRequest;
-    use micro_proto::events::stream_client::StreamClient;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
     const RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
-    let tokens: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(home.path().join("tokens.json")).unwrap()).unwrap();
-    let admin = format!("Bearer {}", tokens["e2e/micro"]["access_token"].as_str().unwrap());
+    let admin = admin(home.path());
 
     // Explicit timestamps (unix seconds, as the wire has them) only gRPC can set: one that
     // passes retention two seconds from now, one a day inside it.
@@ -85,21 +107,15 @@ fn the_retention_sweeper_removes_only_events_past_retention() {
     let old_but_kept = now - RETENTION.as_secs() + 24 * 60 * 60;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = StreamClient::new(channel);
+        let mut client = stream_client(&server).await;
         for (topic, timestamp) in [("expiring", expiring), ("aged", old_but_kept)] {
-            let mut request = tonic::Request::new(PublishRequest {
+            let publish = PublishRequest {
                 topic: topic.into(),
                 payload: format!(r#"{{"n":{timestamp}}}"#).into_bytes(),
                 timestamp: timestamp as i64,
                 ..Default::default()
-            });
-            request.metadata_mut().insert("authorization", admin.parse().unwrap());
-            client.publish(request).await.unwrap();
+            };
+            client.publish(authorized(&admin, publish)).await.unwrap();
         }
     });
     server.ok(&["events", "publish", "fresh", r#"{"n":1}"#]);
@@ -149,7 +165,6 @@ fn the_retention_sweeper_removes_only_events_past_retention() {
 /// bad input is refused with nothing changed.
 #[test]
 fn dead_letters_are_listed_released_and_dropped() {
-    use micro_proto::events::stream_client::StreamClient;
     use micro_proto::events::{AckRequest, ConsumeRequest, NackRequest};
 
     let home = tempfile::tempdir().unwrap();
@@ -157,22 +172,10 @@ fn dead_letters_are_listed_released_and_dropped() {
     for n in 1..=3 {
         server.ok(&["events", "publish", "orders", &format!(r#"{{"n":{n}}}"#)]);
     }
-    let tokens: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(home.path().join("tokens.json")).unwrap()).unwrap();
-    let admin = format!("Bearer {}", tokens["e2e/micro"]["access_token"].as_str().unwrap());
+    let admin = admin(home.path());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (retried, permanent) = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = StreamClient::new(channel);
-        fn authorized<T>(admin: &str, message: T) -> tonic::Request<T> {
-            let mut request = tonic::Request::new(message);
-            request.metadata_mut().insert("authorization", admin.parse().unwrap());
-            request
-        }
+        let mut client = stream_client(&server).await;
         let consume = ConsumeRequest {
             group: "billing".into(),
             topic: "orders".into(),

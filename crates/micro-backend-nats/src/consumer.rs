@@ -21,7 +21,8 @@
 //! named group also pulls its group's released events (`events`' work-queue stream), one at a
 //! time with `no_wait`, whenever it joins, a release is announced on the group's wake-up
 //! subject, its pull of new events expires, or it just got a released event; such a request is
-//! answered on `<inbox>.r<n>`, so its statuses never count as the open pull's.
+//! answered on `<inbox>.released` (and takes no request number), so its statuses never count as,
+//! nor hide, the open pull's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,7 +39,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::connection::OPERATION_TIMEOUT;
+use crate::connection::{Connection, OPERATION_TIMEOUT};
 use crate::events::{Inner, SEQUENCE_HEADER, Topic, event_of, unavailable};
 use crate::names;
 
@@ -75,15 +76,14 @@ struct Entry {
     /// Where JetStream takes the ack of this delivery.
     reply: Subject,
     member: u64,
-    sequence: u64,
     attempt: u32,
     /// The retry limit allows no further delivery.
     last: bool,
     /// When JetStream gives up waiting for the ack of this delivery.
     deadline: Instant,
     ack_wait: Duration,
-    /// What a dead letter of it holds: the event, when this process first and last delivered
-    /// it (unix ms), and the latest nack reason.
+    /// What a dead letter of it holds: the event (whose sequence is the topic's), when this
+    /// process first and last delivered it (unix ms), and the latest nack reason.
     event: Event,
     first_ms: u64,
     last_ms: u64,
@@ -113,7 +113,9 @@ impl InFlight {
         let mut entries = self.entries();
         // A redelivery keeps what the earlier delivery learnt (its table entry stays after a
         // nack until the redelivery replaces it).
-        if let Some(earlier) = entries.get(&id).filter(|earlier| earlier.sequence == entry.sequence) {
+        if let Some(earlier) =
+            entries.get(&id).filter(|earlier| earlier.event.sequence == entry.event.sequence)
+        {
             entry.first_ms = entry.first_ms.min(earlier.first_ms);
             if entry.error.is_empty() {
                 entry.error.clone_from(&earlier.error);
@@ -131,12 +133,8 @@ impl InFlight {
     /// unsettled, so it is redelivered or given up on again), then acks it, so JetStream
     /// neither redelivers it nor keeps it in the released work queue.
     async fn give_up(&self, events: &Inner, id: &str, entry: &Entry) -> Result<()> {
-        if self.group.is_empty() {
-            tracing::warn!(
-                namespace = %self.namespace, topic = %self.topic, id, deliveries = entry.attempt,
-                error = %entry.error, "{}", micro_events::given_up(entry.last, false)
-            );
-        } else {
+        let group = (!self.group.is_empty()).then_some(self.group.as_str());
+        if let Some(group) = group {
             let dead = DeadLetter {
                 event: entry.event.clone(),
                 attempts: entry.attempt,
@@ -144,20 +142,14 @@ impl InFlight {
                 first_delivery_ms: entry.first_ms,
                 last_delivery_ms: entry.last_ms,
             };
-            events.add_dead_letter(&self.namespace, &self.topic, &self.group, &dead).await?;
-            tracing::warn!(
-                namespace = %self.namespace, topic = %self.topic, group = %self.group, id,
-                deliveries = entry.attempt, error = %entry.error, "{}", micro_events::given_up(entry.last, true)
-            );
+            events.add_dead_letter(&self.namespace, &self.topic, group, &dead).await?;
         }
-        let client = events.connection.client();
-        let acked =
-            tokio::time::timeout(OPERATION_TIMEOUT, client.request(entry.reply.clone(), "+ACK".into()));
-        if !matches!(acked.await, Ok(Ok(_))) {
-            tracing::debug!(
-                id,
-                "no answer to the ack of an event given up on; JetStream may deliver it again"
-            );
+        tracing::warn!(
+            namespace = %self.namespace, topic = %self.topic, group, id, deliveries = entry.attempt,
+            error = %entry.error, "{}", micro_events::given_up(entry.last, group.is_some())
+        );
+        if let Err(cause) = ack_recorded(&events.connection, &entry.reply).await {
+            tracing::debug!(id, %cause, "the ack of an event given up on failed; JetStream may deliver it again");
         }
         Ok(())
     }
@@ -181,7 +173,7 @@ impl InFlight {
         let mine: Vec<String> =
             entries.iter().filter(|(_, entry)| entry.member == member).map(|(id, _)| id.clone()).collect();
         let mut released: Vec<Entry> = mine.into_iter().filter_map(|id| entries.remove(&id)).collect();
-        released.sort_by_key(|entry| entry.sequence);
+        released.sort_by_key(|entry| entry.event.sequence);
         released.into_iter().map(|entry| entry.reply).collect()
     }
 
@@ -191,21 +183,21 @@ impl InFlight {
         connection.ready().map_err(unavailable)?;
         let (entry, expired, give_up) = {
             let mut entries = self.entries();
-            let mut entry = entries.get(id).cloned().ok_or(EventsError::NotFound)?;
+            let kept = entries.get_mut(id).ok_or(EventsError::NotFound)?;
             // Its last delivery ran out of ack wait: given up on, whatever this says.
-            let expired = entry.last && entry.deadline <= Instant::now();
+            let expired = kept.last && kept.deadline <= Instant::now();
             let give_up = match &settle {
                 Settle::Ack => false,
                 Settle::Nack(nack) => {
-                    entry.error = nack.kept_reason();
-                    nack.permanent || entry.last
+                    kept.error = nack.kept_reason();
+                    nack.permanent || kept.last
                 }
             };
-            if settle == Settle::Ack || give_up || expired {
-                entries.remove(id);
-            } else if let Some(kept) = entries.get_mut(id) {
-                kept.error.clone_from(&entry.error);
-            }
+            let entry = if settle == Settle::Ack || give_up || expired {
+                entries.remove(id).ok_or(EventsError::NotFound)?
+            } else {
+                kept.clone()
+            };
             (entry, expired, give_up)
         };
         if expired || give_up {
@@ -216,34 +208,31 @@ impl InFlight {
             }
             return if expired { Err(EventsError::NotFound) } else { Ok(()) };
         }
-        let client = connection.client();
         match settle {
-            Settle::Ack => {
-                // A request, not a plain publish: the reply says JetStream recorded the ack.
-                let acked = tokio::time::timeout(
-                    OPERATION_TIMEOUT,
-                    client.request(entry.reply.clone(), "+ACK".into()),
-                );
-                match acked.await {
-                    Ok(Ok(_)) => Ok(()),
-                    failed => {
-                        // Still awaiting its ack: put it back, so a retry can settle it.
-                        self.entries().entry(id.to_string()).or_insert(entry);
-                        let cause = match failed {
-                            Ok(Err(err)) => err.to_string(),
-                            _ => format!("no answer within {}s", OPERATION_TIMEOUT.as_secs()),
-                        };
-                        Err(unavailable(format!("ack {id} on NATS at {}: {cause}", connection.url())))
-                    }
-                }
-            }
+            Settle::Ack => ack_recorded(connection, &entry.reply).await.map_err(|cause| {
+                // Still awaiting its ack: put it back, so a retry can settle it.
+                self.entries().entry(id.to_string()).or_insert(entry);
+                unavailable(format!("ack {id} on NATS at {}: {cause}", connection.url()))
+            }),
             Settle::Nack(_) => {
-                client.publish(entry.reply.clone(), "-NAK".into()).await.map_err(|err| {
+                connection.client().publish(entry.reply.clone(), "-NAK".into()).await.map_err(|err| {
                     unavailable(format!("nack {id} on NATS at {}: {err}", connection.url()))
                 })?;
                 Ok(())
             }
         }
+    }
+}
+
+/// Acks the delivery whose ack subject is `reply` with a request, not a plain publish: the
+/// reply says JetStream recorded the ack. `Err` is the cause when it did not.
+async fn ack_recorded(connection: &Connection, reply: &Subject) -> std::result::Result<(), String> {
+    let acked =
+        tokio::time::timeout(OPERATION_TIMEOUT, connection.client().request(reply.clone(), "+ACK".into()));
+    match acked.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {}s", OPERATION_TIMEOUT.as_secs())),
     }
 }
 
@@ -437,8 +426,7 @@ impl Member {
     /// Asks the group's released events for one, without waiting (see the module docs).
     async fn pull_released(&mut self) -> Result<()> {
         let Some(subject) = self.released_pull.clone() else { return Ok(()) };
-        self.request += 1;
-        let reply = format!("{}.r{}", self.inbox, self.request);
+        let reply = format!("{}.released", self.inbox);
         let body = json!({ "batch": 1, "no_wait": true }).to_string();
         let connection = &self.events.connection;
         connection
@@ -546,7 +534,6 @@ impl Member {
         let entry = Entry {
             reply,
             member: self.id,
-            sequence,
             attempt,
             last: self.options.retry_limit.is_some_and(|limit| attempt > limit),
             deadline: Instant::now() + self.options.ack_wait,

@@ -186,6 +186,24 @@ pub(crate) async fn bounded<T>(
 pub(crate) type Api<T> = Result<std::result::Result<T, jetstream::Error>>;
 
 impl NatsEvents {
+    /// Releases (`release`) or drops the selected dead letters of `group`.
+    async fn take_dead_letters(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        which: &Selection,
+        release: bool,
+    ) -> Result<Vec<String>> {
+        validate::dead_letters(namespace, topic, group)?;
+        validate::selection(which)?;
+        self.inner.ready()?;
+        let topic = self.inner.topic(namespace, topic);
+        let what = if release { "release dead letters" } else { "drop dead letters" };
+        bounded(&self.inner.connection, what, self.inner.take_dead_letters(&topic, group, which, release))
+            .await
+    }
+
     /// Connects to the NATS server at `url` with default retention, one replica; fails
     /// within [`crate::CONNECT_TIMEOUT`] and when the server lacks JetStream.
     pub async fn connect(url: &str) -> std::result::Result<Self, ConnectError> {
@@ -378,9 +396,7 @@ impl Inner {
     ) -> Result<()> {
         let topic = self.topic(namespace, topic);
         self.ensure_side_stream(&topic, false).await?;
-        let event = &dead.event;
-        let mut headers = event_headers(&event.id, event.timestamp_ms, &event.metadata);
-        headers.insert(SEQUENCE_HEADER, event.sequence.to_string().as_str());
+        let mut headers = copy_headers(&dead.event);
         headers.insert(ATTEMPTS_HEADER, dead.attempts.to_string().as_str());
         if !dead.error.is_empty() {
             headers.insert(ERROR_HEADER, names::encode_header_value(&dead.error).as_str());
@@ -388,12 +404,7 @@ impl Inner {
         headers.insert(FIRST_DELIVERY_HEADER, dead.first_delivery_ms.to_string().as_str());
         headers.insert(LAST_DELIVERY_HEADER, dead.last_delivery_ms.to_string().as_str());
         let subject = names::dead_subject(namespace, &topic.name, group);
-        let stored = match self.js.publish_with_headers(subject, headers, event.payload.clone().into()).await
-        {
-            Ok(ack) => ack.await.map(|_| ()),
-            Err(err) => Err(err),
-        };
-        stored.map_err(|err| {
+        self.store(subject, headers, &dead.event.payload).await.map_err(|err| {
             topic.dead_ready.store(false, std::sync::atomic::Ordering::Release);
             unavailable(format!("store a dead letter of {group} on {}: {err}", self.connection.url()))
         })
@@ -403,12 +414,8 @@ impl Inner {
     /// (more than one if it was dead-lettered twice; the latest copy counts).
     async fn list_dead(&self, topic: &Topic, group: &str) -> Result<Vec<(Vec<u64>, DeadLetter)>> {
         let name = names::dead_stream(&topic.namespace, &topic.name);
-        let info: std::result::Result<stream::Info, _> =
-            self.api(format!("STREAM.INFO.{name}"), &json!({})).await?;
-        match info {
-            Ok(_) => {}
-            Err(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => return Ok(Vec::new()),
-            Err(err) => return Err(unavailable(format!("stream info {name}: {err}"))),
+        if self.state_of(&name).await?.is_none_or(|state| state.messages == 0) {
+            return Ok(Vec::new());
         }
         let stream = self.js.get_stream_no_info(&name).await.map_err(unavailable)?;
         let subject = names::dead_subject(&topic.namespace, &topic.name, group);
@@ -488,17 +495,7 @@ impl Inner {
             let subject = names::released_subject(&topic.namespace, &topic.name, group);
             for &n in &chosen {
                 let event = &letters[n].event;
-                let mut headers = event_headers(&event.id, event.timestamp_ms, &event.metadata);
-                headers.insert(SEQUENCE_HEADER, event.sequence.to_string().as_str());
-                let stored = match self
-                    .js
-                    .publish_with_headers(subject.clone(), headers, event.payload.clone().into())
-                    .await
-                {
-                    Ok(ack) => ack.await.map(|_| ()),
-                    Err(err) => Err(err),
-                };
-                stored.map_err(|err| {
+                self.store(subject.clone(), copy_headers(event), &event.payload).await.map_err(|err| {
                     topic.released_ready.store(false, std::sync::atomic::Ordering::Release);
                     unavailable(format!("release {} on {}: {err}", event.id, self.connection.url()))
                 })?;
@@ -526,18 +523,35 @@ impl Inner {
         Ok(chosen.into_iter().map(|n| letters[n].event.id.clone()).collect())
     }
 
-    /// The stream's state, `None` when it does not exist.
-    pub(crate) async fn stream_state(&self, topic: &Topic) -> Result<Option<stream::State>> {
+    /// Publishes a copy of an event (a dead letter, a released event) to `subject`; returns
+    /// once JetStream stored it.
+    async fn store(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: &[u8],
+    ) -> std::result::Result<(), jetstream::context::PublishError> {
+        self.js.publish_with_headers(subject, headers, payload.to_vec().into()).await?.await.map(|_| ())
+    }
+
+    /// The state of stream `name`, `None` when it does not exist.
+    async fn state_of(&self, name: &str) -> Result<Option<stream::State>> {
         let info: std::result::Result<stream::Info, _> =
-            self.api(format!("STREAM.INFO.{}", topic.stream), &json!({})).await?;
+            self.api(format!("STREAM.INFO.{name}"), &json!({})).await?;
         match info {
             Ok(info) => Ok(Some(info.state)),
-            Err(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => {
-                topic.ready.store(false, std::sync::atomic::Ordering::Release);
-                Ok(None)
-            }
-            Err(err) => Err(unavailable(format!("stream info {}: {err}", topic.stream))),
+            Err(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => Ok(None),
+            Err(err) => Err(unavailable(format!("stream info {name}: {err}"))),
         }
+    }
+
+    /// The topic stream's state, `None` when it does not exist.
+    pub(crate) async fn stream_state(&self, topic: &Topic) -> Result<Option<stream::State>> {
+        let state = self.state_of(&topic.stream).await?;
+        if state.is_none() {
+            topic.ready.store(false, std::sync::atomic::Ordering::Release);
+        }
+        Ok(state)
     }
 
     /// The first stored event at or after `sequence`, `None` past the end.
@@ -834,6 +848,14 @@ fn event_headers(id: &str, timestamp_ms: u64, metadata: &BTreeMap<String, String
     headers
 }
 
+/// The headers of a copy of `event` kept outside its topic (a dead letter, a released event):
+/// the event's own, plus its sequence in the topic.
+fn copy_headers(event: &Event) -> HeaderMap {
+    let mut headers = event_headers(&event.id, event.timestamp_ms, &event.metadata);
+    headers.insert(SEQUENCE_HEADER, event.sequence.to_string().as_str());
+    headers
+}
+
 /// The event a stored message holds. `stored_ms` (when NATS stored it) stands in for a missing
 /// timestamp header, the sequence for a missing id.
 pub(crate) fn event_of(
@@ -941,12 +963,7 @@ impl Events for NatsEvents {
         group: &str,
         which: &Selection,
     ) -> Result<Vec<String>> {
-        validate::dead_letters(namespace, topic, group)?;
-        validate::selection(which)?;
-        self.inner.ready()?;
-        let topic = self.inner.topic(namespace, topic);
-        let releasing = self.inner.take_dead_letters(&topic, group, which, true);
-        bounded(&self.inner.connection, "release dead letters", releasing).await
+        self.take_dead_letters(namespace, topic, group, which, true).await
     }
 
     async fn drop_dead_letters(
@@ -956,12 +973,7 @@ impl Events for NatsEvents {
         group: &str,
         which: &Selection,
     ) -> Result<Vec<String>> {
-        validate::dead_letters(namespace, topic, group)?;
-        validate::selection(which)?;
-        self.inner.ready()?;
-        let topic = self.inner.topic(namespace, topic);
-        let dropping = self.inner.take_dead_letters(&topic, group, which, false);
-        bounded(&self.inner.connection, "drop dead letters", dropping).await
+        self.take_dead_letters(namespace, topic, group, which, false).await
     }
 
     /// Nothing to do: JetStream applies each stream's `max_age` and `max_msgs` itself.

@@ -232,10 +232,7 @@ impl Engine {
     ) -> Result<Arc<Group>> {
         let (ns, tp, gr) = (namespace.to_string(), topic.to_string(), name.cloned());
         let (next, settled, released) = blocking(&self.storage, move |storage| {
-            let released = match &gr {
-                Some(group) => storage.released(&ns, &tp, group)?,
-                None => Vec::new(),
-            };
+            let released = gr.as_ref().map_or(Ok(Vec::new()), |group| storage.released(&ns, &tp, group))?;
             if let Some(group) = &gr
                 && let Some(settled) = storage.load_cursor(&ns, &tp, group)?
             {
@@ -594,34 +591,33 @@ impl Group {
     /// so a failure leaves it in flight), a private group's warning.
     async fn give_up(&self, state: &mut GroupState, sequence: u64) -> Result<()> {
         let Some(entry) = state.in_flight.get(&sequence) else { return Ok(()) };
-        let group = self.name.as_deref().unwrap_or("");
-        if let Some(name) = &self.name {
-            let dead = DeadLetter {
-                event: entry.event.clone(),
-                attempts: entry.deliveries,
-                error: entry.error.clone(),
-                first_delivery_ms: entry.first_ms,
-                last_delivery_ms: entry.last_ms,
-            };
-            let (ns, topic, name) = (self.namespace.clone(), self.topic.clone(), name.clone());
-            let removed = blocking(&self.storage, move |storage| {
-                storage.add_dead_letter(&ns, &topic, &name, &dead, MAX_DEAD_LETTERS)
-            })
-            .await?;
-            tracing::warn!(
-                namespace = %self.namespace, topic = %self.topic, group, id = %entry.event.id, sequence,
-                deliveries = entry.deliveries, error = %entry.error, "{}", crate::given_up(entry.exhausted(), true)
-            );
-            if !removed.is_empty() {
-                tracing::warn!(
-                    namespace = %self.namespace, topic = %self.topic, group, removed = ?removed,
-                    limit = MAX_DEAD_LETTERS, "dead letters over the limit; the oldest removed"
-                );
+        let group = self.name.as_deref();
+        let removed = match &self.name {
+            Some(name) => {
+                let dead = DeadLetter {
+                    event: entry.event.clone(),
+                    attempts: entry.deliveries,
+                    error: entry.error.clone(),
+                    first_delivery_ms: entry.first_ms,
+                    last_delivery_ms: entry.last_ms,
+                };
+                let (ns, topic, name) = (self.namespace.clone(), self.topic.clone(), name.clone());
+                blocking(&self.storage, move |storage| {
+                    storage.add_dead_letter(&ns, &topic, &name, &dead, MAX_DEAD_LETTERS)
+                })
+                .await?
             }
-        } else {
+            None => Vec::new(),
+        };
+        tracing::warn!(
+            namespace = %self.namespace, topic = %self.topic, group, id = %entry.event.id, sequence,
+            deliveries = entry.deliveries, error = %entry.error,
+            "{}", crate::given_up(entry.exhausted(), group.is_some())
+        );
+        if !removed.is_empty() {
             tracing::warn!(
-                namespace = %self.namespace, topic = %self.topic, id = %entry.event.id, sequence,
-                deliveries = entry.deliveries, error = %entry.error, "{}", crate::given_up(entry.exhausted(), false)
+                namespace = %self.namespace, topic = %self.topic, group, removed = ?removed,
+                limit = MAX_DEAD_LETTERS, "dead letters over the limit; the oldest removed"
             );
         }
         if let Some(entry) = state.in_flight.remove(&sequence) {

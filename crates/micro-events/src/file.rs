@@ -79,16 +79,8 @@ fn encode_dead(dead: &DeadLetter) -> Vec<u8> {
 
 fn decode_dead(bytes: &[u8], topic: &str, sequence: u64) -> Result<DeadLetter> {
     let stored: StoredDeadLetter = prost::Message::decode(bytes).map_err(|err| corrupt(&err))?;
-    let event = stored.event.unwrap_or_default();
     Ok(DeadLetter {
-        event: Event {
-            id: event.id,
-            topic: topic.to_string(),
-            metadata: event.metadata,
-            payload: event.payload,
-            timestamp_ms: event.timestamp_ms,
-            sequence,
-        },
+        event: event_of(stored.event.unwrap_or_default(), topic, sequence),
         attempts: stored.attempts,
         error: stored.error,
         first_delivery_ms: stored.first_delivery_ms,
@@ -109,14 +101,38 @@ fn corrupt(err: &prost::DecodeError) -> EventsError {
 
 fn decode(bytes: &[u8], topic: &str, sequence: u64) -> Result<Event> {
     let stored: StoredEvent = prost::Message::decode(bytes).map_err(|err| corrupt(&err))?;
-    Ok(Event {
+    Ok(event_of(stored, topic, sequence))
+}
+
+fn event_of(stored: StoredEvent, topic: &str, sequence: u64) -> Event {
+    Event {
         id: stored.id,
         topic: topic.to_string(),
         metadata: stored.metadata,
         payload: stored.payload,
         timestamp_ms: stored.timestamp_ms,
         sequence,
-    })
+    }
+}
+
+/// A key of the per-group tables `dead` and `released`.
+type GroupKey = (&'static str, &'static str, &'static str, u64);
+
+/// `group`'s entries of `table` (`dead` or `released`), in sequence order, each decoded from
+/// its bytes and sequence.
+fn group_entries<T>(
+    table: &impl ReadableTable<GroupKey, &'static [u8]>,
+    (namespace, topic, group): (&str, &str, &str),
+    decode: impl Fn(&[u8], u64) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut found = Vec::new();
+    for entry in
+        table.range((namespace, topic, group, 0)..=(namespace, topic, group, u64::MAX)).map_err(storage)?
+    {
+        let (key, bytes) = entry.map_err(storage)?;
+        found.push(decode(bytes.value(), key.value().3)?);
+    }
+    Ok(found)
 }
 
 fn timestamp(bytes: &[u8]) -> Result<u64> {
@@ -409,15 +425,9 @@ impl Storage for FileStorage {
     fn dead_letters(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<DeadLetter>> {
         let tx = self.db.begin_read().map_err(storage)?;
         let letters = tx.open_table(DEAD).map_err(storage)?;
-        let mut found = Vec::new();
-        for entry in letters
-            .range((namespace, topic, group, 0)..=(namespace, topic, group, u64::MAX))
-            .map_err(storage)?
-        {
-            let (key, bytes) = entry.map_err(storage)?;
-            found.push(decode_dead(bytes.value(), topic, key.value().3)?);
-        }
-        Ok(found)
+        group_entries(&letters, (namespace, topic, group), |bytes, sequence| {
+            decode_dead(bytes, topic, sequence)
+        })
     }
 
     fn take_dead_letters(
@@ -433,14 +443,9 @@ impl Storage for FileStorage {
         let tx = begin_write(&self.db)?;
         let chosen = {
             let mut letters = tx.open_table(DEAD).map_err(storage)?;
-            let mut all = Vec::new();
-            for entry in letters
-                .range((namespace, topic, group, 0)..=(namespace, topic, group, u64::MAX))
-                .map_err(storage)?
-            {
-                let (key, bytes) = entry.map_err(storage)?;
-                all.push(decode_dead(bytes.value(), topic, key.value().3)?);
-            }
+            let all = group_entries(&letters, (namespace, topic, group), |bytes, sequence| {
+                decode_dead(bytes, topic, sequence)
+            })?;
             let chosen: Vec<DeadLetter> =
                 validate::selected(&all, which, group)?.into_iter().map(|n| all[n].clone()).collect();
             let mut released = tx.open_table(RELEASED).map_err(storage)?;
@@ -465,15 +470,7 @@ impl Storage for FileStorage {
     fn released(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<Event>> {
         let tx = self.db.begin_read().map_err(storage)?;
         let released = tx.open_table(RELEASED).map_err(storage)?;
-        let mut found = Vec::new();
-        for entry in released
-            .range((namespace, topic, group, 0)..=(namespace, topic, group, u64::MAX))
-            .map_err(storage)?
-        {
-            let (key, bytes) = entry.map_err(storage)?;
-            found.push(decode(bytes.value(), topic, key.value().3)?);
-        }
-        Ok(found)
+        group_entries(&released, (namespace, topic, group), |bytes, sequence| decode(bytes, topic, sequence))
     }
 
     fn settle_released(&self, namespace: &str, topic: &str, group: &str, sequence: u64) -> Result<()> {

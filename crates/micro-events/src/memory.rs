@@ -63,6 +63,11 @@ fn group_key(namespace: &str, topic: &str, group: &str) -> (String, String, Stri
     (namespace.to_string(), topic.to_string(), group.to_string())
 }
 
+/// A group's dead letters or released events, in sequence order.
+fn values<T: Clone>(by_sequence: Option<&BTreeMap<u64, T>>) -> Vec<T> {
+    by_sequence.map_or(Vec::new(), |map| map.values().cloned().collect())
+}
+
 impl Storage for MemoryStorage {
     fn append(&self, batch: Vec<Append>, retention: &Retention) -> Result<Vec<Event>> {
         let mut log = self.lock()?;
@@ -150,11 +155,7 @@ impl Storage for MemoryStorage {
     }
 
     fn dead_letters(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<DeadLetter>> {
-        let log = self.lock()?;
-        Ok(log
-            .dead
-            .get(&group_key(namespace, topic, group))
-            .map_or(Vec::new(), |d| d.values().cloned().collect()))
+        Ok(values(self.lock()?.dead.get(&group_key(namespace, topic, group))))
     }
 
     fn take_dead_letters(
@@ -167,7 +168,7 @@ impl Storage for MemoryStorage {
     ) -> Result<Vec<DeadLetter>> {
         let mut log = self.lock()?;
         let key = group_key(namespace, topic, group);
-        let all: Vec<DeadLetter> = log.dead.get(&key).map_or(Vec::new(), |d| d.values().cloned().collect());
+        let all = values(log.dead.get(&key));
         let chosen: Vec<DeadLetter> =
             validate::selected(&all, which, group)?.into_iter().map(|n| all[n].clone()).collect();
         if let Some(letters) = log.dead.get_mut(&key) {
@@ -185,11 +186,7 @@ impl Storage for MemoryStorage {
     }
 
     fn released(&self, namespace: &str, topic: &str, group: &str) -> Result<Vec<Event>> {
-        let log = self.lock()?;
-        Ok(log
-            .released
-            .get(&group_key(namespace, topic, group))
-            .map_or(Vec::new(), |r| r.values().cloned().collect()))
+        Ok(values(self.lock()?.released.get(&group_key(namespace, topic, group))))
     }
 
     fn settle_released(&self, namespace: &str, topic: &str, group: &str, sequence: u64) -> Result<()> {

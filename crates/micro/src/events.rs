@@ -319,13 +319,27 @@ impl Event {
 
     /// Marks the event handled: the group never gets it again. A no-op with auto-ack.
     pub async fn ack(&self) -> Result<()> {
-        self.settle(true).await
+        let Some(settle) = &self.settle else { return Ok(()) };
+        let platform = Platform::global()?;
+        let request = AckRequest {
+            id: self.id.clone(),
+            success: true,
+            topic: self.topic.clone(),
+            group: settle.group.clone(),
+        };
+        settle
+            .client
+            .clone()
+            .ack(platform.request(request).await)
+            .await
+            .map_err(|status| platform.error(status))?;
+        Ok(())
     }
 
     /// Gives the event back: it is delivered again at once (subject to the retry limit).
     /// A no-op with auto-ack.
     pub async fn nack(&self) -> Result<()> {
-        self.settle(false).await
+        self.nack_with(&Failure::Retry(String::new())).await
     }
 
     /// Gives the event back as `failure` says: delivered again (within the retry limit), or
@@ -345,24 +359,6 @@ impl Event {
             .client
             .clone()
             .nack(platform.request(request).await)
-            .await
-            .map_err(|status| platform.error(status))?;
-        Ok(())
-    }
-
-    async fn settle(&self, success: bool) -> Result<()> {
-        let Some(settle) = &self.settle else { return Ok(()) };
-        let platform = Platform::global()?;
-        let request = AckRequest {
-            id: self.id.clone(),
-            success,
-            topic: self.topic.clone(),
-            group: settle.group.clone(),
-        };
-        settle
-            .client
-            .clone()
-            .ack(platform.request(request).await)
             .await
             .map_err(|status| platform.error(status))?;
         Ok(())
