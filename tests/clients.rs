@@ -39,30 +39,7 @@ fn a_python_grpcio_client_generated_from_micro_proto_calls_helloworld() {
     let server = Server::start(home.path());
     let _hello = Service::start_helloworld(&server, &[]);
     // helloworld for accounts only: denied to everyone, granted above that to any account.
-    server.ok(&[
-        "auth",
-        "create",
-        "rule",
-        "no-hello",
-        "--resource",
-        "service:helloworld:*",
-        "--access",
-        "denied",
-        "--priority",
-        "10",
-    ]);
-    server.ok(&[
-        "auth",
-        "create",
-        "rule",
-        "hello-accounts",
-        "--resource",
-        "service:helloworld:*",
-        "--scope",
-        "*",
-        "--priority",
-        "20",
-    ]);
+    common::accounts_only(&server, "helloworld");
 
     // As docs/clients.md, "Python (grpcio)": the protos, then the generated code.
     let dir = tempfile::tempdir().unwrap();

@@ -84,13 +84,7 @@ fn grpc_web_and_connect_reach_services_through_the_gateways_admission() {
     let server = Server::start(home.path());
     let _hello = Service::start_helloworld(&server, &[]);
     // helloworld only for accounts: granted to any account, above denied to everyone.
-    let rule = |id: &str, flags: &[&str]| {
-        let mut args = vec!["auth", "create", "rule", id, "--resource", "service:helloworld:*"];
-        args.extend_from_slice(flags);
-        server.ok(&args);
-    };
-    rule("no-hello", &["--access", "denied", "--priority", "10"]);
-    rule("hello-accounts", &["--scope", "*", "--priority", "20"]);
+    common::accounts_only(&server, "helloworld");
     let token = server.ok(&["user", "token"]).trim().to_string();
     let bearer = format!("Bearer {token}");
     let http = server.http.as_str();

@@ -10,16 +10,11 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use base64::Engine as _;
-use common::{Server, Service, http_request, needed_env};
+use common::{Server, Service, http_request, json, needed_env};
 use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MapKey, MessageDescriptor, Value as Field};
 use serde_json::{Value, json};
 
 const NS: [(&str, &str); 1] = [("Micro-Namespace", "micro")];
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text:?}"))
-}
 
 #[test]
 fn the_live_document_is_valid_and_its_schemas_hold_for_the_gateways_json() {
@@ -76,7 +71,8 @@ fn the_live_document_is_valid_and_its_schemas_hold_for_the_gateways_json() {
 
     // Random messages of every described message type, as the gateway writes them; each must
     // also be what the gateway reads.
-    let hello = helloworld_pool(&server);
+    let hello =
+        DescriptorPool::decode(common::registered_descriptors(&server, "helloworld").as_slice()).unwrap();
     let core = DescriptorPool::decode(micro_proto::FILE_DESCRIPTOR_SET).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut cases: Vec<Value> = Vec::new();
@@ -171,14 +167,6 @@ sys.exit(1 if failures else 0)
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// helloworld's descriptors, as it registered them.
-fn helloworld_pool(server: &Server) -> DescriptorPool {
-    let got = json(&server.ok(&["call", "registry", "Registry.GetService", r#"{"service":"helloworld"}"#]));
-    let encoded = got["services"][0]["descriptors"].as_str().expect("helloworld registers descriptors");
-    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
-    DescriptorPool::decode(bytes.as_slice()).unwrap()
 }
 
 /// A small deterministic generator (xorshift64*).

@@ -6,22 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use base64::Engine as _;
 use common::{Server, Service};
+use micro_proto::proto_file::comparable;
 use prost::Message as _;
-use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet};
-
-/// Everything a rebuilt file must keep: all but source info and the order of nested types.
-fn normalized(file: &FileDescriptorProto) -> FileDescriptorProto {
-    fn sort(message: &mut DescriptorProto) {
-        message.nested_type.sort_by(|a, b| a.name().cmp(b.name()));
-        message.nested_type.iter_mut().for_each(sort);
-    }
-    let mut file = file.clone();
-    file.source_code_info = None;
-    file.message_type.iter_mut().for_each(sort);
-    file
-}
+use prost_types::FileDescriptorSet;
 
 /// Runs `micro proto service --out dir`, compiles what it wrote and compares each file with
 /// the registered one; returns the written file names.
@@ -43,7 +31,7 @@ fn written_and_compiled(server: &Server, service: &str, registered: &FileDescrip
     for name in &names {
         let original = registered.file.iter().find(|file| file.name() == name).unwrap();
         let rebuilt = compiled.file.iter().find(|file| file.name() == name).unwrap();
-        assert_eq!(normalized(rebuilt), normalized(original), "{name}");
+        assert_eq!(comparable(rebuilt), comparable(original), "{name}");
     }
     names
 }
@@ -54,18 +42,8 @@ fn protos_written_from_the_registry_compile_back_to_its_descriptors() {
     let server = Server::start(home.path());
     let _hello = Service::start_helloworld(&server, &[]);
 
-    let got: serde_json::Value = serde_json::from_str(&server.ok(&[
-        "call",
-        "registry",
-        "Registry.GetService",
-        r#"{"service":"helloworld"}"#,
-    ]))
-    .unwrap();
-    let encoded = got["services"][0]["descriptors"].as_str().unwrap();
-    let hello = FileDescriptorSet::decode(
-        base64::engine::general_purpose::STANDARD.decode(encoded).unwrap().as_slice(),
-    )
-    .unwrap();
+    let hello =
+        FileDescriptorSet::decode(common::registered_descriptors(&server, "helloworld").as_slice()).unwrap();
     let names = written_and_compiled(&server, "helloworld", &hello);
     assert!(names.iter().all(|name| !name.starts_with("google/protobuf/")), "{names:?}");
 

@@ -599,3 +599,46 @@ pub fn tls_client(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Arc::new(config)
 }
+
+/// The encoded `FileDescriptorSet` that `service`'s first registered version carries, as
+/// `micro call registry Registry.GetService` shows it.
+pub fn registered_descriptors(server: &Server, service: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let request = serde_json::json!({ "service": service }).to_string();
+    let got: serde_json::Value =
+        serde_json::from_str(&server.ok(&["call", "registry", "Registry.GetService", &request])).unwrap();
+    let encoded = got["services"][0]["descriptors"].as_str().expect("the service registers descriptors");
+    base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()
+}
+
+/// `text` as JSON, or a panic showing it.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text:?}"))
+}
+
+/// Denies every caller `service` by rule `id` at priority 10 (a rule of higher priority may
+/// grant it again).
+pub fn deny_service(server: &Server, id: &str, service: &str) {
+    let resource = format!("service:{service}:*");
+    server.ok(&[
+        "auth",
+        "create",
+        "rule",
+        id,
+        "--resource",
+        &resource,
+        "--access",
+        "denied",
+        "--priority",
+        "10",
+    ]);
+}
+
+/// Locks `service` to accounts: denied to everyone ([`deny_service`], rule `no-{service}`), and
+/// above that granted to any account (rule `{service}-accounts`, priority 20).
+pub fn accounts_only(server: &Server, service: &str) {
+    deny_service(server, &format!("no-{service}"), service);
+    let resource = format!("service:{service}:*");
+    let id = format!("{service}-accounts");
+    server.ok(&["auth", "create", "rule", &id, "--resource", &resource, "--scope", "*", "--priority", "20"]);
+}

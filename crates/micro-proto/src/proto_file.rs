@@ -65,8 +65,24 @@ pub fn files_of<'a>(set: &'a FileDescriptorSet, services: &BTreeSet<String>) -> 
         .collect()
 }
 
-fn qualified(package: &str, name: &str) -> String {
+/// The full name of `name` declared at the top of a file of `package`: `package.name`, or
+/// `name` alone in a file without a package.
+pub fn qualified(package: &str, name: &str) -> String {
     if package.is_empty() { name.to_string() } else { format!("{package}.{name}") }
+}
+
+/// `file` as [`to_source`] keeps it, for comparing a rebuilt file with the original: without
+/// source info (comments, positions) and with nested types in name order (map entries are made
+/// where their field is; nested messages are printed first).
+pub fn comparable(file: &FileDescriptorProto) -> FileDescriptorProto {
+    fn sort(message: &mut DescriptorProto) {
+        message.nested_type.sort_by(|a, b| a.name().cmp(b.name()));
+        message.nested_type.iter_mut().for_each(sort);
+    }
+    let mut file = file.clone();
+    file.source_code_info = None;
+    file.message_type.iter_mut().for_each(sort);
+    file
 }
 
 /// `file` as `.proto` source.
@@ -93,11 +109,6 @@ pub fn to_source(file: &FileDescriptorProto) -> String {
         out.push('\n');
     }
     if let Some(options) = &file.options {
-        let mut any = false;
-        let mut option = |name: &str, value: String| {
-            let _ = writeln!(out, "option {name} = {value};");
-            any = true;
-        };
         let text = |value: &Option<String>| value.as_deref().map(quote);
         let flag = |value: Option<bool>| value.map(|value| value.to_string());
         let options_list = [
@@ -129,9 +140,11 @@ pub fn to_source(file: &FileDescriptorProto) -> String {
             ("php_metadata_namespace", text(&options.php_metadata_namespace)),
             ("ruby_package", text(&options.ruby_package)),
         ];
+        let mut any = false;
         for (name, value) in options_list {
             if let Some(value) = value {
-                option(name, value);
+                let _ = writeln!(out, "option {name} = {value};");
+                any = true;
             }
         }
         if any {
@@ -168,20 +181,22 @@ fn indent(out: &mut String, depth: usize) {
     }
 }
 
+/// `option name = value;` on a line of its own, when the option is set.
+fn option(out: &mut String, depth: usize, name: &str, value: Option<bool>) {
+    if let Some(value) = value {
+        indent(out, depth);
+        let _ = writeln!(out, "option {name} = {value};");
+    }
+}
+
 impl Printer {
     fn message(&self, out: &mut String, message: &DescriptorProto, depth: usize) {
         indent(out, depth);
         let _ = writeln!(out, "message {} {{", message.name());
         let inner = depth + 1;
         if let Some(options) = &message.options {
-            if let Some(deprecated) = options.deprecated {
-                indent(out, inner);
-                let _ = writeln!(out, "option deprecated = {deprecated};");
-            }
-            if let Some(set) = options.message_set_wire_format {
-                indent(out, inner);
-                let _ = writeln!(out, "option message_set_wire_format = {set};");
-            }
+            option(out, inner, "deprecated", options.deprecated);
+            option(out, inner, "message_set_wire_format", options.message_set_wire_format);
         }
         // Map entries are the compiler's, made again from the `map<…>` fields.
         let entries: BTreeMap<&str, &DescriptorProto> = message
@@ -321,14 +336,8 @@ impl Printer {
         let _ = writeln!(out, "enum {} {{", enumeration.name());
         let inner = depth + 1;
         if let Some(options) = &enumeration.options {
-            if let Some(alias) = options.allow_alias {
-                indent(out, inner);
-                let _ = writeln!(out, "option allow_alias = {alias};");
-            }
-            if let Some(deprecated) = options.deprecated {
-                indent(out, inner);
-                let _ = writeln!(out, "option deprecated = {deprecated};");
-            }
+            option(out, inner, "allow_alias", options.allow_alias);
+            option(out, inner, "deprecated", options.deprecated);
         }
         for value in &enumeration.value {
             indent(out, inner);
@@ -392,9 +401,7 @@ impl Printer {
 
     fn service(&self, out: &mut String, service: &ServiceDescriptorProto) {
         let _ = writeln!(out, "service {} {{", service.name());
-        if let Some(deprecated) = service.options.as_ref().and_then(|options| options.deprecated) {
-            let _ = writeln!(out, "  option deprecated = {deprecated};");
-        }
+        option(out, 1, "deprecated", service.options.as_ref().and_then(|options| options.deprecated));
         for method in &service.method {
             let stream = |streaming: bool| if streaming { "stream " } else { "" };
             let _ = write!(
@@ -432,7 +439,13 @@ impl Printer {
 
 /// A field's type as written: a scalar keyword or the fully qualified message or enum name.
 fn type_text(field: &FieldDescriptorProto) -> String {
-    let keyword = match field.r#type() {
+    scalar_keyword(field.r#type()).map_or_else(|| field.type_name().to_string(), str::to_string)
+}
+
+/// The `.proto` keyword of a scalar type (`int64`, `string` ...); `None` for messages, enums
+/// and groups, which are written by name.
+pub fn scalar_keyword(scalar: Type) -> Option<&'static str> {
+    Some(match scalar {
         Type::Double => "double",
         Type::Float => "float",
         Type::Int64 => "int64",
@@ -448,9 +461,8 @@ fn type_text(field: &FieldDescriptorProto) -> String {
         Type::Sfixed64 => "sfixed64",
         Type::Sint32 => "sint32",
         Type::Sint64 => "sint64",
-        Type::Message | Type::Enum | Type::Group => return field.type_name().to_string(),
-    };
-    keyword.to_string()
+        Type::Message | Type::Enum | Type::Group => return None,
+    })
 }
 
 /// `5`, `5 to 9`, `5 to max`: an inclusive range of field numbers.

@@ -5,7 +5,8 @@
 //!
 //! tonic-reflection serves a set fixed at start-up; here each answer is drawn from the core
 //! descriptors (decoded once) and from the registry at the time of the request, so a service
-//! that deregisters disappears. Which registered services a caller sees is exactly what it
+//! that deregisters disappears. A registered set is decoded once too, cached by its bytes
+//! ([`DescriptorCache`]). Which registered services a caller sees is exactly what it
 //! could list with `Registry.ListServices`: the stream's headers go through the [`Gate`] for
 //! that path (namespace, token, the namespace's rules) and the registry service's own read
 //! check, nothing decided a second time here.
@@ -18,8 +19,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use micro_core::Context;
-use micro_proto::registry::ListRequest;
 use micro_proto::registry::registry_server::Registry as _;
+use micro_proto::registry::{ListRequest, Service};
 use micro_registry::grpc::RegistryService;
 use prost::Message as _;
 use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorProto};
@@ -27,6 +28,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::gate::Gate;
+use crate::gateway::call::DescriptorCache;
 
 /// The path whose admission decides which registered services a caller sees.
 const LIST_PATH: &str = "/registry.Registry/ListServices";
@@ -39,8 +41,27 @@ pub struct Reflection {
 
 struct Inner {
     core: Files,
+    /// The core services listed, the reflection services among them.
+    listed: Vec<String>,
     gate: Gate,
     registry: RegistryService,
+    /// Registered sets decoded; `None` for one that does not decode.
+    decoded: DescriptorCache<Option<Arc<Registered>>>,
+}
+
+/// One registered descriptor set, decoded.
+struct Registered {
+    pool: prost_reflect::DescriptorPool,
+    files: Files,
+}
+
+impl Registered {
+    fn decode(descriptors: &[u8]) -> Option<Self> {
+        let pool = prost_reflect::DescriptorPool::decode(descriptors).ok()?;
+        let mut files = Files::default();
+        files.add_set(descriptors).ok()?;
+        Some(Self { pool, files })
+    }
 }
 
 /// What a reflection request asks, whichever version it came in.
@@ -79,9 +100,9 @@ impl Reflection {
             &tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             &tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ]) {
-            files.add_set(set, &HashMap::new())?;
+            files.add_set(set)?;
         }
-        files.services = listed
+        let listed = listed
             .iter()
             .copied()
             .chain([
@@ -90,7 +111,13 @@ impl Reflection {
             ])
             .map(str::to_string)
             .collect();
-        let inner = Inner { core: files, gate, registry: RegistryService::new(registry) };
+        let inner = Inner {
+            core: files,
+            listed,
+            gate,
+            registry: RegistryService::new(registry),
+            decoded: DescriptorCache::default(),
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -109,54 +136,58 @@ impl Reflection {
         self.inner.gate.admit(headers, LIST_PATH).await.ok().map(|admitted| admitted.context)
     }
 
-    /// The registered services `lister` can list now, as reflection files.
-    async fn registered(&self, lister: Option<&Context>) -> Files {
-        let mut files = Files::default();
-        let Some(context) = lister else { return files };
+    /// The registered services `lister` can list now, with their descriptors decoded, in the
+    /// registry's order; those without descriptors or whose descriptors do not decode are left
+    /// out.
+    async fn registered(&self, lister: Option<&Context>) -> Vec<(Service, Arc<Registered>)> {
+        let Some(context) = lister else { return Vec::new() };
         let mut request = Request::new(ListRequest::default());
         request.extensions_mut().insert(context.clone());
-        let Ok(listed) = self.inner.registry.list_services(request).await else { return files };
-        let core = &self.inner.core;
-        let mut services = BTreeSet::new();
-        for service in listed.into_inner().services {
-            let builtin = service.metadata.get("core").is_some_and(|core| core == "true");
-            if builtin || service.descriptors.is_empty() {
-                continue;
-            }
-            // Descriptors come from whoever registered: a set that does not decode is skipped.
-            let Ok(pool) = prost_reflect::DescriptorPool::decode(service.descriptors.as_slice()) else {
-                continue;
-            };
-            if files.add_set(&service.descriptors, &core.files).is_err() {
-                continue;
-            }
-            services.extend(
-                micro_proto::dynamic::endpoints(&service.name, &service, &pool)
-                    .values()
-                    .map(|method| method.parent_service().full_name().to_string())
-                    .filter(|name| !core.services.contains(name)),
-            );
-        }
-        files.services = services.into_iter().collect();
-        files
+        let Ok(listed) = self.inner.registry.list_services(request).await else { return Vec::new() };
+        listed
+            .into_inner()
+            .services
+            .into_iter()
+            .filter(|service| {
+                let builtin = service.metadata.get("core").is_some_and(|core| core == "true");
+                !builtin && !service.descriptors.is_empty()
+            })
+            .filter_map(|service| {
+                // Descriptors come from whoever registered: a set that does not decode is skipped.
+                let decoded = self.inner.decoded.get_or_decode(&service.descriptors, |bytes| {
+                    Ok::<_, std::convert::Infallible>(Registered::decode(bytes).map(Arc::new))
+                });
+                let Ok(decoded) = decoded;
+                decoded.map(|decoded| (service, decoded))
+            })
+            .collect()
     }
 
     /// Answers one query for `lister`.
     async fn answer(&self, query: Query, lister: Option<&Context>) -> Answer {
         let registered = match query {
-            Query::FileContainingExtension | Query::AllExtensionNumbersOfType(_) => Files::default(),
+            Query::FileContainingExtension | Query::AllExtensionNumbersOfType(_) => Vec::new(),
             _ => self.registered(lister).await,
         };
-        let schema = [&self.inner.core, &registered];
+        let mut schema = vec![&self.inner.core];
+        schema.extend(registered.iter().map(|(_, decoded)| &decoded.files));
         match query {
             Query::ListServices => {
-                Answer::Services(schema.iter().flat_map(|files| files.services.iter().cloned()).collect())
+                let listed = &self.inner.listed;
+                let mut services = BTreeSet::new();
+                for (service, decoded) in &registered {
+                    services.extend(
+                        micro_proto::dynamic::endpoints(&service.name, service, &decoded.pool)
+                            .values()
+                            .map(|method| method.parent_service().full_name().to_string())
+                            .filter(|name| !listed.contains(name)),
+                    );
+                }
+                Answer::Services(listed.iter().cloned().chain(services).collect())
             }
             Query::FileByFilename(name) => with_imports(&schema, &name)
                 .map_or_else(|| Answer::NotFound(format!("file {name:?} not found")), Answer::Files),
-            Query::FileContainingSymbol(symbol) => schema
-                .iter()
-                .find_map(|files| files.symbols.get(&symbol))
+            Query::FileContainingSymbol(symbol) => declaring(&schema, &symbol)
                 .and_then(|name| with_imports(&schema, name))
                 .map_or_else(|| Answer::NotFound(format!("symbol {symbol:?} not found")), Answer::Files),
             Query::FileContainingExtension => Answer::NotFound("extensions are not supported".into()),
@@ -196,9 +227,25 @@ impl Reflection {
     }
 }
 
+/// The file of `schema` that declares `symbol`. A file of a name an earlier set of `schema`
+/// has is not served (the first of a name wins, see [`find`]), so neither are its symbols.
+fn declaring<'a>(schema: &[&'a Files], symbol: &str) -> Option<&'a str> {
+    schema.iter().enumerate().find_map(|(index, files)| {
+        let name = files.symbols.get(symbol)?;
+        let shadowed = schema[..index].iter().any(|earlier| earlier.files.contains_key(name));
+        (!shadowed).then_some(name.as_str())
+    })
+}
+
+/// The file named `name` in `schema`: the first set's that has one (core files before
+/// registered ones, then the registry's order).
+fn find<'a>(schema: &[&'a Files], name: &str) -> Option<&'a File> {
+    schema.iter().find_map(|files| files.files.get(name))
+}
+
 /// The file named `name` in `schema` and everything it imports, transitively, each once.
 fn with_imports(schema: &[&Files], name: &str) -> Option<Vec<Vec<u8>>> {
-    let find = |name: &str| schema.iter().find_map(|files| files.files.get(name));
+    let find = |name: &str| find(schema, name);
     find(name)?;
     let mut seen = HashSet::from([name.to_string()]);
     let mut pending = vec![name.to_string()];
@@ -217,10 +264,9 @@ fn with_imports(schema: &[&Files], name: &str) -> Option<Vec<Vec<u8>>> {
     Some(answer)
 }
 
-/// Descriptor files by name, the symbols they declare, and the services to list.
+/// Descriptor files by name and the symbols they declare.
 #[derive(Default)]
 struct Files {
-    services: Vec<String>,
     files: HashMap<String, File>,
     /// Fully qualified symbol (package, message, field, enum, value, service, method) → file.
     symbols: HashMap<String, String>,
@@ -241,8 +287,8 @@ struct EncodedSet {
 }
 
 impl Files {
-    /// Adds the files of the encoded set `set` that neither this nor `taken` has yet.
-    fn add_set(&mut self, set: &[u8], taken: &HashMap<String, File>) -> Result<(), prost::DecodeError> {
+    /// Adds the files of the encoded set `set` that this does not have yet.
+    fn add_set(&mut self, set: &[u8]) -> Result<(), prost::DecodeError> {
         let decoded: Vec<(Vec<u8>, FileDescriptorProto)> = EncodedSet::decode(set)?
             .file
             .into_iter()
@@ -250,7 +296,7 @@ impl Files {
             .collect::<Result<_, _>>()?;
         for (encoded, file) in decoded {
             let name = file.name().to_string();
-            if self.files.contains_key(&name) || taken.contains_key(&name) {
+            if self.files.contains_key(&name) {
                 continue;
             }
             let mut symbols = Vec::new();
@@ -267,8 +313,7 @@ impl Files {
 /// Every fully qualified name `file` declares.
 fn declared(file: &FileDescriptorProto, out: &mut Vec<String>) {
     let package = file.package();
-    let qualified =
-        |name: &str| if package.is_empty() { name.to_string() } else { format!("{package}.{name}") };
+    let qualified = |name: &str| micro_proto::proto_file::qualified(package, name);
     fn message(prefix: &str, descriptor: &DescriptorProto, out: &mut Vec<String>) {
         let name = format!("{prefix}.{}", descriptor.name());
         out.extend(descriptor.field.iter().map(|field| format!("{name}.{}", field.name())));

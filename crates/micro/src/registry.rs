@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use micro_proto::proto_file::{qualified, scalar_keyword};
 use micro_proto::registry::{Endpoint, Node, Options, Service, Value};
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -136,10 +137,6 @@ pub(crate) fn endpoints(set: &FileDescriptorSet, service: &str) -> Vec<Endpoint>
         .collect()
 }
 
-fn qualified(package: &str, name: &str) -> String {
-    if package.is_empty() { name.to_string() } else { format!("{package}.{name}") }
-}
-
 /// Every message of the set by its full name with a leading dot, as fields refer to them.
 fn messages(set: &FileDescriptorSet) -> HashMap<String, &DescriptorProto> {
     fn add<'a>(map: &mut HashMap<String, &'a DescriptorProto>, scope: &str, message: &'a DescriptorProto) {
@@ -216,21 +213,7 @@ fn scalar(messages: &HashMap<String, &DescriptorProto>, field: &FieldDescriptorP
             return nested;
         }
         Type::Enum => short(field.type_name()),
-        Type::Double => "double",
-        Type::Float => "float",
-        Type::Int64 => "int64",
-        Type::Uint64 => "uint64",
-        Type::Int32 => "int32",
-        Type::Fixed64 => "fixed64",
-        Type::Fixed32 => "fixed32",
-        Type::Bool => "bool",
-        Type::String => "string",
-        Type::Bytes => "bytes",
-        Type::Uint32 => "uint32",
-        Type::Sfixed32 => "sfixed32",
-        Type::Sfixed64 => "sfixed64",
-        Type::Sint32 => "sint32",
-        Type::Sint64 => "sint64",
+        scalar => scalar_keyword(scalar).expect("messages, groups and enums are above"),
     };
     Value { name, r#type: kind.to_string(), values: Vec::new() }
 }

@@ -181,13 +181,50 @@ pub struct Connector {
     /// Where the core services listed by the registry without nodes are served (:8081).
     core_address: Option<SocketAddr>,
     nodes: Nodes,
-    pools: Mutex<HashMap<u64, DescriptorPool>>,
+    pools: DescriptorCache<DescriptorPool>,
+}
+
+/// What is decoded from registered descriptor sets, by the set's bytes, so that each set is
+/// decoded once rather than on every request: the gateway's pools, reflection's files
+/// ([`crate::reflection`]). At most [`MAX_POOLS`] sets are kept; a full cache starts over.
+pub struct DescriptorCache<T> {
+    decoded: Mutex<HashMap<u64, T>>,
+}
+
+impl<T: Clone> Default for DescriptorCache<T> {
+    fn default() -> Self {
+        Self { decoded: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<T: Clone> DescriptorCache<T> {
+    /// What `decode` makes of `descriptors`, decoded now only if not yet cached; an error is not
+    /// cached.
+    pub fn get_or_decode<E>(
+        &self,
+        descriptors: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        descriptors.hash(&mut hasher);
+        let key = hasher.finish();
+        if let Some(decoded) = self.decoded.lock().expect("descriptor cache lock poisoned").get(&key) {
+            return Ok(decoded.clone());
+        }
+        let decoded = decode(descriptors)?;
+        let mut cache = self.decoded.lock().expect("descriptor cache lock poisoned");
+        if cache.len() >= MAX_POOLS {
+            cache.clear();
+        }
+        cache.insert(key, decoded.clone());
+        Ok(decoded)
+    }
 }
 
 impl Connector {
     /// A connector choosing nodes through `nodes`, a pool it may share with the proxy.
     pub fn new(registry: Arc<dyn Registry>, core_address: Option<SocketAddr>, nodes: Nodes) -> Self {
-        Self { registry, core_address, nodes, pools: Mutex::new(HashMap::new()) }
+        Self { registry, core_address, nodes, pools: DescriptorCache::default() }
     }
 
     /// Finds `route` in `namespace`: the service's registered versions whose descriptors hold
@@ -277,19 +314,8 @@ impl Connector {
     }
 
     fn pool(&self, descriptors: &[u8]) -> Result<DescriptorPool, String> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        descriptors.hash(&mut hasher);
-        let key = hasher.finish();
-        if let Some(pool) = self.pools.lock().expect("pool lock poisoned").get(&key) {
-            return Ok(pool.clone());
-        }
-        let pool = DescriptorPool::decode(descriptors).map_err(|err| err.to_string())?;
-        let mut pools = self.pools.lock().expect("pool lock poisoned");
-        if pools.len() >= MAX_POOLS {
-            pools.clear();
-        }
-        pools.insert(key, pool.clone());
-        Ok(pool)
+        self.pools
+            .get_or_decode(descriptors, |bytes| DescriptorPool::decode(bytes).map_err(|err| err.to_string()))
     }
 }
 

@@ -222,7 +222,7 @@ impl Gateway {
         // Read whole before anything is decided: a client still sending when a refusal comes
         // sees a broken pipe instead of the refusal.
         let bytes = super::read_body(request_body, self.inner.options.body_limit, &parts).await?;
-        let (target, metadata) = self.admit(route, &parts, Some(parts.uri.path())).await?;
+        let (target, metadata, _) = self.admit(route, &parts, Some(parts.uri.path())).await?;
         let method = target.method.clone();
         if method.is_client_streaming() {
             return Err(ApiError::new(

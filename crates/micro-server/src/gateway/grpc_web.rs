@@ -71,7 +71,7 @@ impl Gateway {
             }
             Err(error) => Err(error),
         };
-        let ((target, metadata), bytes) = match admitted {
+        let ((target, metadata, _), bytes) = match admitted {
             Ok(admitted) => admitted,
             Err(error) => {
                 tracing::debug!(status = error.status.as_u16(), detail = %error.detail, "call refused");

@@ -140,23 +140,28 @@ enum Protocol {
 impl Protocol {
     /// The protocol of `request` and the method its path names; `None` for requests of the
     /// JSON paths (any other path, method or content type).
+    ///
+    /// The content type decides first, so that a JSON request (the hot path) costs no
+    /// allocation here: its route is resolved once, by [`resolve::resolve`].
     fn of(request: &Request) -> Option<(Self, Route)> {
         if request.method() != Method::POST {
             return None;
         }
-        let route = resolve::resolve_grpc(request.uri().path())?;
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .map(|value| value.trim().to_ascii_lowercase())?;
+        let content_type = request.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+        let content_type = content_type.split(';').next().unwrap_or_default().trim();
+        // Media types are case-insensitive; clients send them in lowercase.
+        let content_type: std::borrow::Cow<'_, str> = if content_type.bytes().any(|b| b.is_ascii_uppercase())
+        {
+            content_type.to_ascii_lowercase().into()
+        } else {
+            content_type.into()
+        };
         let protocol = if grpc_web::is_grpc_web(&content_type) {
             Self::GrpcWeb
         } else {
             Self::Connect(connect::Kind::of(&content_type, request.headers())?)
         };
-        Some((protocol, route))
+        Some((protocol, resolve::resolve_grpc(request.uri().path())?))
     }
 
     fn name(self) -> &'static str {
@@ -235,7 +240,7 @@ impl Gateway {
         let options = &self.inner.options;
         let route = route.ok_or_else(|| ApiError::not_found("the path names no service"))?;
         let (mut parts, body) = request.into_parts();
-        let (target, metadata) = self.admit(&route, &parts, None).await?;
+        let (target, metadata, _) = self.admit(&route, &parts, None).await?;
         let method = target.method.clone();
 
         let mode = if is_websocket(&parts) {
@@ -296,12 +301,13 @@ impl Gateway {
     /// namespace's rules let them reach `route`, where the call goes, and the metadata it
     /// carries (the caller's token for a core service, a forwarded one for a user service).
     /// `grpc_path`: the request named the method by its gRPC path, which must match exactly.
+    /// Also answers the namespace the call acts in.
     async fn admit(
         &self,
         route: &Route,
         parts: &Parts,
         grpc_path: Option<&str>,
-    ) -> Result<(Target, tonic::metadata::MetadataMap), ApiError> {
+    ) -> Result<(Target, tonic::metadata::MetadataMap, String), ApiError> {
         let options = &self.inner.options;
         let caller = auth::identify(&self.inner.auth, &parts.headers, options.api_domain.as_deref())?;
         tracing::Span::current().record("namespace", caller.namespace.as_str());
@@ -323,7 +329,7 @@ impl Gateway {
                 metadata.insert("authorization", value);
             }
         }
-        Ok((target, metadata))
+        Ok((target, metadata, caller.namespace))
     }
 
     /// A unary call within the gateway's deadline: sent as `grpc-timeout` for the service to

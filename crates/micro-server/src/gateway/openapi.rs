@@ -21,7 +21,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 
 use super::errors::ApiError;
 use super::resolve::{self, Route};
-use super::{Gateway, auth, call, json_response, unary};
+use super::{Gateway, json_response};
 
 /// The file name of the document, at the root and under each service.
 pub const DOCUMENT: &str = "openapi.json";
@@ -46,8 +46,8 @@ pub fn requested(method: &Method, path: &str) -> Option<Option<String>> {
 /// The HTTP operations the gateway serves for `services`: for every endpoint of every version
 /// with descriptors, its paths by the resolution table. Versions whose descriptors do not
 /// decode are left out (the gateway cannot call them either).
-pub fn operations(services: &[Service]) -> Vec<Operation> {
-    let mut sorted: Vec<&Service> = services.iter().collect();
+pub fn operations<'a>(services: impl IntoIterator<Item = &'a Service>) -> Vec<Operation> {
+    let mut sorted: Vec<&Service> = services.into_iter().collect();
     sorted.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     let mut pools: HashMap<&[u8], Option<DescriptorPool>> = HashMap::new();
     let mut operations = Vec::new();
@@ -83,10 +83,10 @@ pub fn document(namespace: &str, services: &[Service], only: Option<&str>) -> Op
                 "Every service of namespace {namespace}, as the micro gateway serves it: POST a JSON (or \
                  protobuf) request body; query parameters are fields too. Built from the registry."
             ),
-            services.to_vec(),
+            services.iter().collect(),
         ),
         Some(name) => {
-            let own: Vec<Service> = services.iter().filter(|service| service.name == name).cloned().collect();
+            let own: Vec<&Service> = services.iter().filter(|service| service.name == name).collect();
             if own.is_empty() {
                 return None;
             }
@@ -101,7 +101,7 @@ pub fn document(namespace: &str, services: &[Service], only: Option<&str>) -> Op
         }
     };
     let info = Info { title, version: micro_core::VERSION.to_string(), description };
-    let document = micro_proto::openapi::document(&info, &operations(&services));
+    let document = micro_proto::openapi::document(&info, &operations(services));
     let mut bytes = serde_json::to_vec_pretty(&document).expect("a JSON value serialises");
     bytes.push(b'\n');
     Some(bytes)
@@ -111,26 +111,19 @@ impl Gateway {
     /// Answers `/openapi.json` (`only` = `None`) or `/{only}/openapi.json`.
     pub(super) async fn openapi(&self, only: Option<String>, request: Request) -> Result<Response, ApiError> {
         let (parts, _) = request.into_parts();
-        let options = self.options();
-        let caller = auth::identify(&self.inner.auth, &parts.headers, options.api_domain.as_deref())?;
-        tracing::Span::current().record("namespace", caller.namespace.as_str());
         // Exactly what `/registry/listServices` does, up to the answer.
         let route =
             Route { service: "registry".into(), handler: "Registry".into(), method: "ListServices".into() };
-        auth::authorize(&self.inner.auth, &caller, &route).await?;
-        let target = self.inner.connector.target(&caller.namespace, &route)?;
-        let mut metadata = call::metadata(&parts.headers, &parts.method, &caller);
-        call::forward_client(&self.inner.auth, &mut metadata, &parts.extensions, &target);
+        let (target, metadata, namespace) = self.admit(&route, &parts, None).await?;
         let message = DynamicMessage::new(target.method.input());
-        let mut request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), message);
-        request.set_timeout(options.timeout);
-        let listed: ListResponse = unary(&target, request).await?.transcode_to().map_err(|err| {
-            ApiError::unshowable_answer(
-                &target.service,
-                &super::body::Error::Message { reason: err.to_string() },
-            )
-        })?;
-        let bytes = document(&caller.namespace, &listed.services, only.as_deref())
+        let listed: ListResponse =
+            self.unary(&target, metadata, message).await?.transcode_to().map_err(|err| {
+                ApiError::unshowable_answer(
+                    &target.service,
+                    &super::body::Error::Message { reason: err.to_string() },
+                )
+            })?;
+        let bytes = document(&namespace, &listed.services, only.as_deref())
             .ok_or_else(|| ApiError::not_found(format!("service {} not found", only.unwrap_or_default())))?;
         Ok(json_response(bytes))
     }
