@@ -566,14 +566,36 @@ fn the_dashboard_in_a_real_browser() {
     assert!(off.web.is_none() && !off.log().contains("web listening"), "{}", off.log());
 }
 
-/// Logs in to `namespace` on the dashboard at `base` and waits for the services page.
-fn log_in(browser: &Browser, base: &str, username: &str, password: &str, namespace: &str) {
-    browser.goto(&format!("{base}/login"));
-    browser.type_into(&browser.wait("#username"), username);
-    browser.type_into(&browser.wait("#password"), password);
-    browser.type_into(&browser.wait("#namespace"), namespace);
-    browser.click(&browser.wait("form#login button[type=submit]"));
-    browser.wait("#services");
+/// A server and a browser logged in to its dashboard as the default admin, on the services
+/// page: where the tests of the Runtime, Data and Accounts pages start. The fields drop in
+/// order: the browser, the server, then the folders.
+struct LoggedIn {
+    browser: Browser,
+    server: Server,
+    /// Where screenshots go ([`screenshot_dir`]).
+    shots: PathBuf,
+    _shots_temp: tempfile::TempDir,
+    _home: tempfile::TempDir,
+}
+
+impl LoggedIn {
+    /// `None` when this run skips the browser tests ([`chromium`]).
+    fn start() -> Option<Self> {
+        let (chromium, chromedriver) = chromium()?;
+        let home = tempfile::tempdir().unwrap();
+        let server = Server::start(home.path());
+        let base = format!("http://{}", server.web.clone().expect("the dashboard listens"));
+        let shots_temp = tempfile::tempdir().unwrap();
+        let shots = screenshot_dir(shots_temp.path());
+        let browser = Browser::start(&chromium, &chromedriver);
+        browser.goto(&format!("{base}/login"));
+        browser.type_into(&browser.wait("#username"), "admin");
+        browser.type_into(&browser.wait("#password"), "micro");
+        browser.type_into(&browser.wait("#namespace"), "micro");
+        browser.click(&browser.wait("form#login button[type=submit]"));
+        browser.wait("#services");
+        Some(Self { browser, server, shots, _shots_temp: shots_temp, _home: home })
+    }
 }
 
 /// The texts of every element `css` selects, read in one script (a list that grows as it is
@@ -606,12 +628,8 @@ fn wait_long(browser: &Browser, css: &str, within: Duration, what: impl Fn() -> 
 /// and shown masked until revealed.
 #[test]
 fn the_runtime_store_and_config_pages_in_a_real_browser() {
-    let Some((chromium, chromedriver)) = chromium() else { return };
-    let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path());
-    let base = format!("http://{}", server.web.clone().expect("the dashboard listens"));
-    let shots = tempfile::tempdir().unwrap();
-    let shots = screenshot_dir(shots.path());
+    let Some(dashboard) = LoggedIn::start() else { return };
+    let LoggedIn { browser, server, shots, .. } = &dashboard;
 
     // A service in a bare git repository: a script that counts, one line a second.
     let work = tempfile::tempdir().unwrap();
@@ -634,9 +652,6 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     git(work.path(), &["clone", "-q", "--bare", "ticker", "ticker.git"]);
     let url = format!("file://{}", work.path().join("ticker.git").display());
 
-    let browser = Browser::start(&chromium, &chromedriver);
-    log_in(&browser, &base, "admin", "micro", "micro");
-
     // Runtime: run the repository from the page, as `micro run URL --command "sh run.sh"`.
     browser.click(&browser.wait(r#".top nav a[href="/runtime"]"#));
     browser.wait(r#"body[data-ready="runtime"]"#);
@@ -647,8 +662,8 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     browser.wait_text("#run-done", "ticker latest accepted");
     // The table refreshes itself until the service runs.
     let running = r#"#status tr[data-service="ticker"][data-status="running"]"#;
-    wait_long(&browser, running, Duration::from_secs(60), || server.ok(&["status"]));
-    let row = texts(&browser, r#"#status tr[data-service="ticker"] td"#);
+    wait_long(browser, running, Duration::from_secs(60), || server.ok(&["status"]));
+    let row = texts(browser, r#"#status tr[data-service="ticker"] td"#);
     assert_eq!(row[..4], ["ticker", "latest", url.as_str(), "running"], "{row:?}");
     assert!(row[7].starts_with("owner=admin, group=micro"), "{row:?}");
     let status = server.ok(&["status"]);
@@ -668,9 +683,9 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     let ticks = |lines: &[String]| -> Vec<u64> {
         lines.iter().filter_map(|line| line.strip_prefix("tick ")?.parse().ok()).collect()
     };
-    let first = ticks(&texts(&browser, "#logs li")).into_iter().max().expect("a tick");
-    let newer = eventually(WAIT, || ticks(&texts(&browser, "#logs li")).into_iter().max() > Some(first));
-    assert!(newer, "no line after tick {first} arrived: {:?}", texts(&browser, "#logs li"));
+    let first = ticks(&texts(browser, "#logs li")).into_iter().max().expect("a tick");
+    let newer = eventually(WAIT, || ticks(&texts(browser, "#logs li")).into_iter().max() > Some(first));
+    assert!(newer, "no line after tick {first} arrived: {:?}", texts(browser, "#logs li"));
     browser.screenshot(&shots.join("runtime.png"));
 
     // Kill from the page, after saying yes.
@@ -701,8 +716,8 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     // Prefix search, and reading a key the CLI wrote.
     browser.type_into(&browser.wait("#store-prefix"), "cli");
     browser.click(&browser.wait("#store-scope button[type=submit]"));
-    let only_cli = eventually(WAIT, || texts(&browser, "#keys tbody tr") == ["cli-key"]);
-    assert!(only_cli, "{:?}", texts(&browser, "#keys tbody tr"));
+    let only_cli = eventually(WAIT, || texts(browser, "#keys tbody tr") == ["cli-key"]);
+    assert!(only_cli, "{:?}", texts(browser, "#keys tbody tr"));
     browser.click(&browser.wait(r#"#keys tr[data-key="cli-key"] a"#));
     browser.wait_text("#record-value", "from the CLI");
     assert_eq!(browser.text(&browser.wait("#record-ttl")), "None");
@@ -719,18 +734,18 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     browser.type_into(&browser.wait("#set-path"), "web.greeting");
     browser.type_into(&browser.wait("#set-value"), "hello");
     browser.click(&browser.wait("#config-set button[type=submit]"));
-    wait_texts(&browser, r#"#config-tree tr[data-path="web.greeting"]"#, "hello");
+    wait_texts(browser, r#"#config-tree tr[data-path="web.greeting"]"#, "hello");
     browser.type_into(&browser.wait("#set-path"), "web.password");
     browser.type_into(&browser.wait("#set-value"), "hunter2");
     browser.click(&browser.wait("#set-secret"));
     browser.click(&browser.wait("#config-set button[type=submit]"));
-    wait_texts(&browser, r#"#config-tree tr[data-path="web.password"] .masked"#, "[secret]");
+    wait_texts(browser, r#"#config-tree tr[data-path="web.password"] .masked"#, "[secret]");
     assert!(!browser.body_text().contains("hunter2"), "masked: {}", browser.body_text());
     assert_eq!(server.ok(&["config", "get", "web.password"]), "[secret]\n");
     assert_eq!(server.ok(&["config", "get", "web.password", "--secret"]), "hunter2\n");
     browser.screenshot(&shots.join("config.png"));
     browser.click(&browser.wait("#config-reveal"));
-    wait_texts(&browser, r#"#config-tree tr[data-path="web.password"]"#, "hunter2");
+    wait_texts(browser, r#"#config-tree tr[data-path="web.password"]"#, "hunter2");
     browser.click(&browser.wait("#config-reveal"));
     browser.wait(r#"#config-tree tr[data-path="web.password"] .masked"#);
     assert!(!browser.body_text().contains("hunter2"), "hidden again");
@@ -753,10 +768,10 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     browser.type_into(&browser.wait("#events-offset"), "1");
     browser.click(&browser.wait("#events-read button[type=submit]"));
     let only_second = eventually(WAIT, || {
-        let shown = texts(&browser, "#events-list li");
+        let shown = texts(browser, "#events-list li");
         shown.len() == 1 && shown[0].contains(r#""payload":{"n":2}"#)
     });
-    assert!(only_second, "{:?}", texts(&browser, "#events-list li"));
+    assert!(only_second, "{:?}", texts(browser, "#events-list li"));
 
     // The broker, live: what is published while the page listens arrives (it keeps nothing,
     // so publish until the subscription is there).
@@ -767,17 +782,17 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     let arrived = eventually(WAIT, || {
         server.ok(&["broker", "publish", "chat", &format!("hello {sent}")]);
         sent += 1;
-        !texts(&browser, "#broker-list li").is_empty()
+        !texts(browser, "#broker-list li").is_empty()
     });
     assert!(arrived, "no message arrived");
     assert!(
-        texts(&browser, "#broker-list li")[0].starts_with("hello "),
+        texts(browser, "#broker-list li")[0].starts_with("hello "),
         "{:?}",
-        texts(&browser, "#broker-list li")
+        texts(browser, "#broker-list li")
     );
     browser.type_into(&browser.wait("#broker-body"), "from the page");
     browser.click(&browser.wait("#broker-publish button[type=submit]"));
-    wait_texts(&browser, "#broker-list li", "from the page");
+    wait_texts(browser, "#broker-list li", "from the page");
     browser.screenshot(&shots.join("events.png"));
     browser.click(&browser.wait("#broker-stop"));
     browser.wait_text("#broker-state", "stopped");
@@ -788,19 +803,13 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
 /// and both are deleted from the page after saying yes.
 #[test]
 fn the_accounts_page_in_a_real_browser() {
-    let Some((chromium, chromedriver)) = chromium() else { return };
-    let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path());
-    let base = format!("http://{}", server.web.clone().expect("the dashboard listens"));
-    let shots = tempfile::tempdir().unwrap();
-    let shots = screenshot_dir(shots.path());
-    let browser = Browser::start(&chromium, &chromedriver);
-    log_in(&browser, &base, "admin", "micro", "micro");
+    let Some(dashboard) = LoggedIn::start() else { return };
+    let LoggedIn { browser, server, shots, .. } = &dashboard;
 
     browser.click(&browser.wait(r#".top nav a[href="/accounts"]"#));
     browser.wait(r#"body[data-ready="accounts"]"#);
-    wait_texts(&browser, r#"#accounts-table tr[data-account="admin"]"#, "admin");
-    wait_texts(&browser, r#"#rules-table tr[data-rule="default"]"#, "<public>");
+    wait_texts(browser, r#"#accounts-table tr[data-account="admin"]"#, "admin");
+    wait_texts(browser, r#"#rules-table tr[data-rule="default"]"#, "<public>");
 
     // An account, as `micro auth create account web-user --secret ... --scopes dev,ops`.
     browser.type_into(&browser.wait("#account-id"), "web-user");
@@ -808,8 +817,8 @@ fn the_accounts_page_in_a_real_browser() {
     browser.type_into(&browser.wait("#account-scopes"), "dev, ops");
     browser.click(&browser.wait("#account-create button[type=submit]"));
     browser.wait_text("#account-done", "Account created: web-user");
-    wait_texts(&browser, r#"#accounts-table tr[data-account="web-user"]"#, "dev, ops");
-    let row = texts(&browser, r#"#accounts-table tr[data-account="web-user"] td"#);
+    wait_texts(browser, r#"#accounts-table tr[data-account="web-user"]"#, "dev, ops");
+    let row = texts(browser, r#"#accounts-table tr[data-account="web-user"] td"#);
     assert_eq!(row[..6], ["web-user", "web-user", "user", "dev, ops", "micro", "n/a"], "{row:?}");
     let accounts = server.ok(&["auth", "list", "accounts"]);
     assert!(
@@ -826,8 +835,8 @@ fn the_accounts_page_in_a_real_browser() {
     browser.type_into(&browser.wait("#rule-priority"), "7");
     browser.click(&browser.wait("#rule-create button[type=submit]"));
     browser.wait_text("#rule-done", "Rule created");
-    wait_texts(&browser, r#"#rules-table tr[data-rule="web-rule"]"#, "service:store:*");
-    let row = texts(&browser, r#"#rules-table tr[data-rule="web-rule"] td"#);
+    wait_texts(browser, r#"#rules-table tr[data-rule="web-rule"]"#, "service:store:*");
+    let row = texts(browser, r#"#rules-table tr[data-rule="web-rule"] td"#);
     assert_eq!(row[..5], ["web-rule", "dev", "DENIED", "service:store:*", "7"], "{row:?}");
     let rules = server.ok(&["auth", "list", "rules"]);
     let listed = rules.lines().find(|line| line.starts_with("web-rule")).unwrap_or_default();
@@ -845,7 +854,7 @@ fn the_accounts_page_in_a_real_browser() {
     browser.click(&browser.wait("#confirm-yes"));
     browser.wait_text("#rule-done", "Rule deleted");
     let gone = eventually(WAIT, || browser.all(r#"#rules-table tr[data-rule="web-rule"]"#).is_empty());
-    assert!(gone, "{:?}", texts(&browser, "#rules-table tbody tr"));
+    assert!(gone, "{:?}", texts(browser, "#rules-table tbody tr"));
     assert!(!server.ok(&["auth", "list", "rules"]).contains("web-rule"));
 
     browser
@@ -853,7 +862,7 @@ fn the_accounts_page_in_a_real_browser() {
     browser.wait_text("#confirm", "Delete account web-user?");
     browser.click(&browser.wait("#confirm-yes"));
     let gone = eventually(WAIT, || browser.all(r#"#accounts-table tr[data-account="web-user"]"#).is_empty());
-    assert!(gone, "{:?}", texts(&browser, "#accounts-table tbody tr"));
+    assert!(gone, "{:?}", texts(browser, "#accounts-table tbody tr"));
     assert!(!server.ok(&["auth", "list", "accounts"]).contains("web-user"));
     browser.wait(r#"#accounts-table tr[data-account="admin"]"#);
 }

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use micro_core::names::service_name;
 use micro_core::time;
 use micro_proto::runtime::build_client::BuildClient;
 use micro_proto::runtime::runtime_client::RuntimeClient;
@@ -455,7 +456,7 @@ async fn recorded_source(context: &Context, client: &Client, arg: &str) -> Resul
 pub async fn kill(global: &Global, args: KillArgs) -> Result<()> {
     let arg = args.service.or(args.name).expect("clap requires the argument or --name");
     let (name, version) = split_version(&arg);
-    let name = service_name(name);
+    let name = service_name(name).to_string();
     let version = version.unwrap_or(source::DEFAULT_VERSION);
     validate_name(&name)?;
     validate_version(version)?;
@@ -477,7 +478,8 @@ pub async fn kill(global: &Global, args: KillArgs) -> Result<()> {
 
 /// `micro status [name [version]]`.
 pub async fn status(global: &Global, args: StatusArgs) -> Result<()> {
-    let name = args.name.as_deref().map(|arg| service_name(split_version(arg).0)).unwrap_or_default();
+    let name =
+        args.name.as_deref().map(|arg| service_name(split_version(arg).0).to_string()).unwrap_or_default();
     let version = args
         .version
         .clone()
@@ -501,7 +503,7 @@ pub async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
     if args.build {
         return build_logs(global, &args.name).await;
     }
-    let name = service_name(split_version(&args.name).0);
+    let name = service_name(split_version(&args.name).0).to_string();
     validate_name(&name)?;
     let client = global.connect().await?;
     let mut runtime = RuntimeClient::new(client.channel.clone());
@@ -543,7 +545,7 @@ async fn read(client: &Client, name: &str, version: &str) -> Result<Vec<Service>
 /// kept it, followed while that build runs (`Build.Read`).
 async fn build_logs(global: &Global, arg: &str) -> Result<()> {
     let (name, version) = split_version(arg);
-    let name = service_name(name);
+    let name = service_name(name).to_string();
     validate_name(&name)?;
     if let Some(version) = version {
         validate_version(version)?;
@@ -901,12 +903,6 @@ fn split_version(arg: &str) -> (&str, Option<&str>) {
         Some((name, _)) => (name, None),
         None => (arg, None),
     }
-}
-
-/// A service name from an argument that may be a path or URL (`./helloworld/` → `helloworld`).
-fn service_name(arg: &str) -> String {
-    let last = arg.trim_end_matches('/').rsplit('/').next().unwrap_or(arg);
-    last.strip_suffix(".git").unwrap_or(last).to_string()
 }
 
 /// `--command "python3 app.py"` → `["python3", "app.py"]`.

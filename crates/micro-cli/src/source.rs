@@ -171,8 +171,7 @@ impl Source {
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(CliError::new(format!("invalid git source {base:?}: it contains spaces")));
         }
-        let last = segments.last().copied().unwrap_or_default();
-        let name = last.strip_suffix(".git").unwrap_or(last).to_string();
+        let name = micro_core::names::service_name(path).to_string();
         validate_name(&name).map_err(|_| {
             CliError::new(format!("cannot name a service after {base}: give a name with --name"))
         })?;

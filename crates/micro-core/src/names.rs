@@ -48,6 +48,16 @@ pub fn validate_version(version: &str) -> Result<(), InvalidName> {
     }
 }
 
+/// The service name a path or URL gives: its last segment without `.git`
+/// (`./helloworld/` → `helloworld`, `file:///repos/ticker.git` → `ticker`). `micro kill`,
+/// `micro logs` and `micro update` read a name this way, and the dashboard's Runtime page names
+/// a service run from a git URL with it (docs/web.md#runtime).
+pub fn service_name(source: &str) -> &str {
+    let trimmed = source.trim_end_matches('/');
+    let last = trimmed.rsplit('/').next().unwrap_or(trimmed);
+    last.strip_suffix(".git").unwrap_or(last)
+}
+
 fn well_formed(value: &str, max: usize, allowed: impl Fn(u8) -> bool) -> bool {
     !value.is_empty()
         && value.len() <= max
@@ -59,6 +69,14 @@ fn well_formed(value: &str, max: usize, allowed: impl Fn(u8) -> bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_names_its_service_by_its_last_segment() {
+        assert_eq!(service_name("./services/helloworld/"), "helloworld");
+        assert_eq!(service_name("github.com/org/repo.git"), "repo");
+        assert_eq!(service_name("file:///tmp/repos/ticker.git//"), "ticker");
+        assert_eq!(service_name("helloworld"), "helloworld");
+    }
 
     #[test]
     fn names_and_versions() {

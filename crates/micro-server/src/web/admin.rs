@@ -11,32 +11,24 @@
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
-use micro_core::Account;
+use micro_core::{ADMIN_SCOPE, Account};
 
 use super::pages::{self, Frame, esc};
-use super::{PageQuery, Web};
-use crate::gateway::resolve::Route;
-
-/// The scope the top bar's link to this page is shown to. Only a hint: who may call the auth
-/// service is the namespace's rules' decision, made by the gateway for every call.
-pub const ADMIN_SCOPE: &str = "admin";
+use super::{PageQuery, Web, route};
 
 /// The page's routes.
 pub fn routes() -> Router<Web> {
     Router::new().route("/accounts", get(accounts_page))
 }
 
-/// Whether the top bar links to this page for `account`: it has the `admin` scope.
+/// Whether the top bar links to this page for `account`: it has the `admin` scope. Only a
+/// hint: who may call the auth service is the namespace's rules' decision, made by the gateway
+/// for every call.
 pub fn shows_link(account: &Account) -> bool {
     account.scopes.iter().any(|scope| scope == ADMIN_SCOPE)
-}
-
-/// `auth.Accounts/List`: the read the page opens with.
-fn first_read() -> Route {
-    Route { service: "auth".into(), handler: "Accounts".into(), method: "List".into() }
 }
 
 async fn accounts_page(
@@ -44,12 +36,7 @@ async fn accounts_page(
     headers: HeaderMap,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let viewer = match web.viewer_of(&headers, query.namespace, first_read()).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
-    let html = page(&viewer.frame());
-    web.page(StatusCode::OK, html, &headers, viewer.new_csrf.clone())
+    web.frame_page(&headers, query.namespace, route("auth", "Accounts", "List"), page).await
 }
 
 /// The page's frame: the accounts table and the form that creates one, the rules table and the

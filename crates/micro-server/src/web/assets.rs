@@ -21,32 +21,21 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// `assets/<name>`, embedded, served as `content_type`.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset { name: $name, content_type: $content_type, body: include_bytes!(concat!("assets/", $name)) }
+    };
+}
+
+const SCRIPT: &str = "text/javascript; charset=utf-8";
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/app.js"),
-    },
-    Asset {
-        name: "runtime.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/runtime.js"),
-    },
-    Asset {
-        name: "data.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/data.js"),
-    },
-    Asset {
-        name: "admin.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/admin.js"),
-    },
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("assets/app.css"),
-    },
+    asset!("app.js", SCRIPT),
+    asset!("runtime.js", SCRIPT),
+    asset!("data.js", SCRIPT),
+    asset!("admin.js", SCRIPT),
+    asset!("app.css", "text/css; charset=utf-8"),
 ];
 
 /// How long a versioned asset URL may be cached.

@@ -16,8 +16,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::pages::{self, Frame, esc};
-use super::{Web, web_error};
-use crate::gateway::resolve::Route;
+use super::{PageQuery, Web, route, web_error};
 
 /// Keys listed per page of the store browser.
 pub const KEYS_PER_PAGE: u64 = 25;
@@ -43,21 +42,12 @@ pub struct StoreQuery {
     prefix: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct ConfigQuery {
-    namespace: Option<String>,
-}
-
 /// Where the events page opens: `?topic=`.
 #[derive(Debug, Default, Deserialize)]
 pub struct EventsQuery {
     namespace: Option<String>,
     #[serde(default)]
     topic: String,
-}
-
-fn route(service: &str, handler: &str, method: &str) -> Route {
-    Route { service: service.into(), handler: handler.into(), method: method.into() }
 }
 
 /// The longest database, table or prefix a store page opens with.
@@ -67,26 +57,12 @@ async fn store_page(State(web): State<Web>, headers: HeaderMap, Query(query): Qu
     if [&query.database, &query.table, &query.prefix].iter().any(|part| part.len() > MAX_SCOPE) {
         return web_error(StatusCode::BAD_REQUEST, "the database, table or prefix is too long");
     }
-    let viewer = match web.viewer_of(&headers, query.namespace.clone(), route("store", "Store", "List")).await
-    {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
-    let html = store(&viewer.frame(), &query.database, &query.table, &query.prefix);
-    web.page(StatusCode::OK, html, &headers, viewer.new_csrf.clone())
+    let render = |frame: &Frame<'_>| store(frame, &query.database, &query.table, &query.prefix);
+    web.frame_page(&headers, query.namespace.clone(), route("store", "Store", "List"), render).await
 }
 
-async fn config_page(
-    State(web): State<Web>,
-    headers: HeaderMap,
-    Query(query): Query<ConfigQuery>,
-) -> Response {
-    let viewer = match web.viewer_of(&headers, query.namespace, route("config", "Config", "Get")).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
-    let html = config(&viewer.frame());
-    web.page(StatusCode::OK, html, &headers, viewer.new_csrf.clone())
+async fn config_page(State(web): State<Web>, headers: HeaderMap, Query(query): Query<PageQuery>) -> Response {
+    web.frame_page(&headers, query.namespace, route("config", "Config", "Get"), config).await
 }
 
 async fn events_page(
@@ -97,12 +73,8 @@ async fn events_page(
     if query.topic.len() > MAX_SCOPE {
         return web_error(StatusCode::BAD_REQUEST, "the topic is too long");
     }
-    let viewer = match web.viewer_of(&headers, query.namespace, route("events", "Store", "Read")).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
-    let html = events(&viewer.frame(), &query.topic);
-    web.page(StatusCode::OK, html, &headers, viewer.new_csrf.clone())
+    let render = |frame: &Frame<'_>| events(frame, &query.topic);
+    web.frame_page(&headers, query.namespace.clone(), route("events", "Store", "Read"), render).await
 }
 
 /// The events and broker page: read a topic's stored events from an offset and publish one

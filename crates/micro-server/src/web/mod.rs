@@ -274,6 +274,24 @@ impl Web {
         Ok(viewer)
     }
 
+    /// A page whose frame its script fills (the Runtime, Data and Accounts pages): `render`'s
+    /// HTML for the viewer's frame, shown after the decision for `first_read` as
+    /// [`Self::viewer_of`] makes it, or the answer it gives instead.
+    async fn frame_page(
+        &self,
+        headers: &HeaderMap,
+        namespace: Option<String>,
+        first_read: Route,
+        render: impl FnOnce(&Frame<'_>) -> String,
+    ) -> Response {
+        match self.viewer_of(headers, namespace, first_read).await {
+            Ok(viewer) => {
+                self.page(StatusCode::OK, render(&viewer.frame()), headers, viewer.new_csrf.clone())
+            }
+            Err(response) => response,
+        }
+    }
+
     /// The admission decision for `session` reading the registry of `namespace` with
     /// `Registry.<read>`: the namespace must be valid and the account's to act in, and the
     /// namespace's rules must let it, as for the same call through the gateway.
@@ -347,9 +365,14 @@ impl Web {
     }
 }
 
+/// `<service>.<handler>/<method>`: what a page reads first, the call its admission is decided for.
+fn route(service: &str, handler: &str, method: &str) -> Route {
+    Route { service: service.into(), handler: handler.into(), method: method.into() }
+}
+
 /// `registry.Registry/<method>`: what the services pages read.
 fn registry_route(method: &str) -> Route {
-    Route { service: "registry".into(), handler: "Registry".into(), method: method.into() }
+    route("registry", "Registry", method)
 }
 
 /// A core service: listed without nodes, served by this server itself.

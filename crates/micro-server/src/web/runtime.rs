@@ -5,29 +5,26 @@
 //! own endpoints through `/api/call/runtime/Runtime/...` (`Read` every two seconds, `Logs` with
 //! `stream: true`, `Update`, `Delete`, `Create`), so every call gets the gateway's admission
 //! decision and no second one lives here. The page itself is shown after the decision the
-//! gateway would make for `runtime.Runtime/Read` in its namespace.
+//! gateway would make for `runtime.Runtime/Read` in its namespace. A run without a name asks
+//! `/api/service-name` for the one the source gives, so the rule lives in one Rust function.
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
 
 use super::pages::{self, Frame, esc};
-use super::{PageQuery, Web};
-use crate::gateway::resolve::Route;
+use super::{PageQuery, Web, api_session, route};
 
 /// How often the status table asks the runtime again, in milliseconds.
 pub const POLL_MS: u64 = 2000;
 
 /// The page's routes.
 pub fn routes() -> Router<Web> {
-    Router::new().route("/runtime", get(runtime_page))
-}
-
-/// `runtime.Runtime/<method>`.
-pub fn route(method: &str) -> Route {
-    Route { service: "runtime".into(), handler: "Runtime".into(), method: method.into() }
+    Router::new().route("/runtime", get(runtime_page)).route("/api/service-name", get(service_name))
 }
 
 async fn runtime_page(
@@ -35,12 +32,26 @@ async fn runtime_page(
     headers: HeaderMap,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let viewer = match web.viewer_of(&headers, query.namespace, route("Read")).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
-    let html = page(&viewer.frame());
-    web.page(StatusCode::OK, html, &headers, viewer.new_csrf.clone())
+    web.frame_page(&headers, query.namespace, route("runtime", "Runtime", "Read"), page).await
+}
+
+#[derive(Debug, Deserialize)]
+struct ServiceNameQuery {
+    #[serde(default)]
+    source: String,
+}
+
+/// `GET /api/service-name?source=URL`: the name of a service run from `URL` without one
+/// ([`micro_core::names::service_name`], the rule the CLI reads names by), for the run form.
+async fn service_name(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<ServiceNameQuery>,
+) -> Response {
+    if let Err(error) = api_session(&web, &headers) {
+        return error.into_response();
+    }
+    axum::Json(json!({ "name": micro_core::names::service_name(&query.source) })).into_response()
 }
 
 /// The Runtime page's frame: the status table (filled and refreshed by `runtime.js`), the logs

@@ -125,6 +125,41 @@ impl Harness {
         (jar, response)
     }
 
+    /// `POST uri` as JSON with `jar`'s cookies, carrying `csrf` as the CSRF header and acting
+    /// in `namespace` when they are given.
+    async fn post_json(
+        &self,
+        uri: &str,
+        jar: &Jar,
+        csrf: Option<&str>,
+        namespace: Option<&str>,
+        body: &str,
+    ) -> Response {
+        let mut builder =
+            Self::request(Method::POST, uri, jar).header(header::CONTENT_TYPE, "application/json");
+        if let Some(csrf) = csrf {
+            builder = builder.header(CSRF_HEADER, csrf);
+        }
+        if let Some(namespace) = namespace {
+            builder = builder.header("Micro-Namespace", namespace);
+        }
+        self.send(builder.body(Body::from(body.to_string())).unwrap()).await
+    }
+
+    /// Each of `calls` (path, body) is refused by the dashboard itself (403, [`WEB_ID`]) without
+    /// the CSRF header, with a guessed one and with `jar`'s token cut short.
+    async fn assert_refused_without_proof(&self, jar: &Jar, namespace: Option<&str>, calls: &[(&str, &str)]) {
+        let csrf = jar.get(CSRF_COOKIE).unwrap().to_string();
+        for (path, body) in calls {
+            for forged in [None, Some("guess"), Some(&csrf[..csrf.len() - 1])] {
+                let response = self.post_json(path, jar, forged, namespace, body).await;
+                assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} with {forged:?}");
+                let error = json_body(response).await;
+                assert_eq!(error["Id"], WEB_ID, "refused by the dashboard before the gateway: {error}");
+            }
+        }
+    }
+
     async fn page(&self, uri: &str, jar: &Jar) -> (StatusCode, String, Response) {
         let response = self.send(Self::request(Method::GET, uri, jar).body(Body::empty()).unwrap()).await;
         let status = response.status();
@@ -211,13 +246,7 @@ async fn every_api_post_needs_the_csrf_header() {
         ("/api/call/greeter/Kinds/Do", "{}"),
     ] {
         for forged in [None, Some("not-the-cookie")] {
-            let builder =
-                Harness::request(Method::POST, uri, &jar).header(header::CONTENT_TYPE, "application/json");
-            let builder = match forged {
-                Some(value) => builder.header(CSRF_HEADER, value),
-                None => builder,
-            };
-            let response = harness.send(builder.body(Body::from(body)).unwrap()).await;
+            let response = harness.post_json(uri, &jar, forged, None, body).await;
             assert_eq!(response.status(), StatusCode::FORBIDDEN, "{uri} with {forged:?}");
             assert!(response.headers().get(header::SET_COOKIE).is_none(), "{uri}");
             let error = json_body(response).await;
@@ -420,9 +449,18 @@ async fn runtime_store_and_config_pages_are_per_namespace_and_escaped() {
         assert!(!html.contains(r#"data-namespace="micro""#), "{page}: {html}");
     }
 
-    // Every change these pages make is a call through /api/call: refused without the proof.
+    // The run form's name for a source given without one: the CLI's rule, behind the proof.
     let csrf = admin.get(CSRF_COOKIE).unwrap().to_string();
-    for (path, body) in [
+    let named = "/api/service-name?source=file%3A%2F%2F%2Frepos%2Fticker.git%2F";
+    let proven = Harness::request(Method::GET, named, &admin).header(CSRF_HEADER, &csrf);
+    let response = harness.send(proven.body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_body(response).await, json!({"name": "ticker"}));
+    let unproven = Harness::request(Method::GET, named, &admin).body(Body::empty()).unwrap();
+    assert_eq!(harness.send(unproven).await.status(), StatusCode::FORBIDDEN);
+
+    // Every change these pages make is a call through /api/call: refused without the proof.
+    let calls = [
         ("/api/call/runtime/Runtime/Delete", r#"{"resource":{"service":{"name":"x"}}}"#),
         ("/api/call/runtime/Runtime/Update", r#"{"resource":{"service":{"name":"x"}}}"#),
         ("/api/call/runtime/Runtime/Create", r#"{"resource":{"service":{"name":"x","source":"a.b/c/d"}}}"#),
@@ -432,20 +470,8 @@ async fn runtime_store_and_config_pages_are_per_namespace_and_escaped() {
         ("/api/call/config/Config/Delete", r#"{"path":"a"}"#),
         ("/api/call/events/Stream/Publish", r#"{"topic":"t","payload":"e30="}"#),
         ("/api/call/broker/Broker/Publish", r#"{"topic":"t","message":{"body":"eA=="}}"#),
-    ] {
-        for forged in [None, Some("guess"), Some(&csrf[..csrf.len() - 1])] {
-            let builder =
-                Harness::request(Method::POST, path, &admin).header(header::CONTENT_TYPE, "application/json");
-            let builder = match forged {
-                Some(value) => builder.header(CSRF_HEADER, value),
-                None => builder,
-            };
-            let response = harness.send(builder.body(Body::from(body)).unwrap()).await;
-            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} with {forged:?}");
-            let error = json_body(response).await;
-            assert_eq!(error["Id"], WEB_ID, "refused by the dashboard before the gateway: {error}");
-        }
-    }
+    ];
+    harness.assert_refused_without_proof(&admin, None, &calls).await;
 }
 
 /// The Accounts and rules page: a session is required; the frame is shown after the gateway's
@@ -521,9 +547,8 @@ async fn the_accounts_page_is_for_those_the_rules_let_in() {
     assert_eq!(status, StatusCode::OK);
 
     // Every change the page makes is a call through /api/call: refused without the proof.
-    let csrf = admin.get(CSRF_COOKIE).unwrap().to_string();
     let rules = harness.auth.rules("foo").await;
-    for (path, body) in [
+    let calls = [
         ("/api/call/auth/Auth/Generate", r#"{"id":"x","secret":"y"}"#),
         ("/api/call/auth/Accounts/Delete", r#"{"id":"carol"}"#),
         (
@@ -531,21 +556,8 @@ async fn the_accounts_page_is_for_those_the_rules_let_in() {
             r#"{"rule":{"id":"r","resource":{"type":"*","name":"*","endpoint":"*"},"access":"GRANTED"}}"#,
         ),
         ("/api/call/auth/Rules/Delete", r#"{"id":"public"}"#),
-    ] {
-        for forged in [None, Some("guess"), Some(&csrf[..csrf.len() - 1])] {
-            let builder = Harness::request(Method::POST, path, &admin)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("Micro-Namespace", "foo");
-            let builder = match forged {
-                Some(value) => builder.header(CSRF_HEADER, value),
-                None => builder,
-            };
-            let response = harness.send(builder.body(Body::from(body)).unwrap()).await;
-            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} with {forged:?}");
-            let error = json_body(response).await;
-            assert_eq!(error["Id"], WEB_ID, "refused by the dashboard before the gateway: {error}");
-        }
-    }
+    ];
+    harness.assert_refused_without_proof(&admin, Some("foo"), &calls).await;
     assert!(harness.auth.list_accounts("foo").await.unwrap().iter().any(|account| account.id == "carol"));
     assert_eq!(harness.auth.rules("foo").await, rules, "nothing changed");
 }

@@ -13,189 +13,144 @@
   /** Comma-separated scopes, as `--scopes a,b` takes them. */
   const scopesOf = (text) => text.split(',').map((scope) => scope.trim()).filter(Boolean);
 
-  function setupAccounts() {
-    const section = document.getElementById('accounts');
-    if (!section) return null;
-    const body = document.querySelector('#accounts-table tbody');
-    const failure = document.getElementById('accounts-error');
-    const form = document.getElementById('account-create');
-    const formError = document.getElementById('account-error');
-    const done = document.getElementById('account-done');
+  /** By id, as `micro auth list` sorts. */
+  const byId = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+  const value = (id) => document.getElementById(id).value.trim();
+
+  /**
+   * The table of a `noun` (`account`: `#accounts`, `#accounts-table`, `#account-create`, …) and
+   * the form that creates one. `load()` lists them (`auth.<handler>/List`) sorted by `order`,
+   * a row of `cells(item)` each with a Delete button that asks first, then calls
+   * `auth.<handler>/Delete` (saying `deleted` when given); the form's `create()` resolves to what
+   * to say, or throws what went wrong.
+   */
+  function table(noun, handler, { order, cells, deleted, create }) {
+    const section = document.getElementById(`${noun}s`);
+    const body = document.querySelector(`#${noun}s-table tbody`);
+    const columns = section.querySelectorAll('thead th').length;
+    const failure = document.getElementById(`${noun}s-error`);
+    const formError = document.getElementById(`${noun}-error`);
+    const done = document.getElementById(`${noun}-done`);
 
     async function load() {
       say(failure, '');
       let reply;
       try {
-        reply = await call('auth/Accounts/List', {});
+        reply = await call(`auth/${handler}/List`, {});
       } catch (err) {
         say(failure, err.message);
         return;
       }
-      const accounts = (reply.accounts || []).slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const items = (reply[`${noun}s`] || []).slice().sort(order);
       body.replaceChildren(
-        ...accounts.map((account) => {
-          const scopes = account.scopes || [];
-          const metadata = Object.entries(account.metadata || {}).map(([k, v]) => `${k}=${v}`).sort();
-          return el(
+        ...items.map((item) =>
+          el(
             'tr',
-            { 'data-account': account.id },
-            el('td', {}, el('code', { text: account.id })),
-            el('td', { text: account.name || '' }),
-            el('td', { text: account.type || '' }),
-            el('td', { text: scopes.length ? scopes.join(', ') : 'n/a' }),
-            el('td', { text: account.issuer || '' }),
-            el('td', { class: 'metadata', text: metadata.length ? metadata.join(' ') : 'n/a' }),
+            { [`data-${noun}`]: item.id },
+            ...cells(item),
             el('td', {}, el('button', {
               type: 'button',
               class: 'danger',
               'data-action': 'delete',
               text: 'Delete',
-              onclick: () => remove(account.id),
+              onclick: () => remove(item.id),
             })),
-          );
-        }),
+          ),
+        ),
       );
-      if (accounts.length === 0) body.append(el('tr', { class: 'placeholder' }, el('td', { colspan: 7, text: 'No accounts' })));
+      if (items.length === 0) body.append(el('tr', { class: 'placeholder' }, el('td', { colspan: columns, text: `No ${noun}s` })));
       section.dataset.listed = String(Date.now());
     }
 
     async function remove(id) {
-      if (!(await ask(`Delete account ${id}?`, 'Delete'))) return;
+      if (!(await ask(`Delete ${noun} ${id}?`, 'Delete'))) return;
       say(failure, '');
       say(done, '');
       try {
-        await call('auth/Accounts/Delete', { id });
+        await call(`auth/${handler}/Delete`, { id });
+        if (deleted) say(done, deleted);
       } catch (err) {
         say(failure, err.message);
       }
       await load();
     }
 
-    form.addEventListener('submit', async (event) => {
+    document.getElementById(`${noun}-create`).addEventListener('submit', async (event) => {
       event.preventDefault();
       say(formError, '');
       say(done, '');
-      const request = {
-        id: document.getElementById('account-id').value.trim(),
-        secret: document.getElementById('account-secret').value,
-        scopes: scopesOf(document.getElementById('account-scopes').value),
-        type: document.getElementById('account-type').value.trim(),
-      };
-      let reply;
+      let said;
       try {
-        reply = await call('auth/Auth/Generate', request);
+        said = await create();
       } catch (err) {
         say(formError, err.message);
         return;
       }
-      const account = reply.account || {};
-      // As `micro auth create account`: the secret is shown this once.
-      say(done, account.secret && !request.secret ? `Account created: ${account.id}, secret ${account.secret}` : `Account created: ${account.id}`);
-      document.getElementById('account-secret').value = '';
+      say(done, said);
       await load();
     });
 
     return load;
   }
 
-  function setupRules() {
-    const section = document.getElementById('rules');
-    if (!section) return null;
-    const body = document.querySelector('#rules-table tbody');
-    const failure = document.getElementById('rules-error');
-    const form = document.getElementById('rule-create');
-    const formError = document.getElementById('rule-error');
-    const done = document.getElementById('rule-done');
+  const accounts = table('account', 'Accounts', {
+    order: byId,
+    cells: (account) => {
+      const scopes = account.scopes || [];
+      const metadata = Object.entries(account.metadata || {}).map(([k, v]) => `${k}=${v}`).sort();
+      return [
+        el('td', {}, el('code', { text: account.id })),
+        el('td', { text: account.name || '' }),
+        el('td', { text: account.type || '' }),
+        el('td', { text: scopes.length ? scopes.join(', ') : 'n/a' }),
+        el('td', { text: account.issuer || '' }),
+        el('td', { class: 'metadata', text: metadata.length ? metadata.join(' ') : 'n/a' }),
+      ];
+    },
+    create: async () => {
+      const secret = document.getElementById('account-secret');
+      const request = {
+        id: value('account-id'),
+        secret: secret.value,
+        scopes: scopesOf(value('account-scopes')),
+        type: value('account-type'),
+      };
+      const account = (await call('auth/Auth/Generate', request)).account || {};
+      secret.value = '';
+      // As `micro auth create account`: the secret is shown this once.
+      return account.secret && !request.secret ? `Account created: ${account.id}, secret ${account.secret}` : `Account created: ${account.id}`;
+    },
+  });
 
-    async function load() {
-      say(failure, '');
-      let reply;
-      try {
-        reply = await call('auth/Rules/List', {});
-      } catch (err) {
-        say(failure, err.message);
-        return;
-      }
-      // As `micro auth list rules`: higher priorities first, then by id.
-      const rules = (reply.rules || []).slice().sort((a, b) =>
-        (Number(b.priority || 0) - Number(a.priority || 0)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-      body.replaceChildren(
-        ...rules.map((rule) => {
-          const resource = rule.resource ? `${rule.resource.type || ''}:${rule.resource.name || ''}:${rule.resource.endpoint || ''}` : '';
-          return el(
-            'tr',
-            { 'data-rule': rule.id },
-            el('td', {}, el('code', { text: rule.id })),
-            el('td', { text: rule.scope ? rule.scope : '<public>' }),
-            el('td', { text: accessOf(rule.access) }),
-            el('td', {}, el('code', { text: resource })),
-            el('td', { text: String(rule.priority || 0) }),
-            el('td', {}, el('button', {
-              type: 'button',
-              class: 'danger',
-              'data-action': 'delete',
-              text: 'Delete',
-              onclick: () => remove(rule.id),
-            })),
-          );
-        }),
-      );
-      if (rules.length === 0) body.append(el('tr', { class: 'placeholder' }, el('td', { colspan: 6, text: 'No rules' })));
-      section.dataset.listed = String(Date.now());
-    }
-
-    async function remove(id) {
-      if (!(await ask(`Delete rule ${id}?`, 'Delete'))) return;
-      say(failure, '');
-      say(done, '');
-      try {
-        await call('auth/Rules/Delete', { id });
-        say(done, 'Rule deleted');
-      } catch (err) {
-        say(failure, err.message);
-      }
-      await load();
-    }
-
-    form.addEventListener('submit', async (event) => {
-      event.preventDefault();
-      say(formError, '');
-      say(done, '');
-      const value = (id) => document.getElementById(id).value.trim();
+  const rules = table('rule', 'Rules', {
+    // As `micro auth list rules`: higher priorities first, then by id.
+    order: (a, b) => (Number(b.priority || 0) - Number(a.priority || 0)) || byId(a, b),
+    cells: (rule) => {
+      const resource = rule.resource ? `${rule.resource.type || ''}:${rule.resource.name || ''}:${rule.resource.endpoint || ''}` : '';
+      return [
+        el('td', {}, el('code', { text: rule.id })),
+        el('td', { text: rule.scope ? rule.scope : '<public>' }),
+        el('td', { text: accessOf(rule.access) }),
+        el('td', {}, el('code', { text: resource })),
+        el('td', { text: String(rule.priority || 0) }),
+      ];
+    },
+    deleted: 'Rule deleted',
+    create: async () => {
       const resource = { type: value('rule-type'), name: value('rule-name'), endpoint: value('rule-endpoint') };
       if (!resource.type || !resource.name || !resource.endpoint) {
-        say(formError, 'Invalid resource, must be in the format type:name:endpoint');
-        return;
+        throw new Error('Invalid resource, must be in the format type:name:endpoint');
       }
       const priority = Number(value('rule-priority') || '0');
-      if (!Number.isInteger(priority)) {
-        say(formError, `invalid priority ${value('rule-priority')}: use an integer`);
-        return;
-      }
-      const rule = {
-        id: value('rule-id'),
-        scope: value('rule-scope'),
-        resource,
-        access: document.getElementById('rule-access').value,
-        priority,
-      };
-      try {
-        await call('auth/Rules/Create', { rule });
-      } catch (err) {
-        say(formError, err.message);
-        return;
-      }
-      say(done, 'Rule created');
-      await load();
-    });
+      if (!Number.isInteger(priority)) throw new Error(`invalid priority ${value('rule-priority')}: use an integer`);
+      const rule = { id: value('rule-id'), scope: value('rule-scope'), resource, access: value('rule-access'), priority };
+      await call('auth/Rules/Create', { rule });
+      return 'Rule created';
+    },
+  });
 
-    return load;
-  }
-
-  const loads = [setupAccounts(), setupRules()].filter(Boolean);
-  if (loads.length) {
-    Promise.all(loads.map((load) => load())).then(() => {
-      document.body.dataset.ready = 'accounts';
-    });
-  }
+  Promise.all([accounts(), rules()]).then(() => {
+    document.body.dataset.ready = 'accounts';
+  });
 })();

@@ -568,6 +568,21 @@
     if (seen === 0) count.textContent = 'no messages';
   }
 
+  /** Throws for a failed `/api/` answer an Error whose `status` is the HTTP status and whose
+   * message is the gateway's `Detail` (an expired session goes to the login page first). */
+  async function check(response) {
+    if (await expired(response)) throw Object.assign(new Error('the session has expired'), { status: 401 });
+    if (!response.ok) throw Object.assign(new Error(await detailOf(response)), { status: response.status });
+  }
+
+  /** The JSON answer of one of the dashboard's own reads, `GET /api/<path>` (e.g.
+   * `get('service-name?source=…')`); a failure throws as `call`'s do. */
+  async function get(path) {
+    const response = await fetch(`/api/${path}`, { headers: apiHeaders(), credentials: 'same-origin' });
+    await check(response);
+    return response.json();
+  }
+
   /**
    * Calls a service endpoint through `/api/call` (the gateway's own path), e.g.
    * `call('store/Store/Read', {key})`: its JSON answer, or an Error whose `status` is the HTTP
@@ -582,8 +597,7 @@
       credentials: 'same-origin',
       signal,
     });
-    if (await expired(response)) throw Object.assign(new Error('the session has expired'), { status: 401 });
-    if (!response.ok) throw Object.assign(new Error(await detailOf(response)), { status: response.status });
+    await check(response);
     if (!onLine) {
       const text = await response.text();
       return text ? JSON.parse(text) : {};
@@ -630,8 +644,8 @@
     node.hidden = !message;
   }
 
-  // What the pages' own scripts (runtime.js, data.js) use.
-  window.micro = Object.freeze({ el, call, ask, say, namespace });
+  // What the pages' own scripts (runtime.js, data.js, admin.js) use.
+  window.micro = Object.freeze({ el, call, get, ask, say });
 
   setupLogin();
   setupLogout();

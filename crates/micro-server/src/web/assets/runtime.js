@@ -6,7 +6,7 @@
 'use strict';
 
 (() => {
-  const { el, call, ask, say } = window.micro;
+  const { el, call, get, ask, say } = window.micro;
   const section = document.getElementById('runtime');
   if (!section) return;
   const body = document.querySelector('#status tbody');
@@ -27,7 +27,7 @@
     return `${s}s`;
   }
 
-  /** The cells of one service, as `micro status` shows them. */
+  /** The cells of one service, as `micro status` shows them, by the class of their `<td>`. */
   function cells(service) {
     const meta = service.metadata || {};
     const status = statusOf(service);
@@ -44,8 +44,8 @@
       status,
       restarts: meta.restarts || '0',
       updated,
-      error,
-      metadata: extra.join(', '),
+      'last-error': error,
+      meta: extra.join(', '),
     };
   }
 
@@ -85,28 +85,28 @@
       return;
     }
     services.sort((a, b) => (a.name === b.name ? a.version.localeCompare(b.version) : a.name.localeCompare(b.name)));
-    const seen = new Set();
     const ordered = services.map((service) => {
-      seen.add(`${service.name}@${service.version}`);
       const row = rowOf(service);
       const shown = cells(service);
       for (const [name, text] of Object.entries(shown)) {
-        const cell = row.querySelector(`.${name === 'error' ? 'last-error' : name === 'metadata' ? 'meta' : name}`);
+        const cell = row.querySelector(`.${name}`);
         if (cell.textContent !== text) cell.textContent = text;
       }
       row.dataset.status = shown.status;
       row.querySelector('.status').className = `status ${shown.status}`;
       return row;
     });
+    const kept = new Set(ordered);
     for (const [key, row] of rows) {
-      if (!seen.has(key)) {
+      if (!kept.has(row)) {
         row.remove();
         rows.delete(key);
       }
     }
     if (ordered.length === 0) {
       body.replaceChildren(el('tr', { class: 'placeholder' }, el('td', { colspan: 9, text: 'No services: run one below, or with `micro run`.' })));
-    } else {
+    } else if (ordered.length !== body.children.length || ordered.some((row, i) => body.children[i] !== row)) {
+      // Only when the rows changed: moving them would take the focus off their buttons.
       body.replaceChildren(...ordered);
     }
     section.dataset.refreshed = String(Date.now());
@@ -166,29 +166,27 @@
 
   // ---- update and kill
 
-  const resource = (name, version) => ({ resource: { service: { name, version } } });
-
-  async function update(name, version) {
+  /** `runtime.Runtime/<method>` of one service, then the table again: whether it was done (a
+   * failure is shown, a service already gone with `micro kill`'s sentence). */
+  async function act(method, name, version) {
     try {
-      // `micro update NAME`: rebuilt from the source it was run from.
-      await call('runtime/Runtime/Update', resource(name, version));
+      await call(`runtime/Runtime/${method}`, { resource: { service: { name, version } } });
       say(failure, '');
+      return true;
     } catch (err) {
       say(failure, err.status === 404 ? `Service ${name} ${version} not found: \`micro status\` lists the services` : err.message);
+      return false;
+    } finally {
+      refresh();
     }
-    refresh();
   }
+
+  // `micro update NAME`: rebuilt from the source it was run from.
+  const update = (name, version) => act('Update', name, version);
 
   async function kill(name, version) {
     if (!(await ask(`Kill ${name} ${version}? It is stopped and removed, with its logs.`, 'Kill'))) return;
-    try {
-      await call('runtime/Runtime/Delete', resource(name, version));
-      say(failure, '');
-      if (panel.dataset.service === name) stopFollowing();
-    } catch (err) {
-      say(failure, err.status === 404 ? `Service ${name} ${version} not found: \`micro status\` lists the services` : err.message);
-    }
-    refresh();
+    if ((await act('Delete', name, version)) && panel.dataset.service === name) stopFollowing();
   }
 
   // ---- run from git
@@ -201,27 +199,29 @@
     say(runError, '');
     say(runDone, '');
     const arg = runForm.elements.source.value.trim();
-    // `host/org/repo[/folder][@ref]`: the ref is the VERSION, the last segment the name.
+    // `host/org/repo[/folder][@ref]`: the ref is the VERSION, `latest` without one.
     const at = arg.lastIndexOf('@');
-    const [url, version] = at > 0 && !arg.slice(0, at).endsWith('://') ? [arg.slice(0, at), arg.slice(at + 1)] : [arg, 'latest'];
-    const base = url.replace(/\/+$/, '');
-    const name = runForm.elements.name.value.trim() || base.slice(base.lastIndexOf('/') + 1).replace(/\.git$/, '');
+    const hasRef = at > 0 && !arg.slice(0, at).endsWith('://');
+    const source = (hasRef ? arg.slice(0, at) : arg).replace(/\/+$/, '');
+    const version = (hasRef && arg.slice(at + 1)) || 'latest';
     const command = runForm.elements.command.value.trim().split(/\s+/).filter(Boolean);
-    const request = {
-      resource: { service: { name, version: version || 'latest', source: base, metadata: { source: base } } },
-      options: { command },
-    };
+    let name = runForm.elements.name.value.trim();
     const button = runForm.querySelector('button[type="submit"]');
     button.disabled = true;
     try {
-      await call('runtime/Runtime/Create', request);
-      say(runDone, `${name} ${version || 'latest'} accepted: it is built and started in the background.`);
+      // Without a name, the one the source gives, by the server's (and the CLI's) rule.
+      name = name || (await get(`service-name?source=${encodeURIComponent(source)}`)).name;
+      await call('runtime/Runtime/Create', {
+        resource: { service: { name, version, source, metadata: { source } } },
+        options: { command },
+      });
+      say(runDone, `${name} ${version} accepted: it is built and started in the background.`);
       runForm.reset();
     } catch (err) {
       say(
         runError,
         err.status === 409
-          ? `service ${name} ${version || 'latest'} already exists: rebuild it with \`micro update ${arg}\` or stop it with \`micro kill ${name}\``
+          ? `service ${name} ${version} already exists: rebuild it with \`micro update ${arg}\` or stop it with \`micro kill ${name}\``
           : err.message,
       );
     } finally {
