@@ -32,10 +32,9 @@ pub mod session;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash as _, Hasher as _};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -54,6 +53,7 @@ use serde_json::{Value, json};
 use self::pages::{Frame, ServiceView};
 use self::session::{CSRF_COOKIE, SESSION_TTL, Session, TOKEN_COOKIE};
 use crate::gateway::auth::Caller;
+use crate::gateway::call::DescriptorCache;
 use crate::gateway::resolve::Route;
 use crate::gateway::{ApiError, Gateway, browser};
 
@@ -67,8 +67,6 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 
 /// The largest login body read.
 const LOGIN_BODY_LIMIT: usize = 16 * 1024;
-/// Most decoded descriptor sets kept.
-const MAX_POOLS: usize = 64;
 
 /// What the sentence of an expired or missing session says.
 const SESSION_EXPIRED: &str = "Your session has expired: log in again.";
@@ -97,14 +95,14 @@ struct Inner {
     registry: Arc<dyn Registry>,
     auth: Arc<Auth>,
     options: Options,
-    pools: Mutex<HashMap<u64, DescriptorPool>>,
+    pools: DescriptorCache<DescriptorPool>,
 }
 
 impl Web {
     /// A dashboard calling through `gateway`, listing `registry`, logging in with `auth`.
     pub fn new(gateway: Gateway, registry: Arc<dyn Registry>, auth: Arc<Auth>, options: Options) -> Self {
         Self {
-            inner: Arc::new(Inner { gateway, registry, auth, options, pools: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner { gateway, registry, auth, options, pools: DescriptorCache::default() }),
         }
     }
 
@@ -314,19 +312,7 @@ impl Web {
     }
 
     fn pool(&self, descriptors: &[u8]) -> Option<DescriptorPool> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        descriptors.hash(&mut hasher);
-        let key = hasher.finish();
-        if let Some(pool) = self.inner.pools.lock().expect("pool lock poisoned").get(&key) {
-            return Some(pool.clone());
-        }
-        let pool = DescriptorPool::decode(descriptors).ok()?;
-        let mut pools = self.inner.pools.lock().expect("pool lock poisoned");
-        if pools.len() >= MAX_POOLS {
-            pools.clear();
-        }
-        pools.insert(key, pool.clone());
-        Some(pool)
+        self.inner.pools.get_or_decode(descriptors, |bytes| DescriptorPool::decode(bytes)).ok()
     }
 
     /// The endpoints of the registered versions of one service: those of its newest version
