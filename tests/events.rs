@@ -282,3 +282,112 @@ fn dead_letters_are_listed_released_and_dropped() {
         "just the header"
     );
 }
+
+/// Topics and replay end to end (docs/events.md#topics, #replay): `micro events topics` lists
+/// the namespace's topics only; `micro events replay` moves a group back while a member is
+/// consuming — it prints the replayed events once, in order, then new ones — from a sequence,
+/// from an RFC 3339 time or a duration ago, with `--to`; bad input is refused, changing nothing.
+#[test]
+fn topics_are_listed_and_groups_replayed() {
+    use std::time::Duration;
+
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    for n in 1..=5 {
+        server.ok(&["events", "publish", "orders", &format!(r#"{{"n":{n}}}"#)]);
+    }
+    server.ok(&["events", "publish", "audit", r#"{"n":0}"#]);
+
+    let table = server.ok(&["events", "topics"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("EVENTS") && lines[0].ends_with("LAST EVENT"));
+    assert!(lines[1].starts_with("audit ") && lines[2].starts_with("orders "), "in name order: {table}");
+    let topics: Vec<serde_json::Value> =
+        server.ok(&["events", "topics", "--output", "json"]).lines().map(common::json).collect();
+    assert_eq!(
+        topics
+            .iter()
+            .map(|t| (
+                t["name"].as_str().unwrap(),
+                t["events"].as_u64().unwrap(),
+                t["last_sequence"].as_u64().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [("audit", 1, 1), ("orders", 5, 5)]
+    );
+
+    // A member of group billing, consuming until killed; it takes the five events.
+    let member = common::Collector::start(
+        home.path(),
+        &["events", "consume", "orders", "--group", "billing", "--offset", "1"],
+    );
+    let printed = |count: usize| {
+        let arrived = common::eventually(Duration::from_secs(30), || member.lines().len() >= count);
+        assert!(arrived, "{count} lines: {:?}", member.lines());
+        sequences(&member.lines().join("\n"))
+    };
+    assert_eq!(printed(5), [1, 2, 3, 4, 5]);
+
+    // Replay from a sequence: the running member prints 3 to 5 again, once, then new events.
+    assert_eq!(
+        server.ok(&["events", "replay", "orders", "--group", "billing", "--from", "3"]),
+        "Replaying 3 events (sequences 3 to 5, then every later event) to group billing\n"
+    );
+    server.ok(&["events", "publish", "orders", r#"{"n":6}"#]);
+    assert_eq!(printed(9), [1, 2, 3, 4, 5, 3, 4, 5, 6]);
+
+    // From a time before every event to a sequence: 1 and 2, then the group carries on where
+    // it was.
+    assert_eq!(
+        server.ok(&[
+            "events",
+            "replay",
+            "orders",
+            "--group",
+            "billing",
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2"
+        ]),
+        "Replaying 2 events (sequences 1 to 2) to group billing\n"
+    );
+    server.ok(&["events", "publish", "orders", r#"{"n":7}"#]);
+    assert_eq!(printed(12)[9..], [1, 2, 7], "the bounded replay, then only new events");
+    server.ok(&["events", "replay", "orders", "--group", "billing", "--from", "1h", "--to", "1"]);
+    assert_eq!(printed(13)[12..], [1]);
+
+    // Bad input: one clear line each, nothing changed.
+    let future = "2999-01-01T00:00:00Z";
+    for (args, expected) in [
+        (vec!["--group", "nobody", "--from", "1"], "No consumer group nobody on topic orders"),
+        (vec!["--group", "billing", "--from", "3", "--to", "2"], "after its end"),
+        (vec!["--group", "billing", "--from", future], "in the future"),
+        (vec!["--group", "billing", "--from", "0"], "Invalid --from 0: sequence numbers start at 1"),
+        (vec!["--group", "billing", "--from", "yesterday"], "Invalid --from \"yesterday\""),
+    ] {
+        let bad = server.micro(&[&["events", "replay", "orders"][..], &args].concat());
+        assert!(!bad.status.success(), "{args:?}");
+        assert!(common::stderr(&bad).contains(expected), "{args:?}: {}", common::stderr(&bad));
+        assert_eq!(common::stdout(&bad), "");
+    }
+    let unknown = server.micro(&["events", "replay", "nothing", "--group", "billing", "--from", "1"]);
+    assert!(common::stderr(&unknown).contains("Topic nothing has no events"), "{}", common::stderr(&unknown));
+    server.ok(&["events", "publish", "orders", r#"{"n":8}"#]);
+    assert_eq!(printed(14)[13..], [8], "the bad replays changed nothing");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(member.lines().len(), 14, "each event once: {:?}", member.lines());
+
+    // A tenant sees only its own topics, and cannot replay micro's groups.
+    server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s", "bob"]);
+    let foo = common::tenant_home(&server, "foo", "bob", "s");
+    let in_foo = |args: &[&str]| common::micro_in(foo.path(), args);
+    assert_eq!(common::stdout(&in_foo(&["events", "topics"])).lines().count(), 1, "just the header");
+    assert!(in_foo(&["events", "publish", "mine", r#"{"n":1}"#]).status.success());
+    let listed = common::stdout(&in_foo(&["events", "topics", "--output", "json"]));
+    assert_eq!(listed.lines().map(|line| common::json(line)["name"].clone()).collect::<Vec<_>>(), ["mine"]);
+    let theirs = in_foo(&["events", "replay", "orders", "--group", "billing", "--from", "1"]);
+    assert!(common::stderr(&theirs).contains("Topic orders has no events"), "{}", common::stderr(&theirs));
+    assert_eq!(server.ok(&["events", "topics"]).lines().count(), 3, "micro does not list foo's topic");
+}

@@ -154,3 +154,48 @@ fn a_queue_group_spans_servers_on_nats() {
         "a plain subscriber gets them all, in order"
     );
 }
+
+/// Replay and topics on NATS (docs/events.md#replay): a member of a group runs on server B
+/// while the group is replayed through server A; the member prints the replayed events once,
+/// in order, then new ones. The topic is listed with its count.
+#[test]
+fn a_replay_through_one_server_reaches_a_member_on_another() {
+    use std::time::Duration;
+    let Some(url) = nats_url("a_replay_through_one_server_reaches_a_member_on_another") else { return };
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |home: &std::path::Path| {
+        let server = Server::start_with(home, &["--events", &url]);
+        server.ok(&["login", "--username", "admin", "--password", "micro"]);
+        server
+    };
+    let (a, _b) = (start(home_a.path()), start(home_b.path()));
+    let topic = fresh("replayed");
+    for n in 1..=4 {
+        a.ok(&["events", "publish", &topic, &format!(r#"{{"n":{n}}}"#)]);
+    }
+    let member = common::Collector::start(
+        home_b.path(),
+        &["events", "consume", &topic, "--group", "g", "--offset", "1"],
+    );
+    let printed = |count: usize| {
+        let arrived = common::eventually(Duration::from_secs(30), || member.lines().len() >= count);
+        assert!(arrived, "{count} lines: {:?}", member.lines());
+        payloads(&member.lines().join("\n"))
+    };
+    assert_eq!(printed(4), [1, 2, 3, 4]);
+    assert_eq!(
+        a.ok(&["events", "replay", &topic, "--group", "g", "--from", "2", "--to", "3"]),
+        "Replaying 2 events (sequences 2 to 3) to group g\n"
+    );
+    a.ok(&["events", "publish", &topic, r#"{"n":5}"#]);
+    assert_eq!(printed(7), [1, 2, 3, 4, 2, 3, 5], "the replay once, in order, then new events");
+    let bad = a.micro(&["events", "replay", &topic, "--group", "nobody", "--from", "1"]);
+    assert!(common::stderr(&bad).contains("No consumer group nobody"), "{}", common::stderr(&bad));
+
+    // The shared NATS may hold other runs' topics: look for this one.
+    let listed = a.ok(&["events", "topics", "--output", "json"]);
+    let mine: Vec<serde_json::Value> =
+        listed.lines().map(common::json).filter(|t| t["name"] == topic.as_str()).collect();
+    assert_eq!(mine.len(), 1, "{listed}");
+    assert_eq!((mine[0]["events"].as_u64(), mine[0]["last_sequence"].as_u64()), (Some(5), Some(5)));
+}

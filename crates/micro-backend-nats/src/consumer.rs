@@ -15,6 +15,11 @@
 //! id. When a member is dropped, the deliveries it still had are NAKed, so JetStream hands
 //! them to another member at once rather than after their ack wait.
 //!
+//! A replay (docs/events.md#replay, see `events`) copies the replayed events to the group's
+//! released events, so members get them the way they get released dead letters; deliveries
+//! this process has in flight of the replayed events are superseded first
+//! ([`InFlight::supersede`]).
+//!
 //! Dead letters (docs/events.md#dead-letters): a delivery nacked as permanent, or whose last
 //! allowed delivery is nacked or runs out of ack wait, is stored as a dead letter of a named
 //! group and then acked (a consumer without a group drops it with a warning). A member of a
@@ -88,6 +93,8 @@ struct Entry {
     first_ms: u64,
     last_ms: u64,
     error: String,
+    /// Delivered from the group's released events, not from its consumer of the topic.
+    released: bool,
 }
 
 impl InFlight {
@@ -164,6 +171,19 @@ impl InFlight {
             .map(|(id, _)| id.clone())
             .collect();
         expired.into_iter().filter_map(|id| entries.remove(&id).map(|entry| (id, entry))).collect()
+    }
+
+    /// Forgets the deliveries from the group's consumer of the topic whose events are in
+    /// `first..=last` (a replay delivers them again), returning where to ack them so the
+    /// consumer does not redeliver them too.
+    pub(crate) fn supersede(&self, first: u64, last: u64) -> Vec<Subject> {
+        let mut entries = self.entries();
+        let superseded: Vec<String> = entries
+            .iter()
+            .filter(|(_, entry)| !entry.released && (first..=last).contains(&entry.event.sequence))
+            .map(|(id, _)| id.clone())
+            .collect();
+        superseded.into_iter().filter_map(|id| entries.remove(&id)).map(|entry| entry.reply).collect()
     }
 
     /// Removes `member`'s deliveries, returning where to NAK them, in sequence order (JetStream
@@ -542,6 +562,7 @@ impl Member {
             first_ms: now_ms,
             last_ms: now_ms,
             error: String::new(),
+            released,
         };
         self.in_flight.insert(event.id.clone(), entry);
         Ok((Delivery::new(event, attempt, self.acker.clone()), released))

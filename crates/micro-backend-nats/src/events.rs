@@ -32,6 +32,20 @@
 //!   group's members with a core NATS message; members pull released events ahead of new ones
 //!   (see `consumer`). Copy-then-delete: a crash between the two leaves an event both released
 //!   and dead (at least once). First-delivery times are those this process saw.
+//! - **Replay** (docs/events.md#replay) copies the replayed events to the group's released
+//!   events (the work-queue stream releases of dead letters use, above), so members get them
+//!   ahead of new events, in order, once each, and wakes the members. The group's consumer is
+//!   left alone: what it delivered up to the moment of the replay (`delivered`, its last
+//!   delivered sequence) is copied from `from` on, and it carries on after that by itself — the
+//!   same outcome as moving the position back, without deleting a consumer members are pulling
+//!   from. Deliveries this process has in flight of copied events are acked and forgotten
+//!   (superseded: an ack of them fails with not found); those of other processes stay in
+//!   flight, so their events may come once more (at least once). A replay copies at most
+//!   [`MAX_REPLAY_EVENTS`].
+//! - **Topics** lists the namespace's event streams (`STREAM.LIST` filtered by the namespace's
+//!   subjects), with each stream's message count and last sequence; the last event's time is
+//!   when NATS stored it (an explicit publish timestamp is not read back, to keep the listing
+//!   to one request per 256 topics).
 //! - **Start** `Newest` = deliver policy `new`; `Sequence(n)` = by start sequence `n`;
 //!   `Time(ms)` = by start sequence of the first event whose `Micro-Timestamp` is at or after
 //!   `ms`, found by binary search over the stream (timestamps never decrease along it, and
@@ -70,7 +84,8 @@ use async_nats::{HeaderMap, HeaderValue};
 use futures::StreamExt;
 use micro_events::{
     ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, DeadLetter, Event, Events, EventsError, MAX_DEAD_LETTERS,
-    MAX_READ_LIMIT, Nack, PublishOptions, Published, Result, Retention, Selection, Start, validate,
+    MAX_READ_LIMIT, MAX_TOPICS, Nack, Position, PublishOptions, Published, Replay, Replayed, Result,
+    Retention, Selection, Start, TopicInfo, validate,
 };
 use serde_json::json;
 
@@ -91,6 +106,14 @@ const ATTEMPTS_HEADER: &str = "Micro-Attempts";
 const ERROR_HEADER: &str = "Micro-Error";
 const FIRST_DELIVERY_HEADER: &str = "Micro-First-Delivery";
 const LAST_DELIVERY_HEADER: &str = "Micro-Last-Delivery";
+/// Most events one replay copies (see the module docs); a larger replay is refused: narrow it
+/// with an end.
+pub const MAX_REPLAY_EVENTS: u64 = 100_000;
+/// How long a replay may take to copy its events before it fails as unavailable (the events
+/// copied by then are delivered all the same).
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Copies a replay has JetStream acknowledge at once.
+const REPLAY_WINDOW: usize = 256;
 /// Publishes one topic may lose to publishers elsewhere before giving up.
 const MAX_PUBLISH_CONFLICTS: usize = 100;
 /// Direct gets a read keeps in flight.
@@ -202,6 +225,26 @@ impl NatsEvents {
         let what = if release { "release dead letters" } else { "drop dead letters" };
         bounded(&self.inner.connection, what, self.inner.take_dead_letters(&topic, group, which, release))
             .await
+    }
+
+    /// Replays `group` on `topic` (see the module docs).
+    async fn replay_group(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        replay: &Replay,
+    ) -> Result<Replayed> {
+        validate::replay(namespace, topic, group, replay, micro_events::now_ms())?;
+        self.inner.ready()?;
+        let topic = self.inner.topic(namespace, topic);
+        let replaying = tokio::time::timeout(REPLAY_TIMEOUT, self.inner.replay(&topic, group, replay));
+        replaying.await.unwrap_or_else(|_| {
+            Err(unavailable(format!(
+                "replay: not done within {}s; the events copied by then are delivered",
+                REPLAY_TIMEOUT.as_secs()
+            )))
+        })
     }
 
     /// Connects to the NATS server at `url` with default retention, one replica; fails
@@ -439,6 +482,145 @@ impl Inner {
         }
         let mut found: Vec<_> = by_id.into_values().collect();
         found.sort_by_key(|(_, dead)| dead.event.sequence);
+        Ok(found)
+    }
+
+    /// Replays `group` on `topic`: resolves the range, then copies what the group's consumer
+    /// delivered of it to the group's released events (see the module docs).
+    async fn replay(&self, topic: &Topic, group: &str, replay: &Replay) -> Result<Replayed> {
+        let state = self.stream_state(topic).await?;
+        let (first, last) = state.as_ref().map_or((1, 0), |state| {
+            let first =
+                if state.messages == 0 { state.last_sequence + 1 } else { state.first_sequence.max(1) };
+            (first, state.last_sequence)
+        });
+        let from = match replay.from {
+            Position::Sequence(sequence) => sequence,
+            Position::Time(ms) => self.sequence_at(topic, ms).await?,
+        };
+        let to = match replay.to {
+            None => None,
+            Some(Position::Sequence(sequence)) => Some(sequence),
+            // The last event at or before the time: one before the first after it.
+            Some(Position::Time(ms)) => Some(self.sequence_at(topic, ms.saturating_add(1)).await? - 1),
+        };
+        let range = validate::replay_range(&topic.name, first, last, from, to)?;
+        let name = names::group_consumer(group);
+        let info: std::result::Result<consumer::Info, _> =
+            self.api(format!("CONSUMER.INFO.{}.{name}", topic.stream), &json!({})).await?;
+        let delivered = match info {
+            Ok(info) => info.delivered.stream_sequence,
+            Err(err) if err.error_code() == ErrorCode::CONSUMER_NOT_FOUND => {
+                return Err(validate::unknown_group(&topic.name, group));
+            }
+            Err(err) => return Err(unavailable(format!("consumer info {name} on {}: {err}", topic.stream))),
+        };
+        let (copy_from, copy_to, copies) = replay_copies(&range, first, delivered)?;
+        if copies > 0 {
+            self.ensure_side_stream(topic, true).await?;
+            self.ensure_released_consumer(topic, group).await?;
+            let key = (topic.namespace.clone(), topic.name.clone(), group.to_string());
+            let table =
+                self.groups.lock().unwrap_or_else(PoisonError::into_inner).get(&key).and_then(Weak::upgrade);
+            if let Some(table) = table {
+                for reply in table.supersede(copy_from, copy_to) {
+                    // Best effort: one not acked comes again after its ack wait (at least once).
+                    let _ = self.connection.client().publish(reply, "+ACK".into()).await;
+                }
+            }
+            self.copy_released(topic, group, copy_from, copy_to).await?;
+            let notify = names::released_notify(&topic.namespace, &topic.name, group);
+            // Best effort: members also look for released events whenever their pull expires.
+            let _ = self.connection.client().publish(notify, bytes::Bytes::new()).await;
+        }
+        tracing::info!(
+            namespace = %topic.namespace, topic = %topic.name, group, first = range.first_sequence,
+            last = range.last_sequence, copied = copies, "consumer group replayed"
+        );
+        Ok(range)
+    }
+
+    /// Copies the topic's events `from..=to` to `group`'s released events, in order, with
+    /// [`REPLAY_WINDOW`] of them awaiting JetStream's ack at a time.
+    async fn copy_released(&self, topic: &Topic, group: &str, from: u64, to: u64) -> Result<()> {
+        let subject = names::released_subject(&topic.namespace, &topic.name, group);
+        let stream = self.js.get_stream_no_info(&topic.stream).await.map_err(unavailable)?;
+        let mut sequence = from;
+        while sequence <= to {
+            let end = to.min(sequence + REPLAY_WINDOW as u64 - 1);
+            let stream = &stream;
+            let gets = futures::stream::iter(sequence..=end)
+                .map(|sequence| async move { (sequence, stream.direct_get(sequence).await) })
+                .buffered(READ_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            let mut acks = Vec::with_capacity(gets.len());
+            for (sequence, got) in gets {
+                let event = match got {
+                    Ok(message) => event_of_stored(&topic.name, message),
+                    // Removed by retention meanwhile: nothing to replay.
+                    Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => continue,
+                    Err(err) => {
+                        return Err(unavailable(format!("read {} at {sequence}: {err}", topic.stream)));
+                    }
+                };
+                let published = self
+                    .js
+                    .publish_with_headers(subject.clone(), copy_headers(&event), event.payload.into())
+                    .await
+                    .map_err(|err| {
+                        unavailable(format!("replay {} on {}: {err}", event.id, self.connection.url()))
+                    })?;
+                acks.push(published);
+            }
+            for ack in acks {
+                ack.await
+                    .map_err(|err| unavailable(format!("replay on {}: {err}", self.connection.url())))?;
+            }
+            sequence = end + 1;
+        }
+        Ok(())
+    }
+
+    /// The topics of `namespace`: its event streams, in name order, at most [`MAX_TOPICS`].
+    async fn topics(&self, namespace: &str) -> Result<Vec<TopicInfo>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            total: usize,
+            streams: Option<Vec<stream::Info>>,
+        }
+        let subjects = names::events_subject(namespace, "*");
+        let prefix = names::events_subject(namespace, "");
+        let (mut found, mut offset) = (Vec::new(), 0);
+        loop {
+            let request = json!({ "offset": offset, "subject": subjects });
+            let page: std::result::Result<Page, _> = self.api("STREAM.LIST".to_string(), &request).await?;
+            let page = page.map_err(|err| unavailable(format!("list the streams of {namespace}: {err}")))?;
+            let streams = page.streams.unwrap_or_default();
+            let listed = streams.len();
+            offset += listed;
+            for info in streams {
+                let Some(token) =
+                    info.config.subjects.iter().find_map(|subject| subject.strip_prefix(&prefix))
+                else {
+                    continue;
+                };
+                let state = info.state;
+                let last_ms =
+                    u64::try_from(state.last_timestamp.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                found.push(TopicInfo {
+                    name: names::untoken(token),
+                    events: state.messages,
+                    last_sequence: state.last_sequence,
+                    last_timestamp_ms: if state.messages == 0 { 0 } else { last_ms },
+                });
+            }
+            if listed == 0 || offset >= page.total {
+                break;
+            }
+        }
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found.truncate(MAX_TOPICS);
         Ok(found)
     }
 
@@ -833,6 +1015,21 @@ impl Inner {
     }
 }
 
+/// What a replay of `range` copies, as `(from, to, count)`, when the topic's first stored
+/// sequence is `first` and the group's consumer delivered up to `delivered`: what the consumer
+/// delivers by itself from here on is not copied. More than [`MAX_REPLAY_EVENTS`] is refused.
+fn replay_copies(range: &Replayed, first: u64, delivered: u64) -> Result<(u64, u64, u64)> {
+    let (from, to) = (range.first_sequence.max(first), range.last_sequence.min(delivered));
+    let copies = (to + 1).saturating_sub(from);
+    if copies > MAX_REPLAY_EVENTS {
+        return Err(EventsError::Invalid(format!(
+            "the replay would copy {copies} events; on NATS a replay copies at most {MAX_REPLAY_EVENTS}: \
+             give it an end"
+        )));
+    }
+    Ok((from, to, copies))
+}
+
 fn is_exists(err: &jetstream::Error) -> bool {
     [ErrorCode::CONSUMER_ALREADY_EXISTS, ErrorCode::CONSUMER_NAME_EXIST].contains(&err.error_code())
 }
@@ -976,6 +1173,16 @@ impl Events for NatsEvents {
         self.take_dead_letters(namespace, topic, group, which, false).await
     }
 
+    async fn replay(&self, namespace: &str, topic: &str, group: &str, replay: &Replay) -> Result<Replayed> {
+        self.replay_group(namespace, topic, group, replay).await
+    }
+
+    async fn topics(&self, namespace: &str) -> Result<Vec<TopicInfo>> {
+        validate::namespace(namespace)?;
+        self.inner.ready()?;
+        bounded(&self.inner.connection, "list topics", self.inner.topics(namespace)).await
+    }
+
     /// Nothing to do: JetStream applies each stream's `max_age` and `max_msgs` itself.
     async fn sweep(&self) -> Result<u64> {
         Ok(0)
@@ -989,5 +1196,26 @@ impl Events for NatsEvents {
             self.inner.options.replicas,
             if self.inner.options.replicas == 1 { "" } else { "s" }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_copies_what_the_group_was_delivered_within_the_limit() {
+        let range = |first_sequence, last_sequence| Replayed { first_sequence, last_sequence, events: 0 };
+        assert_eq!(replay_copies(&range(3, 10), 1, 6), Ok((3, 6, 4)), "the consumer delivers 7 on by itself");
+        assert_eq!(replay_copies(&range(1, 10), 5, 10), Ok((5, 10, 6)), "removed events are not copied");
+        assert_eq!(
+            replay_copies(&range(8, 10), 1, 6),
+            Ok((8, 6, 0)),
+            "nothing delivered yet: nothing to copy"
+        );
+        let limit = MAX_REPLAY_EVENTS;
+        assert_eq!(replay_copies(&range(1, limit), 1, limit), Ok((1, limit, limit)), "the limit itself");
+        let over = replay_copies(&range(1, limit + 1), 1, limit + 1).unwrap_err().to_string();
+        assert!(over.contains("at most 100000") && over.contains("give it an end"), "{over}");
     }
 }

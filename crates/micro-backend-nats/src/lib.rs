@@ -24,5 +24,5 @@ mod registry;
 
 pub use broker::NatsBroker;
 pub use connection::{CONNECT_TIMEOUT, ConnectError, Connection, OPERATION_TIMEOUT, connect};
-pub use events::{EventsOptions, NatsEvents};
+pub use events::{EventsOptions, MAX_REPLAY_EVENTS, NatsEvents};
 pub use registry::{DEFAULT_BUCKET, NatsRegistry, RegistryOptions};

@@ -40,6 +40,11 @@ pub(crate) fn token(name: &str) -> String {
     name.replace('.', "~")
 }
 
+/// The topic, group or queue a subject token stands for (the inverse of [`token`]).
+pub(crate) fn untoken(token: &str) -> String {
+    token.replace('~', ".")
+}
+
 /// The subject events of `topic` in `namespace` are published on.
 pub(crate) fn events_subject(namespace: &str, topic: &str) -> String {
     format!("micro.events.{namespace}.{}", token(topic))

@@ -1,12 +1,13 @@
-//! `micro events publish|consume|read|dead|release|drop`: the durable event streams of the
-//! current namespace, and the dead letters of their consumer groups (docs/events.md#dead-letters).
+//! `micro events publish|consume|read|topics|replay|dead|release|drop`: the durable event
+//! streams of the current namespace, replays of their consumer groups (docs/events.md#replay)
+//! and the groups' dead letters (docs/events.md#dead-letters).
 
 use clap::Subcommand;
 use micro_proto::events::store_client::StoreClient;
 use micro_proto::events::stream_client::StreamClient;
 use micro_proto::events::{
     AckRequest, ConsumeRequest, DeadLetter, DeadLettersRequest, DropDeadLettersRequest, Event,
-    PublishRequest, ReadRequest, ReleaseRequest,
+    PublishRequest, ReadRequest, ReleaseRequest, ReplayRequest, Topic, TopicsRequest,
 };
 
 use crate::error::{CliError, Result};
@@ -45,6 +46,27 @@ pub enum EventsCommand {
         /// Skip this many events
         #[arg(long, default_value_t = 0)]
         offset: u64,
+    },
+    /// List the namespace's topics, with their event counts and last events
+    Topics {
+        /// Output format: a table, or one JSON object per line
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Move a consumer group back: its members get the events from --from again, in order
+    Replay {
+        topic: String,
+        /// The consumer group
+        #[arg(long)]
+        group: String,
+        /// The first event: a sequence number, an RFC 3339 time (2026-01-05T10:00:00Z) or a
+        /// duration ago (10m)
+        #[arg(long, value_name = "TIME|SEQ")]
+        from: String,
+        /// The last event, as --from [default: none; the group carries on through every later
+        /// event]
+        #[arg(long, value_name = "TIME|SEQ")]
+        to: Option<String>,
     },
     /// List a consumer group's dead letters: events it gave up on
     Dead {
@@ -86,7 +108,7 @@ pub enum EventsCommand {
     Unknown(Vec<String>),
 }
 
-/// How `micro events dead` prints.
+/// How `micro events dead` and `topics` print.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Output {
     #[default]
@@ -151,6 +173,61 @@ fn render_dead(dead: &[DeadLetter], output: Output) -> String {
     }
 }
 
+fn render_topics(topics: &[Topic], output: Output) -> String {
+    match output {
+        Output::Json => topics
+            .iter()
+            .map(|topic| {
+                let json = serde_json::json!({
+                    "name": topic.name,
+                    "events": topic.events,
+                    "last_sequence": topic.last_sequence,
+                    "last_event": time(topic.last_timestamp_ms),
+                });
+                format!("{json}\n")
+            })
+            .collect(),
+        Output::Table => {
+            let mut rows = vec![["NAME", "EVENTS", "LAST SEQUENCE", "LAST EVENT"].map(String::from).to_vec()];
+            rows.extend(topics.iter().map(|topic| {
+                vec![
+                    topic.name.clone(),
+                    topic.events.to_string(),
+                    topic.last_sequence.to_string(),
+                    time(topic.last_timestamp_ms),
+                ]
+            }));
+            crate::table::render(&rows)
+        }
+    }
+}
+
+/// One end of a replay as `(sequence, unix milliseconds)`, one of them zero: a sequence
+/// number, an RFC 3339 time, or a duration ago as `consume --offset` takes it.
+fn position(flag: &str, text: &str) -> Result<(u64, i64)> {
+    if let Ok(sequence) = text.parse::<u64>() {
+        if sequence == 0 {
+            return Err(CliError::new(format!("Invalid {flag} 0: sequence numbers start at 1")));
+        }
+        return Ok((sequence, 0));
+    }
+    if let Some(seconds) = micro_core::time::parse_rfc3339(text) {
+        if seconds <= 0 {
+            return Err(CliError::new(format!("Invalid {flag} {text:?}: give a time after 1970")));
+        }
+        return Ok((0, seconds.saturating_mul(1000)));
+    }
+    let ago = micro_core::duration::parse(text).map_err(|_| {
+        CliError::new(format!(
+            "Invalid {flag} {text:?}: give a sequence number, an RFC 3339 time such as 2026-01-05T10:00:00Z, \
+             or a duration ago such as 10m"
+        ))
+    })?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since = now.saturating_sub(ago).as_millis();
+    Ok((0, i64::try_from(since).unwrap_or(i64::MAX).max(1)))
+}
+
 /// How long the server waits for this command to ack an event it was sent before giving it to
 /// another member of the group; an event is acked as soon as it is printed.
 const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -196,6 +273,12 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<()> {
         }
         EventsCommand::Consume { offset, .. } => {
             start(offset.as_deref())?;
+        }
+        EventsCommand::Replay { from, to, .. } => {
+            position("--from", from)?;
+            if let Some(to) = to {
+                position("--to", to)?;
+            }
         }
         EventsCommand::Release { ids, all, .. } => selection("release", ids, *all)?,
         EventsCommand::Drop { ids, all, .. } => selection("drop", ids, *all)?,
@@ -263,6 +346,39 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<()> {
                 .await
                 .map_err(|status| client.error(status))?;
             out(&reply.into_inner().events.iter().map(render).collect::<String>());
+        }
+        EventsCommand::Topics { output } => {
+            let reply = StreamClient::new(client.channel.clone())
+                .topics(client.request(TopicsRequest {}))
+                .await
+                .map_err(|status| client.error(status))?;
+            out(&render_topics(&reply.into_inner().topics, output));
+        }
+        EventsCommand::Replay { topic, group, from, to } => {
+            let (from_sequence, from_time_ms) = position("--from", &from)?;
+            let (to_sequence, to_time_ms) = match &to {
+                Some(to) => position("--to", to)?,
+                None => (0, 0),
+            };
+            let request = ReplayRequest {
+                topic,
+                group: group.clone(),
+                from_sequence,
+                from_time_ms,
+                to_sequence,
+                to_time_ms,
+            };
+            let reply = StreamClient::new(client.channel.clone())
+                .replay(client.request(request))
+                .await
+                .map_err(|status| client.error(status))?
+                .into_inner();
+            let plural = if reply.events == 1 { "" } else { "s" };
+            let end = if to.is_some() { "" } else { ", then every later event" };
+            out(&format!(
+                "Replaying {} event{plural} (sequences {} to {}{end}) to group {group}\n",
+                reply.events, reply.first_sequence, reply.last_sequence
+            ));
         }
         EventsCommand::Dead { topic, group, output } => {
             let reply = StreamClient::new(client.channel.clone())
@@ -332,6 +448,36 @@ mod tests {
         assert!(selection("release", &[], false).unwrap_err().message.contains("or give --all"));
         assert!(selection("drop", &["a".into()], true).unwrap_err().message.contains("not both"));
         assert!(selection("drop", &["a".into()], false).is_ok() && selection("drop", &[], true).is_ok());
+    }
+
+    #[test]
+    fn replay_positions_and_topics() {
+        assert_eq!(position("--from", "7").unwrap(), (7, 0));
+        assert_eq!(position("--from", "2026-01-05T10:00:00Z").unwrap(), (0, 1_767_607_200_000));
+        let (sequence, ms) = position("--from", "10m").unwrap();
+        let now = i64::try_from(micro_core::time::unix_millis()).unwrap();
+        assert!(sequence == 0 && (now - 600_000 - 5_000..=now - 600_000).contains(&ms), "{ms}");
+        assert!(position("--from", "0").unwrap_err().message.contains("start at 1"));
+        let bad = position("--to", "yesterday").unwrap_err().message;
+        assert!(bad.starts_with("Invalid --to \"yesterday\"") && bad.contains("RFC 3339"), "{bad}");
+
+        let topics = [Topic {
+            name: "orders".into(),
+            events: 3,
+            last_sequence: 5,
+            last_timestamp_ms: 1_700_000_000_000,
+        }];
+        let table = render_topics(&topics, Output::Table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NAME    EVENTS  LAST SEQUENCE  LAST EVENT"), "{table}");
+        assert_eq!(lines[1], "orders  3       5              2023-11-14T22:13:20Z", "{table}");
+        let json: serde_json::Value =
+            serde_json::from_str(render_topics(&topics, Output::Json).trim()).unwrap();
+        assert_eq!(
+            (json["name"].as_str(), json["events"].as_u64(), json["last_sequence"].as_u64()),
+            (Some("orders"), Some(3), Some(5))
+        );
+        assert_eq!(json["last_event"], "2023-11-14T22:13:20Z");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::{
     ConsumeOptions, Consumer, Delivery, Events, EventsError, MAX_DEAD_LETTERS, MAX_EVENT_BYTES, Nack,
-    PublishOptions, Selection, Start,
+    Position, PublishOptions, Replay, Replayed, Selection, Start,
 };
 
 /// The ack wait of the manual-ack cases: short, since they wait it out.
@@ -57,6 +57,10 @@ pub async fn run_all(events: std::sync::Arc<dyn Events>) {
     retry_limit_dead_letters_and_release(events, &topic("dead")).await;
     permanent_nack_and_drop(events, &topic("permanent")).await;
     dead_letter_limit(events, &topic("deadlimit")).await;
+    topics_per_namespace(events, &topic("topics")).await;
+    replay_from_time_sequence_and_to(events, &topic("replay")).await;
+    replay_while_consuming(events, &topic("replaylive")).await;
+    replay_bad_input(events, &topic("replaybad")).await;
 }
 
 /// A name no earlier run in this or another process used.
@@ -587,4 +591,180 @@ pub async fn dead_letter_limit(events: &dyn Events, topic: &str) {
     let dropped = events.drop_dead_letters("micro", topic, "full", &Selection::All).await.unwrap();
     assert_eq!(dropped, ids[1..].to_vec());
     assert!(events.dead_letters("micro", topic, "full").await.unwrap().is_empty());
+}
+
+/// `topics` lists the namespace's topics with their counts, last sequence and last event's
+/// time, and nothing of another namespace.
+pub async fn topics_per_namespace(events: &dyn Events, topic: &str) {
+    /// Slack for the last event's time: NATS reports when its server stored the event.
+    const CLOCKS: u64 = 5_000;
+    let (one, two) = (format!("{topic}-one"), format!("{topic}-two"));
+    for _ in 0..3 {
+        publish(events, "micro", &one, b"1").await;
+    }
+    let before = crate::now_ms();
+    publish(events, "micro", &two, b"2").await;
+    let after = crate::now_ms();
+    publish(events, "foo", &format!("{topic}-foo"), b"f").await;
+    let mine = |listed: Vec<crate::TopicInfo>| -> Vec<crate::TopicInfo> {
+        listed.into_iter().filter(|info| info.name.starts_with(topic)).collect()
+    };
+    let listed = mine(events.topics("micro").await.unwrap());
+    assert_eq!(
+        listed.iter().map(|info| (info.name.as_str(), info.events, info.last_sequence)).collect::<Vec<_>>(),
+        [(one.as_str(), 3, 3), (two.as_str(), 1, 1)],
+        "micro's topics in name order, with their counts and last sequences"
+    );
+    let last = listed[1].last_timestamp_ms;
+    assert!(
+        before - CLOCKS <= last && last <= after + CLOCKS,
+        "the last event's time: {before} <= {last} <= {after}"
+    );
+    let in_foo = mine(events.topics("foo").await.unwrap());
+    assert_eq!(
+        in_foo.iter().map(|info| info.name.as_str()).collect::<Vec<_>>(),
+        [format!("{topic}-foo").as_str()],
+        "foo sees only its own topic"
+    );
+    assert!(invalid(events.topics("Not A Namespace").await));
+}
+
+/// Publishes `n` events to `topic` stamped a second apart, starting a minute ago; returns their
+/// ids and the first one's timestamp.
+async fn publish_timed(events: &dyn Events, topic: &str, n: u64) -> (Vec<String>, u64) {
+    let base = crate::now_ms() - 60_000;
+    let mut ids = Vec::new();
+    for k in 1..=n {
+        let options = PublishOptions { timestamp_ms: Some(base + k * 1000), ..PublishOptions::default() };
+        ids.push(events.publish("micro", topic, k.to_be_bytes().to_vec(), options).await.unwrap().id);
+    }
+    (ids, base + 1000)
+}
+
+/// Takes and acks deliveries until `expected` sequences came, in that order, each as attempt 1.
+async fn expect_acked(consumer: &mut Consumer, expected: &[u64], why: &str) {
+    let mut got = Vec::new();
+    for _ in expected {
+        let delivery = next(consumer).await;
+        got.push((delivery.event.sequence, delivery.attempt));
+        delivery.ack().await.unwrap();
+    }
+    let expected: Vec<(u64, u32)> = expected.iter().map(|sequence| (*sequence, 1)).collect();
+    assert_eq!(got, expected, "{why}");
+}
+
+/// A replay from a time re-delivers exactly the events at or after it, in order, once; from a
+/// sequence likewise; with an end, the events up to it, then the group carries on with new
+/// events (not with those it had settled); a replay of a group with no member running takes
+/// effect when one joins.
+pub async fn replay_from_time_sequence_and_to(events: &dyn Events, topic: &str) {
+    let (_, first_ms) = publish_timed(events, topic, 6).await;
+    let options = ConsumeOptions { ack_wait: PATIENCE * 6, ..manual("r", None) };
+    let mut member = events.consume("micro", topic, options.clone()).await.unwrap();
+    expect_acked(&mut member, &[1, 2, 3, 4, 5, 6], "the group's first pass").await;
+
+    let replay = |from, to| Replay { from, to };
+    let replayed = events.replay("micro", topic, "r", &replay(Position::Time(first_ms + 2000), None)).await;
+    assert_eq!(replayed, Ok(Replayed { first_sequence: 3, last_sequence: 6, events: 4 }));
+    expect_acked(&mut member, &[3, 4, 5, 6], "replayed from the third event's time").await;
+    nothing_within(&mut member, QUIET, "the replay delivers each event once").await;
+
+    let bounded = replay(Position::Sequence(2), Some(Position::Sequence(3)));
+    let replayed = events.replay("micro", topic, "r", &bounded).await;
+    assert_eq!(replayed, Ok(Replayed { first_sequence: 2, last_sequence: 3, events: 2 }));
+    expect_acked(&mut member, &[2, 3], "replayed from sequence 2 to 3").await;
+    nothing_within(&mut member, QUIET, "not past the end: the group had settled 4 to 6").await;
+    publish(events, "micro", topic, b"7").await;
+    expect_acked(&mut member, &[7], "then new events").await;
+
+    // Times at both ends: the last event at or before the end time.
+    let between = replay(Position::Time(first_ms + 1000), Some(Position::Time(first_ms + 3500)));
+    let replayed = events.replay("micro", topic, "r", &between).await;
+    assert_eq!(replayed, Ok(Replayed { first_sequence: 2, last_sequence: 4, events: 3 }));
+    expect_acked(&mut member, &[2, 3, 4], "replayed between two times").await;
+    nothing_within(&mut member, QUIET, "then nothing: no new events").await;
+    drop(member);
+
+    let replayed = events.replay("micro", topic, "r", &replay(Position::Sequence(5), None)).await;
+    assert_eq!(replayed, Ok(Replayed { first_sequence: 5, last_sequence: 7, events: 3 }));
+    let mut member = events.consume("micro", topic, options).await.unwrap();
+    expect_acked(&mut member, &[5, 6, 7], "a member joining after the replay").await;
+    nothing_within(&mut member, QUIET, "once").await;
+}
+
+/// A replay while a member is waiting and with a delivery in flight: the waiting member wakes,
+/// the in-flight delivery is superseded (its event comes again), and the member sees every
+/// replayed event once, in order, then new ones.
+pub async fn replay_while_consuming(events: &dyn Events, topic: &str) {
+    for n in 1..=5u64 {
+        publish(events, "micro", topic, &n.to_be_bytes()).await;
+    }
+    let options = ConsumeOptions { ack_wait: PATIENCE * 6, ..manual("live", None) };
+    let mut member = events.consume("micro", topic, options).await.unwrap();
+    expect_acked(&mut member, &[1, 2, 3, 4], "the first pass").await;
+    let held = next(&mut member).await;
+    assert_eq!(held.event.sequence, 5);
+
+    let replay = Replay { from: Position::Sequence(2), to: None };
+    assert_eq!(
+        events.replay("micro", topic, "live", &replay).await,
+        Ok(Replayed { first_sequence: 2, last_sequence: 5, events: 4 })
+    );
+    expect_acked(&mut member, &[2, 3, 4, 5], "replayed, the held event among them once").await;
+    nothing_within(&mut member, QUIET, "each replayed event once").await;
+
+    // A member already waiting is woken by a replay, promptly.
+    let waiting = tokio::time::timeout(PATIENCE, member.next());
+    let replaying = async {
+        tokio::time::sleep(QUIET).await;
+        let replay = Replay { from: Position::Sequence(4), to: None };
+        (events.replay("micro", topic, "live", &replay).await.unwrap(), tokio::time::Instant::now())
+    };
+    let (delivery, (replayed, at)) = tokio::join!(waiting, replaying);
+    let delivery = delivery.expect("woken by the replay").unwrap().unwrap();
+    assert_eq!((replayed.first_sequence, delivery.event.sequence, delivery.attempt), (4, 4, 1));
+    assert!(at.elapsed() < PROMPT, "woken promptly, not by a poll interval");
+    delivery.ack().await.unwrap();
+    expect_acked(&mut member, &[5], "the rest of the replay").await;
+    publish(events, "micro", topic, b"6").await;
+    expect_acked(&mut member, &[6], "then new events").await;
+    nothing_within(&mut member, QUIET, "once").await;
+}
+
+/// Bad replays fail with a clear error and change nothing.
+pub async fn replay_bad_input(events: &dyn Events, topic: &str) {
+    for n in 1..=3u64 {
+        publish(events, "micro", topic, &n.to_be_bytes()).await;
+    }
+    let options = ConsumeOptions { ack_wait: PATIENCE * 6, ..manual("bad", None) };
+    let mut member = events.consume("micro", topic, options).await.unwrap();
+    expect_acked(&mut member, &[1, 2, 3], "the first pass").await;
+
+    let (seq, time) = (Position::Sequence, Position::Time);
+    let future = crate::now_ms() + 3_600_000;
+    let message = |result: Result<Replayed, EventsError>| match result {
+        Err(EventsError::Invalid(message)) => message,
+        other => panic!("expected a clear error, got {other:?}"),
+    };
+    let replay = |group: &'static str, topic: String, from, to| async move {
+        message(events.replay("micro", &topic, group, &Replay { from, to }).await)
+    };
+    let cases = [
+        (replay("nope", topic.to_string(), seq(1), None).await, "no consumer group nope"),
+        (replay("bad", topic.to_string(), seq(3), Some(seq(2))).await, "after its end"),
+        (replay("bad", topic.to_string(), seq(0), None).await, "sequence 0"),
+        (replay("bad", topic.to_string(), time(future), None).await, "in the future"),
+        (replay("bad", topic.to_string(), seq(1), Some(time(future))).await, "in the future"),
+        (replay("bad", topic.to_string(), seq(4), None).await, "after the last event"),
+        (replay("bad", topic.to_string(), seq(1), Some(seq(9))).await, "after the last event"),
+        (replay("bad", format!("{topic}-never"), seq(1), None).await, "has no events"),
+        (replay("", topic.to_string(), seq(1), None).await, "missing group"),
+        (replay("bad", "bad topic".to_string(), seq(1), None).await, "invalid topic"),
+    ];
+    for (message, expected) in cases {
+        assert!(message.contains(expected), "{expected:?} in {message:?}");
+    }
+    nothing_within(&mut member, QUIET, "bad replays changed nothing").await;
+    publish(events, "micro", topic, b"4").await;
+    expect_acked(&mut member, &[4], "the group carries on where it was").await;
 }

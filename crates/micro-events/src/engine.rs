@@ -14,6 +14,12 @@
 //! event not yet settled — in flight, read ahead, or not fetched — and is saved whenever it
 //! moves, by at most one writer at a time; acks that arrive during a save are covered by the
 //! next one (group commit).
+//!
+//! A replay (docs/events.md#replay) moves a group back under its `persisted` and `state`
+//! locks, so no ack, nack, delivery or save runs half before and half after it: the new
+//! position (and, for a replay with an end, the [`Skip`] past what the group had settled) is
+//! stored durably first, then the group's in-flight deliveries (but released ones) and
+//! read-ahead are dropped and it reads the log from the replay's start.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,11 +31,11 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{Duration, Instant};
 
 use crate::now_ms;
-use crate::storage::{Append, NewEvent, Storage, new_id};
+use crate::storage::{Append, NewEvent, Skip, Storage, new_id};
 use crate::{
     Acker, ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, DeadLetter, Delivery, Event, EventsError,
-    MAX_DEAD_LETTERS, MAX_IN_FLIGHT, MAX_READ_LIMIT, Nack, PublishOptions, Published, Result, Retention,
-    Selection, Start, validate,
+    MAX_DEAD_LETTERS, MAX_IN_FLIGHT, MAX_READ_LIMIT, MAX_TOPICS, Nack, Position, PublishOptions, Published,
+    Replay, Replayed, Result, Retention, Selection, Start, TopicInfo, validate,
 };
 
 /// Events a group reads ahead from the log in one go.
@@ -72,6 +78,12 @@ async fn blocking<T: Send + 'static>(
         tracing::error!(cause = %err, "events storage task failed");
         EventsError::Internal(format!("events storage task failed: {err}"))
     })?
+}
+
+/// [`crate::replay_restart`] with the skip as storage keeps it.
+fn restart(settled: u64, range: &Replayed, bounded: bool) -> (u64, Option<Skip>) {
+    let (start, skip) = crate::replay_restart(settled, range, bounded);
+    (start, skip.map(|(to, resume)| Skip { to, resume }))
 }
 
 impl Engine {
@@ -231,12 +243,13 @@ impl Engine {
         start: Start,
     ) -> Result<Arc<Group>> {
         let (ns, tp, gr) = (namespace.to_string(), topic.to_string(), name.cloned());
-        let (next, settled, released) = blocking(&self.storage, move |storage| {
+        let (next, settled, released, skip) = blocking(&self.storage, move |storage| {
             let released = gr.as_ref().map_or(Ok(Vec::new()), |group| storage.released(&ns, &tp, group))?;
             if let Some(group) = &gr
                 && let Some(settled) = storage.load_cursor(&ns, &tp, group)?
             {
-                return Ok((settled + 1, settled, released));
+                let skip = storage.load_skip(&ns, &tp, group)?;
+                return Ok((settled + 1, settled, released, skip));
             }
             let next = match start {
                 Start::Newest => storage.bounds(&ns, &tp)?.last + 1,
@@ -248,21 +261,24 @@ impl Engine {
                 // on to a later "newest" after a restart.
                 storage.save_cursor(&ns, &tp, group, next - 1, true)?;
             }
-            Ok((next, next - 1, released))
+            Ok((next, next - 1, released, None))
         })
         .await?;
+        let mut state = GroupState {
+            next_fetch: next,
+            buffer: VecDeque::new(),
+            released: released.into(),
+            in_flight: BTreeMap::new(),
+            ids: HashMap::new(),
+            skip,
+        };
+        state.apply_skip();
         Ok(Arc::new(Group {
             storage: self.storage.clone(),
             namespace: namespace.to_string(),
             topic: topic.to_string(),
             name: name.cloned(),
-            state: tokio::sync::Mutex::new(GroupState {
-                next_fetch: next,
-                buffer: VecDeque::new(),
-                released: released.into(),
-                in_flight: BTreeMap::new(),
-                ids: HashMap::new(),
-            }),
+            state: tokio::sync::Mutex::new(state),
             changed: watch::Sender::new(0),
             persisted: tokio::sync::Mutex::new(Persisted { saved: settled, durable: settled }),
         }))
@@ -343,6 +359,77 @@ impl Engine {
         Ok(taken.into_iter().map(|dead| dead.event.id).collect())
     }
 
+    pub(crate) async fn replay(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        replay: &Replay,
+    ) -> Result<Replayed> {
+        validate::replay(namespace, topic, group, replay, now_ms())?;
+        let state = self.topic(namespace, topic);
+        // Held throughout, so the group is not opened (from storage) halfway.
+        let groups = state.groups.lock().await;
+        let (ns, tp, gr, replay) = (namespace.to_string(), topic.to_string(), group.to_string(), *replay);
+        let (range, cursor) = blocking(&self.storage, move |storage| {
+            let bounds = storage.bounds(&ns, &tp)?;
+            let sequence = |position: Position, end: bool| match position {
+                Position::Sequence(sequence) => Ok(sequence),
+                // The end is the last event at or before the time: one before the first after it.
+                Position::Time(ms) if end => Ok(storage.sequence_at(&ns, &tp, ms.saturating_add(1))? - 1),
+                Position::Time(ms) => storage.sequence_at(&ns, &tp, ms),
+            };
+            let to = replay.to.map(|to| sequence(to, true)).transpose()?;
+            let range =
+                validate::replay_range(&tp, bounds.first, bounds.last, sequence(replay.from, false)?, to)?;
+            Ok((range, storage.load_cursor(&ns, &tp, &gr)?))
+        })
+        .await?;
+        let bounded = replay.to.is_some();
+        match groups.get(group) {
+            Some(open) => {
+                let mut persisted = open.persisted.lock().await;
+                let mut state = open.state.lock().await;
+                let (start, skip) = restart(state.settled(), &range, bounded);
+                let (ns, tp, gr) = (namespace.to_string(), topic.to_string(), group.to_string());
+                blocking(&self.storage, move |storage| storage.save_replay(&ns, &tp, &gr, start - 1, skip))
+                    .await?;
+                let GroupState { in_flight, ids, .. } = &mut *state;
+                in_flight.retain(|_, entry| entry.released);
+                ids.retain(|_, sequence| in_flight.contains_key(sequence));
+                state.buffer.clear();
+                state.next_fetch = start;
+                state.skip = skip;
+                (persisted.saved, persisted.durable) = (start - 1, start - 1);
+                drop((state, persisted));
+                open.changed.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            None => {
+                let settled = cursor.ok_or_else(|| validate::unknown_group(topic, group))?;
+                let (start, skip) = restart(settled, &range, bounded);
+                let (ns, tp, gr) = (namespace.to_string(), topic.to_string(), group.to_string());
+                blocking(&self.storage, move |storage| storage.save_replay(&ns, &tp, &gr, start - 1, skip))
+                    .await?;
+            }
+        }
+        tracing::info!(
+            namespace,
+            topic,
+            group,
+            first = range.first_sequence,
+            last = range.last_sequence,
+            events = range.events,
+            "consumer group replayed"
+        );
+        Ok(range)
+    }
+
+    pub(crate) async fn list_topics(&self, namespace: &str) -> Result<Vec<TopicInfo>> {
+        validate::namespace(namespace)?;
+        let ns = namespace.to_string();
+        blocking(&self.storage, move |storage| storage.topics(&ns, MAX_TOPICS)).await
+    }
+
     pub(crate) async fn sweep(&self) -> Result<u64> {
         let retention = self.retention;
         blocking(&self.storage, move |storage| storage.sweep(&retention)).await
@@ -405,6 +492,8 @@ struct GroupState {
     in_flight: BTreeMap<u64, InFlight>,
     /// Event id → sequence of `in_flight`.
     ids: HashMap<String, u64>,
+    /// After a replay with an end: past `to`, read on at `resume`.
+    skip: Option<Skip>,
 }
 
 impl GroupState {
@@ -418,6 +507,26 @@ impl GroupState {
             earliest = earliest.min(sequence);
         }
         earliest.saturating_sub(1)
+    }
+
+    /// Jumps over what a bounded replay skips, once the group read up to its end.
+    fn apply_skip(&mut self) {
+        if let Some(skip) = self.skip
+            && self.next_fetch > skip.to
+        {
+            self.next_fetch = self.next_fetch.max(skip.resume);
+            self.skip = None;
+        }
+    }
+
+    /// How many events to read ahead from `next_fetch`: a batch, but not past a skip's end.
+    fn fetch_limit(&self) -> usize {
+        match self.skip {
+            Some(skip) => {
+                usize::try_from(skip.to + 1 - self.next_fetch).unwrap_or(FETCH_BATCH).min(FETCH_BATCH)
+            }
+            None => FETCH_BATCH,
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -490,14 +599,17 @@ impl Group {
             return Ok(Take::Got(event, 1, usize::from(moved)));
         }
         if state.buffer.is_empty() {
-            let (ns, topic, from) = (self.namespace.clone(), self.topic.clone(), state.next_fetch);
+            state.apply_skip();
+            let (ns, topic, from, limit) =
+                (self.namespace.clone(), self.topic.clone(), state.next_fetch, state.fetch_limit());
             let events =
-                blocking(&self.storage, move |storage| storage.read_from(&ns, &topic, from, FETCH_BATCH))
-                    .await?;
+                blocking(&self.storage, move |storage| storage.read_from(&ns, &topic, from, limit)).await?;
             if let Some(last) = events.last() {
                 state.next_fetch = last.sequence + 1;
             }
             state.buffer.extend(events);
+            // A read that reached a bounded replay's end jumps now, so the position moves on.
+            state.apply_skip();
         }
         match state.buffer.pop_front() {
             Some(event) if options.auto_ack => {
@@ -505,6 +617,8 @@ impl Group {
                 let unsaved = if state.buffer.is_empty() { FETCH_BATCH } else { 1 };
                 Ok(Take::Got(event, 1, unsaved))
             }
+            // Released, and in flight as such, when a replay reached it: delivered already.
+            Some(event) if state.in_flight.contains_key(&event.sequence) => Ok(Take::Wait(Some(now))),
             Some(event) => {
                 state.ids.insert(event.id.clone(), event.sequence);
                 state
@@ -825,6 +939,20 @@ macro_rules! delegate_events {
                 which: &$crate::Selection,
             ) -> $crate::Result<Vec<String>> {
                 self.engine.take_dead_letters(namespace, topic, group, which, false).await
+            }
+
+            async fn replay(
+                &self,
+                namespace: &str,
+                topic: &str,
+                group: &str,
+                replay: &$crate::Replay,
+            ) -> $crate::Result<$crate::Replayed> {
+                self.engine.replay(namespace, topic, group, replay).await
+            }
+
+            async fn topics(&self, namespace: &str) -> $crate::Result<Vec<$crate::TopicInfo>> {
+                self.engine.list_topics(namespace).await
             }
 
             async fn sweep(&self) -> $crate::Result<u64> {

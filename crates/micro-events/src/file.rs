@@ -7,6 +7,8 @@
 //! - `topics`: `(namespace, topic)` → `(last sequence, last timestamp ms)`, kept after
 //!   retention removed the events, so sequences never repeat;
 //! - `cursors`: `(namespace, topic, group)` → the group's settled position;
+//! - `skips`: `(namespace, topic, group)` → `(to, resume)` of the group's latest replay with an
+//!   end (docs/events.md#replay);
 //! - `dead`: `(namespace, topic, group, sequence)` → a dead letter of the group (the event,
 //!   attempts, last error, delivery times; a private protobuf message);
 //! - `released`: `(namespace, topic, group, sequence)` → an event released from the dead
@@ -23,12 +25,13 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDe
 
 use crate::engine::Engine;
 use crate::now_ms;
-use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, oldest_kept, over_count};
-use crate::{DeadLetter, Event, EventsError, Result, Retention, Selection, validate};
+use crate::storage::{Append, Bounds, RETENTION_BATCH, Skip, Storage, oldest_kept, over_count};
+use crate::{DeadLetter, Event, EventsError, Result, Retention, Selection, TopicInfo, validate};
 
 const EVENTS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("events");
 const TOPICS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("topics");
 const CURSORS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("cursors");
+const SKIPS: TableDefinition<(&str, &str, &str), (u64, u64)> = TableDefinition::new("skips");
 const DEAD: TableDefinition<(&str, &str, &str, u64), &[u8]> = TableDefinition::new("dead");
 const RELEASED: TableDefinition<(&str, &str, &str, u64), &[u8]> = TableDefinition::new("released");
 
@@ -223,6 +226,7 @@ impl FileStorage {
         tx.open_table(EVENTS).map_err(storage)?;
         tx.open_table(TOPICS).map_err(storage)?;
         tx.open_table(CURSORS).map_err(storage)?;
+        tx.open_table(SKIPS).map_err(storage)?;
         tx.open_table(DEAD).map_err(storage)?;
         tx.open_table(RELEASED).map_err(storage)?;
         tx.commit().map_err(storage)?;
@@ -358,6 +362,65 @@ impl Storage for FileStorage {
             .insert((namespace, topic, group), settled)
             .map_err(storage)?;
         self.commit(tx, durable)
+    }
+
+    fn save_replay(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        settled: u64,
+        skip: Option<Skip>,
+    ) -> Result<()> {
+        let tx = begin_write(&self.db)?;
+        {
+            let key = (namespace, topic, group);
+            tx.open_table(CURSORS).map_err(storage)?.insert(key, settled).map_err(storage)?;
+            let mut skips = tx.open_table(SKIPS).map_err(storage)?;
+            match skip {
+                Some(skip) => skips.insert(key, (skip.to, skip.resume)).map(drop),
+                None => skips.remove(key).map(drop),
+            }
+            .map_err(storage)?;
+        }
+        self.commit(tx, true)
+    }
+
+    fn load_skip(&self, namespace: &str, topic: &str, group: &str) -> Result<Option<Skip>> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let skips = tx.open_table(SKIPS).map_err(storage)?;
+        Ok(skips.get((namespace, topic, group)).map_err(storage)?.map(|v| {
+            let (to, resume) = v.value();
+            Skip { to, resume }
+        }))
+    }
+
+    fn topics(&self, namespace: &str, max: usize) -> Result<Vec<TopicInfo>> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let topics = tx.open_table(TOPICS).map_err(storage)?;
+        let events = tx.open_table(EVENTS).map_err(storage)?;
+        let mut found = Vec::new();
+        // Topic names are [A-Za-z0-9._-], all sorting before '~'.
+        for entry in topics.range((namespace, "")..=(namespace, "~")).map_err(storage)?.take(max) {
+            let (key, value) = entry.map_err(storage)?;
+            let (name, (last, last_ms)) = (key.value().1.to_string(), value.value());
+            let first = match events
+                .range((namespace, name.as_str(), 0)..=(namespace, name.as_str(), u64::MAX))
+                .map_err(storage)?
+                .next()
+            {
+                Some(entry) => entry.map_err(storage)?.0.value().2,
+                None => last + 1,
+            };
+            let count = last + 1 - first;
+            found.push(TopicInfo {
+                name,
+                events: count,
+                last_sequence: last,
+                last_timestamp_ms: if count == 0 { 0 } else { last_ms },
+            });
+        }
+        Ok(found)
     }
 
     fn sweep(&self, retention: &Retention) -> Result<u64> {
@@ -649,6 +712,40 @@ mod tests {
         drop(consumer);
         let mut consumer = events.consume("micro", "t", manual("g", None)).await.unwrap();
         nothing_within(&mut consumer, Duration::from_millis(200), "nor after reopening the group").await;
+    }
+
+    /// A replay survives a restart: a group replayed with an end, reopened halfway through, still
+    /// stops at the end and skips what it had settled before the replay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopen_keeps_a_replay() {
+        use crate::{Position, Replay};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let long = ConsumeOptions { ack_wait: Duration::from_secs(60), ..manual("g", None) };
+        {
+            let events = FileEvents::open(&path).unwrap();
+            for n in 1..=6u8 {
+                events.publish("micro", "t", vec![n], PublishOptions::default()).await.unwrap();
+            }
+            let mut consumer = events.consume("micro", "t", long.clone()).await.unwrap();
+            for _ in 1..=6 {
+                next(&mut consumer).await.ack().await.unwrap();
+            }
+            let replay = Replay { from: Position::Sequence(2), to: Some(Position::Sequence(4)) };
+            events.replay("micro", "t", "g", &replay).await.unwrap();
+            next(&mut consumer).await.ack().await.unwrap(); // 2
+        }
+        let events = FileEvents::open(&path).unwrap();
+        let mut consumer = events.consume("micro", "t", long).await.unwrap();
+        for expected in [3, 4] {
+            let delivery = next(&mut consumer).await;
+            assert_eq!(delivery.event.sequence, expected, "the rest of the replay");
+            delivery.ack().await.unwrap();
+        }
+        nothing_within(&mut consumer, Duration::from_millis(200), "not past its end: 5 and 6 were settled")
+            .await;
+        events.publish("micro", "t", vec![7], PublishOptions::default()).await.unwrap();
+        assert_eq!(next(&mut consumer).await.event.sequence, 7, "then new events");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,9 @@
 //! - **Dead letters.** `DeadLetters`, `Release` and `DropDeadLetters` act on a named group of
 //!   the caller's namespace, with the same check as every other call; a release or drop names
 //!   ids or sets `all` (not both).
+//! - **Replay** moves a named group of the caller's namespace back: `from_sequence` or
+//!   `from_time_ms` (exactly one), optionally `to_sequence` or `to_time_ms` (at most one).
+//! - **Topics** lists the caller's namespace's topics only.
 //! - **Errors** become [`Status`] in one place, `From<EventsError> for Status`.
 
 use std::pin::Pin;
@@ -27,11 +30,15 @@ use micro_proto::events::{
     AckRequest, AckResponse, ConsumeRequest, DeadLetter as WireDeadLetter, DeadLettersRequest,
     DeadLettersResponse, DropDeadLettersRequest, DropDeadLettersResponse, Event as WireEvent, NackRequest,
     NackResponse, PublishRequest, PublishResponse, ReadRequest, ReadResponse, ReleaseRequest,
-    ReleaseResponse, WriteRequest, WriteResponse,
+    ReleaseResponse, ReplayRequest, ReplayResponse, Topic as WireTopic, TopicsRequest, TopicsResponse,
+    WriteRequest, WriteResponse,
 };
 use tonic::{Request, Response, Status};
 
-use crate::{ConsumeOptions, DeadLetter, Event, Events, EventsError, Nack, PublishOptions, Selection, Start};
+use crate::{
+    ConsumeOptions, DeadLetter, Event, Events, EventsError, Nack, Position, PublishOptions, Replay,
+    Selection, Start,
+};
 
 /// The gRPC face of an [`Events`] backend, serving both `events.Stream` and `events.Store`.
 #[derive(Clone)]
@@ -117,6 +124,26 @@ fn selection(ids: Vec<String>, all: bool) -> Result<Selection, EventsError> {
         (true, true) => Ok(Selection::All),
         (false, _) => Ok(Selection::Ids(ids)),
     }
+}
+
+/// One end of a replay: a sequence, else a time; `None` when neither is given, an error when
+/// both are or the time is negative.
+fn position(which: &str, sequence: u64, time_ms: i64) -> Result<Option<Position>, EventsError> {
+    match (sequence, time_ms) {
+        (0, 0) => Ok(None),
+        (0, ms) => u64::try_from(ms)
+            .map(|ms| Some(Position::Time(ms)))
+            .map_err(|_| EventsError::Invalid(format!("{which}_time_ms is negative"))),
+        (sequence, 0) => Ok(Some(Position::Sequence(sequence))),
+        _ => Err(EventsError::Invalid(format!("give {which}_sequence or {which}_time_ms, not both"))),
+    }
+}
+
+/// The replay a request asks for.
+fn replay_of(request: &ReplayRequest) -> Result<Replay, EventsError> {
+    let from = position("from", request.from_sequence, request.from_time_ms)?
+        .ok_or_else(|| EventsError::Invalid("missing from: give from_sequence or from_time_ms".into()))?;
+    Ok(Replay { from, to: position("to", request.to_sequence, request.to_time_ms)? })
 }
 
 /// The consume options a request asks for.
@@ -214,6 +241,33 @@ impl stream_server::Stream for EventsService {
         let which = selection(request.ids, request.all)?;
         let ids = self.events.drop_dead_letters(&namespace, &request.topic, &request.group, &which).await?;
         Ok(Response::new(DropDeadLettersResponse { ids }))
+    }
+
+    async fn replay(&self, request: Request<ReplayRequest>) -> Result<Response<ReplayResponse>, Status> {
+        let namespace = namespace(&request)?;
+        let request = request.into_inner();
+        let replay = replay_of(&request)?;
+        let replayed = self.events.replay(&namespace, &request.topic, &request.group, &replay).await?;
+        Ok(Response::new(ReplayResponse {
+            first_sequence: replayed.first_sequence,
+            last_sequence: replayed.last_sequence,
+            events: replayed.events,
+        }))
+    }
+
+    async fn topics(&self, request: Request<TopicsRequest>) -> Result<Response<TopicsResponse>, Status> {
+        let namespace = namespace(&request)?;
+        let topics = self.events.topics(&namespace).await?;
+        let topics = topics
+            .into_iter()
+            .map(|topic| WireTopic {
+                name: topic.name,
+                events: topic.events,
+                last_sequence: topic.last_sequence,
+                last_timestamp_ms: i64::try_from(topic.last_timestamp_ms).unwrap_or(i64::MAX),
+            })
+            .collect();
+        Ok(Response::new(TopicsResponse { topics }))
     }
 }
 
@@ -390,5 +444,70 @@ mod tests {
         assert!(
             service.dead_letters(request("micro", list)).await.unwrap().into_inner().dead_letters.is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn replay_and_topics() {
+        let service = EventsService::new(Arc::new(MemoryEvents::default()));
+        for n in 0..3u8 {
+            let publish = PublishRequest { topic: "orders".into(), payload: vec![n], ..Default::default() };
+            service.publish(request("micro", publish)).await.unwrap();
+        }
+        let consume = ConsumeRequest {
+            topic: "orders".into(),
+            group: "g".into(),
+            sequence: 1,
+            auto_ack: true,
+            ..Default::default()
+        };
+        let mut stream = service.consume(request("micro", consume)).await.unwrap().into_inner();
+        for sequence in 1..=3 {
+            assert_eq!(stream.next().await.unwrap().unwrap().sequence, sequence);
+        }
+        let replay = ReplayRequest {
+            topic: "orders".into(),
+            group: "g".into(),
+            from_sequence: 2,
+            ..Default::default()
+        };
+        let replayed = service.replay(request("micro", replay.clone())).await.unwrap().into_inner();
+        assert_eq!((replayed.first_sequence, replayed.last_sequence, replayed.events), (2, 3, 2));
+        assert_eq!(stream.next().await.unwrap().unwrap().sequence, 2, "replayed");
+        for (bad, expected) in [
+            (
+                ReplayRequest { from_time_ms: 1, ..replay.clone() },
+                "give from_sequence or from_time_ms, not both",
+            ),
+            (
+                ReplayRequest { from_sequence: 0, ..replay.clone() },
+                "missing from: give from_sequence or from_time_ms",
+            ),
+            (ReplayRequest { to_time_ms: -1, ..replay.clone() }, "to_time_ms is negative"),
+        ] {
+            let status = service.replay(request("micro", bad)).await.unwrap_err();
+            assert_eq!((status.code(), status.message()), (tonic::Code::InvalidArgument, expected));
+        }
+        let in_foo = service.replay(request("foo", replay.clone())).await.unwrap_err();
+        assert_eq!(
+            (in_foo.code(), in_foo.message()),
+            (tonic::Code::InvalidArgument, "topic orders has no events to replay"),
+            "foo cannot replay micro's group"
+        );
+        assert_eq!(
+            service.replay(Request::new(replay)).await.unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+
+        let topics = service.topics(request("micro", TopicsRequest {})).await.unwrap().into_inner().topics;
+        assert_eq!(
+            topics.iter().map(|t| (t.name.as_str(), t.events, t.last_sequence)).collect::<Vec<_>>(),
+            [("orders", 3, 3)]
+        );
+        assert!(topics[0].last_timestamp_ms > 0);
+        assert!(
+            service.topics(request("foo", TopicsRequest {})).await.unwrap().into_inner().topics.is_empty()
+        );
+        let anonymous = service.topics(Request::new(TopicsRequest {})).await.unwrap_err();
+        assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
     }
 }

@@ -7,7 +7,8 @@
 //! Layout:
 //! - this file: the domain types ([`Event`], [`PublishOptions`], [`ConsumeOptions`],
 //!   [`Start`], [`Retention`], [`Delivery`], [`Consumer`], [`Nack`], [`DeadLetter`],
-//!   [`Selection`]), [`EventsError`], the [`Events`] trait and the limits;
+//!   [`Selection`], [`Replay`], [`Replayed`], [`TopicInfo`]), [`EventsError`], the [`Events`]
+//!   trait and the limits;
 //! - [`validate`]: the input limits every backend enforces, in one place;
 //! - `engine`: consumer groups (cursor, in-flight table, redelivery) over a `storage::Storage`
 //!   log, shared by the embedded backends;
@@ -58,6 +59,9 @@ pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 pub const MAX_DEAD_LETTERS: usize = 1000;
 /// Longest nack reason kept; a longer one is cut at a character boundary.
 pub const MAX_REASON_BYTES: usize = 4096;
+/// Most topics [`Events::topics`] lists (the first in name order); a namespace with more is
+/// listed in part.
+pub const MAX_TOPICS: usize = 10_000;
 
 /// A new event id for an event stamped `timestamp_ms`: unique, sorting roughly by time. Every
 /// backend names its events this way.
@@ -248,6 +252,58 @@ pub enum Selection {
     Ids(Vec<String>),
 }
 
+/// An event of a topic, named by its sequence or by time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The event with this sequence.
+    Sequence(u64),
+    /// Unix milliseconds: as a replay's start, the first event at or after it; as its end, the
+    /// last event at or before it.
+    Time(u64),
+}
+
+/// What [`Events::replay`] replays: the events from `from` up to `to` (inclusive; `None` = no
+/// end, the group carries on through every later event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub from: Position,
+    pub to: Option<Position>,
+}
+
+/// The sequences a replay covers, inclusive, as the topic stood when it began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    /// Events stored in that range (retention may have removed some before `first_sequence`).
+    pub events: u64,
+}
+
+/// Where a replay restarts a group whose position is `settled` (every event up to it settled),
+/// and, for a replay with an end (`bounded`), the `(to, resume)` it skips afterwards: it
+/// starts at `range`'s first event or at the group's first unsettled one if that is earlier
+/// (nothing in flight is lost), and after a bounded range goes on at its first unsettled event
+/// (`resume`) rather than at `to + 1`, when that is further. Every backend decides through this
+/// (docs/events.md#replay).
+pub fn replay_restart(settled: u64, range: &Replayed, bounded: bool) -> (u64, Option<(u64, u64)>) {
+    let start = range.first_sequence.min(settled.saturating_add(1));
+    let resume = settled.saturating_add(1);
+    let skip = (bounded && resume > range.last_sequence + 1).then_some((range.last_sequence, resume));
+    (start, skip)
+}
+
+/// One topic of a namespace, as [`Events::topics`] lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    /// Events stored now.
+    pub events: u64,
+    /// The latest sequence assigned (also when retention removed that event since).
+    pub last_sequence: u64,
+    /// The timestamp of the latest event, unix milliseconds; 0 when it is not stored any more.
+    pub last_timestamp_ms: u64,
+}
+
 /// Settles one delivered event; implemented by each backend.
 #[async_trait]
 pub trait Acker: Send + Sync {
@@ -369,6 +425,22 @@ impl Stream for Consumer {
 ///   [`drop_dead_letters`](Events::drop_dead_letters) removes them. A selection naming an id
 ///   that is not a dead letter of the group fails with [`EventsError::Invalid`] and changes
 ///   nothing.
+/// - **Replay** (docs/events.md#replay). [`replay`](Events::replay) moves a named group that
+///   exists back to `from`, atomically with respect to its deliveries and acks: its members
+///   (running or not) get the events from `from` on again, in order, once each, ahead of new
+///   events, then carry on — without `to`, through every later event; with `to`, where the
+///   group was before the replay (or at `to + 1` if that is further). A delivery in flight at
+///   that moment whose event is replayed is superseded: the event comes again with the replay
+///   (attempt 1) and an ack of the old delivery fails with [`EventsError::NotFound`] (on NATS, a
+///   delivery another server holds stays in flight, so its event may come once more). Nothing
+///   in flight is lost: deliveries outside the replay stay in flight, or (the embedded engine)
+///   come again too. Released dead letters not yet delivered stay ahead of the replay; dead
+///   letters are left alone (a replayed event that fails again replaces its dead letter). The
+///   replay is stored as durably as an ack. An unknown group, a topic without events, `from`
+///   after `to` or after the topic's last event, a sequence 0 or a time in the future fail
+///   with [`EventsError::Invalid`] and change nothing.
+/// - **Topics.** [`topics`](Events::topics) lists the topics of one namespace that have had
+///   events, in name order, at most [`MAX_TOPICS`].
 /// - **Retention.** Events beyond [`Retention`] are removed oldest first; a group whose next
 ///   event was removed continues with the oldest one left.
 /// - **Validation.** Every backend applies [`validate`] and rejects bad input with
@@ -426,6 +498,13 @@ pub trait Events: Send + Sync + 'static {
         group: &str,
         which: &Selection,
     ) -> Result<Vec<String>>;
+
+    /// Moves named `group` back to `replay.from` (see the contract above); returns what the
+    /// replay covers.
+    async fn replay(&self, namespace: &str, topic: &str, group: &str, replay: &Replay) -> Result<Replayed>;
+
+    /// The topics of `namespace` that have had events, in name order, at most [`MAX_TOPICS`].
+    async fn topics(&self, namespace: &str) -> Result<Vec<TopicInfo>>;
 
     /// Applies retention to every topic; returns how many events were removed.
     async fn sweep(&self) -> Result<u64>;

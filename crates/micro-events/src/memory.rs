@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::engine::Engine;
 use crate::now_ms;
-use crate::storage::{Append, Bounds, RETENTION_BATCH, Storage, oldest_kept, over_count};
-use crate::{DeadLetter, Event, EventsError, Result, Retention, Selection, validate};
+use crate::storage::{Append, Bounds, RETENTION_BATCH, Skip, Storage, oldest_kept, over_count};
+use crate::{DeadLetter, Event, EventsError, Result, Retention, Selection, TopicInfo, validate};
 
 #[derive(Default)]
 struct Topic {
@@ -42,6 +42,7 @@ struct Log {
     cursors: HashMap<(String, String, String), u64>,
     dead: HashMap<(String, String, String), BTreeMap<u64, DeadLetter>>,
     released: HashMap<(String, String, String), BTreeMap<u64, Event>>,
+    skips: HashMap<(String, String, String), Skip>,
 }
 
 #[derive(Default)]
@@ -130,6 +131,46 @@ impl Storage for MemoryStorage {
         let mut log = self.lock()?;
         log.cursors.insert((namespace.to_string(), topic.to_string(), group.to_string()), settled);
         Ok(())
+    }
+
+    fn save_replay(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        settled: u64,
+        skip: Option<Skip>,
+    ) -> Result<()> {
+        let mut log = self.lock()?;
+        let key = group_key(namespace, topic, group);
+        log.cursors.insert(key.clone(), settled);
+        match skip {
+            Some(skip) => log.skips.insert(key, skip),
+            None => log.skips.remove(&key),
+        };
+        Ok(())
+    }
+
+    fn load_skip(&self, namespace: &str, topic: &str, group: &str) -> Result<Option<Skip>> {
+        Ok(self.lock()?.skips.get(&group_key(namespace, topic, group)).copied())
+    }
+
+    fn topics(&self, namespace: &str, max: usize) -> Result<Vec<TopicInfo>> {
+        let log = self.lock()?;
+        let mut topics: Vec<TopicInfo> = log
+            .topics
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|((_, name), topic)| TopicInfo {
+                name: name.clone(),
+                events: topic.events.len() as u64,
+                last_sequence: topic.last,
+                last_timestamp_ms: if topic.events.is_empty() { 0 } else { topic.last_ms },
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics.truncate(max);
+        Ok(topics)
     }
 
     fn add_dead_letter(
@@ -256,6 +297,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance() {
         crate::conformance::run_all(Arc::new(MemoryEvents::default())).await;
+    }
+
+    /// A namespace with more than `MAX_TOPICS` topics is listed in part: the first in name order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn topics_are_listed_up_to_the_limit() {
+        let events = MemoryEvents::default();
+        for n in 0..=crate::MAX_TOPICS {
+            events.publish("micro", &format!("t{n:05}"), vec![], PublishOptions::default()).await.unwrap();
+        }
+        let listed = events.topics("micro").await.unwrap();
+        assert_eq!(listed.len(), crate::MAX_TOPICS);
+        assert_eq!(
+            (listed[0].name.as_str(), listed[crate::MAX_TOPICS - 1].name.as_str()),
+            ("t00000", "t09999")
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{DeadLetter, Event, Result, Retention, Selection};
+use crate::{DeadLetter, Event, Result, Retention, Selection, TopicInfo};
 
 /// An event as a publish hands it to the log, before it has a sequence.
 #[derive(Debug, Clone)]
@@ -35,6 +35,15 @@ pub(crate) struct Append {
 pub(crate) struct Bounds {
     pub(crate) first: u64,
     pub(crate) last: u64,
+}
+
+/// What a group does after a replay with an end (docs/events.md#replay): once it has read up
+/// to `to`, it goes on at `resume` rather than at `to + 1` (events in between it had settled
+/// before the replay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Skip {
+    pub(crate) to: u64,
+    pub(crate) resume: u64,
 }
 
 pub(crate) trait Storage: Send + Sync + 'static {
@@ -65,6 +74,23 @@ pub(crate) trait Storage: Send + Sync + 'static {
         settled: u64,
         durable: bool,
     ) -> Result<()>;
+
+    /// Moves a group back (a replay): its position becomes `settled` and its skip `skip` (none
+    /// removes one), durably, in one commit.
+    fn save_replay(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        settled: u64,
+        skip: Option<Skip>,
+    ) -> Result<()>;
+
+    /// The skip of a group's latest bounded replay, if any (inert once the group is past it).
+    fn load_skip(&self, namespace: &str, topic: &str, group: &str) -> Result<Option<Skip>>;
+
+    /// The topics of `namespace` that have had events, in name order, at most `max`.
+    fn topics(&self, namespace: &str, max: usize) -> Result<Vec<TopicInfo>>;
 
     /// Stores `dead` as a dead letter of `group` (replacing one of the same sequence) and
     /// forgets a released copy of its event, durably. Past `max` dead letters, removes the

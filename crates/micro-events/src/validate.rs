@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{ConsumeOptions, DeadLetter, EventsError, Result, Selection};
+use crate::{ConsumeOptions, DeadLetter, EventsError, Position, Replay, Replayed, Result, Selection};
 
 /// Largest event payload.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -136,6 +136,73 @@ pub fn selected(dead: &[DeadLetter], which: &Selection, group: &str) -> Result<V
     Ok((0..dead.len()).filter(|&n| ids.contains(&dead[n].event.id)).collect())
 }
 
+/// A replay request before anything is looked up: a named group, no sequence 0, no time after
+/// `now_ms`, and `from` not after `to` when both are of one kind.
+pub fn replay(namespace: &str, topic: &str, group: &str, replay: &Replay, now_ms: u64) -> Result<()> {
+    self::namespace(namespace)?;
+    self::topic(topic)?;
+    if group.is_empty() {
+        return Err(invalid("missing group: a replay moves a named consumer group".into()));
+    }
+    self::group(group)?;
+    for (which, position) in [("from", Some(replay.from)), ("to", replay.to)] {
+        match position {
+            Some(Position::Sequence(0)) => {
+                return Err(invalid(format!("replay {which} sequence 0: sequences start at 1")));
+            }
+            Some(Position::Time(ms)) if ms > now_ms => {
+                return Err(invalid(format!(
+                    "replay {which} a time in the future ({ms} ms; now is {now_ms})"
+                )));
+            }
+            _ => {}
+        }
+    }
+    match (replay.from, replay.to) {
+        (Position::Sequence(from), Some(Position::Sequence(to))) if from > to => {
+            Err(invalid(format!("replay from sequence {from} is after its end, sequence {to}")))
+        }
+        (Position::Time(from), Some(Position::Time(to))) if from > to => {
+            Err(invalid(format!("replay from time {from} ms is after its end, {to} ms")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What a replay of `topic` covers once its ends are sequences: `from` is the first sequence
+/// to replay (a time's first event at or after it), `to` the last (a time's last event at or
+/// before it); `first..=last` are the sequences the topic holds. Every backend resolves
+/// through this, so the same request fails the same way everywhere.
+pub fn replay_range(topic: &str, first: u64, last: u64, from: u64, to: Option<u64>) -> Result<Replayed> {
+    if last == 0 {
+        return Err(invalid(format!("topic {topic} has no events to replay")));
+    }
+    if from > last {
+        return Err(invalid(format!(
+            "nothing to replay: the replay starts after the last event of topic {topic} (sequence {last})"
+        )));
+    }
+    let to = to.unwrap_or(last);
+    if to > last {
+        return Err(invalid(format!(
+            "the replay ends at sequence {to}, after the last event of topic {topic} (sequence {last})"
+        )));
+    }
+    if from > to {
+        return Err(invalid(format!(
+            "nothing to replay: the replay starts at sequence {from}, after its end (sequence {to})"
+        )));
+    }
+    let stored_from = from.max(first);
+    let events = if stored_from > to { 0 } else { to - stored_from + 1 };
+    Ok(Replayed { first_sequence: from, last_sequence: to, events })
+}
+
+/// An unknown group, for a replay: it has never consumed `topic`.
+pub fn unknown_group(topic: &str, group: &str) -> EventsError {
+    invalid(format!("no consumer group {group} on topic {topic}: a replay moves a group that exists"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +218,42 @@ mod tests {
         }
         assert!(group("").is_err());
         assert!(namespace("Foo").is_err());
+    }
+
+    #[test]
+    fn replays() {
+        let replay = |from, to| Replay { from, to };
+        let (seq, time) = (Position::Sequence, Position::Time);
+        assert!(super::replay("micro", "t", "g", &replay(seq(1), Some(seq(1))), 5).is_ok());
+        assert!(super::replay("micro", "t", "g", &replay(time(5), None), 5).is_ok());
+        for (bad, why) in [
+            (replay(seq(0), None), "sequence 0"),
+            (replay(time(6), None), "in the future"),
+            (replay(seq(1), Some(time(6))), "in the future"),
+            (replay(seq(3), Some(seq(2))), "after its end"),
+            (replay(time(3), Some(time(2))), "after its end"),
+        ] {
+            let err = super::replay("micro", "t", "g", &bad, 5).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        assert!(super::replay("micro", "t", "", &replay(seq(1), None), 5).is_err());
+
+        assert_eq!(
+            replay_range("t", 1, 10, 3, None),
+            Ok(Replayed { first_sequence: 3, last_sequence: 10, events: 8 })
+        );
+        assert_eq!(
+            replay_range("t", 5, 10, 1, Some(6)),
+            Ok(Replayed { first_sequence: 1, last_sequence: 6, events: 2 })
+        );
+        for (first, last, from, to, why) in [
+            (1, 0, 1, None, "no events"),
+            (1, 10, 11, None, "after the last event"),
+            (1, 10, 1, Some(11), "after the last event"),
+            (1, 10, 5, Some(4), "after its end"),
+        ] {
+            let err = replay_range("t", first, last, from, to).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
     }
 }
