@@ -3,7 +3,9 @@
 //! `openapi-spec-validator`, the listing's admission, and a property check with Python's
 //! `jsonschema`: random messages of every described type, written by the gateway's JSON mapping
 //! (and read back by it), validate against their schemas, as do the gateway's real answers.
-//! The Python tools come from the venv scripts/services installs (`MICRO_TEST_PYTHON`).
+//! The Python tools come from the venv scripts/services installs (`MICRO_TEST_PYTHON`). Then
+//! TypeScript: the types `openapi-typescript` generates from the document compile with
+//! `tsc --strict`, and say what the gateway speaks (npm, `MICRO_TEST_NODE_TOOLS`).
 
 mod common;
 
@@ -166,6 +168,73 @@ sys.exit(1 if failures else 0)
         "stdout: {}\nstderr: {}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Uses the types openapi-typescript writes (`types.ts`) as a TypeScript client would: the
+/// schemas of helloworld and a core service, an operation's body and answer, the error shape.
+/// Each `@ts-expect-error` line must be an error, so types that degrade to `any` fail too.
+const TYPESCRIPT_USE: &str = r#"
+import type { components, operations, paths } from "./types";
+
+type Schemas = components["schemas"];
+const request: Schemas["helloworld.Request"] = { name: "Jane" };
+const stream: Schemas["helloworld.StreamingRequest"] = { count: "3" };
+// @ts-expect-error an int64 is a decimal string in protobuf-JSON
+const wrong: Schemas["helloworld.StreamingRequest"] = { count: 3 };
+type Call = paths["/helloworld/call"]["post"];
+const body: NonNullable<Call["requestBody"]>["content"]["application/json"] = request;
+const answer: Call["responses"][200]["content"]["application/json"] = { msg: "Hello Jane" };
+// @ts-expect-error the answer has no such field
+const unknownField: Call["responses"][200]["content"]["application/json"] = { message: "Hello" };
+const failed: Schemas["micro.Error"] = { Id: "helloworld", Code: 500, Detail: "boom", Status: "Internal Server Error" };
+const read: operations[keyof operations] | undefined = undefined;
+const record: Schemas["store.Record"] = { key: "k", value: "dg==" };
+export const used = [request, stream, wrong, body, answer, unknownField, failed, read, record];
+"#;
+
+#[test]
+fn typescript_types_generated_from_the_live_document_compile() {
+    let test = "typescript_types_generated_from_the_live_document_compile";
+    let Some(tools) = needed_env("MICRO_TEST_NODE_TOOLS", test) else { return };
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let _hello = Service::start_helloworld(&server, &[]);
+    let (status, document) = http_request(&server.http, "GET", "/openapi.json", &NS, b"");
+    assert_eq!(status, 200, "{document}");
+    assert!(json(&document)["paths"].get("/helloworld/call").is_some(), "helloworld is described");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("openapi.json"), &document).unwrap();
+    std::fs::write(dir.path().join("use.ts"), TYPESCRIPT_USE).unwrap();
+    let bin = Path::new(&tools).join("node_modules/.bin");
+    let run = |program: &str, args: &[&str]| {
+        let output = std::process::Command::new(bin.join(program))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap_or_else(|err| panic!("{program} does not run: {err}"));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{program} {args:?}\nstdout: {stdout}\nstderr: {stderr}");
+    };
+    run("openapi-typescript", &["openapi.json", "--output", "types.ts"]);
+    let types = std::fs::read_to_string(dir.path().join("types.ts")).unwrap();
+    assert!(types.contains("\"helloworld.Request\""), "the types name the schemas");
+    run(
+        "tsc",
+        &[
+            "--noEmit",
+            "--strict",
+            "--target",
+            "es2022",
+            "--module",
+            "es2022",
+            "--moduleResolution",
+            "bundler",
+            "types.ts",
+            "use.ts",
+        ],
     );
 }
 

@@ -24,7 +24,10 @@ const BODY: &str = r#"{"name":"bench"}"#;
 pub enum Via {
     Direct,
     Proxy,
+    /// The gateway's JSON path, `POST /helloworld/call`, at this HTTP address.
     Gateway(String),
+    /// Connect unary JSON on the gateway, `POST /helloworld.Helloworld/Call`, at this address.
+    Connect(String),
 }
 
 /// The method under test and the two gRPC addresses it can be reached at.
@@ -221,6 +224,16 @@ impl Caller {
             Via::Gateway(address) => Caller::Http(
                 HttpClient::connect(address, "/helloworld/call", &[("Authorization", &authorization)], BODY)
                     .await?,
+            ),
+            // The header a Connect client (connect-es, connect-go) sends with every unary call.
+            Via::Connect(address) => Caller::Http(
+                HttpClient::connect(
+                    address,
+                    PATH,
+                    &[("Authorization", &authorization), ("Connect-Protocol-Version", "1")],
+                    BODY,
+                )
+                .await?,
             ),
         })
     }

@@ -4,6 +4,7 @@
 //!
 //! - `gateway`, `proxy` (section `calls`): the same handler called directly with tonic (the
 //!   baseline), through the gRPC proxy and through the HTTP gateway, auth on (see `load.rs`);
+//! - `connect`: Connect unary JSON on the gateway against its JSON path (see `connect.rs`);
 //! - `store`: durable writes and reads through the server, and the same against `redis-server`
 //!   (`appendfsync always`) with `--with-redis` (see `store.rs`);
 //! - `events`: durable publish, consume and broker fan-out through the server beside the same
@@ -21,6 +22,7 @@
 
 mod backends;
 mod boot;
+mod connect;
 mod events;
 mod http;
 mod load;
@@ -40,9 +42,9 @@ use crate::load::{Budget, Report, run_load};
 use crate::report::{Figure, Run, Target};
 
 /// Every section, in the order a run measures them.
-const SECTIONS: &[&str] = &["gateway", "proxy", "store", "events", "boot", "backends", "runtime"];
+const SECTIONS: &[&str] = &["gateway", "proxy", "connect", "store", "events", "boot", "backends", "runtime"];
 /// What runs without `--only`.
-const DEFAULT: &[&str] = &["gateway", "proxy", "store", "events", "boot"];
+const DEFAULT: &[&str] = &["gateway", "proxy", "connect", "store", "events", "boot"];
 
 /// Concurrency levels measured.
 const CONCURRENCY: &[usize] = &[1, 64];
@@ -141,6 +143,10 @@ async fn run() -> anyhow::Result<()> {
     if options.runs("gateway") || options.runs("proxy") {
         let figures = calls(&bins, &home.join("calls"), &options, &path).await?;
         report::record(&root, &run, "calls", &figures)?;
+    }
+    if options.runs("connect") {
+        let figures = connect::measure(&bins, &home.join("connect"), CONCURRENCY, budget, &path).await?;
+        report::record(&root, &run, "connect", &figures)?;
     }
     if options.runs("store") {
         let figures =
