@@ -5,6 +5,8 @@
 //! (grpc-go): the same protos, code from protoc-gen-go and protoc-gen-go-grpc (Debian's packages,
 //! which scripts/services installs: `MICRO_TEST_GO`, `MICRO_TEST_GOPATH`), and
 //! docs/clients/go/main.go, shown verbatim too, built in GOPATH mode and run the same way.
+//! curl: docs/clients/curl/call.sh, shown verbatim, logging in and calling through :8080 with
+//! curl and jq (`MICRO_TEST_JQ`, which scripts/services installs when missing).
 
 mod common;
 
@@ -18,6 +20,9 @@ const PYTHON_CLIENT: &str = "docs/clients/python/call.py";
 
 /// The Go client docs/clients.md shows, as a path from the workspace root.
 const GO_CLIENT: &str = "docs/clients/go/main.go";
+
+/// The curl client docs/clients.md shows, as a path from the workspace root.
+const CURL_CLIENT: &str = "docs/clients/curl/call.sh";
 
 /// The Go import path docs/clients.md gives helloworld.proto with protoc's `M` flag: a user
 /// service's proto names no `go_package`, and protoc-gen-go needs one.
@@ -152,4 +157,38 @@ fn a_go_grpc_client_generated_from_micro_proto_calls_helloworld() {
     assert!(!refused.status.success(), "{}", common::stdout(&refused));
     let stderr = common::stderr(&refused);
     assert!(stderr.contains("UNAUTHENTICATED: "), "no token, no call: {stderr}");
+}
+
+#[test]
+fn a_curl_script_logs_in_and_calls_helloworld_through_the_gateway() {
+    let test = "a_curl_script_logs_in_and_calls_helloworld_through_the_gateway";
+    let Some(jq) = needed_env("MICRO_TEST_JQ", test) else { return };
+    let source = std::fs::read_to_string(workspace(CURL_CLIENT)).unwrap();
+    let docs = std::fs::read_to_string(workspace("docs/clients.md")).unwrap();
+    assert!(docs.contains(&format!("```sh\n{source}```")), "docs/clients.md shows {CURL_CLIENT} verbatim");
+
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let _hello = Service::start_helloworld(&server, &[]);
+    common::accounts_only(&server, "helloworld");
+
+    // jq where the script looks for it: on PATH.
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&jq, bin.path().join("jq")).unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(bin.path().to_path_buf())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let api = format!("http://{}", server.http);
+    let answered = run(Command::new("sh").arg(workspace(CURL_CLIENT)).arg(&api).env("PATH", &path));
+    assert!(answered.status.success(), "{}", common::stderr(&answered));
+    assert_eq!(common::json(&common::stdout(&answered)), serde_json::json!({"msg": "Hello Jane"}));
+
+    // The same call without the login: the 401 the script's `curl -f` turns into a failure.
+    let anonymous = run(Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{api}/helloworld/Helloworld/Call"))
+        .args(["-H", "Content-Type: application/json", "-d", r#"{"name": "Jane"}"#]));
+    assert_eq!(common::stdout(&anonymous), "401", "no token, no call");
 }
