@@ -397,6 +397,13 @@ impl Auth {
         Ok(())
     }
 
+    /// The account with id `id` of `namespace`, without its secret; `None` when it does not
+    /// exist (any more). For the server acting as an account later, e.g. a scheduled job.
+    pub async fn account(&self, namespace: &str, id: &str) -> Result<Option<Account>, AuthError> {
+        validate_namespace(namespace)?;
+        Ok(self.load_account(namespace, id).await?.as_ref().map(StoredAccount::account))
+    }
+
     /// Every account of `namespace`, ordered by id, without secrets.
     pub async fn list_accounts(&self, namespace: &str) -> Result<Vec<Account>, AuthError> {
         validate_namespace(namespace)?;

@@ -14,6 +14,7 @@ mod dynamic;
 mod env;
 pub mod error;
 mod events;
+mod jobs;
 mod login;
 mod new;
 mod openapi;
@@ -121,6 +122,12 @@ enum Command {
     Events {
         #[command(subcommand)]
         command: events::EventsCommand,
+    },
+    /// Create, list, run and delete scheduled jobs that fire once across all servers
+    #[command(help_template = help!("micro jobs"), subcommand_required = true, arg_required_else_help = true)]
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
     },
     /// Publish and subscribe to ephemeral messages
     #[command(help_template = help!("micro broker"), subcommand_required = true, arg_required_else_help = true)]
@@ -270,6 +277,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Proto(args) => block_on(proto::run(&global, args)),
         Command::Broker { command } => block_on(broker::run(&global, command)),
         Command::Events { command } => block_on(events::run(&global, command)),
+        Command::Jobs { command } => block_on(jobs::run(&global, command)),
         Command::Login(args) => block_on(login::login(&global, args)),
         Command::Logout => login::logout(&global),
         Command::User { command } => block_on(user::run(&global, command)),

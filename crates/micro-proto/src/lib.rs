@@ -45,6 +45,10 @@ pub mod events {
     tonic::include_proto!("events");
 }
 
+pub mod jobs {
+    tonic::include_proto!("jobs");
+}
+
 pub mod registry {
     tonic::include_proto!("registry");
 }

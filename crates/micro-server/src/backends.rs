@@ -221,7 +221,7 @@ fn ready_probe(registry: Arc<dyn micro_registry::Registry>) -> micro_runtime::Re
 }
 
 /// This server's id: random, created once in `server_dir/server_id`.
-fn server_id(server_dir: &Path) -> anyhow::Result<String> {
+pub(crate) fn server_id(server_dir: &Path) -> anyhow::Result<String> {
     let path = server_dir.join("server_id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),

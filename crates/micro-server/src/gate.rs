@@ -27,6 +27,7 @@ use micro_core::Context;
 use micro_proto::registry::Service as Registered;
 use tonic::Status;
 
+use crate::metrics;
 use crate::proxy::Proxy;
 
 /// The registered service the gate judged a proxied call against, for the proxy to call.
@@ -39,6 +40,8 @@ pub struct Gate {
     auth: Arc<Auth>,
     /// The gRPC names (`store.Store`) of the services served here; every other path is proxied.
     core: Arc<HashSet<&'static str>>,
+    /// The paths of their methods: what a call may be counted under in the request metrics.
+    methods: Arc<HashSet<String>>,
     proxy: Option<Proxy>,
 }
 
@@ -48,12 +51,15 @@ pub struct Gate {
 pub struct Admitted {
     pub context: Context,
     pub routed: Option<Routed>,
+    /// The resource the rules judged; `None` for the calls that are always let through.
+    pub resource: Option<Resource>,
 }
 
 impl Gate {
     /// A gate in front of the services named `core` (served here) and `proxy` (all others).
     pub fn new(auth: Arc<Auth>, core: &[&'static str], proxy: Option<Proxy>) -> Self {
-        Self { auth, core: Arc::new(core.iter().copied().collect()), proxy }
+        let methods = Arc::new(crate::metrics::served_methods(core));
+        Self { auth, core: Arc::new(core.iter().copied().collect()), methods, proxy }
     }
 
     /// Decides one call: what it runs with, or the status it is refused with.
@@ -71,7 +77,7 @@ impl Gate {
             if admission::check_namespace(&context.namespace, context.account.as_ref()).is_err() {
                 context.account = None;
             }
-            return Ok(Admitted { context, routed: None });
+            return Ok(Admitted { context, routed: None, resource: None });
         }
         admission::check_namespace(&context.namespace, context.account.as_ref())?;
         // Every service here and every registered one is named: a path without a package names
@@ -91,7 +97,25 @@ impl Gate {
         let resource = Resource::new("service", service, endpoint);
         let rules = self.auth.rules(&context.namespace).await;
         admit(&context.namespace, context.account.as_ref(), &rules, &resource)?;
-        Ok(Admitted { context, routed })
+        Ok(Admitted { context, routed, resource: Some(resource) })
+    }
+
+    /// Tells the request metrics what an admitted call at `path` was resolved to: a method of a
+    /// service served here, or a registered service the proxy routes it to. Calls at other
+    /// paths stay unresolved (`other`), so that labels name only what exists.
+    fn resolve(&self, slot: &metrics::Slot, path: &str, admitted: &Admitted) {
+        match (&admitted.routed, &admitted.resource) {
+            (Some(Routed(service)), Some(resource)) => slot.resolve(&service.name, &resource.endpoint),
+            (None, Some(resource)) if self.methods.contains(path) => {
+                slot.resolve(&resource.name, &resource.endpoint);
+            }
+            (None, None) if self.methods.contains(path) => {
+                if let Some((prefix, endpoint)) = admission::method_of(path) {
+                    slot.resolve(prefix, &endpoint);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -149,7 +173,11 @@ where
         let gate = self.gate.clone();
         Box::pin(async move {
             match gate.admit(request.headers(), request.uri().path()).await {
-                Ok(Admitted { context, routed }) => {
+                Ok(admitted) => {
+                    if let Some(slot) = request.extensions().get::<metrics::Slot>() {
+                        gate.resolve(slot, request.uri().path(), &admitted);
+                    }
+                    let Admitted { context, routed, .. } = admitted;
                     request.extensions_mut().insert(context);
                     if let Some(routed) = routed {
                         request.extensions_mut().insert(routed);

@@ -15,6 +15,7 @@ use tonic::transport::Server;
 use tonic::transport::server::Connected;
 
 use crate::gate::{AuthLayer, Gate};
+use crate::metrics::{Listener, RequestMetricsLayer};
 use crate::nodes::Nodes;
 use crate::proxy::Proxy;
 use crate::reflection::Reflection;
@@ -29,6 +30,8 @@ pub struct Core {
     pub runtime: micro_runtime::Runtime,
     pub broker: Arc<dyn micro_broker::Broker>,
     pub events: Arc<dyn micro_events::Events>,
+    /// Scheduled jobs (`jobs.Jobs`); not served when `None`.
+    pub jobs: Option<Arc<micro_jobs::Jobs>>,
 }
 
 /// Serves every core service of `core` on `listener` until `shutdown` resolves.
@@ -68,6 +71,8 @@ impl Service {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         Server::builder()
+            // Outermost, so that the gate finds the metrics' slot and refusals are counted too.
+            .layer(RequestMetricsLayer::new(Listener::Grpc))
             .layer(AuthLayer::new(self.gate))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, shutdown)
@@ -77,7 +82,7 @@ impl Service {
 }
 
 async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
-    let Core { store, config, auth, registry, runtime, broker, events } = core;
+    let Core { store, config, auth, registry, runtime, broker, events, jobs } = core;
     use micro_proto::config::config_server::ConfigServer;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -99,6 +104,9 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
         .add(micro_broker::grpc::server(broker))
         .add(micro_events::grpc::stream_server(events.clone()))
         .add(micro_events::grpc::store_server(events));
+    if let Some(jobs) = jobs {
+        served.add(micro_jobs::grpc::server(jobs));
+    }
     // Reflection lists what is served here, itself included, and what the caller's namespace
     // registered; it asks the gate which registered services a caller may see.
     let mut names = served.names.clone();

@@ -1,27 +1,31 @@
 //! The :8080 listener: the fixed routes of the original's API (`GET /` answers the version,
-//! `/favicon.ico` an empty 200), every other path to the API [`gateway`](crate::gateway), and
-//! the browser boundary around all of it ([`browser`](crate::gateway::browser): CORS, `Host`,
-//! security headers; docs/security.md).
+//! `/favicon.ico` an empty 200), `GET /metrics` ([`crate::metrics`], docs/observability.md),
+//! every other path to the API [`gateway`](crate::gateway), and the browser boundary around all
+//! of it ([`browser`](crate::gateway::browser): CORS, `Host`, security headers;
+//! docs/security.md). Every request is counted by the request metrics, outermost.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::json;
 
 use crate::gateway::{self, ApiError, Gateway, browser};
+use crate::metrics::{self, Listener, Metrics, RequestMetricsLayer};
 
 /// The HTTP routes.
 pub fn router(gateway: Gateway) -> Router {
     let options = gateway.options().clone();
+    let exposition = Metrics::install();
     let router = Router::new()
         .route("/", any(root))
         .route("/favicon.ico", get(|| async { StatusCode::OK }))
+        .route(metrics::PATH, get(move |state, request| scrape(state, request, exposition)))
         .fallback(gateway::handle)
         .with_state(gateway)
         .layer(browser::cors_layer(&options.cors_origins));
@@ -31,7 +35,23 @@ pub fn router(gateway: Gateway) -> Router {
         }
         None => router,
     };
-    router.layer(axum::middleware::from_fn(browser::security_headers))
+    router
+        .layer(axum::middleware::from_fn(browser::security_headers))
+        .layer(RequestMetricsLayer::new(Listener::Http))
+}
+
+/// `GET /metrics`: the Prometheus text, for callers admitted to `service:debug:Debug.Metrics`
+/// in namespace `micro` ([`Gateway::admit_metrics`]; docs/security.md, "Metrics").
+async fn scrape(State(gateway): State<Gateway>, request: Request, exposition: Metrics) -> Response {
+    if let Err(error) = gateway.admit_metrics(request.headers()).await {
+        return error.into_response();
+    }
+    if let Some(slot) = request.extensions().get::<metrics::Slot>() {
+        slot.resolve(metrics::RESOURCE_SERVICE, metrics::RESOURCE_ENDPOINT);
+    }
+    // The text format's content type (version 0.0.4), as Prometheus asks for it.
+    let content_type = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
+    (content_type, exposition.render()).into_response()
 }
 
 async fn root(request: Request) -> Response {

@@ -10,7 +10,10 @@
 //! - [`forward`]: the identity a call carries into a user service (a token scoped to its
 //!   namespace, never the caller's own).
 //! - [`gateway`]: the HTTP API gateway — path → service endpoint, JSON ↔ protobuf, CORS.
-//! - [`http`]: the :8080 listener: fixed routes and the gateway.
+//! - [`http`]: the :8080 listener: fixed routes, `GET /metrics` and the gateway.
+//! - [`metrics`]: Prometheus metrics: the recorder, every metric's name, the request metrics of
+//!   both listeners (docs/observability.md).
+//! - [`jobs`]: how scheduled jobs act: as their account, through the gateway's call path.
 //! - [`web`]: the :8082 listener: the web dashboard, calling through the gateway.
 //! - [`tls`]: the certificate and key (`--tls-cert`/`--tls-key`) and TLS listeners for both.
 //! - [`Platform`]: the running set of core services, served by [`Platform::serve`] on listeners
@@ -23,6 +26,8 @@ pub mod gate;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod jobs;
+pub mod metrics;
 pub mod nodes;
 pub mod proxy;
 pub mod reflection;
@@ -150,6 +155,8 @@ pub struct Platform {
     tls: Option<tls::Tls>,
     /// The web dashboard's listener, when it is on (see [`Platform::with_web`]).
     web: Option<TcpListener>,
+    /// This server's id (`server/server_id`), named in the job runs it records.
+    server_id: String,
     _sweeper: micro_store::Sweeper,
     _reaper: micro_registry::Reaper,
 }
@@ -212,6 +219,7 @@ impl Platform {
             registry.clone(),
         )
         .await?;
+        let server_id = backends::server_id(&server_dir)?;
         restrict_state(home, &server_dir)?;
 
         Ok(Self {
@@ -229,6 +237,7 @@ impl Platform {
             allowed_hosts: config.allowed_hosts.clone(),
             tls: None,
             web: None,
+            server_id,
             _sweeper: sweeper,
             _reaper: reaper,
         })
@@ -306,18 +315,10 @@ impl Platform {
             }
         };
 
-        let core = grpc::Core {
-            store: self.store.clone(),
-            config: self.config.clone(),
-            auth: self.auth.clone(),
-            registry: self.registry.clone(),
-            runtime: self.runtime.clone(),
-            broker: self.broker.clone(),
-            events: self.events.clone(),
-        };
+        // Before the first request, so that every request is recorded.
+        metrics::Metrics::install();
         // One node pool for the proxy and the gateway.
         let nodes = nodes::Nodes::new();
-        let service = grpc::Service::new(core, nodes.clone()).await?;
         let api_domain = Some(self.api_domain.clone()).filter(|domain| !domain.is_empty());
         let http_ip = http.local_addr()?.ip();
         // Only a loopback bind is guarded by name: there, any other name is a rebinding page.
@@ -332,10 +333,24 @@ impl Platform {
                 api_domain,
                 cors_origins: self.cors_origins.clone(),
                 host_check,
-                nodes,
+                nodes: nodes.clone(),
                 ..gateway::Options::default()
             },
         );
+        // Scheduled jobs act through the gateway's call path.
+        let executor = Arc::new(jobs::Executor::new(gateway.clone(), self.auth.clone()));
+        let jobs = Arc::new(micro_jobs::Jobs::new(self.store.clone(), executor, self.server_id.clone()));
+        let core = grpc::Core {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            auth: self.auth.clone(),
+            registry: self.registry.clone(),
+            runtime: self.runtime.clone(),
+            broker: self.broker.clone(),
+            events: self.events.clone(),
+            jobs: Some(jobs.clone()),
+        };
+        let service = grpc::Service::new(core, nodes).await?;
         let dashboard = match self.web.take() {
             Some(listener) => {
                 let web_ip = listener.local_addr()?.ip();
@@ -393,6 +408,9 @@ impl Platform {
             tasks.push(("local gRPC", tokio::spawn(service.serve(local, stopped()))));
             info!(addr = %core_address, "plain-text gRPC on loopback for the gateway and local services");
         }
+        // Once the listeners serve: the scheduler stops with this function (its guard is
+        // dropped on the way out, also when a listener fails).
+        let _scheduler = jobs.spawn_scheduler();
         info!(addr = %grpc_addr, "gRPC listening");
         info!(addr = %http_addr, "HTTP listening");
         if let Some((address, scheme)) = web_log {

@@ -3,7 +3,8 @@
 use micro_proto::registry::Service;
 
 /// Names of the core services hosted in this process, in `micro services` order.
-pub const CORE_SERVICES: &[&str] = &["auth", "broker", "config", "events", "registry", "runtime", "store"];
+pub const CORE_SERVICES: &[&str] =
+    &["auth", "broker", "config", "events", "jobs", "registry", "runtime", "store"];
 
 /// Registry entries for the core services. They carry the core descriptors so tools that
 /// discover services through the registry (the CLI, the gateway) can encode their requests.

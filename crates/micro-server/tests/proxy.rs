@@ -151,6 +151,7 @@ async fn start_platform() -> Platform {
         runtime,
         broker,
         events,
+        jobs: None,
     };
     let served = tokio::spawn(micro_server::grpc::serve(core, listener, async {
         let _ = stopped.await;

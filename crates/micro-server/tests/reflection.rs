@@ -21,6 +21,7 @@ const SERVED: &[&str] = &[
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
+    "jobs.Jobs",
     "registry.Registry",
     "runtime.Build",
     "runtime.Runtime",

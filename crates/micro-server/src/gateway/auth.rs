@@ -62,7 +62,7 @@ pub async fn authorize(auth: &Auth, caller: &Caller, route: &Route) -> Result<()
 }
 
 /// A refusal as the gateway answers it: its HTTP status, its sentence.
-fn refused(refusal: Refusal) -> ApiError {
+pub(super) fn refused(refusal: Refusal) -> ApiError {
     ApiError::new(refusal.http_status(), refusal.to_string())
 }
 

@@ -236,7 +236,9 @@ pub async fn handle(State(gateway): State<Gateway>, request: Request) -> Respons
 }
 
 impl Gateway {
-    async fn serve(&self, route: Option<Route>, request: Request) -> Result<Response, ApiError> {
+    /// Serves one request of the JSON paths for `route`; also how a scheduled job's firing
+    /// calls, as its account ([`crate::jobs`]).
+    pub(crate) async fn serve(&self, route: Option<Route>, request: Request) -> Result<Response, ApiError> {
         let options = &self.inner.options;
         let route = route.ok_or_else(|| ApiError::not_found("the path names no service"))?;
         let (mut parts, body) = request.into_parts();
@@ -316,6 +318,11 @@ impl Gateway {
             Some(path) => self.inner.connector.target_exact(&caller.namespace, route, path)?,
             None => self.inner.connector.target(&caller.namespace, route)?,
         };
+        // The route names a registered service and a method its descriptors have: the request
+        // metrics may count it under them.
+        if let Some(slot) = parts.extensions.get::<crate::metrics::Slot>() {
+            slot.resolve(&route.service, &route.endpoint());
+        }
         let mut metadata = call::metadata(&parts.headers, &parts.method, &caller);
         call::forward_client(&self.inner.auth, &mut metadata, &parts.extensions, &target);
         if !target.core {
@@ -330,6 +337,39 @@ impl Gateway {
             }
         }
         Ok((target, metadata, caller.namespace))
+    }
+
+    /// The admission of `GET /metrics` ([`crate::metrics`]; docs/security.md, "Metrics"): the
+    /// caller as on every path ([`auth::identify`]), acting in namespace `micro`, for the
+    /// resource `service:debug:Debug.Metrics`, by the one decision ([`micro_access::admit`]).
+    /// The rules are those of `micro` without its `default` rule (everyone may call everything,
+    /// which would publish every namespace's service names), and below them all a grant to
+    /// `micro` accounts with scope `admin`: admins read the metrics, other `micro` accounts when
+    /// a rule says so, anonymous scrapers when a public rule names the resource. An account of
+    /// another namespace is refused (403) before any rule is read.
+    pub(crate) async fn admit_metrics(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        use micro_access::{Access, Resource, Rule};
+        let caller = auth::identify(&self.inner.auth, headers, self.inner.options.api_domain.as_deref())?;
+        let namespace = micro_core::DEFAULT_NAMESPACE;
+        let mut rules: Vec<Rule> = self
+            .inner
+            .auth
+            .rules(namespace)
+            .await
+            .iter()
+            .filter(|rule| rule.id != micro_access::rules::DEFAULT_RULE_ID)
+            .cloned()
+            .collect();
+        let resource =
+            Resource::new("service", crate::metrics::RESOURCE_SERVICE, crate::metrics::RESOURCE_ENDPOINT);
+        rules.push(Rule {
+            id: "metrics-admins".into(),
+            scope: micro_core::ADMIN_SCOPE.into(),
+            resource: resource.clone(),
+            access: Access::Granted,
+            priority: i32::MIN,
+        });
+        micro_access::admit(namespace, caller.account.as_ref(), &rules, &resource).map_err(auth::refused)
     }
 
     /// A unary call within the gateway's deadline: sent as `grpc-timeout` for the service to
