@@ -11,6 +11,7 @@ use micro_proto::events::{
 };
 
 use crate::error::{CliError, Result};
+use crate::table::Output;
 use crate::{Global, out, unrecognized_subcommand};
 
 #[derive(Subcommand, Debug)]
@@ -106,14 +107,6 @@ pub enum EventsCommand {
     },
     #[command(external_subcommand)]
     Unknown(Vec<String>),
-}
-
-/// How `micro events dead` and `topics` print.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
 }
 
 /// Checks a release or drop names dead letters: ids, or `--all`, not both.

@@ -5,6 +5,7 @@ use micro_proto::jobs::jobs_client::JobsClient;
 use micro_proto::jobs::{CreateRequest, DeleteRequest, HistoryRequest, Job, ListRequest, Run, RunRequest};
 
 use crate::error::{CliError, Result};
+use crate::table::Output;
 use crate::{Global, out, unrecognized_subcommand};
 
 #[derive(Subcommand, Debug)]
@@ -62,14 +63,6 @@ pub enum JobsCommand {
     Delete { name: String },
     #[command(external_subcommand)]
     Unknown(Vec<String>),
-}
-
-/// How `micro jobs list` and `history` print.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
 }
 
 pub async fn run(global: &Global, command: JobsCommand) -> Result<()> {

@@ -32,7 +32,7 @@ use crate::client::Client;
 use crate::error::{CliError, Result};
 use crate::settings::Settings;
 use crate::source::{self, Location, Source, validate_name, validate_version};
-use crate::store::Output;
+use crate::table::Output;
 use crate::{Global, out};
 
 /// Lines `micro logs` prints without `-n`.

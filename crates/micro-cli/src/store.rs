@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use micro_proto::store::store_client::StoreClient;
 use micro_proto::store::{
     DatabasesRequest, DeleteOptions, DeleteRequest, ListOptions, ListRequest, ReadOptions, ReadRequest,
@@ -12,6 +12,7 @@ use micro_proto::store::{
 use serde_json::json;
 
 use crate::error::{CliError, Result};
+use crate::table::Output;
 use crate::{Global, out, unrecognized_subcommand};
 
 #[derive(Subcommand, Debug)]
@@ -44,13 +45,6 @@ pub struct Scope {
     /// Table [default: micro]
     #[arg(short = 't', long)]
     table: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
 }
 
 #[derive(Args, Debug)]

@@ -1,4 +1,13 @@
-//! Space-padded columns, as Go's tabwriter printed the original's tables.
+//! Space-padded columns, as Go's tabwriter printed the original's tables, and the `--output`
+//! choice of every command that prints a table.
+
+/// How a command that prints a table or a list prints: the table, or one JSON object per line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
 
 /// Formats `rows` as columns separated by at least two spaces; the last column is not padded.
 pub fn render(rows: &[Vec<String>]) -> String {
