@@ -622,14 +622,17 @@ fn wait_long(browser: &Browser, css: &str, within: Duration, what: impl Fn() -> 
     assert!(appeared, "no {css} within {within:?}; the page shows:\n{}\n{}", browser.body_text(), what());
 }
 
-/// The Runtime, Store and Config pages in a real browser: a service run from a git URL through
-/// the page, its logs followed until a new line arrives, then killed from the page; a store key
-/// written in the browser and read with `micro store read`; a config secret set in the browser
-/// and shown masked until revealed.
+/// The Runtime, Store, Config, Events and Jobs pages in a real browser: a service run from a
+/// git URL through the page, its logs followed until a new line arrives, then killed from the
+/// page; a store key written in the browser and read with `micro store read`; a config secret
+/// set in the browser and shown masked until revealed; events published and read; a consumer
+/// group's dead letters listed, one released (and consumed by the group), one dropped; the
+/// broker live; a job created with `micro jobs create` listed, run now, its run in its history,
+/// and deleted; a job created with the page's form.
 #[test]
 fn the_runtime_store_and_config_pages_in_a_real_browser() {
     let Some(dashboard) = LoggedIn::start() else { return };
-    let LoggedIn { browser, server, shots, .. } = &dashboard;
+    let LoggedIn { browser, server, shots, _home: home, .. } = &dashboard;
 
     // A service in a bare git repository: a script that counts, one line a second.
     let work = tempfile::tempdir().unwrap();
@@ -773,6 +776,93 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     });
     assert!(only_second, "{:?}", texts(browser, "#events-list li"));
 
+    // Dead letters: a consumer of group billing rejects two events as permanent failures
+    // (`Stream.Consume`, then `Stream.Nack` with `permanent`, through the dashboard's own call
+    // path); the page lists them, releases one, which the group then consumes, and drops the
+    // other.
+    server.ok(&["events", "publish", "invoices", r#"{"invoice": 1}"#]);
+    server.ok(&["events", "publish", "invoices", r#"{"invoice": 2}"#]);
+    let rejected = browser.exec_async(
+        r#"const done = arguments[arguments.length - 1];
+        const headers = {'Content-Type': 'application/json',
+          'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content};
+        const post = (endpoint, body, signal) => fetch('/api/call/events/Stream/' + endpoint,
+          {method: 'POST', headers, body: JSON.stringify(body), signal});
+        (async () => {
+          const controller = new AbortController();
+          const consume = await post('Consume', {topic: 'invoices', group: 'billing', auto_ack: false,
+            retry_limit: '3', sequence: '1', ack_wait: '5000000000'}, controller.signal);
+          const reader = consume.body.pipeThrough(new TextDecoderStream()).getReader();
+          let buffered = '';
+          const nacked = [];
+          while (nacked.length < 2) {
+            const {value, done: ended} = await reader.read();
+            if (ended) break;
+            buffered += value;
+            let newline;
+            while ((newline = buffered.indexOf('\n')) >= 0) {
+              const event = JSON.parse(buffered.slice(0, newline));
+              buffered = buffered.slice(newline + 1);
+              const nack = await post('Nack', {id: event.id, topic: 'invoices', group: 'billing',
+                permanent: true, reason: 'card declined\nat line 2'});
+              nacked.push([event.id, nack.status]);
+            }
+          }
+          controller.abort();
+          return nacked;
+        })().then(done, (err) => done(String(err)));"#,
+    );
+    let nacked: Vec<(String, u16)> =
+        serde_json::from_value(rejected.clone()).unwrap_or_else(|_| panic!("{rejected}"));
+    assert_eq!(nacked.iter().map(|(_, status)| *status).collect::<Vec<_>>(), [200, 200], "{rejected}");
+    let (first, second) = (&nacked[0].0, &nacked[1].0);
+    let dead = server.ok(&["events", "dead", "invoices", "--group", "billing"]);
+    assert!(dead.contains(first.as_str()) && dead.contains(second.as_str()), "{dead}");
+    browser.type_into(&browser.wait("#dead-topic"), "invoices");
+    browser.type_into(&browser.wait("#dead-group"), "billing");
+    browser.click(&browser.wait("#dead-list button[type=submit]"));
+    let row = format!(r#"#dead-table tr[data-id="{first}"]"#);
+    wait_texts(browser, &row, "card declined");
+    let cells = texts(browser, &format!("{row} td"));
+    assert_eq!(cells[1..4], [first.as_str(), "1", "1"], "id, sequence, attempts: {cells:?}");
+    assert_eq!(cells[6], "card declined", "the first line of the error: {cells:?}");
+    assert_eq!(cells[7], r#"{"invoice": 1}"#, "{cells:?}");
+    assert!(!browser.all(&format!(r#"#dead-table tr[data-id="{second}"]"#)).is_empty());
+    browser.exec("document.getElementById('dead').scrollIntoView();");
+    browser.screenshot(&shots.join("dead-letters.png"));
+    // Nothing chosen: the CLI's sentence, and nothing changes.
+    browser.click(&browser.wait("#dead-release"));
+    browser.wait_text("#dead-error", "Name the dead letters to release by event id, or give --all");
+    // Release the first: the group gets it again, and `micro events consume` (a member of the
+    // group) prints it.
+    browser.click(&browser.wait(&format!("{row} input.choose")));
+    browser.click(&browser.wait("#dead-release"));
+    browser.wait_text("#dead-done", &format!("released 1: {first}"));
+    let gone = eventually(WAIT, || browser.all(&row).is_empty());
+    assert!(gone, "{:?}", texts(browser, "#dead-table tbody tr"));
+    let consumed = shell(home.path(), "timeout 60 micro events consume invoices --group billing --count 1");
+    let consumed: Value = serde_json::from_str(consumed.trim()).unwrap_or_else(|_| panic!("{consumed}"));
+    assert_eq!(
+        (consumed["id"].as_str(), &consumed["payload"]),
+        (Some(first.as_str()), &json!({"invoice": 1}))
+    );
+    // Drop all (the second), after saying yes.
+    browser.click(&browser.wait("#dead-drop-all"));
+    browser.wait_text("#confirm", "Drop every dead letter of billing on invoices?");
+    browser.click(&browser.wait("#confirm-yes"));
+    browser.wait_text("#dead-done", &format!("dropped 1: {second}"));
+    browser.wait_text("#dead-table tbody", "No dead letters");
+    let dead = server.ok(&["events", "dead", "invoices", "--group", "billing"]);
+    assert!(!dead.contains(first.as_str()) && !dead.contains(second.as_str()), "{dead}");
+
+    // The namespace's topics, with their counts; a topic's name reads it.
+    browser.click(&browser.wait("#topics-reload"));
+    wait_texts(browser, r#"#topics-table tr[data-topic="invoices"]"#, "invoices");
+    let row = texts(browser, r#"#topics-table tr[data-topic="orders"] td"#);
+    assert_eq!(row[..3], ["orders", "2", "2"], "{row:?}");
+    browser.click(&browser.wait(r#"#topics-table tr[data-topic="invoices"] a"#));
+    wait_texts(browser, "#events-list li", r#""topic":"invoices""#);
+
     // The broker, live: what is published while the page listens arrives (it keeps nothing,
     // so publish until the subscription is there).
     browser.type_into(&browser.wait("#broker-topic"), "chat");
@@ -796,6 +886,38 @@ fn the_runtime_store_and_config_pages_in_a_real_browser() {
     browser.screenshot(&shots.join("events.png"));
     browser.click(&browser.wait("#broker-stop"));
     browser.wait_text("#broker-state", "stopped");
+
+    // Jobs: one created with the CLI is listed as `micro jobs list` shows it; Run now fires it
+    // and its history shows the run; Delete asks first.
+    server.ok(&["jobs", "create", "tick", "--every", "1h", "--publish", "ticks"]);
+    browser.click(&browser.wait(r#".top nav a[href="/jobs"]"#));
+    browser.wait(r#"body[data-ready="jobs"]"#);
+    let row = r#"#jobs-table tr[data-job="tick"]"#;
+    wait_texts(browser, row, "publish ticks");
+    let cells = texts(browser, &format!("{row} td"));
+    assert_eq!(cells[..4], ["tick", "every 1h", "publish ticks", "skip"], "{cells:?}");
+    assert!(cells[4].ends_with('Z'), "the next firing, RFC 3339: {cells:?}");
+    browser.click(&browser.wait(&format!(r#"{row} button[data-action="run-now"]"#)));
+    browser.wait_text("#jobs-done", "ran tick: ok");
+    wait_texts(browser, r#"#runs-table tr[data-outcome="ok"]"#, "manual");
+    let history = server.ok(&["jobs", "history", "tick"]);
+    assert!(history.contains("manual") && history.contains("ok"), "{history}");
+    browser.click(&browser.wait(&format!(r#"{row} button[data-action="delete"]"#)));
+    browser.wait_text("#confirm", "Delete job tick and its history?");
+    browser.click(&browser.wait("#confirm-yes"));
+    browser.wait_text("#jobs-done", "deleted tick");
+    browser.wait_text("#jobs-table tbody", "No jobs");
+    assert!(!server.ok(&["jobs", "list"]).contains("tick"));
+    // The form creates one as `micro jobs create tock --every 30m --publish ticks --data …`.
+    browser.type_into(&browser.wait("#job-name"), "tock");
+    browser.type_into(&browser.wait("#job-schedule"), "30m");
+    browser.type_into(&browser.wait("#job-topic"), "ticks");
+    browser.type_into(&browser.wait("#job-data"), r#"{"n": 1}"#);
+    browser.click(&browser.wait("#job-create button[type=submit]"));
+    browser.wait_text("#job-done", "created tock");
+    wait_texts(browser, r#"#jobs-table tr[data-job="tock"]"#, "every 30m");
+    let listed = server.ok(&["jobs", "list", "--output", "json"]);
+    assert!(listed.contains(r#""data":"{\"n\": 1}""#) && listed.contains(r#""every":"30m""#), "{listed}");
 }
 
 /// The Accounts and rules page in a real browser: an account created in the browser is what
@@ -865,4 +987,125 @@ fn the_accounts_page_in_a_real_browser() {
     assert!(gone, "{:?}", texts(browser, "#accounts-table tbody tr"));
     assert!(!server.ok(&["auth", "list", "accounts"]).contains("web-user"));
     browser.wait(r#"#accounts-table tr[data-account="admin"]"#);
+}
+
+/// A static site on its own origin (a port of 127.0.0.1): `files` by path (the query left
+/// out), 404 for anything else.
+fn serve_site(listener: TcpListener, files: Vec<(&'static str, &'static str, Vec<u8>)>) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let mut line = String::new();
+            // The rest of the head, up to its blank line.
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let path = path.split('?').next().unwrap_or(path);
+            let (status, content_type, body) = match files.iter().find(|(served, ..)| *served == path) {
+                Some((_, content_type, body)) => ("200 OK", *content_type, body.as_slice()),
+                None => ("404 Not Found", "text/plain", b"not found".as_slice()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+}
+
+/// The browser client of docs/clients.md ("Browser"): docs/clients/browser/main.ts, with the
+/// clients protoc-gen-es generates from `micro proto helloworld` and `micro proto auth`,
+/// bundled by esbuild with `@connectrpc/connect-web`, served from a test-local origin that the
+/// gateway allows (`--cors-origin`): it logs in with `Auth.Token` and calls `Helloworld.Call`
+/// and `Helloworld.Stream` over Connect, and the page shows the answers. The same page from an
+/// origin the gateway does not allow gets nothing.
+#[test]
+fn a_browser_page_calls_helloworld_through_connect_web() {
+    let Some((chromium, chromedriver)) = chromium() else { return };
+    let Some(tools) = common::needed_env("MICRO_TEST_NODE_TOOLS", "tests/web.rs (Connect-Web)") else {
+        return;
+    };
+    let modules = Path::new(&tools).join("node_modules");
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let allowed_origin = format!("http://{}", allowed.local_addr().unwrap());
+    let other_origin = format!("http://{}", other.local_addr().unwrap());
+
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start_with(home.path(), &["--cors-origin", &allowed_origin]);
+    server.ok(&["login", "--username", "admin", "--password", "micro"]);
+    let _hello = Service::start_helloworld(&server, &[]);
+
+    // The client, as docs/clients.md builds it: protos from the registry, code from
+    // protoc-gen-es, one bundle from esbuild.
+    let work = tempfile::tempdir().unwrap();
+    let protos = work.path().join("protos");
+    for service in ["helloworld", "auth"] {
+        server.ok(&["proto", service, "--out", protos.to_str().unwrap()]);
+    }
+    let template = json!({
+        "version": "v2",
+        "plugins": [{
+            "local": modules.join(".bin/protoc-gen-es").to_str().unwrap(),
+            "out": "gen",
+            "opt": ["target=ts"],
+        }],
+    });
+    let generated = Command::new(modules.join(".bin/buf"))
+        .args(["generate", "protos", "--template", &template.to_string()])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "buf generate: {}", stderr(&generated));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/clients/browser");
+    std::fs::copy(source.join("main.ts"), work.path().join("main.ts")).unwrap();
+    let bundled = Command::new(modules.join(".bin/esbuild"))
+        .args(["main.ts", "--bundle", "--format=esm", "--target=es2020", "--minify", "--outfile=app.js"])
+        .env("NODE_PATH", &modules)
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(bundled.status.success(), "esbuild: {}", stderr(&bundled));
+    let bundle = std::fs::read(work.path().join("app.js")).unwrap();
+    let page = std::fs::read(source.join("index.html")).unwrap();
+    println!("web: the Connect-Web page's bundle: {} bytes", bundle.len());
+    let files =
+        vec![("/", "text/html; charset=utf-8", page), ("/app.js", "text/javascript; charset=utf-8", bundle)];
+    serve_site(allowed, files.clone());
+    serve_site(other, files);
+
+    let browser = Browser::start(&chromium, &chromedriver);
+    let run = |origin: &str, password: &str| {
+        browser.goto(&format!("{origin}/"));
+        browser.type_into(&browser.wait("#gateway"), &format!("http://{}", server.http));
+        browser.type_into(&browser.wait("#password"), password);
+        browser.type_into(&browser.wait("#name"), "Browser");
+        browser.click(&browser.wait("#login button[type=submit]"));
+        browser.wait("body[data-done]");
+        let done = browser.exec("return document.body.dataset.done;");
+        let shown = |id: &str| texts(&browser, &format!("#{id}")).concat();
+        (done.as_str().unwrap_or_default().to_string(), shown("call"), shown("stream"), shown("error"))
+    };
+
+    let (done, call, stream, error) = run(&allowed_origin, "micro");
+    assert_eq!((done.as_str(), error.as_str()), ("ok", ""), "from {allowed_origin}");
+    assert_eq!(call, "Hello Browser");
+    assert_eq!(stream, "0,1,2");
+
+    // A wrong password: Auth.Token refuses, nothing is called.
+    let (done, call, _, error) = run(&allowed_origin, "wrong");
+    assert_eq!((done.as_str(), call.as_str()), ("error", ""), "{error}");
+    assert!(error.starts_with("Unauthenticated"), "{error}");
+
+    // Another origin: the gateway grants it nothing, so the browser stops the first request.
+    let (done, call, stream, error) = run(&other_origin, "micro");
+    assert_eq!((done.as_str(), call.as_str(), stream.as_str()), ("error", "", ""), "{error}");
+    assert!(!error.is_empty());
+    println!("web: the page from {other_origin}, which the gateway does not allow: {error}");
 }

@@ -22,8 +22,17 @@ pub const SERVICE_SDK_DIR: &str = "target/service-sdk";
 /// How long a server gets to print its listening addresses before a test fails.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
+/// The `micro` binary under test: cargo's build of it, or the one `MICRO_TEST_BIN` names (a
+/// release build, for the dashboard's figures in BENCHMARKS.md); the examples are looked up
+/// beside it ([`example_bin`]).
 pub fn micro_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_micro")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("MICRO_TEST_BIN")
+            .ok()
+            .filter(|path| !path.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_micro").to_string())
+    })
 }
 
 /// A `micro` command with `MICRO_HOME` set and no inherited micro settings. A server it starts

@@ -3,17 +3,14 @@
 //! language's protobuf compiler can generate a client (docs/clients.md, "Getting the protos").
 //! The files are those declaring the service's endpoints ([`micro_proto::dynamic::endpoints`],
 //! the rule `micro call` and the gateway use) and their imports, without the standard
-//! `google/protobuf/*` files every compiler ships.
+//! `google/protobuf/*` files every compiler ships ([`micro_proto::proto_file::service_protos`],
+//! which the dashboard's download uses too).
 
-use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 use clap::Args;
 use micro_proto::registry::registry_client::RegistryClient;
 use micro_proto::registry::{GetRequest, Options};
-use prost::Message as _;
-use prost_reflect::DescriptorPool;
-use prost_types::FileDescriptorSet;
 
 use crate::error::{CliError, Result};
 use crate::{Global, out};
@@ -35,30 +32,16 @@ pub async fn run(global: &Global, args: ProtoArgs) -> Result<()> {
         options: Some(Options { domain: client.namespace.clone(), ..Default::default() }),
     });
     let versions = registry.get_service(request).await.map_err(|status| client.error(status))?.into_inner();
-    let Some(service) = versions.services.iter().find(|service| !service.descriptors.is_empty()) else {
-        return Err(CliError::new(format!("service {} registered no protobuf descriptors", args.service)));
-    };
-    let invalid = |err: &dyn std::fmt::Display| {
-        CliError::new(format!("service {} registered invalid descriptors: {err}", args.service))
-    };
-    let set = FileDescriptorSet::decode(service.descriptors.as_slice()).map_err(|err| invalid(&err))?;
-    let pool = DescriptorPool::decode(service.descriptors.as_slice()).map_err(|err| invalid(&err))?;
-    let handlers: BTreeSet<String> = micro_proto::dynamic::endpoints(&args.service, service, &pool)
-        .values()
-        .map(|method| method.parent_service().full_name().to_string())
-        .collect();
-    let files = micro_proto::proto_file::files_of(&set, &handlers);
-    if files.is_empty() {
-        return Err(CliError::new(format!("service {} has no endpoints in its descriptors", args.service)));
-    }
+    let files = micro_proto::proto_file::service_protos(&args.service, &versions.services)
+        .map_err(|err| CliError::new(err.to_string()))?;
     let mut written = String::new();
-    for file in files {
-        let path = args.out.join(relative(file.name())?);
+    for (name, source) in files {
+        let path = args.out.join(relative(&name)?);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|err| CliError::new(format!("cannot create {}: {err}", parent.display())))?;
         }
-        std::fs::write(&path, micro_proto::proto_file::to_source(file))
+        std::fs::write(&path, source)
             .map_err(|err| CliError::new(format!("cannot write {}: {err}", path.display())))?;
         written.push_str(&format!("{}\n", path.display()));
     }

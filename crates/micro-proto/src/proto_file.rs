@@ -65,6 +65,59 @@ pub fn files_of<'a>(set: &'a FileDescriptorSet, services: &BTreeSet<String>) -> 
         .collect()
 }
 
+/// Why the `.proto` files of a registered service cannot be given ([`service_protos`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceProtosError {
+    #[error("service {0} registered no protobuf descriptors")]
+    NoDescriptors(String),
+    #[error("service {service} registered invalid descriptors: {detail}")]
+    Invalid { service: String, detail: String },
+    #[error("service {0} has no endpoints in its descriptors")]
+    NoEndpoints(String),
+}
+
+/// The `.proto` files of service `name`, as `micro proto` writes them and the dashboard offers
+/// them: from the first of `versions` (the registry's answer for the name) that registered
+/// descriptors, the files declaring its endpoints ([`crate::dynamic::endpoints`]) and their
+/// imports ([`files_of`]), each as (import path, [`to_source`]). Every path is relative, with
+/// no `.`, `..` or empty segment (descriptors come from whoever registered the service), or
+/// the descriptors count as invalid.
+pub fn service_protos(
+    name: &str,
+    versions: &[crate::registry::Service],
+) -> Result<Vec<(String, String)>, ServiceProtosError> {
+    use prost::Message as _;
+    let Some(service) = versions.iter().find(|service| !service.descriptors.is_empty()) else {
+        return Err(ServiceProtosError::NoDescriptors(name.to_string()));
+    };
+    let invalid = |detail: String| ServiceProtosError::Invalid { service: name.to_string(), detail };
+    let set =
+        FileDescriptorSet::decode(service.descriptors.as_slice()).map_err(|err| invalid(err.to_string()))?;
+    let pool = prost_reflect::DescriptorPool::decode(service.descriptors.as_slice())
+        .map_err(|err| invalid(err.to_string()))?;
+    let handlers: BTreeSet<String> = crate::dynamic::endpoints(name, service, &pool)
+        .values()
+        .map(|method| method.parent_service().full_name().to_string())
+        .collect();
+    let files = files_of(&set, &handlers);
+    if files.is_empty() {
+        return Err(ServiceProtosError::NoEndpoints(name.to_string()));
+    }
+    files
+        .into_iter()
+        .map(|file| {
+            let path = file.name();
+            let relative = !path.is_empty()
+                && !path.starts_with('/')
+                && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+            if !relative {
+                return Err(invalid(format!("the file name {path:?} is not a relative path")));
+            }
+            Ok((path.to_string(), to_source(file)))
+        })
+        .collect()
+}
+
 /// The full name of `name` declared at the top of a file of `package`: `package.name`, or
 /// `name` alone in a file without a package.
 pub fn qualified(package: &str, name: &str) -> String {

@@ -1,6 +1,15 @@
 //! The Data pages (docs/web.md#store, docs/web.md#config): the store browser (`/store`) and
 //! the config editor (`/config`).
 //!
+//! The events page (docs/web.md#events-and-the-broker) lists the namespace's topics
+//! (`events.Stream/Topics`), reads and publishes events, lists a
+//! consumer group's dead letters and releases or drops them (`events.Stream/DeadLetters`,
+//! `Release`, `DropDeadLetters`), and publishes to and subscribes to the broker.
+//!
+//! The jobs page (docs/web.md#jobs) lists the namespace's scheduled jobs (`jobs.Jobs/List`),
+//! runs one now (`Run`), shows its recent runs (`History`), deletes one (`Delete`) and creates
+//! one (`Create`), as `micro jobs` does.
+//!
 //! Like the Runtime page ([`super::runtime`]) each is a frame rendered here and filled by
 //! `assets/data.js` through `/api/call/<service>/...`: `store.Store/Databases`, `Tables`,
 //! `List`, `Read`, `Write`, `Delete`; `config.Config/Get` (secrets revealed only when asked,
@@ -27,6 +36,7 @@ pub fn routes() -> Router<Web> {
         .route("/store", get(store_page))
         .route("/config", get(config_page))
         .route("/events", get(events_page))
+        .route("/jobs", get(jobs_page))
 }
 
 /// Where the store browser opens: `?database=&table=&prefix=` (empty: the store's defaults,
@@ -42,15 +52,18 @@ pub struct StoreQuery {
     prefix: String,
 }
 
-/// Where the events page opens: `?topic=`.
+/// Where the events page opens: `?topic=&group=` (with both, the group's dead letters are
+/// listed at once).
 #[derive(Debug, Default, Deserialize)]
 pub struct EventsQuery {
     namespace: Option<String>,
     #[serde(default)]
     topic: String,
+    #[serde(default)]
+    group: String,
 }
 
-/// The longest database, table or prefix a store page opens with.
+/// The longest database, table, prefix, topic or group a Data page opens with.
 const MAX_SCOPE: usize = 256;
 
 async fn store_page(State(web): State<Web>, headers: HeaderMap, Query(query): Query<StoreQuery>) -> Response {
@@ -70,19 +83,71 @@ async fn events_page(
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Response {
-    if query.topic.len() > MAX_SCOPE {
-        return web_error(StatusCode::BAD_REQUEST, "the topic is too long");
+    if query.topic.len() > MAX_SCOPE || query.group.len() > MAX_SCOPE {
+        return web_error(StatusCode::BAD_REQUEST, "the topic or group is too long");
     }
-    let render = |frame: &Frame<'_>| events(frame, &query.topic);
+    let render = |frame: &Frame<'_>| events(frame, &query.topic, &query.group);
     web.frame_page(&headers, query.namespace.clone(), route("events", "Store", "Read"), render).await
 }
 
-/// The events and broker page: read a topic's stored events from an offset and publish one
-/// (`events.Store/Read`, `events.Stream/Publish`); publish to the broker and subscribe to it
-/// live (`broker.Broker/Publish`, `Subscribe`). `data.js` fills it.
-pub fn events(frame: &Frame<'_>, topic: &str) -> String {
+async fn jobs_page(State(web): State<Web>, headers: HeaderMap, Query(query): Query<PageQuery>) -> Response {
+    web.frame_page(&headers, query.namespace, route("jobs", "Jobs", "List"), jobs).await
+}
+
+/// The jobs page: the namespace's jobs with Run now, History and Delete per job
+/// (`jobs.Jobs/List`, `Run`, `History`, `Delete`), a job's recent runs, and the form that
+/// creates one (`Create`). `data.js` fills it.
+pub fn jobs(frame: &Frame<'_>) -> String {
+    let main = format!(
+        r#"<h1>Jobs <small>in {namespace}</small></h1>
+<section id="jobs" class="panel">
+<h2>Scheduled jobs <button type="button" id="jobs-reload">Reload</button></h2>
+<p class="error" id="jobs-error" role="alert" hidden></p>
+<table class="jobs" id="jobs-table"><thead><tr><th>name</th><th>schedule</th><th>action</th><th>missed</th><th>next firing</th><th>owner</th><th></th></tr></thead><tbody><tr class="placeholder"><td colspan="7">Loading…</td></tr></tbody></table>
+<p class="ok" id="jobs-done" role="status" hidden></p>
+<p class="hint">As <code>micro jobs list</code>, <code>micro jobs run NAME</code> and <code>micro jobs delete NAME</code>: each firing runs once across the servers sharing the store, as the account that created the job.</p>
+</section>
+<section id="runs" class="panel" hidden>
+<h2>History of <code id="runs-job"></code> <button type="button" id="runs-reload">Reload</button></h2>
+<p class="error" id="runs-error" role="alert" hidden></p>
+<table class="runs" id="runs-table"><thead><tr><th>scheduled</th><th>started</th><th>finished</th><th>server</th><th>trigger</th><th>outcome</th><th>error</th></tr></thead><tbody></tbody></table>
+<p class="hint">As <code>micro jobs history NAME</code>: the recent runs, newest first.</p>
+</section>
+<section class="panel">
+<h2>Create a job</h2>
+<form id="job-create" class="stacked" autocomplete="off">
+<label>Name <input id="job-name" required spellcheck="false" placeholder="nightly-report"></label>
+<label>Schedule <span class="inline"><select id="job-kind"><option value="every">every</option><option value="cron">cron</option><option value="at">at</option></select> <input id="job-schedule" required size="24" spellcheck="false" placeholder="1h, */5 * * * *, 2030-01-02T03:04:05Z"></span></label>
+<label>Publish to topic <input id="job-topic" spellcheck="false"></label>
+<label>or call service <input id="job-service" spellcheck="false"></label>
+<label>endpoint <input id="job-endpoint" spellcheck="false" placeholder="Greeter.Call"></label>
+<label>Data (JSON) <textarea id="job-data" rows="2" spellcheck="false"></textarea></label>
+<label>Missed firings <select id="job-missed"><option value="skip">skip</option><option value="catch-up">catch-up</option></select></label>
+<div class="actions"><button type="submit">Create</button><span class="ok" id="job-done" hidden></span></div>
+<p class="error" id="job-error" role="alert" hidden></p>
+</form>
+<p class="hint">As <code>micro jobs create NAME --every D | --cron EXPR | --at TIME --publish TOPIC | --call SERVICE ENDPOINT [--data JSON] [--missed skip|catch-up]</code>; cron is in UTC.</p>
+</section>"#,
+        namespace = esc(frame.namespace),
+    );
+    pages::layout_with(frame, "Jobs", "jobs", &main, Some("data.js"))
+}
+
+/// The events and broker page: the namespace's topics (`events.Stream/Topics`); read a
+/// topic's stored events from an offset and publish one (`events.Store/Read`,
+/// `events.Stream/Publish`); list a consumer group's dead letters and
+/// release or drop them (`events.Stream/DeadLetters`, `Release`, `DropDeadLetters`); publish
+/// to the broker and subscribe to it live (`broker.Broker/Publish`, `Subscribe`). `data.js`
+/// fills it.
+pub fn events(frame: &Frame<'_>, topic: &str, group: &str) -> String {
     let main = format!(
         r#"<h1>Events <small>in {namespace}</small></h1>
+<section id="topics" class="panel">
+<h2>Topics <button type="button" id="topics-reload">Reload</button></h2>
+<p class="error" id="topics-error" role="alert" hidden></p>
+<table class="topics" id="topics-table"><thead><tr><th>topic</th><th>events</th><th>last sequence</th><th>last event</th></tr></thead><tbody><tr class="placeholder"><td colspan="4">Loading…</td></tr></tbody></table>
+<p class="hint">The namespace's topics, in name order (<code>events.Stream/Topics</code>); a topic's name fills the forms below and reads it.</p>
+</section>
 <section id="events" class="panel">
 <h2>Stored events</h2>
 <form id="events-read" class="inline" autocomplete="off">
@@ -98,6 +163,19 @@ pub fn events(frame: &Frame<'_>, topic: &str) -> String {
 <button type="submit">Publish</button><span class="ok" id="events-done" hidden></span>
 </form>
 <p class="hint">As <code>micro events read TOPIC --offset N --limit N</code> and <code>micro events publish TOPIC PAYLOAD</code>: stored, in publish order.</p>
+</section>
+<section id="dead" class="panel">
+<h2>Dead letters</h2>
+<form id="dead-list" class="inline" autocomplete="off">
+<label>Topic <input id="dead-topic" value="{topic}" required size="18" spellcheck="false"></label>
+<label>Group <input id="dead-group" value="{group}" required size="14" spellcheck="false"></label>
+<button type="submit">List</button>
+</form>
+<p class="error" id="dead-error" role="alert" hidden></p>
+<table class="dead" id="dead-table" hidden><thead><tr><th><input type="checkbox" id="dead-every" title="choose every dead letter"></th><th>id</th><th>sequence</th><th>attempts</th><th>first delivery</th><th>last delivery</th><th>last error</th><th>payload</th></tr></thead><tbody></tbody></table>
+<div class="actions" id="dead-actions" hidden><button type="button" id="dead-release">Release chosen</button><button type="button" id="dead-release-all">Release all</button><button type="button" id="dead-drop" class="danger">Drop chosen</button><button type="button" id="dead-drop-all" class="danger">Drop all</button></div>
+<p class="ok" id="dead-done" role="status" hidden></p>
+<p class="hint">As <code>micro events dead TOPIC --group G</code>, <code>micro events release|drop TOPIC --group G ID… | --all</code>: events the group gave up on after its retry limit, or that a consumer rejected as permanent. A released one is delivered to the group once more, its attempts reset.</p>
 </section>
 <section id="broker" class="panel">
 <h2>Broker</h2>
@@ -115,6 +193,7 @@ pub fn events(frame: &Frame<'_>, topic: &str) -> String {
 </section>"#,
         namespace = esc(frame.namespace),
         topic = esc(topic),
+        group = esc(group),
     );
     pages::layout_with(frame, "Events", "events", &main, Some("data.js"))
 }

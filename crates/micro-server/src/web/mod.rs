@@ -13,10 +13,12 @@
 //!   stream comes back as one JSON object per line, which the page shows as it arrives.
 //! - Forms are built in the browser from `GET /api/describe/{service}/{endpoint}`
 //!   ([`describe`]), a JSON description of the request message.
-//! - The Runtime, Store, Config, Events and Accounts pages ([`runtime`], [`data`], [`admin`])
+//! - The Runtime, Store, Config, Events, Jobs and Accounts pages ([`runtime`], [`data`], [`admin`])
 //!   are frames filled by their scripts through the same `/api/call` path: the core services'
 //!   own endpoints, with the gateway's admission for every call; the frame is shown after the
 //!   decision for its first read.
+//! - A service's `.proto` files are downloaded from its page ([`protos`]), as `micro proto`
+//!   writes them.
 //! - The browser boundary is the gateway's ([`crate::gateway::browser`]): no CORS grant, the
 //!   `Host` check on a loopback bind, the security headers; the pages' CSP allows only this
 //!   origin's script and style. Every `/api/` request must carry the CSRF header.
@@ -26,6 +28,7 @@ pub mod assets;
 pub mod data;
 pub mod describe;
 pub mod pages;
+pub mod protos;
 pub mod runtime;
 pub mod session;
 
@@ -123,6 +126,7 @@ pub fn router(web: Web) -> Router {
         .merge(runtime::routes())
         .merge(data::routes())
         .merge(admin::routes())
+        .merge(protos::routes())
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/describe/{service}/{endpoint}", get(describe_endpoint))
@@ -423,7 +427,12 @@ async fn service_page(
         let html = pages::error(&viewer.frame(), "Not Found", &format!("service {name} not found"));
         return web.page(StatusCode::NOT_FOUND, html, &headers, viewer.new_csrf.clone());
     }
-    let html = pages::service(&viewer.frame(), &web.view(&name, &versions));
+    // The files `micro proto` would write, offered for download; none when the service
+    // registered no usable descriptors.
+    let protos: Vec<String> = micro_proto::proto_file::service_protos(&name, &versions)
+        .map(|files| files.into_iter().map(|(file, _)| file).collect())
+        .unwrap_or_default();
+    let html = pages::service(&viewer.frame(), &web.view(&name, &versions), &protos);
     web.page(StatusCode::OK, html, &headers, viewer.new_csrf.clone())
 }
 

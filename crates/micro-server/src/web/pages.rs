@@ -64,6 +64,7 @@ const NAV: &[(&str, &str)] = &[
     ("/store", "Store"),
     ("/config", "Config"),
     ("/events", "Events"),
+    ("/jobs", "Jobs"),
 ];
 
 /// The top bar's link to the Accounts and rules page, shown to accounts that
@@ -243,8 +244,9 @@ pub fn services(frame: &Frame<'_>, services: &[ServiceView]) -> String {
     layout(frame, "Services", "services", &main)
 }
 
-/// One service: each version with its metadata and nodes, and the endpoints.
-pub fn service(frame: &Frame<'_>, service: &ServiceView) -> String {
+/// A service's page: its endpoints, the download of its `protos` (import paths, as `micro
+/// proto` writes them; none for a service without descriptors), each version with its nodes.
+pub fn service(frame: &Frame<'_>, service: &ServiceView, protos: &[String]) -> String {
     let mut versions = String::new();
     for version in &service.versions {
         let mut nodes = String::new();
@@ -277,10 +279,33 @@ pub fn service(frame: &Frame<'_>, service: &ServiceView) -> String {
         let tag = if label.is_empty() { String::new() } else { format!(r#" <small>{label}</small>"#) };
         let _ = write!(endpoints, r#"<li><a href="{}">{}</a>{tag}</li>"#, esc(&href), esc(endpoint));
     }
+    let mut files = String::new();
+    if !protos.is_empty() {
+        let base = format!("/protos/{}", url_part(&service.name));
+        let links: Vec<String> = protos
+            .iter()
+            .map(|file| {
+                let path = file.split('/').map(url_part).collect::<Vec<_>>().join("/");
+                format!(
+                    r#"<a href="{}" download>{}</a>"#,
+                    esc(&frame.link(&format!("{base}/{path}"))),
+                    esc(file)
+                )
+            })
+            .collect();
+        let _ = write!(
+            files,
+            r#"<h2>Protos</h2><p id="protos">{} · <a href="{}" download id="protos-all">all as .tar.gz</a> <small>as <code>micro proto {}</code> writes them</small></p>"#,
+            links.join(" · "),
+            esc(&frame.link(&base)),
+            esc(&service.name),
+        );
+    }
     let main = format!(
         r#"<p class="crumbs"><a href="{services}">Services</a> / {name}</p>
 <h1>{name}</h1>
 <h2>Endpoints</h2><ul class="endpoints" id="endpoints">{endpoints}</ul>
+{files}
 {versions}"#,
         services = esc(&frame.link("/services")),
         name = esc(&service.name),

@@ -23,6 +23,7 @@ const HOST: &str = "127.0.0.1:8082";
 struct Harness {
     router: Router,
     auth: Arc<Auth>,
+    registry: Arc<MemoryRegistry>,
     _dir: tempfile::TempDir,
 }
 
@@ -63,8 +64,8 @@ async fn harness() -> Harness {
         secure: false,
         host_check: Some(browser::HostCheck::new(Some("127.0.0.1".parse().unwrap()), None, Vec::new())),
     };
-    let router = router(Web::new(gateway, registry, auth.clone(), options));
-    Harness { router, auth, _dir: dir }
+    let router = router(Web::new(gateway, registry.clone(), auth.clone(), options));
+    Harness { router, auth, registry, _dir: dir }
 }
 
 /// A browser's cookie jar, reduced to what these tests need.
@@ -383,13 +384,13 @@ async fn a_rebinding_host_gets_421_and_assets_are_cached_and_gzipped() {
     assert_eq!(harness.send(missing).await.status(), StatusCode::NOT_FOUND);
 }
 
-/// The Runtime, Store and Config pages: shown after the gateway's admission decision for what
+/// The Runtime, Store, Config, Events and Jobs pages: shown after the gateway's admission decision for what
 /// they read, in the session's namespace only; their frames escape what the URL brings; they
 /// load their own script; every state change they make needs the CSRF proof.
 #[tokio::test]
 async fn runtime_store_and_config_pages_are_per_namespace_and_escaped() {
     let harness = harness().await;
-    for page in ["/runtime", "/store", "/config", "/events"] {
+    for page in ["/runtime", "/store", "/config", "/events", "/jobs"] {
         let (status, _, response) = harness.page(page, &Jar::default()).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{page}: no session, to the login page");
         assert_eq!(response.headers()[header::LOCATION], "/login");
@@ -400,7 +401,8 @@ async fn runtime_store_and_config_pages_are_per_namespace_and_escaped() {
         ("/runtime", "runtime.js", r#"<section id="runtime" class="panel" data-poll="2000">"#),
         ("/store", "data.js", r#"<section id="store""#),
         ("/config", "data.js", r#"<section id="config""#),
-        ("/events", "data.js", r#"<section id="broker""#),
+        ("/events", "data.js", r#"<section id="dead" class="panel">"#),
+        ("/jobs", "data.js", r#"<table class="jobs" id="jobs-table">"#),
     ] {
         let (status, html, response) = harness.page(page, &admin).await;
         assert_eq!(status, StatusCode::OK, "{page}: {html}");
@@ -430,12 +432,23 @@ async fn runtime_store_and_config_pages_are_per_namespace_and_escaped() {
     assert!(html.contains(r#"data-table="&quot;t&quot;""#) && html.contains(r#"value="a&#39;b""#), "{html}");
     let (_, html, _) = harness.page("/events?topic=%3Cb%3E", &admin).await;
     assert!(html.contains(r#"id="events-topic" value="&lt;b&gt;""#) && !html.contains("<b>"), "{html}");
+    let (_, html, _) = harness.page("/events?topic=orders&group=%22g%22", &admin).await;
+    assert!(html.contains(r#"id="dead-group" value="&quot;g&quot;""#), "{html}");
+    assert!(html.contains(r#"id="dead-topic" value="orders""#), "{html}");
+    assert!(html.contains(r#"<table class="topics" id="topics-table">"#), "{html}");
+    let long = format!("/events?topic=t&group={}", "g".repeat(300));
+    assert_eq!(harness.page(&long, &admin).await.0, StatusCode::BAD_REQUEST);
+    // The jobs page: the table, the history panel and the create form; no job is in the HTML.
+    let (_, html, _) = harness.page("/jobs?namespace=foo", &admin).await;
+    assert!(html.contains(r#"data-namespace="foo""#) && html.contains(r#"action="/jobs""#), "{html}");
+    assert!(html.contains(r#"<section id="runs" class="panel" hidden>"#), "{html}");
+    assert!(html.contains(r#"<form id="job-create""#), "{html}");
     let long = format!("/store?prefix={}", "x".repeat(300));
     assert_eq!(harness.page(&long, &admin).await.0, StatusCode::BAD_REQUEST);
 
     // A tenant sees its own namespace's pages, never another's.
     let (bob, _) = harness.login("bob", "s3cret", "foo").await;
-    for page in ["/runtime", "/store", "/config", "/events"] {
+    for page in ["/runtime", "/store", "/config", "/events", "/jobs"] {
         let (status, html, _) = harness.page(page, &bob).await;
         assert_eq!(status, StatusCode::OK, "{page}: {html}");
         assert!(html.contains(r#"data-namespace="foo""#), "{page}: {html}");
@@ -469,7 +482,12 @@ async fn runtime_store_and_config_pages_are_per_namespace_and_escaped() {
         ("/api/call/config/Config/Set", r#"{"path":"a","value":{"data":"1"}}"#),
         ("/api/call/config/Config/Delete", r#"{"path":"a"}"#),
         ("/api/call/events/Stream/Publish", r#"{"topic":"t","payload":"e30="}"#),
+        ("/api/call/events/Stream/Release", r#"{"topic":"t","group":"g","all":true}"#),
+        ("/api/call/events/Stream/DropDeadLetters", r#"{"topic":"t","group":"g","all":true}"#),
         ("/api/call/broker/Broker/Publish", r#"{"topic":"t","message":{"body":"eA=="}}"#),
+        ("/api/call/jobs/Jobs/Create", r#"{"job":{"name":"tick","every":"1h","topic":"ticks"}}"#),
+        ("/api/call/jobs/Jobs/Run", r#"{"name":"tick"}"#),
+        ("/api/call/jobs/Jobs/Delete", r#"{"name":"tick"}"#),
     ];
     harness.assert_refused_without_proof(&admin, None, &calls).await;
 }
@@ -560,6 +578,114 @@ async fn the_accounts_page_is_for_those_the_rules_let_in() {
     harness.assert_refused_without_proof(&admin, Some("foo"), &calls).await;
     assert!(harness.auth.list_accounts("foo").await.unwrap().iter().any(|account| account.id == "carol"));
     assert_eq!(harness.auth.rules("foo").await, rules, "nothing changed");
+}
+
+/// The files of a gzipped tar: (path, text), in archive order.
+fn untar(bytes: &[u8]) -> Vec<(String, String)> {
+    use std::io::Read as _;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut text = String::new();
+            entry.read_to_string(&mut text).unwrap();
+            (path, text)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_services_protos_download_as_micro_proto_writes_them_in_its_namespace_only() {
+    let harness = harness().await;
+    let (admin, _) = harness.login("admin", "micro", "micro").await;
+    let (bob, _) = harness.login("bob", "s3cret", "foo").await;
+
+    // What `micro proto greeter` writes (the same function), one link per file and the archive.
+    let expected = {
+        let greeter = Service {
+            name: "greeter".into(),
+            version: "latest".into(),
+            descriptors: kinds_pool().encode_to_vec(),
+            ..Default::default()
+        };
+        micro_proto::proto_file::service_protos("greeter", &[greeter]).unwrap()
+    };
+    assert!(!expected.is_empty());
+    let (status, html, _) = harness.page("/services/greeter", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"<a href="/protos/greeter" download id="protos-all">"#), "{html}");
+    for (file, _) in &expected {
+        assert!(html.contains(&format!(r#"<a href="/protos/greeter/{file}" download>{file}</a>"#)), "{html}");
+    }
+
+    let (status, body, response) = harness.page("/protos/greeter", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/gzip");
+    assert_eq!(
+        response.headers()[header::CONTENT_DISPOSITION],
+        r#"attachment; filename="greeter-protos.tar.gz""#
+    );
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let archive = harness
+        .send(Harness::request(Method::GET, "/protos/greeter", &admin).body(Body::empty()).unwrap())
+        .await;
+    let bytes = axum::body::to_bytes(archive.into_body(), 1 << 20).await.unwrap();
+    assert_eq!(untar(&bytes), expected, "the archive holds what micro proto writes");
+    let again = harness
+        .send(Harness::request(Method::GET, "/protos/greeter", &admin).body(Body::empty()).unwrap())
+        .await;
+    let again = axum::body::to_bytes(again.into_body(), 1 << 20).await.unwrap();
+    assert_eq!(bytes, again, "the same descriptors give the same bytes");
+    let (file, source) = &expected[0];
+    let (status, text, response) = harness.page(&format!("/protos/greeter/{file}"), &admin).await;
+    assert_eq!((status, &text), (StatusCode::OK, source));
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+    let (status, text, _) = harness.page("/protos/greeter/nope.proto", &admin).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(text.contains("service greeter has no proto file nope.proto"), "{text}");
+    // A core service: its own files.
+    let (status, body, _) = harness.page("/protos/store", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, text, _) = harness.page("/protos/nothing", &admin).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(text.contains("service nothing not found"), "{text}");
+
+    // Without a session: the login page. A tenant: its own namespace's services only.
+    let (status, _, response) = harness.page("/protos/greeter", &Jar::default()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/login");
+    let (status, _, _) = harness.page("/protos/private", &bob).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = harness.page("/protos/private?namespace=foo", &admin).await;
+    assert_eq!(status, StatusCode::OK, "a micro admin may look into foo");
+    let (status, text, _) = harness.page("/protos/greeter", &bob).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "foo has no greeter: {text}");
+    let (status, text, _) = harness.page("/protos/greeter?namespace=micro", &bob).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(text.contains("the token was issued by namespace foo and cannot act in micro"), "{text}");
+    assert!(!text.contains("syntax ="), "{text}");
+
+    // Descriptors name their files: one that is not a relative path is refused, not packed.
+    let mut set =
+        <prost_types::FileDescriptorSet as prost::Message>::decode(kinds_pool().encode_to_vec().as_slice())
+            .unwrap();
+    for file in set.file.iter_mut().filter(|file| !file.name().starts_with("google/")) {
+        file.name = Some(format!("../{}", file.name()));
+    }
+    let evil = Service {
+        name: "evil".into(),
+        version: "latest".into(),
+        nodes: vec![Node { id: "evil-1".into(), address: "127.0.0.1:1".into(), ..Default::default() }],
+        descriptors: prost::Message::encode_to_vec(&set),
+        ..Default::default()
+    };
+    harness.registry.register("micro", evil, Duration::from_secs(60)).unwrap();
+    let (status, text, _) = harness.page("/protos/evil", &admin).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert!(text.contains("is not a relative path"), "{text}");
 }
 
 #[test]

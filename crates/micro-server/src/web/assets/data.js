@@ -1,7 +1,9 @@
-// The Data pages (docs/web.md#store, docs/web.md#config): the store browser and the config
-// editor. Every call goes through /api/call/store/Store/... and /api/call/config/Config/...
-// (the gateway's own path and admission), with the names and sentences of `micro store` and
-// `micro config` (crates/micro-cli/src/store.rs, config.rs).
+// The Data pages (docs/web.md#store, docs/web.md#config, docs/web.md#events-and-the-broker,
+// docs/web.md#jobs): the store browser, the config editor, events (with a group's dead letters)
+// and the broker, scheduled jobs. Every call goes through /api/call/store/Store/...,
+// /api/call/config/Config/..., /api/call/events/..., /api/call/jobs/Jobs/... (the gateway's own
+// path and admission), with the names and sentences of `micro store`, `micro config`,
+// `micro events` and `micro jobs` (crates/micro-cli/src/store.rs, config.rs, events.rs, jobs.rs).
 'use strict';
 
 (() => {
@@ -34,6 +36,10 @@
     if (ms <= 0) throw new Error('the expiry must be a positive duration');
     return Math.round(ms);
   }
+
+  /** Unix milliseconds as `micro events dead` and `micro jobs` print them: RFC 3339 to the
+   * second; `-` for none. */
+  const time = (ms) => (Number(ms) > 0 ? new Date(Number(ms)).toISOString().replace(/\.\d+Z$/, 'Z') : '-');
 
   // ---- the store browser
 
@@ -408,6 +414,88 @@
       read();
     });
 
+    // Dead letters of a consumer group: `micro events dead|release|drop` (crates/micro-cli/src/events.rs).
+    const deadTopic = document.getElementById('dead-topic');
+    const deadGroup = document.getElementById('dead-group');
+    const deadTable = document.getElementById('dead-table');
+    const deadBody = deadTable.querySelector('tbody');
+    const deadEvery = document.getElementById('dead-every');
+    const deadActions = document.getElementById('dead-actions');
+    const deadError = document.getElementById('dead-error');
+    const deadDone = document.getElementById('dead-done');
+    /** The topic and group the table shows (what release and drop act on). */
+    let listed = null;
+
+    async function listDead() {
+      say(deadError, '');
+      const scope = { topic: deadTopic.value.trim(), group: deadGroup.value.trim() };
+      let letters;
+      try {
+        letters = (await call('events/Stream/DeadLetters', scope)).dead_letters || [];
+      } catch (err) {
+        say(deadError, err.message);
+        return;
+      }
+      listed = scope;
+      deadEvery.checked = false;
+      deadBody.replaceChildren(
+        ...letters.map((letter) => {
+          const event = letter.event || {};
+          return el(
+            'tr',
+            { 'data-id': event.id },
+            el('td', {}, el('input', { type: 'checkbox', class: 'choose', value: event.id, 'aria-label': `choose ${event.id}` })),
+            el('td', {}, el('code', { text: event.id })),
+            el('td', { text: String(event.sequence || 0) }),
+            el('td', { text: String(letter.attempts || 0) }),
+            el('td', { text: time(letter.first_delivery_ms) }),
+            el('td', { text: time(letter.last_delivery_ms) }),
+            el('td', { class: 'last-error', text: (letter.error || '').split('\n')[0] }),
+            el('td', {}, el('code', { text: fromBase64(event.payload) })),
+          );
+        }),
+      );
+      if (letters.length === 0) deadBody.append(el('tr', { class: 'placeholder' }, el('td', { colspan: 8, text: 'No dead letters' })));
+      deadTable.hidden = false;
+      deadActions.hidden = letters.length === 0;
+      section.dataset.deadListed = String(Date.now());
+    }
+
+    /** Releases or drops the chosen dead letters (or all of them), as `micro events release|drop`. */
+    async function settle(verb, all) {
+      say(deadError, '');
+      say(deadDone, '');
+      if (!listed) return;
+      const ids = all ? [] : [...deadBody.querySelectorAll('input.choose:checked')].map((box) => box.value);
+      if (!all && ids.length === 0) {
+        say(deadError, `Name the dead letters to ${verb} by event id, or give --all`);
+        return;
+      }
+      const what = all ? `every dead letter of ${listed.group} on ${listed.topic}` : `${ids.length} dead letter${ids.length === 1 ? '' : 's'}`;
+      if (verb === 'drop' && !(await ask(`Drop ${what}? They are removed for good.`, 'Drop'))) return;
+      const endpoint = verb === 'drop' ? 'events/Stream/DropDeadLetters' : 'events/Stream/Release';
+      try {
+        const reply = await call(endpoint, { ...listed, ids, all });
+        const done = reply.ids || [];
+        say(deadDone, `${verb === 'drop' ? 'dropped' : 'released'} ${done.length}: ${done.join(', ')}`);
+      } catch (err) {
+        say(deadError, err.message);
+      }
+      listDead();
+    }
+
+    document.getElementById('dead-list').addEventListener('submit', (event) => {
+      event.preventDefault();
+      listDead();
+    });
+    deadEvery.addEventListener('change', () => {
+      for (const box of deadBody.querySelectorAll('input.choose')) box.checked = deadEvery.checked;
+    });
+    document.getElementById('dead-release').addEventListener('click', () => settle('release', false));
+    document.getElementById('dead-release-all').addEventListener('click', () => settle('release', true));
+    document.getElementById('dead-drop').addEventListener('click', () => settle('drop', false));
+    document.getElementById('dead-drop-all').addEventListener('click', () => settle('drop', true));
+
     const brokerTopic = document.getElementById('broker-topic');
     const brokerList = document.getElementById('broker-list');
     const brokerError = document.getElementById('broker-error');
@@ -457,11 +545,200 @@
       }
     });
 
+    // The namespace's topics: a name fills every topic field of the page and reads it.
+    const topicsBody = document.querySelector('#topics-table tbody');
+    const topicsError = document.getElementById('topics-error');
+    async function listTopics() {
+      say(topicsError, '');
+      let topics;
+      try {
+        topics = (await call('events/Stream/Topics', {})).topics || [];
+      } catch (err) {
+        say(topicsError, err.message);
+        return;
+      }
+      topicsBody.replaceChildren(
+        ...topics.map((topic) =>
+          el(
+            'tr',
+            { 'data-topic': topic.name },
+            el('td', {}, el('a', { href: '#', text: topic.name, onclick: (event) => {
+              event.preventDefault();
+              for (const input of [topicInput, deadTopic, brokerTopic]) input.value = topic.name;
+              read();
+            } })),
+            el('td', { text: String(topic.events || 0) }),
+            el('td', { text: String(topic.last_sequence || 0) }),
+            el('td', { text: time(topic.last_timestamp_ms) }),
+          ),
+        ),
+      );
+      if (topics.length === 0) topicsBody.append(el('tr', { class: 'placeholder' }, el('td', { colspan: 4, text: 'No topics yet' })));
+      section.dataset.topicsListed = String(Date.now());
+    }
+    document.getElementById('topics-reload').addEventListener('click', listTopics);
+
     if (topicInput.value) read();
-    document.body.dataset.ready = 'events';
+    if (deadTopic.value && deadGroup.value) listDead();
+    listTopics().then(() => {
+      document.body.dataset.ready = 'events';
+    });
+  }
+
+  // ---- scheduled jobs
+
+  /** A job's schedule and action as `micro jobs list` prints them. */
+  const schedule = (job) => (job.cron ? `cron ${job.cron}` : job.every ? `every ${job.every}` : `at ${time(job.at)}`);
+  const action = (job) => (job.topic ? `publish ${job.topic}` : `call ${job.service} ${job.endpoint}`);
+
+  function setupJobs() {
+    const section = document.getElementById('jobs');
+    if (!section) return;
+    const body = document.querySelector('#jobs-table tbody');
+    const failure = document.getElementById('jobs-error');
+    const done = document.getElementById('jobs-done');
+    const runs = document.getElementById('runs');
+    const runsBody = document.querySelector('#runs-table tbody');
+    const runsError = document.getElementById('runs-error');
+    /** The job whose history is shown. */
+    let shown = null;
+
+    async function load() {
+      say(failure, '');
+      let jobs;
+      try {
+        jobs = (await call('jobs/Jobs/List', {})).jobs || [];
+      } catch (err) {
+        say(failure, err.message);
+        return;
+      }
+      const button = (label, onclick, danger) =>
+        el('button', { type: 'button', class: danger ? 'danger' : null, 'data-action': label.toLowerCase().replace(' ', '-'), text: label, onclick });
+      body.replaceChildren(
+        ...jobs.map((job) =>
+          el(
+            'tr',
+            { 'data-job': job.name },
+            el('td', {}, el('code', { text: job.name })),
+            el('td', { text: schedule(job) }),
+            el('td', { text: action(job) }),
+            el('td', { text: job.missed || 'skip' }),
+            el('td', { text: time(job.next) }),
+            el('td', { text: job.owner || '' }),
+            el(
+              'td',
+              { class: 'row-actions' },
+              button('Run now', () => run(job.name)),
+              button('History', () => history(job.name)),
+              button('Delete', () => remove(job.name), true),
+            ),
+          ),
+        ),
+      );
+      if (jobs.length === 0) body.append(el('tr', { class: 'placeholder' }, el('td', { colspan: 7, text: 'No jobs' })));
+      section.dataset.listed = String(Date.now());
+    }
+
+    async function history(name) {
+      shown = name;
+      say(runsError, '');
+      document.getElementById('runs-job').textContent = name;
+      runs.hidden = false;
+      let found;
+      try {
+        found = (await call('jobs/Jobs/History', { name, limit: 25 })).runs || [];
+      } catch (err) {
+        say(runsError, err.message);
+        found = [];
+      }
+      runsBody.replaceChildren(
+        ...found.map((r) =>
+          el(
+            'tr',
+            { 'data-outcome': r.outcome },
+            el('td', { text: time(r.scheduled) }),
+            el('td', { text: time(r.started) }),
+            el('td', { text: time(r.finished) }),
+            el('td', {}, el('code', { text: r.server || '' })),
+            el('td', { text: Number(r.missed) > 0 ? `${r.trigger} (${r.missed} missed)` : r.trigger || '' }),
+            el('td', { class: `outcome ${r.outcome || ''}`, text: r.outcome || '' }),
+            el('td', { class: 'last-error', text: r.error || '' }),
+          ),
+        ),
+      );
+      if (found.length === 0) runsBody.append(el('tr', { class: 'placeholder' }, el('td', { colspan: 7, text: 'No runs yet' })));
+      runs.dataset.listed = String(Date.now());
+    }
+
+    async function run(name) {
+      say(failure, '');
+      say(done, '');
+      try {
+        const r = (await call('jobs/Jobs/Run', { name })).run || {};
+        // As `micro jobs run`: a failure says why.
+        if (r.outcome === 'ok') say(done, `ran ${name}: ok`);
+        else say(failure, `The job failed: ${r.error || r.outcome}`);
+      } catch (err) {
+        say(failure, err.message);
+      }
+      await history(name);
+      load();
+    }
+
+    async function remove(name) {
+      if (!(await ask(`Delete job ${name} and its history?`, 'Delete'))) return;
+      say(failure, '');
+      say(done, '');
+      try {
+        await call('jobs/Jobs/Delete', { name });
+        say(done, `deleted ${name}`);
+        if (shown === name) runs.hidden = true;
+      } catch (err) {
+        say(failure, err.message);
+      }
+      load();
+    }
+
+    const form = document.getElementById('job-create');
+    const formError = document.getElementById('job-error');
+    const formDone = document.getElementById('job-done');
+    const value = (id) => document.getElementById(id).value.trim();
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      say(formError, '');
+      say(formDone, '');
+      const kind = value('job-kind');
+      const when = value('job-schedule');
+      const job = { name: value('job-name'), topic: value('job-topic'), service: value('job-service'), endpoint: value('job-endpoint'), data: value('job-data'), missed: value('job-missed') };
+      try {
+        if (job.data) JSON.parse(job.data);
+        if (kind === 'at') {
+          // As `--at`: an RFC 3339 time, or +DURATION from now.
+          const at = when.startsWith('+') ? Date.now() + parseExpiry(when.slice(1)) : Date.parse(when);
+          if (!Number.isFinite(at)) throw new Error(`Invalid --at ${when}: give an RFC 3339 time such as 2030-01-02T03:04:05Z, or +10m`);
+          job.at = String(at);
+        } else {
+          job[kind] = when;
+        }
+        await call('jobs/Jobs/Create', { job });
+      } catch (err) {
+        say(formError, err.message);
+        return;
+      }
+      say(formDone, `created ${job.name}`);
+      form.reset();
+      load();
+    });
+    document.getElementById('jobs-reload').addEventListener('click', load);
+    document.getElementById('runs-reload').addEventListener('click', () => shown && history(shown));
+
+    load().then(() => {
+      document.body.dataset.ready = 'jobs';
+    });
   }
 
   setupStore();
   setupConfig();
   setupEvents();
+  setupJobs();
 })();
