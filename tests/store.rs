@@ -39,6 +39,14 @@ fn store_write_read_prefix_list_expiry_and_tables() {
 
     server.ok(&["store", "write", "--expiry", "1s", "shortlived", "soon-gone"]);
     assert_eq!(server.ok(&["store", "read", "shortlived"]), "soon-gone\n");
+    // Flags parse anywhere: after the value they are flags, not more words of it.
+    server.ok(&["store", "write", "trailing", "v", "--expiry", "1h"]);
+    let trailing = server.ok(&["store", "read", "-v", "trailing"]);
+    let row: Vec<&str> = trailing.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..2], ["trailing", "v"], "{trailing}");
+    assert_ne!(row[2], "None", "the record has a TTL: {trailing}");
+    server.ok(&["store", "write", "dashed", "--", "-1"]);
+    assert_eq!(server.ok(&["store", "read", "dashed"]), "-1\n", "a dashed value after --");
     // Waiting out a TTL, not a readiness wait: the record must be gone once it has expired.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let gone = server.micro(&["store", "read", "shortlived"]);

@@ -9,10 +9,11 @@ use crate::{Global, out, unrecognized_subcommand};
 
 #[derive(Subcommand, Debug)]
 pub enum BrokerCommand {
-    /// Publish a message to a topic; the body is the remaining arguments joined by spaces
+    /// Publish a message to a topic; the body is the other arguments joined by spaces (flags
+    /// may come anywhere; put `--` before a body that starts with a dash)
     Publish {
         topic: String,
-        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+        #[arg(required = true, num_args = 1..)]
         body: Vec<String>,
         /// A header as KEY=VALUE (repeatable)
         #[arg(long = "header", value_name = "KEY=VALUE")]

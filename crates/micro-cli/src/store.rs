@@ -76,7 +76,9 @@ pub struct ReadArgs {
 #[derive(Args, Debug)]
 pub struct WriteArgs {
     key: String,
-    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    /// The value; several words are joined with spaces. Flags may come before, between or
+    /// after them; put `--` before a value that starts with a dash
+    #[arg(required = true, num_args = 1..)]
     value: Vec<String>,
     #[command(flatten)]
     scope: Scope,
@@ -331,6 +333,37 @@ mod tests {
         assert_eq!(json[1]["value"], "two words");
         assert_eq!(json[1]["expiry"], "1m2s");
         assert_eq!(json[0]["expiry"], serde_json::Value::Null);
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Write {
+        #[command(flatten)]
+        args: WriteArgs,
+    }
+
+    fn write(args: &[&str]) -> std::result::Result<WriteArgs, clap::Error> {
+        use clap::Parser as _;
+        Write::try_parse_from(std::iter::once("write").chain(args.iter().copied())).map(|write| write.args)
+    }
+
+    #[test]
+    fn write_takes_flags_anywhere_and_dashed_values_after_a_double_dash() {
+        for args in
+            [&["--expiry", "1s", "k", "v"][..], &["k", "v", "--expiry", "1s"], &["k", "--expiry", "1s", "v"]]
+        {
+            let parsed = write(args).unwrap();
+            assert_eq!((parsed.key.as_str(), parsed.value.join(" ")), ("k", "v".to_string()), "{args:?}");
+            assert_eq!(parsed.expiry, Some(Duration::from_secs(1)), "{args:?}");
+        }
+        let words = write(&["k", "two", "words", "-t", "other"]).unwrap();
+        assert_eq!(
+            (words.value.join(" "), words.scope.table.as_deref()),
+            ("two words".to_string(), Some("other"))
+        );
+        let dashed = write(&["k", "--", "-1", "--expiry"]).unwrap();
+        assert_eq!((dashed.value.join(" "), dashed.expiry), ("-1 --expiry".to_string(), None));
+        let error = write(&["k", "-1"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument, "{error}");
     }
 
     #[test]
