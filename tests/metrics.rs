@@ -83,6 +83,22 @@ fn metrics_count_both_listeners_by_endpoint_and_pass_promtool() {
     let server = Server::start(home.path());
     let _hello = Service::start_helloworld(&server, &[]);
     traffic(&server);
+    // The runtime: one process that keeps running, one that crashes and is restarted.
+    let work = tempfile::tempdir().unwrap();
+    for (name, script) in [("sleeper", "exec sleep 600\n"), ("crasher", "echo crashing >&2\nexit 3\n")] {
+        std::fs::create_dir_all(work.path().join(name)).unwrap();
+        std::fs::write(work.path().join(name).join("run.sh"), script).unwrap();
+        server.ok_at(work.path(), &["run", &format!("./{name}"), "--command", "sh run.sh"]);
+    }
+    // A refused gRPC call: a token that does not verify.
+    let (status, _) = http_request(
+        &server.http,
+        "POST",
+        "/store/Store/Read",
+        &[JSON, ("Authorization", "Bearer not-a-token")],
+        br#"{"key":"k"}"#,
+    );
+    assert_eq!(status, 401);
 
     // Who may read: admins of `micro`; not anonymous callers, not tenants.
     let (status, _, body) = scrape(&server, &[]);
@@ -107,13 +123,30 @@ fn metrics_count_both_listeners_by_endpoint_and_pass_promtool() {
         (requests("grpc", "store", "Store.Write", "OK"), 1.0, "the CLI's store write"),
         (requests("grpc", "events", "Stream.Publish", "OK"), 1.0, "the CLI's publish"),
         (requests("http", "other", "other", "404"), 2.0, "paths that name no endpoint"),
-        (requests("http", "other", "other", "401"), 1.0, "the anonymous scrape"),
+        (requests("http", "other", "other", "401"), 2.0, "the anonymous scrape and the bad token"),
         (requests("http", "other", "other", "403"), 1.0, "the tenant's scrape"),
+        (
+            r#"micro_auth_rejections_total{listener="http",reason="unauthorized"}"#.to_string(),
+            1.0,
+            "the anonymous scrape, by reason",
+        ),
+        (
+            r#"micro_auth_rejections_total{listener="http",reason="foreign_namespace"}"#.to_string(),
+            1.0,
+            "the tenant's scrape, by reason",
+        ),
+        (
+            r#"micro_auth_rejections_total{listener="http",reason="invalid_token"}"#.to_string(),
+            1.0,
+            "the call with a bad token",
+        ),
+        (r#"micro_runtime_services{status="running"}"#.to_string(), 1.0, "the sleeper runs"),
     ];
     let mut text = String::new();
-    common::eventually(Duration::from_secs(10), || {
+    common::eventually(Duration::from_secs(30), || {
         text = scrape(&server, &[("Authorization", &bearer)]).2;
         expected.iter().all(|(series, value, _)| sample(&text, series) == Some(*value))
+            && sample(&text, "micro_runtime_restarts_total").is_some_and(|restarts| restarts >= 1.0)
     });
     for (series, value, what) in &expected {
         assert_eq!(sample(&text, series), Some(*value), "{what}: {series} in:\n{text}");
@@ -131,6 +164,21 @@ fn metrics_count_both_listeners_by_endpoint_and_pass_promtool() {
         "admin and bob logged in"
     );
     assert!(count("process_resident_memory_bytes".to_string()) > 0.0);
+    assert!(count("micro_runtime_restarts_total".to_string()) >= 1.0, "the crasher was restarted");
+    assert_eq!(
+        count(r#"micro_runtime_services{status="building"}"#.to_string()),
+        0.0,
+        "every status is named"
+    );
+    // Bytes each way, per endpoint: the store write carries its value in, the calls their answers out.
+    let bytes = |name: &str, listener: &str, service: &str, endpoint: &str| {
+        count(format!(r#"{name}{{listener="{listener}",service="{service}",endpoint="{endpoint}"}}"#))
+    };
+    assert!(bytes("micro_request_bytes_total", "grpc", "store", "Store.Write") > 0.0);
+    assert!(bytes("micro_request_bytes_total", "grpc", "events", "Stream.Publish") > 0.0);
+    // Three answers of `{"msg":"Hello a"}` and its like.
+    assert!(bytes("micro_response_bytes_total", "http", "helloworld", "Helloworld.Call") >= 3.0 * 15.0);
+    assert!(bytes("micro_response_bytes_total", "grpc", "helloworld", "Helloworld.Call") > 0.0);
     assert!(count("process_open_fds".to_string()) > 0.0);
 
     // The scrape in flight is counted as such; answered, under its own endpoint.

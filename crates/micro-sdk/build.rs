@@ -68,7 +68,7 @@ fn main() -> Result<(), Error> {
         let absolute = absolute.to_str().ok_or("an embedded path is not UTF-8")?;
         writeln!(table, "    ({relative:?}, include_bytes!({absolute:?})),")?;
     }
-    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = hex::encode(hasher.finalize());
     let code = format!(
         "/// Every file of the SDK: its path inside the SDK, and its bytes.\n\
          pub(crate) static FILES: &[(&str, &[u8])] = &[\n{table}];\n\n\

@@ -106,7 +106,13 @@ impl Server {
     /// Starts a server with `extra` flags (which may replace the loopback ephemeral addresses),
     /// selected as env `e2e`, without logging in.
     pub fn start_with(home: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(home, extra, &[])
+    }
+
+    /// [`Self::start_with`] with the variables `env` set for the server process (`OTEL_*`).
+    pub fn start_with_env(home: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = micro_cmd(home);
+        command.envs(env.iter().copied());
         command.env("MICRO_BUILD_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join(SERVICE_BUILD_DIR));
         command.env("MICRO_SDK_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join(SERVICE_SDK_DIR));
         command.arg("server");
@@ -196,8 +202,12 @@ fn send_signal(pid: u32, signal: i32) {
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
+/// The `addr` field of a log line, text (`addr=…`) or JSON (`"addr":"…"`, `--log-format json`).
 fn addr_field(line: &str) -> Option<String> {
-    line.split_whitespace().find_map(|field| field.strip_prefix("addr=")).map(str::to_string)
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .or_else(|| line.split("\"addr\":\"").nth(1)?.split('"').next())
+        .map(str::to_string)
 }
 
 impl Drop for Server {
@@ -347,6 +357,7 @@ impl Service {
             .split_whitespace()
             .skip_while(|word| *word != "on")
             .nth(1)
+            .and_then(|address| address.split('"').next())
             .expect("the line names the address")
             .to_string();
         service

@@ -52,6 +52,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// A fixed name for why: the `reason` label of the server's rejection metric
+    /// (docs/observability.md).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NotBearer => "not_bearer",
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::BadNamespace(_) => "bad_namespace",
+            Refusal::Foreign { .. } => "foreign_namespace",
+            Refusal::Unauthorized { .. } => "unauthorized",
+            Refusal::Forbidden { .. } => "forbidden",
+        }
+    }
+
     /// The HTTP status the gateway answers with.
     pub fn http_status(&self) -> http::StatusCode {
         match self {

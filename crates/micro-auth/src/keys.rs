@@ -2,15 +2,19 @@
 //!
 //! The key lives in `<key_dir>/`[`KEY_FILE`] as a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`,
 //! the format `openssl genpkey -algorithm ed25519` writes), created with mode 0600 on first
-//! boot and reused afterwards. Only the 32-byte seed matters; the public key is derived.
+//! boot and reused afterwards. Only the 32-byte seed matters; the public key is derived. Keys
+//! are read and written by `ed25519-dalek`'s PKCS#8 support, which also reads the v2 form (with
+//! the public key, RFC 5958) other tools write, and refuses one whose public key does not match.
 
 use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use micro_access::token::{Claims, Verifier, pem};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
+use micro_access::token::{Claims, Verifier};
 
 use micro_core::Account;
 
@@ -19,13 +23,9 @@ use crate::AuthError;
 /// The key file's name inside the key directory.
 pub const KEY_FILE: &str = "auth_key";
 
-/// The DER prefix of a PKCS#8 v1 Ed25519 private key (RFC 8410 §7); the 32-byte seed follows.
-const PKCS8_PREFIX: [u8; 16] =
-    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-
 /// The key pair that signs and verifies access tokens.
 pub(crate) struct Keys {
-    encoding: EncodingKey,
+    signing: SigningKey,
     /// Checks tokens as every other verifier does (micro-access).
     verifier: Verifier,
     /// Tokens already verified, so one presented on every call is checked once.
@@ -71,10 +71,10 @@ impl Keys {
     }
 
     pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
-        let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key().to_bytes();
+        let signing = SigningKey::from_bytes(seed);
         Keys {
-            encoding: EncodingKey::from_ed_der(&pkcs8_der(seed)),
-            verifier: Verifier::new(public),
+            verifier: Verifier::new(signing.verifying_key()),
+            signing,
             verified: micro_core::tokens::VerifiedTokens::new(),
         }
     }
@@ -92,9 +92,7 @@ impl Keys {
         iat: u64,
         exp: u64,
     ) -> Result<String, AuthError> {
-        let claims = Claims::new(account, issuer, iat, exp);
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
-            .map_err(|err| AuthError::Internal(format!("cannot sign a token: {err}")))
+        Ok(micro_access::token::sign(&self.signing, &Claims::new(account, issuer, iat, exp)))
     }
 
     /// Verifies `token`'s signature and expiry and returns the account it describes.
@@ -119,31 +117,28 @@ pub(crate) fn now() -> u64 {
 pub fn generate_pem() -> Result<String, AuthError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|err| AuthError::Key(format!("no randomness: {err}")))?;
-    Ok(pem("PRIVATE KEY", &pkcs8_der(&seed)))
+    to_pem(&seed)
 }
 
-fn pkcs8_der(seed: &[u8; 32]) -> Vec<u8> {
-    let mut der = PKCS8_PREFIX.to_vec();
-    der.extend_from_slice(seed);
-    der
+/// `seed` as a PKCS#8 v1 PEM (no public key), byte for byte what openssl and earlier
+/// releases write, so key files keep one form.
+fn to_pem(seed: &[u8; 32]) -> Result<String, AuthError> {
+    let key = KeypairBytes { secret_key: *seed, public_key: None };
+    let pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|err| AuthError::Key(format!("cannot encode a key: {err}")))?;
+    Ok(pem.to_string())
 }
 
+/// The seed of an Ed25519 PKCS#8 PEM (v1, or v2 with a matching public key). Text before the
+/// `-----BEGIN` line (as some tools write) is skipped.
 fn parse_pem(pem: &str) -> Result<[u8; 32], String> {
-    let body: String = pem
-        .lines()
-        .map(str::trim)
-        .skip_while(|line| *line != "-----BEGIN PRIVATE KEY-----")
-        .skip(1)
-        .take_while(|line| !line.starts_with("-----END"))
-        .collect();
-    if body.is_empty() {
+    let Some(start) = pem.find("-----BEGIN PRIVATE KEY-----") else {
         return Err("not a PEM private key (expected -----BEGIN PRIVATE KEY-----)".into());
-    }
-    let der = STANDARD.decode(body).map_err(|err| format!("bad PEM base64: {err}"))?;
-    match der.strip_prefix(PKCS8_PREFIX.as_slice()) {
-        Some(seed) if seed.len() == 32 => Ok(seed.try_into().expect("length checked above")),
-        _ => Err("not an Ed25519 PKCS#8 private key".into()),
-    }
+    };
+    SigningKey::from_pkcs8_pem(pem[start..].trim_end())
+        .map(|key| key.to_bytes())
+        .map_err(|err| format!("not an Ed25519 PKCS#8 private key: {err}"))
 }
 
 /// Writes a fresh key to a temporary file (0600, fsync'd), then links it into place so a crash
@@ -274,8 +269,66 @@ mod tests {
             -----END PUBLIC KEY-----\n";
         let keys = Keys::from_seed(&parse_pem(private).unwrap());
         assert_eq!(keys.public_key_pem(), public);
-        assert_eq!(pem("PRIVATE KEY", &pkcs8_der(&parse_pem(private).unwrap())), private);
+        assert_eq!(
+            to_pem(&parse_pem(private).unwrap()).unwrap(),
+            private,
+            "the key file keeps openssl's form"
+        );
         assert!(parse_pem(public).is_err(), "a public key is not a signing key");
+    }
+
+    #[test]
+    fn pkcs8_v2_keys_are_read_and_malformed_ones_say_why() {
+        // PKCS#8 v2 (RFC 5958: the public key follows the seed), as ed25519-dalek writes it.
+        let signing = SigningKey::from_bytes(&[9u8; 32]);
+        let v2 = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert!(v2.len() > to_pem(&[9u8; 32]).unwrap().len(), "the v2 form is the longer one:\n{}", *v2);
+        let keys = Keys::from_text(&v2).unwrap();
+        assert_eq!(keys.verifier.key(), signing.verifying_key().as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), format!("an explanatory line\n{}", *v2)).unwrap();
+        assert_eq!(Keys::load_or_create(dir.path()).unwrap().verifier.key(), keys.verifier.key());
+
+        // A v2 key whose public key is another key's: refused, not silently re-derived.
+        let mismatched = KeypairBytes {
+            secret_key: [9u8; 32],
+            public_key: Some(ed25519_dalek::pkcs8::PublicKeyBytes([1u8; 32])),
+        };
+        let mismatched = mismatched.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert!(Keys::from_text(&mismatched).is_err());
+
+        for (bad, why) in [
+            (
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+                "not an Ed25519 PKCS#8 private key",
+            ),
+            (
+                "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIBSPjjcddNCbIi4ZfID2JQN3QfnMhs2JuR1kg0LrGGK5\n",
+                "not an Ed25519 PKCS#8",
+            ),
+            ("-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----", "not an Ed25519 PKCS#8"),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----",
+                "expected -----BEGIN PRIVATE KEY-----",
+            ),
+        ] {
+            match Keys::from_text(bad) {
+                Err(AuthError::Key(message)) => assert!(message.contains(why), "{bad:?}: {message}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        std::fs::write(
+            dir.path().join(KEY_FILE),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let Err(AuthError::Key(message)) = Keys::load_or_create(dir.path()) else {
+            panic!("a malformed key file loads")
+        };
+        assert!(
+            message.contains(KEY_FILE) && message.contains("not an Ed25519 PKCS#8 private key"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -186,18 +186,15 @@ pub(crate) fn random_password(len: usize) -> String {
 
 /// A random version-4 UUID in its usual text form, the original's default secret and id.
 pub(crate) fn random_uuid() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 /// The hex SHA-256 of a refresh token: the store keeps only this, so a leaked store does not
 /// leak usable refresh tokens (they have 256 random bits, so no slow hash is needed).
 pub(crate) fn token_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 #[cfg(test)]
@@ -301,7 +298,13 @@ mod tests {
         let uuid = random_uuid();
         assert_eq!(uuid.len(), 36);
         assert_eq!(&uuid[14..15], "4");
+        assert!(matches!(&uuid[19..20], "8" | "9" | "a" | "b"), "{uuid}");
         assert_ne!(random_uuid(), uuid);
+        assert_eq!(
+            token_digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "FIPS 180-2's SHA-256 of abc, in lower-case hex: the keys of stored refresh tokens"
+        );
         assert_eq!(random_token(32).len(), 43);
         let password = random_password(24);
         assert_eq!(password.len(), 24);

@@ -36,6 +36,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::{StatusCode, Subject};
 use futures::{FutureExt, StreamExt};
+use micro_core::backoff::Backoff;
 use micro_events::{
     Acker, ConsumeOptions, Consumer, DeadLetter, Delivery, Event, EventsError, MAX_IN_FLIGHT, Nack, Result,
     Start,
@@ -53,7 +54,8 @@ pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// How long past [`PULL_EXPIRES`] a member waits for the server's "expired" reply before it
 /// assumes the request was lost and sends another.
 const PULL_GRACE: Duration = Duration::from_secs(2);
-/// First and longest wait before retrying when the consumer cannot be reached.
+/// Shortest and longest wait before retrying when the consumer cannot be reached (jittered:
+/// `micro_core::backoff`).
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -325,7 +327,7 @@ pub(crate) async fn join(events: Arc<Inner>, topic: Arc<Topic>, options: Consume
         outstanding: None,
         in_flight,
         acker,
-        backoff: MIN_BACKOFF,
+        backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
         resume: None,
         released_stream,
         released_pull,
@@ -363,7 +365,7 @@ struct Member {
     in_flight: Arc<InFlight>,
     acker: Option<Arc<dyn Acker>>,
     connects: watch::Receiver<u64>,
-    backoff: Duration,
+    backoff: Backoff,
     /// The sequence after the last one delivered: where a consumer lost with the server's
     /// state is re-created.
     resume: Option<u64>,
@@ -469,7 +471,7 @@ impl Member {
                 // it cannot be matched to a request; with one pull of new events open at a
                 // time it answers that one.
                 self.outstanding = None;
-                self.backoff = MIN_BACKOFF;
+                self.backoff.reset();
             }
             return Ok(Some(delivery));
         }
@@ -498,8 +500,7 @@ impl Member {
     }
 
     async fn back_off(&mut self) {
-        tokio::time::sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(self.backoff.next_delay()).await;
     }
 
     /// Nobody answers our pulls: JetStream is away, or the stream or consumer is gone (the

@@ -99,7 +99,7 @@ pub(crate) fn private_consumer() -> String {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         random.copy_from_slice(&nanos.to_le_bytes()[..12]);
     }
-    format!("p~{}", hex(&random))
+    format!("p~{}", hex::encode(random))
 }
 
 /// The subject broker messages of `topic` in `namespace` are published on.
@@ -131,13 +131,9 @@ fn bounded(name: String) -> String {
     if name.len() <= MAX_NAME_BYTES {
         return name;
     }
-    let digest = hex(&sha2::Sha256::digest(name.as_bytes())[..16]);
+    let digest = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..16]);
     // Every name here is ASCII, so any byte index is a char boundary.
     format!("{}~{digest}", &name[..MAX_NAME_BYTES - digest.len() - 1])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn percent(out: &mut String, c: char) {

@@ -235,7 +235,7 @@ impl NatsRegistry {
 async fn keep_current(inner: Arc<Inner>, loaded: oneshot::Sender<Result<(), String>>) {
     let mut loaded = Some(loaded);
     let mut connects = inner.connection.connects();
-    let mut retry = RETRY_MIN;
+    let mut backoff = micro_core::backoff::Backoff::new(RETRY_MIN, RETRY_MAX);
     let mut failing = false;
     loop {
         connects.borrow_and_update();
@@ -254,8 +254,7 @@ async fn keep_current(inner: Arc<Inner>, loaded: oneshot::Sender<Result<(), Stri
                     );
                     failing = true;
                 }
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -265,7 +264,7 @@ async fn keep_current(inner: Arc<Inner>, loaded: oneshot::Sender<Result<(), Stri
             tracing::info!(url = %inner.connection.url(), "registry: watching the NATS bucket again; cache reloaded");
         }
         failing = false;
-        retry = RETRY_MIN;
+        backoff.reset();
         loop {
             tokio::select! {
                 entry = entries.next() => match entry {

@@ -12,6 +12,7 @@ use micro_proto::auth::{
 
 use crate::client::Client;
 use crate::error::{CliError, Result};
+use crate::table::Output;
 use crate::{Global, out, table, unrecognized_subcommand};
 
 #[derive(Subcommand, Debug)]
@@ -45,9 +46,18 @@ pub struct NamespaceArg {
 #[derive(Subcommand, Debug)]
 pub enum ListCommand {
     /// List the accounts of a namespace
-    Accounts(NamespaceArg),
+    Accounts(ListArgs),
     /// List the rules of a namespace
-    Rules(NamespaceArg),
+    Rules(ListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    namespace: NamespaceArg,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,9 +124,13 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
     let client = global.connect().await?;
     let fail = |status| client.error(status);
     match command {
-        AuthCommand::List { what: ListCommand::Accounts(namespace) } => {
+        AuthCommand::List { what: ListCommand::Accounts(ListArgs { namespace, output }) } => {
             let request = client.request(ListAccountsRequest { options: options(&client, namespace) });
             let reply = AccountsClient::new(client.channel.clone()).list(request).await.map_err(fail)?;
+            if output == Output::Json {
+                out(&accounts_json(&reply.into_inner().accounts));
+                return Ok(());
+            }
             let mut rows = vec![vec!["ID".into(), "Name".into(), "Scopes".into(), "Metadata".into()]];
             for account in reply.into_inner().accounts {
                 let scopes =
@@ -129,11 +143,15 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
             }
             out(&table::render(&rows));
         }
-        AuthCommand::List { what: ListCommand::Rules(namespace) } => {
+        AuthCommand::List { what: ListCommand::Rules(ListArgs { namespace, output }) } => {
             let request = client.request(ListRequest { options: options(&client, namespace) });
             let reply = RulesClient::new(client.channel.clone()).list(request).await.map_err(fail)?;
             let mut rules = reply.into_inner().rules;
             rules.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
+            if output == Output::Json {
+                out(&rules_json(&rules));
+                return Ok(());
+            }
             let mut rows = vec![vec![
                 "ID".into(),
                 "Scope".into(),
@@ -143,11 +161,7 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
             ]];
             for rule in rules {
                 let scope = if rule.scope.is_empty() { "<public>".to_string() } else { rule.scope.clone() };
-                let access = match Access::try_from(rule.access) {
-                    Ok(Access::Granted) => "GRANTED",
-                    Ok(Access::Denied) => "DENIED",
-                    _ => "UNKNOWN",
-                };
+                let access = access_name(rule.access);
                 let resource = rule
                     .resource
                     .map_or_else(String::new, |r| format!("{}:{}:{}", r.r#type, r.name, r.endpoint));
@@ -208,11 +222,57 @@ pub async fn run(global: &Global, command: AuthCommand) -> Result<()> {
     Ok(())
 }
 
+fn access_name(access: i32) -> &'static str {
+    match Access::try_from(access) {
+        Ok(Access::Granted) => "GRANTED",
+        Ok(Access::Denied) => "DENIED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// `auth list accounts --output json`: an array of `{id, name, type, issuer, scopes, metadata}`
+/// (never the secret).
+fn accounts_json(accounts: &[micro_proto::auth::Account]) -> String {
+    let list: Vec<_> = accounts
+        .iter()
+        .map(|account| {
+            serde_json::json!({
+                "id": account.id,
+                "name": account.name,
+                "type": account.r#type,
+                "issuer": account.issuer,
+                "scopes": account.scopes,
+                "metadata": account.metadata.iter().collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        })
+        .collect();
+    table::json(&list)
+}
+
+/// `auth list rules --output json`: an array of `{id, scope, access, resource, priority}` in the
+/// table's order, `scope` empty for everyone and `resource` as `type:name:endpoint`.
+fn rules_json(rules: &[Rule]) -> String {
+    let list: Vec<_> = rules
+        .iter()
+        .map(|rule| {
+            let resource = rule.resource.as_ref().map(|r| format!("{}:{}:{}", r.r#type, r.name, r.endpoint));
+            serde_json::json!({
+                "id": rule.id,
+                "scope": rule.scope,
+                "access": access_name(rule.access),
+                "resource": resource.unwrap_or_default(),
+                "priority": rule.priority,
+            })
+        })
+        .collect();
+    table::json(&list)
+}
+
 fn parse_access(text: &str) -> Result<Access> {
     match text.to_ascii_lowercase().as_str() {
         "granted" => Ok(Access::Granted),
         "denied" => Ok(Access::Denied),
-        _ => Err(CliError::new(format!("Invalid access: {text}, must be granted or denied"))),
+        _ => Err(CliError::usage(format!("Invalid access: {text}, must be granted or denied"))),
     }
 }
 
@@ -226,7 +286,7 @@ fn parse_resource(text: &str) -> Result<Resource> {
                 endpoint: (*endpoint).to_string(),
             })
         }
-        _ => Err(CliError::new("Invalid resource, must be in the format type:name:endpoint")),
+        _ => Err(CliError::usage("Invalid resource, must be in the format type:name:endpoint")),
     }
 }
 
@@ -242,6 +302,8 @@ mod tests {
             ("service", "store", "Store.Read")
         );
         assert!(parse_resource("*:*:*").is_ok());
+        assert_eq!(parse_resource("a:b").unwrap_err().code, crate::error::EXIT_USAGE);
+        assert_eq!(parse_access("maybe").unwrap_err().code, crate::error::EXIT_USAGE);
         assert_eq!(parse_access("DENIED").unwrap(), Access::Denied);
         assert_eq!(
             parse_access("maybe").unwrap_err().message,

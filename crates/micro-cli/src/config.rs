@@ -5,6 +5,7 @@ use micro_proto::config::config_client::ConfigClient;
 use micro_proto::config::{DeleteRequest, GetRequest, Options, SetRequest, Value};
 
 use crate::error::{CliError, Result};
+use crate::table::Output;
 use crate::{Global, out, unrecognized_subcommand};
 
 #[derive(Subcommand, Debug)]
@@ -17,6 +18,9 @@ pub enum ConfigCommand {
         /// Reveal secret values instead of printing [secret]
         #[arg(short = 's', long)]
         secret: bool,
+        /// Output format: strings as they are (table), or every value as JSON, strings quoted
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Set the value at a path: JSON when it parses, else a string; objects merge
     Set {
@@ -41,11 +45,11 @@ pub async fn run(global: &Global, command: ConfigCommand) -> Result<()> {
     let mut config = ConfigClient::new(client.channel.clone());
     let namespace = client.namespace.clone();
     match command {
-        ConfigCommand::Get { path, secret } => {
+        ConfigCommand::Get { path, secret, output } => {
             let request = client.request(GetRequest { namespace, path, options: Some(Options { secret }) });
             let reply = config.get(request).await.map_err(|status| client.error(status))?.into_inner();
             let data = reply.value.map(|value| value.data).unwrap_or_default();
-            out(&format!("{}\n", printable(&data)?));
+            out(&format!("{}\n", printable(&data, output)?));
         }
         ConfigCommand::Set { path, value, secret } => {
             let request = client.request(SetRequest {
@@ -73,9 +77,9 @@ fn as_json(value: &str) -> String {
     }
 }
 
-/// What `config get` prints for the JSON text the server returned: strings unquoted, the rest
-/// compact JSON; `null` (nothing at the path) is `Not found`.
-fn printable(data: &str) -> Result<String> {
+/// What `config get` prints for the JSON text the server returned: compact JSON, strings
+/// unquoted unless `output` is JSON; `null` (nothing at the path) is `Not found`.
+fn printable(data: &str, output: Output) -> Result<String> {
     let value: serde_json::Value = if data.trim().is_empty() {
         serde_json::Value::Null
     } else {
@@ -84,7 +88,7 @@ fn printable(data: &str) -> Result<String> {
     };
     match value {
         serde_json::Value::Null => Err(CliError::not_found()),
-        serde_json::Value::String(text) => Ok(text),
+        serde_json::Value::String(text) if output == Output::Table => Ok(text),
         other => Ok(other.to_string()),
     }
 }
@@ -103,10 +107,13 @@ mod tests {
 
     #[test]
     fn strings_print_unquoted_and_null_is_not_found() {
-        assert_eq!(printable(r#""Micro <team>""#).unwrap(), "Micro <team>");
-        assert_eq!(printable(r#"{"b": {"c": 1}}"#).unwrap(), r#"{"b":{"c":1}}"#);
-        assert_eq!(printable("true").unwrap(), "true");
-        assert_eq!(printable("null").unwrap_err().message, "Not found");
-        assert_eq!(printable("").unwrap_err().message, "Not found");
+        assert_eq!(printable(r#""Micro <team>""#, Output::Table).unwrap(), "Micro <team>");
+        assert_eq!(printable(r#"{"b": {"c": 1}}"#, Output::Table).unwrap(), r#"{"b":{"c":1}}"#);
+        assert_eq!(printable("true", Output::Table).unwrap(), "true");
+        assert_eq!(printable("null", Output::Table).unwrap_err().message, "Not found");
+        assert_eq!(printable("", Output::Table).unwrap_err().message, "Not found");
+        assert_eq!(printable(r#""Micro <team>""#, Output::Json).unwrap(), r#""Micro <team>""#);
+        assert_eq!(printable(r#"{"b": 1}"#, Output::Json).unwrap(), r#"{"b":1}"#);
+        assert_eq!(printable("null", Output::Json).unwrap_err().message, "Not found");
     }
 }

@@ -175,7 +175,7 @@ impl Catalog {
             [] => (self.name.as_str(), "Call"),
             [method] => (self.name.as_str(), method.as_str()),
             [handler, method] => (handler.as_str(), method.as_str()),
-            _ => return Err(CliError::new("Incorrect number of arguments")),
+            _ => return Err(CliError::usage("Incorrect number of arguments")),
         };
         let matches = |endpoint: &str, handler: &str| {
             let (h, m) = endpoint.split_once('.').unwrap_or((endpoint, ""));
@@ -231,7 +231,7 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Parsed> {
                     parsed.flags.push((name.to_string(), Some(value.to_string())))
                 }
                 None if !flag.is_empty() => pending = Some(flag.to_string()),
-                _ => return Err(CliError::new(format!("Invalid flag: {arg}. Expected format: --foo=bar"))),
+                _ => return Err(CliError::usage(format!("Invalid flag: {arg}. Expected format: --foo=bar"))),
             }
         } else if arg == "-h" {
             parsed.help = true;
@@ -257,16 +257,16 @@ pub(crate) fn request_json(input: &MessageDescriptor, flags: &[(String, Option<S
         let path: Vec<&str> = match &fields {
             Some(fields) => fields.iter().map(FieldDescriptor::name).collect(),
             None if name.contains(['.', '[']) => json::key_path(name).map_err(|err| flag_error(name, err))?,
-            None => return Err(CliError::new(format!("Unknown flag: {name}"))),
+            None => return Err(CliError::usage(format!("Unknown flag: {name}"))),
         };
         json::insert(input, &mut root, &path, value.as_deref(), name).map_err(|err| flag_error(name, err))?;
     }
     Ok(Value::Object(root))
 }
 
-/// A mapping error in the CLI's words, naming the flag.
+/// A mapping error in the CLI's words, naming the flag: a usage error.
 fn flag_error(flag: &str, error: json::Error) -> CliError {
-    CliError::new(match error {
+    CliError::usage(match error {
         json::Error::UnknownField { .. } => format!("Unknown flag: {flag}"),
         json::Error::InvalidValue { value, kind, .. } => {
             format!("Invalid value {value:?} for --{flag}: expected {}", kind_name(&kind))

@@ -6,6 +6,7 @@ use clap::Subcommand;
 
 use crate::error::Result;
 use crate::settings::{Settings, Transport};
+use crate::table::Output;
 use crate::{Global, unrecognized_subcommand};
 
 #[derive(Subcommand, Debug)]
@@ -38,10 +39,11 @@ pub enum EnvCommand {
     Unknown(Vec<String>),
 }
 
-pub fn run(global: &Global, command: Option<EnvCommand>) -> Result<()> {
+pub fn run(global: &Global, command: Option<EnvCommand>, output: Output) -> Result<()> {
     let mut settings = Settings::load(&global.settings_path())?;
     match command {
-        None => print!("{}", list(&settings, &global.env_name(&settings))),
+        None if output == Output::Json => crate::out(&list_json(&settings, &global.env_name(&settings))),
+        None => crate::out(&list(&settings, &global.env_name(&settings))),
         Some(EnvCommand::Get) => println!("{}", global.env_name(&settings)),
         Some(EnvCommand::Set { name }) => settings.select(&name)?,
         Some(EnvCommand::Add { name, address, tls, ca }) => {
@@ -76,6 +78,26 @@ fn list(settings: &Settings, current: &str) -> String {
     crate::table::render(&rows)
 }
 
+/// `micro env --output json`: an array of `{name, address, current, tls, ca, description}`,
+/// `address` empty and `ca` null when there is none.
+fn list_json(settings: &Settings, current: &str) -> String {
+    let envs: Vec<_> = settings
+        .envs()
+        .into_iter()
+        .map(|env| {
+            serde_json::json!({
+                "name": env.name,
+                "address": env.proxy_address,
+                "current": env.name == current,
+                "tls": env.uses_tls(),
+                "ca": env.ca_path().map(|ca| ca.display().to_string()),
+                "description": env.description,
+            })
+        })
+        .collect();
+    crate::table::json(&envs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +115,18 @@ mod tests {
         assert!(line("staging").contains("10.0.0.1:8081") && !line("staging").contains("TLS"), "{listing}");
         assert!(line("local").contains("127.0.0.1:8081") && !line("local").contains("TLS"), "{listing}");
         assert!(line("empty").contains("none") && !line("empty").contains("TLS"), "{listing}");
+
+        let json: serde_json::Value = serde_json::from_str(&list_json(&settings, "prod")).unwrap();
+        let env =
+            |name: &str| json.as_array().unwrap().iter().find(|env| env["name"] == name).unwrap().clone();
+        assert_eq!(
+            (env("prod")["address"].as_str(), env("prod")["current"].as_bool(), env("prod")["tls"].as_bool()),
+            (Some("proxy.example.com:443"), Some(true), Some(true))
+        );
+        assert_eq!(
+            (env("staging")["current"].as_bool(), env("staging")["tls"].as_bool()),
+            (Some(false), Some(false))
+        );
+        assert_eq!((env("empty")["address"].as_str(), env("empty")["ca"].is_null()), (Some(""), true));
     }
 }

@@ -12,6 +12,11 @@ pub struct CliError {
 
 /// Exit code of a plain failure (`Not found`, bad input, unknown command).
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a usage error: what clap reports as one (an unknown flag, a missing argument, a
+/// bad value for a typed flag) and the CLI's own checks of its arguments, as Unix tools and clap
+/// exit. The original exited 1; `micro`, `micro <unknown>` and an unknown subcommand still do
+/// (docs/cli.md, "Exit codes").
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the server refused the caller (401/403).
 pub const EXIT_UNAUTHORIZED: u8 = 2;
 /// Exit code of `micro call` given a `--request_timeout` that is not a duration, as the original.
@@ -31,6 +36,12 @@ impl CliError {
     /// A plain failure (exit 1) with `message`, its first letter upper-cased as the original did.
     pub fn new(message: impl Into<String>) -> Self {
         Self { message: capitalise(&message.into()), code: EXIT_FAILURE }
+    }
+
+    /// A usage error (exit [`EXIT_USAGE`]): arguments the command cannot take, refused before
+    /// anything is sent.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self { message: capitalise(&message.into()), code: EXIT_USAGE }
     }
 
     pub fn with_code(message: impl Into<String>, code: u8) -> Self {

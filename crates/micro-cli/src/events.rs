@@ -200,18 +200,18 @@ fn render_topics(topics: &[Topic], output: Output) -> String {
 fn position(flag: &str, text: &str) -> Result<(u64, i64)> {
     if let Ok(sequence) = text.parse::<u64>() {
         if sequence == 0 {
-            return Err(CliError::new(format!("Invalid {flag} 0: sequence numbers start at 1")));
+            return Err(CliError::usage(format!("Invalid {flag} 0: sequence numbers start at 1")));
         }
         return Ok((sequence, 0));
     }
     if let Some(seconds) = micro_core::time::parse_rfc3339(text) {
         if seconds <= 0 {
-            return Err(CliError::new(format!("Invalid {flag} {text:?}: give a time after 1970")));
+            return Err(CliError::usage(format!("Invalid {flag} {text:?}: give a time after 1970")));
         }
         return Ok((0, seconds.saturating_mul(1000)));
     }
     let ago = micro_core::duration::parse(text).map_err(|_| {
-        CliError::new(format!(
+        CliError::usage(format!(
             "Invalid {flag} {text:?}: give a sequence number, an RFC 3339 time such as 2026-01-05T10:00:00Z, \
              or a duration ago such as 10m"
         ))
@@ -232,7 +232,7 @@ fn start(offset: Option<&str>) -> Result<(u64, i64)> {
         return Ok((sequence.max(1), 0));
     }
     let ago = micro_core::duration::parse(offset).map_err(|_| {
-        CliError::new(format!(
+        CliError::usage(format!(
             "Invalid offset {offset:?}: give a sequence number (1 = the beginning) or a duration such as 10m"
         ))
     })?;

@@ -47,7 +47,12 @@ pub enum JobsCommand {
         output: Output,
     },
     /// Fire a job now, once, and print how it went
-    Run { name: String },
+    Run {
+        name: String,
+        /// Output format: a table, or one JSON object per line
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Show a job's recent runs, newest first
     History {
         name: String,
@@ -105,10 +110,10 @@ pub async fn run(global: &Global, command: JobsCommand) -> Result<()> {
             let reply = jobs.list(client.request(ListRequest { namespace })).await.map_err(failed)?;
             out(&render_jobs(&reply.into_inner().jobs, output));
         }
-        JobsCommand::Run { name } => {
+        JobsCommand::Run { name, output } => {
             let reply = jobs.run(client.request(RunRequest { namespace, name })).await.map_err(failed)?;
             let run = reply.into_inner().run.unwrap_or_default();
-            out(&render_runs(std::slice::from_ref(&run), Output::Table));
+            out(&render_runs(std::slice::from_ref(&run), output));
             if run.outcome != "ok" {
                 return Err(CliError::new(format!("The job failed: {}", run.error)));
             }
@@ -130,13 +135,13 @@ pub async fn run(global: &Global, command: JobsCommand) -> Result<()> {
 fn parse_at(text: &str) -> Result<i64> {
     if let Some(after) = text.strip_prefix('+') {
         let after = micro_core::duration::parse(after).map_err(|_| {
-            CliError::new(format!("Invalid --at {text:?}: give a duration after '+', e.g. +10m"))
+            CliError::usage(format!("Invalid --at {text:?}: give a duration after '+', e.g. +10m"))
         })?;
         let now = i64::try_from(micro_core::time::unix_millis()).unwrap_or(i64::MAX);
         return Ok(now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)));
     }
     micro_core::time::parse_rfc3339(text).map(|secs| secs.saturating_mul(1000)).ok_or_else(|| {
-        CliError::new(format!(
+        CliError::usage(format!(
             "Invalid --at {text:?}: give an RFC 3339 time such as 2030-01-02T03:04:05Z, or +10m"
         ))
     })

@@ -9,6 +9,7 @@ mod auth;
 mod broker;
 mod call;
 mod client;
+mod completion;
 mod config;
 mod dynamic;
 mod env;
@@ -16,6 +17,7 @@ pub mod error;
 mod events;
 mod jobs;
 mod login;
+mod man;
 mod new;
 mod openapi;
 mod prompt;
@@ -27,6 +29,7 @@ mod source;
 mod store;
 mod table;
 mod tokens;
+mod trace;
 mod user;
 mod watch;
 mod web;
@@ -78,6 +81,9 @@ enum Command {
     /// Manage environments: the servers this CLI talks to
     #[command(help_template = help!("micro env"))]
     Env {
+        /// Output format of the listing
+        #[arg(long, value_enum, default_value_t)]
+        output: table::Output,
         #[command(subcommand)]
         command: Option<env::EnvCommand>,
     },
@@ -137,7 +143,10 @@ enum Command {
     },
     /// List the services running in the current namespace
     #[command(help_template = help!("micro services"))]
-    Services,
+    Services(services::ServicesArgs),
+    /// Show the server's recent traces, or one as a tree of spans with their timings
+    #[command(help_template = help!("micro trace"))]
+    Trace(trace::TraceArgs),
     /// Print the OpenAPI 3.1 document of the HTTP API of the namespace's services (or of one)
     #[command(help_template = help!("micro openapi"))]
     Openapi(openapi::OpenapiArgs),
@@ -171,6 +180,12 @@ enum Command {
     /// Print the version
     #[command(help_template = help!("micro version"))]
     Version,
+    /// Print a shell completion script for micro's commands and flags
+    #[command(help_template = help!("micro completion"))]
+    Completion(completion::CompletionArgs),
+    /// Print micro's man page, or write one page per command into a folder
+    #[command(help_template = help!("micro man"))]
+    Man(man::ManArgs),
     #[command(external_subcommand)]
     External(Vec<String>),
 }
@@ -234,7 +249,8 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() { ExitCode::from(error::EXIT_FAILURE) } else { ExitCode::SUCCESS };
+            // `--help` and `--version` are "errors" clap prints to stdout; the rest are usage errors.
+            return if err.use_stderr() { ExitCode::from(error::EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
     match run(cli) {
@@ -265,14 +281,17 @@ fn run(cli: Cli) -> Result<()> {
             return Ok(());
         }
         Command::External(args) => return external(&global, &args),
+        Command::Completion(args) => return completion::run(&args),
+        Command::Man(args) => return man::run(&args),
         _ => {}
     }
     global.check_env()?;
     match command {
-        Command::Env { command } => env::run(&global, command),
+        Command::Env { output, command } => env::run(&global, command, output),
         Command::Store { command } => block_on(store::run(&global, command)),
         Command::Config { command } => block_on(config::run(&global, command)),
-        Command::Services => block_on(services::run(&global)),
+        Command::Services(args) => block_on(services::run(&global, args)),
+        Command::Trace(args) => block_on(trace::run(&global, args)),
         Command::Openapi(args) => block_on(openapi::run(&global, args)),
         Command::Proto(args) => block_on(proto::run(&global, args)),
         Command::Broker { command } => block_on(broker::run(&global, command)),
@@ -292,7 +311,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => block_on(runtime::status(&global, args)),
         Command::Logs(args) => block_on(runtime::logs(&global, args)),
         Command::Web(args) => web::run(&global, args),
-        Command::Server(_) | Command::New(_) | Command::Version | Command::External(_) => {
+        Command::Server(_)
+        | Command::New(_)
+        | Command::Version
+        | Command::External(_)
+        | Command::Completion(_)
+        | Command::Man(_) => {
             unreachable!("handled above")
         }
     }

@@ -26,11 +26,18 @@ pub enum StoreCommand {
     /// List keys, one per line
     List(ListArgs),
     /// List the databases
-    Databases,
+    Databases {
+        /// Output format: names, one a line, or a JSON array of them
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// List the tables of a database
     Tables {
         #[command(flatten)]
         scope: Scope,
+        /// Output format: names, one a line, or a JSON array of them
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     #[command(external_subcommand)]
     Unknown(Vec<String>),
@@ -212,22 +219,17 @@ pub async fn run(global: &Global, command: StoreCommand) -> Result<()> {
                     break;
                 }
             }
-            out(&match args.output {
-                Output::Json => {
-                    format!("{}\n", serde_json::to_string_pretty(&keys).expect("strings serialise"))
-                }
-                Output::Table => lines(&keys),
-            });
+            out(&names(&keys, args.output));
         }
-        StoreCommand::Databases => {
+        StoreCommand::Databases { output } => {
             let request = client.request(DatabasesRequest {});
             let reply = store.databases(request).await.map_err(|status| client.error(status))?.into_inner();
-            out(&lines(&reply.databases));
+            out(&names(&reply.databases, output));
         }
-        StoreCommand::Tables { scope } => {
+        StoreCommand::Tables { scope, output } => {
             let request = client.request(TablesRequest { database: scope.database.unwrap_or_default() });
             let reply = store.tables(request).await.map_err(|status| client.error(status))?.into_inner();
-            out(&lines(&reply.tables));
+            out(&names(&reply.tables, output));
         }
         StoreCommand::Unknown(_) => unreachable!("handled before connecting"),
     }
@@ -257,8 +259,12 @@ impl Paging {
     }
 }
 
-fn lines(items: &[String]) -> String {
-    items.iter().map(|item| format!("{item}\n")).collect()
+/// Keys, databases or tables: one a line, or a JSON array of strings.
+fn names(items: &[String], output: Output) -> String {
+    match output {
+        Output::Table => items.iter().map(|item| format!("{item}\n")).collect(),
+        Output::Json => crate::table::json(&items),
+    }
 }
 
 fn format_records(records: &[Record], verbose: bool, output: Output) -> String {

@@ -1,7 +1,10 @@
 //! Space-padded columns, as Go's tabwriter printed the original's tables, and the `--output`
 //! choice of every command that prints a table.
 
-/// How a command that prints a table or a list prints: the table, or one JSON object per line.
+/// How a command that prints a table or a list prints (`--output table|json`): the table (or
+/// list, one item a line), or JSON. A listing's JSON is one document, an array ([`json`]),
+/// except that `micro jobs` and `micro events` print one JSON object per line (JSON Lines, as
+/// `micro events read` streams). Each command's fields are listed in docs/cli.md.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Output {
     #[default]
@@ -28,6 +31,11 @@ pub fn render(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `value` as indented JSON and a newline: what `--output json` prints for a listing.
+pub fn json(value: &impl serde::Serialize) -> String {
+    format!("{}\n", serde_json::to_string_pretty(value).expect("JSON values serialise"))
 }
 
 #[cfg(test)]

@@ -533,17 +533,11 @@ mod tests {
 
     impl Sealer for FakeSealer {
         fn seal(&self, plaintext: &[u8]) -> Result<String, SecretError> {
-            Ok(format!("sealed:{}", plaintext.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+            Ok(format!("sealed:{}", hex::encode(plaintext)))
         }
         fn open(&self, sealed: &str) -> Result<Vec<u8>, SecretError> {
-            let hex = sealed.strip_prefix("sealed:").ok_or(SecretError::Rejected)?;
-            (0..hex.len())
-                .step_by(2)
-                .map(|i| {
-                    let pair = hex.get(i..i + 2).ok_or(SecretError::Malformed)?;
-                    u8::from_str_radix(pair, 16).map_err(|_| SecretError::Malformed)
-                })
-                .collect()
+            let sealed = sealed.strip_prefix("sealed:").ok_or(SecretError::Rejected)?;
+            hex::decode(sealed).map_err(|_| SecretError::Malformed)
         }
     }
 

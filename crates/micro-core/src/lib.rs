@@ -3,23 +3,28 @@
 //! - [`Context`]: who is calling and in which namespace, resolved once at the edge.
 //! - [`home`]: where state lives (`MICRO_HOME`, default `~/.micro`).
 //! - [`cli_files`]: the CLI's `config.json` and `tokens.json`, read by the CLI and the framework.
+//! - [`backoff`]: the one retry pacing (exponential, with jitter) of every retry loop.
 //! - [`batch`]: the waiting line of a group commit (event log, store file).
 //! - [`duration`]: Go-style durations (`1s`, `1m30s`, `250ms`) as the original CLI accepted.
+//! - [`logging`]: one logging setup (filter `MICRO_LOG`, format text or JSON) for server and services.
 //! - [`names`]: the one rule for service names and versions (runtime and CLI alike).
 //! - [`service_env`]: the `MICRO_*` variables the runtime sets for a service and `micro` reads.
 //! - [`shutdown`]: the signal future servers drain on.
 //! - [`task`]: [`task::AbortOnDrop`], which ends a background task with its owner.
 //! - [`tls`]: how the CLI and services reach a server over TLS (port 443 rule, trusted roots).
 //! - [`tokens`]: verified access tokens, so the server's gate and services verify each once.
+//! - [`trace`]: distributed tracing: the OTEL_* setup, W3C propagation, RPC and consumer spans.
 //! - [`time`]: unix seconds and milliseconds now, RFC 3339 formatting and parsing.
 //! - [`workers`]: dedicated threads for blocking work (store reads, password hashing).
 //!
 //! Not a dumping ground: anything used by one crate only lives in that crate.
 
+pub mod backoff;
 pub mod batch;
 pub mod cli_files;
 pub mod duration;
 pub mod home;
+pub mod logging;
 pub mod names;
 pub mod service_env;
 pub mod shutdown;
@@ -27,6 +32,7 @@ pub mod task;
 pub mod time;
 pub mod tls;
 pub mod tokens;
+pub mod trace;
 pub mod workers;
 
 /// The version every component reports (`micro --version`, the gateway's `GET /`).

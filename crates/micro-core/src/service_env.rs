@@ -21,3 +21,6 @@ pub const AUTH_SECRET: &str = "MICRO_AUTH_SECRET";
 pub const LAUNCH_ID: &str = "MICRO_LAUNCH_ID";
 /// The registry node metadata key that carries [`LAUNCH_ID`].
 pub const LAUNCH_METADATA: &str = "launch";
+/// The log format the service writes (`text` or `json`): the runtime passes the server's own
+/// (docs/observability.md, "Logs").
+pub const LOG_FORMAT: &str = crate::logging::FORMAT_VAR;

@@ -376,29 +376,15 @@ fn is_base64(text: &str) -> bool {
         .any(|engine| engine.decode(text).is_ok())
 }
 
-/// `application/x-www-form-urlencoded` decoding of one key or value.
+/// `application/x-www-form-urlencoded` decoding of one key or value: `+` is a space, `%XX` a
+/// byte (a `%` not followed by two hex digits stays as it is), and the bytes must be UTF-8
+/// (`form_urlencoded` would replace bad bytes silently; a wrong value must be refused).
 fn percent_decode(input: &str) -> Result<String, Error> {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| Error::NotUtf8 { text: input.to_string() })
+    let spaced = input.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| Error::NotUtf8 { text: input.to_string() })
 }
 
 /// Merges `patch` (a JSON body) over `base` (fields given as text) as a JSON merge patch: objects

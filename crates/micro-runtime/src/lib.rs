@@ -17,6 +17,7 @@
 //! - `sandbox`: the Landlock box of every build and service process.
 //! - [`logs`]: the per-service log file under `MICRO_HOME/logs/<ns>/<name>.log`, and the
 //!   per-version build log under `MICRO_HOME/logs/<ns>/build/`.
+//! - [`metrics`]: the names of the runtime's metrics; builds and restarts recorded as they happen.
 //! - [`grpc`]: the `runtime.Runtime`, `runtime.Source` and `runtime.Build` services.
 //! - `options` and `error`: [`RuntimeOptions`] and [`RuntimeError`].
 //!
@@ -32,6 +33,7 @@ mod error;
 pub mod grpc;
 pub mod logs;
 mod manifest;
+pub mod metrics;
 mod options;
 mod sandbox;
 mod service;

@@ -13,7 +13,8 @@ use crate::source::{SWEEP_INTERVAL, UPLOAD_GRACE};
 /// own shutdown (leave 3 s, then drain in-flight calls 10 s; `crates/micro/src/service.rs`),
 /// so a micro service stopped by an update or a kill finishes its calls.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
-/// First delay before restarting a crashed service; doubled per crash up to [`BACKOFF_MAX`].
+/// Shortest delay before restarting a crashed service; doubled per crash up to [`BACKOFF_MAX`],
+/// each delay jittered between that schedule and the cap (`micro_core::backoff`).
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run lasting this long resets the backoff to [`BACKOFF_INITIAL`].

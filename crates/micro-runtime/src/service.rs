@@ -624,6 +624,21 @@ impl Runtime {
         supervisor::binary_dir(&self.inner.options.home, namespace, name, version)
     }
 
+    /// How many services are in each status, every namespace together (the metric
+    /// [`SERVICES`](crate::metrics::SERVICES)); every status is named, with 0 when none is in it.
+    pub fn census(&self) -> Vec<(crate::Status, usize)> {
+        let services: Vec<Arc<Managed>> =
+            self.inner.services.lock().expect("services lock").values().cloned().collect();
+        let mut counts: Vec<(crate::Status, usize)> = crate::Status::ALL.iter().map(|s| (*s, 0)).collect();
+        for managed in services {
+            let status = managed.live.lock().expect("live lock").status;
+            if let Some(count) = counts.iter_mut().find(|(s, _)| *s == status) {
+                count.1 += 1;
+            }
+        }
+        counts
+    }
+
     /// The pid of a service's current process (tests, diagnostics).
     pub fn pid(&self, namespace: &str, name: &str, version: &str) -> Option<u32> {
         self.inner.lookup(namespace, name, version).and_then(|m| m.live.lock().expect("live lock").pid)

@@ -33,7 +33,7 @@ pub const UPLOAD_SCHEME: &str = "source://";
 
 /// `bytes` in lower-case hex (upload digests, build ids).
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// `len` random bytes in hex: names of temporary files and checkouts under `sources/`.

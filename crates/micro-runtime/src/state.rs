@@ -38,6 +38,17 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 7] = [
+        Status::Pending,
+        Status::Building,
+        Status::Starting,
+        Status::Running,
+        Status::Stopping,
+        Status::Stopped,
+        Status::Error,
+    ];
+
     /// The name in metadata `status` and `micro status`.
     pub fn as_str(self) -> &'static str {
         match self {

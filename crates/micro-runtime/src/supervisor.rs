@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use micro_core::backoff::Backoff;
 use micro_core::{service_env, time};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -440,12 +441,18 @@ async fn serve(
     let mut env: Vec<(String, String)> = vec![
         (service_env::SERVICE_NAME.into(), desired.name.clone()),
         (service_env::SERVICE_VERSION.into(), desired.version.clone()),
-        (service_env::SERVER_ADDRESS.into(), server),
+        (service_env::SERVER_ADDRESS.into(), server.clone()),
         (service_env::NAMESPACE.into(), desired.namespace.clone()),
         (service_env::AUTH_ID.into(), id.clone()),
         (service_env::AUTH_SECRET.into(), secret),
         (service_env::SERVICE_ADDRESS.into(), "127.0.0.1:0".into()),
         (service_env::LAUNCH_ID.into(), launch.id.clone()),
+        // One platform, one log format: the one this server writes (`--log-format`).
+        (service_env::LOG_FORMAT.into(), micro_core::logging::active_format().as_str().into()),
+        // Spans go to the server's OTLP receiver (its trace ring, and on to the server's own
+        // OTEL_EXPORTER_OTLP_ENDPOINT); a `--env` of the user's own comes later and wins
+        // (docs/observability.md#traces).
+        (micro_core::trace::OTEL_EXPORTER_OTLP_ENDPOINT.into(), format!("http://{server}")),
     ];
     for entry in &desired.env {
         if let Some((key, value)) = entry.split_once('=') {
@@ -461,7 +468,7 @@ async fn serve(
         }
     }
     let options = &inner.options;
-    let mut backoff = options.backoff_initial;
+    let mut backoff = Backoff::new(options.backoff_initial, options.backoff_max);
     loop {
         set_status(&managed, &current, Status::Starting, "");
         let began = Instant::now();
@@ -487,24 +494,25 @@ async fn serve(
             }
             Outcome::Exited(message) => {
                 if began.elapsed() >= options.backoff_reset {
-                    backoff = options.backoff_initial;
+                    backoff.reset();
                 }
-                tracing::warn!(namespace = %desired.namespace, name = %desired.name, error = %message, retry_in = ?backoff, "service crashed");
-                log.write_line(&format!("micro: {message}; restarting in {}s", backoff.as_secs_f32())).await;
+                let retry = backoff.next_delay();
+                tracing::warn!(namespace = %desired.namespace, name = %desired.name, error = %message, retry_in = ?retry, "service crashed");
+                log.write_line(&format!("micro: {message}; restarting in {}s", retry.as_secs_f32())).await;
                 if current.load(Ordering::SeqCst) {
                     let mut live = managed.live.lock().expect("live lock");
                     live.status = Status::Error;
                     live.error = message;
                     live.restarts += 1;
                 }
+                crate::metrics::restarted();
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(retry) => {}
                     () = stopped(&mut stop) => {
                         // Keep the error visible: the last run crashed.
                         return;
                     }
                 }
-                backoff = (backoff * 2).min(options.backoff_max);
             }
         }
     }
@@ -595,7 +603,10 @@ async fn prepare(
     let target_dir = inner.options.target_dir.join(&desired.namespace);
     let build_log =
         crate::logs::build_path(&inner.options.home, &desired.namespace, &desired.name, &desired.version);
-    let built = crate::cargo::build(&dir, &target_dir, &cell, log, &build_log, &desired.name).await?;
+    let began = std::time::Instant::now();
+    let built = crate::cargo::build(&dir, &target_dir, &cell, log, &build_log, &desired.name).await;
+    crate::metrics::build_finished(began.elapsed(), built.is_ok());
+    let built = built?;
     // A private copy: another build of the namespace may replace the binary in its target dir.
     // Each build gets a folder of its own (`bin/<build>/<name>`), so the binary of a running
     // process (which a crash restarts) is never replaced by an update's, which may never take
@@ -824,8 +835,10 @@ async fn run_once(
     let registered = AtomicBool::new(false);
     let framework = AtomicBool::new(false);
     let launch_mark = format!("launch={}", launch.id);
+    // The same field in a JSON line (`MICRO_LOG_FORMAT=json`).
+    let json_launch_mark = format!("\"launch\":\"{}\"", launch.id);
     let mark = |line: &str, is_stderr: bool| {
-        if line.contains(&launch_mark) {
+        if line.contains(&launch_mark) || line.contains(&json_launch_mark) {
             framework.store(true, Ordering::SeqCst);
         }
         if line.contains("Registered") {

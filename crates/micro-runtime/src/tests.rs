@@ -114,7 +114,7 @@ async fn wait_gone(pid: u32) {
 async fn command_service_runs_logs_and_is_deleted() {
     let f = fixture().await;
     let dir = tempfile::tempdir().unwrap();
-    let script = "echo \"Listening on 127.0.0.1:1\"; echo \"env $MICRO_SERVICE_NAME $MICRO_SERVICE_VERSION $MICRO_NAMESPACE $MICRO_AUTH_ID $MICRO_SERVER_ADDRESS $MICRO_SERVICE_ADDRESS home=${MICRO_HOME:-unset} $GREETING\"; echo Registered; sleep 30";
+    let script = "echo \"Listening on 127.0.0.1:1\"; echo \"env $MICRO_SERVICE_NAME $MICRO_SERVICE_VERSION $MICRO_NAMESPACE $MICRO_AUTH_ID $MICRO_SERVER_ADDRESS $MICRO_SERVICE_ADDRESS $OTEL_EXPORTER_OTLP_ENDPOINT home=${MICRO_HOME:-unset} $GREETING\"; echo Registered; sleep 30";
     f.runtime.create(&admin(), "", command_spec("hello", dir.path(), script)).await.unwrap();
 
     let info = wait_for(&f.runtime, "hello", "running", |i| i.status == Status::Running).await;
@@ -138,7 +138,8 @@ async fn command_service_runs_logs_and_is_deleted() {
     assert_eq!(lines[0], "Listening on 127.0.0.1:1");
     assert_eq!(
         lines[1],
-        "env hello latest micro svc.hello.latest 127.0.0.1:1 127.0.0.1:0 home=unset hi there"
+        // Spans go to the server's OTLP receiver (docs/observability.md#traces).
+        "env hello latest micro svc.hello.latest 127.0.0.1:1 127.0.0.1:0 http://127.0.0.1:1 home=unset hi there"
     );
     let accounts = f.auth.list_accounts("micro").await.unwrap();
     let account = accounts.iter().find(|a| a.id == "svc.hello.latest").expect("the service has an account");

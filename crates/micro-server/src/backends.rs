@@ -231,7 +231,7 @@ pub(crate) fn server_id(server_dir: &Path) -> anyhow::Result<String> {
     }
     let mut bytes = [0u8; 6];
     getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = hex::encode(bytes);
     std::fs::write(&path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(id)
 }

@@ -65,11 +65,11 @@ impl Gate {
     /// Decides one call: what it runs with, or the status it is refused with.
     #[allow(clippy::result_large_err, reason = "tonic statuses are returned by value")]
     pub async fn admit(&self, headers: &HeaderMap, path: &str) -> Result<Admitted, Status> {
-        let account = match admission::bearer(headers)? {
-            Some(token) => Some(self.auth.inspect(token).map_err(|_| Refusal::InvalidToken)?),
+        let account = match admission::bearer(headers).map_err(rejected)? {
+            Some(token) => Some(self.auth.inspect(token).map_err(|_| rejected(Refusal::InvalidToken))?),
             None => None,
         };
-        let namespace = admission::namespace(headers, None, account.as_ref())?;
+        let namespace = admission::namespace(headers, None, account.as_ref()).map_err(rejected)?;
         let mut context = Context { namespace, account };
         if admission::always_public(path) {
             // Logging in to another namespace while holding a token of one's own is fine: the
@@ -79,7 +79,7 @@ impl Gate {
             }
             return Ok(Admitted { context, routed: None, resource: None });
         }
-        admission::check_namespace(&context.namespace, context.account.as_ref())?;
+        admission::check_namespace(&context.namespace, context.account.as_ref()).map_err(rejected)?;
         // Every service here and every registered one is named: a path without a package names
         // none.
         let (prefix, endpoint) = admission::method_of(path)
@@ -87,7 +87,13 @@ impl Gate {
             .ok_or_else(|| Status::unimplemented(format!("malformed gRPC method path {path:?}")))?;
         let qualified = path[1..].split('/').next().unwrap_or_default();
         let routed = match &self.proxy {
-            Some(proxy) if !self.core.contains(qualified) => {
+            // `debug.Debug` is served here (namespace `micro`) and by services that register it
+            // in other namespaces (traces::Shared).
+            Some(proxy)
+                if !self.core.contains(qualified)
+                    || (qualified == crate::traces::SHARED
+                        && context.namespace != micro_core::DEFAULT_NAMESPACE) =>
+            {
                 let handler = &qualified[prefix.len() + 1..];
                 proxy.route(&context.namespace, prefix, handler).map(Routed)
             }
@@ -96,7 +102,7 @@ impl Gate {
         let service = routed.as_ref().map_or(prefix, |routed| routed.0.name.as_str());
         let resource = Resource::new("service", service, endpoint);
         let rules = self.auth.rules(&context.namespace).await;
-        admit(&context.namespace, context.account.as_ref(), &rules, &resource)?;
+        admit(&context.namespace, context.account.as_ref(), &rules, &resource).map_err(rejected)?;
         Ok(Admitted { context, routed, resource: Some(resource) })
     }
 
@@ -137,6 +143,12 @@ impl<S> tower::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AuthGate { inner, gate: self.gate.clone() }
     }
+}
+
+/// A refusal as the gate answers it, counted by reason.
+fn rejected(refusal: Refusal) -> Status {
+    metrics::rejected(metrics::Listener::Grpc, &refusal);
+    refusal.into()
 }
 
 /// Admits or refuses each call; admitted calls carry their [`Context`] (and a proxied call its

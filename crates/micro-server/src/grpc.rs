@@ -73,6 +73,8 @@ impl Service {
         Server::builder()
             // Outermost, so that the gate finds the metrics' slot and refusals are counted too.
             .layer(RequestMetricsLayer::new(Listener::Grpc))
+            // Every call's server span, refusals included; a proxied call's `traceparent` names it.
+            .layer(micro_core::trace::ServerLayer)
             .layer(AuthLayer::new(self.gate))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, shutdown)
@@ -89,6 +91,8 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
     let (auth_service, accounts_service, rules_service) = micro_auth::grpc::services(auth.clone());
     let (runtime_service, source_service, build_service) = micro_runtime::grpc::servers(runtime);
 
+    // Whatever no core service claims goes to the proxy; the gate runs in front of both.
+    let proxy = Proxy::new(registry.clone(), crate::forward::Forwarder::new(auth.clone()), nodes);
     let mut served = Served::default();
     served
         .add(health_service)
@@ -103,7 +107,12 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
         .add(build_service)
         .add(micro_broker::grpc::server(broker))
         .add(micro_events::grpc::stream_server(events.clone()))
-        .add(micro_events::grpc::store_server(events));
+        .add(micro_events::grpc::store_server(events))
+        // `debug.Debug/Trace`: the trace ring (docs/observability.md#traces); calls the gate
+        // routed to a registered service's `debug.Debug` go to it.
+        .add(crate::traces::Shared::new(crate::traces::server(), proxy.clone()))
+        // Services' spans (OTLP): into the ring, and on to the server's own collector.
+        .add(crate::traces::receiver());
     if let Some(jobs) = jobs {
         served.add(micro_jobs::grpc::server(jobs));
     }
@@ -114,10 +123,11 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
         tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
         tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
     ]);
-    // Whatever no core service claims goes to the proxy; the gate runs in front of both.
-    let proxy = Proxy::new(registry.clone(), crate::forward::Forwarder::new(auth.clone()), nodes);
     let gate = Gate::new(auth, &names, Some(proxy.clone()));
-    let reflection = reflection(&served.names, gate.clone(), registry)?;
+    // The OTLP receiver's descriptors are not among the core protos: it is not listed.
+    let listed: Vec<&'static str> =
+        served.names.iter().copied().filter(|name| *name != crate::traces::RECEIVER).collect();
+    let reflection = reflection(&listed, gate.clone(), registry)?;
     served.add(reflection.v1()).add(reflection.v1alpha());
     // Health reports every service served here, and nothing else.
     for name in &served.names {
@@ -161,7 +171,7 @@ impl Served {
 /// gRPC reflection, v1 and v1alpha ([`crate::reflection`]): the services in `served`, the two
 /// reflection services themselves, and the services registered in the caller's namespace. The
 /// core descriptor set holds every proto under `proto/`, also services no core service
-/// implements (`debug.Debug`, `store.BlobStore`): their types still resolve by name, but
+/// implements (`store.BlobStore`): their types still resolve by name, but
 /// `ListServices` names only what a call can reach here. A caller would otherwise see them
 /// listed and get `Unimplemented` from the proxy.
 fn reflection(

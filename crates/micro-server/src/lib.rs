@@ -33,6 +33,7 @@ pub mod proxy;
 pub mod reflection;
 pub mod registry;
 pub mod tls;
+pub mod traces;
 pub mod web;
 
 use std::future::Future;
@@ -67,14 +68,18 @@ pub struct Args {
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub dump_config: bool,
+    /// How log lines are written: text, or json (one object per line; docs/observability.md).
+    /// The services the runtime starts log in the same format
+    #[arg(long, env = micro_core::logging::FORMAT_VAR, value_name = "FORMAT", default_value_t)]
+    pub log_format: micro_core::logging::Format,
 }
 
 /// Runs `micro server` until SIGINT/SIGTERM: loads config, opens backends, binds, serves, drains.
 ///
 /// Every setting arrives through `args` (clap read the flags and their `MICRO_*` variables);
 /// the environment is read directly only for `MICRO_HOME` ([`micro_core::home::dir`]) and
-/// `MICRO_LOG` (the log filter), which the CLI and services share and which are needed before
-/// any config exists.
+/// `MICRO_LOG` (the log filter, [`micro_core::logging`]), which the CLI and services share and
+/// which are needed before any config exists.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let home = micro_core::home::dir();
     let config = Config::load(&home, args.config_file.as_deref(), &args.settings)?;
@@ -88,7 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    init_tracing();
+    micro_core::logging::init(micro_core::logging::Role::Server, args.log_format);
 
     let grpc = bind(&config.proxy_address, "--proxy-address").await?;
     let http = bind(&config.api_address, "--api-address").await?;
@@ -109,21 +114,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await?
         .with_tls(tls)
         .with_web(web);
-    platform.serve(grpc, http, micro_core::shutdown::signal(), config.grace()?).await
-}
-
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
-        // The NATS client narrates its connection at info; the backends log what matters.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
-    // A second init (e.g. two servers in one test process) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    // Spans of every call, kept in the trace ring and exported when OTEL_* says so
+    // (docs/observability.md#traces).
+    let tracing = micro_core::trace::init("micro", traces::options());
+    let served = platform.serve(grpc, http, micro_core::shutdown::signal(), config.grace()?).await;
+    let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+    served
 }
 
 async fn bind(address: &str, flag: &str) -> anyhow::Result<TcpListener> {
@@ -317,6 +313,8 @@ impl Platform {
 
         // Before the first request, so that every request is recorded.
         metrics::Metrics::install();
+        // The runtime's services by status, counted at each scrape while this server serves.
+        let _runtime_metrics = metrics::collect_runtime(self.runtime.clone());
         // One node pool for the proxy and the gateway.
         let nodes = nodes::Nodes::new();
         let api_domain = Some(self.api_domain.clone()).filter(|domain| !domain.is_empty());

@@ -12,11 +12,15 @@
 //!   response's code. A request whose slot stays empty (unknown paths, refusals before the target
 //!   was resolved, malformed calls) counts as `service="other", endpoint="other"`, so the label
 //!   values are bounded by what the registry and the core services hold, and in any case by
-//!   [`MAX_TARGETS`].
+//!   [`MAX_TARGETS`]. The same labels count the body bytes each way ([`Counted`], [`Metered`]):
+//!   store, config, events and broker operations are calls of their core services.
+//! - [`rejected`] counts the admission decision's refusals by reason (the :8081 gate and the
+//!   gateway call it); [`collect_runtime`] sets the runtime's services by status at each render.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -41,6 +45,17 @@ pub const REQUESTS_IN_FLIGHT: &str = "micro_requests_in_flight";
 /// Calls of `auth.Auth/Token` (logins with a secret, and refresh-token exchanges), by `result`
 /// (`success` or `failure`).
 pub const AUTH_LOGINS_TOTAL: &str = "micro_auth_logins_total";
+
+/// Calls refused by the admission decision (docs/security.md), by `listener` and `reason`
+/// (`not_bearer`, `invalid_token`, `bad_namespace`, `foreign_namespace`, `unauthorized`,
+/// `forbidden`: [`micro_access::admission::Refusal::reason`]).
+pub const AUTH_REJECTIONS_TOTAL: &str = "micro_auth_rejections_total";
+/// Bytes of request bodies received (gRPC: the framed messages), by `listener`, `service` and
+/// `endpoint`: what store writes, config sets, publishes and registrations carry in.
+pub const REQUEST_BYTES_TOTAL: &str = "micro_request_bytes_total";
+/// Bytes of response bodies sent, by the labels of [`REQUEST_BYTES_TOTAL`]: what store reads,
+/// config gets and event streams carry out.
+pub const RESPONSE_BYTES_TOTAL: &str = "micro_response_bytes_total";
 
 /// The label value of every service and endpoint a request was not resolved to.
 pub const OTHER: &str = "other";
@@ -118,8 +133,55 @@ impl Metrics {
     /// The exposition text (Prometheus text format 0.0.4), process metrics read just now.
     pub fn render(&self) -> String {
         self.process.collect();
+        let collectors: Vec<Collector> = COLLECTORS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect();
+        for collector in collectors {
+            collector();
+        }
         self.handle.render()
     }
+
+    /// Runs `collect` before each [`render`](Self::render) (gauges read from state, such as the
+    /// runtime's services by status), until the returned guard is dropped.
+    pub fn collect_before_render(collect: impl Fn() + Send + Sync + 'static) -> Collecting {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        COLLECTORS.lock().unwrap_or_else(PoisonError::into_inner).push((id, Arc::new(collect)));
+        Collecting(id)
+    }
+}
+
+type Collector = Arc<dyn Fn() + Send + Sync>;
+
+/// What [`Metrics::render`] runs first, registered by the servers of this process.
+static COLLECTORS: std::sync::Mutex<Vec<(u64, Collector)>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps a collector of [`Metrics::collect_before_render`]; dropping it removes the collector.
+pub struct Collecting(u64);
+
+impl Drop for Collecting {
+    fn drop(&mut self) {
+        COLLECTORS.lock().unwrap_or_else(PoisonError::into_inner).retain(|(id, _)| *id != self.0);
+    }
+}
+
+/// The runtime's services by status ([`micro_runtime::metrics::SERVICES`]), set at each render.
+pub fn collect_runtime(runtime: micro_runtime::Runtime) -> Collecting {
+    Metrics::collect_before_render(move || {
+        for (status, count) in runtime.census() {
+            gauge!(micro_runtime::metrics::SERVICES, "status" => status.as_str()).set(count as f64);
+        }
+    })
+}
+
+/// Counts one call refused by admission on `listener`.
+pub fn rejected(listener: Listener, refusal: &micro_access::admission::Refusal) {
+    counter!(AUTH_REJECTIONS_TOTAL, "listener" => listener.as_str(), "reason" => refusal.reason())
+        .increment(1);
 }
 
 /// The recorder's settings: [`REQUEST_DURATION_SECONDS`] as a histogram with
@@ -128,6 +190,11 @@ fn builder() -> PrometheusBuilder {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION_SECONDS.to_string()), DURATION_BUCKETS)
         .expect("DURATION_BUCKETS is not empty")
+        .set_buckets_for_metric(
+            Matcher::Full(micro_runtime::metrics::BUILD_DURATION_SECONDS.to_string()),
+            micro_runtime::metrics::BUILD_DURATION_BUCKETS,
+        )
+        .expect("BUILD_DURATION_BUCKETS is not empty")
 }
 
 /// The help text of every metric, on the current recorder.
@@ -144,6 +211,24 @@ fn describe(process: &metrics_process::Collector) {
     );
     describe_gauge!(REQUESTS_IN_FLIGHT, Unit::Count, "Admitted requests not yet answered to the end.");
     describe_counter!(AUTH_LOGINS_TOTAL, Unit::Count, "Auth.Token calls (logins and refreshes), by result.");
+    describe_counter!(
+        AUTH_REJECTIONS_TOTAL,
+        Unit::Count,
+        "Calls refused by admission, by listener and reason."
+    );
+    describe_counter!(REQUEST_BYTES_TOTAL, Unit::Bytes, "Bytes of request bodies received.");
+    describe_counter!(RESPONSE_BYTES_TOTAL, Unit::Bytes, "Bytes of response bodies sent.");
+    describe_histogram!(
+        micro_runtime::metrics::BUILD_DURATION_SECONDS,
+        Unit::Seconds,
+        "Builds of services (cargo fetch and build), by result."
+    );
+    describe_counter!(
+        micro_runtime::metrics::RESTARTS_TOTAL,
+        Unit::Count,
+        "Service processes restarted after a crash."
+    );
+    describe_gauge!(micro_runtime::metrics::SERVICES, Unit::Count, "Services of the runtime, by status.");
     process.describe();
 }
 
@@ -235,11 +320,13 @@ pub struct Slot(Arc<SlotInner>);
 struct SlotInner {
     listener: Listener,
     target: OnceLock<Target>,
+    /// Bytes of the request body read so far ([`Counted`]).
+    received: AtomicU64,
 }
 
 impl Slot {
     fn new(listener: Listener) -> Self {
-        Self(Arc::new(SlotInner { listener, target: OnceLock::new() }))
+        Self(Arc::new(SlotInner { listener, target: OnceLock::new(), received: AtomicU64::new(0) }))
     }
 
     /// The request goes to `endpoint` (`Handler.Method`) of `service`, a registered or core
@@ -335,7 +422,7 @@ pub struct RequestMetrics<S> {
 
 impl<S, B, R> tower::Service<Request<B>> for RequestMetrics<S>
 where
-    S: tower::Service<Request<B>, Response = Response<R>>,
+    S: tower::Service<Request<Counted<B>>, Response = Response<R>>,
 {
     type Response = Response<Metered<R>>;
     type Error = S::Error;
@@ -348,6 +435,7 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let slot = Slot::new(self.listener);
         request.extensions_mut().insert(slot.clone());
+        let request = request.map(|inner| Counted { inner, slot: slot.clone() });
         MeteredFuture { inner: self.inner.call(request), call: Some(Call::new(slot)) }
     }
 }
@@ -357,11 +445,13 @@ struct Call {
     slot: Slot,
     start: Instant,
     code: Option<SharedString>,
+    /// Bytes of the response body sent so far.
+    sent: u64,
 }
 
 impl Call {
     fn new(slot: Slot) -> Self {
-        Self { slot, start: Instant::now(), code: None }
+        Self { slot, start: Instant::now(), code: None, sent: 0 }
     }
 }
 
@@ -373,12 +463,25 @@ impl Drop for Call {
             Listener::Grpc => SharedString::const_str("CANCELLED"),
             Listener::Http => SharedString::const_str(HTTP_CLIENT_CLOSED),
         });
-        record(listener, self.slot.target(), code, self.start.elapsed());
+        let bytes = Transferred { received: self.slot.0.received.load(Ordering::Relaxed), sent: self.sent };
+        record(listener, self.slot.target(), code, self.start.elapsed(), bytes);
     }
 }
 
+/// The body bytes of one request, each way.
+struct Transferred {
+    received: u64,
+    sent: u64,
+}
+
 /// Counts one finished request (see [`Call`]).
-fn record(listener: Listener, target: Option<&Target>, code: SharedString, elapsed: Duration) {
+fn record(
+    listener: Listener,
+    target: Option<&Target>,
+    code: SharedString,
+    elapsed: Duration,
+    bytes: Transferred,
+) {
     if let Some(target) = target {
         gauge!(REQUESTS_IN_FLIGHT, in_flight_labels(listener, target).iter()).decrement(1.0);
     }
@@ -401,6 +504,48 @@ fn record(listener: Listener, target: Option<&Target>, code: SharedString, elaps
     ];
     counter!(REQUESTS_TOTAL, labels.iter()).increment(1);
     histogram!(REQUEST_DURATION_SECONDS, labels.iter()).record(elapsed.as_secs_f64());
+    let labels = &labels[..3];
+    counter!(REQUEST_BYTES_TOTAL, labels.iter()).increment(bytes.received);
+    counter!(RESPONSE_BYTES_TOTAL, labels.iter()).increment(bytes.sent);
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that adds the bytes read to its request's [`Slot`].
+    pub struct Counted<B> {
+        #[pin]
+        inner: B,
+        slot: Slot,
+    }
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            this.slot.0.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -458,6 +603,9 @@ where
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
+                if let (Some(data), Some(call)) = (frame.data_ref(), this.call.as_mut()) {
+                    call.sent += data.len() as u64;
+                }
                 if let (Some(trailers), Some(call)) = (frame.trailers_ref(), this.call.as_mut())
                     && call.slot.0.listener == Listener::Grpc
                 {
@@ -620,7 +768,7 @@ mod tests {
         response: Response<http_body_util::Full<Bytes>>,
     ) -> Response<Metered<http_body_util::Full<Bytes>>> {
         let response = std::sync::Mutex::new(Some(response));
-        let inner = tower::service_fn(move |request: Request<()>| {
+        let inner = tower::service_fn(move |request: Request<Counted<()>>| {
             if let (Some(slot), Some((service, endpoint))) = (request.extensions().get::<Slot>(), resolve) {
                 slot.resolve(service, endpoint);
             }
@@ -706,6 +854,23 @@ mod tests {
             Some(0.0),
             "{text}"
         );
+    }
+
+    #[test]
+    fn builds_render_as_a_histogram_with_their_buckets() {
+        let (recorder, handle) = local();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        histogram!(micro_runtime::metrics::BUILD_DURATION_SECONDS, "result" => "success").record(3.0);
+        let text = handle.render();
+        let bucket = |le: &str| {
+            value(
+                &text,
+                &format!(r#"micro_runtime_build_duration_seconds_bucket{{result="success",le="{le}"}}"#),
+            )
+        };
+        assert_eq!(bucket("2.5"), Some(0.0), "{text}");
+        assert_eq!(bucket("5"), Some(1.0), "{text}");
+        assert_eq!(bucket("1800"), Some(1.0), "the longest bucket is BUILD_DURATION_BUCKETS' last: {text}");
     }
 
     #[test]

@@ -51,9 +51,11 @@ pub async fn publish<T: serde::Serialize + ?Sized>(topic: &str, message: &T) -> 
     publish_message(topic, Message::new(serde_json::to_vec(message)?)).await
 }
 
-/// Publishes `message` as given on `topic`.
-pub async fn publish_message(topic: &str, message: Message) -> Result<()> {
+/// Publishes `message` as given on `topic`; inside a traced call its header also carries the
+/// call's `traceparent` (unless it names one), as events do.
+pub async fn publish_message(topic: &str, mut message: Message) -> Result<()> {
     let platform = Platform::global()?;
+    micro_core::trace::inject_map(&mut message.header);
     let request = PublishRequest {
         topic: topic.to_string(),
         message: Some(WireMessage { header: message.header, body: message.body }),

@@ -189,6 +189,13 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
                     tonic::Status::unavailable(format!("service {} has no running node", nodes.service));
                 return Ok(status.into_http());
             };
+            // The callee's span is the child of this call's client span, or (recording
+            // nothing) of the caller's own.
+            let span = micro_core::trace::client(request.uri().path());
+            match &span {
+                Some(cx) => micro_core::trace::inject(cx, request.headers_mut()),
+                None => micro_core::trace::inject_current(request.headers_mut()),
+            }
             let headers = request.headers_mut();
             if !headers.contains_key(NAMESPACE_HEADER)
                 && let Ok(value) = http::HeaderValue::from_str(&platform.namespace)
@@ -202,7 +209,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
                 request.headers_mut().insert(http::header::AUTHORIZATION, value);
             }
             std::future::poll_fn(|cx| tower::Service::poll_ready(&mut node, cx)).await?;
-            Ok(tower::Service::call(&mut node, request).await?)
+            let answered = tower::Service::call(&mut node, request).await;
+            if let Some(cx) = span {
+                let code = answered.as_ref().map_or(14, micro_core::trace::response_code);
+                micro_core::trace::finish_rpc(&cx, code, false);
+            }
+            Ok(answered?)
         })
     }
 }

@@ -57,13 +57,16 @@ pub async fn publish<T: serde::Serialize + ?Sized>(topic: &str, message: &T) -> 
     publish_raw(topic, serde_json::to_vec(message)?, HashMap::new()).await
 }
 
-/// Publishes `payload` as given, with `metadata`, on `topic`.
+/// Publishes `payload` as given, with `metadata`, on `topic`. Inside a traced call the
+/// metadata also carries its `traceparent` (unless it names one), so that the consumer's span
+/// joins the trace (docs/observability.md#traces).
 pub async fn publish_raw(
     topic: &str,
     payload: impl Into<Vec<u8>>,
-    metadata: HashMap<String, String>,
+    mut metadata: HashMap<String, String>,
 ) -> Result<Published> {
     let platform = Platform::global()?;
+    micro_core::trace::inject_map(&mut metadata);
     let request =
         PublishRequest { topic: topic.to_string(), metadata, payload: payload.into(), timestamp: 0 };
     let reply = StreamClient::new(platform.channel.clone())

@@ -38,7 +38,9 @@
 //! | `MICRO_REGISTER_TTL` | `90s` | how long the registry keeps a silent node |
 //! | `MICRO_REGISTER_INTERVAL` | `30s` | how often the service re-registers |
 //! | `MICRO_ENV` | the CLI's selected environment | whose `micro login` a hand-started service borrows |
-//! | `RUST_LOG` | `info` | log filter (logs go to stderr) |
+//! | `MICRO_LOG`, else `RUST_LOG` | `info` | log filter (logs go to stderr) |
+//! | `MICRO_LOG_FORMAT` | `text` | `json` writes one JSON object per line, with the fields of the current spans |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` and the other `OTEL_*` | the server's :8081 when `micro run` starts it, else unset | where spans go over OTLP; unset: none recorded, callers' `traceparent` still passed on (docs/observability.md#traces) |
 //!
 //! Without `MICRO_AUTH_ID`/`MICRO_AUTH_SECRET`, a service started by hand uses the developer's
 //! `micro login` (from `MICRO_HOME`) to create an account of its own for as long as it runs;
@@ -85,7 +87,7 @@ pub use tokio_stream;
 /// Re-exported for handlers: `tonic::Request`, `tonic::Response`, `tonic::Status`, streaming.
 pub use tonic;
 /// Re-exported for logging from handlers: `micro::tracing::info!(%name, "Received call")`.
-/// [`Service::run`] sends it to stderr, filtered by `RUST_LOG` (default `info`).
+/// [`Service::run`] sends it to stderr, filtered by `MICRO_LOG` (else `RUST_LOG`, default `info`).
 pub use tracing;
 
 /// What the code [`build`] generates refers to. Not for use by hand.
@@ -123,10 +125,7 @@ pub(crate) fn uuid() -> String {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         bytes = (nanos ^ u128::from(std::process::id())).to_le_bytes();
     }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 #[cfg(test)]

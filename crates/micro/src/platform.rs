@@ -89,6 +89,8 @@ impl Platform {
     /// Like [`Self::request`] without a deadline, for streams that stay open.
     pub async fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = self.session.anonymous(message);
+        // Inside a traced call, the server's span of this one is its child.
+        micro_core::trace::inject_metadata(request.metadata_mut());
         if let Some(token) = self.session.bearer(&self.channel).await
             && let Ok(value) = MetadataValue::try_from(format!("Bearer {token}"))
         {

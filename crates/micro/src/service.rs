@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use micro_core::backoff::Backoff;
 use micro_core::task::AbortOnDrop;
 use micro_proto::registry::registry_client::RegistryClient;
 use tokio::net::TcpListener;
@@ -31,7 +32,8 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Service::consume`] waits before giving a failed event back.
 const NACK_DELAY: Duration = Duration::from_secs(1);
-/// First and longest wait between failed registrations.
+/// Shortest and longest wait between failed registrations, subscriptions and consumers (each
+/// wait jittered between the doubling schedule and the cap: `micro_core::backoff`).
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -210,7 +212,7 @@ impl Service {
 
     /// Runs until SIGINT or SIGTERM: listens on the configured address and serves.
     pub async fn run(self) -> Result<()> {
-        init_tracing();
+        init_tracing()?;
         let env = Env::from_process()?;
         let address = env_or(&env.address, env::DEFAULT_SERVICE_ADDRESS, self.address.as_deref());
         let listener = TcpListener::bind(&address).await.map_err(|source| Error::Bind { address, source })?;
@@ -221,13 +223,16 @@ impl Service {
     /// [`run`](Service::run) is this with the configured address and the process's signals;
     /// tests bind `127.0.0.1:0` themselves.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        init_tracing();
+        init_tracing()?;
         let platform = Platform::global()?;
         let env = &platform.env;
         let name = env.name.clone().unwrap_or_else(|| self.name.clone());
         env::validate_name(&name)?;
         let version = env_or(&env.version, env::DEFAULT_VERSION, self.version.as_deref());
         let _ = platform.service.set(name.clone());
+        // Spans are recorded and exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (the runtime
+        // points it at the server); otherwise only the callers' trace is passed on.
+        let tracing = micro_core::trace::init(&name, micro_core::trace::Options::default());
 
         let local =
             listener.local_addr().map_err(|source| Error::Bind { address: "listener".into(), source })?;
@@ -265,6 +270,8 @@ impl Service {
         let guard = Arc::new(Guard::new(platform.clone(), name.clone()));
         let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            // Outermost, so that refused calls are traced too.
+            .layer(micro_core::trace::ServerLayer)
             .layer(GateLayer::new(guard, &names))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
@@ -339,7 +346,7 @@ impl Service {
             );
         }
         let _ = stop_serving.send(());
-        match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+        let drained = match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
             Ok(Ok(Err(err))) => Err(Error::Server(err)),
             Ok(_) => Ok(()),
             Err(_) => {
@@ -347,7 +354,10 @@ impl Service {
                 server.abort();
                 Ok(())
             }
-        }
+        };
+        // The last spans are exported; the exporter's flush blocks its caller.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+        drained
     }
 }
 
@@ -357,15 +367,29 @@ async fn subscribe(subscriber: Subscriber, queue: String, mut registered: watch:
     if registered.wait_for(|registered| *registered).await.is_err() {
         return;
     }
-    let mut retry = RETRY_MIN;
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
         match broker::subscribe_queue(&subscriber.topic, &queue).await {
             Ok(mut subscription) => {
                 tracing::info!(topic = %subscriber.topic, "Subscribed");
-                retry = RETRY_MIN;
+                backoff.reset();
                 while let Some(message) = subscription.next().await {
                     match message {
-                        Ok(message) => (subscriber.handler)(message).await,
+                        Ok(message) => {
+                            // The handler runs in the publisher's trace.
+                            let cx =
+                                micro_core::trace::consumer("broker", &subscriber.topic, &message.header);
+                            let log = micro_core::trace::log_span(&cx);
+                            tracing::Instrument::instrument(
+                                micro_core::trace::FutureExt::with_context(
+                                    (subscriber.handler)(message),
+                                    cx.clone(),
+                                ),
+                                log,
+                            )
+                            .await;
+                            micro_core::trace::finish(&cx, None);
+                        }
                         Err(err) => {
                             tracing::warn!(topic = %subscriber.topic, cause = %err, "subscription broke; renewing");
                             break;
@@ -374,11 +398,10 @@ async fn subscribe(subscriber: Subscriber, queue: String, mut registered: watch:
                 }
             }
             Err(err) => {
-                tracing::warn!(topic = %subscriber.topic, cause = %err, "cannot subscribe; retrying in {retry:?}");
+                tracing::warn!(topic = %subscriber.topic, cause = %err, "cannot subscribe; retrying");
             }
         }
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(RETRY_MAX);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -392,12 +415,12 @@ async fn consume(mut consumer: EventConsumer, service: String, mut registered: w
         consumer.options = consumer.options.with_group(service);
     }
     let topic = &consumer.topic;
-    let mut retry = RETRY_MIN;
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
         match events::consume(topic, consumer.options.clone()).await {
             Ok(mut events) => {
                 tracing::info!(%topic, group = consumer.options.group_name(), "Consuming");
-                retry = RETRY_MIN;
+                backoff.reset();
                 while let Some(event) = events.next().await {
                     let event = match event {
                         Ok(event) => event,
@@ -406,7 +429,21 @@ async fn consume(mut consumer: EventConsumer, service: String, mut registered: w
                             break;
                         }
                     };
-                    let settled = match (consumer.handler)(event.clone()).await {
+                    // The handler runs in the publisher's trace.
+                    let cx = micro_core::trace::consumer("events", topic, &event.metadata);
+                    let handled = tracing::Instrument::instrument(
+                        micro_core::trace::FutureExt::with_context(
+                            (consumer.handler)(event.clone()),
+                            cx.clone(),
+                        ),
+                        micro_core::trace::log_span(&cx),
+                    )
+                    .await;
+                    micro_core::trace::finish(
+                        &cx,
+                        handled.as_ref().err().map(|failure| failure.reason().to_string()),
+                    );
+                    let settled = match handled {
                         Ok(()) => event.ack().await,
                         Err(failure @ Failure::Permanent(_)) => {
                             tracing::warn!(%topic, id = %event.id, cause = failure.reason(), "event handler failed permanently; the event goes to the group's dead letters");
@@ -425,10 +462,9 @@ async fn consume(mut consumer: EventConsumer, service: String, mut registered: w
                     }
                 }
             }
-            Err(err) => tracing::warn!(%topic, cause = %err, "cannot consume; retrying in {retry:?}"),
+            Err(err) => tracing::warn!(%topic, cause = %err, "cannot consume; retrying"),
         }
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(RETRY_MAX);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -479,7 +515,8 @@ async fn heartbeat(
     platform.session.adopt_service_account(&platform.channel, &registration.name).await;
     let identity = platform.session.describe().await;
     tracing::info!(server = %platform.address, tls = platform.tls, namespace = %platform.namespace, %identity, "Registering with the micro server");
-    let mut retry = RETRY_MIN;
+    // Never waits longer than the heartbeat interval.
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX.min(interval));
     let mut registered = false;
     loop {
         let request = platform.request(registration.service()).await;
@@ -491,7 +528,7 @@ async fn heartbeat(
                 }
                 registered = true;
                 registered_once.send_replace(true);
-                retry = RETRY_MIN;
+                backoff.reset();
                 tokio::time::sleep(interval).await;
             }
             Err(status) => {
@@ -512,6 +549,7 @@ async fn heartbeat(
                     }
                     _ => String::new(),
                 };
+                let retry = backoff.next_delay();
                 tracing::warn!(
                     service = %registration.name,
                     code = ?status.code(),
@@ -520,7 +558,6 @@ async fn heartbeat(
                     status.message()
                 );
                 tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX).min(interval);
             }
         }
     }
@@ -539,16 +576,13 @@ async fn deregister(platform: &Platform, registration: &Registration) {
     }
 }
 
-/// Logs to stderr (`RUST_LOG` filters, default `info`), unless the program set up tracing itself.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+/// Logs to stderr, unless the program set up tracing itself: filter `MICRO_LOG`, else `RUST_LOG`
+/// (default `info`), format `MICRO_LOG_FORMAT` (`text` or `json`; [`micro_core::logging`]).
+fn init_tracing() -> Result<()> {
+    let format = micro_core::logging::Format::from_env()
+        .map_err(|err| Error::Config(format!("{}: {err}", micro_core::logging::FORMAT_VAR)))?;
+    micro_core::logging::init(micro_core::logging::Role::Service, format);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -103,6 +103,7 @@ fn arguments_split_into_words_and_flags() {
     for bad in ["--=x", "--"] {
         let err = parse_args(&words(&[bad])).unwrap_err();
         assert_eq!(err.message, format!("Invalid flag: {bad}. Expected format: --foo=bar"));
+        assert_eq!(err.code, crate::error::EXIT_USAGE, "a usage error");
     }
 }
 
@@ -161,6 +162,7 @@ fn flags_become_typed_nested_json() {
     let fails = |args: &[&str], message: &str| {
         let err = to_json(&demo, "Demo.Call", args).unwrap_err();
         assert_eq!(err.message, message, "{args:?}");
+        assert_eq!(err.code, crate::error::EXIT_USAGE, "{args:?} is a usage error");
     };
     fails(&["--nope=1"], "Unknown flag: nope");
     fails(&["--a_nope=1"], "Unknown flag: a_nope");
@@ -205,7 +207,11 @@ fn words_name_endpoints() {
     }
     assert_eq!(endpoint(&["other", "do-it"]).unwrap(), "Other.DoIt");
     assert_eq!(endpoint(&["demo", "watch"]).unwrap(), "Demo.Watch");
-    assert_eq!(endpoint(&["a", "b", "c"]).unwrap_err().message, "Incorrect number of arguments");
+    let extra = endpoint(&["a", "b", "c"]).unwrap_err();
+    assert_eq!(
+        (extra.message.as_str(), extra.code),
+        ("Incorrect number of arguments", crate::error::EXIT_USAGE)
+    );
     assert_eq!(
         endpoint(&["get-nothing"]).unwrap_err().message,
         "Endpoint Demo.GetNothing not found for service demo"

@@ -198,6 +198,8 @@ fn keys_given_again_collect_replace_or_merge() {
     let decoded = query_fields(&desc, "text=a%20b+c%2B&data=aGk%3D").unwrap();
     assert_eq!(Value::Object(decoded), json!({"text": "a b c+", "data": "aGk="}));
     assert_eq!(query_fields(&desc, "text=%FF").unwrap_err(), Error::NotUtf8 { text: "%FF".into() });
+    let loose = query_fields(&desc, "text=100%25+%zz%4%C3%A9").unwrap();
+    assert_eq!(Value::Object(loose), json!({"text": "100% %zz%4é"}), "a stray % stays as it is");
 }
 
 #[test]

@@ -61,8 +61,9 @@ pub async fn authorize(auth: &Auth, caller: &Caller, route: &Route) -> Result<()
     micro_access::admit(&caller.namespace, caller.account.as_ref(), &rules, &resource).map_err(refused)
 }
 
-/// A refusal as the gateway answers it: its HTTP status, its sentence.
+/// A refusal as the gateway answers it: its HTTP status, its sentence. Counted by reason.
 pub(super) fn refused(refusal: Refusal) -> ApiError {
+    crate::metrics::rejected(crate::metrics::Listener::Http, &refusal);
     ApiError::new(refusal.http_status(), refusal.to_string())
 }
 

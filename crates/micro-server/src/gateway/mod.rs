@@ -178,8 +178,44 @@ enum Mode {
     WebSocket(WebSocketUpgrade),
 }
 
-/// The handler of every path but the fixed routes.
-pub async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
+/// The handler of every path but the fixed routes, each request in a server span of its own
+/// (docs/observability.md#traces): under the caller's `traceparent` or a new trace, named
+/// `METHOD /service/Handler.Method` (`METHOD` alone for paths that name no service), with the
+/// HTTP conventions' attributes. The call the gateway makes is its child: the request's
+/// `traceparent` is rewritten to the span, and the metadata sent on copies it.
+pub async fn handle(State(gateway): State<Gateway>, mut request: Request) -> Response {
+    use micro_core::trace::{self, FutureExt as _};
+    let parent = trace::extract(request.headers());
+    if !trace::enabled() {
+        return dispatch(gateway, request).with_context(parent).await;
+    }
+    let method = request.method().clone();
+    let route =
+        resolve::resolve(request.uri().path()).or_else(|| resolve::resolve_grpc(request.uri().path()));
+    let name = match &route {
+        Some(route) => format!("{method} /{}/{}", route.service, route.endpoint()),
+        None => method.to_string(),
+    };
+    let mut attributes = vec![
+        opentelemetry::KeyValue::new("http.request.method", method.to_string()),
+        opentelemetry::KeyValue::new("url.path", request.uri().path().to_string()),
+    ];
+    if let Some(route) = &route {
+        attributes.push(opentelemetry::KeyValue::new("micro.service", route.service.clone()));
+        attributes.push(opentelemetry::KeyValue::new("micro.endpoint", route.endpoint()));
+    }
+    let cx = trace::start(name, opentelemetry::trace::SpanKind::Server, attributes, &parent);
+    trace::inject(&cx, request.headers_mut());
+    let response = dispatch(gateway, request).with_context(cx.clone()).instrument(trace::log_span(&cx)).await;
+    let status = response.status();
+    let span = opentelemetry::trace::TraceContextExt::span(&cx);
+    span.set_attribute(opentelemetry::KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+    trace::finish(&cx, status.is_server_error().then(|| status.to_string()));
+    response
+}
+
+/// Serves one request of any protocol of this port.
+async fn dispatch(gateway: Gateway, request: Request) -> Response {
     if let Some(only) = openapi::requested(request.method(), request.uri().path()) {
         let span = info_span!(
             "openapi",

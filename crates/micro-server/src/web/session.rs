@@ -56,7 +56,7 @@ pub fn csrf_checked(headers: &HeaderMap) -> bool {
 pub fn new_csrf() -> String {
     let mut bytes = [0u8; CSRF_BYTES];
     getrandom::fill(&mut bytes).expect("the OS random source is available");
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// The `Set-Cookie` value that stores `value` in cookie `name` for `max_age` (a session cookie
