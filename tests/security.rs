@@ -631,38 +631,6 @@ impl micro_proto::debug::debug_server::Debug for FrameworkSpy {
     }
 }
 
-/// The generated server of [`FrameworkSpy`] with the descriptors `micro::build` would have
-/// generated for it (the core protos, `debug` among them), so `micro::Service::handle` takes
-/// it as it takes a tenant's generated server.
-#[derive(Clone)]
-struct FrameworkSpyServer(Generated);
-
-impl tonic::server::NamedService for FrameworkSpyServer {
-    const NAME: &'static str = micro_proto::debug::debug_server::SERVICE_NAME;
-}
-
-impl micro::codegen::Described for FrameworkSpyServer {
-    const FILE_DESCRIPTOR_SET: &'static [u8] = micro_proto::FILE_DESCRIPTOR_SET;
-}
-
-/// What tonic servers take and give.
-type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
-type Generated = micro_proto::debug::debug_server::DebugServer<FrameworkSpy>;
-
-impl tonic::codegen::Service<HttpRequest> for FrameworkSpyServer {
-    type Response = <Generated as tonic::codegen::Service<HttpRequest>>::Response;
-    type Error = <Generated as tonic::codegen::Service<HttpRequest>>::Error;
-    type Future = <Generated as tonic::codegen::Service<HttpRequest>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        <Generated as tonic::codegen::Service<HttpRequest>>::poll_ready(&mut self.0, cx)
-    }
-
-    fn call(&mut self, request: HttpRequest) -> Self::Future {
-        self.0.call(request)
-    }
-}
-
 /// Not a test of its own: the process [`start_framework_spy`] runs, serving [`FrameworkSpy`]
 /// with `micro::Service` until killed. The framework keeps its connection to the platform
 /// (server, namespace, credentials) process-wide, read once from the `MICRO_*` environment,
@@ -675,8 +643,7 @@ fn framework_spy_process() {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server =
-        FrameworkSpyServer(micro_proto::debug::debug_server::DebugServer::new(FrameworkSpy::default()));
+    let server = common::DebugService::new(FrameworkSpy::default());
     runtime.block_on(micro::Service::new("spy").handle(server).run()).expect("the spy serves");
 }
 

@@ -161,36 +161,6 @@ impl micro_proto::debug::debug_server::Debug for Tracer {
     }
 }
 
-/// The generated server of [`Tracer`] with the descriptors `micro::build` would have generated
-/// for it, so `micro::Service::handle` takes it as it takes a tenant's generated server.
-#[derive(Clone)]
-struct TracerServer(Generated);
-
-impl tonic::server::NamedService for TracerServer {
-    const NAME: &'static str = micro_proto::debug::debug_server::SERVICE_NAME;
-}
-
-impl micro::codegen::Described for TracerServer {
-    const FILE_DESCRIPTOR_SET: &'static [u8] = micro_proto::FILE_DESCRIPTOR_SET;
-}
-
-type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
-type Generated = micro_proto::debug::debug_server::DebugServer<Tracer>;
-
-impl tonic::codegen::Service<HttpRequest> for TracerServer {
-    type Response = <Generated as tonic::codegen::Service<HttpRequest>>::Response;
-    type Error = <Generated as tonic::codegen::Service<HttpRequest>>::Error;
-    type Future = <Generated as tonic::codegen::Service<HttpRequest>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        <Generated as tonic::codegen::Service<HttpRequest>>::poll_ready(&mut self.0, cx)
-    }
-
-    fn call(&mut self, request: HttpRequest) -> Self::Future {
-        self.0.call(request)
-    }
-}
-
 /// Not a test of its own: the process of the `tracer` service, this test binary run again
 /// for this one function (the framework's connection to the platform is process-wide).
 #[test]
@@ -200,7 +170,7 @@ fn tracer_process() {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = TracerServer(Generated::new(Tracer));
+    let server = common::DebugService::new(Tracer);
     let options = micro::events::ConsumeOptions::default().start(micro::events::Start::Sequence(1));
     let service = micro::Service::new("tracer")
         .handle(server)

@@ -662,3 +662,50 @@ pub fn accounts_only(server: &Server, service: &str) {
     let id = format!("{service}-accounts");
     server.ok(&["auth", "create", "rule", &id, "--resource", &resource, "--scope", "*", "--priority", "20"]);
 }
+
+/// A `debug.Debug` implementation served by `micro::Service` the way a tenant's generated
+/// server is: tonic's generated server, with the descriptors `micro::build` would have generated
+/// for it (the core protos, `debug` among them). The tests' stand-in framework services
+/// (tests/security.rs's spy, tests/traces.rs's tracer) implement `debug.Debug` because its
+/// messages are compiled already.
+pub struct DebugService<T>(micro_proto::debug::debug_server::DebugServer<T>);
+
+impl<T: micro_proto::debug::debug_server::Debug> DebugService<T> {
+    pub fn new(handler: T) -> Self {
+        Self(micro_proto::debug::debug_server::DebugServer::new(handler))
+    }
+}
+
+impl<T> Clone for DebugService<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> tonic::server::NamedService for DebugService<T> {
+    const NAME: &'static str = micro_proto::debug::debug_server::SERVICE_NAME;
+}
+
+impl<T> micro::codegen::Described for DebugService<T> {
+    const FILE_DESCRIPTOR_SET: &'static [u8] = micro_proto::FILE_DESCRIPTOR_SET;
+}
+
+/// What tonic servers take.
+type TonicRequest = tonic::codegen::http::Request<tonic::body::Body>;
+
+impl<T: micro_proto::debug::debug_server::Debug> tonic::codegen::Service<TonicRequest> for DebugService<T> {
+    type Response =
+        <micro_proto::debug::debug_server::DebugServer<T> as tonic::codegen::Service<TonicRequest>>::Response;
+    type Error =
+        <micro_proto::debug::debug_server::DebugServer<T> as tonic::codegen::Service<TonicRequest>>::Error;
+    type Future =
+        <micro_proto::debug::debug_server::DebugServer<T> as tonic::codegen::Service<TonicRequest>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tonic::codegen::Service::<TonicRequest>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: TonicRequest) -> Self::Future {
+        self.0.call(request)
+    }
+}
