@@ -26,6 +26,7 @@ mod runtime;
 mod services;
 mod settings;
 mod source;
+mod stats;
 mod store;
 mod table;
 mod tokens;
@@ -147,6 +148,9 @@ enum Command {
     /// Show the server's recent traces, or one as a tree of spans with their timings
     #[command(help_template = help!("micro trace"))]
     Trace(trace::TraceArgs),
+    /// Show the server's request counts and latencies per endpoint, and its processes' usage
+    #[command(help_template = help!("micro stats"))]
+    Stats(stats::StatsArgs),
     /// Print the OpenAPI 3.1 document of the HTTP API of the namespace's services (or of one)
     #[command(help_template = help!("micro openapi"))]
     Openapi(openapi::OpenapiArgs),
@@ -292,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config { command } => block_on(config::run(&global, command)),
         Command::Services(args) => block_on(services::run(&global, args)),
         Command::Trace(args) => block_on(trace::run(&global, args)),
+        Command::Stats(args) => block_on(stats::run(&global, args)),
         Command::Openapi(args) => block_on(openapi::run(&global, args)),
         Command::Proto(args) => block_on(proto::run(&global, args)),
         Command::Broker { command } => block_on(broker::run(&global, command)),

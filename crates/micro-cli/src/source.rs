@@ -272,21 +272,7 @@ pub fn display_path(path: &str) -> String {
 
 /// The path a [`display_path`] token stands for.
 pub fn display_to_path(token: &str) -> String {
-    let bytes = token.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = token.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(token).decode_utf8_lossy().into_owned()
 }
 
 /// Packs `root` as a gzip'd tarball (docs/runtime.md#what-is-uploaded): every file and folder

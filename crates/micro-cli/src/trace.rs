@@ -63,7 +63,7 @@ fn json(span: &Span) -> serde_json::Value {
 }
 
 /// A duration in nanoseconds as people read it: `850µs`, `12.3ms`, `1.25s`.
-fn duration(nanos: u64) -> String {
+pub(crate) fn duration(nanos: u64) -> String {
     match nanos {
         0..1_000_000 => format!("{}µs", nanos / 1_000),
         1_000_000..1_000_000_000 => format!("{:.1}ms", nanos as f64 / 1e6),

@@ -53,7 +53,7 @@ pub use crate::options::{
 };
 pub use crate::sandbox::Sandbox;
 pub use crate::service::{
-    CreateSpec, DEFAULT_VERSION, MAX_ENV_BYTES, MAX_ENV_ENTRIES, MAX_SERVICES, Runtime,
+    CreateSpec, DEFAULT_VERSION, MAX_ENV_BYTES, MAX_ENV_ENTRIES, MAX_SERVICES, Process, Runtime,
 };
 pub use crate::source::{MAX_UPLOAD_BYTES, SWEEP_INTERVAL, UPLOAD_GRACE};
 pub use crate::state::{CONCURRENT_BUILDS, ServiceInfo, Status, UpdatePhase};

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use micro_core::task::AbortOnDrop;
 use micro_core::{Context, names, time};
@@ -639,10 +640,70 @@ impl Runtime {
         counts
     }
 
+    /// The current process of every service named `name` (of every service when `None`) that
+    /// has one, by namespace, name and version, with its usage read from `/proc` just now
+    /// (`debug.Debug/Stats`). The process is the leader of the service's process group: the
+    /// command the runtime ran, not its children. Blocking file reads: call it off async workers.
+    pub fn processes(&self, name: Option<&str>) -> Vec<Process> {
+        let services: Vec<Arc<Managed>> =
+            self.inner.services.lock().expect("services lock").values().cloned().collect();
+        let mut processes: Vec<Process> = services
+            .iter()
+            .filter_map(|managed| {
+                let desired = managed.desired();
+                if name.is_some_and(|name| name != desired.name) {
+                    return None;
+                }
+                let pid = managed.live.lock().expect("live lock").pid?;
+                let (rss, cpu) = usage(pid).unwrap_or_default();
+                Some(Process {
+                    namespace: desired.namespace,
+                    name: desired.name,
+                    version: desired.version,
+                    pid,
+                    rss,
+                    cpu,
+                })
+            })
+            .collect();
+        processes
+            .sort_by(|a, b| (&a.namespace, &a.name, &a.version).cmp(&(&b.namespace, &b.name, &b.version)));
+        processes
+    }
+
     /// The pid of a service's current process (tests, diagnostics).
     pub fn pid(&self, namespace: &str, name: &str, version: &str) -> Option<u32> {
         self.inner.lookup(namespace, name, version).and_then(|m| m.live.lock().expect("live lock").pid)
     }
+}
+
+/// A process the runtime started, and what it uses ([`Runtime::processes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    pub pid: u32,
+    /// Resident set size in bytes; zero when it could not be read (the process just ended).
+    pub rss: u64,
+    /// User and system CPU time so far.
+    pub cpu: Duration,
+}
+
+/// The resident set size in bytes and the CPU time of process `pid`, from `/proc/<pid>/stat`.
+#[cfg(target_os = "linux")]
+fn usage(pid: u32) -> Option<(u64, Duration)> {
+    use procfs::WithCurrentSystemInfo as _;
+    let stat = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?;
+    let ticks = procfs::ticks_per_second().max(1);
+    let cpu = Duration::from_secs_f64((stat.utime + stat.stime) as f64 / ticks as f64);
+    Some((stat.rss_bytes().get(), cpu))
+}
+
+/// Process usage is read from `/proc`, which only Linux has.
+#[cfg(not(target_os = "linux"))]
+fn usage(_: u32) -> Option<(u64, Duration)> {
+    None
 }
 
 /// Metadata keys the runtime owns; callers' values for them are dropped.
@@ -693,4 +754,17 @@ fn validate_env(env: &[String]) -> Result<(), RuntimeError> {
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod usage_tests {
+    #[test]
+    fn a_live_process_has_resident_memory_and_cpu_time() {
+        let busy: u64 = (0..2_000_000u64).fold(0, |sum, n| sum.wrapping_add(n * n));
+        assert!(busy > 0);
+        let (rss, cpu) = super::usage(std::process::id()).expect("this process's /proc/<pid>/stat reads");
+        assert!(rss > 1024 * 1024, "a test binary holds more than a MiB: {rss}");
+        assert!(cpu > std::time::Duration::ZERO, "it has run: {cpu:?}");
+        assert_eq!(super::usage(u32::MAX), None, "no such process");
+    }
 }

@@ -89,7 +89,7 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let (auth_service, accounts_service, rules_service) = micro_auth::grpc::services(auth.clone());
-    let (runtime_service, source_service, build_service) = micro_runtime::grpc::servers(runtime);
+    let (runtime_service, source_service, build_service) = micro_runtime::grpc::servers(runtime.clone());
 
     // Whatever no core service claims goes to the proxy; the gate runs in front of both.
     let proxy = Proxy::new(registry.clone(), crate::forward::Forwarder::new(auth.clone()), nodes);
@@ -108,9 +108,10 @@ async fn build(core: Core, nodes: Nodes) -> anyhow::Result<Service> {
         .add(micro_broker::grpc::server(broker))
         .add(micro_events::grpc::stream_server(events.clone()))
         .add(micro_events::grpc::store_server(events))
-        // `debug.Debug/Trace`: the trace ring (docs/observability.md#traces); calls the gate
+        // `debug.Debug/Trace` and `Stats`: the trace ring and the request counts
+        // (docs/observability.md); calls the gate
         // routed to a registered service's `debug.Debug` go to it.
-        .add(crate::traces::Shared::new(crate::traces::server(), proxy.clone()))
+        .add(crate::traces::Shared::new(crate::traces::server(runtime), proxy.clone()))
         // Services' spans (OTLP): into the ring, and on to the server's own collector.
         .add(crate::traces::receiver());
     if let Some(jobs) = jobs {

@@ -111,12 +111,22 @@ pub struct Metrics {
 
 static INSTALLED: OnceLock<Metrics> = OnceLock::new();
 
+/// When this process began counting requests: the first [`Metrics::install`].
+static STARTED: std::sync::LazyLock<std::time::SystemTime> =
+    std::sync::LazyLock::new(std::time::SystemTime::now);
+
+/// When this process began counting requests ([`endpoint_stats`] counts from then).
+pub fn counting_since() -> std::time::SystemTime {
+    *STARTED
+}
+
 impl Metrics {
     /// The recorder of this process, installed on the first call. The `metrics` facade has one
     /// global recorder per process, so every server booted in it (tests boot several) shares it.
     pub fn install() -> Self {
         INSTALLED
             .get_or_init(|| {
+                std::sync::LazyLock::force(&STARTED);
                 let recorder = builder().build_recorder();
                 let handle = recorder.handle();
                 if let Err(err) = metrics::set_global_recorder(recorder) {
@@ -246,18 +256,141 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
-/// The labels of one resolved (service, endpoint), made once per pair and shared by every call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The labels of one resolved (service, endpoint), made once per pair and shared by every call,
+/// with the pair's [`Tally`].
+#[derive(Debug, Clone)]
 pub struct Target {
     service: SharedString,
     endpoint: SharedString,
+    tally: Arc<Tally>,
 }
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        self.service == other.service && self.endpoint == other.endpoint
+    }
+}
+
+impl Eq for Target {}
 
 impl Target {
     /// The labels of requests resolved to nothing.
     pub fn other() -> Self {
-        Self { service: SharedString::const_str(OTHER), endpoint: SharedString::const_str(OTHER) }
+        static OTHER_TALLY: std::sync::LazyLock<Arc<Tally>> = std::sync::LazyLock::new(Arc::default);
+        Self {
+            service: SharedString::const_str(OTHER),
+            endpoint: SharedString::const_str(OTHER),
+            tally: OTHER_TALLY.clone(),
+        }
     }
+}
+
+/// How many buckets a [`Tally`] has: one per [`DURATION_BUCKETS`] bound and one beyond the last.
+const TALLY_BUCKETS: usize = DURATION_BUCKETS.len() + 1;
+
+/// The calls of one (service, endpoint) on both listeners, kept beside the Prometheus series for
+/// `debug.Debug/Stats` ([`endpoint_stats`]): the exporter can only render its text, and parsing
+/// that back per call would cost more than these few atomics per request. Bounded like the
+/// labels: one per [`Target`], so at most [`MAX_TARGETS`].
+#[derive(Debug)]
+struct Tally {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// Calls by duration: `buckets[i]` counts those within `DURATION_BUCKETS[i]` and above the
+    /// bound before it; the last, those beyond every bound.
+    buckets: [AtomicU64; TALLY_BUCKETS],
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Tally {
+    fn record(&self, error: bool, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = elapsed.as_secs_f64();
+        let bucket =
+            DURATION_BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The `q` quantile (0 to 1) of the durations counted in `buckets` (see [`Tally::buckets`]),
+/// estimated as Prometheus's `histogram_quantile` does: linearly within the bucket that holds
+/// it, and the last bound for those beyond it. Zero without calls.
+fn quantile(buckets: &[u64; TALLY_BUCKETS], q: f64) -> Duration {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return Duration::ZERO;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (index, count) in buckets.iter().enumerate() {
+        if *count > 0 && (below + count) as f64 >= rank {
+            let Some(upper) = DURATION_BUCKETS.get(index) else { break };
+            let lower = if index == 0 { 0.0 } else { DURATION_BUCKETS[index - 1] };
+            let within = ((rank - below as f64) / *count as f64).clamp(0.0, 1.0);
+            return Duration::from_secs_f64(lower + (upper - lower) * within);
+        }
+        below += count;
+    }
+    Duration::from_secs_f64(DURATION_BUCKETS[DURATION_BUCKETS.len() - 1])
+}
+
+/// What the server counted of one endpoint since its process started ([`endpoint_stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointStats {
+    pub service: String,
+    pub endpoint: String,
+    /// Calls answered on both listeners.
+    pub requests: u64,
+    /// Those answered with a gRPC status other than `OK` or an HTTP status of 400 or more.
+    pub errors: u64,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+}
+
+/// The endpoints of `service` (every service when `None`) that were called, by service and
+/// endpoint; calls resolved to nothing ([`OTHER`]) are not among them. Like the recorder, the
+/// counts are of this process: every server booted in it, every namespace.
+pub fn endpoint_stats(service: Option<&str>) -> Vec<EndpointStats> {
+    let seen = TARGETS.seen.read().unwrap_or_else(PoisonError::into_inner);
+    let mut stats: Vec<EndpointStats> = seen
+        .by_service
+        .iter()
+        .filter(|(name, _)| service.is_none_or(|service| service == &***name))
+        .flat_map(|(_, endpoints)| endpoints.values())
+        .filter_map(|target| {
+            let tally = &target.tally;
+            let requests = tally.requests.load(Ordering::Relaxed);
+            if requests == 0 {
+                return None;
+            }
+            let buckets: [u64; TALLY_BUCKETS] =
+                std::array::from_fn(|i| tally.buckets[i].load(Ordering::Relaxed));
+            Some(EndpointStats {
+                service: target.service.to_string(),
+                endpoint: target.endpoint.to_string(),
+                requests,
+                errors: tally.errors.load(Ordering::Relaxed),
+                p50: quantile(&buckets, 0.5),
+                p90: quantile(&buckets, 0.9),
+                p99: quantile(&buckets, 0.99),
+            })
+        })
+        .collect();
+    stats.sort_by(|a, b| (&a.service, &a.endpoint).cmp(&(&b.service, &b.endpoint)));
+    stats
 }
 
 /// The label pairs seen so far, at most `limit`.
@@ -303,6 +436,7 @@ impl Targets {
         let target = Target {
             service: SharedString::from_shared(Arc::from(service)),
             endpoint: SharedString::from_shared(Arc::from(endpoint)),
+            tally: Arc::default(),
         };
         seen.by_service.entry(service.into()).or_default().insert(endpoint.into(), target.clone());
         seen.len += 1;
@@ -496,6 +630,11 @@ fn record(
         let result = if &*code == "OK" { "success" } else { "failure" };
         counter!(AUTH_LOGINS_TOTAL, "result" => result).increment(1);
     }
+    let error = match listener {
+        Listener::Grpc => &*code != "OK",
+        Listener::Http => code.parse::<u16>().map_or(true, |status| status >= 400),
+    };
+    labelled.tally.record(error, elapsed);
     let labels = [
         Label::from_static_parts("listener", listener.as_str()),
         Label::new("service", labelled.service.clone()),
@@ -735,6 +874,28 @@ mod tests {
         assert_eq!(&*targets.get("store", "Store.Read").endpoint, "Store.Read");
         assert_eq!(targets.get("store", "Store.Write"), Target::other(), "past the limit, new pairs fold");
         assert_eq!(&*targets.get("store", "Store.Read").service, "store", "known pairs stay");
+    }
+
+    #[test]
+    fn quantiles_are_estimated_within_their_bucket() {
+        let tally = Tally::default();
+        assert_eq!(quantile(&[0; TALLY_BUCKETS], 0.5), Duration::ZERO, "no calls");
+        for _ in 0..98 {
+            tally.record(false, Duration::from_micros(2000));
+        }
+        tally.record(true, Duration::from_secs(3));
+        tally.record(true, Duration::from_secs(600));
+        let buckets: [u64; TALLY_BUCKETS] = std::array::from_fn(|i| tally.buckets[i].load(Ordering::Relaxed));
+        assert_eq!((tally.requests.load(Ordering::Relaxed), tally.errors.load(Ordering::Relaxed)), (100, 2));
+        assert_eq!(buckets[2], 98, "2ms is within 1ms to 2.5ms");
+        let p50 = quantile(&buckets, 0.5).as_secs_f64();
+        assert!((p50 - (0.001 + 0.0015 * 50.0 / 98.0)).abs() < 1e-9, "{p50}");
+        assert_eq!(
+            quantile(&buckets, 0.99),
+            Duration::from_secs_f64(5.0),
+            "the 99th call is within 2.5s to 5s"
+        );
+        assert_eq!(quantile(&buckets, 1.0), Duration::from_secs(60), "beyond the last bound: the last bound");
     }
 
     #[test]

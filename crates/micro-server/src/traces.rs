@@ -106,20 +106,46 @@ impl Ring {
 }
 
 /// `debug.Debug` on :8081: `Trace` reads the [`ring`] — a trace's spans by start time for an
-/// id, or one span per recent trace, newest first, without one. The ring holds the spans of
-/// every namespace, so only platform administrators (accounts of `micro` with scope `admin`)
-/// may read it. `Health` answers `ok`; `Log` and `Stats` are not served here.
-#[derive(Debug, Clone)]
+/// id, or one span per recent trace, newest first, without one. `Stats` answers what the
+/// request metrics counted per endpoint ([`crate::metrics::endpoint_stats`]) and the usage of
+/// the runtime's processes (docs/observability.md#stats). Both hold every namespace's calls, so
+/// only platform administrators (accounts of `micro` with scope `admin`) may read them
+/// ([`admit`]). `Health` answers `ok`; `Log` is not served here.
+#[derive(Clone)]
 pub struct DebugService {
     ring: Arc<Ring>,
+    runtime: micro_runtime::Runtime,
 }
 
-/// The `debug.Debug` server of [`DebugService`].
-pub fn server() -> micro_proto::debug::debug_server::DebugServer<DebugService> {
-    micro_proto::debug::debug_server::DebugServer::new(DebugService { ring: ring() })
+/// The `debug.Debug` server of [`DebugService`], reporting the processes of `runtime`.
+pub fn server(
+    runtime: micro_runtime::Runtime,
+) -> micro_proto::debug::debug_server::DebugServer<DebugService> {
+    micro_proto::debug::debug_server::DebugServer::new(DebugService { ring: ring(), runtime })
 }
 
 type Reply<T> = Result<tonic::Response<T>, tonic::Status>;
+
+/// Admits a call of `debug.Debug` that reads `what` (every namespace's data): platform
+/// administrators only.
+fn admit<T>(request: &tonic::Request<T>, what: &str) -> Result<(), tonic::Status> {
+    let context = request.extensions().get::<micro_core::Context>().cloned().unwrap_or_default();
+    match &context.account {
+        None => Err(tonic::Status::unauthenticated(format!("reading {what} needs a login"))),
+        Some(account) if !account.is_platform_admin() => Err(tonic::Status::permission_denied(format!(
+            "only administrators of namespace micro may read {what}"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
+}
+
+fn nanos_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
 
 #[tonic::async_trait]
 impl micro_proto::debug::debug_server::Debug for DebugService {
@@ -139,25 +165,56 @@ impl micro_proto::debug::debug_server::Debug for DebugService {
 
     async fn stats(
         &self,
-        _: tonic::Request<micro_proto::debug::StatsRequest>,
+        request: tonic::Request<micro_proto::debug::StatsRequest>,
     ) -> Reply<micro_proto::debug::StatsResponse> {
-        Err(tonic::Status::unimplemented("debug.Debug/Stats is not served yet"))
+        use micro_proto::debug::{EndpointStats, ProcessStats, StatsResponse};
+        admit(&request, "stats")?;
+        let service = request.into_inner().service;
+        let service = Some(service.as_str()).filter(|service| !service.is_empty());
+        let endpoints = crate::metrics::endpoint_stats(service)
+            .into_iter()
+            .map(|stats| EndpointStats {
+                service: stats.service,
+                endpoint: stats.endpoint,
+                requests: stats.requests,
+                errors: stats.errors,
+                p50: nanos_of(stats.p50),
+                p90: nanos_of(stats.p90),
+                p99: nanos_of(stats.p99),
+            })
+            .collect();
+        let runtime = self.runtime.clone();
+        let name = service.map(str::to_string);
+        // Reading /proc is blocking file I/O: off the async workers.
+        let processes = tokio::task::spawn_blocking(move || runtime.processes(name.as_deref()))
+            .await
+            .map_err(|_| tonic::Status::internal("cannot read the runtime's processes"))?
+            .into_iter()
+            .map(|process| ProcessStats {
+                namespace: process.namespace,
+                service: process.name,
+                version: process.version,
+                pid: process.pid,
+                rss: process.rss,
+                cpu: nanos_of(process.cpu),
+            })
+            .collect();
+        let now = SystemTime::now();
+        let started = crate::metrics::counting_since();
+        Ok(tonic::Response::new(StatsResponse {
+            timestamp: unix_seconds(now),
+            started: unix_seconds(started),
+            uptime: now.duration_since(started).map_or(0, |uptime| uptime.as_secs()),
+            endpoints,
+            processes,
+        }))
     }
 
     async fn trace(
         &self,
         request: tonic::Request<micro_proto::debug::TraceRequest>,
     ) -> Reply<micro_proto::debug::TraceResponse> {
-        let context = request.extensions().get::<micro_core::Context>().cloned().unwrap_or_default();
-        match &context.account {
-            None => return Err(tonic::Status::unauthenticated("reading traces needs a login")),
-            Some(account) if !account.is_platform_admin() => {
-                return Err(tonic::Status::permission_denied(
-                    "only administrators of namespace micro may read traces",
-                ));
-            }
-            Some(_) => {}
-        }
+        admit(&request, "traces")?;
         let id = request.into_inner().id;
         let spans = if id.is_empty() {
             self.ring.recent()
