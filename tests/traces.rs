@@ -290,6 +290,19 @@ fn a_gateway_call_is_one_trace_through_service_store_and_events() {
         lines.iter().filter_map(|line| Some(line_depth(line, line.find("store.Store/Write")?))).collect();
     assert_eq!(writes, [2, 3], "the handler's write, then the consumer's:\n{tree}");
 
+    // The service's export carried its token (the server takes spans from accounts only), and
+    // the ring says whose they are.
+    let json = server.ok(&["trace", trace, "--output", "json"]);
+    let ring = common::json(&json);
+    let exported = ring
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|span| span["metadata"]["service"] == "tracer")
+        .unwrap_or_else(|| panic!("none of the tracer's spans: {json}"));
+    assert!(exported["metadata"]["micro.exported_by"].as_str().is_some_and(|id| !id.is_empty()), "{json}");
+    assert_eq!(exported["metadata"]["micro.namespace"], "micro", "{json}");
+
     // Without a traceparent the gateway starts a trace of its own.
     let (status, _) = http_request(&server.http, "GET", "/tracer/Debug/Health", &[], b"");
     assert_eq!(status, 200);
@@ -312,4 +325,104 @@ fn a_gateway_call_is_one_trace_through_service_store_and_events() {
 /// The depth of a tree line's span whose name starts at byte `at`: 3 columns a level.
 fn line_depth(line: &str, at: usize) -> usize {
     line[..at].chars().count() / 3
+}
+
+/// One span of trace `trace` that claims to be the platform's `service`.
+fn export_of(service: &str, trace: &str) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let bytes = |hex: &str| -> Vec<u8> {
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    };
+    let attribute = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![attribute("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: bytes(trace),
+                    span_id: bytes("00f067aa0ba902b7"),
+                    name: "auth.Auth/Token".into(),
+                    kind: SpanKind::Server as i32,
+                    start_time_unix_nano: 1_700_000_000_000_000_000,
+                    end_time_unix_nano: 1_700_000_000_001_000_000,
+                    // What a span says of itself does not decide whose it is.
+                    attributes: vec![
+                        attribute("micro.exported_by", "admin"),
+                        attribute("micro.namespace", "micro"),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// The attack: anyone who reaches :8081 exports spans to fill the server's ring (which every
+/// administrator reads) and have them forwarded to the platform's collector. The receiver takes
+/// spans from accounts only, and each span it keeps names the account and namespace that sent
+/// it, whatever the span says of itself.
+#[test]
+fn only_accounts_export_spans_and_each_says_whose_it_is() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    server.ok(&["auth", "create", "account", "--namespace", "foo", "--secret", "s3cret", "bob"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let address = format!("http://{}", server.grpc);
+    let token = |id: &str, secret: &str, namespace: &str| {
+        runtime.block_on(async {
+            let mut auth =
+                micro_proto::auth::auth_client::AuthClient::connect(address.clone()).await.unwrap();
+            let mut request = tonic::Request::new(micro_proto::auth::TokenRequest {
+                id: id.into(),
+                secret: secret.into(),
+                ..Default::default()
+            });
+            request.metadata_mut().insert("micro-namespace", namespace.parse().unwrap());
+            auth.token(request).await.unwrap().into_inner().token.unwrap().access_token
+        })
+    };
+    let export = |token: Option<&str>, trace: &str| {
+        runtime.block_on(async {
+            let mut client =
+                opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+                    address.clone(),
+                )
+                .await
+                .unwrap();
+            let mut request = tonic::Request::new(export_of("auth", trace));
+            if let Some(token) = token {
+                request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            }
+            client.export(request).await.map(|_| ())
+        })
+    };
+
+    let anonymous = "5ce0e9a56015fec5aadfa328ae398115";
+    let refused = export(None, anonymous).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("needs a login"), "{refused:?}");
+    let missing = server.micro(&["trace", anonymous]);
+    assert!(common::stderr(&missing).contains("not found"), "kept nothing: {}", common::stdout(&missing));
+
+    let tenant = "6ce0e9a56015fec5aadfa328ae398116";
+    let bob = token("bob", "s3cret", "foo");
+    export(Some(&bob), tenant).expect("an account's spans are taken");
+    let json = server.ok(&["trace", tenant, "--output", "json"]);
+    let spans = common::json(&json);
+    let span = &spans[0];
+    assert_eq!(span["name"], "auth.Auth/Token", "{json}");
+    assert_eq!(span["metadata"]["service"], "auth", "{json}");
+    assert_eq!(span["metadata"]["micro.exported_by"], "bob", "the account that sent it: {json}");
+    assert_eq!(span["metadata"]["micro.namespace"], "foo", "{json}");
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithTonicConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanProcessor};
 
@@ -93,6 +94,46 @@ pub struct Options {
     pub always: bool,
     /// Further span processors (the server's trace ring).
     pub processors: Vec<Box<dyn SpanProcessor>>,
+    /// The bearer token each export carries, read afresh for each: for an exporter whose
+    /// endpoint is the micro server ([`exports_to`]), which takes spans from accounts only.
+    pub bearer: Option<Bearer>,
+}
+
+/// Where the exporter's current access token comes from (`None`: export without one).
+#[derive(Clone)]
+pub struct Bearer(pub std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(..)")
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = (self.0)().and_then(|token| format!("Bearer {token}").parse().ok()) {
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// Whether the `OTEL_*` environment exports spans to the server at `address` (`host:port`):
+/// its traces endpoint is `http://address` or `https://address`. Only then may an exporter
+/// carry the process's micro token ([`Options::bearer`]); a collector of the user's own never
+/// sees it.
+pub fn exports_to(address: &str) -> bool {
+    exports_to_with(address, |name| std::env::var(name).ok())
+}
+
+fn exports_to_with(address: &str, var: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| var(name).map(|value| value.trim().to_string()).filter(|value| !value.is_empty());
+    let Some(endpoint) = set(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).or_else(|| set(OTEL_EXPORTER_OTLP_ENDPOINT))
+    else {
+        return false;
+    };
+    let rest = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://"));
+    rest.is_some_and(|rest| !address.is_empty() && rest.trim_end_matches('/') == address)
 }
 
 /// Sets up this process's tracer from the `OTEL_*` environment, as `service` unless
@@ -128,7 +169,12 @@ fn init_with(service: &str, options: Options, var: impl Fn(&str) -> Option<Strin
     }
     if export {
         // Endpoint, headers, timeout and compression come from the OTEL_EXPORTER_OTLP_* variables.
-        match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        let exporter = match options.bearer {
+            Some(bearer) => exporter.with_interceptor(bearer).build(),
+            None => exporter.build(),
+        };
+        match exporter {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
             Err(err) => {
                 tracing::warn!(cause = %err, "cannot export traces over OTLP; check OTEL_EXPORTER_OTLP_*")
@@ -499,5 +545,33 @@ mod tests {
             .is_on(),
             "OTEL_TRACES_EXPORTER=none turns the exporter off"
         );
+    }
+
+    #[test]
+    fn the_token_goes_only_to_the_server_it_belongs_to() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
+        };
+        let server = "127.0.0.1:8081";
+        assert!(exports_to_with(server, env(&[(OTEL_EXPORTER_OTLP_ENDPOINT, "http://127.0.0.1:8081")])));
+        assert!(exports_to_with(server, env(&[(OTEL_EXPORTER_OTLP_ENDPOINT, " https://127.0.0.1:8081/ ")])));
+        assert!(!exports_to_with(server, env(&[])), "no exporter");
+        assert!(!exports_to_with(server, env(&[(OTEL_EXPORTER_OTLP_ENDPOINT, "http://collector:4317")])));
+        assert!(!exports_to_with(server, env(&[(OTEL_EXPORTER_OTLP_ENDPOINT, "http://127.0.0.1:80811")])));
+        assert!(
+            !exports_to_with(server, env(&[(OTEL_EXPORTER_OTLP_ENDPOINT, "127.0.0.1:8081")])),
+            "no scheme"
+        );
+        assert!(
+            !exports_to_with(
+                server,
+                env(&[
+                    (OTEL_EXPORTER_OTLP_ENDPOINT, "http://127.0.0.1:8081"),
+                    (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "http://collector:4317")
+                ])
+            ),
+            "the traces endpoint beats the general one"
+        );
+        assert!(!exports_to_with("", env(&[(OTEL_EXPORTER_OTLP_ENDPOINT, "http://")])));
     }
 }

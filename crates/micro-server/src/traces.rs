@@ -49,7 +49,7 @@ pub fn ring() -> Arc<Ring> {
 
 /// The tracer's options for the server: spans always recorded, kept in [`ring`].
 pub fn options() -> micro_core::trace::Options {
-    micro_core::trace::Options { always: true, processors: vec![Box::new(Processor(ring()))] }
+    micro_core::trace::Options { always: true, processors: vec![Box::new(Processor(ring()))], bearer: None }
 }
 
 impl Ring {
@@ -288,13 +288,19 @@ where
 /// The gRPC name of the OTLP trace receiver ([`receiver`]).
 pub const RECEIVER: &str =
     opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::SERVICE_NAME;
+/// The metadata key of a span a service exported to the [`receiver`]: the id of the account
+/// that exported it (whatever the span's own attributes say).
+pub const EXPORTED_BY: &str = "micro.exported_by";
+/// The metadata key of the namespace an exported span came from.
+pub const EXPORTED_IN: &str = "micro.namespace";
 /// How long a forward of received spans to the server's own collector may take when
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` does not say (the specification's default).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The OTLP trace receiver on :8081 (`opentelemetry.proto.collector.trace.v1.TraceService`),
-/// where the services the runtime starts export their spans: each is kept in the [`ring`]
-/// under its resource's `service.name`, and the request is passed on as it came to the
+/// where the services the runtime starts export their spans with their account's token
+/// (anonymous exports are refused): each is kept in the [`ring`] under its resource's
+/// `service.name`, stamped with [`EXPORTED_BY`] and [`EXPORTED_IN`], and the request is passed on as it came to the
 /// server's own collector when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set,
 /// with `OTEL_EXPORTER_OTLP_HEADERS` and within `OTEL_EXPORTER_OTLP_TIMEOUT`.
 #[derive(Debug, Clone)]
@@ -366,6 +372,12 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
         &self,
         request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
     ) -> Reply<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse> {
+        // Only accounts may add spans: the ring is every namespace's, and a forward costs the
+        // server's collector. Each span says who exported it (docs/observability.md#traces).
+        let context = request.extensions().get::<micro_core::Context>().cloned().unwrap_or_default();
+        let Some(account) = context.account else {
+            return Err(tonic::Status::unauthenticated("exporting spans needs a login"));
+        };
         let export = request.into_inner();
         for resource in &export.resource_spans {
             let service = resource
@@ -376,7 +388,10 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
                 .map(|kv| value(kv.value.as_ref()))
                 .unwrap_or_default();
             for span in resource.scope_spans.iter().flat_map(|scope| &scope.spans) {
-                self.ring.push(from_otlp(span, &service));
+                let mut span = from_otlp(span, &service);
+                span.metadata.insert(EXPORTED_BY.into(), bounded(&account.id));
+                span.metadata.insert(EXPORTED_IN.into(), context.namespace.clone());
+                self.ring.push(span);
             }
         }
         if let Some(forward) = &self.forward {

@@ -231,8 +231,14 @@ impl Service {
         let version = env_or(&env.version, env::DEFAULT_VERSION, self.version.as_deref());
         let _ = platform.service.set(name.clone());
         // Spans are recorded and exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (the runtime
-        // points it at the server); otherwise only the callers' trace is passed on.
-        let tracing = micro_core::trace::init(&name, micro_core::trace::Options::default());
+        // points it at the server, which takes them from accounts only: the export carries
+        // this service's token, and only there); otherwise only the callers' trace is passed on.
+        let bearer = micro_core::trace::exports_to(&platform.address).then(|| {
+            let platform = platform.clone();
+            micro_core::trace::Bearer(Arc::new(move || platform.session.latest_bearer()))
+        });
+        let tracing =
+            micro_core::trace::init(&name, micro_core::trace::Options { bearer, ..Default::default() });
 
         let local =
             listener.local_addr().map_err(|source| Error::Bind { address: "listener".into(), source })?;

@@ -129,6 +129,9 @@ pub(crate) struct Session {
     namespace: String,
     home: PathBuf,
     state: tokio::sync::Mutex<State>,
+    /// What [`Session::bearer`] last answered, for callers that cannot wait (the span
+    /// exporter's interceptor): the heartbeat keeps it fresh.
+    latest: std::sync::Mutex<Option<String>>,
 }
 
 impl Session {
@@ -139,7 +142,7 @@ impl Session {
             Source::Login { env, saved } => state.login = Some((env, saved)),
             Source::Anonymous => {}
         }
-        Self { namespace, home, state: tokio::sync::Mutex::new(state) }
+        Self { namespace, home, state: tokio::sync::Mutex::new(state), latest: Default::default() }
     }
 
     /// A short description for the start-up log.
@@ -159,6 +162,17 @@ impl Session {
     /// `None` means calls go out anonymously (no credentials, or the server refused them: the
     /// next call tries again).
     pub async fn bearer(&self, channel: &Channel) -> Option<String> {
+        let token = self.renewed(channel).await;
+        token.clone_into(&mut self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        token
+    }
+
+    /// The token [`Session::bearer`] last answered, without waiting for a renewal.
+    pub fn latest_bearer(&self) -> Option<String> {
+        self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    async fn renewed(&self, channel: &Channel) -> Option<String> {
         let mut state = self.state.lock().await;
         let now = now();
         if let Some(token) = &state.token
