@@ -46,6 +46,13 @@
 //!   subjects), with each stream's message count and last sequence; the last event's time is
 //!   when NATS stored it (an explicit publish timestamp is not read back, to keep the listing
 //!   to one request per 256 topics).
+//! - **Groups' lag** ([`Events::groups`]) lists the event streams (`STREAM.LIST`) and, of those
+//!   with consumers, their consumers (`CONSUMER.LIST`); each group consumer (`g~…`, the group
+//!   named in full by its description) reports `num_pending + num_ack_pending` as pending and
+//!   `num_ack_pending` as unacked. Dead letters are the per-subject message counts of the
+//!   dead-letter streams holding any (`STREAM.INFO` with a subjects filter). Events released or
+//!   replayed to a group and not yet settled are not counted. Streams are taken in (namespace,
+//!   topic) order until [`micro_events::MAX_GROUPS`] groups are found.
 //! - **Start** `Newest` = deliver policy `new`; `Sequence(n)` = by start sequence `n`;
 //!   `Time(ms)` = by start sequence of the first event whose `Micro-Timestamp` is at or after
 //!   `ms`, found by binary search over the stream (timestamps never decrease along it, and
@@ -83,9 +90,9 @@ use async_nats::jetstream::{self, ErrorCode, consumer};
 use async_nats::{HeaderMap, HeaderValue};
 use futures::StreamExt;
 use micro_events::{
-    ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, DeadLetter, Event, Events, EventsError, MAX_DEAD_LETTERS,
-    MAX_READ_LIMIT, MAX_TOPICS, Nack, Position, PublishOptions, Published, Replay, Replayed, Result,
-    Retention, Selection, Start, TopicInfo, validate,
+    ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, DeadLetter, Event, Events, EventsError, GroupLag,
+    MAX_DEAD_LETTERS, MAX_GROUPS, MAX_READ_LIMIT, MAX_TOPICS, Nack, Position, PublishOptions, Published,
+    Replay, Replayed, Result, Retention, Selection, Start, TopicInfo, validate,
 };
 use serde_json::json;
 
@@ -624,6 +631,125 @@ impl Inner {
         Ok(found)
     }
 
+    /// Every stream with a subject within `subjects`, all pages.
+    async fn list_streams(&self, subjects: &str) -> Result<Vec<stream::Info>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            total: usize,
+            streams: Option<Vec<stream::Info>>,
+        }
+        let (mut found, mut offset) = (Vec::new(), 0);
+        loop {
+            let request = json!({ "offset": offset, "subject": subjects });
+            let page: std::result::Result<Page, _> = self.api("STREAM.LIST".to_string(), &request).await?;
+            let page = page.map_err(|err| unavailable(format!("list the streams of {subjects}: {err}")))?;
+            let streams = page.streams.unwrap_or_default();
+            offset += streams.len();
+            let done = streams.is_empty() || offset >= page.total;
+            found.extend(streams);
+            if done {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// The consumers of stream `name`, all pages.
+    async fn list_consumers(&self, name: &str) -> Result<Vec<consumer::Info>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            total: usize,
+            consumers: Option<Vec<consumer::Info>>,
+        }
+        let (mut found, mut offset) = (Vec::new(), 0);
+        loop {
+            let request = json!({ "offset": offset });
+            let page: std::result::Result<Page, _> =
+                self.api(format!("CONSUMER.LIST.{name}"), &request).await?;
+            let page = match page {
+                Ok(page) => page,
+                // Deleted since it was listed.
+                Err(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => return Ok(found),
+                Err(err) => return Err(unavailable(format!("list the consumers of {name}: {err}"))),
+            };
+            let consumers = page.consumers.unwrap_or_default();
+            offset += consumers.len();
+            let done = consumers.is_empty() || offset >= page.total;
+            found.extend(consumers);
+            if done {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Dead letters stored per dead-letter subject (one per group), of every topic.
+    async fn dead_counts(&self) -> Result<HashMap<String, u64>> {
+        #[derive(serde::Deserialize)]
+        struct Detail {
+            state: Subjects,
+        }
+        #[derive(serde::Deserialize)]
+        struct Subjects {
+            subjects: Option<HashMap<String, u64>>,
+        }
+        let mut counts = HashMap::new();
+        for info in self.list_streams(&names::dead_subject("*", "*", "*")).await? {
+            if info.state.messages == 0 {
+                continue;
+            }
+            let Some(filter) = info.config.subjects.first() else { continue };
+            let request = json!({ "subjects_filter": filter });
+            let detail: std::result::Result<Detail, _> =
+                self.api(format!("STREAM.INFO.{}", info.config.name), &request).await?;
+            match detail {
+                Ok(detail) => counts.extend(detail.state.subjects.unwrap_or_default()),
+                Err(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
+                Err(err) => return Err(unavailable(format!("stream info {}: {err}", info.config.name))),
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Every named group's lag (see the module docs), one more than [`MAX_GROUPS`] at most.
+    async fn groups(&self) -> Result<Vec<GroupLag>> {
+        let dead = self.dead_counts().await?;
+        let mut streams: Vec<(String, String, stream::Info)> = self
+            .list_streams(&names::events_subject("*", "*"))
+            .await?
+            .into_iter()
+            .filter(|info| info.state.consumer_count > 0)
+            .filter_map(|info| {
+                let (namespace, topic) =
+                    info.config.subjects.iter().find_map(|s| names::topic_of_subject(s))?;
+                Some((namespace, topic, info))
+            })
+            .collect();
+        streams.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut lags = Vec::new();
+        for (namespace, topic, info) in streams {
+            if lags.len() > MAX_GROUPS {
+                break;
+            }
+            for consumer in self.list_consumers(&info.config.name).await? {
+                let Some(group) =
+                    names::group_of_consumer(&consumer.name, consumer.config.description.as_deref())
+                else {
+                    continue;
+                };
+                let unacked = consumer.num_ack_pending as u64;
+                let subject = names::dead_subject(&namespace, &topic, &group);
+                lags.push(GroupLag {
+                    namespace: namespace.clone(),
+                    topic: topic.clone(),
+                    pending: consumer.num_pending + unacked,
+                    unacked: Some(unacked),
+                    dead: Some(dead.get(&subject).copied().unwrap_or(0)),
+                    group,
+                });
+            }
+        }
+        Ok(lags)
+    }
+
     /// Creates `group`'s consumer of released events if missing, with the group's ack wait.
     async fn ensure_released_consumer(&self, topic: &Topic, group: &str) -> Result<()> {
         let stream_name = names::released_stream(&topic.namespace, &topic.name);
@@ -956,7 +1082,7 @@ impl Inner {
             durable_name: durable.then(|| name.clone()),
             name: Some(name.clone()),
             description: Some(match &options.group {
-                Some(group) if durable => format!("micro events group {group}"),
+                Some(group) if durable => names::group_description(group),
                 _ => "micro events consumer without a group".to_string(),
             }),
             deliver_policy,
@@ -1181,6 +1307,12 @@ impl Events for NatsEvents {
         validate::namespace(namespace)?;
         self.inner.ready()?;
         bounded(&self.inner.connection, "list topics", self.inner.topics(namespace)).await
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupLag>> {
+        self.inner.ready()?;
+        let groups = bounded(&self.inner.connection, "list groups", self.inner.groups()).await?;
+        Ok(micro_events::reported_groups(groups))
     }
 
     /// Nothing to do: JetStream applies each stream's `max_age` and `max_msgs` itself.

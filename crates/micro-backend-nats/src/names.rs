@@ -50,6 +50,13 @@ pub(crate) fn events_subject(namespace: &str, topic: &str) -> String {
     format!("micro.events.{namespace}.{}", token(topic))
 }
 
+/// The `(namespace, topic)` whose events go to `subject` (the inverse of [`events_subject`]).
+pub(crate) fn topic_of_subject(subject: &str) -> Option<(String, String)> {
+    let (namespace, token) = subject.strip_prefix("micro.events.")?.split_once('.')?;
+    let topic = untoken(token);
+    (events_subject(namespace, &topic) == subject).then(|| (namespace.to_string(), topic))
+}
+
 /// The stream holding the events of `topic` in `namespace`.
 pub(crate) fn stream(namespace: &str, topic: &str) -> String {
     bounded(format!("micro-events~{namespace}~{}", token(topic)))
@@ -58,6 +65,24 @@ pub(crate) fn stream(namespace: &str, topic: &str) -> String {
 /// The durable consumer of a named group.
 pub(crate) fn group_consumer(group: &str) -> String {
     bounded(format!("g~{}", token(group)))
+}
+
+/// The description of a named group's consumer, which names the group in full (its consumer's
+/// name may end in a hash).
+pub(crate) fn group_description(group: &str) -> String {
+    format!("micro events group {group}")
+}
+
+/// The group whose durable consumer is `name`, described as `description` (the inverse of
+/// [`group_consumer`]); `None` for every other consumer.
+pub(crate) fn group_of_consumer(name: &str, description: Option<&str>) -> Option<String> {
+    let group = match description.and_then(|d| d.strip_prefix("micro events group ")) {
+        Some(group) => group.to_string(),
+        // A name of the longest length may end in a hash: only the description tells.
+        None if name.len() < MAX_NAME_BYTES => untoken(name.strip_prefix("g~")?),
+        None => return None,
+    };
+    (group_consumer(&group) == name).then_some(group)
 }
 
 /// The stream holding the dead letters of every group of `topic` in `namespace`.
@@ -215,6 +240,14 @@ mod tests {
         assert_ne!(stream("a_b", "c"), stream("a", "b_c"));
         assert_ne!(stream("a", "b.c"), stream("a", "b_c"));
         assert_eq!(group_consumer("billing.v1"), "g~billing~v1");
+        assert_eq!(
+            topic_of_subject(&events_subject("foo", "orders.created")),
+            Some(("foo".into(), "orders.created".into()))
+        );
+        assert_eq!(topic_of_subject("micro.dead.foo.orders.billing"), None);
+        assert_eq!(group_of_consumer("g~billing~v1", None).as_deref(), Some("billing.v1"));
+        assert_eq!(group_of_consumer("r~billing", None), None, "a released-events consumer");
+        assert_eq!(group_of_consumer("p~00ff", Some("micro events consumer without a group")), None);
         assert_ne!(private_consumer(), private_consumer());
         assert!(private_consumer().starts_with("p~"), "never a group's name, which start with g~");
 
@@ -223,6 +256,9 @@ mod tests {
         assert_eq!(one.len(), MAX_NAME_BYTES);
         assert_ne!(one, two, "long names stay distinct through their hash");
         assert_eq!(group_consumer(&long).len(), MAX_NAME_BYTES);
+        let hashed = group_consumer(&long);
+        assert_eq!(group_of_consumer(&hashed, Some(&group_description(&long))), Some(long.clone()));
+        assert_eq!(group_of_consumer(&hashed, None), None, "a hashed name needs its description");
         for name in [one, group_consumer(&long), stream("foo", ".a..b.")] {
             assert!(!name.contains(['.', '*', '>', ' ', '/']), "{name}");
         }

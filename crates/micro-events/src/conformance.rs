@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::{
-    ConsumeOptions, Consumer, Delivery, Events, EventsError, MAX_DEAD_LETTERS, MAX_EVENT_BYTES, Nack,
-    Position, PublishOptions, Replay, Replayed, Selection, Start,
+    ConsumeOptions, Consumer, Delivery, Events, EventsError, GroupLag, MAX_DEAD_LETTERS, MAX_EVENT_BYTES,
+    MAX_GROUPS, Nack, Position, PublishOptions, Replay, Replayed, Selection, Start,
 };
 
 /// The ack wait of the manual-ack cases: short, since they wait it out.
@@ -58,6 +58,7 @@ pub async fn run_all(events: std::sync::Arc<dyn Events>) {
     permanent_nack_and_drop(events, &topic("permanent")).await;
     dead_letter_limit(events, &topic("deadlimit")).await;
     topics_per_namespace(events, &topic("topics")).await;
+    group_lag(events, &topic("lag")).await;
     replay_from_time_sequence_and_to(events, &topic("replay")).await;
     replay_while_consuming(events, &topic("replaylive")).await;
     replay_bad_input(events, &topic("replaybad")).await;
@@ -627,6 +628,73 @@ pub async fn topics_per_namespace(events: &dyn Events, topic: &str) {
         "foo sees only its own topic"
     );
     assert!(invalid(events.topics("Not A Namespace").await));
+}
+
+/// Waits until [`Events::groups`] reports `group` of `namespace`/`topic` with `pending`,
+/// `unacked` and `dead` (each of the last two only if the backend knows it).
+async fn expect_lag(
+    events: &dyn Events,
+    (namespace, topic, group): (&str, &str, &str),
+    (pending, unacked, dead): (u64, u64, u64),
+    why: &str,
+) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let groups = events.groups().await.unwrap();
+        assert!(groups.len() <= MAX_GROUPS, "at most MAX_GROUPS reported");
+        let key = |lag: &GroupLag| (lag.namespace.clone(), lag.topic.clone(), lag.group.clone());
+        assert!(groups.windows(2).all(|pair| key(&pair[0]) < key(&pair[1])), "in order, each once");
+        let found = groups.iter().find(|lag| {
+            (lag.namespace.as_str(), lag.topic.as_str(), lag.group.as_str()) == (namespace, topic, group)
+        });
+        let Some(found) = found else {
+            assert!(
+                groups.len() < MAX_GROUPS,
+                "{why}: the backend holds over MAX_GROUPS groups; use a fresh one"
+            );
+            panic!("{why}: {namespace}/{topic} group {group} not reported");
+        };
+        let matches = found.pending == pending
+            && found.unacked.is_none_or(|n| n == unacked)
+            && found.dead.is_none_or(|n| n == dead);
+        if matches {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{why}: {found:?}, not pending {pending}, unacked {unacked}, dead {dead}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `groups` reports each named group's lag: publish 5, ack 2 and hold the third (pending 3, one
+/// unacked), nack it as permanent (pending 2, one dead letter), also once its member left; a
+/// group of another namespace created at "newest" has only what came after.
+pub async fn group_lag(events: &dyn Events, topic: &str) {
+    const N: u64 = 5;
+    const ACKED: u64 = 2;
+    for n in 1..=N {
+        publish(events, "micro", topic, &n.to_be_bytes()).await;
+    }
+    let long = ConsumeOptions { ack_wait: Duration::from_secs(60), ..manual("lag", None) };
+    let mut consumer = events.consume("micro", topic, long).await.unwrap();
+    for _ in 0..ACKED {
+        next(&mut consumer).await.ack().await.unwrap();
+    }
+    let held = next(&mut consumer).await;
+    let lag = ("micro", topic, "lag");
+    expect_lag(events, lag, (N - ACKED, 1, 0), "2 of 5 acked, the third delivered").await;
+    held.nack_with(Nack::permanent("lag")).await.unwrap();
+    expect_lag(events, lag, (N - ACKED - 1, 0, 1), "the third dead-lettered").await;
+    drop(consumer);
+    expect_lag(events, lag, (N - ACKED - 1, 0, 1), "the member left").await;
+
+    publish(events, "foo", topic, b"before").await;
+    let newest = ConsumeOptions { group: Some("newest".into()), ..ConsumeOptions::default() };
+    let _newest = events.consume("foo", topic, newest).await.unwrap();
+    publish(events, "foo", topic, b"after").await;
+    expect_lag(events, ("foo", topic, "newest"), (1, 0, 0), "a group at newest, one event later").await;
 }
 
 /// Publishes `n` events to `topic` stamped a second apart, starting a minute ago; returns their

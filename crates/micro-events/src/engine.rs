@@ -31,11 +31,11 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{Duration, Instant};
 
 use crate::now_ms;
-use crate::storage::{Append, NewEvent, Skip, Storage, new_id};
+use crate::storage::{Append, Bounds, NewEvent, Skip, Storage, new_id, unread};
 use crate::{
-    Acker, ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, DeadLetter, Delivery, Event, EventsError,
-    MAX_DEAD_LETTERS, MAX_IN_FLIGHT, MAX_READ_LIMIT, MAX_TOPICS, Nack, Position, PublishOptions, Published,
-    Replay, Replayed, Result, Retention, Selection, Start, TopicInfo, validate,
+    Acker, ConsumeOptions, Consumer, DEFAULT_READ_LIMIT, DeadLetter, Delivery, Event, EventsError, GroupLag,
+    MAX_DEAD_LETTERS, MAX_GROUPS, MAX_IN_FLIGHT, MAX_READ_LIMIT, MAX_TOPICS, Nack, Position, PublishOptions,
+    Published, Replay, Replayed, Result, Retention, Selection, Start, TopicInfo, validate,
 };
 
 /// Events a group reads ahead from the log in one go.
@@ -430,6 +430,34 @@ impl Engine {
         blocking(&self.storage, move |storage| storage.topics(&ns, MAX_TOPICS)).await
     }
 
+    /// Every named group from storage (one more than [`MAX_GROUPS`], so the report can say some
+    /// were left out); a group open in this process counts from its live state, which knows its
+    /// deliveries and read-ahead, the others from their persisted position.
+    pub(crate) async fn groups(&self) -> Result<Vec<GroupLag>> {
+        let stored = blocking(&self.storage, |storage| storage.groups(MAX_GROUPS + 1)).await?;
+        let mut lags = Vec::with_capacity(stored.len());
+        for stored in stored {
+            let state = self.topics().get(&(stored.namespace.clone(), stored.topic.clone())).cloned();
+            let open = match state {
+                Some(state) => state.groups.lock().await.get(&stored.group).cloned(),
+                None => None,
+            };
+            let (pending, unacked) = match open {
+                Some(open) => open.state.lock().await.lag(stored.bounds),
+                None => (unread(stored.bounds, stored.settled, stored.skip) + stored.released, 0),
+            };
+            lags.push(GroupLag {
+                namespace: stored.namespace,
+                topic: stored.topic,
+                group: stored.group,
+                pending,
+                unacked: Some(unacked),
+                dead: Some(stored.dead),
+            });
+        }
+        Ok(crate::reported_groups(lags))
+    }
+
     pub(crate) async fn sweep(&self) -> Result<u64> {
         let retention = self.retention;
         blocking(&self.storage, move |storage| storage.sweep(&retention)).await
@@ -527,6 +555,15 @@ impl GroupState {
             }
             None => FETCH_BATCH,
         }
+    }
+
+    /// `(pending, unacked)` of [`GroupLag`], the topic's log holding `bounds`: every event in
+    /// flight, read ahead or released and not delivered yet, and what is left to read.
+    fn lag(&self, bounds: Bounds) -> (u64, u64) {
+        let waiting = self.buffer.iter().chain(&self.released);
+        let waiting = waiting.filter(|event| !self.in_flight.contains_key(&event.sequence)).count();
+        let unacked = self.in_flight.len() as u64;
+        (unacked + waiting as u64 + unread(bounds, self.next_fetch.saturating_sub(1), self.skip), unacked)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -953,6 +990,10 @@ macro_rules! delegate_events {
 
             async fn topics(&self, namespace: &str) -> $crate::Result<Vec<$crate::TopicInfo>> {
                 self.engine.list_topics(namespace).await
+            }
+
+            async fn groups(&self) -> $crate::Result<Vec<$crate::GroupLag>> {
+                self.engine.groups().await
             }
 
             async fn sweep(&self) -> $crate::Result<u64> {

@@ -7,8 +7,8 @@
 //! Layout:
 //! - this file: the domain types ([`Event`], [`PublishOptions`], [`ConsumeOptions`],
 //!   [`Start`], [`Retention`], [`Delivery`], [`Consumer`], [`Nack`], [`DeadLetter`],
-//!   [`Selection`], [`Replay`], [`Replayed`], [`TopicInfo`]), [`EventsError`], the [`Events`]
-//!   trait and the limits;
+//!   [`Selection`], [`Replay`], [`Replayed`], [`TopicInfo`], [`GroupLag`]), [`EventsError`],
+//!   the [`Events`] trait and the limits;
 //! - [`validate`]: the input limits every backend enforces, in one place;
 //! - `engine`: consumer groups (cursor, in-flight table, redelivery) over a `storage::Storage`
 //!   log, shared by the embedded backends;
@@ -62,6 +62,10 @@ pub const MAX_REASON_BYTES: usize = 4096;
 /// Most topics [`Events::topics`] lists (the first in name order); a namespace with more is
 /// listed in part.
 pub const MAX_TOPICS: usize = 10_000;
+/// Most consumer groups [`Events::groups`] reports (the first by namespace, topic and group);
+/// the rest are left out, with a warning in the server log. Each is three series of the
+/// server's metrics (docs/observability.md), so this also bounds those.
+pub const MAX_GROUPS: usize = 1000;
 
 /// A new event id for an event stamped `timestamp_ms`: unique, sorting roughly by time. Every
 /// backend names its events this way.
@@ -304,6 +308,41 @@ pub struct TopicInfo {
     pub last_timestamp_ms: u64,
 }
 
+/// Where one named consumer group stands, as [`Events::groups`] reports it (the server's
+/// `micro_events_group_*` metrics, docs/observability.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupLag {
+    pub namespace: String,
+    pub topic: String,
+    pub group: String,
+    /// The group's lag: events stored after its position that it has not settled yet (not
+    /// delivered, or delivered and not acknowledged), events released or replayed to it and not
+    /// yet settled included (not on NATS, which counts only its consumer's own pending and
+    /// unacknowledged messages).
+    pub pending: u64,
+    /// Delivered and not yet acknowledged, when the backend knows (the embedded backends know
+    /// only the deliveries of this process).
+    pub unacked: Option<u64>,
+    /// Dead letters kept, when the backend knows (on NATS: dead-letter messages stored, so an
+    /// event given up on twice counts twice).
+    pub dead: Option<u64>,
+}
+
+/// `groups` as [`Events::groups`] returns them: in (namespace, topic, group) order, at most
+/// [`MAX_GROUPS`], with a warning when some were left out. Every backend reports through it.
+pub fn reported_groups(mut groups: Vec<GroupLag>) -> Vec<GroupLag> {
+    groups.sort_by(|a, b| (&a.namespace, &a.topic, &a.group).cmp(&(&b.namespace, &b.topic, &b.group)));
+    if groups.len() > MAX_GROUPS {
+        tracing::warn!(
+            groups = groups.len(),
+            limit = MAX_GROUPS,
+            "more consumer groups than are reported; the rest are left out of the metrics"
+        );
+        groups.truncate(MAX_GROUPS);
+    }
+    groups
+}
+
 /// Settles one delivered event; implemented by each backend.
 #[async_trait]
 pub trait Acker: Send + Sync {
@@ -441,6 +480,11 @@ impl Stream for Consumer {
 ///   with [`EventsError::Invalid`] and change nothing.
 /// - **Topics.** [`topics`](Events::topics) lists the topics of one namespace that have had
 ///   events, in name order, at most [`MAX_TOPICS`].
+/// - **Groups' lag.** [`groups`](Events::groups) reports every named group of every namespace
+///   (groups without a name are private to one consumer and left out) with its
+///   [`GroupLag::pending`] events — with the group's position persisted and no member holding
+///   deliveries, what is stored after that position — in (namespace, topic, group) order, at
+///   most [`MAX_GROUPS`]. It reads a moment's state: counts may be off by what is in motion.
 /// - **Retention.** Events beyond [`Retention`] are removed oldest first; a group whose next
 ///   event was removed continues with the oldest one left.
 /// - **Validation.** Every backend applies [`validate`] and rejects bad input with
@@ -505,6 +549,10 @@ pub trait Events: Send + Sync + 'static {
 
     /// The topics of `namespace` that have had events, in name order, at most [`MAX_TOPICS`].
     async fn topics(&self, namespace: &str) -> Result<Vec<TopicInfo>>;
+
+    /// The named groups of every namespace and where they stand, in (namespace, topic, group)
+    /// order, at most [`MAX_GROUPS`] (through [`reported_groups`]).
+    async fn groups(&self) -> Result<Vec<GroupLag>>;
 
     /// Applies retention to every topic; returns how many events were removed.
     async fn sweep(&self) -> Result<u64>;

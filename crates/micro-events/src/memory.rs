@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::engine::Engine;
 use crate::now_ms;
-use crate::storage::{Append, Bounds, RETENTION_BATCH, Skip, Storage, oldest_kept, over_count};
+use crate::storage::{Append, Bounds, RETENTION_BATCH, Skip, Storage, StoredGroup, oldest_kept, over_count};
 use crate::{DeadLetter, Event, EventsError, Result, Retention, Selection, TopicInfo, validate};
 
 #[derive(Default)]
@@ -171,6 +171,33 @@ impl Storage for MemoryStorage {
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         topics.truncate(max);
         Ok(topics)
+    }
+
+    fn groups(&self, max: usize) -> Result<Vec<StoredGroup>> {
+        let log = self.lock()?;
+        let mut keys: Vec<&(String, String, String)> = log.cursors.keys().collect();
+        keys.sort();
+        Ok(keys
+            .into_iter()
+            .take(max)
+            .map(|key| {
+                let (namespace, topic, group) = key.clone();
+                let bounds = log
+                    .topics
+                    .get(&(namespace.clone(), topic.clone()))
+                    .map_or(Bounds { first: 1, last: 0 }, |t| Bounds { first: t.first(), last: t.last });
+                StoredGroup {
+                    settled: log.cursors[key],
+                    skip: log.skips.get(key).copied(),
+                    bounds,
+                    dead: log.dead.get(key).map_or(0, |letters| letters.len() as u64),
+                    released: log.released.get(key).map_or(0, |released| released.len() as u64),
+                    namespace,
+                    topic,
+                    group,
+                }
+            })
+            .collect())
     }
 
     fn add_dead_letter(

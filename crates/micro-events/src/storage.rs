@@ -46,6 +46,35 @@ pub(crate) struct Skip {
     pub(crate) resume: u64,
 }
 
+/// A named group as storage knows it: its position and what it has waiting besides the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredGroup {
+    pub(crate) namespace: String,
+    pub(crate) topic: String,
+    pub(crate) group: String,
+    /// The persisted position (see [`Storage::load_cursor`]).
+    pub(crate) settled: u64,
+    pub(crate) skip: Option<Skip>,
+    /// The topic's sequence range now.
+    pub(crate) bounds: Bounds,
+    /// Dead letters kept.
+    pub(crate) dead: u64,
+    /// Events released back to the group, not yet settled.
+    pub(crate) released: u64,
+}
+
+/// Events of the log a group at position `settled` (with `skip`) has still to read, of those
+/// stored in `bounds`.
+pub(crate) fn unread(bounds: Bounds, settled: u64, skip: Option<Skip>) -> u64 {
+    // Stored events in from..=to.
+    let span = |from: u64, to: u64| (to.min(bounds.last) + 1).saturating_sub(from.max(bounds.first));
+    match skip {
+        Some(skip) if settled < skip.to => span(settled + 1, skip.to) + span(skip.resume, bounds.last),
+        Some(skip) => span((settled + 1).max(skip.resume), bounds.last),
+        None => span(settled + 1, bounds.last),
+    }
+}
+
 pub(crate) trait Storage: Send + Sync + 'static {
     /// Appends each event of `batch`, in order, with its topic's next sequence, durably and
     /// all at once (one commit: all or none), applying `retention` to the topics appended to
@@ -91,6 +120,10 @@ pub(crate) trait Storage: Send + Sync + 'static {
 
     /// The topics of `namespace` that have had events, in name order, at most `max`.
     fn topics(&self, namespace: &str, max: usize) -> Result<Vec<TopicInfo>>;
+
+    /// The named groups of every namespace (those with a persisted position), in (namespace,
+    /// topic, group) order, at most `max`.
+    fn groups(&self, max: usize) -> Result<Vec<StoredGroup>>;
 
     /// Stores `dead` as a dead letter of `group` (replacing one of the same sequence) and
     /// forgets a released copy of its event, durably. Past `max` dead letters, removes the
@@ -156,4 +189,21 @@ pub(crate) fn new_id(timestamp_ms: u64) -> String {
         random[..4].copy_from_slice(&nanos.to_le_bytes());
     }
     format!("{timestamp_ms:012x}{:016x}", u64::from_le_bytes(random))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unread_counts_stored_events_after_the_position_and_past_a_skip() {
+        let bounds = Bounds { first: 3, last: 10 };
+        assert_eq!(unread(bounds, 5, None), 5, "6 to 10");
+        assert_eq!(unread(bounds, 0, None), 8, "retention removed 1 and 2");
+        assert_eq!(unread(bounds, 10, None), 0);
+        assert_eq!(unread(Bounds { first: 1, last: 0 }, 0, None), 0, "an empty topic");
+        let skip = Some(Skip { to: 6, resume: 9 });
+        assert_eq!(unread(bounds, 4, skip), 4, "5, 6, then 9 and 10");
+        assert_eq!(unread(bounds, 7, skip), 2, "past the replay's end: from 9");
+    }
 }
