@@ -1,8 +1,10 @@
 //! The server's Prometheus metrics end to end (docs/observability.md): a real server with the
 //! helloworld example, traffic through the gateway, the gRPC proxy and the CLI (store, events),
 //! then `GET /metrics` as each kind of caller, the counts of each (service, endpoint, code), and
-//! Debian's `promtool check metrics` on the text. Then a real Prometheus scrapes the server and
-//! answers a PromQL query for helloworld's requests. `promtool` and `prometheus` come from
+//! Debian's `promtool check metrics` on the text; the same of helloworld's own `/metrics` (a
+//! framework service counts its calls on its own port), and a rule that keeps scrapers out of
+//! it. Then a real Prometheus scrapes the server and the service and answers PromQL queries for
+//! helloworld's requests. `promtool` and `prometheus` come from
 //! Debian's `prometheus` package, which scripts/services installs (`MICRO_TEST_PROMTOOL`,
 //! `MICRO_TEST_PROMETHEUS`); without them the tests skip loudly, except in CI, where they fail.
 
@@ -56,6 +58,30 @@ fn scrape(server: &Server, headers: &[(&str, &str)]) -> (u16, String, String) {
     (reply.status, content_type, reply.body)
 }
 
+/// `GET /metrics` on a framework service's own port, with `headers`: (status, body).
+fn scrape_service(service: &Service, headers: &[(&str, &str)]) -> (u16, String) {
+    http_request(&service.address, "GET", "/metrics", headers, b"")
+}
+
+/// Runs `promtool check metrics` on `text`; fails the test on any complaint.
+fn promtool_check(promtool: &PathBuf, text: &str) {
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let checked = check.wait_with_output().unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(
+        checked.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}\non:\n{text}"
+    );
+}
+
 /// Three gateway calls and one proxied gRPC call of helloworld, a store write and an event
 /// published through the CLI (over :8081), and two paths that name no endpoint.
 fn traffic(server: &Server) {
@@ -81,7 +107,7 @@ fn metrics_count_both_listeners_by_endpoint_and_pass_promtool() {
     let Some(promtool) = tool("MICRO_TEST_PROMTOOL", "promtool", TEST) else { return };
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
-    let _hello = Service::start_helloworld(&server, &[]);
+    let hello = Service::start_helloworld(&server, &[]);
     traffic(&server);
     // The runtime: one process that keeps running, one that crashes and is restarted.
     let work = tempfile::tempdir().unwrap();
@@ -192,21 +218,92 @@ fn metrics_count_both_listeners_by_endpoint_and_pass_promtool() {
     );
     assert!(count(requests("http", "debug", "Debug.Metrics", "200")) >= 1.0, "the first admin scrape");
 
-    let mut check = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool starts");
-    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let checked = check.wait_with_output().unwrap();
-    let said =
-        format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    promtool_check(&promtool, &text);
+
+    // helloworld's own port: its four calls (three through the gateway, one proxied), by its
+    // handler's endpoint; anyone the service's rules let call it (here: the public default rule
+    // of `micro`) may read them.
+    let calls = r#"micro_requests_total{listener="service",service="helloworld",endpoint="Helloworld.Call",code="OK"}"#;
+    let mut own = String::new();
+    common::eventually(Duration::from_secs(30), || {
+        let (status, body) = scrape_service(&hello, &[]);
+        own = body;
+        status == 200 && sample(&own, calls) == Some(4.0)
+    });
+    assert_eq!(sample(&own, calls), Some(4.0), "{own}");
+    let duration = r#"micro_request_duration_seconds_count{listener="service",service="helloworld",endpoint="Helloworld.Call",code="OK"}"#;
+    assert_eq!(sample(&own, duration), Some(4.0), "{own}");
+    assert!(sample(&own, "process_resident_memory_bytes").is_some_and(|rss| rss > 0.0), "{own}");
     assert!(
-        checked.status.success() && said.trim().is_empty(),
-        "promtool check metrics:\n{said}\non:\n{text}"
+        !own.contains("listener=\"http\"") && !own.contains("micro_runtime"),
+        "the service's text is its own process's:\n{own}"
     );
+    let reply = common::http_send(&hello.address, "GET", "/metrics", &[], b"");
+    assert_eq!(reply.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert!(
+        sample(&reply.body, r#"micro_requests_total{listener="service",service="helloworld",endpoint="Debug.Metrics",code="200"}"#)
+            .is_some_and(|scrapes| scrapes >= 1.0),
+        "scrapes count under their own endpoint:\n{}",
+        reply.body
+    );
+    // Not gRPC and not /metrics: 404; gRPC still works on the same port (the proxied call above).
+    let (status, body) = http_request(&hello.address, "GET", "/", &[], b"");
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = http_request(&hello.address, "POST", "/metrics", &[JSON], b"{}");
+    assert_eq!(status, 404);
+    promtool_check(&promtool, &reply.body);
+}
+
+#[test]
+fn a_rule_denying_debug_metrics_keeps_scrapers_out_of_a_services_port() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    // Before the service starts, so that its first read of the rules has it.
+    server.ok(&[
+        "auth",
+        "create",
+        "rule",
+        "no-hello-metrics",
+        "--resource",
+        "service:helloworld:Debug.Metrics",
+        "--access",
+        "denied",
+        "--priority",
+        "10",
+    ]);
+    let hello = Service::start_helloworld(&server, &[]);
+    let (status, body) = scrape_service(&hello, &[]);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Debug.Metrics") && !body.contains("micro_requests_total"), "{body}");
+    let bearer = format!("Bearer {}", server.ok(&["user", "token"]).trim());
+    let (status, body) = scrape_service(&hello, &[("Authorization", &bearer)]);
+    assert_eq!(status, 403, "the rule keeps accounts out too: {body}");
+    // The rule names the metrics alone: the service's calls go on.
+    let (status, answer) =
+        http_request(&server.http, "POST", "/helloworld/Call", &[JSON], br#"{"name":"a"}"#);
+    assert_eq!((status, json(&answer)["msg"].as_str()), (200, Some("Hello a")));
+}
+
+#[test]
+fn metrics_off_answer_404_and_calls_go_on() {
+    let home = tempfile::tempdir().unwrap();
+    let off = [("MICRO_METRICS", "off")];
+    let server = Server::start_with_env(home.path(), &[], &off);
+    server.ok(&["login", "--username", "admin", "--password", "micro"]);
+    let hello = Service::start_helloworld(&server, &off);
+    let (status, answer) =
+        http_request(&server.http, "POST", "/helloworld/Call", &[JSON], br#"{"name":"a"}"#);
+    assert_eq!((status, json(&answer)["msg"].as_str()), (200, Some("Hello a")));
+    let proxied = server.ok(&["call", "helloworld", "Helloworld.Call", r#"{"name":"X"}"#]);
+    assert!(proxied.contains("Hello X"), "{proxied}");
+    // Admin or not, nothing to read: the server's port and the service's say why.
+    let bearer = format!("Bearer {}", server.ok(&["user", "token"]).trim());
+    let (status, _, body) = scrape(&server, &[("Authorization", &bearer)]);
+    assert_eq!((status, body.trim()), (404, "metrics are off (MICRO_METRICS=off)"));
+    let (status, _, body) = scrape(&server, &[]);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = scrape_service(&hello, &[("Authorization", &bearer)]);
+    assert_eq!((status, body.trim()), (404, "metrics are off (MICRO_METRICS=off)"));
 }
 
 /// A `prometheus` process, stopped (by its PID) on drop.
@@ -224,15 +321,16 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    /// Starts `binary` scraping `target`'s `/metrics` every second, on an ephemeral port.
-    fn start(binary: &PathBuf, target: &str) -> Self {
+    /// Starts `binary` scraping the `/metrics` of `targets` every second, on an ephemeral port.
+    fn start(binary: &PathBuf, targets: &[&str]) -> Self {
         let data = tempfile::tempdir().unwrap();
         let config = data.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: micro\n    \
-                 metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n"
+                 metrics_path: /metrics\n    static_configs:\n      - targets: ['{}']\n",
+                targets.join("', '")
             ),
         )
         .unwrap();
@@ -272,7 +370,7 @@ fn a_real_prometheus_scrapes_the_server_and_answers_for_helloworld() {
     let Some(prometheus) = tool("MICRO_TEST_PROMETHEUS", "prometheus", TEST) else { return };
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path());
-    let _hello = Service::start_helloworld(&server, &[]);
+    let hello = Service::start_helloworld(&server, &[]);
     traffic(&server);
 
     // An operator who scrapes without a token makes the metrics public, as any endpoint.
@@ -282,7 +380,7 @@ fn a_real_prometheus_scrapes_the_server_and_answers_for_helloworld() {
     let (status, _, text) = scrape(&server, &[]);
     assert_eq!(status, 200, "{text}");
 
-    let prometheus = Prometheus::start(&prometheus, &server.http);
+    let prometheus = Prometheus::start(&prometheus, &[&server.http, &hello.address]);
     let query =
         r#"sum(micro_requests_total{listener="http",service="helloworld",endpoint="Helloworld.Call"})"#;
     let mut answer = Vec::new();
@@ -292,6 +390,31 @@ fn a_real_prometheus_scrapes_the_server_and_answers_for_helloworld() {
     });
     assert!(answered, "prometheus did not answer {query} within a minute");
     assert_eq!(answer[0]["value"][1], "3", "{answer:?}");
-    let up = prometheus.query(r#"up{job="micro"}"#);
-    assert_eq!(up[0]["value"][1], "1", "the scrape succeeds: {up:?}");
+    // Each target is scraped on its own schedule: the second may come a moment later.
+    let mut up = Vec::new();
+    common::poll(Duration::from_secs(30), Duration::from_millis(250), || {
+        up = prometheus.query(r#"sum(up{job="micro"})"#);
+        up.first().is_some_and(|sample| sample["value"][1] == "2")
+    });
+    assert_eq!(up[0]["value"][1], "2", "both scrapes succeed: {up:?}");
+
+    // The service's own series: its four calls, then its request rate while calls go on.
+    let own =
+        r#"sum(micro_requests_total{listener="service",service="helloworld",endpoint="Helloworld.Call"})"#;
+    let answered = common::poll(Duration::from_secs(60), Duration::from_millis(250), || {
+        answer = prometheus.query(own);
+        answer.first().is_some_and(|sample| sample["value"][1] == "4")
+    });
+    assert!(answered, "prometheus did not answer {own} with 4 within a minute: {answer:?}");
+    let rate = r#"sum(rate(micro_requests_total{listener="service",service="helloworld",endpoint="Helloworld.Call",code="OK"}[30s]))"#;
+    let answered = common::poll(Duration::from_secs(60), Duration::from_millis(250), || {
+        let (status, _) = http_request(&server.http, "POST", "/helloworld/Call", &[JSON], br#"{"name":"r"}"#);
+        assert_eq!(status, 200);
+        answer = prometheus.query(rate);
+        answer
+            .first()
+            .and_then(|sample| sample["value"][1].as_str()?.parse::<f64>().ok())
+            .is_some_and(|rate| rate > 0.0)
+    });
+    assert!(answered, "prometheus did not answer {rate} with a positive rate within a minute: {answer:?}");
 }

@@ -6,6 +6,7 @@
 //! - [`backoff`]: the one retry pacing (exponential, with jitter) of every retry loop.
 //! - [`batch`]: the waiting line of a group commit (event log, store file).
 //! - [`duration`]: Go-style durations (`1s`, `1m30s`, `250ms`) as the original CLI accepted.
+//! - [`metrics`]: Prometheus metrics: the request metrics' names and layer, the one recorder.
 //! - [`logging`]: one logging setup (filter `MICRO_LOG`, format text or JSON) for server and services.
 //! - [`names`]: the one rule for service names and versions (runtime and CLI alike).
 //! - [`service_env`]: the `MICRO_*` variables the runtime sets for a service and `micro` reads.
@@ -25,6 +26,7 @@ pub mod cli_files;
 pub mod duration;
 pub mod home;
 pub mod logging;
+pub mod metrics;
 pub mod names;
 pub mod service_env;
 pub mod shutdown;

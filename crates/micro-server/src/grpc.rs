@@ -72,7 +72,7 @@ impl Service {
     {
         Server::builder()
             // Outermost, so that the gate finds the metrics' slot and refusals are counted too.
-            .layer(RequestMetricsLayer::new(Listener::Grpc))
+            .layer(RequestMetricsLayer::new(Listener::Grpc).observe(crate::metrics::count_logins))
             // Every call's server span, refusals included; a proxied call's `traceparent` names it.
             .layer(micro_core::trace::ServerLayer)
             .layer(AuthLayer::new(self.gate))

@@ -1,5 +1,6 @@
 //! The :8080 listener: the fixed routes of the original's API (`GET /` answers the version,
-//! `/favicon.ico` an empty 200), `GET /metrics` ([`crate::metrics`], docs/observability.md),
+//! `/favicon.ico` an empty 200), `GET /metrics` ([`crate::metrics`], with the events backend's
+//! consumer groups read just before each render: [`crate::events_metrics`]; docs/observability.md),
 //! every other path to the API [`gateway`](crate::gateway), and the browser boundary around all
 //! of it ([`browser`](crate::gateway::browser): CORS, `Host`, security headers;
 //! docs/security.md). Every request is counted by the request metrics, outermost.
@@ -15,17 +16,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::json;
 
+use crate::events_metrics::GroupMetrics;
 use crate::gateway::{self, ApiError, Gateway, browser};
 use crate::metrics::{self, Listener, Metrics, RequestMetricsLayer};
 
-/// The HTTP routes.
+/// The HTTP routes, `/metrics` without consumer-group metrics.
 pub fn router(gateway: Gateway) -> Router {
+    routes(gateway, None)
+}
+
+/// The HTTP routes, `/metrics` with the consumer groups of `events`.
+pub fn router_with_events(gateway: Gateway, events: Arc<dyn micro_events::Events>) -> Router {
+    routes(gateway, Some(events))
+}
+
+fn routes(gateway: Gateway, events: Option<Arc<dyn micro_events::Events>>) -> Router {
     let options = gateway.options().clone();
     let exposition = Metrics::install();
+    let groups = events.map(GroupMetrics::new);
     let router = Router::new()
         .route("/", any(root))
         .route("/favicon.ico", get(|| async { StatusCode::OK }))
-        .route(metrics::PATH, get(move |state, request| scrape(state, request, exposition)))
+        .route(metrics::PATH, get(move |state, request| scrape(state, request, exposition, groups)))
         .fallback(gateway::handle)
         .with_state(gateway)
         .layer(browser::cors_layer(&options.cors_origins));
@@ -41,10 +53,24 @@ pub fn router(gateway: Gateway) -> Router {
 }
 
 /// `GET /metrics`: the Prometheus text, for callers admitted to `service:debug:Debug.Metrics`
-/// in namespace `micro` ([`Gateway::admit_metrics`]; docs/security.md, "Metrics").
-async fn scrape(State(gateway): State<Gateway>, request: Request, exposition: Metrics) -> Response {
+/// in namespace `micro` ([`Gateway::admit_metrics`]; docs/security.md, "Metrics"); a 404 to
+/// everyone when `MICRO_METRICS=off` ([`micro_core::metrics::enabled`]).
+async fn scrape(
+    State(gateway): State<Gateway>,
+    request: Request,
+    exposition: Metrics,
+    groups: Option<GroupMetrics>,
+) -> Response {
+    // Off, there is nothing to admit anyone to; saying so is no secret.
+    if !micro_core::metrics::enabled() {
+        return (StatusCode::NOT_FOUND, format!("{}\n", micro_core::metrics::OFF)).into_response();
+    }
     if let Err(error) = gateway.admit_metrics(request.headers()).await {
         return error.into_response();
+    }
+    // Admitted callers only: a refused scrape costs the events backend nothing.
+    if let Some(groups) = &groups {
+        groups.collect().await;
     }
     if let Some(slot) = request.extensions().get::<metrics::Slot>() {
         slot.resolve(metrics::RESOURCE_SERVICE, metrics::RESOURCE_ENDPOINT);

@@ -13,6 +13,8 @@
 //! - [`http`]: the :8080 listener: fixed routes, `GET /metrics` and the gateway.
 //! - [`metrics`]: Prometheus metrics: the recorder, every metric's name, the request metrics of
 //!   both listeners (docs/observability.md).
+//! - [`events_metrics`]: the events backend's consumer groups (lag, unacked, dead letters) as
+//!   gauges, read before each `GET /metrics` render.
 //! - [`jobs`]: how scheduled jobs act: as their account, through the gateway's call path.
 //! - [`web`]: the :8082 listener: the web dashboard, calling through the gateway.
 //! - [`tls`]: the certificate and key (`--tls-cert`/`--tls-key`) and TLS listeners for both.
@@ -21,6 +23,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod events_metrics;
 pub mod forward;
 pub mod gate;
 pub mod gateway;
@@ -366,7 +369,7 @@ impl Platform {
             }
             None => None,
         };
-        let router = http::router(gateway);
+        let router = http::router_with_events(gateway, self.events.clone());
         let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
         let mut web_log = None;
         match &self.tls {

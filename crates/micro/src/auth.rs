@@ -16,7 +16,7 @@
 //! }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -79,6 +79,11 @@ impl Guard {
             verified: micro_core::tokens::VerifiedTokens::new(),
             key_due: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The name of the service whose calls this guard decides.
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     /// The caller's account (if any) when the call may go on, else the status refusing it.
@@ -225,21 +230,25 @@ impl Guard {
 
 /// The tower layer that puts the [`Guard`] in front of a service's handlers. It also accepts
 /// calls addressed as `/<service name>.<Handler>/<Method>` (how the original's clients and
-/// proxies call), by routing on the handler.
+/// proxies call), by routing on the handler. An admitted call of one of the handlers' methods
+/// is counted under it by the request metrics (its [`Slot`](micro_core::metrics::Slot)).
 #[derive(Clone)]
 pub(crate) struct GateLayer {
     guard: Arc<Guard>,
     /// Handler (`Helloworld`) → full gRPC service name (`helloworld.Helloworld`).
     handlers: Arc<HashMap<String, String>>,
+    /// The gRPC paths of the handlers' methods (`/helloworld.Helloworld/Call`).
+    methods: Arc<HashSet<String>>,
 }
 
 impl GateLayer {
-    pub fn new(guard: Arc<Guard>, names: &[&str]) -> Self {
+    /// A gate for the handlers named `names` (`helloworld.Helloworld`), whose methods are `methods`.
+    pub fn new(guard: Arc<Guard>, names: &[&str], methods: HashSet<String>) -> Self {
         let handlers = names
             .iter()
             .map(|name| (name.rsplit('.').next().unwrap_or(name).to_string(), name.to_string()))
             .collect();
-        Self { guard, handlers: Arc::new(handlers) }
+        Self { guard, handlers: Arc::new(handlers), methods: Arc::new(methods) }
     }
 }
 
@@ -247,7 +256,12 @@ impl<S> tower::Layer<S> for GateLayer {
     type Service = Gate<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Gate { inner, guard: self.guard.clone(), handlers: self.handlers.clone() }
+        Gate {
+            inner,
+            guard: self.guard.clone(),
+            handlers: self.handlers.clone(),
+            methods: self.methods.clone(),
+        }
     }
 }
 
@@ -257,6 +271,7 @@ pub(crate) struct Gate<S> {
     inner: S,
     guard: Arc<Guard>,
     handlers: Arc<HashMap<String, String>>,
+    methods: Arc<HashSet<String>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -283,6 +298,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
+        let methods = self.methods.clone();
         if let Some(path) = reroute(&self.handlers, request.uri().path())
             && let Ok(uri) = http::Uri::builder().path_and_query(path).build()
         {
@@ -291,6 +307,11 @@ where
         Box::pin(async move {
             match guard.admit(request.headers(), request.uri().path()).await {
                 Ok(account) => {
+                    if let Some(slot) = request.extensions().get::<micro_core::metrics::Slot>()
+                        && let Some(endpoint) = crate::metrics_http::endpoint(&methods, request.uri().path())
+                    {
+                        slot.resolve(guard.service(), &endpoint);
+                    }
                     if let Some(account) = account {
                         request.extensions_mut().insert(account);
                     }
@@ -326,6 +347,7 @@ mod tests {
                 "foo-bar".into(),
             )),
             &["foobar.FooBar"],
+            HashSet::new(),
         );
         assert_eq!(reroute(&layer.handlers, "/foo-bar.FooBar/Call").as_deref(), Some("/foobar.FooBar/Call"));
         assert_eq!(reroute(&layer.handlers, "/foobar.FooBar/Call"), None, "already right");

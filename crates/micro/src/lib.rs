@@ -40,6 +40,7 @@
 //! | `MICRO_ENV` | the CLI's selected environment | whose `micro login` a hand-started service borrows |
 //! | `MICRO_LOG`, else `RUST_LOG` | `info` | log filter (logs go to stderr) |
 //! | `MICRO_LOG_FORMAT` | `text` | `json` writes one JSON object per line, with the fields of the current spans |
+//! | `MICRO_METRICS` | on | `off` (or `false`, `0`) stops counting requests; `GET /metrics` answers 404 |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` and the other `OTEL_*` | the server's :8081 when `micro run` starts it, else unset | where spans go over OTLP; unset: none recorded, callers' `traceparent` still passed on (docs/observability.md#traces) |
 //!
 //! Without `MICRO_AUTH_ID`/`MICRO_AUTH_SECRET`, a service started by hand uses the developer's
@@ -50,6 +51,16 @@
 //! present a certificate for the address's host, signed by one of the system's authorities or
 //! by `MICRO_TLS_CA`. The service itself serves plain gRPC: the server's proxy and gateway call
 //! it on the address it registered.
+//!
+//! # Metrics
+//!
+//! The service's port also answers `GET /metrics` over HTTP/1.1: Prometheus text with the
+//! service's calls by endpoint and code (`micro_requests_total{listener="service"}` and the
+//! server's other request metrics), the process's RSS, CPU and open files, and whatever the
+//! handlers record through the `metrics` facade ([`metrics`], re-exported): a handler's
+//! `micro::metrics::counter!(...)` shows there too. The service's rules decide who may read it,
+//! as the resource `service:<name>:Debug.Metrics` (docs/security.md, "Metrics"). A program that
+//! installed a `metrics` recorder of its own first keeps it: `/metrics` then answers 404.
 //!
 //! # Layout
 //!
@@ -64,6 +75,7 @@
 mod env;
 mod error;
 mod login;
+mod metrics_http;
 mod platform;
 mod registry;
 mod service;
@@ -79,6 +91,9 @@ pub mod events;
 pub mod store;
 
 pub use error::{Error, Result};
+/// Re-exported for handlers' own metrics: `micro::metrics::counter!("orders_total").increment(1)`
+/// appears in the service's `GET /metrics` beside the request metrics (docs/observability.md).
+pub use metrics;
 pub use service::Service;
 /// Re-exported for `#[tokio::main]` and the channels and streams handlers use.
 pub use tokio;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use micro_core::backoff::Backoff;
+use micro_core::metrics::{Listener, RequestMetricsLayer};
 use micro_core::task::AbortOnDrop;
 use micro_proto::registry::registry_client::RegistryClient;
 use tokio::net::TcpListener;
@@ -21,6 +22,7 @@ use crate::broker::{self, Message};
 use crate::codegen::Described;
 use crate::env::{self, Env};
 use crate::events::{self, ConsumeOptions, Event, Failure};
+use crate::metrics_http::HttpLayer;
 use crate::platform::Platform;
 use crate::registry::{Handler, Registration};
 use crate::{Error, Result};
@@ -274,11 +276,19 @@ impl Service {
         }
 
         let guard = Arc::new(Guard::new(platform.clone(), name.clone()));
+        let descriptors: Vec<&[u8]> = self.handlers.iter().map(|handler| handler.descriptors).collect();
+        let methods = micro_core::metrics::methods_of(&descriptors, &names);
+        let recorder = micro_core::metrics::Metrics::install(|builder| builder, || {});
         let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
-            // Outermost, so that refused calls are traced too.
+            // `GET /metrics` over HTTP/1.1 (Prometheus's scrapes) beside gRPC over HTTP/2.
+            .accept_http1(true)
+            // Outermost, so that the gate finds the metrics' slot and refusals are counted too.
+            .layer(RequestMetricsLayer::new(Listener::Service))
+            .layer(HttpLayer::new(guard.clone(), recorder))
+            // Every call's span, refusals included (not the scrapes).
             .layer(micro_core::trace::ServerLayer)
-            .layer(GateLayer::new(guard, &names))
+            .layer(GateLayer::new(guard, &names, methods))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
                 let _ = serving_stopped.await;
