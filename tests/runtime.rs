@@ -91,6 +91,26 @@ fn a_new_service_runs_updates_and_is_killed() {
         stderr(&server.micro(&["helloworld", "--name=Alice"]))
     );
     assert!(listed(&server, "helloworld"));
+    // Its spans reach the server's trace ring: the runtime points its exporter at the server,
+    // and it sends its own token, which the server wants (docs/observability.md#traces).
+    let exported = |server: &Server| {
+        let recent = common::json(&server.ok(&["trace", "--output", "json"]));
+        recent.as_array().unwrap().iter().any(|root| {
+            let trace = root["trace"].as_str().unwrap_or_default();
+            let spans = common::json(&server.ok(&["trace", trace, "--output", "json"]));
+            spans.as_array().unwrap().iter().any(|span| {
+                span["metadata"]["service"] == "helloworld"
+                    && span["name"] == "helloworld.Helloworld/Call"
+                    && span["metadata"]["micro.exported_by"].as_str().is_some_and(|id| !id.is_empty())
+            })
+        })
+    };
+    // The exporter sends a batch every 5 s (OTEL_BSP_SCHEDULE_DELAY's default).
+    assert!(
+        poll(SCRIPT_DEADLINE, Duration::from_millis(500), || exported(&server)),
+        "no span of helloworld's in the ring:\n{}",
+        server.ok(&["trace"])
+    );
     let logs = server.ok(&["logs", "helloworld"]);
     assert!(logs.contains("Listening on"), "{logs}");
     // `--since` is honoured by the server: every line of a service started minutes ago is
