@@ -4,6 +4,8 @@
 //!
 //! - `gateway`, `proxy` (section `calls`): the same handler called directly with tonic (the
 //!   baseline), through the gRPC proxy and through the HTTP gateway, auth on (see `load.rs`);
+//! - `overhead`: gateway and proxy calls with request metrics on and spans exported over OTLP
+//!   against both off, each on a fresh server and helloworld pair (see `overhead.rs`);
 //! - `connect`: Connect unary JSON on the gateway against its JSON path (see `connect.rs`);
 //! - `store`: durable writes and reads through the server, and the same against `redis-server`
 //!   (`appendfsync always`) with `--with-redis` (see `store.rs`);
@@ -26,6 +28,7 @@ mod connect;
 mod events;
 mod http;
 mod load;
+mod overhead;
 mod procs;
 mod redis;
 mod report;
@@ -42,9 +45,10 @@ use crate::load::{Budget, Report, run_load};
 use crate::report::{Figure, Run, Target};
 
 /// Every section, in the order a run measures them.
-const SECTIONS: &[&str] = &["gateway", "proxy", "connect", "store", "events", "boot", "backends", "runtime"];
+const SECTIONS: &[&str] =
+    &["gateway", "proxy", "overhead", "connect", "store", "events", "boot", "backends", "runtime"];
 /// What runs without `--only`.
-const DEFAULT: &[&str] = &["gateway", "proxy", "connect", "store", "events", "boot"];
+const DEFAULT: &[&str] = &["gateway", "proxy", "overhead", "connect", "store", "events", "boot"];
 
 /// Concurrency levels measured.
 const CONCURRENCY: &[usize] = &[1, 64];
@@ -143,6 +147,10 @@ async fn run() -> anyhow::Result<()> {
     if options.runs("gateway") || options.runs("proxy") {
         let figures = calls(&bins, &home.join("calls"), &options, &path).await?;
         report::record(&root, &run, "calls", &figures)?;
+    }
+    if options.runs("overhead") {
+        let figures = overhead::measure(&bins, &home.join("overhead"), CONCURRENCY, budget, &path).await?;
+        report::record(&root, &run, "overhead", &figures)?;
     }
     if options.runs("connect") {
         let figures = connect::measure(&bins, &home.join("connect"), CONCURRENCY, budget, &path).await?;

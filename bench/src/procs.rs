@@ -128,7 +128,17 @@ impl Server {
 
     /// Starts a server with `extra` flags (e.g. `--store postgres://…`) and logs the CLI in.
     pub async fn start_with(micro: &Path, home: &Path, extra: &[&str]) -> anyhow::Result<Self> {
-        let server = Self::boot(micro, home, extra).await?;
+        Self::start_with_env(micro, home, extra, &[]).await
+    }
+
+    /// [`Self::start_with`] with the variables `env` set for the server process.
+    pub async fn start_with_env(
+        micro: &Path,
+        home: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let server = Self::boot_with_env(micro, home, extra, env).await?;
         let cli = |args: &[&str]| -> anyhow::Result<()> {
             let output = Command::new(micro).env("MICRO_HOME", home).args(args).output()?;
             if !output.status.success() {
@@ -144,6 +154,16 @@ impl Server {
 
     /// Starts a server and returns once its health service answers `SERVING`.
     pub async fn boot(micro: &Path, home: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::boot_with_env(micro, home, extra, &[]).await
+    }
+
+    /// [`Self::boot`] with the variables `env` set for the server process.
+    async fn boot_with_env(
+        micro: &Path,
+        home: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         use tonic_health::pb::health_check_response::ServingStatus;
         use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
         let started = Instant::now();
@@ -153,7 +173,8 @@ impl Server {
                 .args(["server", "--proxy-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0"])
                 // The dashboard too: not on :8082, which another server may hold.
                 .args(["--web-address", "127.0.0.1:0"])
-                .args(extra),
+                .args(extra)
+                .envs(env.iter().copied()),
         )?;
         // The address is ephemeral, so the log line naming it comes first; then the health
         // check, polled with a deadline, says the server is ready.
@@ -197,11 +218,22 @@ pub struct Helloworld {
 impl Helloworld {
     /// Starts the example against `server`, using the CLI login in `home` to register.
     pub async fn start(bin: &Path, home: &Path, server: &Server) -> anyhow::Result<Self> {
+        Self::start_with_env(bin, home, server, &[]).await
+    }
+
+    /// [`Self::start`] with the variables `env` set for the service process.
+    pub async fn start_with_env(
+        bin: &Path,
+        home: &Path,
+        server: &Server,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let proc = Proc::spawn(
             Command::new(bin)
                 .env("MICRO_HOME", home)
                 .env("MICRO_SERVER_ADDRESS", &server.grpc)
-                .env("MICRO_SERVICE_ADDRESS", "127.0.0.1:0"),
+                .env("MICRO_SERVICE_ADDRESS", "127.0.0.1:0")
+                .envs(env.iter().copied()),
         )?;
         let line = proc.wait_for("Listening on")?;
         let address = line

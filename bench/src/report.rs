@@ -116,7 +116,7 @@ pub fn record(root: &Path, run: &Run, section: &str, figures: &[Figure]) -> anyh
 }
 
 /// Section order in the budget table; sections not listed follow in name order.
-const ORDER: &[&str] = &["calls", "connect", "store", "events", "boot", "backends", "runtime"];
+const ORDER: &[&str] = &["calls", "overhead", "connect", "store", "events", "boot", "backends", "runtime"];
 
 fn render_budget(all: &Value) -> String {
     let mut md = String::new();
