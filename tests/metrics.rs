@@ -251,6 +251,15 @@ fn metrics_count_both_listeners_by_endpoint_and_pass_promtool() {
     assert_eq!(status, 404, "{body}");
     let (status, _) = http_request(&hello.address, "POST", "/metrics", &[JSON], b"{}");
     assert_eq!(status, 404);
+    // DNS rebinding: a page at a hostile name that resolves to 127.0.0.1 reads nothing.
+    let port = hello.address.rsplit_once(':').unwrap().1;
+    let (status, body) =
+        http_request(&hello.address, "GET", "/metrics", &[("Host", &format!("rebound.example:{port}"))], b"");
+    assert_eq!(status, 421, "{body}");
+    assert!(!body.contains("micro_requests_total"), "{body}");
+    let (status, _) =
+        http_request(&hello.address, "GET", "/metrics", &[("Host", &format!("localhost:{port}"))], b"");
+    assert_eq!(status, 200);
     promtool_check(&promtool, &reply.body);
 }
 

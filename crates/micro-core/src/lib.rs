@@ -25,6 +25,7 @@ pub mod batch;
 pub mod cli_files;
 pub mod duration;
 pub mod home;
+pub mod host;
 pub mod logging;
 pub mod metrics;
 pub mod names;

@@ -74,9 +74,9 @@ pub fn enabled() -> bool {
 
 /// What a value of [`ENV`] says: off for `off`, `false` and `0`, on otherwise.
 fn enabled_by(value: Option<&str>) -> bool {
-    !value.map(str::trim).is_some_and(|value| {
-        ["off", "false", "0"].iter().any(|off| value.eq_ignore_ascii_case(off))
-    })
+    !value
+        .map(str::trim)
+        .is_some_and(|value| ["off", "false", "0"].iter().any(|off| value.eq_ignore_ascii_case(off)))
 }
 
 /// The path the metrics are served at (the server's HTTP port, every framework service's port).

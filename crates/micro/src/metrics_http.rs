@@ -2,15 +2,19 @@
 //! `GET /metrics`, the Prometheus text of the process's recorder ([`micro_core::metrics`]), to
 //! callers the service's [`Guard`] admits to the resource `service:<name>:Debug.Metrics` in the
 //! service's namespace (docs/security.md, "Metrics"); 404 for every other request that is not
-//! gRPC. Refusals are HTTP statuses (401, 403) with a short text body.
+//! gRPC. Refusals are HTTP statuses (401, 403) with a short text body. On a loopback address a
+//! plain HTTP request naming a `Host` that is not a loopback name gets 421, as on the gateway:
+//! a web page under a rebound DNS name reads nothing here.
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Response, StatusCode};
+use micro_core::host::HostCheck;
 use micro_core::metrics::{ForeignRecorder, Metrics, Slot};
 use tonic::body::Body;
 
@@ -37,13 +41,17 @@ pub(crate) fn endpoint(methods: &HashSet<String>, path: &str) -> Option<String> 
 pub(crate) struct HttpLayer {
     guard: Arc<Guard>,
     metrics: Option<Metrics>,
+    /// The names a loopback-bound port answers; `None` on other addresses.
+    host: Option<Arc<HostCheck>>,
 }
 
 impl HttpLayer {
     /// `metrics`: the recorder micro installed, or that the program installed its own first
-    /// (then `/metrics` answers 404, saying so).
-    pub fn new(guard: Arc<Guard>, metrics: Result<Metrics, ForeignRecorder>) -> Self {
-        Self { guard, metrics: metrics.ok() }
+    /// (then `/metrics` answers 404, saying so). `local`: the address the port is bound to.
+    pub fn new(guard: Arc<Guard>, metrics: Result<Metrics, ForeignRecorder>, local: SocketAddr) -> Self {
+        let host =
+            local.ip().is_loopback().then(|| Arc::new(HostCheck::new(Some(local.ip()), None, Vec::new())));
+        Self { guard, metrics: metrics.ok(), host }
     }
 }
 
@@ -51,7 +59,7 @@ impl<S> tower::Layer<S> for HttpLayer {
     type Service = Http<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Http { inner, guard: self.guard.clone(), metrics: self.metrics.clone() }
+        Http { inner, guard: self.guard.clone(), metrics: self.metrics.clone(), host: self.host.clone() }
     }
 }
 
@@ -61,6 +69,7 @@ pub(crate) struct Http<S> {
     inner: S,
     guard: Arc<Guard>,
     metrics: Option<Metrics>,
+    host: Option<Arc<HostCheck>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -82,6 +91,14 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if micro_core::metrics::is_grpc(request.headers()) {
             return Box::pin(self.inner.call(request));
+        }
+        let host = request.headers().get(http::header::HOST).and_then(|value| value.to_str().ok());
+        if let (Some(check), Some(host)) = (&self.host, host)
+            && !check.allows(host)
+        {
+            let answer =
+                text(StatusCode::MISDIRECTED_REQUEST, &format!("this port does not answer to host {host:?}"));
+            return Box::pin(std::future::ready(Ok(answer)));
         }
         if request.method() != Method::GET || request.uri().path() != micro_core::metrics::PATH {
             let answer = text(StatusCode::NOT_FOUND, "not found: this port serves gRPC and GET /metrics");

@@ -285,7 +285,7 @@ impl Service {
             .accept_http1(true)
             // Outermost, so that the gate finds the metrics' slot and refusals are counted too.
             .layer(RequestMetricsLayer::new(Listener::Service))
-            .layer(HttpLayer::new(guard.clone(), recorder))
+            .layer(HttpLayer::new(guard.clone(), recorder, local))
             // Every call's span, refusals included (not the scrapes).
             .layer(micro_core::trace::ServerLayer)
             .layer(GateLayer::new(guard, &names, methods))

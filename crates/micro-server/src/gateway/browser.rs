@@ -13,7 +13,6 @@
 //! JSON bodies needing `application/json` (a 415 otherwise) and the CSRF check of cookie
 //! sessions are decided per request, in [`super::request_message`] and [`super::auth`].
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,61 +79,7 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// Which `Host` names a loopback-bound listener answers (docs/security.md). The default answers
-/// loopback names only.
-#[derive(Debug, Clone, Default)]
-pub struct HostCheck {
-    /// The address the listener is bound to (always accepted as a host).
-    bind: Option<IpAddr>,
-    /// With `example.com`, the domain and its subdomains are accepted: lowercase, without
-    /// leading or trailing dots.
-    api_domain: Option<String>,
-    /// Configured names (`--allowed-host`), lowercase, accepted exactly.
-    allowed: Vec<String>,
-}
-
-impl HostCheck {
-    /// Answers loopback names, `bind`, `api_domain` and its subdomains, and the `allowed`
-    /// names; each name is compared without case and without a trailing dot.
-    pub fn new(bind: Option<IpAddr>, api_domain: Option<String>, allowed: Vec<String>) -> Self {
-        Self {
-            bind,
-            // Normalised once here rather than for every request.
-            api_domain: api_domain.map(|domain| domain.trim_matches('.').to_ascii_lowercase()),
-            allowed: allowed.iter().map(|host| host.trim_end_matches('.').to_ascii_lowercase()).collect(),
-        }
-    }
-
-    /// Whether a request naming `host` (with or without a port) is answered.
-    pub fn allows(&self, host: &str) -> bool {
-        let name = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
-        if name == "localhost" || name.ends_with(".localhost") {
-            return true;
-        }
-        let literal = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(&name);
-        if let Ok(ip) = literal.parse::<IpAddr>() {
-            return ip.is_loopback() || Some(ip) == self.bind;
-        }
-        if let Some(domain) = &self.api_domain
-            && (name == *domain || name.strip_suffix(domain.as_str()).is_some_and(|rest| rest.ends_with('.')))
-        {
-            return true;
-        }
-        self.allowed.contains(&name)
-    }
-}
-
-/// `host:port` → `host`, `[::1]:80` → `[::1]`; a bare IPv6 literal is left whole.
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((name, port))
-            if port.bytes().all(|b| b.is_ascii_digit()) && (!name.contains(':') || name.ends_with(']')) =>
-        {
-            name
-        }
-        _ => host,
-    }
-}
+pub use micro_core::host::HostCheck;
 
 /// Middleware: 421 for a request whose `Host` (or HTTP/2 authority) this listener does not
 /// answer to. A request naming no host at all is let through (no browser sends one).
