@@ -41,6 +41,10 @@ const EXPORT_DEADLINE: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Setup {
     Off,
+    /// Request metrics on, tracing off: what the metrics cost alone.
+    Metrics,
+    /// Tracing on and exporting, metrics off: what the spans cost alone.
+    Tracing,
     On,
 }
 
@@ -48,6 +52,8 @@ impl Setup {
     fn name(self) -> &'static str {
         match self {
             Setup::Off => "off",
+            Setup::Metrics => "metrics only",
+            Setup::Tracing => "tracing only",
             Setup::On => "on",
         }
     }
@@ -83,18 +89,36 @@ pub async fn measure(
         bail!("the collector received spans from the pair with tracing off");
     }
 
-    let on = [(micro_core::metrics::ENV, "on"), (OTEL_SDK_DISABLED, "false")];
-    let to_sink = format!("http://{}", sink.address);
-    let server_env = [on[0], on[1], (OTEL_EXPORTER_OTLP_ENDPOINT, to_sink.as_str())];
-    let on_home = home.join("on");
-    std::fs::create_dir_all(&on_home)?;
-    let server = procs::Server::start_with_env(&bins.micro, &on_home, &[], &server_env).await?;
-    // Helloworld's spans go to the server, as `micro run` has them; the server forwards them.
-    let to_server = format!("http://{}", server.grpc);
-    let service_env = [on[0], on[1], (OTEL_EXPORTER_OTLP_ENDPOINT, to_server.as_str())];
+    // Each half alone, to show where the cost is (not budget lines), then both.
+    let only_metrics = [(micro_core::metrics::ENV, "on"), (OTEL_SDK_DISABLED, "true")];
+    let metrics_home = home.join("metrics");
+    std::fs::create_dir_all(&metrics_home)?;
+    let server = procs::Server::start_with_env(&bins.micro, &metrics_home, &[], &only_metrics).await?;
     let service =
-        procs::Helloworld::start_with_env(&bins.helloworld, &on_home, &server, &service_env).await?;
-    rows.extend(measure_pair(&server, &service, Setup::On, concurrency, budget).await?);
+        procs::Helloworld::start_with_env(&bins.helloworld, &metrics_home, &server, &only_metrics).await?;
+    rows.extend(measure_pair(&server, &service, Setup::Metrics, concurrency, budget).await?);
+    drop(service);
+    drop(server);
+
+    let to_sink = format!("http://{}", sink.address);
+    let mut last = None;
+    for (setup, metrics) in [(Setup::Tracing, "off"), (Setup::On, "on")] {
+        // The pair before stops first (its exporters flush now, not during the next load).
+        drop(last.take());
+        let on = [(micro_core::metrics::ENV, metrics), (OTEL_SDK_DISABLED, "false")];
+        let server_env = [on[0], on[1], (OTEL_EXPORTER_OTLP_ENDPOINT, to_sink.as_str())];
+        let setup_home = home.join(setup.name().replace(' ', "-"));
+        std::fs::create_dir_all(&setup_home)?;
+        let server = procs::Server::start_with_env(&bins.micro, &setup_home, &[], &server_env).await?;
+        // Helloworld's spans go to the server, as `micro run` has them; the server forwards them.
+        let to_server = format!("http://{}", server.grpc);
+        let service_env = [on[0], on[1], (OTEL_EXPORTER_OTLP_ENDPOINT, to_server.as_str())];
+        let service =
+            procs::Helloworld::start_with_env(&bins.helloworld, &setup_home, &server, &service_env).await?;
+        rows.extend(measure_pair(&server, &service, setup, concurrency, budget).await?);
+        last = Some((server, service));
+    }
+    let (server, service) = last.expect("the last pair");
     let deadline = Instant::now() + EXPORT_DEADLINE;
     while sink.spans() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -175,10 +199,11 @@ fn render(rows: &[Row], spans: u64, budget: Budget) -> String {
     let _ = writeln!(md, "## Overhead: request metrics and exported traces against both off\n");
     let _ = writeln!(
         md,
-        "Written by `cargo run --release -p micro-bench -- --only overhead` (bench/): two fresh pairs of \
+        "Written by `cargo run --release -p micro-bench -- --only overhead` (bench/): four fresh pairs of \
          `micro server` and `examples/helloworld`, measured one after the other like the calls section (auth \
          on, `Helloworld.Call {{\"name\":\"bench\"}}`). **off**: both processes with `MICRO_METRICS=off` and \
-         `OTEL_SDK_DISABLED=true`. **on**: request metrics on; the server exports its spans over OTLP/gRPC to \
+         `OTEL_SDK_DISABLED=true`. **metrics only**, **tracing only**: one of the two (not budget lines: they \
+         show where the cost is). **on**: request metrics on; the server exports its spans over OTLP/gRPC to \
          a collector in the bench process that counts and drops them, and helloworld exports its spans to \
          the server (`OTEL_EXPORTER_OTLP_ENDPOINT` = its :8081, as `micro run` sets it), which forwards them \
          there. Budget: at most +{ADDED_P50} µs of p50 at c=1, at least {KEPT_RPS:.2}× the req/s at c=64. \
@@ -190,24 +215,31 @@ fn render(rows: &[Row], spans: u64, budget: Budget) -> String {
     let _ = writeln!(md, "| figure | off | on | on against off |");
     let _ = writeln!(md, "|---|---:|---:|---:|");
     for path in ["gateway", "proxy"] {
-        if let (Some(off), Some(on)) = (find(rows, Setup::Off, path, 1), find(rows, Setup::On, path, 1)) {
-            let (off, on) = (off.percentile(50.0), on.percentile(50.0));
-            let added = on as i64 - off as i64;
-            let _ = writeln!(md, "| {path} p50, c=1 | {off} µs | {on} µs | {added:+} µs |");
+        for setup in [Setup::Metrics, Setup::Tracing, Setup::On] {
+            if let (Some(off), Some(on)) = (find(rows, Setup::Off, path, 1), find(rows, setup, path, 1)) {
+                let (off, on) = (off.percentile(50.0), on.percentile(50.0));
+                let added = on as i64 - off as i64;
+                let what = if setup == Setup::On { String::new() } else { format!(" ({})", setup.name()) };
+                let _ = writeln!(md, "| {path} p50, c=1{what} | {off} µs | {on} µs | {added:+} µs |");
+            }
         }
     }
     for path in ["gateway", "proxy"] {
-        if let (Some(off), Some(on)) = (find(rows, Setup::Off, path, 64), find(rows, Setup::On, path, 64)) {
-            let _ = writeln!(
-                md,
-                "| {path} req/s, c=64 | {:.0} | {:.0} | {:.3}× |",
-                off.rps(),
-                on.rps(),
-                on.rps() / off.rps().max(f64::MIN_POSITIVE)
-            );
+        for setup in [Setup::Metrics, Setup::Tracing, Setup::On] {
+            if let (Some(off), Some(on)) = (find(rows, Setup::Off, path, 64), find(rows, setup, path, 64)) {
+                let what = if setup == Setup::On { String::new() } else { format!(" ({})", setup.name()) };
+                let _ = writeln!(
+                    md,
+                    "| {path} req/s, c=64{what} | {:.0} | {:.0} | {:.3}× |",
+                    off.rps(),
+                    on.rps(),
+                    on.rps() / off.rps().max(f64::MIN_POSITIVE)
+                );
+            }
         }
     }
-    let _ = writeln!(md, "\nThe collector received {spans} spans from the \"on\" pair.\n");
+    let _ =
+        writeln!(md, "\nThe collector received {spans} spans from the \"tracing only\" and \"on\" pairs.\n");
     let _ = writeln!(md, "| setup | path | concurrency | req/s | p50 | p99 | errors |");
     let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|");
     for row in rows {
