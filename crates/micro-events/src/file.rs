@@ -247,6 +247,23 @@ impl FileStorage {
     }
 }
 
+/// The sequences stored of `topic` in `events`, whose last assigned one `topics` holds (none
+/// yet: `1..=0`; all removed by retention: `last + 1..=last`).
+fn topic_bounds(
+    topics: &impl ReadableTable<(&'static str, &'static str), (u64, u64)>,
+    events: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
+    namespace: &str,
+    topic: &str,
+) -> Result<Bounds> {
+    let last = topics.get((namespace, topic)).map_err(storage)?.map_or(0, |v| v.value().0);
+    let first =
+        match events.range((namespace, topic, 0)..=(namespace, topic, u64::MAX)).map_err(storage)?.next() {
+            Some(entry) => entry.map_err(storage)?.0.value().2,
+            None => last + 1,
+        };
+    Ok(Bounds { first, last })
+}
+
 impl Storage for FileStorage {
     fn append(&self, batch: Vec<Append>, retention: &Retention) -> Result<Vec<Event>> {
         let tx = begin_write(&self.db)?;
@@ -309,16 +326,9 @@ impl Storage for FileStorage {
 
     fn bounds(&self, namespace: &str, topic: &str) -> Result<Bounds> {
         let tx = self.db.begin_read().map_err(storage)?;
-        let topics = tx.open_table(TOPICS).map_err(storage)?;
-        let last = topics.get((namespace, topic)).map_err(storage)?.map_or(0, |v| v.value().0);
-        let events = tx.open_table(EVENTS).map_err(storage)?;
-        let first =
-            match events.range((namespace, topic, 0)..=(namespace, topic, u64::MAX)).map_err(storage)?.next()
-            {
-                Some(entry) => entry.map_err(storage)?.0.value().2,
-                None => last + 1,
-            };
-        Ok(Bounds { first, last })
+        let (topics, events) =
+            (tx.open_table(TOPICS).map_err(storage)?, tx.open_table(EVENTS).map_err(storage)?);
+        topic_bounds(&topics, &events, namespace, topic)
     }
 
     fn sequence_at(&self, namespace: &str, topic: &str, timestamp_ms: u64) -> Result<u64> {
@@ -434,15 +444,7 @@ impl Storage for FileStorage {
         for entry in cursors.iter().map_err(storage)?.take(max) {
             let (key, settled) = entry.map_err(storage)?;
             let (namespace, topic, group) = key.value();
-            let last = topics.get((namespace, topic)).map_err(storage)?.map_or(0, |v| v.value().0);
-            let first = match events
-                .range((namespace, topic, 0)..=(namespace, topic, u64::MAX))
-                .map_err(storage)?
-                .next()
-            {
-                Some(entry) => entry.map_err(storage)?.0.value().2,
-                None => last + 1,
-            };
+            let bounds = topic_bounds(&topics, &events, namespace, topic)?;
             let skip = skips.get((namespace, topic, group)).map_err(storage)?.map(|v| {
                 let (to, resume) = v.value();
                 Skip { to, resume }
@@ -454,7 +456,7 @@ impl Storage for FileStorage {
                 group: group.to_string(),
                 settled: settled.value(),
                 skip,
-                bounds: Bounds { first, last },
+                bounds,
                 dead: dead.range(range.clone()).map_err(storage)?.count() as u64,
                 released: released.range(range).map_err(storage)?.count() as u64,
             });

@@ -21,6 +21,11 @@ impl Topic {
         self.events.front().map_or(self.last + 1, |e| e.sequence)
     }
 
+    /// The sequences stored of `topic` (none yet: `1..=0`).
+    fn bounds(topic: Option<&Topic>) -> Bounds {
+        topic.map_or(Bounds { first: 1, last: 0 }, |t| Bounds { first: t.first(), last: t.last })
+    }
+
     fn retain(&mut self, retention: &Retention, now: u64) -> u64 {
         let cutoff = oldest_kept(retention, now);
         let mut removed = 0;
@@ -101,11 +106,7 @@ impl Storage for MemoryStorage {
     }
 
     fn bounds(&self, namespace: &str, topic: &str) -> Result<Bounds> {
-        let log = self.lock()?;
-        Ok(log
-            .topics
-            .get(&key(namespace, topic))
-            .map_or(Bounds { first: 1, last: 0 }, |t| Bounds { first: t.first(), last: t.last }))
+        Ok(Topic::bounds(self.lock()?.topics.get(&key(namespace, topic))))
     }
 
     fn sequence_at(&self, namespace: &str, topic: &str, timestamp_ms: u64) -> Result<u64> {
@@ -182,10 +183,7 @@ impl Storage for MemoryStorage {
             .take(max)
             .map(|key| {
                 let (namespace, topic, group) = key.clone();
-                let bounds = log
-                    .topics
-                    .get(&(namespace.clone(), topic.clone()))
-                    .map_or(Bounds { first: 1, last: 0 }, |t| Bounds { first: t.first(), last: t.last });
+                let bounds = Topic::bounds(log.topics.get(&(namespace.clone(), topic.clone())));
                 StoredGroup {
                     settled: log.cursors[key],
                     skip: log.skips.get(key).copied(),
