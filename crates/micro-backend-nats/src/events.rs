@@ -591,93 +591,69 @@ impl Inner {
 
     /// The topics of `namespace`: its event streams, in name order, at most [`MAX_TOPICS`].
     async fn topics(&self, namespace: &str) -> Result<Vec<TopicInfo>> {
-        #[derive(serde::Deserialize)]
-        struct Page {
-            total: usize,
-            streams: Option<Vec<stream::Info>>,
-        }
-        let subjects = names::events_subject(namespace, "*");
         let prefix = names::events_subject(namespace, "");
-        let (mut found, mut offset) = (Vec::new(), 0);
-        loop {
-            let request = json!({ "offset": offset, "subject": subjects });
-            let page: std::result::Result<Page, _> = self.api("STREAM.LIST".to_string(), &request).await?;
-            let page = page.map_err(|err| unavailable(format!("list the streams of {namespace}: {err}")))?;
-            let streams = page.streams.unwrap_or_default();
-            let listed = streams.len();
-            offset += listed;
-            for info in streams {
-                let Some(token) =
-                    info.config.subjects.iter().find_map(|subject| subject.strip_prefix(&prefix))
-                else {
-                    continue;
-                };
-                let state = info.state;
-                let last_ms =
-                    u64::try_from(state.last_timestamp.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-                found.push(TopicInfo {
-                    name: names::untoken(token),
-                    events: state.messages,
-                    last_sequence: state.last_sequence,
-                    last_timestamp_ms: if state.messages == 0 { 0 } else { last_ms },
-                });
-            }
-            if listed == 0 || offset >= page.total {
-                break;
-            }
+        let mut found = Vec::new();
+        for info in self.list_streams(&names::events_subject(namespace, "*")).await? {
+            let Some(token) = info.config.subjects.iter().find_map(|subject| subject.strip_prefix(&prefix))
+            else {
+                continue;
+            };
+            let state = info.state;
+            let last_ms = u64::try_from(state.last_timestamp.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            found.push(TopicInfo {
+                name: names::untoken(token),
+                events: state.messages,
+                last_sequence: state.last_sequence,
+                last_timestamp_ms: if state.messages == 0 { 0 } else { last_ms },
+            });
         }
         found.sort_by(|a, b| a.name.cmp(&b.name));
         found.truncate(MAX_TOPICS);
         Ok(found)
     }
 
-    /// Every stream with a subject within `subjects`, all pages.
-    async fn list_streams(&self, subjects: &str) -> Result<Vec<stream::Info>> {
+    /// Every item of a paged JetStream list (`STREAM.LIST`, `CONSUMER.LIST.<stream>`), all
+    /// pages; `body` is the request besides its offset.
+    async fn list_all<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: String,
+        mut body: serde_json::Value,
+    ) -> Api<Vec<T>> {
         #[derive(serde::Deserialize)]
-        struct Page {
+        struct Page<T> {
             total: usize,
-            streams: Option<Vec<stream::Info>>,
+            #[serde(alias = "streams", alias = "consumers")]
+            items: Option<Vec<T>>,
         }
-        let (mut found, mut offset) = (Vec::new(), 0);
+        let mut found = Vec::new();
         loop {
-            let request = json!({ "offset": offset, "subject": subjects });
-            let page: std::result::Result<Page, _> = self.api("STREAM.LIST".to_string(), &request).await?;
-            let page = page.map_err(|err| unavailable(format!("list the streams of {subjects}: {err}")))?;
-            let streams = page.streams.unwrap_or_default();
-            offset += streams.len();
-            let done = streams.is_empty() || offset >= page.total;
-            found.extend(streams);
+            body["offset"] = json!(found.len());
+            let page: Page<T> = match self.api(subject.clone(), &body).await? {
+                Ok(page) => page,
+                Err(err) => return Ok(Err(err)),
+            };
+            let items = page.items.unwrap_or_default();
+            let done = items.is_empty() || found.len() + items.len() >= page.total;
+            found.extend(items);
             if done {
-                return Ok(found);
+                return Ok(Ok(found));
             }
         }
     }
 
-    /// The consumers of stream `name`, all pages.
+    /// Every stream with a subject within `subjects`.
+    async fn list_streams(&self, subjects: &str) -> Result<Vec<stream::Info>> {
+        self.list_all("STREAM.LIST".to_string(), json!({ "subject": subjects }))
+            .await?
+            .map_err(|err| unavailable(format!("list the streams of {subjects}: {err}")))
+    }
+
+    /// The consumers of stream `name` (none when it was deleted since it was listed).
     async fn list_consumers(&self, name: &str) -> Result<Vec<consumer::Info>> {
-        #[derive(serde::Deserialize)]
-        struct Page {
-            total: usize,
-            consumers: Option<Vec<consumer::Info>>,
-        }
-        let (mut found, mut offset) = (Vec::new(), 0);
-        loop {
-            let request = json!({ "offset": offset });
-            let page: std::result::Result<Page, _> =
-                self.api(format!("CONSUMER.LIST.{name}"), &request).await?;
-            let page = match page {
-                Ok(page) => page,
-                // Deleted since it was listed.
-                Err(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => return Ok(found),
-                Err(err) => return Err(unavailable(format!("list the consumers of {name}: {err}"))),
-            };
-            let consumers = page.consumers.unwrap_or_default();
-            offset += consumers.len();
-            let done = consumers.is_empty() || offset >= page.total;
-            found.extend(consumers);
-            if done {
-                return Ok(found);
-            }
+        match self.list_all(format!("CONSUMER.LIST.{name}"), json!({})).await? {
+            Ok(consumers) => Ok(consumers),
+            Err(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND => Ok(Vec::new()),
+            Err(err) => Err(unavailable(format!("list the consumers of {name}: {err}"))),
         }
     }
 

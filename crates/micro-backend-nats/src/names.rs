@@ -70,13 +70,16 @@ pub(crate) fn group_consumer(group: &str) -> String {
 /// The description of a named group's consumer, which names the group in full (its consumer's
 /// name may end in a hash).
 pub(crate) fn group_description(group: &str) -> String {
-    format!("micro events group {group}")
+    format!("{GROUP_DESCRIPTION}{group}")
 }
+
+/// What [`group_description`] puts before the group's name.
+const GROUP_DESCRIPTION: &str = "micro events group ";
 
 /// The group whose durable consumer is `name`, described as `description` (the inverse of
 /// [`group_consumer`]); `None` for every other consumer.
 pub(crate) fn group_of_consumer(name: &str, description: Option<&str>) -> Option<String> {
-    let group = match description.and_then(|d| d.strip_prefix("micro events group ")) {
+    let group = match description.and_then(|d| d.strip_prefix(GROUP_DESCRIPTION)) {
         Some(group) => group.to_string(),
         // A name of the longest length may end in a hash: only the description tells.
         None if name.len() < MAX_NAME_BYTES => untoken(name.strip_prefix("g~")?),
