@@ -4,12 +4,7 @@
 
 mod common;
 
-use common::Server;
-
-/// The value of the one line of `text` that is exactly the series `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
+use common::{Server, sample};
 
 /// `name` of group `billing` on topic `lagged` in `micro`, as the exporter renders it.
 fn series(name: &str) -> String {

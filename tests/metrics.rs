@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, Service, http_request, in_ci, json, tenant_home};
+use common::{Server, Service, http_request, in_ci, json, sample, tenant_home};
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
@@ -37,11 +37,6 @@ fn tool(variable: &str, name: &str, test: &str) -> Option<PathBuf> {
         );
     }
     path
-}
-
-/// The value of the one line of `text` that is exactly the series `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// The series of [`micro_requests_total`] with these labels, as the exporter renders them.

@@ -631,6 +631,12 @@ pub fn registered_descriptors(server: &Server, service: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()
 }
 
+/// The value of the one line of the Prometheus text `text` that is exactly the series `series`
+/// (name and labels as the exporter renders them).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// `text` as JSON, or a panic showing it.
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text:?}"))
