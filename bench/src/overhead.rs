@@ -1,10 +1,10 @@
 //! The `overhead` section: what request metrics and exported traces cost a call, against both
-//! off, in one run. Two setups, each a fresh `micro server` and `helloworld` pair measured the
-//! way the calls section measures them (`load.rs`), one after the other so that neither's
-//! background work (the "on" exporters send batches seconds after the load) lands in the
-//! other's rows:
+//! off, in one run. Four setups, each a fresh `micro server` and `helloworld` pair measured the
+//! way the calls section measures them (`load.rs`), one after the other so that none's
+//! background work (exporters send batches seconds after the load) lands in another's rows:
 //!
 //! - off: both processes with `MICRO_METRICS=off` and `OTEL_SDK_DISABLED=true`;
+//! - metrics only, tracing only: one of the two, to show where the cost is (not budget lines);
 //! - on: request metrics on; the server exports its spans over OTLP/gRPC to a collector in this
 //!   process ([`Sink`]: counts the spans, keeps none), and helloworld exports its own to the
 //!   server's :8081, as `micro run` sets it up, which forwards them to the same collector.
@@ -49,6 +49,16 @@ enum Setup {
 }
 
 impl Setup {
+    /// Whether the pair counts requests.
+    fn metrics(self) -> bool {
+        matches!(self, Setup::Metrics | Setup::On)
+    }
+
+    /// Whether the pair records and exports spans.
+    fn traces(self) -> bool {
+        matches!(self, Setup::Tracing | Setup::On)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Setup::Off => "off",
@@ -67,7 +77,7 @@ struct Row {
     report: Report,
 }
 
-/// Measures both setups at each of `concurrency`, writes the section to `path` and returns its
+/// Measures the four setups at each of `concurrency`, writes the section to `path` and returns its
 /// figures.
 pub async fn measure(
     bins: &procs::Binaries,
@@ -77,48 +87,33 @@ pub async fn measure(
     path: &PathBuf,
 ) -> anyhow::Result<Vec<Figure>> {
     let sink = Sink::start().await?;
-    let both_off = [(micro_core::metrics::ENV, "off"), (OTEL_SDK_DISABLED, "true")];
-    let off_home = home.join("off");
-    std::fs::create_dir_all(&off_home)?;
-    let server = procs::Server::start_with_env(&bins.micro, &off_home, &[], &both_off).await?;
-    let service = procs::Helloworld::start_with_env(&bins.helloworld, &off_home, &server, &both_off).await?;
-    let mut rows = measure_pair(&server, &service, Setup::Off, concurrency, budget).await?;
-    drop(service);
-    drop(server);
-    if sink.spans() > 0 {
-        bail!("the collector received spans from the pair with tracing off");
-    }
-
-    // Each half alone, to show where the cost is (not budget lines), then both.
-    let only_metrics = [(micro_core::metrics::ENV, "on"), (OTEL_SDK_DISABLED, "true")];
-    let metrics_home = home.join("metrics");
-    std::fs::create_dir_all(&metrics_home)?;
-    let server = procs::Server::start_with_env(&bins.micro, &metrics_home, &[], &only_metrics).await?;
-    let service =
-        procs::Helloworld::start_with_env(&bins.helloworld, &metrics_home, &server, &only_metrics).await?;
-    rows.extend(measure_pair(&server, &service, Setup::Metrics, concurrency, budget).await?);
-    drop(service);
-    drop(server);
-
     let to_sink = format!("http://{}", sink.address);
+    let mut rows = Vec::new();
     let mut last = None;
-    for (setup, metrics) in [(Setup::Tracing, "off"), (Setup::On, "on")] {
+    // Both off, each half alone (to show where the cost is; not budget lines), then both.
+    for setup in [Setup::Off, Setup::Metrics, Setup::Tracing, Setup::On] {
         // The pair before stops first (its exporters flush now, not during the next load).
         drop(last.take());
-        let on = [(micro_core::metrics::ENV, metrics), (OTEL_SDK_DISABLED, "false")];
-        let server_env = [on[0], on[1], (OTEL_EXPORTER_OTLP_ENDPOINT, to_sink.as_str())];
+        if !setup.traces() && sink.spans() > 0 {
+            bail!("the collector received spans from a pair with tracing off");
+        }
+        let metrics = if setup.metrics() { "on" } else { "off" };
+        let tracing_off = if setup.traces() { "false" } else { "true" };
+        let env = [(micro_core::metrics::ENV, metrics), (OTEL_SDK_DISABLED, tracing_off)];
         let setup_home = home.join(setup.name().replace(' ', "-"));
         std::fs::create_dir_all(&setup_home)?;
+        let server_env = [env[0], env[1], (OTEL_EXPORTER_OTLP_ENDPOINT, to_sink.as_str())];
         let server = procs::Server::start_with_env(&bins.micro, &setup_home, &[], &server_env).await?;
         // Helloworld's spans go to the server, as `micro run` has them; the server forwards them.
         let to_server = format!("http://{}", server.grpc);
-        let service_env = [on[0], on[1], (OTEL_EXPORTER_OTLP_ENDPOINT, to_server.as_str())];
+        let service_env = [env[0], env[1], (OTEL_EXPORTER_OTLP_ENDPOINT, to_server.as_str())];
         let service =
             procs::Helloworld::start_with_env(&bins.helloworld, &setup_home, &server, &service_env).await?;
         rows.extend(measure_pair(&server, &service, setup, concurrency, budget).await?);
-        last = Some((server, service));
+        // A tuple drops in order: the service first, so that it deregisters from a live server.
+        last = Some((service, server));
     }
-    let (server, service) = last.expect("the last pair");
+    let (service, server) = last.expect("the last pair");
     let deadline = Instant::now() + EXPORT_DEADLINE;
     while sink.spans() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
