@@ -7,6 +7,7 @@
 //! - [`batch`]: the waiting line of a group commit (event log, store file).
 //! - [`duration`]: Go-style durations (`1s`, `1m30s`, `250ms`) as the original CLI accepted.
 //! - [`metrics`]: Prometheus metrics: the request metrics' names and layer, the one recorder.
+//! - [`host`]: which `Host` a loopback listener answers (DNS rebinding), for every HTTP port.
 //! - [`logging`]: one logging setup (filter `MICRO_LOG`, format text or JSON) for server and services.
 //! - [`names`]: the one rule for service names and versions (runtime and CLI alike).
 //! - [`service_env`]: the `MICRO_*` variables the runtime sets for a service and `micro` reads.
