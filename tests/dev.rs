@@ -29,7 +29,11 @@ fn a_new_project_builds_against_the_installed_sdk() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = tempfile::tempdir().unwrap();
     let copy = bin.path().join("micro");
-    std::fs::copy(common::micro_bin(), &copy).unwrap();
+    // Copied by `cp`, not `std::fs::copy`: while this process holds the copy open for writing,
+    // a process the other test forks inherits that descriptor until its exec, and running the
+    // copy then fails with ETXTBSY ("Text file busy"). A `cp` child's descriptor is its own.
+    let copied = Command::new("cp").arg(common::micro_bin()).arg(&copy).status().unwrap();
+    assert!(copied.success(), "cp of the micro binary failed");
     let home = tempfile::tempdir().unwrap();
     let sdk = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
