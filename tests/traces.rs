@@ -314,6 +314,10 @@ fn a_gateway_call_is_one_trace_through_service_store_and_events() {
         server.ok(&["trace"])
     );
 
+    // Reading the ring adds nothing to it: none of the `micro trace` calls above is listed.
+    let listed = server.ok(&["trace"]);
+    assert!(!listed.contains("debug.Debug/Trace"), "{listed}");
+
     let missing = server.micro(&["trace", "0123456789abcdef0123456789abcdef"]);
     assert!(!missing.status.success());
     assert!(common::stderr(&missing).contains("not found"), "{}", common::stderr(&missing));

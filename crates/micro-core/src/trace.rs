@@ -56,6 +56,14 @@ pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 
 /// Calls of paths under this prefix (the OTLP collector services) are not traced.
 pub const UNTRACED_PREFIX: &str = "/opentelemetry.proto.collector.";
+/// Reading the server's trace ring is not traced either: each `micro trace` would otherwise
+/// add a trace of its own and push the ones it looks for out of the ring.
+pub const UNTRACED_PATH: &str = "/debug.Debug/Trace";
+
+/// Whether calls of `path` make no span ([`UNTRACED_PREFIX`], [`UNTRACED_PATH`]).
+pub fn untraced(path: &str) -> bool {
+    path.starts_with(UNTRACED_PREFIX) || path == UNTRACED_PATH
+}
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -428,7 +436,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if request.uri().path().starts_with(UNTRACED_PREFIX) {
+        if untraced(request.uri().path()) {
             // Exporting spans makes none: a trace per export would crowd out the calls.
             return Box::pin(self.inner.call(request));
         }
