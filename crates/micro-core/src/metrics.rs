@@ -455,14 +455,15 @@ pub struct Slot(Arc<SlotInner>);
 
 struct SlotInner {
     listener: Listener,
+    series: Series,
     target: OnceLock<Target>,
     /// Bytes of the request body read so far ([`Counted`]).
     received: AtomicU64,
 }
 
 impl Slot {
-    fn new(listener: Listener) -> Self {
-        Self(Arc::new(SlotInner { listener, target: OnceLock::new(), received: AtomicU64::new(0) }))
+    fn new(listener: Listener, series: Series) -> Self {
+        Self(Arc::new(SlotInner { listener, series, target: OnceLock::new(), received: AtomicU64::new(0) }))
     }
 
     /// The request goes to `endpoint` (`Handler.Method`) of `service`, a registered or core
@@ -475,7 +476,7 @@ impl Slot {
         if self.0.target.set(TARGETS.get(service, endpoint)).is_ok()
             && let Some(target) = self.0.target.get()
         {
-            gauge!(REQUESTS_IN_FLIGHT, in_flight_labels(self.0.listener, target).iter()).increment(1.0);
+            self.0.series.pair(self.0.listener, target, |series| series.in_flight.increment(1.0));
         }
     }
 
@@ -498,15 +499,16 @@ fn in_flight_labels(listener: Listener, target: &Target) -> [Label; 3] {
 pub type Observer = fn(&Target, &str);
 
 /// Counts the requests of one listener (see the module docs).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestMetricsLayer {
     listener: Listener,
     observer: Option<Observer>,
+    series: Series,
 }
 
 impl RequestMetricsLayer {
     pub fn new(listener: Listener) -> Self {
-        Self { listener, observer: None }
+        Self { listener, observer: None, series: Series::default() }
     }
 
     /// Calls `observer` with each request as it is counted.
@@ -519,7 +521,12 @@ impl<S> tower::Layer<S> for RequestMetricsLayer {
     type Service = RequestMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestMetrics { inner, listener: self.listener, observer: self.observer }
+        RequestMetrics {
+            inner,
+            listener: self.listener,
+            observer: self.observer,
+            series: self.series.clone(),
+        }
     }
 }
 
@@ -529,6 +536,7 @@ pub struct RequestMetrics<S> {
     inner: S,
     listener: Listener,
     observer: Option<Observer>,
+    series: Series,
 }
 
 impl<S, B, R> tower::Service<Request<B>> for RequestMetrics<S>
@@ -548,7 +556,7 @@ where
             let request = request.map(|inner| Counted { inner, slot: None });
             return MeteredFuture { inner: self.inner.call(request), call: None };
         }
-        let slot = Slot::new(self.listener);
+        let slot = Slot::new(self.listener, self.series.clone());
         request.extensions_mut().insert(slot.clone());
         let request = request.map(|inner| Counted { inner, slot: Some(slot.clone()) });
         let call = Call::new(slot, self.observer);
@@ -586,7 +594,7 @@ impl Drop for Call {
         });
         let bytes = Transferred { received: self.slot.0.received.load(Ordering::Relaxed), sent: self.sent };
         let finished = Finished { grpc: self.grpc, code, elapsed: self.start.elapsed(), bytes };
-        record(listener, self.slot.target(), finished, self.observer);
+        record(&self.slot.0.series, listener, self.slot.target(), finished, self.observer);
     }
 }
 
@@ -605,10 +613,16 @@ struct Transferred {
 }
 
 /// Counts one finished request (see [`Call`]).
-fn record(listener: Listener, target: Option<&Target>, finished: Finished, observer: Option<Observer>) {
+fn record(
+    series: &Series,
+    listener: Listener,
+    target: Option<&Target>,
+    finished: Finished,
+    observer: Option<Observer>,
+) {
     let Finished { grpc, code, elapsed, bytes } = finished;
     if let Some(target) = target {
-        gauge!(REQUESTS_IN_FLIGHT, in_flight_labels(listener, target).iter()).decrement(1.0);
+        series.pair(listener, target, |series| series.in_flight.decrement(1.0));
     }
     let other = Target::other();
     // A path under a served name that names no method of its node is answered UNIMPLEMENTED:
@@ -622,17 +636,87 @@ fn record(listener: Listener, target: Option<&Target>, finished: Finished, obser
     }
     let error = if grpc { &*code != "OK" } else { code.parse::<u16>().map_or(true, |status| status >= 400) };
     labelled.tally.record(error, elapsed);
-    let labels = [
-        Label::from_static_parts("listener", listener.as_str()),
-        Label::new("service", labelled.service.clone()),
-        Label::new("endpoint", labelled.endpoint.clone()),
-        Label::new("code", code),
-    ];
-    counter!(REQUESTS_TOTAL, labels.iter()).increment(1);
-    histogram!(REQUEST_DURATION_SECONDS, labels.iter()).record(elapsed.as_secs_f64());
-    let labels = &labels[..3];
-    counter!(REQUEST_BYTES_TOTAL, labels.iter()).increment(bytes.received);
-    counter!(RESPONSE_BYTES_TOTAL, labels.iter()).increment(bytes.sent);
+    series.code(listener, labelled, code, |series| {
+        series.total.increment(1);
+        series.duration.record(elapsed.as_secs_f64());
+    });
+    series.pair(listener, labelled, |series| {
+        series.received.increment(bytes.received);
+        series.sent.increment(bytes.sent);
+    });
+}
+
+/// The series one layer records into, kept per target (and code) once registered: a registry
+/// lookup builds a key of up to four labels, hashes it and takes a lock, six times a call; a kept
+/// handle costs one map read. Kept per layer rather than per process, so that a layer's series
+/// are those of the recorder its first calls were counted with (tests count with recorders of
+/// their own beside the process's). Bounded like the labels: the targets ([`MAX_TARGETS`])
+/// times their codes (the gRPC status names and the HTTP statuses).
+#[derive(Debug, Clone, Default)]
+struct Series(Arc<RwLock<SeriesMap>>);
+
+#[derive(Debug, Default)]
+struct SeriesMap {
+    /// By the address of the target's [`Tally`] (kept alive in the value, so never reused).
+    pairs: HashMap<usize, PairSeries>,
+    codes: HashMap<(usize, SharedString), CodeSeries>,
+}
+
+#[derive(Debug)]
+struct PairSeries {
+    _target: Arc<Tally>,
+    in_flight: metrics::Gauge,
+    received: metrics::Counter,
+    sent: metrics::Counter,
+}
+
+#[derive(Debug)]
+struct CodeSeries {
+    _target: Arc<Tally>,
+    total: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl Series {
+    /// Runs `f` with the in-flight and bytes series of `target` on `listener`.
+    fn pair<R>(&self, listener: Listener, target: &Target, f: impl FnOnce(&PairSeries) -> R) -> R {
+        let key = Arc::as_ptr(&target.tally) as usize;
+        if let Some(series) = self.0.read().unwrap_or_else(PoisonError::into_inner).pairs.get(&key) {
+            return f(series);
+        }
+        let labels = in_flight_labels(listener, target);
+        let series = PairSeries {
+            _target: target.tally.clone(),
+            in_flight: gauge!(REQUESTS_IN_FLIGHT, labels.iter()),
+            received: counter!(REQUEST_BYTES_TOTAL, labels.iter()),
+            sent: counter!(RESPONSE_BYTES_TOTAL, labels.iter()),
+        };
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        f(map.pairs.entry(key).or_insert(series))
+    }
+
+    /// Runs `f` with the count and duration series of `target` answered with `code`.
+    fn code<R>(
+        &self,
+        listener: Listener,
+        target: &Target,
+        code: SharedString,
+        f: impl FnOnce(&CodeSeries) -> R,
+    ) -> R {
+        let key = (Arc::as_ptr(&target.tally) as usize, code);
+        if let Some(series) = self.0.read().unwrap_or_else(PoisonError::into_inner).codes.get(&key) {
+            return f(series);
+        }
+        let [listener, service, endpoint] = in_flight_labels(listener, target);
+        let labels = [listener, service, endpoint, Label::new("code", key.1.clone())];
+        let series = CodeSeries {
+            _target: target.tally.clone(),
+            total: counter!(REQUESTS_TOTAL, labels.iter()),
+            duration: histogram!(REQUEST_DURATION_SECONDS, labels.iter()),
+        };
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        f(map.codes.entry(key).or_insert(series))
+    }
 }
 
 pin_project_lite::pin_project! {

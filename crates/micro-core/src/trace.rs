@@ -23,11 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, Tracer as _,
+    TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithTonicConfig as _;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanProcessor};
 
 pub use opentelemetry::context::FutureExt;
@@ -88,6 +89,7 @@ impl Tracing {
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
             ENABLED.store(false, Ordering::Relaxed);
+            set_tracer(None);
             if let Err(err) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
                 tracing::debug!(cause = %err, "tracing shut down with an error");
             }
@@ -191,6 +193,7 @@ fn init_with(service: &str, options: Options, var: impl Fn(&str) -> Option<Strin
     }
     let provider = builder.build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    set_tracer(Some(provider.tracer(SCOPE)));
     ENABLED.store(true, Ordering::Relaxed);
     Tracing { provider: Some(provider) }
 }
@@ -214,47 +217,45 @@ impl SpanProcessor for BoxedProcessor {
     }
 }
 
-fn tracer() -> opentelemetry::global::BoxedTracer {
-    opentelemetry::global::tracer_provider().tracer(SCOPE)
+/// The tracer of the provider [`init`] set up, kept rather than asked of the global provider on
+/// every span (a lock, a box and a scope each time); `None` before `init` and after shutdown.
+static TRACER: std::sync::RwLock<Option<opentelemetry_sdk::trace::SdkTracer>> = std::sync::RwLock::new(None);
+
+fn tracer() -> Option<opentelemetry_sdk::trace::SdkTracer> {
+    TRACER.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
-struct Headers<'a>(&'a http::HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-struct HeadersMut<'a>(&'a mut http::HeaderMap);
-
-impl Injector for HeadersMut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) =
-            (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
-        {
-            self.0.insert(name, value);
-        }
-    }
+fn set_tracer(tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+    *TRACER.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tracer;
 }
 
 /// The trace context a request's headers (or gRPC metadata, `MetadataMap::as_ref`) carry; an
 /// empty context when they carry none or a malformed one.
 pub fn extract(headers: &http::HeaderMap) -> Context {
-    if !headers.get(TRACEPARENT).and_then(|value| value.to_str().ok()).is_some_and(well_formed) {
-        return Context::new();
-    }
-    TraceContextPropagator::new().extract(&Headers(headers))
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    remote(text(TRACEPARENT), || text(TRACESTATE))
 }
 
-/// Writes `cx`'s span into `headers` as `traceparent` (and `tracestate`), replacing any there;
-/// nothing when `cx` has no valid span.
+/// Writes `cx`'s span into `headers` as `traceparent` (and `tracestate`, or none when it has
+/// no trace state), replacing any there; nothing when `cx` has no valid span.
 pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
-    if cx.span().span_context().is_valid() {
-        TraceContextPropagator::new().inject_context(cx, &mut HeadersMut(headers));
+    let span = cx.span();
+    let context = span.span_context();
+    if !context.is_valid() {
+        return;
+    }
+    let traceparent = traceparent(context);
+    headers.insert(
+        http::HeaderName::from_static(TRACEPARENT),
+        http::HeaderValue::from_bytes(&traceparent).expect("a traceparent is ASCII"),
+    );
+    match http::HeaderValue::from_str(&context.trace_state().header()) {
+        Ok(state) if !state.is_empty() => {
+            headers.insert(http::HeaderName::from_static(TRACESTATE), state);
+        }
+        _ => {
+            headers.remove(TRACESTATE);
+        }
     }
 }
 
@@ -263,48 +264,109 @@ pub fn inject_current(headers: &mut http::HeaderMap) {
     inject(&Context::current(), headers);
 }
 
-/// Whether a `traceparent` has the W3C shape `version-trace_id-parent_id-flags` with ids of 32
-/// and 16 hex digits (the SDK's parser also takes shorter ones, which the standard refuses).
-fn well_formed(traceparent: &str) -> bool {
+/// The context of the remote span a `traceparent` (and `tracestate`) name, parsed as the W3C
+/// Trace Context standard and the OpenTelemetry propagator have it: lowercase hex ids of 32 and
+/// 16 digits, not all zeros; version `ff` refused, version `00` with exactly four parts; only
+/// the sampled flag kept. An empty context for anything else. (Written out rather than through
+/// the SDK's propagator, which formats and splits into allocations on every call.)
+fn remote<'a>(traceparent: Option<&'a str>, tracestate: impl FnOnce() -> Option<&'a str>) -> Context {
+    match traceparent.and_then(parse_traceparent) {
+        Some((trace_id, span_id, flags)) => {
+            let state = tracestate().and_then(|state| state.parse().ok()).unwrap_or_default();
+            let context = SpanContext::new(trace_id, span_id, flags, true, state);
+            Context::new().with_remote_span_context(context)
+        }
+        None => Context::new(),
+    }
+}
+
+fn parse_traceparent(traceparent: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
     let mut parts = traceparent.trim().split('-');
-    let (Some(version), Some(trace), Some(parent), Some(flags)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let version = lower_hex::<1>(version)?[0];
+    if version == 0xff || (version == 0 && parts.next().is_some()) {
+        return None;
+    }
+    let trace_id = TraceId::from_bytes(lower_hex::<16>(trace)?);
+    let span_id = SpanId::from_bytes(lower_hex::<8>(parent)?);
+    let flags = TraceFlags::new(lower_hex::<1>(flags)?[0]) & TraceFlags::SAMPLED;
+    (trace_id != TraceId::INVALID && span_id != SpanId::INVALID).then_some((trace_id, span_id, flags))
+}
+
+/// The `N` bytes that `text`, exactly `2 * N` lowercase hex digits, spells.
+fn lower_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
     };
-    let hex = |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_hexdigit());
-    hex(version, 2) && hex(trace, 32) && hex(parent, 16) && hex(flags, 2)
+    let text = text.as_bytes();
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut bytes = [0; N];
+    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(bytes)
+}
+
+/// The `traceparent` of `context`: `00-{trace id}-{span id}-{flags}`, 55 ASCII bytes.
+fn traceparent(context: &SpanContext) -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn write(out: &mut [u8], bytes: &[u8]) {
+        for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
+    }
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    write(&mut out[3..35], &context.trace_id().to_bytes());
+    write(&mut out[36..52], &context.span_id().to_bytes());
+    write(&mut out[53..55], &[(context.trace_flags() & TraceFlags::SAMPLED).to_u8()]);
+    out
 }
 
 /// [`inject_current`] into a gRPC request's metadata (the framework's calls to the server).
 pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
     let cx = Context::current();
-    if !cx.span().span_context().is_valid() {
+    let span = cx.span();
+    let context = span.span_context();
+    if !context.is_valid() {
         return;
     }
-    let mut headers = http::HeaderMap::new();
-    inject(&cx, &mut headers);
-    for (name, value) in &headers {
-        if let Ok(value) = tonic::metadata::MetadataValue::try_from(value.as_bytes()) {
-            let key = if name.as_str() == TRACEPARENT { TRACEPARENT } else { TRACESTATE };
-            metadata.insert(key, value);
+    let traceparent = traceparent(context);
+    metadata.insert(
+        TRACEPARENT,
+        tonic::metadata::MetadataValue::try_from(&traceparent[..]).expect("a traceparent is ASCII"),
+    );
+    match tonic::metadata::MetadataValue::try_from(context.trace_state().header()) {
+        Ok(state) if !state.is_empty() => {
+            metadata.insert(TRACESTATE, state);
+        }
+        _ => {
+            metadata.remove(TRACESTATE);
         }
     }
 }
 
 /// The trace context of event or broker metadata (the same keys as the headers).
 pub fn extract_map(metadata: &HashMap<String, String>) -> Context {
-    if !metadata.get(TRACEPARENT).is_some_and(|value| well_formed(value)) {
-        return Context::new();
-    }
-    TraceContextPropagator::new().extract(metadata)
+    remote(metadata.get(TRACEPARENT).map(String::as_str), || metadata.get(TRACESTATE).map(String::as_str))
 }
 
 /// Writes the current span into event or broker metadata, unless it already names a trace.
 pub fn inject_map(metadata: &mut HashMap<String, String>) {
     let cx = Context::current();
-    if cx.span().span_context().is_valid() && !metadata.contains_key(TRACEPARENT) {
-        TraceContextPropagator::new().inject_context(&cx, metadata);
+    let span = cx.span();
+    let context = span.span_context();
+    if context.is_valid() && !metadata.contains_key(TRACEPARENT) {
+        let traceparent = traceparent(context);
+        metadata.insert(TRACEPARENT.into(), String::from_utf8_lossy(&traceparent).into_owned());
+        let state = context.trace_state().header();
+        if !state.is_empty() {
+            metadata.insert(TRACESTATE.into(), state);
+        }
     }
 }
 
@@ -332,18 +394,22 @@ fn rpc(path: &str) -> (String, Vec<KeyValue>) {
     (name.to_string(), attributes)
 }
 
-/// Starts a span of `kind` named `name` under `parent`, and returns the context holding it.
+/// Starts a span of `kind` named `name` under `parent`, and returns the context holding it (the
+/// parent itself when this process records nothing).
 pub fn start(
     name: impl Into<Cow<'static, str>>,
     kind: SpanKind,
     attributes: Vec<KeyValue>,
     parent: &Context,
 ) -> Context {
-    let span = tracer()
+    let Some(tracer) = tracer() else {
+        return parent.clone();
+    };
+    let span = tracer
         .span_builder(name)
         .with_kind(kind)
         .with_attributes(attributes)
-        .start_with_context(&tracer(), parent);
+        .start_with_context(&tracer, parent);
     parent.with_span(span)
 }
 
@@ -516,6 +582,61 @@ mod tests {
         let mut untouched = http::HeaderMap::new();
         inject(&Context::new(), &mut untouched);
         assert!(untouched.is_empty(), "no span, no header");
+    }
+
+    /// The hand-written parser and formatter agree with the SDK's propagator, but for the
+    /// short fields the SDK lets through and the standard refuses.
+    #[test]
+    fn traceparent_parses_and_prints_as_the_sdk_propagator_does() {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        let inputs = [
+            format!("00-{id}-b7ad6b7169203331-01"),
+            format!("00-{id}-b7ad6b7169203331-00"),
+            format!("00-{id}-b7ad6b7169203331-03"),
+            format!(" 00-{id}-b7ad6b7169203331-01 "),
+            format!("01-{id}-b7ad6b7169203331-01-future"),
+            format!("00-{id}-b7ad6b7169203331-01-extra"),
+            format!("ff-{id}-b7ad6b7169203331-01"),
+            format!("00-{}-b7ad6b7169203331-01", id.to_uppercase()),
+            format!("00-{id}-B7AD6B7169203331-01"),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-{id}-b7ad6b7169203331-0g"),
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01".into(),
+            String::new(),
+        ];
+        let short = [
+            format!("00-{id}-b7ad6b716920333-01"),
+            format!("00-{id}-b7ad6b7169203331-1"),
+            format!("0-{id}-b7ad6b7169203331-01"),
+        ];
+        for input in &short {
+            let metadata = HashMap::from([(TRACEPARENT.to_string(), input.clone())]);
+            assert!(propagator.extract(&metadata).span().span_context().is_valid(), "{input:?}");
+            assert!(!extract_map(&metadata).span().span_context().is_valid(), "{input:?}");
+        }
+        for input in &inputs {
+            for state in [None, Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"), Some("not a state")] {
+                let mut metadata = HashMap::from([(TRACEPARENT.to_string(), input.clone())]);
+                if let Some(state) = state {
+                    metadata.insert(TRACESTATE.into(), state.into());
+                }
+                let ours = extract_map(&metadata);
+                let theirs = propagator.extract(&metadata);
+                assert_eq!(ours.span().span_context(), theirs.span().span_context(), "{input:?} {state:?}");
+
+                let mut printed = HashMap::new();
+                {
+                    let _attached = ours.clone().attach();
+                    inject_map(&mut printed);
+                }
+                let mut expected = HashMap::new();
+                propagator.inject_context(&theirs, &mut expected);
+                expected.retain(|_, value: &mut String| !value.is_empty());
+                assert_eq!(printed, expected, "{input:?} {state:?}");
+            }
+        }
     }
 
     #[test]
