@@ -371,11 +371,13 @@ pub fn inject_map(metadata: &mut HashMap<String, String>) {
 }
 
 /// The `tracing` span that puts `cx`'s trace and span ids on every log line written inside it
-/// (the JSON log format prints the current span's fields); disabled when `cx` has no span.
+/// (the JSON log format prints the current span's fields); disabled when `cx` has no span, and
+/// when this process logs text (`crate::logging::active_format`): ids are for the machines that
+/// read JSON lines, and a span per call costs a slab entry and two formatted ids.
 pub fn log_span(cx: &Context) -> tracing::Span {
     let span = cx.span();
     let context = span.span_context();
-    if !context.is_valid() {
+    if !context.is_valid() || crate::logging::active_format() != crate::logging::Format::Json {
         return tracing::Span::none();
     }
     tracing::info_span!("trace", trace_id = %context.trace_id(), span_id = %context.span_id())
@@ -464,17 +466,34 @@ pub fn finish(cx: &Context, failure: Option<String>) {
 /// The tower layer that traces every call a tonic server answers: the server span of the call
 /// (name `package.Service/Method`, kind server, `rpc.*` attributes, under the caller's
 /// `traceparent`, or a new trace), current while the handler runs, its ids on the handler's
-/// log lines, and the request's `traceparent` rewritten to it, so that a call the server passes
-/// on (the proxy) is its child. The span ends with the response head: a stream's span covers
-/// its opening, and `rpc.grpc.status_code` is that of a trailers-only answer, else OK.
+/// log lines, and, for a server that passes requests on ([`ServerLayer::forwarding`]: the
+/// proxy), the request's `traceparent` rewritten to it, so that the call passed on is its child.
+/// (A framework service's handlers call out with the current context instead.) The span ends
+/// with the response head: a stream's span covers its opening, and `rpc.grpc.status_code` is
+/// that of a trailers-only answer, else OK.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ServerLayer;
+pub struct ServerLayer {
+    forwards: bool,
+}
+
+impl ServerLayer {
+    /// For a server that answers its calls itself (a framework service).
+    pub fn handling() -> Self {
+        Self { forwards: false }
+    }
+
+    /// For a server that passes some requests on as they came (the server's :8081, whose
+    /// proxy forwards them): their `traceparent` names the server span.
+    pub fn forwarding() -> Self {
+        Self { forwards: true }
+    }
+}
 
 impl<S> tower::Layer<S> for ServerLayer {
     type Service = Server<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Server { inner }
+        Server { inner, forwards: self.forwards }
     }
 }
 
@@ -482,6 +501,7 @@ impl<S> tower::Layer<S> for ServerLayer {
 #[derive(Debug, Clone)]
 pub struct Server<S> {
     inner: S,
+    forwards: bool,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -516,7 +536,9 @@ where
         }
         let (name, attributes) = rpc(request.uri().path());
         let cx = start(name, SpanKind::Server, attributes, &parent);
-        inject(&cx, request.headers_mut());
+        if self.forwards {
+            inject(&cx, request.headers_mut());
+        }
         let log = log_span(&cx);
         let answered = self.inner.call(request);
         let finished = cx.clone();

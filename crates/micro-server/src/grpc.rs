@@ -74,7 +74,7 @@ impl Service {
             // Outermost, so that the gate finds the metrics' slot and refusals are counted too.
             .layer(RequestMetricsLayer::new(Listener::Grpc).observe(crate::metrics::count_logins))
             // Every call's server span, refusals included; a proxied call's `traceparent` names it.
-            .layer(micro_core::trace::ServerLayer)
+            .layer(micro_core::trace::ServerLayer::forwarding())
             .layer(AuthLayer::new(self.gate))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, shutdown)

@@ -287,7 +287,7 @@ impl Service {
             .layer(RequestMetricsLayer::new(Listener::Service))
             .layer(HttpLayer::new(guard.clone(), recorder, local))
             // Every call's span, refusals included (not the scrapes).
-            .layer(micro_core::trace::ServerLayer)
+            .layer(micro_core::trace::ServerLayer::handling())
             .layer(GateLayer::new(guard, &names, methods))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
