@@ -35,9 +35,73 @@ pub struct Ring {
 #[derive(Debug, Default)]
 struct Inner {
     /// Trace ids, oldest first.
-    order: VecDeque<String>,
-    traces: HashMap<String, Vec<Span>>,
+    order: VecDeque<TraceKey>,
+    traces: HashMap<TraceKey, Vec<Kept>>,
     spans: usize,
+}
+
+/// A trace id as the ring files it: its 16 bytes.
+type TraceKey = u128;
+
+/// The key of a trace id in hex (any case); none for anything but 32 hex digits.
+fn trace_key(id: &str) -> Option<TraceKey> {
+    (id.len() == 32).then(|| u128::from_str_radix(id, 16).ok()).flatten()
+}
+
+/// A span as the ring keeps it: one of this process's as the SDK ended it, put in the debug
+/// proto's form only when read (most leave the ring unread, and the conversion would be paid
+/// on the request's path), or one in that form already (a service's export, or one of ours
+/// beyond the bounds of the form).
+#[derive(Debug)]
+enum Kept {
+    Own(Box<SpanData>),
+    Converted(Span),
+}
+
+impl Kept {
+    fn span(&self) -> Span {
+        match self {
+            Kept::Own(data) => from_sdk(data, "micro"),
+            Kept::Converted(span) => span.clone(),
+        }
+    }
+
+    fn started(&self) -> u64 {
+        match self {
+            Kept::Own(data) => nanos(data.start_time),
+            Kept::Converted(span) => span.started,
+        }
+    }
+
+    /// Its id and its parent's (empty for none), in hex.
+    fn ids(&self) -> (String, String) {
+        match self {
+            Kept::Own(data) => (data.span_context.span_id().to_string(), parent_of(data)),
+            Kept::Converted(span) => (span.id.clone(), span.parent.clone()),
+        }
+    }
+}
+
+/// Whether the ring may keep `span` as the SDK gave it: its converted form would keep all of
+/// it (no value cut, no attribute dropped), so it holds no more than that form would.
+fn within_bounds(span: &SpanData) -> bool {
+    use opentelemetry::Value;
+    span.name.len() <= MAX_VALUE_BYTES
+        && span.attributes.len() <= MAX_ATTRIBUTES
+        && span.events.is_empty()
+        && span.links.is_empty()
+        && span.attributes.iter().all(|kv| {
+            kv.key.as_str().len() <= MAX_VALUE_BYTES
+                && match &kv.value {
+                    Value::String(text) => text.as_str().len() <= MAX_VALUE_BYTES,
+                    Value::Bool(_) | Value::I64(_) | Value::F64(_) => true,
+                    _ => false,
+                }
+        })
+        && match &span.status {
+            opentelemetry::trace::Status::Error { description } => description.len() <= MAX_VALUE_BYTES,
+            _ => true,
+        }
 }
 
 /// The ring of this process: the tracer's processor feeds it, the debug service reads it.
@@ -53,16 +117,34 @@ pub fn options() -> micro_core::trace::Options {
 }
 
 impl Ring {
-    /// Keeps `span`, evicting the oldest traces beyond the bounds.
+    /// Keeps `span`, evicting the oldest traces beyond the bounds; a span whose trace id is not
+    /// 32 hex digits is not kept.
     pub fn push(&self, span: Span) {
+        if let Some(key) = trace_key(&span.trace) {
+            self.keep(key, Kept::Converted(span));
+        }
+    }
+
+    /// Keeps a span this process ended ([`Processor`]).
+    fn push_own(&self, span: SpanData) {
+        let key = u128::from_be_bytes(span.span_context.trace_id().to_bytes());
+        let kept = if within_bounds(&span) {
+            Kept::Own(Box::new(span))
+        } else {
+            Kept::Converted(from_sdk(&span, "micro"))
+        };
+        self.keep(key, kept);
+    }
+
+    fn keep(&self, key: TraceKey, span: Kept) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let inner = &mut *inner;
-        match inner.traces.get_mut(&span.trace) {
+        match inner.traces.get_mut(&key) {
             Some(spans) if spans.len() >= MAX_SPANS_PER_TRACE => return,
             Some(spans) => spans.push(span),
             None => {
-                inner.order.push_back(span.trace.clone());
-                inner.traces.insert(span.trace.clone(), vec![span]);
+                inner.order.push_back(key);
+                inner.traces.insert(key, vec![span]);
             }
         }
         inner.spans += 1;
@@ -76,8 +158,10 @@ impl Ring {
 
     /// The spans of trace `id`, by start time; none when the ring does not hold it.
     pub fn trace(&self, id: &str) -> Vec<Span> {
+        let Some(key) = trace_key(id) else { return Vec::new() };
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut spans = inner.traces.get(&id.to_ascii_lowercase()).cloned().unwrap_or_default();
+        let mut spans: Vec<Span> =
+            inner.traces.get(&key).map(|spans| spans.iter().map(Kept::span).collect()).unwrap_or_default();
         spans.sort_by_key(|span| span.started);
         spans
     }
@@ -92,12 +176,13 @@ impl Ring {
             .rev()
             .filter_map(|id| {
                 let spans = inner.traces.get(id)?;
-                let ids: Vec<&str> = spans.iter().map(|span| span.id.as_str()).collect();
-                let mut root = spans
+                let ids: Vec<(String, String)> = spans.iter().map(Kept::ids).collect();
+                let root = spans
                     .iter()
-                    .filter(|span| !ids.contains(&span.parent.as_str()))
-                    .min_by_key(|span| span.started)
-                    .cloned()?;
+                    .zip(&ids)
+                    .filter(|(_, (_, parent))| !ids.iter().any(|(id, _)| id == parent))
+                    .min_by_key(|(span, _)| span.started())?;
+                let mut root = root.0.span();
                 root.metadata.insert(SPANS_KEY.into(), spans.len().to_string());
                 Some(root)
             })
@@ -474,7 +559,7 @@ impl SpanProcessor for Processor {
 
     fn on_end(&self, span: SpanData) {
         if span.span_context.is_sampled() {
-            self.0.push(from_sdk(&span, "micro"));
+            self.0.push_own(span);
         }
     }
 
@@ -500,6 +585,15 @@ fn nanos(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The parent span id of `span` in hex, empty for a root.
+fn parent_of(span: &SpanData) -> String {
+    if span.parent_span_id == opentelemetry::trace::SpanId::INVALID {
+        String::new()
+    } else {
+        span.parent_span_id.to_string()
+    }
+}
+
 /// The ring's form of a span of this process, recorded by `service`.
 fn from_sdk(span: &SpanData, service: &str) -> Span {
     let mut metadata: HashMap<String, String> = span
@@ -520,11 +614,7 @@ fn from_sdk(span: &SpanData, service: &str) -> Span {
     if let opentelemetry::trace::Status::Error { description } = &span.status {
         metadata.insert("error".into(), bounded(description));
     }
-    let parent = if span.parent_span_id == opentelemetry::trace::SpanId::INVALID {
-        String::new()
-    } else {
-        span.parent_span_id.to_string()
-    };
+    let parent = parent_of(span);
     let started = nanos(span.start_time);
     Span {
         trace: span.span_context.trace_id().to_string(),
@@ -596,8 +686,8 @@ mod tests {
         }
         let inner = ring.inner.lock().unwrap();
         assert!(inner.spans <= MAX_SPANS, "{} spans", inner.spans);
-        assert!(!inner.traces.contains_key(&format!("{:032x}", 0)), "the oldest went");
-        assert_eq!(inner.traces[&format!("{:032x}", traces - 1)].len(), MAX_SPANS_PER_TRACE);
+        assert!(!inner.traces.contains_key(&0), "the oldest went");
+        assert_eq!(inner.traces[&(traces as u128 - 1)].len(), MAX_SPANS_PER_TRACE);
     }
 
     #[test]
@@ -624,6 +714,56 @@ mod tests {
         assert_eq!(kept.metadata.len(), MAX_ATTRIBUTES + 2, "the first attributes, service and kind");
         assert_eq!((kept.metadata["service"].as_str(), kept.metadata["kind"].as_str()), ("tracer", "server"));
         assert!(kept.name.len() == MAX_VALUE_BYTES && kept.metadata["key0"].len() == MAX_VALUE_BYTES);
+    }
+
+    /// This process's spans go in as the SDK ended them and come out as `from_sdk` reads them;
+    /// one beyond the form's bounds is converted (and cut) on the way in.
+    #[test]
+    fn own_spans_are_read_in_the_form_of_the_exported_ones() {
+        use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _};
+        let ring = Arc::new(Ring::default());
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_span_processor(Processor(ring.clone()))
+            .build();
+        let tracer = provider.tracer("test");
+        let parent = tracer.start("parent");
+        let parent_cx = opentelemetry::Context::new().with_span(parent);
+        let mut child = tracer
+            .span_builder("store.Store/Read")
+            .with_kind(SpanKind::Server)
+            .with_attributes([opentelemetry::KeyValue::new("rpc.service", "store.Store")])
+            .start_with_context(&tracer, &parent_cx);
+        let trace = child.span_context().trace_id().to_string();
+        child.end();
+        let mut long = tracer.start_with_context("long", &parent_cx);
+        long.set_attribute(opentelemetry::KeyValue::new("url.path", "x".repeat(1000)));
+        long.end();
+        parent_cx.span().end();
+
+        let kinds: Vec<bool> = ring
+            .inner
+            .lock()
+            .unwrap()
+            .traces
+            .values()
+            .flatten()
+            .map(|kept| matches!(kept, Kept::Own(_)))
+            .collect();
+        assert_eq!(kinds, [true, false, true], "the long one was converted as it came");
+        let spans = ring.trace(&trace.to_uppercase());
+        assert_eq!(spans.len(), 3, "{spans:?}");
+        let root = spans.iter().find(|span| span.name == "parent").unwrap();
+        let read = spans.iter().find(|span| span.name == "store.Store/Read").unwrap();
+        assert_eq!(
+            (read.trace.as_str(), read.parent.as_str(), root.parent.as_str()),
+            (trace.as_str(), root.id.as_str(), "")
+        );
+        assert_eq!(read.metadata["rpc.service"], "store.Store");
+        assert_eq!((read.metadata["kind"].as_str(), read.metadata["service"].as_str()), ("server", "micro"));
+        assert_eq!(read.r#type, SpanType::Inbound as i32);
+        let long = spans.iter().find(|span| span.name == "long").unwrap();
+        assert_eq!(long.metadata["url.path"].len(), MAX_VALUE_BYTES);
+        assert_eq!(ring.recent().iter().map(|span| span.name.as_str()).collect::<Vec<_>>(), ["parent"]);
     }
 
     #[test]
