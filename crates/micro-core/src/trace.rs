@@ -329,25 +329,7 @@ fn traceparent(context: &SpanContext) -> [u8; 55] {
 
 /// [`inject_current`] into a gRPC request's metadata (the framework's calls to the server).
 pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
-    let cx = Context::current();
-    let span = cx.span();
-    let context = span.span_context();
-    if !context.is_valid() {
-        return;
-    }
-    let traceparent = traceparent(context);
-    metadata.insert(
-        TRACEPARENT,
-        tonic::metadata::MetadataValue::try_from(&traceparent[..]).expect("a traceparent is ASCII"),
-    );
-    match tonic::metadata::MetadataValue::try_from(context.trace_state().header()) {
-        Ok(state) if !state.is_empty() => {
-            metadata.insert(TRACESTATE, state);
-        }
-        _ => {
-            metadata.remove(TRACESTATE);
-        }
-    }
+    inject_current(metadata.as_mut());
 }
 
 /// The trace context of event or broker metadata (the same keys as the headers).
