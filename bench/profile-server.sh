@@ -10,12 +10,18 @@ cd "$(dirname "$0")/.."
 cargo build --release -q -p micro-bench
 cargo run --release -q -p micro-bench -- "$@" &
 bench=$!
-pid=
-for _ in $(seq 600); do
-    pid=$(pgrep -f "release/micro server --proxy-address 127.0.0.1:0" | head -1 || true)
+# PROFILE_NTH=N profiles the Nth server the run starts instead of the first: sections that start
+# several (`--only overhead`: off, metrics only, tracing only, on) each get a fresh one.
+nth=${PROFILE_NTH:-1}
+pid= seen=
+for _ in $(seq 6000); do
+    for p in $(pgrep -f "release/micro server --proxy-address 127.0.0.1:0" || true); do
+        case " $seen " in *" $p "*) ;; *) seen="$seen $p" ;; esac
+    done
+    pid=$(echo $seen | awk -v n="$nth" '{print $n}')
     [ -n "$pid" ] && break
     sleep 0.1
 done
-[ -n "$pid" ] || { echo "no micro server appeared" >&2; kill "$bench"; exit 1; }
+[ -n "$pid" ] || { echo "server $nth did not appear" >&2; kill "$bench"; exit 1; }
 perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$pid" -o "$out" -- sleep "$seconds"
 wait "$bench"
