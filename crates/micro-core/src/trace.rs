@@ -295,35 +295,22 @@ fn parse_traceparent(traceparent: &str) -> Option<(TraceId, SpanId, TraceFlags)>
 
 /// The `N` bytes that `text`, exactly `2 * N` lowercase hex digits, spells.
 fn lower_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    let text = text.as_bytes();
-    if text.len() != 2 * N {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
     let mut bytes = [0; N];
-    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
+    hex::decode_to_slice(text, &mut bytes).ok()?;
     Some(bytes)
 }
 
 /// The `traceparent` of `context`: `00-{trace id}-{span id}-{flags}`, 55 ASCII bytes.
 fn traceparent(context: &SpanContext) -> [u8; 55] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    fn write(out: &mut [u8], bytes: &[u8]) {
-        for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0xf)];
-        }
-    }
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    write(&mut out[3..35], &context.trace_id().to_bytes());
-    write(&mut out[36..52], &context.span_id().to_bytes());
-    write(&mut out[53..55], &[(context.trace_flags() & TraceFlags::SAMPLED).to_u8()]);
+    let flags = [(context.trace_flags() & TraceFlags::SAMPLED).to_u8()];
+    let written = hex::encode_to_slice(context.trace_id().to_bytes(), &mut out[3..35])
+        .and_then(|()| hex::encode_to_slice(context.span_id().to_bytes(), &mut out[36..52]))
+        .and_then(|()| hex::encode_to_slice(flags, &mut out[53..55]));
+    debug_assert!(written.is_ok(), "the slices fit the ids");
     out
 }
 
